@@ -1,0 +1,286 @@
+// Dict: a named key-value dictionary in POSIX shared memory, shared by every process on the host
+// that opens the same name, with no daemon.
+//
+// The shared segment is the source of truth. Every committed change (or atomic batch) gets the
+// next revision (1, 2, 3, ...), appended as one record to a log ring in shared memory; a handle
+// keeps a process-local view (the latest immutable snapshot, mapped read-only and shared by all
+// processes, plus an overlay of the changes since) and catches up by replaying the log. Reading
+// when nothing changed costs one atomic load plus the local lookup.
+//
+//   auto dict = shmdict::Dict::Open({.name = "orders"});
+//   if (!dict.ok()) { /* dict.status().message() names the cause */ }
+//   dict->Set("apples", shmdict::Value::Int(3)).IgnoreError();
+//   std::optional<shmdict::Value> v = dict->Get("apples");
+//
+// Thread-safety: a Dict handle is thread-compatible, like std::unordered_map: concurrent calls on
+// one handle need external synchronization. Open one handle per thread instead; handles are cheap
+// (the snapshot index is mapped, not copied) and every write from any handle in any process is
+// serialized by the dict's cross-process writer lock. Watcher follows the same rule.
+//
+// Lifetime: the handle owns its mappings; destroying it closes it. When the handle created the
+// dict and Options::auto_unlink is true, destroying (or Close()) also unlinks the dict's names
+// (other processes keep working on their mappings; new opens no longer find it). Values returned
+// by copy (Value, std::string) are owned by the caller; ValueView passed to ForEach callbacks is
+// valid only during the callback.
+//
+// Errors (StatusCode): kInvalidArgument for a bad name or option; kNotFound when must-attach finds
+// no dict; kAlreadyExists when must-create finds one; kPermissionDenied when the segment mode
+// forbids access; kFailedPrecondition for a segment of another layout version, a value of the
+// wrong type for an operation, or a lock not held; kDataLoss for a truncated or corrupted segment;
+// kDeadlineExceeded when the writer lock or a wait timed out (the message names the holder's pid);
+// kUnavailable for a try-lock that found the lock held; kResourceExhausted when a key or value is
+// larger than the limits or shared memory is exhausted; kInternal for an unexpected OS error.
+#ifndef SHMDICT_DICT_H_
+#define SHMDICT_DICT_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shmdict/status.h"
+#include "shmdict/value.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace shmdict {
+
+inline constexpr size_t kMaxNameLength = 200;
+inline constexpr size_t kMaxKeyBytes = 64 * 1024;
+inline constexpr uint64_t kMaxValueBytes = 0xFFFFFFFFull;  // lengths are 32-bit on disk
+
+enum class CreateMode {
+  kAttachOrCreate,  // default: attach if it exists, create it otherwise
+  kMustCreate,      // kAlreadyExists if it exists
+  kMustAttach,      // kNotFound if it does not exist
+};
+
+struct Options {
+  // 1..200 characters of [A-Za-z0-9_.-], not "." or "..". Empty: a random name is chosen
+  // (Dict::name() tells it).
+  std::string name;
+  CreateMode create_mode = CreateMode::kAttachOrCreate;
+  // Size of the shared change log in bytes (only used when creating); rounded up to a power of
+  // two, at least 64 KiB. A full log triggers a snapshot; values larger than a quarter of it are
+  // stored in their own segment, so any size works.
+  uint64_t buffer_size = uint64_t{4} << 20;
+  // File mode of the segments this handle creates.
+  mode_t mode = 0600;
+  // When this handle created the dict, unlink it when the handle closes.
+  bool auto_unlink = true;
+  // How long a write (or Lock() without an explicit timeout) waits for the writer lock.
+  std::chrono::milliseconds lock_timeout{10000};
+  // Build snapshots on a background thread of this process when the log is half full, so that
+  // writers do not stall on O(n) work. false: build them inline (single-threaded programs).
+  bool background_compaction = true;
+  // Where the library logs (compactions, lock recoveries). Null: nothing is logged.
+  std::shared_ptr<spdlog::logger> logger;
+};
+
+enum class ChangeOp : uint8_t { kSet = 1, kErase = 2, kClear = 3 };
+
+struct Change {
+  uint64_t revision = 0;  // the changes of one atomic batch share a revision
+  ChangeOp op = ChangeOp::kSet;
+  std::string key;  // empty for kClear
+  Value value;      // only for kSet
+};
+
+// What Watcher::Next returns: either changes following the caller's revision, or, when those are
+// older than the log holds, a full snapshot at `snapshot_revision` followed by later changes.
+struct ChangeBatch {
+  bool is_snapshot = false;
+  uint64_t snapshot_revision = 0;
+  std::vector<std::pair<std::string, Value>> snapshot_items;
+  std::vector<Change> changes;
+  // Everything up to and including this revision has been delivered.
+  uint64_t revision = 0;
+};
+
+struct DictStatus {
+  std::string name;
+  uint32_t layout_version = 0;
+  uint64_t revision = 0;  // latest committed
+  uint64_t entries = 0;   // at `revision`
+  uint64_t log_capacity = 0;
+  uint64_t log_used = 0;  // bytes written since the latest snapshot
+  uint64_t snapshot_generation = 0;
+  uint64_t snapshot_revision = 0;
+  uint64_t snapshots_built = 0;
+  uint32_t lock_holder_pid = 0;  // 0: free
+  uint64_t lock_recoveries = 0;  // times a dead holder's lock was repaired
+  uint32_t creator_pid = 0;
+  bool creator_alive = false;
+  bool attached = false;  // some process (possibly the caller) has it open
+  uint64_t segment_bytes = 0;
+  mode_t mode = 0;
+};
+
+class Dict;
+
+// Holds the dict's cross-process writer lock: every write from any handle waits while it is held,
+// so a read-modify-write between Lock() and the guard's destruction is atomic. Writes through the
+// handle that took the lock proceed (the lock is recursive for its holder thread). Movable; the
+// lock is released on destruction or Unlock(). Must be released on the thread that took it and
+// before its Dict is destroyed.
+class LockGuard {
+ public:
+  LockGuard() = default;
+  LockGuard(LockGuard&& other) noexcept;
+  LockGuard& operator=(LockGuard&& other) noexcept;
+  LockGuard(const LockGuard&) = delete;
+  LockGuard& operator=(const LockGuard&) = delete;
+  ~LockGuard();
+
+  bool owns_lock() const { return dict_ != nullptr; }
+  void Unlock();
+
+ private:
+  friend class Dict;
+  struct Holder;  // the Dict's stable internals: a guard survives moving its Dict
+  explicit LockGuard(Holder* holder) : dict_(holder) {}
+  Holder* dict_ = nullptr;
+};
+
+// Streams the changes of a dict from a revision on, in revision order with no gaps or duplicates.
+// Obtained from Dict::Watch; must not outlive its Dict.
+class Watcher {
+ public:
+  Watcher(Watcher&&) noexcept;
+  Watcher& operator=(Watcher&&) noexcept;
+  ~Watcher();
+
+  // Waits up to `timeout` for changes after revision(), then returns up to about `max_changes` of
+  // them (a batch is never split). An empty `changes` with is_snapshot false means the timeout
+  // passed with no change. kDataLoss if the log is corrupted.
+  Result<ChangeBatch> Next(size_t max_changes, std::chrono::nanoseconds timeout);
+  // The last revision delivered.
+  uint64_t revision() const;
+
+ private:
+  friend class Dict;
+  struct State;
+  explicit Watcher(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+class Dict {
+ public:
+  // Creates or attaches per options.create_mode. See the header comment for the errors.
+  static Result<Dict> Open(const Options& options);
+  // Removes every name of the dict (main segment, snapshots, large-value segments, nested
+  // children). Processes that have it open keep their mappings. kNotFound if nothing was there.
+  static Status UnlinkByName(std::string_view name);
+  // Status of a dict without attaching to it (read-only). kNotFound if missing.
+  static Result<DictStatus> Inspect(std::string_view name);
+  // Names of the dicts on this host (main segments in /dev/shm), sorted.
+  static Result<std::vector<std::string>> ListNames();
+  // kInvalidArgument naming the problem, or OK.
+  static Status ValidateName(std::string_view name);
+
+  Dict(Dict&& other) noexcept;
+  Dict& operator=(Dict&& other) noexcept;
+  Dict(const Dict&) = delete;
+  Dict& operator=(const Dict&) = delete;
+  ~Dict();
+
+  const std::string& name() const;
+  // True if this handle created the dict.
+  bool created() const;
+
+  // ---- Reads: catch up with the log first (one atomic load when nothing changed). A corrupted
+  // log makes reads return what the handle last knew; Refresh() reports the kDataLoss.
+  std::optional<Value> Get(std::string_view key);
+  // Allocation-free variant: copies into *out (reusing its capacity); false when missing.
+  bool Get(std::string_view key, Value* out);
+  bool Contains(std::string_view key);
+  uint64_t Size();
+  // Calls fn for every entry of one consistent revision, in unspecified order.
+  void ForEach(const std::function<void(std::string_view key, ValueView value)>& fn);
+  std::vector<std::string> Keys();
+  std::vector<std::pair<std::string, Value>> Items();
+  std::map<std::string, Value> Export();
+
+  // ---- Writes: each commits one revision (returned) under the cross-process writer lock.
+  Result<uint64_t> Set(std::string_view key, const Value& value);
+  // Atomically sets all items as one revision.
+  Result<uint64_t> Update(const std::vector<std::pair<std::string, Value>>& items);
+  Result<uint64_t> Update(const std::map<std::string, Value>& items);
+  // True if the key existed (and a revision was committed); false if it was missing.
+  Result<bool> Erase(std::string_view key);
+  // Removes and returns the value; nullopt if missing.
+  Result<std::optional<Value>> Pop(std::string_view key);
+  // Removes and returns some entry; nullopt if the dict is empty.
+  Result<std::optional<std::pair<std::string, Value>>> PopItem();
+  // Returns the existing value, or stores and returns `default_value`.
+  Result<Value> SetDefault(std::string_view key, const Value& default_value);
+  Result<uint64_t> Clear();
+  // Sets `desired` (nullopt: erase) only if the current value equals `expected` (nullopt: the
+  // key must be absent). True if it swapped.
+  Result<bool> CompareAndSet(std::string_view key, const std::optional<Value>& expected,
+                             const std::optional<Value>& desired);
+  // Adds delta to an int64 value (a missing key counts as 0) and returns the new value.
+  // kFailedPrecondition if the value is not kInt64; kOutOfRange on overflow.
+  Result<int64_t> Increment(std::string_view key, int64_t delta = 1);
+  // The revision of this handle's latest commit (0 if none).
+  uint64_t last_commit_revision() const;
+
+  // ---- Nested dicts: the value under `key` names a child dict, unlinked with this one.
+  // Opens the child, creating it (and the reference) if the key is missing.
+  // kFailedPrecondition if the key holds a value that is not a nested dict.
+  Result<Dict> OpenNested(std::string_view key);
+
+  // ---- The user lock (see LockGuard). kDeadlineExceeded / kUnavailable name the holder's pid.
+  Result<LockGuard> Lock();
+  Result<LockGuard> Lock(std::chrono::milliseconds timeout);
+  Result<LockGuard> TryLock();
+
+  // ---- Revisions and change streaming.
+  // The handle's revision after catching up.
+  uint64_t revision();
+  // The latest committed revision (one atomic load, no catch-up).
+  uint64_t published_revision() const;
+  // Catches up with the log (UltraDict's apply_update / load). force: reload from the latest
+  // snapshot even if the log would do. kDataLoss if the log or snapshot is corrupted.
+  Status Refresh(bool force = false);
+  // Blocks (futex, no polling) until the published revision exceeds `after_revision`; returns it.
+  // kDeadlineExceeded when the timeout passes first.
+  Result<uint64_t> WaitForChange(uint64_t after_revision, std::chrono::nanoseconds timeout);
+  // A stream of changes after `from_revision`. When the log no longer holds the revision after
+  // it (or from_revision is 0 and a snapshot exists), the stream starts with a snapshot.
+  Watcher Watch(uint64_t from_revision);
+  // Builds and publishes a snapshot of the current state now (UltraDict's dump()); returns its
+  // generation.
+  Result<uint64_t> Dump();
+
+  DictStatus GetStatus();
+  // Closes the handle (and unlinks if auto_unlink applies). Waits for this handle's background
+  // snapshot builder. Any later call other than Close() or destruction aborts. Idempotent.
+  Status Close();
+  // Unlinks this dict's names now (as UnlinkByName); the handle stays usable.
+  Status Unlink();
+
+  struct Impl;  // internal; public only so that the engine's helpers can name it
+
+ private:
+  friend class LockGuard;
+  friend class Watcher;
+  explicit Dict(std::unique_ptr<Impl> impl);
+  // Open, where allow_reserved_name lets OpenNested create "parent@c..." children.
+  static Result<Dict> OpenWithNameRules(const Options& options, bool allow_reserved_name);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmdict
+
+#endif  // SHMDICT_DICT_H_

@@ -1,0 +1,94 @@
+// Value: a type-tagged byte string, the unit stored under each key.
+//
+// Keys and values are byte strings; the tag tells the CLI, the bridge and foreign clients how to
+// render and convert the bytes. Encodings are fixed and little-endian so that every process and
+// every client agrees: kInt64 and kDouble are 8 bytes, kBool is one byte 0/1, kString and kJson
+// are UTF-8 text (not validated), kNestedDict holds the child dict's name, kBytes and user tags
+// (kUserFirst..255) are opaque.
+//
+// Thread-safety: a plain value type. Lifetime: owns its bytes; ValueView borrows them.
+#ifndef SHMDICT_VALUE_H_
+#define SHMDICT_VALUE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace shmdict {
+
+enum class ValueType : uint8_t {
+  kBytes = 0,
+  kString = 1,
+  kInt64 = 2,
+  kDouble = 3,
+  kBool = 4,
+  kJson = 5,
+  kNestedDict = 6,
+  kUserFirst = 128,  // 128..255 are free for applications (pluggable serialization).
+};
+
+// "bytes", "str", "int", "float", "bool", "json", "dict", "user:N".
+std::string TypeName(ValueType type);
+// Inverse of TypeName for the built-in names; nullopt for anything else.
+std::optional<ValueType> ParseTypeName(std::string_view name);
+
+// A borrowed view of a stored value; valid until the next call on the Dict handle that produced
+// it (see Dict::ForEach).
+struct ValueView {
+  ValueType type = ValueType::kBytes;
+  std::string_view data;
+};
+
+class Value {
+ public:
+  Value() = default;
+  Value(ValueType type, std::string data) : type_(type), data_(std::move(data)) {}
+  explicit Value(ValueView view) : type_(view.type), data_(view.data) {}
+
+  static Value Bytes(std::string_view bytes) {
+    return Value(ValueType::kBytes, std::string(bytes));
+  }
+  static Value Str(std::string_view text) { return Value(ValueType::kString, std::string(text)); }
+  static Value Json(std::string_view json) { return Value(ValueType::kJson, std::string(json)); }
+  static Value Int(int64_t v);
+  static Value Double(double v);
+  static Value Bool(bool v);
+
+  // Replaces the contents, reusing the buffer's capacity.
+  void assign(ValueType type, std::string_view data) {
+    type_ = type;
+    data_.assign(data);
+  }
+
+  ValueType type() const { return type_; }
+  const std::string& data() const { return data_; }
+  ValueView view() const { return {type_, data_}; }
+
+  // Typed access: nullopt when the tag is different or the encoding has the wrong size.
+  std::optional<int64_t> AsInt() const;
+  std::optional<double> AsDouble() const;
+  std::optional<bool> AsBool() const;
+  // The text of kString/kJson/kNestedDict values; nullopt for other tags.
+  std::optional<std::string_view> AsText() const;
+
+  // Human-readable text: numbers in decimal, bools as true/false, strings and JSON as they are,
+  // bytes and user tags as-is when printable UTF-8-ish ASCII, otherwise "0x" + hex.
+  std::string ToText() const;
+
+  friend bool operator==(const Value& a, const Value& b) {
+    return a.type_ == b.type_ && a.data_ == b.data_;
+  }
+
+ private:
+  ValueType type_ = ValueType::kBytes;
+  std::string data_;
+};
+
+// Parses text as `type` (the CLI's --type): "int" needs a full decimal int64, "float" a full
+// double, "bool" true/false/1/0. Returns nullopt when the text does not parse as that type.
+std::optional<Value> ParseValue(ValueType type, std::string_view text);
+
+}  // namespace shmdict
+
+#endif  // SHMDICT_VALUE_H_

@@ -1,0 +1,628 @@
+// The public Dict API: opening (create / attach / validate), the dict interface, locks, status.
+// The mechanics (catch-up, commit, compaction, waits) are in dict_impl.cc.
+#include "shmdict/dict.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <random>
+
+#include "dict_impl.h"
+#include "robust_lock.h"
+
+namespace shmdict {
+
+using internal::LocalView;
+using internal::MainHeader;
+using internal::OpRef;
+
+namespace {
+
+// How long an attacher waits for a concurrent creator to finish initializing the header.
+constexpr auto kInitializationWait = std::chrono::seconds(2);
+
+bool ValidNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-' || c == '.';
+}
+
+// Names with '@' are the engine's own (nested children "parent@c..."); users may attach to them
+// (e.g. from the CLI) but not create them.
+Status ValidateNameInternal(std::string_view name, bool allow_reserved) {
+  auto invalid = [&](const std::string& why) {
+    return Status(StatusCode::kInvalidArgument,
+                  "invalid dict name '" + std::string(name) + "': " + why);
+  };
+  if (name.empty()) return invalid("it is empty");
+  if (name.size() > kMaxNameLength) {
+    return invalid("longer than " + std::to_string(kMaxNameLength) + " characters");
+  }
+  if (name.find('/') != std::string_view::npos) return invalid("it contains '/'");
+  if (name.find("..") != std::string_view::npos) return invalid("it contains '..'");
+  if (name == ".") return invalid("'.' is not a name");
+  for (char c : name) {
+    if (c == '@' && allow_reserved) continue;
+    if (c == '@') return invalid("'@' is reserved for the segments a dict owns");
+    if (!ValidNameChar(c)) return invalid("use only letters, digits, '_', '-' and '.'");
+  }
+  if (name.front() == '@') return invalid("it starts with '@'");
+  return Status::Ok();
+}
+
+std::string RandomHex(size_t digits) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::random_device rd;
+  std::mt19937_64 gen((uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(getpid()));
+  std::string out;
+  for (size_t i = 0; i < digits; ++i) out += kHex[gen() & 15];
+  return out;
+}
+
+bool ProcessAlive(uint32_t pid) {
+  if (pid == 0) return false;
+  return kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+uint64_t NowUnixNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Maps and validates an existing main segment: a clear status for anything that is not a
+// complete shmdict segment of this layout version, never a crash.
+Result<internal::Mapping> MapExisting(std::string_view name, int fd, bool writable) {
+  const std::string who = "dict '" + std::string(name) + "'";
+  const auto deadline = std::chrono::steady_clock::now() + kInitializationWait;
+  while (true) {
+    auto size = internal::SegmentSize(fd);
+    if (!size.ok()) return size.status();
+    bool initializing = *size < sizeof(MainHeader);
+    if (!initializing) {
+      auto probe = internal::MapSegment(fd, sizeof(MainHeader), false);
+      if (!probe.ok()) return probe.status();
+      const auto* h = reinterpret_cast<const MainHeader*>(probe->data());
+      if (h->identity.magic != 0 && h->identity.magic != internal::kMainMagic) {
+        return Status(StatusCode::kDataLoss,
+                      who + " is not a shmdict segment (bad magic number): unlink it");
+      }
+      const uint32_t version = h->identity.layout_version.load(std::memory_order_acquire);
+      initializing = version == 0;
+      if (!initializing) {
+        if (version != internal::kLayoutVersion) {
+          return Status(StatusCode::kFailedPrecondition,
+                        who + " has layout version " + std::to_string(version) +
+                            ", this build reads " + std::to_string(internal::kLayoutVersion) +
+                            ": upgrade shmdict or unlink the dict");
+        }
+        const uint64_t capacity = h->identity.log_capacity;
+        if (h->identity.magic != internal::kMainMagic ||
+            h->identity.header_size != internal::kHeaderSize ||
+            capacity < internal::kMinLogCapacity || capacity > internal::kMaxLogCapacity ||
+            !std::has_single_bit(capacity)) {
+          return Status(StatusCode::kDataLoss, who + " has a corrupted header: unlink it");
+        }
+        if (*size != internal::kHeaderSize + capacity) {
+          return Status(StatusCode::kDataLoss,
+                        who + " is truncated (" + std::to_string(*size) + " bytes, expected " +
+                            std::to_string(internal::kHeaderSize + capacity) + "): unlink it");
+        }
+        return internal::MapSegment(fd, *size, writable);
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(StatusCode::kDataLoss, who + " was never completely initialized (" +
+                                               std::to_string(*size) +
+                                               " bytes; its creator probably died): unlink it");
+    }
+    // Another process is creating it right now; this is a bounded wait for its few stores.
+    timespec pause{0, 1000000};
+    nanosleep(&pause, nullptr);
+  }
+}
+
+Status InitializeHeader(MainHeader* h, uint64_t capacity, mode_t mode) {
+  h->identity.magic = internal::kMainMagic;
+  h->identity.header_size = internal::kHeaderSize;
+  h->identity.log_capacity = capacity;
+  h->identity.creator_pid = static_cast<uint32_t>(getpid());
+  h->identity.mode = static_cast<uint32_t>(mode);
+  h->identity.created_unix_ns = NowUnixNs();
+  int rc = internal::InitRobustLock(h->writer.write_lock);
+  if (rc == 0) rc = internal::InitRobustLock(h->compaction.compaction_lock);
+  if (rc != 0) return internal::ErrnoStatus(rc, "initializing the writer lock");
+  // Ready word last: attachers that see it also see every field above.
+  h->identity.layout_version.store(internal::kLayoutVersion, std::memory_order_release);
+  return Status::Ok();
+}
+
+bool SameValue(const std::optional<Value>& a, ValueView* b, bool b_present) {
+  if (!a.has_value() || !b_present) return !a.has_value() && !b_present;
+  return a->type() == b->type && a->data() == b->data;
+}
+
+}  // namespace
+
+Status Dict::ValidateName(std::string_view name) { return ValidateNameInternal(name, false); }
+
+Result<Dict> Dict::Open(const Options& options) {
+  return OpenWithNameRules(options, options.create_mode == CreateMode::kMustAttach);
+}
+
+Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved_name) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->name = options.name.empty() ? "sd-" + RandomHex(16) : options.name;
+  Status valid = ValidateNameInternal(impl->name, allow_reserved_name);
+  if (!valid.ok()) return valid;
+  if (options.buffer_size > internal::kMaxLogCapacity) {
+    return Status(StatusCode::kInvalidArgument,
+                  "dict '" + impl->name + "': buffer_size " + std::to_string(options.buffer_size) +
+                      " exceeds the maximum of " + std::to_string(internal::kMaxLogCapacity));
+  }
+  if ((options.mode & ~mode_t{0777}) != 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "dict '" + impl->name + "': mode must be permission bits (0..0777)");
+  }
+  const uint64_t capacity =
+      std::bit_ceil(std::max<uint64_t>(options.buffer_size, internal::kMinLogCapacity));
+  const std::string& name = impl->name;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    if (options.create_mode != CreateMode::kMustAttach) {
+      auto created = internal::CreateSegment(name, internal::kHeaderSize + capacity, options.mode,
+                                             /*replace_existing=*/false);
+      if (created.ok()) {
+        auto* h = reinterpret_cast<MainHeader*>(created->second.data());
+        Status s = InitializeHeader(h, capacity, options.mode);
+        if (!s.ok()) {
+          internal::UnlinkSegmentQuietly(name);
+          return s;
+        }
+        impl->fd = std::move(created->first);
+        impl->map = std::move(created->second);
+        impl->created = true;
+        break;
+      }
+      if (created.status().code() != StatusCode::kAlreadyExists) {
+        return Status(created.status().code(),
+                      "dict '" + name + "': cannot create: " + created.status().message());
+      }
+      if (options.create_mode == CreateMode::kMustCreate) {
+        return Status(StatusCode::kAlreadyExists, "dict '" + name + "' already exists");
+      }
+    }
+    auto fd = internal::OpenSegment(name, O_RDWR, 0);
+    if (!fd.ok()) {
+      // Unlinked between our create attempt and this open: try to create again.
+      if (fd.status().code() == StatusCode::kNotFound &&
+          options.create_mode == CreateMode::kAttachOrCreate) {
+        continue;
+      }
+      if (fd.status().code() == StatusCode::kNotFound) {
+        return Status(StatusCode::kNotFound, "dict '" + name + "' does not exist");
+      }
+      return Status(fd.status().code(),
+                    "dict '" + name + "': cannot open: " + fd.status().message());
+    }
+    auto map = MapExisting(name, fd->get(), true);
+    if (!map.ok()) return map.status();
+    impl->fd = std::move(*fd);
+    impl->map = std::move(*map);
+    break;
+  }
+  if (!impl->map.valid()) {
+    return Status(StatusCode::kUnavailable,
+                  "dict '" + name + "' is being created and unlinked concurrently; retry");
+  }
+  // A shared flock marks "some process has this dict open" for `shmdict ls`; the kernel drops it
+  // when the process dies, so it never goes stale.
+  flock(impl->fd.get(), LOCK_SH | LOCK_NB);
+  impl->header = reinterpret_cast<MainHeader*>(impl->map.data());
+  impl->ring = internal::LogRing(impl->header, impl->map.data() + internal::kHeaderSize,
+                                 impl->header->identity.log_capacity);
+  Status s = impl->LoadLatestSnapshot(&impl->view);
+  if (s.ok()) s = impl->CatchUp(false);
+  if (!s.ok()) {
+    impl->created = false;  // never unlink what we could not read
+    return s;
+  }
+  return Dict(std::move(impl));
+}
+
+Status Dict::UnlinkByName(std::string_view name) {
+  Status valid = ValidateNameInternal(name, true);
+  if (!valid.ok()) return valid;
+  bool found = shm_unlink(internal::ShmName(name).c_str()) == 0;
+  // Snapshots, large values and nested children (and theirs) all start with "NAME@".
+  for (const std::string& segment : internal::ListSegments(std::string(name) + "@")) {
+    internal::UnlinkSegmentQuietly(segment);
+    found = true;
+  }
+  if (!found)
+    return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> Dict::ListNames() {
+  std::vector<std::string> names;
+  for (std::string& segment : internal::ListSegments("")) {
+    if (segment.find('@') == std::string::npos) names.push_back(std::move(segment));
+  }
+  return names;
+}
+
+Result<DictStatus> Dict::Inspect(std::string_view name) {
+  Status valid = ValidateNameInternal(name, true);
+  if (!valid.ok()) return valid;
+  auto fd = internal::OpenSegment(name, O_RDONLY, 0);
+  if (!fd.ok()) {
+    if (fd.status().code() == StatusCode::kNotFound) {
+      return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
+    }
+    return Status(fd.status().code(), "dict '" + std::string(name) + "': " + fd.status().message());
+  }
+  auto map = MapExisting(name, fd->get(), false);
+  if (!map.ok()) return map.status();
+  const auto* h = reinterpret_cast<const MainHeader*>(map->data());
+  DictStatus st;
+  st.name = std::string(name);
+  st.layout_version = h->identity.layout_version.load(std::memory_order_acquire);
+  st.revision = h->commit.commit_revision.load(std::memory_order_acquire);
+  st.entries = h->commit.entry_count.load(std::memory_order_relaxed);
+  st.log_capacity = h->identity.log_capacity;
+  st.log_used = h->writer.writer_tail.load(std::memory_order_relaxed) -
+                h->writer.snapshot_log_position.load(std::memory_order_relaxed);
+  st.snapshot_generation = h->commit.snapshot_generation.load(std::memory_order_relaxed);
+  st.snapshot_revision = h->writer.snapshot_revision.load(std::memory_order_relaxed);
+  st.snapshots_built = h->compaction.snapshots_built.load(std::memory_order_relaxed);
+  st.lock_holder_pid = h->writer.lock_holder_pid.load(std::memory_order_relaxed);
+  st.lock_recoveries = h->writer.lock_recoveries.load(std::memory_order_relaxed);
+  st.creator_pid = h->identity.creator_pid;
+  st.creator_alive = ProcessAlive(st.creator_pid);
+  st.segment_bytes = map->size();
+  st.mode = static_cast<mode_t>(h->identity.mode);
+  // Nobody holds a shared flock <=> an exclusive one can be had. The probe is on our own open
+  // file description, so our own handles (if any) count as attached too.
+  if (flock(fd->get(), LOCK_EX | LOCK_NB) == 0) {
+    flock(fd->get(), LOCK_UN);
+    st.attached = false;
+  } else {
+    st.attached = true;
+  }
+  return st;
+}
+
+Dict::Dict(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Dict::Dict(Dict&& other) noexcept = default;
+Dict& Dict::operator=(Dict&& other) noexcept = default;
+Dict::~Dict() = default;
+
+namespace {
+// Using a closed or moved-from handle is a programming error, not a runtime condition.
+Dict::Impl& Live(const std::unique_ptr<Dict::Impl>& impl) {
+  if (!impl || impl->closed) std::abort();
+  return *impl;
+}
+}  // namespace
+
+const std::string& Dict::name() const { return Live(impl_).name; }
+bool Dict::created() const { return Live(impl_).created; }
+
+std::optional<Value> Dict::Get(std::string_view key) {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  ValueView v;
+  if (!d.view.Find(key, &v)) return std::nullopt;
+  return Value(v);
+}
+
+bool Dict::Get(std::string_view key, Value* out) {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  ValueView v;
+  if (!d.view.Find(key, &v)) return false;
+  out->assign(v.type, v.data);
+  return true;
+}
+
+bool Dict::Contains(std::string_view key) {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  ValueView v;
+  return d.view.Find(key, &v);
+}
+
+uint64_t Dict::Size() {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  return d.view.size;
+}
+
+void Dict::ForEach(const std::function<void(std::string_view key, ValueView value)>& fn) {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  d.view.ForEach(fn);
+}
+
+std::vector<std::string> Dict::Keys() {
+  std::vector<std::string> keys;
+  ForEach([&](std::string_view k, ValueView) { keys.emplace_back(k); });
+  return keys;
+}
+
+std::vector<std::pair<std::string, Value>> Dict::Items() {
+  std::vector<std::pair<std::string, Value>> items;
+  ForEach([&](std::string_view k, ValueView v) { items.emplace_back(std::string(k), Value(v)); });
+  return items;
+}
+
+std::map<std::string, Value> Dict::Export() {
+  std::map<std::string, Value> out;
+  ForEach([&](std::string_view k, ValueView v) { out.emplace(std::string(k), Value(v)); });
+  return out;
+}
+
+Result<uint64_t> Dict::Set(std::string_view key, const Value& value) {
+  return Live(impl_).Write([&](std::vector<OpRef>& ops) {
+    ops.push_back({ChangeOp::kSet, value.type(), key, value.data()});
+    return Status::Ok();
+  });
+}
+
+Result<uint64_t> Dict::Update(const std::vector<std::pair<std::string, Value>>& items) {
+  return Live(impl_).Write([&](std::vector<OpRef>& ops) {
+    ops.reserve(items.size());
+    for (const auto& [k, v] : items) ops.push_back({ChangeOp::kSet, v.type(), k, v.data()});
+    return Status::Ok();
+  });
+}
+
+Result<uint64_t> Dict::Update(const std::map<std::string, Value>& items) {
+  return Live(impl_).Write([&](std::vector<OpRef>& ops) {
+    for (const auto& [k, v] : items) ops.push_back({ChangeOp::kSet, v.type(), k, v.data()});
+    return Status::Ok();
+  });
+}
+
+Result<bool> Dict::Erase(std::string_view key) {
+  Impl& d = Live(impl_);
+  bool existed = false;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    ValueView v;
+    existed = d.view.Find(key, &v);
+    if (existed) ops.push_back({ChangeOp::kErase, ValueType::kBytes, key, {}});
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  return existed;
+}
+
+Result<std::optional<Value>> Dict::Pop(std::string_view key) {
+  Impl& d = Live(impl_);
+  std::optional<Value> old;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    ValueView v;
+    if (d.view.Find(key, &v)) {
+      old = Value(v);
+      ops.push_back({ChangeOp::kErase, ValueType::kBytes, key, {}});
+    }
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  return old;
+}
+
+Result<std::optional<std::pair<std::string, Value>>> Dict::PopItem() {
+  Impl& d = Live(impl_);
+  std::optional<std::pair<std::string, Value>> item;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    d.view.ForEach([&](std::string_view k, ValueView v) {
+      if (!item) item.emplace(std::string(k), Value(v));
+    });
+    if (item) ops.push_back({ChangeOp::kErase, ValueType::kBytes, item->first, {}});
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  return item;
+}
+
+Result<Value> Dict::SetDefault(std::string_view key, const Value& default_value) {
+  Impl& d = Live(impl_);
+  Value result = default_value;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    ValueView v;
+    if (d.view.Find(key, &v)) {
+      result = Value(v);
+    } else {
+      ops.push_back({ChangeOp::kSet, default_value.type(), key, default_value.data()});
+    }
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  return result;
+}
+
+Result<uint64_t> Dict::Clear() {
+  return Live(impl_).Write([&](std::vector<OpRef>& ops) {
+    ops.push_back({ChangeOp::kClear, ValueType::kBytes, {}, {}});
+    return Status::Ok();
+  });
+}
+
+Result<bool> Dict::CompareAndSet(std::string_view key, const std::optional<Value>& expected,
+                                 const std::optional<Value>& desired) {
+  Impl& d = Live(impl_);
+  bool swapped = false;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    ValueView current;
+    const bool present = d.view.Find(key, &current);
+    swapped = SameValue(expected, &current, present);
+    if (!swapped) return Status::Ok();
+    if (desired) {
+      ops.push_back({ChangeOp::kSet, desired->type(), key, desired->data()});
+    } else if (present) {
+      ops.push_back({ChangeOp::kErase, ValueType::kBytes, key, {}});
+    }
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  return swapped;
+}
+
+Result<int64_t> Dict::Increment(std::string_view key, int64_t delta) {
+  Impl& d = Live(impl_);
+  int64_t result = 0;
+  std::string encoded;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    ValueView current;
+    int64_t base = 0;
+    if (d.view.Find(key, &current)) {
+      std::optional<int64_t> v = Value(current).AsInt();
+      if (!v) {
+        return Status(StatusCode::kFailedPrecondition, "dict '" + d.name + "': key '" +
+                                                           std::string(key) + "' holds a " +
+                                                           TypeName(current.type) + ", not an int");
+      }
+      base = *v;
+    }
+    if (__builtin_add_overflow(base, delta, &result)) {
+      return Status(StatusCode::kOutOfRange, "dict '" + d.name + "': incrementing key '" +
+                                                 std::string(key) + "' overflows int64");
+    }
+    encoded = Value::Int(result).data();
+    ops.push_back({ChangeOp::kSet, ValueType::kInt64, key, encoded});
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  return result;
+}
+
+uint64_t Dict::last_commit_revision() const { return Live(impl_).last_commit; }
+
+Result<Dict> Dict::OpenNested(std::string_view key) {
+  Impl& d = Live(impl_);
+  std::string child;
+  auto r = d.Write([&](std::vector<OpRef>& ops) {
+    ValueView current;
+    if (d.view.Find(key, &current)) {
+      if (current.type != ValueType::kNestedDict) {
+        return Status(StatusCode::kFailedPrecondition,
+                      "dict '" + d.name + "': key '" + std::string(key) + "' holds a " +
+                          TypeName(current.type) + ", not a nested dict");
+      }
+      child = std::string(current.data);
+      return Status::Ok();
+    }
+    // The child is named under the parent so unlinking the parent's "NAME@" prefix removes it.
+    child = d.name + "@c" + RandomHex(12);
+    ops.push_back({ChangeOp::kSet, ValueType::kNestedDict, key, child});
+    return Status::Ok();
+  });
+  if (!r.ok()) return r.status();
+  Options child_options = d.options;
+  child_options.name = child;
+  child_options.create_mode = CreateMode::kAttachOrCreate;
+  child_options.auto_unlink = false;  // it lives as long as its parent
+  return OpenWithNameRules(child_options, /*allow_reserved_name=*/true);
+}
+
+Result<LockGuard> Dict::Lock() { return Lock(Live(impl_).options.lock_timeout); }
+
+Result<LockGuard> Dict::Lock(std::chrono::milliseconds timeout) {
+  Impl& d = Live(impl_);
+  // A zero timeout would mean "try once"; Lock() with 0 ms behaves like TryLock.
+  Status s = d.AcquireWriteLock(timeout);
+  if (!s.ok()) return s;
+  d.CatchUp(false).IgnoreError();
+  return LockGuard(&d);
+}
+
+Result<LockGuard> Dict::TryLock() { return Lock(std::chrono::milliseconds(0)); }
+
+LockGuard::LockGuard(LockGuard&& other) noexcept : dict_(std::exchange(other.dict_, nullptr)) {}
+
+LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
+  if (this != &other) {
+    Unlock();
+    dict_ = std::exchange(other.dict_, nullptr);
+  }
+  return *this;
+}
+
+LockGuard::~LockGuard() { Unlock(); }
+
+void LockGuard::Unlock() {
+  if (dict_ == nullptr) return;
+  static_cast<Dict::Impl*>(dict_)->ReleaseWriteLock();
+  dict_ = nullptr;
+}
+
+uint64_t Dict::revision() {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  return d.view.revision;
+}
+
+uint64_t Dict::published_revision() const {
+  return Live(impl_).header->commit.commit_revision.load(std::memory_order_acquire);
+}
+
+Status Dict::Refresh(bool force) { return Live(impl_).CatchUp(force); }
+
+Result<uint64_t> Dict::WaitForChange(uint64_t after_revision, std::chrono::nanoseconds timeout) {
+  return Live(impl_).WaitForChange(after_revision, timeout);
+}
+
+Result<uint64_t> Dict::Dump() {
+  Impl& d = Live(impl_);
+  Status s = d.AcquireWriteLock(d.options.lock_timeout);
+  if (!s.ok()) return s;
+  s = d.CatchUp(false);
+  if (s.ok()) s = d.CompactLocked();
+  d.ReleaseWriteLock();
+  if (!s.ok()) return s;
+  return d.view.generation();
+}
+
+DictStatus Dict::GetStatus() {
+  Impl& d = Live(impl_);
+  d.CatchUp(false).IgnoreError();
+  auto inspected = Inspect(d.name);
+  DictStatus st = inspected.ok() ? *inspected : DictStatus{};
+  // The handle's own view is authoritative for what it can see, even if the name is unlinked.
+  const MainHeader* h = d.header;
+  st.name = d.name;
+  st.layout_version = h->identity.layout_version.load(std::memory_order_acquire);
+  st.revision = h->commit.commit_revision.load(std::memory_order_acquire);
+  if (st.revision == d.view.revision) st.entries = d.view.size;
+  st.log_capacity = h->identity.log_capacity;
+  st.log_used = h->writer.writer_tail.load(std::memory_order_relaxed) -
+                h->writer.snapshot_log_position.load(std::memory_order_relaxed);
+  st.snapshot_generation = h->commit.snapshot_generation.load(std::memory_order_relaxed);
+  st.snapshot_revision = h->writer.snapshot_revision.load(std::memory_order_relaxed);
+  st.snapshots_built = h->compaction.snapshots_built.load(std::memory_order_relaxed);
+  st.lock_holder_pid = h->writer.lock_holder_pid.load(std::memory_order_relaxed);
+  st.lock_recoveries = h->writer.lock_recoveries.load(std::memory_order_relaxed);
+  st.creator_pid = h->identity.creator_pid;
+  st.creator_alive = ProcessAlive(st.creator_pid);
+  st.attached = true;
+  st.segment_bytes = d.map.size();
+  st.mode = static_cast<mode_t>(h->identity.mode);
+  return st;
+}
+
+Status Dict::Close() {
+  if (!impl_) return Status::Ok();
+  impl_->Close();
+  return Status::Ok();
+}
+
+Status Dict::Unlink() { return UnlinkByName(Live(impl_).name); }
+
+}  // namespace shmdict

@@ -1,0 +1,551 @@
+#include "dict_impl.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <spdlog/spdlog.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "robust_lock.h"
+
+namespace shmdict {
+
+using internal::BlobHeader;
+using internal::LocalView;
+using internal::LogRing;
+using internal::OpRef;
+using internal::ReadOutcome;
+using internal::RecordHeader;
+using internal::RecordKind;
+using internal::SnapshotView;
+
+namespace {
+
+// A handle switches to a newer snapshot (dropping its overlay) once its overlay holds this many
+// keys: it bounds per-process memory by the log's size instead of the dict's.
+constexpr size_t kOverlaySwitchEntries = 4096;
+// Retries when snapshots are replaced faster than a reader can map them; practically never hit.
+constexpr int kSnapshotRetries = 1000;
+
+long Futex(std::atomic<uint32_t>* word, int op, uint32_t value, const timespec* timeout) {
+  // Deliberately not FUTEX_PRIVATE_FLAG: waiters and wakers are different processes.
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, timeout, nullptr, 0);
+}
+
+}  // namespace
+
+namespace internal {
+
+void LocalView::Apply(const OpRef& op) {
+  ValueView existing;
+  switch (op.op) {
+    case ChangeOp::kSet: {
+      const bool existed = Find(op.key, &existing);
+      auto it = overlay.find(op.key);
+      if (it == overlay.end()) it = overlay.emplace(std::string(op.key), OverlayEntry{}).first;
+      it->second.present = true;
+      it->second.type = op.type;
+      it->second.data.assign(op.value);
+      if (!existed) ++size;
+      break;
+    }
+    case ChangeOp::kErase: {
+      if (!Find(op.key, &existing)) break;
+      if (snapshot_hidden || !snapshot) {
+        overlay.erase(overlay.find(op.key));
+      } else {
+        auto it = overlay.find(op.key);
+        if (it == overlay.end()) it = overlay.emplace(std::string(op.key), OverlayEntry{}).first;
+        it->second.present = false;
+        it->second.data.clear();
+      }
+      --size;
+      break;
+    }
+    case ChangeOp::kClear:
+      overlay.clear();
+      snapshot_hidden = snapshot != nullptr;
+      size = 0;
+      break;
+  }
+}
+
+void LocalView::ResetTo(std::shared_ptr<const SnapshotView> snap) {
+  overlay.clear();
+  snapshot_hidden = false;
+  revision = snap ? snap->revision() : 0;
+  position = snap ? snap->log_position() : 0;
+  size = snap ? snap->entry_count() : 0;
+  snapshot = std::move(snap);
+}
+
+}  // namespace internal
+
+Dict::Impl::~Impl() { Close(); }
+
+Status Dict::Impl::Corrupt(const std::string& what) const {
+  return Status(StatusCode::kDataLoss,
+                "dict '" + name + "': " + what + ": the segment is corrupted; unlink the dict");
+}
+
+Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
+  for (int attempt = 0; attempt < kSnapshotRetries; ++attempt) {
+    const uint64_t generation = header->commit.snapshot_generation.load(std::memory_order_acquire);
+    if (generation == 0) {
+      v->ResetTo(nullptr);
+      return Status::Ok();
+    }
+    if (v->snapshot && v->snapshot->generation() == generation) {
+      v->ResetTo(v->snapshot);
+      return Status::Ok();
+    }
+    auto snap = SnapshotView::Open(name, generation);
+    if (snap.ok()) {
+      v->ResetTo(std::move(*snap));
+      return Status::Ok();
+    }
+    // Not found: a newer snapshot replaced it between our load and the open; try the newer one.
+    if (snap.status().code() != StatusCode::kNotFound) return snap.status();
+  }
+  return Status(StatusCode::kUnavailable,
+                "dict '" + name + "': snapshots are replaced faster than they can be mapped");
+}
+
+ReadOutcome Dict::Impl::ReadRecord(uint64_t position, uint64_t expected_revision, std::string* out,
+                                   uint64_t* next) const {
+  RecordHeader h;
+  for (int records = 0; records < 2; ++records) {
+    switch (ring.Read(position, &h, out)) {
+      case LogRing::ReadResult::kLapped:
+        return ReadOutcome::kLapped;
+      case LogRing::ReadResult::kCorrupt:
+        return ReadOutcome::kCorrupt;
+      case LogRing::ReadResult::kPadding:
+        position += h.length;
+        continue;
+      case LogRing::ReadResult::kRecord:
+        break;
+    }
+    if (h.revision != expected_revision) return ReadOutcome::kCorrupt;
+    *next = position + internal::RecordLength(h.length - sizeof(RecordHeader));
+    if (h.kind != static_cast<uint8_t>(RecordKind::kExternal)) return ReadOutcome::kOk;
+    // A large change lives in its own segment; the record carries its size and checksum.
+    uint64_t ref[2];
+    if (out->size() != sizeof(ref)) return ReadOutcome::kCorrupt;
+    std::memcpy(ref, out->data(), sizeof(ref));
+    auto blob_fd = internal::OpenSegment(internal::BlobSegment(name, h.revision), O_RDONLY, 0);
+    // Gone: a snapshot at or after this revision replaced it, so the reader reloads from that.
+    if (!blob_fd.ok()) return ReadOutcome::kLapped;
+    auto size = internal::SegmentSize(blob_fd->get());
+    if (!size.ok() || *size != sizeof(BlobHeader) + ref[0]) return ReadOutcome::kCorrupt;
+    auto blob = internal::MapSegment(blob_fd->get(), *size, false);
+    if (!blob.ok()) return ReadOutcome::kCorrupt;
+    const auto* bh = reinterpret_cast<const BlobHeader*>(blob->data());
+    if (bh->magic != internal::kBlobMagic ||
+        bh->layout_version.load(std::memory_order_acquire) != internal::kLayoutVersion ||
+        bh->revision != h.revision || bh->payload_bytes != ref[0]) {
+      return ReadOutcome::kCorrupt;
+    }
+    out->assign(reinterpret_cast<const char*>(blob->data() + sizeof(BlobHeader)), ref[0]);
+    if (internal::Hash64(out->data(), out->size(), h.revision) != ref[1]) {
+      return ReadOutcome::kCorrupt;
+    }
+    return ReadOutcome::kOk;
+  }
+  return ReadOutcome::kCorrupt;  // two paddings in a row cannot happen
+}
+
+Status Dict::Impl::CatchUpSlow(bool force) {
+  const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
+  const bool newer_snapshot =
+      header->commit.snapshot_generation.load(std::memory_order_acquire) != view.generation();
+  if (force || (newer_snapshot && view.overlay.size() >= kOverlaySwitchEntries)) {
+    Status s = LoadLatestSnapshot(&view);
+    if (!s.ok()) return s;
+  }
+  int laps = 0;
+  while (view.revision < committed) {
+    uint64_t next = 0;
+    switch (ReadRecord(view.position, view.revision + 1, &payload, &next)) {
+      case ReadOutcome::kOk: {
+        bool valid = internal::ForEachOp(payload, [&](const OpRef& op) { view.Apply(op); });
+        if (!valid) {
+          return Corrupt("the change record of revision " + std::to_string(view.revision + 1) +
+                         " does not decode");
+        }
+        view.revision += 1;
+        view.position = next;
+        break;
+      }
+      case ReadOutcome::kLapped: {
+        if (++laps > kSnapshotRetries) {
+          return Status(StatusCode::kUnavailable,
+                        "dict '" + name + "': writers keep lapping this reader");
+        }
+        Status s = LoadLatestSnapshot(&view);
+        if (!s.ok()) return s;
+        break;
+      }
+      case ReadOutcome::kCorrupt:
+        return Corrupt("the log record of revision " + std::to_string(view.revision + 1) +
+                       " at position " + std::to_string(view.position) + " is invalid");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string Dict::Impl::HolderDescription() const {
+  const uint32_t pid = header->writer.lock_holder_pid.load(std::memory_order_relaxed);
+  return pid != 0 ? "held by pid " + std::to_string(pid) : "held by another process";
+}
+
+Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
+  if (lock_depth > 0) {
+    ++lock_depth;
+    return Status::Ok();
+  }
+  using internal::LockResult;
+  switch (internal::AcquireRobustLock(header->writer.write_lock, timeout)) {
+    case LockResult::kAcquired:
+      break;
+    case LockResult::kOwnerDied: {
+      Status repaired = RepairAfterDeadHolder();
+      // Consistent even if the repair failed: leaving it unmarked would make the lock unusable
+      // forever (ENOTRECOVERABLE), and the error below already tells the caller.
+      internal::MarkRobustLockConsistent(header->writer.write_lock);
+      if (!repaired.ok()) {
+        internal::ReleaseRobustLock(header->writer.write_lock);
+        return repaired;
+      }
+      break;
+    }
+    case LockResult::kTimedOut:
+      return Status(StatusCode::kDeadlineExceeded,
+                    "dict '" + name + "': the writer lock is " + HolderDescription() +
+                        " and was not released within " +
+                        std::to_string(timeout.count() / 1000000) + " ms");
+    case LockResult::kBusy:
+      return Status(StatusCode::kUnavailable,
+                    "dict '" + name + "': the writer lock is " + HolderDescription());
+    case LockResult::kAlreadyHeld:
+      return Status(
+          StatusCode::kFailedPrecondition,
+          "dict '" + name + "': this thread already holds the writer lock through another handle");
+    case LockResult::kUnrecoverable:
+      return Corrupt("the writer lock is unrecoverable");
+  }
+  header->writer.lock_holder_pid.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+  lock_depth = 1;
+  return Status::Ok();
+}
+
+void Dict::Impl::ReleaseWriteLock() {
+  if (lock_depth <= 0) std::abort();  // unbalanced: a bug in this file
+  if (--lock_depth > 0) return;
+  header->writer.lock_holder_pid.store(0, std::memory_order_relaxed);
+  internal::ReleaseRobustLock(header->writer.write_lock);
+}
+
+// The previous holder died somewhere between taking the lock and releasing it. Everything it
+// committed is complete (the commit store is the last step of a change); what it did not commit is
+// invisible. Re-derive the writer-side bookkeeping from what is committed and published.
+Status Dict::Impl::RepairAfterDeadHolder() {
+  auto& w = header->writer;
+  const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
+  uint64_t tail = w.writer_tail.load(std::memory_order_relaxed);
+  uint64_t tail_revision = w.writer_tail_revision.load(std::memory_order_relaxed);
+  std::string scratch;
+  while (tail_revision < committed) {
+    uint64_t next = 0;
+    // The dead writer committed but did not record its tail: step over its record. (A missing
+    // large-value segment reads as lapped but still tells where the record ends.)
+    if (ReadRecord(tail, tail_revision + 1, &scratch, &next) == ReadOutcome::kCorrupt ||
+        next == 0) {
+      return Corrupt("the record of revision " + std::to_string(tail_revision + 1) +
+                     " left by a dead writer is invalid");
+    }
+    tail = next;
+    ++tail_revision;
+  }
+  if (tail_revision != committed) return Corrupt("the writer's tail is ahead of the commit");
+  w.writer_tail.store(tail, std::memory_order_relaxed);
+  w.writer_tail_revision.store(tail_revision, std::memory_order_relaxed);
+  // A writer may die between the stores that publish a snapshot: take the published generation's
+  // own header as the truth.
+  const uint64_t generation = header->commit.snapshot_generation.load(std::memory_order_acquire);
+  uint64_t snap_position = 0;
+  uint64_t snap_revision = 0;
+  if (generation != 0) {
+    auto snap = SnapshotView::Open(name, generation);
+    if (!snap.ok()) return snap.status();
+    snap_position = (*snap)->log_position();
+    snap_revision = (*snap)->revision();
+  }
+  w.snapshot_log_position.store(snap_position, std::memory_order_relaxed);
+  w.snapshot_revision.store(snap_revision, std::memory_order_relaxed);
+  const uint64_t recoveries = w.lock_recoveries.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (options.logger) {
+    options.logger->warn(
+        "dict '{}': recovered the writer lock from a dead holder at revision {} "
+        "(recovery #{})",
+        name, committed, recoveries);
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops) {
+  payload.clear();
+  for (const OpRef& op : ops) {
+    if (op.key.size() > kMaxKeyBytes) {
+      return Status(StatusCode::kResourceExhausted,
+                    "dict '" + name + "': a key of " + std::to_string(op.key.size()) +
+                        " bytes exceeds the limit of " + std::to_string(kMaxKeyBytes));
+    }
+    if (op.value.size() > kMaxValueBytes) {
+      return Status(StatusCode::kResourceExhausted,
+                    "dict '" + name + "': a value of " + std::to_string(op.value.size()) +
+                        " bytes exceeds the limit of " + std::to_string(kMaxValueBytes));
+    }
+    internal::AppendOp(op, &payload);
+  }
+  const uint64_t revision = view.revision + 1;
+  RecordKind kind = RecordKind::kChange;
+  std::string_view record = payload;
+  uint64_t external_ref[2];
+  if (payload.size() > ring.capacity() / 4) {
+    // Too big for the ring: the payload goes into its own immutable segment and the log carries
+    // a reference. O(size of the change), not O(size of the dict).
+    const std::string segment = internal::BlobSegment(name, revision);
+    auto blob = internal::CreateSegment(segment, sizeof(BlobHeader) + payload.size(), options.mode,
+                                        /*replace_existing=*/true);
+    if (!blob.ok()) return blob.status();
+    uint8_t* base = blob->second.data();
+    auto* bh = new (base) BlobHeader{};
+    bh->magic = internal::kBlobMagic;
+    bh->header_size = sizeof(BlobHeader);
+    bh->revision = revision;
+    bh->payload_bytes = payload.size();
+    bh->payload_checksum = internal::Hash64(payload.data(), payload.size(), revision);
+    std::memcpy(base + sizeof(BlobHeader), payload.data(), payload.size());
+    bh->layout_version.store(internal::kLayoutVersion, std::memory_order_release);
+    external_ref[0] = payload.size();
+    external_ref[1] = bh->payload_checksum;
+    kind = RecordKind::kExternal;
+    record = std::string_view(reinterpret_cast<const char*>(external_ref), sizeof(external_ref));
+  }
+  auto& w = header->writer;
+  uint64_t tail = w.writer_tail.load(std::memory_order_relaxed);
+  if (tail != view.position) return Corrupt("the writer's tail disagrees with the log");
+  const uint64_t needed = ring.SpaceNeeded(tail, record.size());
+  if (tail + needed - w.snapshot_log_position.load(std::memory_order_relaxed) > ring.capacity()) {
+    // The ring truly filled before a background snapshot could free it: build one now (the rare,
+    // slow path of invariant 5).
+    Status s = CompactLocked();
+    if (!s.ok()) return s;
+  }
+  const uint64_t new_tail = ring.Write(tail, revision, kind, record);
+  for (const OpRef& op : ops) view.Apply(op);
+  view.revision = revision;
+  view.position = new_tail;
+  // THE commit point. seq_cst pairs with WaitForChange's waiter registration (Dekker).
+  header->commit.commit_revision.store(revision, std::memory_order_seq_cst);
+  w.writer_tail.store(new_tail, std::memory_order_relaxed);
+  w.writer_tail_revision.store(revision, std::memory_order_relaxed);
+  header->commit.entry_count.store(view.size, std::memory_order_relaxed);
+  WakeWaiters();
+  last_commit = revision;
+  MaybeCompact();
+  return revision;
+}
+
+void Dict::Impl::WakeWaiters() {
+  if (header->wait.waiters.load(std::memory_order_seq_cst) == 0) return;
+  header->wait.change_futex.fetch_add(1, std::memory_order_release);
+  Futex(&header->wait.change_futex, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
+Result<uint64_t> Dict::Impl::WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const {
+  auto& commit = header->commit.commit_revision;
+  uint64_t current = commit.load(std::memory_order_acquire);
+  if (current > after) return current;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto& wait = header->wait;
+  while (true) {
+    wait.waiters.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t seq = wait.change_futex.load(std::memory_order_seq_cst);
+    current = commit.load(std::memory_order_seq_cst);
+    if (current <= after) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left > std::chrono::nanoseconds::zero()) {
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+        timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        Futex(&wait.change_futex, FUTEX_WAIT, seq, &ts);
+      }
+    }
+    wait.waiters.fetch_sub(1, std::memory_order_seq_cst);
+    current = commit.load(std::memory_order_acquire);
+    if (current > after) return current;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "dict '" + name + "': no change after revision " + std::to_string(after) +
+                        " within the timeout");
+    }
+  }
+}
+
+bool Dict::Impl::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
+  auto& w = header->writer;
+  if (snap->revision() <= w.snapshot_revision.load(std::memory_order_relaxed) &&
+      header->commit.snapshot_generation.load(std::memory_order_relaxed) != 0) {
+    return false;  // a newer snapshot won the race
+  }
+  w.snapshot_log_position.store(snap->log_position(), std::memory_order_relaxed);
+  w.snapshot_revision.store(snap->revision(), std::memory_order_relaxed);
+  header->commit.snapshot_generation.store(snap->generation(), std::memory_order_release);
+  header->compaction.snapshots_built.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Older snapshots and large-value segments the new snapshot covers are no longer needed: a
+// reader that still looks for one gets NOT_FOUND and moves to the newest snapshot.
+void Dict::Impl::CleanUpAfterPublish(uint64_t generation, uint64_t revision) const {
+  const std::string snap_prefix = name + "@s";
+  for (const std::string& segment : internal::ListSegments(snap_prefix)) {
+    const std::string_view rest = std::string_view(segment).substr(snap_prefix.size());
+    if (rest.find('@') != std::string_view::npos) continue;
+    if (std::strtoull(std::string(rest).c_str(), nullptr, 10) < generation) {
+      internal::UnlinkSegmentQuietly(segment);
+    }
+  }
+  const std::string blob_prefix = name + "@b";
+  for (const std::string& segment : internal::ListSegments(blob_prefix)) {
+    const std::string_view rest = std::string_view(segment).substr(blob_prefix.size());
+    if (rest.find('@') != std::string_view::npos) continue;
+    if (std::strtoull(std::string(rest).c_str(), nullptr, 10) <= revision) {
+      internal::UnlinkSegmentQuietly(segment);
+    }
+  }
+}
+
+Status Dict::Impl::CompactLocked() {
+  const uint64_t generation =
+      header->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
+  auto snap =
+      SnapshotView::Build(name, generation, view.revision, view.position, options.mode,
+                          [this](const internal::EntryVisitor& visit) { view.ForEach(visit); });
+  if (!snap.ok()) return snap.status();
+  if (!PublishLocked(*snap)) {
+    internal::UnlinkSegmentQuietly(internal::SnapshotSegment(name, generation));
+    return Status::Ok();
+  }
+  view.ResetTo(*snap);
+  CleanUpAfterPublish(generation, view.revision);
+  if (options.logger) {
+    options.logger->info("dict '{}': snapshot generation {} at revision {} ({} entries, inline)",
+                         name, generation, view.revision, view.size);
+  }
+  return Status::Ok();
+}
+
+void Dict::Impl::MaybeCompact() {
+  const uint64_t snapshot_position =
+      header->writer.snapshot_log_position.load(std::memory_order_relaxed);
+  // Keep this handle's overlay (memory) bounded: move to a newer snapshot when there is one.
+  if (view.overlay.size() >= kOverlaySwitchEntries &&
+      header->commit.snapshot_generation.load(std::memory_order_acquire) != view.generation()) {
+    CatchUpSlow(false).IgnoreError();  // on failure the view stays valid, just larger
+  }
+  // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
+  if (view.position - snapshot_position < ring.capacity() / 2) return;
+  if (!options.background_compaction) {
+    CompactLocked().IgnoreError();  // a failure leaves the old snapshot; the next write retries
+    return;
+  }
+  if (builder_running.load(std::memory_order_acquire)) return;
+  if (builder.joinable()) builder.join();
+  builder_running.store(true, std::memory_order_release);
+  // The builder works from a frozen copy: the snapshot is immutable and shared, the overlay holds
+  // at most half a log's worth of changes.
+  auto frozen = std::make_shared<const LocalView>(view);
+  builder = std::thread([this, frozen] {
+    BuildInBackground(frozen);
+    builder_running.store(false, std::memory_order_release);
+  });
+}
+
+void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
+  using internal::LockResult;
+  void* claim = header->compaction.compaction_lock;
+  // One builder at a time host-wide; others skip (their writers keep appending meanwhile).
+  switch (internal::AcquireRobustLock(claim, std::chrono::nanoseconds(0))) {
+    case LockResult::kAcquired:
+      break;
+    case LockResult::kOwnerDied:
+      // A builder died mid-way: its unpublished segment is removed by the next publication.
+      internal::MarkRobustLockConsistent(claim);
+      break;
+    default:
+      return;
+  }
+  header->compaction.compaction_holder_pid.store(static_cast<uint32_t>(getpid()),
+                                                 std::memory_order_relaxed);
+  const uint64_t generation =
+      header->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
+  auto snap =
+      SnapshotView::Build(name, generation, frozen->revision, frozen->position, options.mode,
+                          [&](const internal::EntryVisitor& visit) { frozen->ForEach(visit); });
+  bool published = false;
+  if (snap.ok()) {
+    // The builder's own lock acquisition is not this handle's: use the robust lock directly.
+    LockResult r = internal::AcquireRobustLock(header->writer.write_lock, options.lock_timeout);
+    if (r == LockResult::kOwnerDied) {
+      Status repaired = RepairAfterDeadHolder();
+      internal::MarkRobustLockConsistent(header->writer.write_lock);
+      if (!repaired.ok()) {
+        internal::ReleaseRobustLock(header->writer.write_lock);
+        r = LockResult::kUnrecoverable;
+      }
+    }
+    if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
+      header->writer.lock_holder_pid.store(static_cast<uint32_t>(getpid()),
+                                           std::memory_order_relaxed);
+      published = PublishLocked(*snap);
+      header->writer.lock_holder_pid.store(0, std::memory_order_relaxed);
+      internal::ReleaseRobustLock(header->writer.write_lock);
+    }
+  } else if (options.logger) {
+    options.logger->error("dict '{}': building snapshot generation {} failed: {}", name, generation,
+                          snap.status().ToString());
+  }
+  header->compaction.compaction_holder_pid.store(0, std::memory_order_relaxed);
+  internal::ReleaseRobustLock(claim);
+  if (published) {
+    CleanUpAfterPublish(generation, frozen->revision);
+    if (options.logger) {
+      options.logger->info("dict '{}': snapshot generation {} at revision {} ({} entries)", name,
+                           generation, frozen->revision, frozen->size);
+    }
+  } else {
+    internal::UnlinkSegmentQuietly(internal::SnapshotSegment(name, generation));
+  }
+}
+
+void Dict::Impl::Close() {
+  if (closed) return;
+  closed = true;
+  if (builder.joinable()) builder.join();
+  if (lock_depth > 0) {
+    lock_depth = 1;
+    ReleaseWriteLock();
+  }
+  view = LocalView{};
+  map = internal::Mapping();
+  fd = internal::Fd();  // also drops the shared flock that marks the dict as attached
+  if (created && options.auto_unlink) Dict::UnlinkByName(name).IgnoreError();
+}
+
+}  // namespace shmdict

@@ -1,0 +1,161 @@
+// Dict::Impl: the engine behind a Dict handle. Internal; see shmdict/dict.h for the contract and
+// docs/LAYOUT.md for the bytes.
+//
+// A handle keeps a LocalView: the newest snapshot it mapped plus an overlay of the changes it
+// replayed since, at exactly one revision. Reads consult the overlay, then the snapshot. Writes
+// take the cross-process writer lock, catch the view up, append one record, publish the commit
+// with a single release-store of commit_revision, and apply the change to the view.
+//
+// Thread-safety: an Impl is used by one thread at a time (the handle is thread-compatible), except
+// for its background snapshot builder, which touches only the shared header and a frozen copy of
+// the view. Lifetime: owns its mappings; the background builder is joined by Close().
+#ifndef SHMDICT_CORE_DICT_IMPL_H_
+#define SHMDICT_CORE_DICT_IMPL_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "hash.h"
+#include "layout.h"
+#include "log_ring.h"
+#include "segment.h"
+#include "shmdict/dict.h"
+#include "snapshot.h"
+
+namespace shmdict {
+
+struct LockGuard::Holder {};
+
+namespace internal {
+
+struct OverlayEntry {
+  bool present = false;  // false: a tombstone hiding the snapshot's entry
+  ValueType type = ValueType::kBytes;
+  std::string data;
+};
+
+using Overlay = std::unordered_map<std::string, OverlayEntry, StringHash, std::equal_to<>>;
+
+// The state of a dict at one revision, as one handle sees it.
+struct LocalView {
+  std::shared_ptr<const SnapshotView> snapshot;  // null: the empty dict at revision 0
+  Overlay overlay;
+  bool snapshot_hidden = false;  // a clear() since the snapshot: only the overlay counts
+  uint64_t revision = 0;
+  uint64_t position = 0;  // log position just after `revision`'s record
+  uint64_t size = 0;
+
+  uint64_t generation() const { return snapshot ? snapshot->generation() : 0; }
+
+  bool Find(std::string_view key, ValueView* out) const {
+    if (!overlay.empty()) {
+      auto it = overlay.find(key);
+      if (it != overlay.end()) {
+        if (!it->second.present) return false;
+        *out = ValueView{it->second.type, it->second.data};
+        return true;
+      }
+    }
+    if (snapshot_hidden || !snapshot) return false;
+    return snapshot->Find(key, Hash64(key), out);
+  }
+
+  void Apply(const OpRef& op);
+
+  void ResetTo(std::shared_ptr<const SnapshotView> snap);
+
+  template <typename Fn>  // Fn(std::string_view key, ValueView value)
+  void ForEach(Fn&& fn) const {
+    for (const auto& [key, entry] : overlay) {
+      if (entry.present) fn(std::string_view(key), ValueView{entry.type, entry.data});
+    }
+    if (snapshot_hidden || !snapshot) return;
+    snapshot->ForEach([&](std::string_view key, ValueView value) {
+      if (overlay.empty() || overlay.find(key) == overlay.end()) fn(key, value);
+    });
+  }
+};
+
+enum class ReadOutcome { kOk, kLapped, kCorrupt };
+
+}  // namespace internal
+
+struct Dict::Impl : LockGuard::Holder {
+  std::string name;
+  Options options;
+  bool created = false;
+  bool closed = false;
+  internal::Fd fd;
+  internal::Mapping map;
+  internal::MainHeader* header = nullptr;
+  internal::LogRing ring;
+  internal::LocalView view;
+  std::string payload;  // scratch: the record being read or written
+  int lock_depth = 0;   // > 0 while this handle holds the writer lock
+  uint64_t last_commit = 0;
+  std::thread builder;
+  std::atomic<bool> builder_running{false};
+
+  ~Impl();
+
+  const std::string& Name() const { return name; }
+  Status Corrupt(const std::string& what) const;
+
+  // Catching up with the log.
+  Status CatchUp(bool force) {
+    const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
+    if (committed == view.revision && !force) return Status::Ok();
+    return CatchUpSlow(force);
+  }
+  Status CatchUpSlow(bool force);
+  Status LoadLatestSnapshot(internal::LocalView* v) const;
+  // Reads the record of `expected_revision` at *position (skipping padding, fetching external
+  // payloads) into *out; on kOk sets *next to the position after it.
+  internal::ReadOutcome ReadRecord(uint64_t position, uint64_t expected_revision, std::string* out,
+                                   uint64_t* next) const;
+
+  // The writer lock.
+  Status AcquireWriteLock(std::chrono::nanoseconds timeout);
+  void ReleaseWriteLock();
+  Status RepairAfterDeadHolder();
+  std::string HolderDescription() const;
+
+  // Writing. Plan runs under the lock on the caught-up view and fills the ops to commit.
+  template <typename Plan>
+  Result<uint64_t> Write(Plan&& plan);
+  Result<uint64_t> CommitLocked(const std::vector<internal::OpRef>& ops);
+  Status CompactLocked();
+  bool PublishLocked(const std::shared_ptr<const internal::SnapshotView>& snap);
+  void CleanUpAfterPublish(uint64_t generation, uint64_t revision) const;
+  void MaybeCompact();
+  void BuildInBackground(std::shared_ptr<const internal::LocalView> frozen);
+  void WakeWaiters();
+
+  Result<uint64_t> WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const;
+  void Close();
+};
+
+template <typename Plan>
+Result<uint64_t> Dict::Impl::Write(Plan&& plan) {
+  Status s = AcquireWriteLock(options.lock_timeout);
+  if (!s.ok()) return s;
+  struct Unlock {
+    Impl* impl;
+    ~Unlock() { impl->ReleaseWriteLock(); }
+  } unlock{this};
+  s = CatchUp(false);
+  if (!s.ok()) return s;
+  std::vector<internal::OpRef> ops;
+  s = plan(ops);
+  if (!s.ok()) return s;
+  if (ops.empty()) return view.revision;
+  return CommitLocked(ops);
+}
+
+}  // namespace shmdict
+
+#endif  // SHMDICT_CORE_DICT_IMPL_H_

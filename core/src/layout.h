@@ -1,0 +1,209 @@
+// The byte layout of every shared-memory segment shmdict creates. docs/LAYOUT.md is the
+// authoritative description; this file must match it.
+//
+// Rule (iceoryx): if the width, order or meaning of any field changes, bump kLayoutVersion.
+// Every struct here holds only fixed-width integers, lock-free std::atomic integers and raw
+// storage for the process-shared robust mutexes (glibc's pthread_mutex_t), never pointers.
+//
+// Main segment "/shmdict.NAME":
+//
+//   0      +--------------------------------------------------------------+
+//          | IdentityBlock   magic, layout_version (ready word, last),    |
+//          |                 header_size, log_capacity, creator, mode     |
+//   64     | CommitBlock     commit_revision (THE commit point),          |
+//          |                 reclaim_position, snapshot_generation, ...   |
+//   128    | WaitBlock       change_futex, waiters                        |
+//   192    | WriterBlock     write_lock (robust mutex), holder pid,       |
+//          |                 writer_tail, snapshot position (lock-held)   |
+//   320    | CompactionBlock compaction_lock, snapshots_built, next gen   |
+//   448    | reserved up to 4096                                          |
+//   4096   +--------------------------------------------------------------+
+//          | log ring: log_capacity bytes (power of two) of records,      |
+//          | addressed by monotonic 64-bit positions (pos & (cap-1))      |
+//          +--------------------------------------------------------------+
+//
+// Snapshot segment "/shmdict.NAME@s<generation>" (immutable once published):
+//   SnapshotHeader (128) | Bucket[bucket_count] | entries (8-aligned)
+// Large-value segment "/shmdict.NAME@b<revision>": BlobHeader (64) | record payload.
+// Nested children are dicts named "NAME@c<hex>"; so "shmdict.NAME@" prefixes everything a dict
+// owns besides its main segment.
+#ifndef SHMDICT_CORE_LAYOUT_H_
+#define SHMDICT_CORE_LAYOUT_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shmdict::internal {
+
+inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
+inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
+inline constexpr uint64_t kBlobMagic = 0x31424C4244484D53ull;      // "SMHDBLB1"
+inline constexpr uint32_t kHeaderSize = 4096;
+inline constexpr uint64_t kMinLogCapacity = 64 * 1024;
+inline constexpr uint64_t kMaxLogCapacity = uint64_t{1} << 36;
+// Records are multiples of this, so the space left before the ring's end always fits a padding
+// record header.
+inline constexpr uint32_t kRecordAlign = 32;
+
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(sizeof(std::atomic<uint64_t>) == 8, "atomics must have the plain integer's size");
+static_assert(sizeof(pthread_mutex_t) <= 48, "glibc's pthread_mutex_t must fit its slot");
+
+struct alignas(64) IdentityBlock {
+  uint64_t magic;
+  // Ready word: 0 while the creator initializes; kLayoutVersion, stored with release order, last.
+  std::atomic<uint32_t> layout_version;
+  uint32_t header_size;
+  uint64_t log_capacity;
+  uint32_t creator_pid;  // diagnostics only (pids are per namespace and reused)
+  uint32_t mode;
+  uint64_t created_unix_ns;
+  uint8_t reserved[24];
+};
+static_assert(sizeof(IdentityBlock) == 64, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(IdentityBlock, layout_version) == 8, "ready word is checked at offset 8");
+
+// Hot: every reader loads commit_revision on every read.
+struct alignas(64) CommitBlock {
+  // The commit point: the newest committed revision. Its record (and all before it) is fully
+  // written before this release-store.
+  std::atomic<uint64_t> commit_revision;
+  // Bytes before this log position may have been overwritten (seqlock guard for readers).
+  std::atomic<uint64_t> reclaim_position;
+  // Generation of the newest published snapshot (0: none, the empty dict at revision 0).
+  std::atomic<uint64_t> snapshot_generation;
+  // Entries at commit_revision (stored right after the commit; diagnostics).
+  std::atomic<uint64_t> entry_count;
+  uint8_t reserved[32];
+};
+static_assert(sizeof(CommitBlock) == 64, "layout changed: bump kLayoutVersion");
+
+// Futex word for "revision > R" waits. Shared (not FUTEX_PRIVATE) so it works across processes.
+struct alignas(64) WaitBlock {
+  std::atomic<uint32_t> change_futex;  // bumped by a writer when waiters != 0
+  std::atomic<uint32_t> waiters;       // processes blocked (or about to block) on change_futex
+  uint8_t reserved[56];
+};
+static_assert(sizeof(WaitBlock) == 64, "layout changed: bump kLayoutVersion");
+
+// Fields below write_lock are written only while holding it.
+struct alignas(64) WriterBlock {
+  alignas(8) uint8_t write_lock[48];      // pthread_mutex_t: robust, process-shared, error-checking
+  std::atomic<uint32_t> lock_holder_pid;  // diagnostics only
+  uint32_t reserved0;
+  std::atomic<uint64_t> lock_recoveries;
+  // End of the committed log and the revision of its last record. A writer that dies after its
+  // commit store but before updating these is repaired by the next lock holder.
+  std::atomic<uint64_t> writer_tail;
+  std::atomic<uint64_t> writer_tail_revision;
+  // Log position and revision of the published snapshot: writers never reclaim past the position.
+  std::atomic<uint64_t> snapshot_log_position;
+  std::atomic<uint64_t> snapshot_revision;
+  uint8_t reserved[24];
+};
+static_assert(sizeof(WriterBlock) == 128, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(WriterBlock, lock_holder_pid) == 48, "layout changed: bump kLayoutVersion");
+
+struct alignas(64) CompactionBlock {
+  alignas(8) uint8_t compaction_lock[48];  // robust: claimed by at most one background builder
+  std::atomic<uint32_t> compaction_holder_pid;
+  uint32_t reserved0;
+  std::atomic<uint64_t> snapshots_built;
+  std::atomic<uint64_t> next_generation;  // fetch_add gives every snapshot a unique name
+  uint8_t reserved[56];
+};
+static_assert(sizeof(CompactionBlock) == 128, "layout changed: bump kLayoutVersion");
+
+struct MainHeader {
+  IdentityBlock identity;
+  CommitBlock commit;
+  WaitBlock wait;
+  WriterBlock writer;
+  CompactionBlock compaction;
+  uint8_t reserved[kHeaderSize - 448];
+};
+static_assert(sizeof(MainHeader) == kHeaderSize, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(MainHeader, commit) == 64, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(MainHeader, wait) == 128, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(MainHeader, writer) == 192, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(MainHeader, compaction) == 320, "layout changed: bump kLayoutVersion");
+
+enum class RecordKind : uint8_t {
+  kChange = 1,    // payload: ops
+  kPadding = 2,   // fills to the ring's end; no revision
+  kExternal = 3,  // payload in segment NAME@b<revision>: {u64 bytes, u64 checksum}
+};
+
+// Every record starts here, at a position that is a multiple of kRecordAlign.
+struct RecordHeader {
+  uint64_t position;  // its own log position: stale bytes from an earlier lap never match
+  uint64_t revision;  // 0 for padding
+  uint32_t length;    // header + payload bytes; the record occupies it rounded up to kRecordAlign
+  uint8_t kind;       // RecordKind
+  uint8_t reserved[3];
+  uint64_t checksum;  // Hash64 of the payload, seeded with position ^ revision ^ length ^ kind
+};
+static_assert(sizeof(RecordHeader) == 32, "layout changed: bump kLayoutVersion");
+
+// An op inside a change payload, followed by key bytes then value bytes (unaligned).
+struct OpHeader {
+  uint8_t op;    // ChangeOp
+  uint8_t type;  // ValueType
+  uint16_t reserved;
+  uint32_t key_bytes;
+  uint32_t value_bytes;
+};
+static_assert(sizeof(OpHeader) == 12, "layout changed: bump kLayoutVersion");
+
+struct SnapshotHeader {
+  uint64_t magic;
+  std::atomic<uint32_t> layout_version;  // ready word, stored last
+  uint32_t header_size;
+  uint64_t generation;
+  uint64_t revision;      // state of the dict at this revision
+  uint64_t log_position;  // log position just after that revision's record
+  uint64_t entry_count;
+  uint64_t bucket_count;  // power of two
+  uint64_t buckets_offset;
+  uint64_t entries_offset;
+  uint64_t entries_bytes;
+  uint64_t total_bytes;      // the segment's size
+  uint64_t header_checksum;  // Hash64 of the fields above with this one zero
+  uint8_t reserved[32];
+};
+static_assert(sizeof(SnapshotHeader) == 128, "layout changed: bump kLayoutVersion");
+
+// Open addressing, linear probing. entry_offset8 == 0 marks an empty bucket.
+struct SnapshotBucket {
+  uint32_t hash_tag;       // high 32 bits of the key's Hash64
+  uint32_t entry_offset8;  // entry's offset from the segment start, in units of 8 bytes
+};
+static_assert(sizeof(SnapshotBucket) == 8, "layout changed: bump kLayoutVersion");
+
+struct SnapshotEntry {  // followed by key bytes, value bytes, zero padding to 8
+  uint32_t key_bytes;
+  uint32_t value_bytes;
+  uint8_t type;
+  uint8_t reserved[7];
+};
+static_assert(sizeof(SnapshotEntry) == 16, "layout changed: bump kLayoutVersion");
+
+struct BlobHeader {
+  uint64_t magic;
+  std::atomic<uint32_t> layout_version;  // ready word
+  uint32_t header_size;
+  uint64_t revision;
+  uint64_t payload_bytes;
+  uint64_t payload_checksum;
+  uint8_t reserved[24];
+};
+static_assert(sizeof(BlobHeader) == 64, "layout changed: bump kLayoutVersion");
+
+}  // namespace shmdict::internal
+
+#endif  // SHMDICT_CORE_LAYOUT_H_

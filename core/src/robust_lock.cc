@@ -1,0 +1,66 @@
+#include "robust_lock.h"
+
+#include <pthread.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <ctime>
+#include <new>
+
+namespace shmdict::internal {
+namespace {
+
+pthread_mutex_t* AsMutex(void* storage) { return static_cast<pthread_mutex_t*>(storage); }
+
+LockResult FromErrno(int rc) {
+  switch (rc) {
+    case 0:
+      return LockResult::kAcquired;
+    case EOWNERDEAD:
+      return LockResult::kOwnerDied;
+    case ETIMEDOUT:
+      return LockResult::kTimedOut;
+    case EBUSY:
+      return LockResult::kBusy;
+    case EDEADLK:
+      return LockResult::kAlreadyHeld;
+    case ENOTRECOVERABLE:
+      return LockResult::kUnrecoverable;
+    default:
+      std::abort();  // EINVAL etc.: the storage is not a mutex we initialized
+  }
+}
+
+}  // namespace
+
+int InitRobustLock(void* storage) {
+  pthread_mutexattr_t attr;
+  int rc = pthread_mutexattr_init(&attr);
+  if (rc != 0) return rc;
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  // Error-checking: a thread locking twice gets EDEADLK instead of hanging forever.
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+  rc = pthread_mutex_init(new (storage) pthread_mutex_t, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return rc;
+}
+
+LockResult AcquireRobustLock(void* storage, std::chrono::nanoseconds timeout) {
+  pthread_mutex_t* m = AsMutex(storage);
+  if (timeout.count() < 0) return FromErrno(pthread_mutex_lock(m));
+  if (timeout.count() == 0) return FromErrno(pthread_mutex_trylock(m));
+  timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  int64_t ns = deadline.tv_nsec + timeout.count() % 1000000000;
+  deadline.tv_sec += timeout.count() / 1000000000 + ns / 1000000000;
+  deadline.tv_nsec = ns % 1000000000;
+  // CLOCK_MONOTONIC: a wall-clock jump must not shorten or stretch the wait.
+  return FromErrno(pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &deadline));
+}
+
+void MarkRobustLockConsistent(void* storage) { pthread_mutex_consistent(AsMutex(storage)); }
+
+void ReleaseRobustLock(void* storage) { pthread_mutex_unlock(AsMutex(storage)); }
+
+}  // namespace shmdict::internal

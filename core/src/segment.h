@@ -1,0 +1,87 @@
+// POSIX shared-memory segments: names, opening with errors that say what to do, mapping, listing
+// and unlinking. shmdict names its segments "shmdict.<dict>" (main) and "shmdict.<dict>@..."
+// (snapshots, large values, nested children); on Linux they live in /dev/shm.
+//
+// Thread-safety: free functions are thread-safe; a Mapping is a move-only owner of one mmap.
+#ifndef SHMDICT_CORE_SEGMENT_H_
+#define SHMDICT_CORE_SEGMENT_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shmdict/status.h"
+
+namespace shmdict::internal {
+
+inline constexpr std::string_view kShmDir = "/dev/shm/";
+inline constexpr std::string_view kShmPrefix = "shmdict.";
+
+// "/shmdict.<segment>" for shm_open.
+std::string ShmName(std::string_view segment);
+std::string SnapshotSegment(std::string_view dict, uint64_t generation);
+std::string BlobSegment(std::string_view dict, uint64_t revision);
+
+// Owns one mapping; unmaps on destruction.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(void* addr, size_t bytes) : addr_(addr), bytes_(bytes) {}
+  Mapping(Mapping&& o) noexcept
+      : addr_(std::exchange(o.addr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  Mapping& operator=(Mapping&& o) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping();
+
+  uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
+  size_t size() const { return bytes_; }
+  bool valid() const { return addr_ != nullptr; }
+
+ private:
+  void* addr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Owns a file descriptor; closes on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+// errno -> canonical status: ENOENT NOT_FOUND, EEXIST ALREADY_EXISTS, EACCES/EPERM
+// PERMISSION_DENIED, ENOSPC/ENOMEM/EMFILE RESOURCE_EXHAUSTED, else INTERNAL.
+Status ErrnoStatus(int err, const std::string& what);
+
+// shm_open(ShmName(segment), flags, mode); `what` names the segment in errors.
+Result<Fd> OpenSegment(std::string_view segment, int flags, mode_t mode);
+Result<Mapping> MapSegment(int fd, size_t bytes, bool writable);
+// Creates segment exclusively with `bytes`, mode forced despite the umask; an existing name is
+// replaced if replace_existing (leftovers of a writer that died mid-way).
+Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t bytes, mode_t mode,
+                                             bool replace_existing);
+// Current size of the file behind fd.
+Result<uint64_t> SegmentSize(int fd);
+// Unlinks; ENOENT is OK (someone else did it).
+void UnlinkSegmentQuietly(std::string_view segment);
+// Segment names (without "shmdict.") in /dev/shm that start with `prefix`, sorted.
+std::vector<std::string> ListSegments(std::string_view prefix);
+
+}  // namespace shmdict::internal
+
+#endif  // SHMDICT_CORE_SEGMENT_H_

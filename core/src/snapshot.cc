@@ -1,0 +1,117 @@
+#include "snapshot.h"
+
+#include <fcntl.h>
+
+#include <bit>
+
+#include "hash.h"
+
+namespace shmdict::internal {
+
+uint64_t SnapshotHeaderChecksum(const SnapshotHeader& h) {
+  // Fields are hashed one by one: the atomic ready word is not part of the checksum.
+  const uint64_t fields[] = {h.magic,          h.header_size,   h.generation,   h.revision,
+                             h.log_position,   h.entry_count,   h.bucket_count, h.buckets_offset,
+                             h.entries_offset, h.entries_bytes, h.total_bytes};
+  return Hash64(fields, sizeof(fields), kSnapshotMagic);
+}
+
+Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view dict,
+                                                               uint64_t generation) {
+  const std::string segment = SnapshotSegment(dict, generation);
+  auto fd = OpenSegment(segment, O_RDONLY, 0);
+  if (!fd.ok()) return fd.status();
+  auto size = SegmentSize(fd->get());
+  if (!size.ok()) return size.status();
+  auto corrupt = [&](const std::string& why) {
+    return Status(StatusCode::kDataLoss, "dict '" + std::string(dict) + "': snapshot segment '" +
+                                             segment + "' " + why + ": unlink the dict");
+  };
+  if (*size < sizeof(SnapshotHeader)) return corrupt("is truncated");
+  auto map = MapSegment(fd->get(), *size, false);
+  if (!map.ok()) return map.status();
+  const auto* h = reinterpret_cast<const SnapshotHeader*>(map->data());
+  if (h->magic != kSnapshotMagic) return corrupt("has a wrong magic number");
+  const uint32_t version = h->layout_version.load(std::memory_order_acquire);
+  if (version != kLayoutVersion) {
+    if (version == 0) return corrupt("was never finished");
+    return Status(StatusCode::kFailedPrecondition,
+                  "dict '" + std::string(dict) + "' snapshot has layout version " +
+                      std::to_string(version) + ", this build reads " +
+                      std::to_string(kLayoutVersion) + ": upgrade or unlink it");
+  }
+  if (h->header_checksum != SnapshotHeaderChecksum(*h)) return corrupt("has a corrupted header");
+  const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
+  if (h->total_bytes != *size || h->bucket_count == 0 || !std::has_single_bit(h->bucket_count) ||
+      h->buckets_offset < sizeof(SnapshotHeader) || buckets_end > h->entries_offset ||
+      h->entries_offset + h->entries_bytes > *size || h->generation != generation) {
+    return corrupt("has inconsistent sizes");
+  }
+  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(*map)));
+}
+
+Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(std::string_view dict,
+                                                                uint64_t generation,
+                                                                uint64_t revision,
+                                                                uint64_t log_position, mode_t mode,
+                                                                const EntrySource& source) {
+  uint64_t count = 0;
+  uint64_t entries_bytes = 0;
+  source([&](std::string_view k, ValueView v) {
+    ++count;
+    entries_bytes += EntrySize(k.size(), v.data.size());
+  });
+  // Load factor <= 0.7 keeps linear-probe chains short.
+  const uint64_t buckets = std::bit_ceil(std::max<uint64_t>(16, count * 10 / 7 + 1));
+  const uint64_t buckets_offset = sizeof(SnapshotHeader);
+  const uint64_t entries_offset = buckets_offset + buckets * sizeof(SnapshotBucket);
+  const uint64_t total = entries_offset + entries_bytes;
+  if (total / 8 > UINT32_MAX) {
+    return Status(StatusCode::kResourceExhausted, "dict '" + std::string(dict) +
+                                                      "': a snapshot of " + std::to_string(total) +
+                                                      " bytes exceeds the 32 GiB snapshot limit");
+  }
+  const std::string segment = SnapshotSegment(dict, generation);
+  auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true);
+  if (!created.ok()) return created.status();
+  Mapping map = std::move(created->second);
+  uint8_t* base = map.data();
+  auto* h = new (base) SnapshotHeader{};
+  h->magic = kSnapshotMagic;
+  h->header_size = sizeof(SnapshotHeader);
+  h->generation = generation;
+  h->revision = revision;
+  h->log_position = log_position;
+  h->entry_count = count;
+  h->bucket_count = buckets;
+  h->buckets_offset = buckets_offset;
+  h->entries_offset = entries_offset;
+  h->entries_bytes = entries_bytes;
+  h->total_bytes = total;
+  auto* bucket_array = reinterpret_cast<SnapshotBucket*>(base + buckets_offset);
+  uint64_t off = entries_offset;
+  uint64_t written = 0;
+  source([&](std::string_view k, ValueView v) {
+    // The source must visit the same entries both times; a mismatch is a bug, not bad input.
+    if (++written > count) std::abort();
+    SnapshotEntry e{};
+    e.key_bytes = static_cast<uint32_t>(k.size());
+    e.value_bytes = static_cast<uint32_t>(v.data.size());
+    e.type = static_cast<uint8_t>(v.type);
+    std::memcpy(base + off, &e, sizeof(e));
+    std::memcpy(base + off + sizeof(e), k.data(), k.size());
+    std::memcpy(base + off + sizeof(e) + k.size(), v.data.data(), v.data.size());
+    const uint64_t hash = Hash64(k);
+    uint64_t i = hash & (buckets - 1);
+    while (bucket_array[i].entry_offset8 != 0) i = (i + 1) & (buckets - 1);
+    bucket_array[i] =
+        SnapshotBucket{static_cast<uint32_t>(hash >> 32), static_cast<uint32_t>(off / 8)};
+    off += EntrySize(k.size(), v.data.size());
+  });
+  if (written != count) std::abort();
+  h->header_checksum = SnapshotHeaderChecksum(*h);
+  h->layout_version.store(kLayoutVersion, std::memory_order_release);
+  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(map)));
+}
+
+}  // namespace shmdict::internal
