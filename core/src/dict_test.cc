@@ -1,0 +1,406 @@
+#include "shmdict/dict.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "segment.h"
+
+namespace shmdict {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Each test gets its own dict name and proves it left nothing behind in /dev/shm.
+class DictTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    name_ = std::string("ut-") + info->name() + "-" + std::to_string(getpid());
+  }
+  void TearDown() override {
+    Dict::UnlinkByName(name_).IgnoreError();
+    EXPECT_TRUE(internal::ListSegments(name_).empty()) << "segments left behind for " << name_;
+  }
+  Options Opts(uint64_t buffer = 64 * 1024) {
+    Options o;
+    o.name = name_;
+    o.buffer_size = buffer;
+    o.lock_timeout = 5000ms;
+    return o;
+  }
+  Dict OpenOrDie(const Options& o) {
+    auto d = Dict::Open(o);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return std::move(*d);
+  }
+  std::string name_;
+};
+
+TEST_F(DictTest, SetThenGetReturnsTheTypedValue) {
+  Dict d = OpenOrDie(Opts());
+  ASSERT_EQ(*d.Set("s", Value::Str("hello")), 1u);
+  ASSERT_EQ(*d.Set("i", Value::Int(-42)), 2u);
+  ASSERT_TRUE(d.Set("f", Value::Double(2.5)).ok());
+  ASSERT_TRUE(d.Set("b", Value::Bool(true)).ok());
+  EXPECT_EQ(d.Get("s")->AsText(), "hello");
+  EXPECT_EQ(d.Get("i")->AsInt(), -42);
+  EXPECT_EQ(d.Get("f")->AsDouble(), 2.5);
+  EXPECT_EQ(d.Get("b")->AsBool(), true);
+  EXPECT_FALSE(d.Get("missing").has_value());
+  EXPECT_EQ(d.Size(), 4u);
+  EXPECT_EQ(d.revision(), 4u);
+}
+
+TEST_F(DictTest, SecondHandleSeesWritesOfTheFirst) {
+  Dict a = OpenOrDie(Opts());
+  Options o = Opts();
+  o.create_mode = CreateMode::kMustAttach;
+  Dict b = OpenOrDie(o);
+  EXPECT_FALSE(b.created());
+  ASSERT_TRUE(a.Set("k", Value::Str("v1")).ok());
+  EXPECT_EQ(b.Get("k")->data(), "v1");
+  ASSERT_TRUE(b.Set("k", Value::Str("v2")).ok());
+  EXPECT_EQ(a.Get("k")->data(), "v2");
+  ASSERT_TRUE(*a.Erase("k"));
+  EXPECT_FALSE(b.Contains("k"));
+  EXPECT_EQ(b.Size(), 0u);
+}
+
+TEST_F(DictTest, CreateModesAreEnforced) {
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  auto missing = Dict::Open(attach);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find(name_), std::string::npos);
+
+  Dict first = OpenOrDie(Opts());
+  Options create = Opts();
+  create.create_mode = CreateMode::kMustCreate;
+  auto again = Dict::Open(create);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+}
+
+TEST_F(DictTest, InvalidNamesAreRefused) {
+  for (const std::string& bad :
+       std::vector<std::string>{"a/b", "..", "x..y", "has space", "a@b", std::string(300, 'x')}) {
+    Options o;
+    o.name = bad;
+    auto d = Dict::Open(o);
+    ASSERT_FALSE(d.ok()) << bad;
+    EXPECT_EQ(d.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(Dict::ValidateName("").code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Dict::ValidateName("orders-2024.v1_x").ok());
+}
+
+TEST_F(DictTest, RandomNameIsChosenWhenNoneIsGiven) {
+  Options o;
+  auto d = Dict::Open(o);
+  ASSERT_TRUE(d.ok());
+  name_ = d->name();  // TearDown checks this one
+  EXPECT_FALSE(name_.empty());
+  EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + name_));
+}
+
+TEST_F(DictTest, CreatorUnlinksOnCloseUnlessAutoUnlinkIsOff) {
+  {
+    Dict d = OpenOrDie(Opts());
+    ASSERT_TRUE(d.Set("k", Value::Str("v")).ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + name_));
+  Options keep = Opts();
+  keep.auto_unlink = false;
+  { Dict d = OpenOrDie(keep); }
+  EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + name_));
+  EXPECT_TRUE(Dict::UnlinkByName(name_).ok());
+  EXPECT_EQ(Dict::UnlinkByName(name_).code(), StatusCode::kNotFound);
+}
+
+TEST_F(DictTest, SegmentIsCreatedWithTheRequestedMode) {
+  Options o = Opts();
+  o.mode = 0640;
+  Dict d = OpenOrDie(o);
+  auto perms = std::filesystem::status("/dev/shm/shmdict." + name_).permissions();
+  EXPECT_EQ(static_cast<unsigned>(perms) & 0777u, 0640u);
+  EXPECT_EQ(d.GetStatus().mode, 0640u);
+}
+
+TEST_F(DictTest, DictInterfaceOperationsBehaveLikeAMap) {
+  Dict d = OpenOrDie(Opts());
+  ASSERT_TRUE(
+      d.Update(std::map<std::string, Value>{{"a", Value::Int(1)}, {"b", Value::Int(2)}}).ok());
+  EXPECT_EQ(d.revision(), 1u) << "a batch is one revision";
+  EXPECT_EQ(d.SetDefault("a", Value::Int(9))->AsInt(), 1);
+  EXPECT_EQ(d.SetDefault("c", Value::Int(3))->AsInt(), 3);
+  EXPECT_EQ((*d.Pop("b"))->AsInt(), 2);
+  EXPECT_FALSE(d.Pop("b")->has_value());
+  EXPECT_FALSE(*d.Erase("b"));
+  auto all = d.Export();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all.begin()->first, "a");
+  auto item = *d.PopItem();
+  ASSERT_TRUE(item.has_value());
+  EXPECT_EQ(d.Size(), 1u);
+  ASSERT_TRUE(d.Clear().ok());
+  EXPECT_EQ(d.Size(), 0u);
+  EXPECT_FALSE(d.PopItem()->has_value());
+  EXPECT_TRUE(d.Keys().empty());
+}
+
+TEST_F(DictTest, CompareAndSetSwapsOnlyOnMatch) {
+  Dict d = OpenOrDie(Opts());
+  EXPECT_TRUE(*d.CompareAndSet("k", std::nullopt, Value::Str("one")));
+  EXPECT_FALSE(*d.CompareAndSet("k", std::nullopt, Value::Str("two")));
+  EXPECT_FALSE(*d.CompareAndSet("k", Value::Str("zzz"), Value::Str("two")));
+  EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("one"), Value::Str("two")));
+  EXPECT_EQ(d.Get("k")->data(), "two");
+  EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("two"), std::nullopt));
+  EXPECT_FALSE(d.Contains("k"));
+}
+
+TEST_F(DictTest, IncrementCountsFromZeroAndRejectsNonIntegers) {
+  Dict d = OpenOrDie(Opts());
+  EXPECT_EQ(*d.Increment("n"), 1);
+  EXPECT_EQ(*d.Increment("n", 41), 42);
+  ASSERT_TRUE(d.Set("s", Value::Str("x")).ok());
+  auto bad = d.Increment("s");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(d.Set("max", Value::Int(INT64_MAX)).ok());
+  EXPECT_EQ(d.Increment("max").status().code(), StatusCode::kOutOfRange);
+}
+
+TEST_F(DictTest, ManySnapshotsLaterAnAttacherSeesTheExactState) {
+  Options o = Opts(64 * 1024);
+  o.background_compaction = false;
+  Dict writer = OpenOrDie(o);
+  std::map<std::string, int64_t> expected;
+  for (int i = 0; i < 20000; ++i) {
+    std::string key = "k" + std::to_string(i % 1500);
+    if (i % 7 == 3) {
+      ASSERT_TRUE(writer.Erase(key).ok());
+      expected.erase(key);
+    } else {
+      ASSERT_TRUE(writer.Set(key, Value::Int(i)).ok());
+      expected[key] = i;
+    }
+  }
+  EXPECT_GT(writer.GetStatus().snapshots_built, 3u);
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict reader = OpenOrDie(attach);
+  auto got = reader.Export();
+  ASSERT_EQ(got.size(), expected.size());
+  for (const auto& [k, v] : expected) EXPECT_EQ(got.at(k).AsInt(), v) << k;
+  EXPECT_EQ(reader.revision(), writer.revision());
+}
+
+TEST_F(DictTest, BackgroundSnapshotsKeepALaggingReaderCorrect) {
+  Dict writer = OpenOrDie(Opts(64 * 1024));
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict reader = OpenOrDie(attach);
+  for (int i = 0; i < 30000; ++i) {
+    ASSERT_TRUE(writer.Set("k" + std::to_string(i % 700), Value::Int(i)).ok());
+  }
+  // The reader lagged many laps behind: it must resync from a snapshot, not parse stale bytes.
+  ASSERT_TRUE(reader.Refresh().ok());
+  EXPECT_EQ(reader.revision(), 30000u);
+  EXPECT_EQ(reader.Size(), 700u);
+  EXPECT_EQ(reader.Get("k599")->AsInt(), 29999);
+  EXPECT_EQ(reader.Get("k699")->AsInt(), 29399);
+}
+
+TEST_F(DictTest, ValueFarLargerThanTheLogRoundTrips) {
+  Dict a = OpenOrDie(Opts(64 * 1024));
+  std::string big(100 * 64 * 1024, 'x');
+  for (size_t i = 0; i < big.size(); i += 4093) big[i] = static_cast<char>('a' + i % 26);
+  ASSERT_TRUE(a.Set("big", Value::Bytes(big)).ok());
+  ASSERT_TRUE(a.Set("small", Value::Str("s")).ok());
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict b = OpenOrDie(attach);
+  EXPECT_EQ(b.Get("big")->data(), big);
+  EXPECT_EQ(b.Get("small")->data(), "s");
+}
+
+TEST_F(DictTest, WatcherDeliversEveryChangeInOrder) {
+  Dict d = OpenOrDie(Opts());
+  Watcher w = d.Watch(0);
+  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+  ASSERT_TRUE(d.Update(std::vector<std::pair<std::string, Value>>{{"b", Value::Int(2)},
+                                                                  {"c", Value::Int(3)}})
+                  .ok());
+  ASSERT_TRUE(d.Erase("a").ok());
+  std::vector<Change> seen;
+  while (seen.size() < 4) {
+    auto batch = w.Next(100, 1s);
+    ASSERT_TRUE(batch.ok());
+    ASSERT_FALSE(batch->changes.empty()) << "timed out";
+    for (auto& c : batch->changes) seen.push_back(c);
+  }
+  EXPECT_EQ(seen[0].revision, 1u);
+  EXPECT_EQ(seen[1].revision, 2u);
+  EXPECT_EQ(seen[2].revision, 2u);
+  EXPECT_EQ(seen[3].op, ChangeOp::kErase);
+  EXPECT_EQ(seen[3].revision, 3u);
+  auto idle = w.Next(100, 10ms);
+  ASSERT_TRUE(idle.ok());
+  EXPECT_TRUE(idle->changes.empty());
+  EXPECT_EQ(idle->revision, 3u);
+}
+
+TEST_F(DictTest, WatcherFromAnOldRevisionStartsWithASnapshot) {
+  Options o = Opts(64 * 1024);
+  o.background_compaction = false;
+  Dict d = OpenOrDie(o);
+  for (int i = 0; i < 5000; ++i)
+    ASSERT_TRUE(d.Set("k" + std::to_string(i % 50), Value::Int(i)).ok());
+  Watcher w = d.Watch(1);
+  auto batch = w.Next(1000000, 1s);
+  ASSERT_TRUE(batch.ok());
+  ASSERT_TRUE(batch->is_snapshot);
+  std::map<std::string, int64_t> state;
+  for (auto& [k, v] : batch->snapshot_items) state[k] = *v.AsInt();
+  for (auto& c : batch->changes) state[c.key] = *c.value.AsInt();
+  EXPECT_EQ(batch->revision, 5000u);
+  EXPECT_EQ(state.size(), 50u);
+  EXPECT_EQ(state["k49"], 4999);
+}
+
+TEST_F(DictTest, WaitForChangeWakesOnAWriteFromAnotherThread) {
+  Dict d = OpenOrDie(Opts());
+  std::thread writer([&] {
+    Options o = Opts();
+    o.create_mode = CreateMode::kMustAttach;
+    auto w = Dict::Open(o);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->Set("k", Value::Int(1)).ok());
+  });
+  auto rev = d.WaitForChange(0, 10s);
+  writer.join();
+  ASSERT_TRUE(rev.ok());
+  EXPECT_EQ(*rev, 1u);
+  EXPECT_EQ(d.WaitForChange(1, 5ms).status().code(), StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(DictTest, TryLockNamesTheHolderPid) {
+  Dict a = OpenOrDie(Opts());
+  auto guard = a.Lock();
+  ASSERT_TRUE(guard.ok());
+  ASSERT_TRUE(a.Set("inside", Value::Int(1)).ok()) << "the holder's own writes proceed";
+  std::thread other([&] {
+    Options o = Opts();
+    o.create_mode = CreateMode::kMustAttach;
+    o.lock_timeout = 20ms;
+    auto b = Dict::Open(o);
+    ASSERT_TRUE(b.ok());
+    auto busy = b->TryLock();
+    ASSERT_FALSE(busy.ok());
+    EXPECT_EQ(busy.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(busy.status().message().find(std::to_string(getpid())), std::string::npos);
+    auto write = b->Set("k", Value::Int(1));
+    EXPECT_EQ(write.status().code(), StatusCode::kDeadlineExceeded);
+  });
+  other.join();
+  guard->Unlock();
+  EXPECT_EQ(a.GetStatus().lock_holder_pid, 0u);
+}
+
+// The handle is thread-compatible: one handle per thread, all writing the same dict.
+TEST_F(DictTest, OneHandlePerThreadIncrementsReachTheExactTotal) {
+  Dict d = OpenOrDie(Opts(64 * 1024));
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 2000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      Options o = Opts();
+      o.create_mode = CreateMode::kMustAttach;
+      auto h = Dict::Open(o);
+      ASSERT_TRUE(h.ok());
+      for (int i = 0; i < kPerThread; ++i) {
+        ASSERT_TRUE(h->Increment("counter").ok());
+        ASSERT_TRUE(
+            h->Set("filler" + std::to_string(i % 100), Value::Str("xxxxxxxxxxxxxxxx")).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(d.Get("counter")->AsInt(), kThreads * kPerThread);
+  EXPECT_EQ(d.revision(), uint64_t{2} * kThreads * kPerThread);
+}
+
+TEST_F(DictTest, NestedDictIsUnlinkedWithItsParent) {
+  std::string child_name;
+  {
+    Dict parent = OpenOrDie(Opts());
+    auto child = parent.OpenNested("settings");
+    ASSERT_TRUE(child.ok()) << child.status().ToString();
+    ASSERT_TRUE(child->Set("depth", Value::Int(2)).ok());
+    child_name = child->name();
+    EXPECT_EQ(parent.Get("settings")->type(), ValueType::kNestedDict);
+    auto again = parent.OpenNested("settings");
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->Get("depth")->AsInt(), 2);
+    ASSERT_TRUE(parent.Set("plain", Value::Int(1)).ok());
+    EXPECT_EQ(parent.OpenNested("plain").status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
+  }
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
+}
+
+TEST_F(DictTest, InspectReportsWithoutAttaching) {
+  Options o = Opts();
+  o.auto_unlink = false;
+  {
+    Dict d = OpenOrDie(o);
+    ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+    auto st = Dict::Inspect(name_);
+    ASSERT_TRUE(st.ok());
+    EXPECT_TRUE(st->attached);
+    EXPECT_EQ(st->revision, 1u);
+    EXPECT_EQ(st->entries, 1u);
+    EXPECT_EQ(st->creator_pid, static_cast<uint32_t>(getpid()));
+  }
+  auto st = Dict::Inspect(name_);
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->attached);
+  auto names = Dict::ListNames();
+  ASSERT_TRUE(names.ok());
+  EXPECT_NE(std::find(names->begin(), names->end(), name_), names->end());
+}
+
+TEST_F(DictTest, DumpPublishesASnapshotThatRefreshCanLoad) {
+  Dict d = OpenOrDie(Opts());
+  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+  auto gen = d.Dump();
+  ASSERT_TRUE(gen.ok());
+  EXPECT_GT(*gen, 0u);
+  EXPECT_EQ(d.GetStatus().snapshot_revision, 1u);
+  ASSERT_TRUE(d.Refresh(/*force=*/true).ok());
+  EXPECT_EQ(d.Get("a")->AsInt(), 1);
+}
+
+TEST_F(DictTest, ClearHidesSnapshotEntriesFromLaterReaders) {
+  Dict d = OpenOrDie(Opts());
+  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+  ASSERT_TRUE(d.Dump().ok());
+  ASSERT_TRUE(d.Clear().ok());
+  ASSERT_TRUE(d.Set("b", Value::Int(2)).ok());
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict r = OpenOrDie(attach);
+  EXPECT_FALSE(r.Contains("a"));
+  EXPECT_EQ(r.Size(), 1u);
+  EXPECT_EQ(r.Keys(), std::vector<std::string>{"b"});
+}
+
+}  // namespace
+}  // namespace shmdict
