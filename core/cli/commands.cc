@@ -1,0 +1,461 @@
+#include "commands.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "shmdict/dict.h"
+#include "shmdict/status.h"
+#include "shmdict/value.h"
+#include "value_json.h"
+
+namespace shmdict::cli {
+namespace {
+
+// Import commits at whichever limit comes first: big enough to amortize the writer lock, small
+// enough that a killed import loses little and never holds the lock for long.
+constexpr size_t kImportBatchEntries = 1000;
+constexpr size_t kImportBatchBytes = size_t{1} << 20;
+
+// How often a blocked watch looks at the stop flag: the latency of Ctrl-C.
+constexpr std::chrono::milliseconds kWatchStopCheck{100};
+
+volatile sig_atomic_t g_stop_requested = 0;
+
+void RequestStop(int /*signal*/) { g_stop_requested = 1; }
+
+// The error contract promises one line, and messages may quote user input.
+std::string OneLine(std::string text) {
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return text;
+}
+
+std::string Abbreviate(std::string_view text) {
+  constexpr size_t kMax = 60;
+  if (text.size() <= kMax) return std::string(text);
+  return std::string(text.substr(0, kMax)) + "...";
+}
+
+std::string Quoted(std::string_view text) { return "'" + std::string(text) + "'"; }
+
+int Fail(std::string_view dict, const Status& status) {
+  std::cerr << OneLine("shmdict: dict " + Quoted(dict) + ": " + status.ToString()) << '\n';
+  return kExitError;
+}
+
+int KeyMissing(std::string_view dict, std::string_view key) {
+  std::cerr << OneLine("shmdict: dict " + Quoted(dict) + ": key " + Quoted(key) + " not found")
+            << '\n';
+  return kExitKeyMissing;
+}
+
+Status MissingDict(std::string_view name) {
+  return Status(StatusCode::kNotFound, "dict " + Quoted(name) +
+                                           " does not exist (create it with: shmdict create " +
+                                           std::string(name) + ")");
+}
+
+// A kNotFound from the library is about the dict here; say so in the words the user knows.
+Status ExplainNotFound(std::string_view name, Status status) {
+  if (status.code() == StatusCode::kNotFound) return MissingDict(name);
+  return status;
+}
+
+Options BaseOptions(const CommandLine& cl) {
+  Options options;
+  options.name = cl.name;
+  options.logger = cl.logger;
+  return options;
+}
+
+// Every command but create works on an existing dict and must never create one by accident.
+Result<Dict> OpenExisting(const CommandLine& cl) {
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return valid;
+  Options options = BaseOptions(cl);
+  options.create_mode = CreateMode::kMustAttach;
+  Result<Dict> dict = Dict::Open(options);
+  if (!dict.ok()) return ExplainNotFound(cl.name, dict.status());
+  return dict;
+}
+
+// ParseValue, plus the JSON check it leaves to callers.
+std::optional<Value> ParseCliValue(ValueType type, std::string_view text) {
+  if (type == ValueType::kJson && !Json::accept(text)) return std::nullopt;
+  return ParseValue(type, text);
+}
+
+std::string OctalMode(mode_t mode) {
+  char buf[16];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<unsigned>(mode), 8);
+  std::string digits(buf, ec == std::errc() ? end : buf);
+  return std::string(digits.size() < 4 ? 4 - digits.size() : 0, '0') + digits;
+}
+
+std::optional<mode_t> ParseOctalMode(std::string_view text) {
+  unsigned mode = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), mode, 8);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || mode > 0777) {
+    return std::nullopt;
+  }
+  return static_cast<mode_t>(mode);
+}
+
+void PrintLine(const std::string& line) { std::cout << line << '\n' << std::flush; }
+
+// One watch output line. `key` and `value` are null for ops that do not carry them.
+void PrintChange(bool json, uint64_t revision, std::string_view op, const std::string* key,
+                 const Value* value) {
+  if (json) {
+    Json line = Json::object();
+    line["revision"] = revision;
+    line["op"] = std::string(op);
+    if (key != nullptr && value != nullptr) {
+      EncodeEntry(*key, *value, &line);
+    } else if (key != nullptr) {
+      EncodeKey(*key, &line);
+    }
+    PrintLine(line.dump());
+    return;
+  }
+  std::string line = std::to_string(revision) + "\t" + std::string(op);
+  if (key != nullptr) line += "\t" + *key;
+  if (value != nullptr) line += "\t" + value->ToText();
+  PrintLine(line);
+}
+
+Result<std::pair<std::string, Value>> ParseImportLine(const std::string& line) {
+  Json doc;
+  try {
+    doc = Json::parse(line);
+  } catch (const Json::parse_error& e) {
+    // nlohmann's own position says "line 1" (it sees one line); keep only its description.
+    const std::string what = e.what();
+    const size_t detail = what.find("syntax error");
+    return Status(StatusCode::kInvalidArgument,
+                  "not valid JSON at column " + std::to_string(e.byte) +
+                      (detail == std::string::npos ? "" : ": " + what.substr(detail)));
+  }
+  Result<std::pair<std::string, Value>> entry = DecodeEntry(doc);
+  if (entry.ok() && entry->first.size() > kMaxKeyBytes) {
+    return Status(StatusCode::kInvalidArgument, "key is " + std::to_string(entry->first.size()) +
+                                                    " bytes, more than the " +
+                                                    std::to_string(kMaxKeyBytes) + "-byte limit");
+  }
+  return entry;
+}
+
+Json StatusJson(const DictStatus& s) {
+  Json j = Json::object();
+  j["name"] = s.name;
+  j["layout_version"] = s.layout_version;
+  j["revision"] = s.revision;
+  j["entries"] = s.entries;
+  j["log_capacity"] = s.log_capacity;
+  j["log_used"] = s.log_used;
+  j["snapshot_generation"] = s.snapshot_generation;
+  j["snapshot_revision"] = s.snapshot_revision;
+  j["snapshots_built"] = s.snapshots_built;
+  j["lock_holder_pid"] = s.lock_holder_pid;
+  j["lock_recoveries"] = s.lock_recoveries;
+  j["creator_pid"] = s.creator_pid;
+  j["creator_alive"] = s.creator_alive;
+  j["attached"] = s.attached;
+  j["segment_bytes"] = s.segment_bytes;
+  j["mode"] = OctalMode(s.mode);
+  return j;
+}
+
+}  // namespace
+
+int FailWithoutDict(std::string cause) {
+  std::cerr << OneLine("shmdict: " + std::move(cause)) << '\n';
+  return kExitError;
+}
+
+int RunCreate(const CommandLine& cl) {
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
+  std::optional<mode_t> mode = ParseOctalMode(cl.mode);
+  if (!mode) {
+    return Fail(cl.name, Status(StatusCode::kInvalidArgument,
+                                "--mode " + Quoted(cl.mode) + " is not an octal mode like 0600"));
+  }
+  Options options = BaseOptions(cl);
+  options.create_mode = cl.exclusive ? CreateMode::kMustCreate : CreateMode::kAttachOrCreate;
+  options.buffer_size = cl.buffer_size;
+  options.mode = *mode;
+  options.auto_unlink = false;  // the dict must outlive this command
+  Result<Dict> dict = Dict::Open(options);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  const bool created = dict->created();
+  if (Status closed = dict->Close(); !closed.ok()) return Fail(cl.name, closed);
+  std::cout << (created ? "created dict " : "dict already exists: ") << Quoted(cl.name) << '\n';
+  return kExitOk;
+}
+
+int RunSet(const CommandLine& cl) {
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
+  std::optional<ValueType> type = ParseTypeName(cl.type);
+  std::optional<Value> value = type ? ParseCliValue(*type, cl.value) : std::nullopt;
+  if (!value) {
+    return Fail(cl.name, Status(StatusCode::kInvalidArgument,
+                                Quoted(Abbreviate(cl.value)) + " is not a valid " + cl.type +
+                                    " value; key " + Quoted(cl.key) + " was not changed"));
+  }
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  Result<uint64_t> revision = dict->Set(cl.key, *value);
+  if (!revision.ok()) return Fail(cl.name, revision.status());
+  if (cl.logger) cl.logger->info("dict '{}': set '{}' at revision {}", cl.name, cl.key, *revision);
+  return kExitOk;
+}
+
+int RunGet(const CommandLine& cl) {
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  std::optional<Value> value = dict->Get(cl.key);
+  if (!value) return KeyMissing(cl.name, cl.key);
+  std::cout << value->ToText() << '\n';
+  return kExitOk;
+}
+
+int RunDel(const CommandLine& cl) {
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  Result<bool> erased = dict->Erase(cl.key);
+  if (!erased.ok()) return Fail(cl.name, erased.status());
+  if (!*erased) return KeyMissing(cl.name, cl.key);
+  return kExitOk;
+}
+
+int RunIncr(const CommandLine& cl) {
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  Result<int64_t> value = dict->Increment(cl.key, cl.delta);
+  if (!value.ok()) return Fail(cl.name, value.status());
+  std::cout << *value << '\n';
+  return kExitOk;
+}
+
+int RunList(const CommandLine& cl) {
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  const std::map<std::string, Value> items = dict->Export();
+  if (!cl.json) {
+    for (const auto& [key, value] : items) std::cout << key << '\t' << value.ToText() << '\n';
+    return kExitOk;
+  }
+  // Streamed member by member: building one ordered_json object costs O(n^2) on big dicts.
+  std::cout << '{';
+  bool first = true;
+  for (const auto& [key, value] : items) {
+    std::cout << (first ? "" : ",") << DisplayText(key).dump() << ':' << DisplayJson(value).dump();
+    first = false;
+  }
+  std::cout << "}\n";
+  return kExitOk;
+}
+
+int RunImport(const CommandLine& cl) {
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (cl.file != "-") {
+    file.open(cl.file, std::ios::binary);
+    if (!file) {
+      return Fail(cl.name, Status(StatusCode::kInvalidArgument,
+                                  "cannot open " + Quoted(cl.file) + ": " + std::strerror(errno)));
+    }
+    in = &file;
+  }
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+
+  std::vector<std::pair<std::string, Value>> batch;
+  size_t batch_bytes = 0;
+  uint64_t batch_first_line = 0;
+  uint64_t imported = 0;
+  uint64_t revision = 0;
+  auto progress = [&] {
+    return std::to_string(imported) + " entries before it were imported (revision " +
+           std::to_string(revision) + ")";
+  };
+  // Each batch is one atomic revision, so whatever stops the import leaves a prefix of the input.
+  auto commit = [&]() -> Status {
+    if (batch.empty()) return Status();
+    Result<uint64_t> committed = dict->Update(batch);
+    if (!committed.ok()) {
+      return Status(committed.status().code(), "line " + std::to_string(batch_first_line) + ": " +
+                                                   committed.status().message() + "; " +
+                                                   progress());
+    }
+    revision = *committed;
+    imported += batch.size();
+    batch.clear();
+    batch_bytes = 0;
+    return Status();
+  };
+
+  std::string line;
+  uint64_t line_number = 0;
+  while (std::getline(*in, line)) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    Result<std::pair<std::string, Value>> entry = ParseImportLine(line);
+    if (!entry.ok()) {
+      if (Status committed = commit(); !committed.ok()) return Fail(cl.name, committed);
+      return Fail(cl.name, Status(entry.status().code(), "line " + std::to_string(line_number) +
+                                                             ": " + entry.status().message() +
+                                                             "; the " + progress()));
+    }
+    if (batch.empty()) batch_first_line = line_number;
+    batch_bytes += entry->first.size() + entry->second.data().size();
+    batch.push_back(std::move(*entry));
+    if (batch.size() >= kImportBatchEntries || batch_bytes >= kImportBatchBytes) {
+      if (Status committed = commit(); !committed.ok()) return Fail(cl.name, committed);
+    }
+  }
+  const bool read_failed = in->bad();
+  if (Status committed = commit(); !committed.ok()) return Fail(cl.name, committed);
+  if (read_failed) {
+    return Fail(cl.name, Status(StatusCode::kDataLoss,
+                                "reading " + Quoted(cl.file) + " failed after line " +
+                                    std::to_string(line_number) + "; the " + progress()));
+  }
+  if (imported == 0) revision = dict->revision();
+  std::cout << "imported " << imported << " entries, revision " << revision << '\n';
+  return kExitOk;
+}
+
+int RunExport(const CommandLine& cl) {
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+  for (const auto& [key, value] : dict->Export()) {
+    Json line = Json::object();
+    EncodeEntry(key, value, &line);
+    std::cout << line.dump() << '\n';
+  }
+  return kExitOk;
+}
+
+int RunWatch(const CommandLine& cl) {
+  Result<Dict> dict = OpenExisting(cl);
+  if (!dict.ok()) return Fail(cl.name, dict.status());
+
+  struct sigaction action = {};
+  action.sa_handler = RequestStop;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  const uint64_t start = cl.from_given ? cl.from : dict->revision();
+  Watcher watcher = dict->Watch(start);
+  if (cl.logger) cl.logger->info("dict '{}': watching changes after revision {}", cl.name, start);
+
+  uint64_t changes_seen = 0;
+  while (!g_stop_requested) {
+    const size_t max_changes = cl.count != 0 ? cl.count - changes_seen : 1024;
+    Result<ChangeBatch> batch = watcher.Next(max_changes, kWatchStopCheck);
+    if (!batch.ok()) return Fail(cl.name, batch.status());
+    if (batch->is_snapshot) {
+      std::sort(batch->snapshot_items.begin(), batch->snapshot_items.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (const auto& [key, value] : batch->snapshot_items) {
+        PrintChange(cl.json, batch->snapshot_revision, "snapshot", &key, &value);
+      }
+    }
+    for (const Change& change : batch->changes) {
+      switch (change.op) {
+        case ChangeOp::kSet:
+          PrintChange(cl.json, change.revision, "set", &change.key, &change.value);
+          break;
+        case ChangeOp::kErase:
+          PrintChange(cl.json, change.revision, "del", &change.key, nullptr);
+          break;
+        case ChangeOp::kClear:
+          PrintChange(cl.json, change.revision, "clear", nullptr, nullptr);
+          break;
+      }
+      if (cl.count != 0 && ++changes_seen == cl.count) return kExitOk;
+    }
+  }
+  if (cl.logger) cl.logger->info("dict '{}': watch stopped by a signal", cl.name);
+  return kExitOk;
+}
+
+int RunStatus(const CommandLine& cl) {
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
+  Result<DictStatus> status = Dict::Inspect(cl.name);
+  if (!status.ok()) return Fail(cl.name, ExplainNotFound(cl.name, status.status()));
+  const Json fields = StatusJson(*status);
+  if (cl.json) {
+    std::cout << fields.dump() << '\n';
+    return kExitOk;
+  }
+  for (const auto& [field, value] : fields.items()) {
+    std::cout << field << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
+              << '\n';
+  }
+  return kExitOk;
+}
+
+int RunLs(const CommandLine& cl) {
+  Result<std::vector<std::string>> names = Dict::ListNames();
+  if (!names.ok()) return FailWithoutDict("cannot list dicts: " + names.status().ToString());
+  Json all = Json::array();
+  for (const std::string& name : *names) {
+    Result<DictStatus> status = Dict::Inspect(name);
+    // Unlinked between ListNames and Inspect: it is no longer on this host.
+    if (!status.ok() && status.status().code() == StatusCode::kNotFound) continue;
+    Json row = Json::object();
+    row["name"] = name;
+    if (!status.ok()) {
+      row["error"] = status.status().ToString();
+    } else {
+      row["entries"] = status->entries;
+      row["revision"] = status->revision;
+      row["abandoned"] = !status->creator_alive && !status->attached;
+      row["creator_pid"] = status->creator_pid;
+      row["creator_alive"] = status->creator_alive;
+      row["attached"] = status->attached;
+    }
+    all.push_back(std::move(row));
+  }
+  if (cl.json) {
+    std::cout << all.dump() << '\n';
+    return kExitOk;
+  }
+  for (const Json& row : all) {
+    std::cout << row["name"].get<std::string>() << '\t';
+    if (row.contains("error")) {
+      std::cout << "-\t-\tunreadable (" << row["error"].get<std::string>() << ")\n";
+    } else {
+      std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << '\t'
+                << (row["abandoned"].get<bool>() ? "abandoned" : "in-use") << '\n';
+    }
+  }
+  return kExitOk;
+}
+
+int RunUnlink(const CommandLine& cl) {
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
+  if (Status unlinked = Dict::UnlinkByName(cl.name); !unlinked.ok()) {
+    return Fail(cl.name, ExplainNotFound(cl.name, unlinked));
+  }
+  return kExitOk;
+}
+
+}  // namespace shmdict::cli
