@@ -297,7 +297,8 @@ Status Dict::Impl::RepairAfterDeadHolder() {
   return Status::Ok();
 }
 
-Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops) {
+Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops,
+                                          bool may_wait_for_builder) {
   payload.clear();
   for (const OpRef& op : ops) {
     if (op.key.size() > kMaxKeyBytes) {
@@ -342,8 +343,12 @@ Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops) {
   if (tail != view.position) return Corrupt("the writer's tail disagrees with the log");
   const uint64_t needed = ring.SpaceNeeded(tail, record.size());
   if (tail + needed - w.snapshot_log_position.load(std::memory_order_relaxed) > ring.capacity()) {
-    // The ring truly filled before a background snapshot could free it: build one now (the rare,
-    // slow path of invariant 5).
+    if (may_wait_for_builder &&
+        header->compaction.compaction_holder_pid.load(std::memory_order_relaxed) != 0) {
+      return Status(StatusCode::kAborted, "ring full while a snapshot is being built");
+    }
+    // The ring truly filled and nobody is freeing it: build a snapshot now (the rare, slow path
+    // of invariant 5).
     Status s = CompactLocked();
     if (!s.ok()) return s;
   }
@@ -360,6 +365,21 @@ Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops) {
   last_commit = revision;
   MaybeCompact();
   return revision;
+}
+
+void Dict::Impl::WaitForBuilder() {
+  using internal::LockResult;
+  void* claim = header->compaction.compaction_lock;
+  LockResult r = internal::AcquireRobustLock(claim, options.lock_timeout);
+  if (r == LockResult::kOwnerDied) {
+    // The builder died: nothing to repair (its unpublished segment is removed by the next
+    // publication), but its pid must not keep writers waiting for a build that never ends.
+    header->compaction.compaction_holder_pid.store(0, std::memory_order_relaxed);
+    internal::MarkRobustLockConsistent(claim);
+  }
+  if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
+    internal::ReleaseRobustLock(claim);
+  }
 }
 
 void Dict::Impl::WakeWaiters() {

@@ -127,7 +127,11 @@ struct Dict::Impl : LockGuard::Holder {
   // Writing. Plan runs under the lock on the caught-up view and fills the ops to commit.
   template <typename Plan>
   Result<uint64_t> Write(Plan&& plan);
-  Result<uint64_t> CommitLocked(const std::vector<internal::OpRef>& ops);
+  // kAborted (nothing written) when the ring is full, may_wait_for_builder is set and another
+  // snapshot builder is running: the caller releases the lock, waits for it and retries.
+  Result<uint64_t> CommitLocked(const std::vector<internal::OpRef>& ops, bool may_wait_for_builder);
+  // Blocks until the running snapshot builder (if any) finishes, up to the lock timeout.
+  void WaitForBuilder();
   Status CompactLocked();
   bool PublishLocked(const std::shared_ptr<const internal::SnapshotView>& snap);
   void CleanUpAfterPublish(uint64_t generation, uint64_t revision) const;
@@ -141,19 +145,31 @@ struct Dict::Impl : LockGuard::Holder {
 
 template <typename Plan>
 Result<uint64_t> Dict::Impl::Write(Plan&& plan) {
-  Status s = AcquireWriteLock(options.lock_timeout);
-  if (!s.ok()) return s;
-  struct Unlock {
-    Impl* impl;
-    ~Unlock() { impl->ReleaseWriteLock(); }
-  } unlock{this};
-  s = CatchUp(false);
-  if (!s.ok()) return s;
-  std::vector<internal::OpRef> ops;
-  s = plan(ops);
-  if (!s.ok()) return s;
-  if (ops.empty()) return view.revision;
-  return CommitLocked(ops);
+  // A commit finding the ring full while another builder is at work steps out of the lock and
+  // waits for that snapshot rather than building a duplicate one under the lock; the plan is then
+  // re-run, since other writers may have changed the state meanwhile.
+  for (int attempt = 0;; ++attempt) {
+    {
+      Status s = AcquireWriteLock(options.lock_timeout);
+      if (!s.ok()) return s;
+      struct Unlock {
+        Impl* impl;
+        ~Unlock() { impl->ReleaseWriteLock(); }
+      } unlock{this};
+      s = CatchUp(false);
+      if (!s.ok()) return s;
+      std::vector<internal::OpRef> ops;
+      s = plan(ops);
+      if (!s.ok()) return s;
+      if (ops.empty()) return view.revision;
+      // Only the outermost lock can be released: inside a user Lock() the builder could not
+      // publish.
+      const bool may_wait_for_builder = lock_depth == 1 && attempt < 3;
+      auto committed = CommitLocked(ops, may_wait_for_builder);
+      if (committed.ok() || committed.status().code() != StatusCode::kAborted) return committed;
+    }
+    WaitForBuilder();  // kAborted: the ring is full and a builder runs; wait outside the lock
+  }
 }
 
 }  // namespace shmdict
