@@ -114,10 +114,14 @@ std::optional<mode_t> ParseOctalMode(std::string_view text) {
   return static_cast<mode_t>(mode);
 }
 
-void PrintLine(const std::string& line) { std::cout << line << '\n' << std::flush; }
+// False once stdout is gone (e.g. the reader of a pipe exited while SIGPIPE is ignored).
+bool PrintLine(const std::string& line) {
+  std::cout << line << '\n' << std::flush;
+  return static_cast<bool>(std::cout);
+}
 
 // One watch output line. `key` and `value` are null for ops that do not carry them.
-void PrintChange(bool json, uint64_t revision, std::string_view op, const std::string* key,
+bool PrintChange(bool json, uint64_t revision, std::string_view op, const std::string* key,
                  const Value* value) {
   if (json) {
     Json line = Json::object();
@@ -128,13 +132,24 @@ void PrintChange(bool json, uint64_t revision, std::string_view op, const std::s
     } else if (key != nullptr) {
       EncodeKey(*key, &line);
     }
-    PrintLine(line.dump());
-    return;
+    return PrintLine(line.dump());
   }
   std::string line = std::to_string(revision) + "\t" + std::string(op);
   if (key != nullptr) line += "\t" + *key;
   if (value != nullptr) line += "\t" + value->ToText();
-  PrintLine(line);
+  return PrintLine(line);
+}
+
+bool PrintChange(bool json, const Change& change) {
+  switch (change.op) {
+    case ChangeOp::kSet:
+      return PrintChange(json, change.revision, "set", &change.key, &change.value);
+    case ChangeOp::kErase:
+      return PrintChange(json, change.revision, "del", &change.key, nullptr);
+    case ChangeOp::kClear:
+      return PrintChange(json, change.revision, "clear", nullptr, nullptr);
+  }
+  return PrintChange(json, change.revision, "unknown", nullptr, nullptr);
 }
 
 Result<std::pair<std::string, Value>> ParseImportLine(const std::string& line) {
@@ -202,7 +217,8 @@ int RunCreate(const CommandLine& cl) {
   if (!dict.ok()) return Fail(cl.name, dict.status());
   const bool created = dict->created();
   if (Status closed = dict->Close(); !closed.ok()) return Fail(cl.name, closed);
-  std::cout << (created ? "created dict " : "dict already exists: ") << Quoted(cl.name) << '\n';
+  std::cout << (created ? "created dict " : "dict ") << Quoted(cl.name)
+            << (created ? "" : " already exists") << '\n';
   return kExitOk;
 }
 
@@ -370,25 +386,18 @@ int RunWatch(const CommandLine& cl) {
     const size_t max_changes = cl.count != 0 ? cl.count - changes_seen : 1024;
     Result<ChangeBatch> batch = watcher.Next(max_changes, kWatchStopCheck);
     if (!batch.ok()) return Fail(cl.name, batch.status());
+    const Status stdout_gone(StatusCode::kUnavailable, "cannot write to stdout");
     if (batch->is_snapshot) {
       std::sort(batch->snapshot_items.begin(), batch->snapshot_items.end(),
                 [](const auto& a, const auto& b) { return a.first < b.first; });
       for (const auto& [key, value] : batch->snapshot_items) {
-        PrintChange(cl.json, batch->snapshot_revision, "snapshot", &key, &value);
+        if (!PrintChange(cl.json, batch->snapshot_revision, "snapshot", &key, &value)) {
+          return Fail(cl.name, stdout_gone);
+        }
       }
     }
     for (const Change& change : batch->changes) {
-      switch (change.op) {
-        case ChangeOp::kSet:
-          PrintChange(cl.json, change.revision, "set", &change.key, &change.value);
-          break;
-        case ChangeOp::kErase:
-          PrintChange(cl.json, change.revision, "del", &change.key, nullptr);
-          break;
-        case ChangeOp::kClear:
-          PrintChange(cl.json, change.revision, "clear", nullptr, nullptr);
-          break;
-      }
+      if (!PrintChange(cl.json, change)) return Fail(cl.name, stdout_gone);
       if (cl.count != 0 && ++changes_seen == cl.count) return kExitOk;
     }
   }

@@ -38,7 +38,7 @@ struct OverlayEntry {
   std::string data;
 };
 
-using Overlay = std::unordered_map<std::string, OverlayEntry, StringHash, std::equal_to<>>;
+using Overlay = std::unordered_map<std::string, OverlayEntry, StringHash, StringEq>;
 
 // The state of a dict at one revision, as one handle sees it.
 struct LocalView {
@@ -52,8 +52,9 @@ struct LocalView {
   uint64_t generation() const { return snapshot ? snapshot->generation() : 0; }
 
   bool Find(std::string_view key, ValueView* out) const {
+    const uint64_t hash = Hash64(key);
     if (!overlay.empty()) {
-      auto it = overlay.find(key);
+      auto it = overlay.find(HashedKey{key, hash});
       if (it != overlay.end()) {
         if (!it->second.present) return false;
         *out = ValueView{it->second.type, it->second.data};
@@ -61,7 +62,7 @@ struct LocalView {
       }
     }
     if (snapshot_hidden || !snapshot) return false;
-    return snapshot->Find(key, Hash64(key), out);
+    return snapshot->Find(key, hash, out);
   }
 
   void Apply(const OpRef& op);
@@ -95,7 +96,8 @@ struct Dict::Impl : LockGuard::Holder {
   internal::LogRing ring;
   internal::LocalView view;
   std::string payload;  // scratch: the record being read or written
-  int lock_depth = 0;   // > 0 while this handle holds the writer lock
+  std::vector<internal::OpRef> ops_scratch;
+  int lock_depth = 0;  // > 0 while this handle holds the writer lock
   uint64_t last_commit = 0;
   std::thread builder;
   std::atomic<bool> builder_running{false};
@@ -158,7 +160,8 @@ Result<uint64_t> Dict::Impl::Write(Plan&& plan) {
       } unlock{this};
       s = CatchUp(false);
       if (!s.ok()) return s;
-      std::vector<internal::OpRef> ops;
+      std::vector<internal::OpRef>& ops = ops_scratch;  // reused: no allocation per write
+      ops.clear();
       s = plan(ops);
       if (!s.ok()) return s;
       if (ops.empty()) return view.revision;

@@ -14,10 +14,28 @@ uint64_t Hash64(const void* data, size_t bytes, uint64_t seed = 0);
 
 inline uint64_t Hash64(std::string_view s) { return Hash64(s.data(), s.size()); }
 
-// Transparent hasher so std::unordered_map<std::string, ...> can be probed with string_view.
+// A key with its Hash64 computed once, so a read that misses the overlay does not hash the key
+// again for the snapshot index.
+struct HashedKey {
+  std::string_view key;
+  uint64_t hash;
+  friend bool operator==(const HashedKey& a, std::string_view b) { return a.key == b; }
+};
+
+// Transparent hasher: std::unordered_map<std::string, ...> can be probed with a string_view or
+// a HashedKey (whose hash is reused) without building a std::string.
 struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const { return Hash64(s); }
+  size_t operator()(const HashedKey& k) const { return k.hash; }
+};
+
+// Equality for the same heterogeneous lookups.
+struct StringEq {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+  bool operator()(const HashedKey& a, std::string_view b) const { return a.key == b; }
+  bool operator()(std::string_view a, const HashedKey& b) const { return a == b.key; }
 };
 
 }  // namespace shmdict::internal
