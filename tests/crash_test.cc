@@ -1,0 +1,319 @@
+// Crash tests: writers in other processes are SIGKILLed at random points (outside and inside the
+// user lock, while compacting, while storing large values, while attaching), over 200 times in
+// all. After every kill this process must be able to write within the lock timeout, the dict must
+// be readable and hold exactly the committed writes, and every write the dead worker acknowledged
+// ("acked i" is printed only after Set returned) must be there with its value.
+//
+// The random choices come from one seed per test, printed on failure; set SHMDICT_TEST_SEED to
+// replay a run.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dict_test_base.h"
+#include "gtest/gtest.h"
+#include "shmdict/dict.h"
+#include "worker_process.h"
+#include "workload.h"
+
+namespace shmdict::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr uint64_t kSmallLog = 64 * 1024;
+constexpr milliseconds kLockTimeout = seconds(5);
+constexpr const char* kForever = "100000000";  // a COUNT the writer never reaches before its kill
+
+// Kill counts are multiplied by $SHMDICT_TEST_SCALE (default 1) for soak runs.
+int Scaled(int kills) {
+  const char* env = std::getenv("SHMDICT_TEST_SCALE");
+  const long scale = env != nullptr ? std::strtol(env, nullptr, 10) : 1;
+  return kills * static_cast<int>(std::max(1L, scale));
+}
+
+class CrashTest : public DictTestBase {
+ protected:
+  Options CrashOptions() const {
+    Options options = CreateOptions(name_);
+    options.lock_timeout = kLockTimeout;
+    return options;
+  }
+
+  // Spawns a writer, waits for `first_line` (if any), lets it acknowledge `acks` writes (0: none,
+  // the kill may then land before or while it attaches), SIGKILLs it and returns the highest
+  // index it acknowledged, counting the acks still in the pipe (-1: none).
+  int64_t SpawnAndKill(const std::vector<std::string>& args, int acks,
+                       const char* first_line = nullptr) {
+    auto writer = SpawnWorker(args);
+    const Deadline deadline = DeadlineIn(kWorkerTimeout);
+    if (first_line != nullptr) {
+      EXPECT_TRUE(writer->AwaitLine(first_line, deadline));
+    }
+    int64_t acked = -1;
+    auto take_ack = [&](const std::string& line) {
+      if (line.starts_with("error")) ADD_FAILURE() << writer->description() << ": " << line;
+      if (!line.starts_with("acked ")) return;
+      const int64_t index = std::strtoll(line.c_str() + 6, nullptr, 10);
+      EXPECT_EQ(index, acked + 1) << "the writer acknowledges in order";
+      acked = index;
+    };
+    std::string line;
+    for (int seen = 0; seen < acks && !HasFailure();) {
+      if (writer->ReadLine(&line, deadline) != LineStatus::kLine) {
+        ADD_FAILURE() << writer->description() << " stopped before its kill; output:\n"
+                      << writer->output();
+        break;
+      }
+      take_ack(line);
+      if (line.starts_with("acked ")) ++seen;
+    }
+    const ExitInfo exit = writer->KillAndWait();
+    EXPECT_TRUE(exit.KilledBy(SIGKILL))
+        << writer->description() << " " << exit.ToString() << "; output:\n"
+        << writer->output();
+    for (const std::string& rest : writer->TakeLines()) take_ack(rest);
+    return acked;
+  }
+
+  // Right after a kill: a write from this process goes through within the lock timeout, and the
+  // dict catches up without error.
+  void ExpectWritableAndReadable(Dict& dict) {
+    const auto start = Clock::now();
+    Result<uint64_t> rev =
+        dict.Set(KeyFor("after", writes_after_kills_), ValueFor(writes_after_kills_, 0));
+    const auto elapsed = Clock::now() - start;
+    ASSERT_OK(rev) << " (a write right after the kill)";
+    EXPECT_LT(elapsed, kLockTimeout);
+    committed_["after"] = ++writes_after_kills_;
+    ASSERT_OK(dict.Refresh());
+  }
+
+  // After a writer using `prefix` was killed having acknowledged indexes 0..acked: this process
+  // writes within the lock timeout, and the dict holds every acknowledged write and exactly what
+  // was committed.
+  void ExpectSurvivedKill(Dict& dict, const std::string& prefix, int64_t acked) {
+    ASSERT_NO_FATAL_FAILURE(ExpectWritableAndReadable(dict));
+    Value value;
+    for (int64_t i = 0; i <= acked; ++i) {
+      ASSERT_TRUE(dict.Get(KeyFor(prefix, i), &value))
+          << "acknowledged write " << KeyFor(prefix, i) << " was lost";
+      ASSERT_TRUE(ValueMatchesIndex(value.view(), i)) << KeyFor(prefix, i) << " has a wrong value";
+    }
+    // The write after the last acknowledged one may have committed before the kill; none later.
+    int64_t committed = acked + 1;
+    if (dict.Contains(KeyFor(prefix, committed))) ++committed;
+    committed_[prefix] = committed;
+    ExpectHoldsExactlyTheCommittedWrites(dict);
+  }
+
+  // Every key is PREFIX.i with i below committed_[PREFIX], with its value; none is missing.
+  void ExpectHoldsExactlyTheCommittedWrites(Dict& dict) {
+    std::map<std::string, int64_t, std::less<>> seen;
+    std::string wrong;
+    dict.ForEach([&](std::string_view key, ValueView value) {
+      std::optional<ParsedKey> parsed = ParseKey(key);
+      auto it = parsed ? committed_.find(parsed->prefix) : committed_.end();
+      if (it == committed_.end() || parsed->index >= it->second ||
+          !ValueMatchesIndex(value, parsed->index)) {
+        if (wrong.empty()) wrong = std::string(key);
+        return;
+      }
+      ++seen[std::string(parsed->prefix)];
+    });
+    EXPECT_EQ(wrong, "") << "an uncommitted or wrong entry is visible";
+    uint64_t total = 0;
+    for (const auto& [prefix, count] : committed_) {
+      EXPECT_EQ(seen[prefix], count) << "entries of " << prefix;
+      total += static_cast<uint64_t>(count);
+    }
+    EXPECT_EQ(dict.Size(), total);
+  }
+
+  std::map<std::string, int64_t, std::less<>> committed_;  // prefix -> entries PREFIX.0 ..
+  int64_t writes_after_kills_ = 0;
+};
+
+TEST_F(CrashTest, WriterKilledOutsideTheUserLockNeverBlocksOthers) {
+  SCOPED_TRACE(SeedTrace());
+  const int kills = Scaled(80);
+  Result<Dict> dict = Dict::Open(CrashOptions());
+  ASSERT_OK(dict);
+  for (int i = 0; i < kills && !HasFatalFailure(); ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const std::string prefix = "p" + std::to_string(i);
+    // One kill in ten lands right after spawning: during exec or attach.
+    const int acks = Random(10) == 0 ? 0 : 1 + static_cast<int>(Random(200));
+    const int64_t acked = SpawnAndKill({"write", name_, prefix, kForever}, acks);
+    ExpectSurvivedKill(*dict, prefix, acked);
+  }
+}
+
+TEST_F(CrashTest, WriterKilledInsideTheUserLockNeverBlocksOthers) {
+  SCOPED_TRACE(SeedTrace());
+  const int kills = Scaled(60);
+  Result<Dict> dict = Dict::Open(CrashOptions());
+  ASSERT_OK(dict);
+  for (int i = 0; i < kills && !HasFatalFailure(); ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const std::string prefix = "p" + std::to_string(i);
+    const uint64_t recoveries = dict->GetStatus().lock_recoveries;
+    // The worker takes Lock() and writes under it until it dies: every kill lands inside.
+    const int64_t acked = SpawnAndKill({"write", name_, prefix, kForever, "--hold-lock"},
+                                       static_cast<int>(Random(100)), "locked");
+    ExpectSurvivedKill(*dict, prefix, acked);
+    EXPECT_GT(dict->GetStatus().lock_recoveries, recoveries)
+        << "the lock of the killed holder was not recovered";
+  }
+}
+
+TEST_F(CrashTest, WriterKilledDuringCompactionLosesNoAcknowledgedWrite) {
+  SCOPED_TRACE(SeedTrace());
+  const int kills = Scaled(60);
+  constexpr int kFill = 1000;
+  constexpr int kValueBytes = 700;
+  Options options = CrashOptions();
+  options.buffer_size = kSmallLog;  // a snapshot every ~45 writes, each copying ~0.7 MB
+  Result<Dict> dict = Dict::Open(options);
+  ASSERT_OK(dict);
+  for (int64_t i = 0; i < kFill; ++i) {
+    ASSERT_OK(dict->Set(KeyFor("fill", i), ValueFor(i, kValueBytes)));
+  }
+  committed_["fill"] = kFill;
+  const uint64_t generation_before = dict->GetStatus().snapshot_generation;
+
+  for (int i = 0; i < kills && !HasFatalFailure(); ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const std::string prefix = "p" + std::to_string(i);
+    std::vector<std::string> args = {"write", name_, prefix, kForever,
+                                     "--value-bytes=" + std::to_string(kValueBytes)};
+    // Cycle: snapshots built inline by the writer or by its background thread, with the writer
+    // holding the user lock (the kill then always lands inside it) or not.
+    if (i % 2 == 0) args.push_back("--inline-compaction");
+    const bool hold_lock = i % 4 >= 2;
+    if (hold_lock) args.push_back("--hold-lock");
+    const int64_t acked =
+        SpawnAndKill(args, static_cast<int>(Random(120)), hold_lock ? "locked" : nullptr);
+    ExpectSurvivedKill(*dict, prefix, acked);
+    if (i % 10 == 9) {
+      ASSERT_OK(dict->Refresh(/*force=*/true));
+      Result<Dict> fresh = Dict::Open(AttachOptions(name_));
+      ASSERT_OK(fresh);
+      EXPECT_TRUE(fresh->Export() == dict->Export()) << "a new attacher sees another state";
+    }
+  }
+  EXPECT_GE(dict->GetStatus().snapshot_generation, generation_before + kills / 2)
+      << "the writers were meant to compact often";
+
+  auto attacher = SpawnWorker({"dump", name_});
+  EXPECT_TRUE(attacher->Wait(DeadlineIn(kWorkerTimeout)).Succeeded()) << attacher->output();
+  std::vector<std::string> dumped;
+  for (const std::string& line : attacher->TakeLines()) {
+    if (line.starts_with("item ")) dumped.push_back(line);
+  }
+  EXPECT_TRUE(dumped == DigestLines(dict->Export())) << "another process attaching now";
+
+  // Snapshots that killed writers were building must not pile up in /dev/shm.
+  ASSERT_OK(dict->Dump());
+  const std::vector<std::string> segments = ShmEntriesWithPrefix(name_);
+  std::string listing;
+  for (const std::string& s : segments) listing += " " + s;
+  EXPECT_LE(segments.size(), 3u) << "segments of the dict after a Dump():" << listing;
+}
+
+TEST_F(CrashTest, WriterKilledWhileStoringLargeValuesKeepsTheLastAcknowledgedValue) {
+  SCOPED_TRACE(SeedTrace());
+  const int kills = Scaled(20);
+  constexpr uint64_t kBytes = 1 << 20;  // 16x the log: each value goes to its own segment
+  Options options = CrashOptions();
+  options.buffer_size = kSmallLog;
+  Result<Dict> dict = Dict::Open(options);
+  ASSERT_OK(dict);
+
+  // Each run stores seeds 0, 1, 2, ... under "big"; after a kill the value is the last
+  // acknowledged seed's, or the next one's if that committed, or (no ack) the previous value.
+  std::vector<std::string> allowed = {""};
+  for (int i = 0; i < kills && !HasFatalFailure(); ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const int64_t acked = SpawnAndKill({"bigvalue-loop", name_, "big", std::to_string(kBytes)},
+                                       static_cast<int>(Random(4)));
+    ASSERT_NO_FATAL_FAILURE(ExpectWritableAndReadable(*dict));
+    if (acked >= 0) allowed = {PatternBytes(kBytes, acked)};
+    allowed.push_back(PatternBytes(kBytes, acked + 1));
+
+    std::optional<Value> big = dict->Get("big");
+    const std::string got = big.has_value() ? big->data() : "";
+    bool matches = false;
+    for (const std::string& candidate : allowed) matches = matches || got == candidate;
+    ASSERT_TRUE(matches) << "\"big\" holds " << got.size()
+                         << " bytes that are no committed value (last acked seed " << acked << ")";
+    allowed = {got};
+  }
+
+  // Values of dead writers and overwritten values must not pile up in /dev/shm.
+  ASSERT_OK(dict->Erase("big"));
+  ASSERT_OK(dict->Dump());
+  ASSERT_OK(dict->Dump());
+  const std::vector<std::string> segments = ShmEntriesWithPrefix(name_);
+  std::string listing;
+  for (const std::string& s : segments) listing += " " + s;
+  EXPECT_LE(segments.size(), 3u) << "segments of the dict after Erase and Dump:" << listing;
+}
+
+TEST_F(CrashTest, LockHolderKilledWhileHoldingIsRecoveredByTheNextLock) {
+  const int kills = Scaled(5);
+  Result<Dict> dict = Dict::Open(CrashOptions());
+  ASSERT_OK(dict);
+  for (int i = 0; i < kills; ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const uint64_t recoveries = dict->GetStatus().lock_recoveries;
+    auto holder = SpawnWorker({"lockhold", name_});
+    ASSERT_TRUE(holder->AwaitLine("locked ", DeadlineIn(kWorkerTimeout)));
+    EXPECT_EQ(dict->GetStatus().lock_holder_pid, static_cast<uint32_t>(holder->pid()));
+    const ExitInfo exit = holder->KillAndWait();
+    ASSERT_TRUE(exit.KilledBy(SIGKILL)) << exit.ToString();
+
+    const auto start = Clock::now();
+    Result<LockGuard> guard = dict->Lock();
+    ASSERT_OK(guard);
+    EXPECT_LT(Clock::now() - start, kLockTimeout);
+    const DictStatus status = dict->GetStatus();
+    EXPECT_GT(status.lock_recoveries, recoveries);
+    EXPECT_EQ(status.lock_holder_pid, static_cast<uint32_t>(getpid()));
+    ASSERT_OK(dict->Set(KeyFor("under-lock", i), ValueFor(i, 0)));
+    guard->Unlock();
+    ASSERT_OK(dict->Set(KeyFor("after", i), ValueFor(i, 0)));
+  }
+  EXPECT_EQ(dict->Size(), 2u * kills);
+}
+
+TEST_F(CrashTest, WaiterBlockedOnAKilledHolderAcquiresTheLock) {
+  Result<Dict> dict = Dict::Open(CrashOptions());
+  ASSERT_OK(dict);
+  const uint64_t recoveries = dict->GetStatus().lock_recoveries;
+  auto holder = SpawnWorker({"lockhold", name_});
+  ASSERT_TRUE(holder->AwaitLine("locked ", DeadlineIn(kWorkerTimeout)));
+  auto waiter = SpawnWorker({"lockwait", name_, "30000"});
+  ASSERT_TRUE(waiter->AwaitLine("waiting", DeadlineIn(kWorkerTimeout)));
+  EXPECT_TRUE(AwaitBlockedInFutex(waiter->pid(), DeadlineIn(seconds(10))))
+      << "the waiter never blocked on the lock";
+
+  ASSERT_TRUE(holder->KillAndWait().KilledBy(SIGKILL));
+  std::optional<std::string> line = waiter->AwaitLine("lock", DeadlineIn(seconds(20)));
+  EXPECT_EQ(line, "locked") << "the waiter did not get the dead holder's lock";
+  EXPECT_TRUE(waiter->Wait(DeadlineIn(kWorkerTimeout)).Succeeded());
+  EXPECT_GT(dict->GetStatus().lock_recoveries, recoveries);
+  ASSERT_OK(dict->Set("after", Value::Int(1)));
+}
+
+}  // namespace
+}  // namespace shmdict::testing

@@ -1,0 +1,135 @@
+// WorkerProcess: a real, unrelated helper process (posix_spawn + exec, never a bare fork) whose
+// stdout is captured line by line through a pipe and whose stdin is a pipe the test can write
+// to. Every wait has a deadline: a worker that does not answer in time is SIGKILLed, reaped and
+// reported as a test failure, so a broken engine fails the test instead of hanging it.
+//
+//   auto worker = SpawnWorker({"incr", name, "counter", "1000"});
+//   ExitInfo exit = worker->Wait(DeadlineIn(kWorkerTimeout));
+//   EXPECT_TRUE(exit.Succeeded()) << exit.ToString();
+//
+// Exit is observed through a pidfd (no polling), output through poll(2); a stdin pipe lets tests
+// release workers (barriers, "unlock") without sleeps.
+//
+// Thread-safety: thread-compatible; use a WorkerProcess from one thread. Lifetime: destroying a
+// WorkerProcess that still runs SIGKILLs and reaps it, so no test leaves processes behind. All
+// pipes are close-on-exec, so a worker never inherits another worker's pipes.
+#ifndef SHMDICT_TESTS_SUPPORT_WORKER_PROCESS_H_
+#define SHMDICT_TESTS_SUPPORT_WORKER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shmdict::testing {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+// Generous: CI machines are slow and loaded; a correct worker finishes far sooner.
+inline constexpr std::chrono::seconds kWorkerTimeout{60};
+
+inline Deadline DeadlineIn(Clock::duration d) { return Clock::now() + d; }
+
+struct ExitInfo {
+  bool reaped = false;     // false only if the process could not be waited for
+  bool exited = false;     // terminated by exit()/return from main
+  int exit_code = -1;      // valid when exited
+  int signal = 0;          // the terminating signal when !exited
+  bool timed_out = false;  // the deadline passed and the worker was SIGKILLed
+
+  bool Succeeded() const { return reaped && exited && exit_code == 0 && !timed_out; }
+  bool KilledBy(int sig) const { return reaped && !exited && signal == sig && !timed_out; }
+  std::string ToString() const;
+};
+
+enum class LineStatus { kLine, kEof, kTimeout };
+
+class WorkerProcess {
+ public:
+  // Starts `program` with `args` (argv[1..]). A failure to start is a test failure
+  // (ADD_FAILURE) and leaves pid() == -1; every other call then behaves as for a dead worker.
+  WorkerProcess(const std::string& program, std::vector<std::string> args);
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+  ~WorkerProcess();
+
+  pid_t pid() const { return pid_; }
+  // "pid 123: shmdict_worker incr d counter 10", for failure messages.
+  const std::string& description() const { return description_; }
+  bool reaped() const { return reaped_; }
+
+  // The next complete stdout line, without its '\n'. kEof when stdout is closed and no complete
+  // line is left; kTimeout when the deadline passed first (not a test failure by itself).
+  LineStatus ReadLine(std::string* line, Deadline deadline);
+  // Reads lines until one starts with `prefix` and returns it. A line starting with "error"
+  // (the worker's failure report), EOF or the deadline is a test failure and returns nullopt.
+  std::optional<std::string> AwaitLine(std::string_view prefix, Deadline deadline);
+  // Every complete line not yet returned by ReadLine/AwaitLine, plus an unterminated last line.
+  std::vector<std::string> TakeLines();
+  // Everything the worker printed so far (for failure messages).
+  const std::string& output() const { return output_; }
+
+  // Writes `line` + '\n' to the worker's stdin. False if the worker closed it.
+  bool SendLine(std::string_view line);
+  void CloseStdin();
+
+  // Sends `sig` if the worker is still running (it is not reaped before Wait).
+  void Signal(int sig);
+  // Waits until the worker exited and its stdout reached EOF, reading (and keeping) its output
+  // meanwhile so that it never blocks on a full pipe. At the deadline: SIGKILL, reap, report a
+  // test failure, and return timed_out.
+  ExitInfo Wait(Deadline deadline);
+  // SIGKILL, then Wait. The output printed before death stays readable (TakeLines).
+  ExitInfo KillAndWait();
+
+ private:
+  friend std::vector<ExitInfo> WaitAll(const std::vector<WorkerProcess*>& workers,
+                                       Deadline deadline);
+  friend void Pump(const std::vector<WorkerProcess*>& workers, Deadline until);
+
+  bool Done() const { return reaped_ && stdout_fd_ < 0; }
+  void ReadAvailable();
+  void TryReap();
+  void CloseFd(int* fd);
+
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  int stdout_fd_ = -1;
+  int stdin_fd_ = -1;
+  bool reaped_ = false;
+  int wait_status_ = 0;
+  std::string description_;
+  std::string output_;
+  size_t consumed_ = 0;  // bytes of output_ already returned as lines
+};
+
+// Waits for all workers together (draining every pipe, so none blocks on a full pipe), with one
+// deadline; at the deadline each unfinished worker is SIGKILLed and reported as a test failure.
+std::vector<ExitInfo> WaitAll(const std::vector<WorkerProcess*>& workers, Deadline deadline);
+
+// Reads whatever output and exits the workers have until `until` or until one of them changes
+// state (new output, exit). Lower-level than WaitAll; for tests that watch several at once.
+void Pump(const std::vector<WorkerProcess*>& workers, Deadline until);
+
+// Blocks until `pid`'s main thread sleeps in a futex syscall (read from /proc/PID/syscall),
+// or the deadline passes; false then. Lets a test act only once another process is really blocked
+// in a wait, instead of guessing with a sleep.
+bool AwaitBlockedInFutex(pid_t pid, Deadline deadline);
+
+#ifdef SHMDICT_WORKER_DIR
+// The worker program built from tests/workers/shmdict_worker.cc.
+inline std::string WorkerProgram() { return std::string(SHMDICT_WORKER_DIR) + "/shmdict_worker"; }
+
+inline std::unique_ptr<WorkerProcess> SpawnWorker(std::vector<std::string> args) {
+  return std::make_unique<WorkerProcess>(WorkerProgram(), std::move(args));
+}
+#endif
+
+}  // namespace shmdict::testing
+
+#endif  // SHMDICT_TESTS_SUPPORT_WORKER_PROCESS_H_
