@@ -25,7 +25,7 @@ using internal::OpRef;
 namespace {
 
 // How long an attacher waits for a concurrent creator to finish initializing the header.
-constexpr auto kInitializationWait = std::chrono::seconds(2);
+constexpr auto kInitializationWait = std::chrono::seconds(1);
 
 bool ValidNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||

@@ -93,8 +93,15 @@ Status Dict::Impl::Corrupt(const std::string& what) const {
 }
 
 Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
+  uint64_t missing_generation = 0;
+  int missing_count = 0;
   for (int attempt = 0; attempt < kSnapshotRetries; ++attempt) {
     const uint64_t generation = header->commit.snapshot_generation.load(std::memory_order_acquire);
+    // Generations come from next_generation, so a published one can never be past it.
+    if (generation > header->compaction.next_generation.load(std::memory_order_relaxed)) {
+      return Corrupt("the published snapshot generation " + std::to_string(generation) +
+                     " was never issued");
+    }
     if (generation == 0) {
       v->ResetTo(nullptr);
       return Status::Ok();
@@ -109,7 +116,14 @@ Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
       return Status::Ok();
     }
     // Not found: a newer snapshot replaced it between our load and the open; try the newer one.
+    // The same generation missing again and again is not a race: its segment is gone.
     if (snap.status().code() != StatusCode::kNotFound) return snap.status();
+    missing_count = generation == missing_generation ? missing_count + 1 : 1;
+    missing_generation = generation;
+    if (missing_count >= 3) {
+      return Corrupt("the published snapshot '" + internal::SnapshotSegment(name, generation) +
+                     "' is missing");
+    }
   }
   return Status(StatusCode::kUnavailable,
                 "dict '" + name + "': snapshots are replaced faster than they can be mapped");
@@ -188,6 +202,13 @@ Status Dict::Impl::CatchUpSlow(bool force) {
         }
         Status s = LoadLatestSnapshot(&view);
         if (!s.ok()) return s;
+        // Writers never reclaim past the published snapshot, so being lapped right at the
+        // snapshot that is still the published one means the header is damaged.
+        if (view.position < header->commit.reclaim_position.load(std::memory_order_acquire) &&
+            header->commit.snapshot_generation.load(std::memory_order_acquire) ==
+                view.generation()) {
+          return Corrupt("the log's reclaim position is past the published snapshot");
+        }
         break;
       }
       case ReadOutcome::kCorrupt:
@@ -237,6 +258,8 @@ Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
           "dict '" + name + "': this thread already holds the writer lock through another handle");
     case LockResult::kUnrecoverable:
       return Corrupt("the writer lock is unrecoverable");
+    case LockResult::kInvalid:
+      return Corrupt("the writer lock's bytes are not a valid mutex");
   }
   header->writer.lock_holder_pid.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
   lock_depth = 1;
@@ -371,6 +394,7 @@ void Dict::Impl::WaitForBuilder() {
   using internal::LockResult;
   void* claim = header->compaction.compaction_lock;
   LockResult r = internal::AcquireRobustLock(claim, options.lock_timeout);
+  if (r == LockResult::kInvalid) return;  // corrupted: the writer's own lock reports it
   if (r == LockResult::kOwnerDied) {
     // The builder died: nothing to repair (its unpublished segment is removed by the next
     // publication), but its pid must not keep writers waiting for a build that never ends.

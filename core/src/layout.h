@@ -173,8 +173,11 @@ struct SnapshotHeader {
   uint64_t entries_offset;
   uint64_t entries_bytes;
   uint64_t total_bytes;      // the segment's size
-  uint64_t header_checksum;  // Hash64 of the fields above with this one zero
-  uint8_t reserved[32];
+  uint64_t header_checksum;  // Hash64 of the fields above (not the ready word)
+  // Hash64 of every byte after the header (buckets and entries), verified once per mapping:
+  // a damaged snapshot is a DATA_LOSS error, not silently wrong answers.
+  uint64_t data_checksum;
+  uint8_t reserved[24];
 };
 static_assert(sizeof(SnapshotHeader) == 128, "layout changed: bump kLayoutVersion");
 

@@ -3,7 +3,6 @@
 #include <pthread.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <ctime>
 #include <new>
 
@@ -31,9 +30,7 @@ LockResult FromErrno(int rc) {
   }
 }
 
-}  // namespace
-
-int InitRobustLock(void* storage) {
+int InitWithAttributes(pthread_mutex_t* m) {
   pthread_mutexattr_t attr;
   int rc = pthread_mutexattr_init(&attr);
   if (rc != 0) return rc;
@@ -41,13 +38,31 @@ int InitRobustLock(void* storage) {
   pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
   // Error-checking: a thread locking twice gets EDEADLK instead of hanging forever.
   pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-  rc = pthread_mutex_init(new (storage) pthread_mutex_t, &attr);
+  rc = pthread_mutex_init(m, &attr);
   pthread_mutexattr_destroy(&attr);
   return rc;
 }
 
+// glibc aborts the process (rather than returning EINVAL) on some damaged `kind` words, so the
+// kind in shared memory is compared with the kind glibc gives a mutex of our attributes.
+bool KindIsIntact(const pthread_mutex_t* m) {
+  static const int expected_kind = [] {
+    pthread_mutex_t reference;
+    InitWithAttributes(&reference);
+    const int kind = reference.__data.__kind;
+    pthread_mutex_destroy(&reference);
+    return kind;
+  }();
+  return m->__data.__kind == expected_kind;
+}
+
+}  // namespace
+
+int InitRobustLock(void* storage) { return InitWithAttributes(new (storage) pthread_mutex_t); }
+
 LockResult AcquireRobustLock(void* storage, std::chrono::nanoseconds timeout) {
   pthread_mutex_t* m = AsMutex(storage);
+  if (!KindIsIntact(m)) return LockResult::kInvalid;
   if (timeout.count() < 0) return FromErrno(pthread_mutex_lock(m));
   if (timeout.count() == 0) return FromErrno(pthread_mutex_trylock(m));
 #if defined(__SANITIZE_THREAD__)

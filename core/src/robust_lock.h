@@ -23,6 +23,7 @@ enum class LockResult {
   kBusy,           // not acquired (try-lock only)
   kAlreadyHeld,    // this thread holds it already (EDEADLK)
   kUnrecoverable,  // a holder died and nobody marked it consistent (ENOTRECOVERABLE)
+  kInvalid,        // the storage does not hold a valid mutex (EINVAL: corrupted segment)
 };
 
 // Initializes the mutex in `storage` (at least sizeof(pthread_mutex_t), 8-aligned). Creator only,

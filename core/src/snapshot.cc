@@ -16,6 +16,11 @@ uint64_t SnapshotHeaderChecksum(const SnapshotHeader& h) {
   return Hash64(fields, sizeof(fields), kSnapshotMagic);
 }
 
+uint64_t SnapshotDataChecksum(const uint8_t* segment, uint64_t total_bytes) {
+  return Hash64(segment + sizeof(SnapshotHeader), total_bytes - sizeof(SnapshotHeader),
+                kSnapshotMagic);
+}
+
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view dict,
                                                                uint64_t generation) {
   const std::string segment = SnapshotSegment(dict, generation);
@@ -41,6 +46,10 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
                       std::to_string(kLayoutVersion) + ": upgrade or unlink it");
   }
   if (h->header_checksum != SnapshotHeaderChecksum(*h)) return corrupt("has a corrupted header");
+  if (h->total_bytes != *size) return corrupt("is truncated");
+  if (SnapshotDataChecksum(map->data(), *size) != h->data_checksum) {
+    return corrupt("has corrupted contents (checksum mismatch)");
+  }
   const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
   if (h->total_bytes != *size || h->bucket_count == 0 || !std::has_single_bit(h->bucket_count) ||
       h->buckets_offset < sizeof(SnapshotHeader) || buckets_end > h->entries_offset ||
@@ -109,6 +118,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(std::string_view
     off += EntrySize(k.size(), v.data.size());
   });
   if (written != count) std::abort();
+  h->data_checksum = SnapshotDataChecksum(base, total);
   h->header_checksum = SnapshotHeaderChecksum(*h);
   h->layout_version.store(kLayoutVersion, std::memory_order_release);
   return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(map)));

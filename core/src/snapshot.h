@@ -110,6 +110,7 @@ class SnapshotView {
 };
 
 uint64_t SnapshotHeaderChecksum(const SnapshotHeader& h);
+uint64_t SnapshotDataChecksum(const uint8_t* segment, uint64_t total_bytes);
 
 }  // namespace shmdict::internal
 

@@ -1,0 +1,110 @@
+// Repair after a writer lock holder died: the dead holder is simulated by a thread that exits
+// while holding the robust lock (the kernel marks it owner-dead exactly as for a killed process),
+// after the shared bookkeeping has been put in the state a writer killed at that instant leaves.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "layout.h"
+#include "robust_lock.h"
+#include "segment.h"
+#include "shmdict/dict.h"
+
+namespace shmdict {
+namespace {
+
+class RepairTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    name_ = "ut-repair-" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+            std::to_string(getpid());
+    Options o;
+    o.name = name_;
+    o.lock_timeout = std::chrono::milliseconds(5000);
+    auto d = Dict::Open(o);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    dict_ = std::make_unique<Dict>(std::move(*d));
+    auto fd = internal::OpenSegment(name_, O_RDWR, 0);
+    ASSERT_TRUE(fd.ok());
+    auto map = internal::MapSegment(fd->get(), internal::kHeaderSize, true);
+    ASSERT_TRUE(map.ok());
+    map_ = std::move(*map);
+    header_ = reinterpret_cast<internal::MainHeader*>(map_.data());
+  }
+  void TearDown() override {
+    dict_.reset();
+    map_ = internal::Mapping();
+    Dict::UnlinkByName(name_).IgnoreError();
+    EXPECT_TRUE(internal::ListSegments(name_).empty());
+  }
+  // Leaves the writer lock held by a thread that no longer exists.
+  void DieHoldingTheLock() {
+    std::thread([this] {
+      ASSERT_EQ(
+          internal::AcquireRobustLock(header_->writer.write_lock, std::chrono::nanoseconds(-1)),
+          internal::LockResult::kAcquired);
+    }).join();
+  }
+
+  std::string name_;
+  std::unique_ptr<Dict> dict_;
+  internal::Mapping map_;
+  internal::MainHeader* header_ = nullptr;
+};
+
+TEST_F(RepairTest, WriterKilledBetweenCommitAndTailUpdateIsRepairedByTheNextWriter) {
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  const uint64_t tail_before = header_->writer.writer_tail.load();
+  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  // The state of a writer killed right after its commit store: revision 2 is committed, the
+  // tail bookkeeping still describes revision 1.
+  header_->writer.writer_tail.store(tail_before);
+  header_->writer.writer_tail_revision.store(1);
+  DieHoldingTheLock();
+
+  Options attach;
+  attach.name = name_;
+  attach.create_mode = CreateMode::kMustAttach;
+  auto other = Dict::Open(attach);
+  ASSERT_TRUE(other.ok());
+  auto rev = other->Set("c", Value::Int(3));
+  ASSERT_TRUE(rev.ok()) << rev.status().ToString();
+  EXPECT_EQ(*rev, 3u);
+  EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
+  ASSERT_TRUE(dict_->Set("d", Value::Int(4)).ok()) << "the repaired tail is right";
+  auto items = other->Export();
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items.at("b").AsInt(), 2);
+  EXPECT_EQ(items.at("d").AsInt(), 4);
+}
+
+TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  // A writer killed after writing its record's bytes but before the commit store.
+  auto fd = internal::OpenSegment(name_, O_RDWR, 0);
+  ASSERT_TRUE(fd.ok());
+  auto full =
+      internal::MapSegment(fd->get(), internal::kHeaderSize + header_->identity.log_capacity, true);
+  ASSERT_TRUE(full.ok());
+  const uint64_t tail = header_->writer.writer_tail.load();
+  std::memset(full->data() + internal::kHeaderSize + tail, 0xAB, 256);
+  DieHoldingTheLock();
+
+  Options attach;
+  attach.name = name_;
+  attach.create_mode = CreateMode::kMustAttach;
+  auto other = Dict::Open(attach);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->Size(), 1u);
+  ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
+  EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
+  EXPECT_EQ(dict_->Export().size(), 2u);
+  EXPECT_EQ(dict_->revision(), 2u);
+}
+
+}  // namespace
+}  // namespace shmdict
