@@ -44,9 +44,15 @@ void LocalView::Apply(const OpRef& op) {
   ValueView existing;
   switch (op.op) {
     case ChangeOp::kSet: {
-      const bool existed = Find(op.key, &existing);
-      auto it = overlay.find(op.key);
-      if (it == overlay.end()) it = overlay.emplace(std::string(op.key), OverlayEntry{}).first;
+      const HashedKey key{op.key, Hash64(op.key)};
+      auto it = overlay.find(key);
+      bool existed;
+      if (it != overlay.end()) {
+        existed = it->second.present;
+      } else {
+        existed = !snapshot_hidden && snapshot && snapshot->Find(op.key, key.hash, &existing);
+        it = overlay.emplace(std::string(op.key), OverlayEntry{}).first;
+      }
       it->second.present = true;
       it->second.type = op.type;
       it->second.data.assign(op.value);
@@ -180,6 +186,11 @@ Status Dict::Impl::CatchUpSlow(bool force) {
   if (force || (newer_snapshot && view.overlay.size() >= kOverlaySwitchEntries)) {
     Status s = LoadLatestSnapshot(&view);
     if (!s.ok()) return s;
+    // A forced reload (UltraDict's load(force=True)) is also the deep check of the snapshot.
+    if (force && view.snapshot) {
+      s = view.snapshot->VerifyContents(name);
+      if (!s.ok()) return s;
+    }
   }
   int laps = 0;
   while (view.revision < committed) {
@@ -261,7 +272,7 @@ Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
     case LockResult::kInvalid:
       return Corrupt("the writer lock's bytes are not a valid mutex");
   }
-  header->writer.lock_holder_pid.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+  header->writer.lock_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
   lock_depth = 1;
   return Status::Ok();
 }
@@ -535,8 +546,7 @@ void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
     default:
       return;
   }
-  header->compaction.compaction_holder_pid.store(static_cast<uint32_t>(getpid()),
-                                                 std::memory_order_relaxed);
+  header->compaction.compaction_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
   const uint64_t generation =
       header->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
   auto snap =
@@ -555,8 +565,7 @@ void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
       }
     }
     if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
-      header->writer.lock_holder_pid.store(static_cast<uint32_t>(getpid()),
-                                           std::memory_order_relaxed);
+      header->writer.lock_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
       published = PublishLocked(*snap);
       header->writer.lock_holder_pid.store(0, std::memory_order_relaxed);
       internal::ReleaseRobustLock(header->writer.write_lock);

@@ -79,6 +79,10 @@ Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t by
 Result<uint64_t> SegmentSize(int fd);
 // Unlinks; ENOENT is OK (someone else did it).
 void UnlinkSegmentQuietly(std::string_view segment);
+// getpid() without a system call per use (glibc no longer caches it); refreshed in a forked
+// child. Recorded as the lock holder on every write, so it is on the hot path.
+uint32_t CurrentPid();
+
 // Segment names (without "shmdict.") in /dev/shm that start with `prefix`, sorted.
 std::vector<std::string> ListSegments(std::string_view prefix);
 

@@ -47,9 +47,6 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
   }
   if (h->header_checksum != SnapshotHeaderChecksum(*h)) return corrupt("has a corrupted header");
   if (h->total_bytes != *size) return corrupt("is truncated");
-  if (SnapshotDataChecksum(map->data(), *size) != h->data_checksum) {
-    return corrupt("has corrupted contents (checksum mismatch)");
-  }
   const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
   if (h->total_bytes != *size || h->bucket_count == 0 || !std::has_single_bit(h->bucket_count) ||
       h->buckets_offset < sizeof(SnapshotHeader) || buckets_end > h->entries_offset ||
@@ -57,6 +54,14 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
     return corrupt("has inconsistent sizes");
   }
   return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(*map)));
+}
+
+Status SnapshotView::VerifyContents(std::string_view dict) const {
+  if (SnapshotDataChecksum(map_.data(), map_.size()) == header_->data_checksum) return Status::Ok();
+  return Status(StatusCode::kDataLoss,
+                "dict '" + std::string(dict) + "': snapshot segment '" +
+                    SnapshotSegment(dict, generation()) +
+                    "' has corrupted contents (checksum mismatch): unlink the dict");
 }
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(std::string_view dict,

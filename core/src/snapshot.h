@@ -31,8 +31,9 @@ using EntrySource = std::function<void(const EntryVisitor&)>;
 
 class SnapshotView {
  public:
-  // Maps segment `dict@s<generation>` read-only and checks its header. kNotFound if the name is
-  // gone (a newer snapshot replaced it: retry with the newer generation); kDataLoss /
+  // Maps segment `dict@s<generation>` read-only and checks its header (not its contents: that
+  // would make every attach O(dict size) and touch every page; see VerifyContents). kNotFound if
+  // the name is gone (a newer snapshot replaced it: retry with the newer generation); kDataLoss /
   // kFailedPrecondition if it is truncated, corrupted or of another layout version.
   static Result<std::shared_ptr<const SnapshotView>> Open(std::string_view dict,
                                                           uint64_t generation);
@@ -42,6 +43,12 @@ class SnapshotView {
                                                            uint64_t generation, uint64_t revision,
                                                            uint64_t log_position, mode_t mode,
                                                            const EntrySource& source);
+
+  // Checks the contents against the checksum the builder stored: kDataLoss on a mismatch. O(size):
+  // run on an explicit forced reload, not on every mapping. Snapshots are mapped read-only by all
+  // but their builder, so a stray write from a buggy attacher faults instead of corrupting one;
+  // reads bounds-check every entry, so even tampered contents cannot crash a reader.
+  Status VerifyContents(std::string_view dict) const;
 
   uint64_t generation() const { return header_->generation; }
   uint64_t revision() const { return header_->revision; }

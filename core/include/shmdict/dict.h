@@ -251,7 +251,8 @@ class Dict {
   // The latest committed revision (one atomic load, no catch-up).
   uint64_t published_revision() const;
   // Catches up with the log (UltraDict's apply_update / load). force: reload from the latest
-  // snapshot even if the log would do. kDataLoss if the log or snapshot is corrupted.
+  // snapshot even if the log would do, and verify the snapshot's contents against its checksum
+  // (O(dict size)). kDataLoss if the log or snapshot is corrupted.
   Status Refresh(bool force = false);
   // Blocks (futex, no polling) until the published revision exceeds `after_revision`; returns it.
   // kDeadlineExceeded when the timeout passes first.
