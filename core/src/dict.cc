@@ -142,6 +142,28 @@ Status InitializeHeader(MainHeader* h, uint64_t capacity, mode_t mode) {
   return Status::Ok();
 }
 
+// What the header says, for Inspect (no attach) and GetStatus (a handle) alike.
+DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes) {
+  DictStatus st;
+  st.name = std::string(name);
+  st.layout_version = h.identity.layout_version.load(std::memory_order_acquire);
+  st.revision = h.commit.commit_revision.load(std::memory_order_acquire);
+  st.entries = h.commit.entry_count.load(std::memory_order_relaxed);
+  st.log_capacity = h.identity.log_capacity;
+  st.log_used = h.writer.writer_tail.load(std::memory_order_relaxed) -
+                h.writer.snapshot_log_position.load(std::memory_order_relaxed);
+  st.snapshot_generation = h.commit.snapshot_generation.load(std::memory_order_relaxed);
+  st.snapshot_revision = h.writer.snapshot_revision.load(std::memory_order_relaxed);
+  st.snapshots_built = h.compaction.snapshots_built.load(std::memory_order_relaxed);
+  st.lock_holder_pid = h.writer.lock_holder_pid.load(std::memory_order_relaxed);
+  st.lock_recoveries = h.writer.lock_recoveries.load(std::memory_order_relaxed);
+  st.creator_pid = h.identity.creator_pid;
+  st.creator_alive = ProcessAlive(st.creator_pid);
+  st.segment_bytes = segment_bytes;
+  st.mode = static_cast<mode_t>(h.identity.mode);
+  return st;
+}
+
 bool SameValue(const std::optional<Value>& a, ValueView* b, bool b_present) {
   if (!a.has_value() || !b_present) return !a.has_value() && !b_present;
   return a->type() == b->type && a->data() == b->data;
@@ -270,23 +292,7 @@ Result<DictStatus> Dict::Inspect(std::string_view name) {
   auto map = MapExisting(name, fd->get(), false);
   if (!map.ok()) return map.status();
   const auto* h = reinterpret_cast<const MainHeader*>(map->data());
-  DictStatus st;
-  st.name = std::string(name);
-  st.layout_version = h->identity.layout_version.load(std::memory_order_acquire);
-  st.revision = h->commit.commit_revision.load(std::memory_order_acquire);
-  st.entries = h->commit.entry_count.load(std::memory_order_relaxed);
-  st.log_capacity = h->identity.log_capacity;
-  st.log_used = h->writer.writer_tail.load(std::memory_order_relaxed) -
-                h->writer.snapshot_log_position.load(std::memory_order_relaxed);
-  st.snapshot_generation = h->commit.snapshot_generation.load(std::memory_order_relaxed);
-  st.snapshot_revision = h->writer.snapshot_revision.load(std::memory_order_relaxed);
-  st.snapshots_built = h->compaction.snapshots_built.load(std::memory_order_relaxed);
-  st.lock_holder_pid = h->writer.lock_holder_pid.load(std::memory_order_relaxed);
-  st.lock_recoveries = h->writer.lock_recoveries.load(std::memory_order_relaxed);
-  st.creator_pid = h->identity.creator_pid;
-  st.creator_alive = ProcessAlive(st.creator_pid);
-  st.segment_bytes = map->size();
-  st.mode = static_cast<mode_t>(h->identity.mode);
+  DictStatus st = StatusFromHeader(name, *h, map->size());
   // Nobody holds a shared flock <=> an exclusive one can be had. The probe is on our own open
   // file description, so our own handles (if any) count as attached too.
   if (flock(fd->get(), LOCK_EX | LOCK_NB) == 0) {
@@ -593,27 +599,10 @@ Result<uint64_t> Dict::Dump() {
 DictStatus Dict::GetStatus() {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
-  auto inspected = Inspect(d.name);
-  DictStatus st = inspected.ok() ? *inspected : DictStatus{};
-  // The handle's own view is authoritative for what it can see, even if the name is unlinked.
-  const MainHeader* h = d.header;
-  st.name = d.name;
-  st.layout_version = h->identity.layout_version.load(std::memory_order_acquire);
-  st.revision = h->commit.commit_revision.load(std::memory_order_acquire);
+  DictStatus st = StatusFromHeader(d.name, *d.header, d.map.size());
+  // The handle's own view is exact at its revision; the header's count may trail a dead writer.
   if (st.revision == d.view.revision) st.entries = d.view.size;
-  st.log_capacity = h->identity.log_capacity;
-  st.log_used = h->writer.writer_tail.load(std::memory_order_relaxed) -
-                h->writer.snapshot_log_position.load(std::memory_order_relaxed);
-  st.snapshot_generation = h->commit.snapshot_generation.load(std::memory_order_relaxed);
-  st.snapshot_revision = h->writer.snapshot_revision.load(std::memory_order_relaxed);
-  st.snapshots_built = h->compaction.snapshots_built.load(std::memory_order_relaxed);
-  st.lock_holder_pid = h->writer.lock_holder_pid.load(std::memory_order_relaxed);
-  st.lock_recoveries = h->writer.lock_recoveries.load(std::memory_order_relaxed);
-  st.creator_pid = h->identity.creator_pid;
-  st.creator_alive = ProcessAlive(st.creator_pid);
   st.attached = true;
-  st.segment_bytes = d.map.size();
-  st.mode = static_cast<mode_t>(h->identity.mode);
   return st;
 }
 
