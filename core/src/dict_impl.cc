@@ -489,9 +489,8 @@ void Dict::Impl::CleanUpAfterPublish(uint64_t generation, uint64_t revision) con
 Status Dict::Impl::CompactLocked() {
   const uint64_t generation =
       header->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
-  auto snap =
-      SnapshotView::Build(name, generation, view.revision, view.position, options.mode,
-                          [this](const internal::EntryVisitor& visit) { view.ForEach(visit); });
+  auto snap = SnapshotView::Build(name, generation, view.revision, view.position, options.mode,
+                                  view.SnapshotBase(), view.OverlayDelta());
   if (!snap.ok()) return snap.status();
   if (!PublishLocked(*snap)) {
     internal::UnlinkSegmentQuietly(internal::SnapshotSegment(name, generation));
@@ -549,9 +548,8 @@ void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
   header->compaction.compaction_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
   const uint64_t generation =
       header->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
-  auto snap =
-      SnapshotView::Build(name, generation, frozen->revision, frozen->position, options.mode,
-                          [&](const internal::EntryVisitor& visit) { frozen->ForEach(visit); });
+  auto snap = SnapshotView::Build(name, generation, frozen->revision, frozen->position,
+                                  options.mode, frozen->SnapshotBase(), frozen->OverlayDelta());
   bool published = false;
   if (snap.ok()) {
     // The builder's own lock acquisition is not this handle's: use the robust lock directly.

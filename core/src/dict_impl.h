@@ -69,6 +69,18 @@ struct LocalView {
 
   void ResetTo(std::shared_ptr<const SnapshotView> snap);
 
+  // What a new snapshot of this view is built from: the snapshot (unless a clear() hid it) and
+  // the overlay as the delta on top of it.
+  const SnapshotView* SnapshotBase() const { return snapshot_hidden ? nullptr : snapshot.get(); }
+  SnapshotDelta OverlayDelta() const {
+    return {[this](const SnapshotDelta::Fn& fn) {
+      for (const auto& [key, entry] : overlay) {
+        const ValueView value{entry.type, entry.data};
+        fn(key, Hash64(key), entry.present ? &value : nullptr);
+      }
+    }};
+  }
+
   template <typename Fn>  // Fn(std::string_view key, ValueView value)
   void ForEach(Fn&& fn) const {
     for (const auto& [key, entry] : overlay) {

@@ -192,9 +192,13 @@ struct SnapshotEntry {  // followed by key bytes, value bytes, zero padding to 8
   uint32_t key_bytes;
   uint32_t value_bytes;
   uint8_t type;
-  uint8_t reserved[7];
+  uint8_t reserved[3];
+  // Low 32 bits of the key's Hash64 (the bucket holds the high 32): the next snapshot is built
+  // without hashing any key again.
+  uint32_t hash_low;
 };
 static_assert(sizeof(SnapshotEntry) == 16, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(SnapshotEntry, hash_low) == 12, "layout changed: bump kLayoutVersion");
 
 struct BlobHeader {
   uint64_t magic;

@@ -26,8 +26,13 @@
 namespace shmdict::internal {
 
 using EntryVisitor = std::function<void(std::string_view key, ValueView value)>;
-// Calls the visitor once per live entry; called twice by the builder (size, then write).
-using EntrySource = std::function<void(const EntryVisitor&)>;
+
+// The changes a new snapshot applies on top of its base: Visit calls fn once per changed key with
+// the key's Hash64 and its new value, or nullptr when the key was erased.
+struct SnapshotDelta {
+  using Fn = std::function<void(std::string_view key, uint64_t hash, const ValueView* value)>;
+  std::function<void(const Fn&)> visit;
+};
 
 class SnapshotView {
  public:
@@ -37,12 +42,14 @@ class SnapshotView {
   // kFailedPrecondition if it is truncated, corrupted or of another layout version.
   static Result<std::shared_ptr<const SnapshotView>> Open(std::string_view dict,
                                                           uint64_t generation);
-  // Writes a new snapshot segment `dict@s<generation>` holding exactly the entries `source`
-  // visits, describing the dict at `revision` / `log_position`.
+  // Writes a new snapshot segment `dict@s<generation>` holding `base` (null: nothing) with
+  // `delta` applied, describing the dict at `revision` / `log_position`. O(base + delta), with the
+  // base walked in bucket order and no key hashed again, so the copy is close to sequential.
   static Result<std::shared_ptr<const SnapshotView>> Build(std::string_view dict,
                                                            uint64_t generation, uint64_t revision,
                                                            uint64_t log_position, mode_t mode,
-                                                           const EntrySource& source);
+                                                           const SnapshotView* base,
+                                                           const SnapshotDelta& delta);
 
   // Checks the contents against the checksum the builder stored: kDataLoss on a mismatch. O(size):
   // run on an explicit forced reload, not on every mapping. Snapshots are mapped read-only by all
@@ -54,6 +61,7 @@ class SnapshotView {
   uint64_t revision() const { return header_->revision; }
   uint64_t log_position() const { return header_->log_position; }
   uint64_t entry_count() const { return header_->entry_count; }
+  uint64_t entries_bytes() const { return header_->entries_bytes; }
   uint64_t bytes() const { return map_.size(); }
 
   // `hash` must be Hash64(key). A corrupted entry reads as missing (bounds are checked).
@@ -89,6 +97,23 @@ class SnapshotView {
     }
   }
 
+  // Offset (from the segment start) of key's entry, or 0 when missing.
+  uint64_t FindOffset(std::string_view key, uint64_t hash) const {
+    const uint64_t mask = header_->bucket_count - 1;
+    const uint32_t tag = static_cast<uint32_t>(hash >> 32);
+    uint64_t i = hash & mask;
+    for (uint64_t probes = 0; probes <= mask; ++probes, i = (i + 1) & mask) {
+      const SnapshotBucket b = buckets_[i];
+      if (b.entry_offset8 == 0) return 0;
+      if (b.hash_tag != tag) continue;
+      std::string_view k;
+      ValueView v;
+      if (!EntryAt(uint64_t{b.entry_offset8} * 8, &k, &v)) return 0;
+      if (k == key) return uint64_t{b.entry_offset8} * 8;
+    }
+    return 0;
+  }
+
   static uint64_t EntrySize(uint64_t key_bytes, uint64_t value_bytes) {
     return (sizeof(SnapshotEntry) + key_bytes + value_bytes + 7) & ~uint64_t{7};
   }
@@ -111,6 +136,7 @@ class SnapshotView {
     return true;
   }
 
+  friend class SnapshotWriter;
   Mapping map_;
   const SnapshotHeader* header_;
   const SnapshotBucket* buckets_;
