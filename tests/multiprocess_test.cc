@@ -94,19 +94,23 @@ void ExpectEveryRevisionInOrder(const WorkerProcess& watcher, const std::vector<
   EXPECT_EQ(next, until + 1) << watcher.description() << " stopped early";
 }
 
+// Spawns `processes` workers running `args`, releases them at once (so they really contend) and
+// expects every one to succeed.
+void RunTogether(int processes, std::vector<std::string> args) {
+  args.push_back("--barrier");
+  Workers workers;
+  for (int i = 0; i < processes; ++i) workers.push_back(SpawnWorker(args));
+  ReleaseTogether(workers);
+  ExpectAllSucceed(workers);
+}
+
 TEST_F(MultiProcessTest, ProcessesIncrementingOneCounterReachTheExactTotal) {
   constexpr int kProcesses = 4;
   constexpr int kIncrements = 2000;
   Result<Dict> dict = Dict::Open(CreateOptions(name_));
   ASSERT_OK(dict);
 
-  Workers workers;
-  for (int i = 0; i < kProcesses; ++i) {
-    workers.push_back(
-        SpawnWorker({"incr", name_, "counter", std::to_string(kIncrements), "--barrier"}));
-  }
-  ReleaseTogether(workers);
-  ExpectAllSucceed(workers);
+  RunTogether(kProcesses, {"incr", name_, "counter", std::to_string(kIncrements)});
 
   std::optional<Value> counter = dict->Get("counter");
   ASSERT_TRUE(counter.has_value());
@@ -420,13 +424,7 @@ TEST_F(MultiProcessTest, UserLockMakesReadModifyWriteAtomicAcrossProcesses) {
   Result<Dict> dict = Dict::Open(CreateOptions(name_));
   ASSERT_OK(dict);
 
-  Workers workers;
-  for (int i = 0; i < kProcesses; ++i) {
-    workers.push_back(
-        SpawnWorker({"lockrmw", name_, "counter", std::to_string(kIterations), "--barrier"}));
-  }
-  ReleaseTogether(workers);
-  ExpectAllSucceed(workers);
+  RunTogether(kProcesses, {"lockrmw", name_, "counter", std::to_string(kIterations)});
 
   std::optional<Value> counter = dict->Get("counter");
   ASSERT_TRUE(counter.has_value());

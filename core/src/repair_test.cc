@@ -41,6 +41,12 @@ class RepairTest : public ::testing::Test {
     Dict::UnlinkByName(name_).IgnoreError();
     EXPECT_TRUE(internal::ListSegments(name_).empty());
   }
+  Result<Dict> AttachAnotherHandle() {
+    Options attach;
+    attach.name = name_;
+    attach.create_mode = CreateMode::kMustAttach;
+    return Dict::Open(attach);
+  }
   // Leaves the writer lock held by a thread that no longer exists.
   void DieHoldingTheLock() {
     std::thread([this] {
@@ -66,10 +72,7 @@ TEST_F(RepairTest, WriterKilledBetweenCommitAndTailUpdateIsRepairedByTheNextWrit
   header_->writer.writer_tail_revision.store(1);
   DieHoldingTheLock();
 
-  Options attach;
-  attach.name = name_;
-  attach.create_mode = CreateMode::kMustAttach;
-  auto other = Dict::Open(attach);
+  Result<Dict> other = AttachAnotherHandle();
   ASSERT_TRUE(other.ok());
   auto rev = other->Set("c", Value::Int(3));
   ASSERT_TRUE(rev.ok()) << rev.status().ToString();
@@ -94,10 +97,7 @@ TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
   std::memset(full->data() + internal::kHeaderSize + tail, 0xAB, 256);
   DieHoldingTheLock();
 
-  Options attach;
-  attach.name = name_;
-  attach.create_mode = CreateMode::kMustAttach;
-  auto other = Dict::Open(attach);
+  Result<Dict> other = AttachAnotherHandle();
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->Size(), 1u);
   ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
