@@ -40,40 +40,36 @@ long Futex(std::atomic<uint32_t>* word, int op, uint32_t value, const timespec* 
 
 namespace internal {
 
-void LocalView::Apply(const OpRef& op) {
+void LocalView::Apply(const OpRef& op, uint64_t op_revision) {
   ValueView existing;
   switch (op.op) {
     case ChangeOp::kSet: {
-      const HashedKey key{op.key, Hash64(op.key)};
-      auto it = overlay.find(key);
-      bool existed;
-      if (it != overlay.end()) {
-        existed = it->second.present;
-      } else {
-        existed = !snapshot_hidden && snapshot && snapshot->Find(op.key, key.hash, &existing);
-        it = overlay.emplace(std::string(op.key), OverlayEntry{}).first;
-      }
-      it->second.present = true;
-      it->second.type = op.type;
-      it->second.data.assign(op.value);
+      const uint64_t hash = Hash64(op.key);
+      const ValueView value{op.type, op.value};
+      bool had_entry = false;
+      bool was_present = false;
+      overlay.Put(op.key, hash, op_revision, &value, &had_entry, &was_present);
+      const bool existed =
+          had_entry ? was_present
+                    : !snapshot_hidden && snapshot && snapshot->Find(op.key, hash, &existing);
       if (!existed) ++size;
       break;
     }
     case ChangeOp::kErase: {
       if (!Find(op.key, &existing)) break;
+      const uint64_t hash = Hash64(op.key);
       if (snapshot_hidden || !snapshot) {
-        overlay.erase(overlay.find(op.key));
+        overlay.Erase(op.key, hash);
       } else {
-        auto it = overlay.find(op.key);
-        if (it == overlay.end()) it = overlay.emplace(std::string(op.key), OverlayEntry{}).first;
-        it->second.present = false;
-        it->second.data.clear();
+        bool had_entry = false;
+        bool was_present = false;
+        overlay.Put(op.key, hash, op_revision, nullptr, &had_entry, &was_present);
       }
       --size;
       break;
     }
     case ChangeOp::kClear:
-      overlay.clear();
+      overlay.Clear();
       snapshot_hidden = snapshot != nullptr;
       size = 0;
       break;
@@ -81,12 +77,22 @@ void LocalView::Apply(const OpRef& op) {
 }
 
 void LocalView::ResetTo(std::shared_ptr<const SnapshotView> snap) {
-  overlay.clear();
+  overlay.Clear();
   snapshot_hidden = false;
   revision = snap ? snap->revision() : 0;
   position = snap ? snap->log_position() : 0;
   size = snap ? snap->entry_count() : 0;
   snapshot = std::move(snap);
+}
+
+bool LocalView::RebaseOnto(std::shared_ptr<const SnapshotView> newer) {
+  if (!snapshot || snapshot_hidden || !newer || newer->revision() > revision ||
+      newer->revision() < snapshot->revision()) {
+    return false;
+  }
+  overlay.DropUpTo(newer->revision());
+  snapshot = std::move(newer);
+  return true;
 }
 
 }  // namespace internal
@@ -98,7 +104,7 @@ Status Dict::Impl::Corrupt(const std::string& what) const {
                 "dict '" + name + "': " + what + ": the segment is corrupted; unlink the dict");
 }
 
-Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
+Result<std::shared_ptr<const SnapshotView>> Dict::Impl::OpenLatestSnapshot() const {
   uint64_t missing_generation = 0;
   int missing_count = 0;
   for (int attempt = 0; attempt < kSnapshotRetries; ++attempt) {
@@ -108,19 +114,9 @@ Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
       return Corrupt("the published snapshot generation " + std::to_string(generation) +
                      " was never issued");
     }
-    if (generation == 0) {
-      v->ResetTo(nullptr);
-      return Status::Ok();
-    }
-    if (v->snapshot && v->snapshot->generation() == generation) {
-      v->ResetTo(v->snapshot);
-      return Status::Ok();
-    }
+    if (generation == 0) return std::shared_ptr<const SnapshotView>();
     auto snap = SnapshotView::Open(name, generation);
-    if (snap.ok()) {
-      v->ResetTo(std::move(*snap));
-      return Status::Ok();
-    }
+    if (snap.ok()) return snap;
     // Not found: a newer snapshot replaced it between our load and the open; try the newer one.
     // The same generation missing again and again is not a race: its segment is gone.
     if (snap.status().code() != StatusCode::kNotFound) return snap.status();
@@ -133,6 +129,18 @@ Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
   }
   return Status(StatusCode::kUnavailable,
                 "dict '" + name + "': snapshots are replaced faster than they can be mapped");
+}
+
+Status Dict::Impl::LoadLatestSnapshot(LocalView* v) const {
+  const uint64_t generation = header->commit.snapshot_generation.load(std::memory_order_acquire);
+  if (generation != 0 && v->snapshot && v->snapshot->generation() == generation) {
+    v->ResetTo(v->snapshot);  // already mapped
+    return Status::Ok();
+  }
+  auto snap = OpenLatestSnapshot();
+  if (!snap.ok()) return snap.status();
+  v->ResetTo(std::move(*snap));
+  return Status::Ok();
 }
 
 ReadOutcome Dict::Impl::ReadRecord(uint64_t position, uint64_t expected_revision, std::string* out,
@@ -181,29 +189,41 @@ ReadOutcome Dict::Impl::ReadRecord(uint64_t position, uint64_t expected_revision
 
 Status Dict::Impl::CatchUpSlow(bool force) {
   const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
-  const bool newer_snapshot =
-      header->commit.snapshot_generation.load(std::memory_order_acquire) != view.generation();
-  if (force || (newer_snapshot && view.overlay.size() >= kOverlaySwitchEntries)) {
+  if (force) {
     Status s = LoadLatestSnapshot(&view);
     if (!s.ok()) return s;
     // A forced reload (UltraDict's load(force=True)) is also the deep check of the snapshot.
-    if (force && view.snapshot) {
+    if (view.snapshot) {
       s = view.snapshot->VerifyContents(name);
       if (!s.ok()) return s;
     }
+  } else if (view.overlay.size() >= kOverlaySwitchEntries &&
+             header->commit.snapshot_generation.load(std::memory_order_acquire) !=
+                 view.generation()) {
+    // Keep the overlay (memory) bounded by moving to the newer snapshot: cheaply by dropping
+    // what it covers when the view is at or past it, by reloading and replaying otherwise.
+    auto newer = OpenLatestSnapshot();
+    if (!newer.ok()) return newer.status();
+    if (!view.RebaseOnto(*newer)) view.ResetTo(std::move(*newer));
   }
+  return ReplayLog(&view, committed, &payload);
+}
+
+Status Dict::Impl::ReplayLog(LocalView* v, uint64_t target, std::string* scratch) const {
   int laps = 0;
-  while (view.revision < committed) {
+  while (v->revision < target) {
     uint64_t next = 0;
-    switch (ReadRecord(view.position, view.revision + 1, &payload, &next)) {
+    switch (ReadRecord(v->position, v->revision + 1, scratch, &next)) {
       case ReadOutcome::kOk: {
-        bool valid = internal::ForEachOp(payload, [&](const OpRef& op) { view.Apply(op); });
+        const uint64_t revision = v->revision + 1;
+        bool valid =
+            internal::ForEachOp(*scratch, [&](const OpRef& op) { v->Apply(op, revision); });
         if (!valid) {
-          return Corrupt("the change record of revision " + std::to_string(view.revision + 1) +
+          return Corrupt("the change record of revision " + std::to_string(revision) +
                          " does not decode");
         }
-        view.revision += 1;
-        view.position = next;
+        v->revision = revision;
+        v->position = next;
         break;
       }
       case ReadOutcome::kLapped: {
@@ -211,20 +231,19 @@ Status Dict::Impl::CatchUpSlow(bool force) {
           return Status(StatusCode::kUnavailable,
                         "dict '" + name + "': writers keep lapping this reader");
         }
-        Status s = LoadLatestSnapshot(&view);
+        Status s = LoadLatestSnapshot(v);
         if (!s.ok()) return s;
         // Writers never reclaim past the published snapshot, so being lapped right at the
         // snapshot that is still the published one means the header is damaged.
-        if (view.position < header->commit.reclaim_position.load(std::memory_order_acquire) &&
-            header->commit.snapshot_generation.load(std::memory_order_acquire) ==
-                view.generation()) {
+        if (v->position < header->commit.reclaim_position.load(std::memory_order_acquire) &&
+            header->commit.snapshot_generation.load(std::memory_order_acquire) == v->generation()) {
           return Corrupt("the log's reclaim position is past the published snapshot");
         }
         break;
       }
       case ReadOutcome::kCorrupt:
-        return Corrupt("the log record of revision " + std::to_string(view.revision + 1) +
-                       " at position " + std::to_string(view.position) + " is invalid");
+        return Corrupt("the log record of revision " + std::to_string(v->revision + 1) +
+                       " at position " + std::to_string(v->position) + " is invalid");
     }
   }
   return Status::Ok();
@@ -387,7 +406,7 @@ Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops,
     if (!s.ok()) return s;
   }
   const uint64_t new_tail = ring.Write(tail, revision, kind, record);
-  for (const OpRef& op : ops) view.Apply(op);
+  for (const OpRef& op : ops) view.Apply(op, revision);
   view.revision = revision;
   view.position = new_tail;
   // THE commit point. seq_cst pairs with WaitForChange's waiter registration (Dekker).
@@ -522,16 +541,14 @@ void Dict::Impl::MaybeCompact() {
   if (builder_running.load(std::memory_order_acquire)) return;
   if (builder.joinable()) builder.join();
   builder_running.store(true, std::memory_order_release);
-  // The builder works from a frozen copy: the snapshot is immutable and shared, the overlay holds
-  // at most half a log's worth of changes.
-  auto frozen = std::make_shared<const LocalView>(view);
-  builder = std::thread([this, frozen] {
-    BuildInBackground(frozen);
+  const uint64_t target = view.revision;
+  builder = std::thread([this, target] {
+    BuildInBackground(target);
     builder_running.store(false, std::memory_order_release);
   });
 }
 
-void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
+void Dict::Impl::BuildInBackground(uint64_t target_revision) {
   using internal::LockResult;
   void* claim = header->compaction.compaction_lock;
   // One builder at a time host-wide; others skip (their writers keep appending meanwhile).
@@ -546,10 +563,20 @@ void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
       return;
   }
   header->compaction.compaction_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
+  // The builder's own view: the published snapshot plus the log up to the target. The log there
+  // cannot be reclaimed before a newer snapshot is published, and then a lapped read just moves
+  // the view to that snapshot.
+  LocalView frozen;
+  std::string scratch;
+  Status caught_up = LoadLatestSnapshot(&frozen);
+  if (caught_up.ok()) caught_up = ReplayLog(&frozen, target_revision, &scratch);
   const uint64_t generation =
       header->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
-  auto snap = SnapshotView::Build(name, generation, frozen->revision, frozen->position,
-                                  options.mode, frozen->SnapshotBase(), frozen->OverlayDelta());
+  Result<std::shared_ptr<const SnapshotView>> snap =
+      caught_up.ok()
+          ? SnapshotView::Build(name, generation, frozen.revision, frozen.position, options.mode,
+                                frozen.SnapshotBase(), frozen.OverlayDelta())
+          : Result<std::shared_ptr<const SnapshotView>>(caught_up);
   bool published = false;
   if (snap.ok()) {
     // The builder's own lock acquisition is not this handle's: use the robust lock directly.
@@ -575,10 +602,10 @@ void Dict::Impl::BuildInBackground(std::shared_ptr<const LocalView> frozen) {
   header->compaction.compaction_holder_pid.store(0, std::memory_order_relaxed);
   internal::ReleaseRobustLock(claim);
   if (published) {
-    CleanUpAfterPublish(generation, frozen->revision);
+    CleanUpAfterPublish(generation, frozen.revision);
     if (options.logger) {
       options.logger->info("dict '{}': snapshot generation {} at revision {} ({} entries)", name,
-                           generation, frozen->revision, frozen->size);
+                           generation, frozen.revision, frozen.size);
     }
   } else {
     internal::UnlinkSegmentQuietly(internal::SnapshotSegment(name, generation));

@@ -16,12 +16,12 @@
 #include <memory>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "hash.h"
 #include "layout.h"
 #include "log_ring.h"
+#include "overlay.h"
 #include "segment.h"
 #include "shmdict/dict.h"
 #include "snapshot.h"
@@ -31,14 +31,6 @@ namespace shmdict {
 struct LockGuard::Holder {};
 
 namespace internal {
-
-struct OverlayEntry {
-  bool present = false;  // false: a tombstone hiding the snapshot's entry
-  ValueType type = ValueType::kBytes;
-  std::string data;
-};
-
-using Overlay = std::unordered_map<std::string, OverlayEntry, StringHash, StringEq>;
 
 // The state of a dict at one revision, as one handle sees it.
 struct LocalView {
@@ -53,42 +45,48 @@ struct LocalView {
 
   bool Find(std::string_view key, ValueView* out) const {
     const uint64_t hash = Hash64(key);
-    if (!overlay.empty()) {
-      auto it = overlay.find(HashedKey{key, hash});
-      if (it != overlay.end()) {
-        if (!it->second.present) return false;
-        *out = ValueView{it->second.type, it->second.data};
-        return true;
-      }
+    if (const Overlay::Entry* e = overlay.Find(key, hash); e != nullptr) {
+      if (!e->present) return false;
+      *out = e->view();
+      return true;
     }
     if (snapshot_hidden || !snapshot) return false;
     return snapshot->Find(key, hash, out);
   }
 
-  void Apply(const OpRef& op);
+  // Applies one op of the record of `op_revision` (the view's revision is advanced by the caller,
+  // once per record).
+  void Apply(const OpRef& op, uint64_t op_revision);
 
   void ResetTo(std::shared_ptr<const SnapshotView> snap);
+
+  // Moves onto `newer`, a snapshot at or before this view's revision, without replaying the log:
+  // the overlay keeps only the keys changed after `newer`. This is exact because, while the
+  // current snapshot is visible, every change since it sits in the overlay with its revision
+  // (erasures as tombstones). False, with the view unchanged, when that does not hold (no
+  // snapshot, or a clear() hid it): the caller reloads and replays instead.
+  bool RebaseOnto(std::shared_ptr<const SnapshotView> newer);
 
   // What a new snapshot of this view is built from: the snapshot (unless a clear() hid it) and
   // the overlay as the delta on top of it.
   const SnapshotView* SnapshotBase() const { return snapshot_hidden ? nullptr : snapshot.get(); }
   SnapshotDelta OverlayDelta() const {
     return {[this](const SnapshotDelta::Fn& fn) {
-      for (const auto& [key, entry] : overlay) {
-        const ValueView value{entry.type, entry.data};
-        fn(key, Hash64(key), entry.present ? &value : nullptr);
-      }
+      overlay.ForEach([&](uint64_t hash, const Overlay::Entry& entry) {
+        const ValueView value = entry.view();
+        fn(entry.key(), hash, entry.present ? &value : nullptr);
+      });
     }};
   }
 
   template <typename Fn>  // Fn(std::string_view key, ValueView value)
   void ForEach(Fn&& fn) const {
-    for (const auto& [key, entry] : overlay) {
-      if (entry.present) fn(std::string_view(key), ValueView{entry.type, entry.data});
-    }
+    overlay.ForEach([&](uint64_t, const Overlay::Entry& entry) {
+      if (entry.present) fn(entry.key(), entry.view());
+    });
     if (snapshot_hidden || !snapshot) return;
     snapshot->ForEach([&](std::string_view key, ValueView value) {
-      if (overlay.empty() || overlay.find(key) == overlay.end()) fn(key, value);
+      if (overlay.empty() || overlay.Find(key, Hash64(key)) == nullptr) fn(key, value);
     });
   }
 };
@@ -126,6 +124,12 @@ struct Dict::Impl : LockGuard::Holder {
     return CatchUpSlow(force);
   }
   Status CatchUpSlow(bool force);
+  // Replays the log into *v up to `target` (or the newest snapshot if v was lapped), using
+  // *scratch for record bytes. Const and free of handle state, so the background builder can
+  // bring its own view up to date while the handle keeps writing.
+  Status ReplayLog(internal::LocalView* v, uint64_t target, std::string* scratch) const;
+  // The published snapshot (nullptr at generation 0), mapped.
+  Result<std::shared_ptr<const internal::SnapshotView>> OpenLatestSnapshot() const;
   Status LoadLatestSnapshot(internal::LocalView* v) const;
   // Reads the record of `expected_revision` at *position (skipping padding, fetching external
   // payloads) into *out; on kOk sets *next to the position after it.
@@ -150,7 +154,9 @@ struct Dict::Impl : LockGuard::Holder {
   bool PublishLocked(const std::shared_ptr<const internal::SnapshotView>& snap);
   void CleanUpAfterPublish(uint64_t generation, uint64_t revision) const;
   void MaybeCompact();
-  void BuildInBackground(std::shared_ptr<const internal::LocalView> frozen);
+  // Builds and publishes a snapshot at `target_revision` or later from the published snapshot
+  // and the log, on the builder thread: no copy of the handle's state is taken under the lock.
+  void BuildInBackground(uint64_t target_revision);
   void WakeWaiters();
 
   Result<uint64_t> WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const;

@@ -1,0 +1,110 @@
+#include "overlay.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <string>
+
+#include "hash.h"
+
+namespace shmdict::internal {
+namespace {
+
+struct ModelEntry {
+  bool present;
+  std::string value;
+  uint64_t revision;
+};
+
+// Compares every key of the model with the overlay, and the overlay's contents with the model.
+void ExpectSame(const Overlay& overlay, const std::map<std::string, ModelEntry>& model) {
+  ASSERT_EQ(overlay.size(), model.size());
+  for (const auto& [key, want] : model) {
+    const Overlay::Entry* e = overlay.Find(key, Hash64(key));
+    ASSERT_NE(e, nullptr) << key;
+    EXPECT_EQ(e->present, want.present) << key;
+    EXPECT_EQ(e->value(), want.value) << key;
+    EXPECT_EQ(e->revision, want.revision) << key;
+  }
+  size_t visited = 0;
+  overlay.ForEach([&](uint64_t hash, const Overlay::Entry& e) {
+    ++visited;
+    EXPECT_EQ(hash, Hash64(e.key()));
+    EXPECT_TRUE(model.count(std::string(e.key())));
+  });
+  EXPECT_EQ(visited, model.size());
+}
+
+TEST(OverlayTest, RandomOperationsMatchAMap) {
+  std::mt19937_64 rng(42);
+  Overlay overlay;
+  std::map<std::string, ModelEntry> model;
+  uint64_t revision = 0;
+  for (int step = 0; step < 200000; ++step) {
+    // Few distinct keys: chains collide, erasures shift entries back, values grow and shrink.
+    const std::string key = "k" + std::to_string(rng() % 3000);
+    const uint64_t hash = Hash64(key);
+    switch (rng() % 10) {
+      case 0:
+      case 1:
+        overlay.Erase(key, hash);
+        model.erase(key);
+        break;
+      case 2: {
+        bool had = false;
+        bool was = false;
+        overlay.Put(key, hash, ++revision, nullptr, &had, &was);
+        auto it = model.find(key);
+        EXPECT_EQ(had, it != model.end());
+        EXPECT_EQ(was, it != model.end() && it->second.present);
+        model[key] = {false, "", revision};
+        break;
+      }
+      default: {
+        const std::string value(rng() % 100, static_cast<char>('a' + rng() % 26));
+        const ValueView view{ValueType::kString, value};
+        bool had = false;
+        bool was = false;
+        overlay.Put(key, hash, ++revision, &view, &had, &was);
+        auto it = model.find(key);
+        EXPECT_EQ(had, it != model.end());
+        EXPECT_EQ(was, it != model.end() && it->second.present);
+        model[key] = {true, value, revision};
+      }
+    }
+    if (step % 50000 == 49999) ExpectSame(overlay, model);
+  }
+  ExpectSame(overlay, model);
+
+  const uint64_t cut = revision - 5000;
+  overlay.DropUpTo(cut);
+  std::erase_if(model, [&](const auto& kv) { return kv.second.revision <= cut; });
+  ExpectSame(overlay, model);
+
+  Overlay moved = std::move(overlay);
+  ExpectSame(moved, model);
+  EXPECT_EQ(overlay.size(), 0u);  // NOLINT(bugprone-use-after-move): a moved-from overlay is empty
+  moved.Clear();
+  EXPECT_EQ(moved.Find("k1", Hash64("k1")), nullptr);
+}
+
+TEST(OverlayTest, OverwriteWithItsOwnValueIsSafe) {
+  Overlay overlay;
+  const std::string key = "key";
+  const uint64_t hash = Hash64(key);
+  const std::string small = "abc";
+  const ValueView small_view{ValueType::kBytes, small};
+  bool had = false;
+  bool was = false;
+  overlay.Put(key, hash, 1, &small_view, &had, &was);
+  // The new value aliases the entry's own bytes (an op built from a read of the overlay).
+  const ValueView own = overlay.Find(key, hash)->view();
+  overlay.Put(key, hash, 2, &own, &had, &was);
+  EXPECT_EQ(overlay.Find(key, hash)->value(), "abc");
+  EXPECT_TRUE(had);
+  EXPECT_TRUE(was);
+}
+
+}  // namespace
+}  // namespace shmdict::internal
