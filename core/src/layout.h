@@ -38,7 +38,9 @@
 
 namespace shmdict::internal {
 
-inline constexpr uint32_t kLayoutVersion = 1;
+// 2: snapshots are patched copies of their predecessor (dead entries, tombstone buckets,
+// live_bytes and tombstone_count in the header).
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
 inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
 inline constexpr uint64_t kBlobMagic = 0x31424C4244484D53ull;      // "SMHDBLB1"
@@ -177,11 +179,19 @@ struct SnapshotHeader {
   // Hash64 of every byte after the header (buckets and entries), verified once per mapping:
   // a damaged snapshot is a DATA_LOSS error, not silently wrong answers.
   uint64_t data_checksum;
-  uint8_t reserved[24];
+  // Bytes of live entries; entries_bytes - live_bytes are dead ones, superseded in place by a
+  // patched copy. A builder copies instead of patching once half the region would be dead.
+  uint64_t live_bytes;
+  uint64_t tombstone_count;  // buckets holding kTombstoneOffset8
+  uint8_t reserved[8];
 };
 static_assert(sizeof(SnapshotHeader) == 128, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(SnapshotHeader, live_bytes) == 104, "layout changed: bump kLayoutVersion");
 
-// Open addressing, linear probing. entry_offset8 == 0 marks an empty bucket.
+// Open addressing, linear probing. entry_offset8 == 0 marks an empty bucket (a probe stops),
+// kTombstoneOffset8 an erased one (a probe goes on; an insertion may reuse it). Both lie inside
+// the header, where no entry can start.
+inline constexpr uint32_t kTombstoneOffset8 = 1;
 struct SnapshotBucket {
   uint32_t hash_tag;       // high 32 bits of the key's Hash64
   uint32_t entry_offset8;  // entry's offset from the segment start, in units of 8 bytes
@@ -192,12 +202,15 @@ struct SnapshotEntry {  // followed by key bytes, value bytes, zero padding to 8
   uint32_t key_bytes;
   uint32_t value_bytes;
   uint8_t type;
-  uint8_t reserved[3];
+  uint8_t flags;  // kEntryDead: superseded by a later entry or erased; no bucket points here
+  uint8_t reserved[2];
   // Low 32 bits of the key's Hash64 (the bucket holds the high 32): the next snapshot is built
   // without hashing any key again.
   uint32_t hash_low;
 };
 static_assert(sizeof(SnapshotEntry) == 16, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(SnapshotEntry, flags) == 9, "layout changed: bump kLayoutVersion");
+inline constexpr uint8_t kEntryDead = 1;
 static_assert(offsetof(SnapshotEntry, hash_low) == 12, "layout changed: bump kLayoutVersion");
 
 struct BlobHeader {

@@ -109,10 +109,13 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   snap->entries_bytes = 11;
   snap->total_bytes = 12;
   snap->header_checksum = 13;
+  snap->data_checksum = 14;
+  snap->live_bytes = 15;
+  snap->tombstone_count = 16;
   EXPECT_EQ(ReadAt<uint64_t>(snap.get(), 0), 1u);
   EXPECT_EQ(ReadAt<uint32_t>(snap.get(), 8), 2u);
   EXPECT_EQ(ReadAt<uint32_t>(snap.get(), 12), 3u);
-  for (uint64_t field = 4; field <= 13; ++field) {
+  for (uint64_t field = 4; field <= 16; ++field) {
     EXPECT_EQ(ReadAt<uint64_t>(snap.get(), 16 + (field - 4) * 8), field) << "field " << field;
   }
 
@@ -123,9 +126,14 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   e.key_bytes = 0x01020304;
   e.value_bytes = 0x05060708;
   e.type = 0x09;
+  e.flags = kEntryDead;
+  e.hash_low = 0x0a0b0c0d;
   EXPECT_EQ(ReadAt<uint32_t>(&e, 0), 0x01020304u);
   EXPECT_EQ(ReadAt<uint32_t>(&e, 4), 0x05060708u);
   EXPECT_EQ(ReadAt<uint8_t>(&e, 8), 0x09u);
+  EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x01u);
+  EXPECT_EQ(ReadAt<uint32_t>(&e, 12), 0x0a0b0c0du);
+  EXPECT_EQ(kLayoutVersion, 2u) << "a layout change must update docs/LAYOUT.md and this test";
 }
 
 }  // namespace

@@ -11,9 +11,10 @@ namespace shmdict::internal {
 
 uint64_t SnapshotHeaderChecksum(const SnapshotHeader& h) {
   // Fields are hashed one by one: the atomic ready word is not part of the checksum.
-  const uint64_t fields[] = {h.magic,          h.header_size,   h.generation,   h.revision,
-                             h.log_position,   h.entry_count,   h.bucket_count, h.buckets_offset,
-                             h.entries_offset, h.entries_bytes, h.total_bytes};
+  const uint64_t fields[] = {h.magic,          h.header_size,    h.generation,   h.revision,
+                             h.log_position,   h.entry_count,    h.bucket_count, h.buckets_offset,
+                             h.entries_offset, h.entries_bytes,  h.total_bytes,  h.data_checksum,
+                             h.live_bytes,     h.tombstone_count};
   return Hash64(fields, sizeof(fields), kSnapshotMagic);
 }
 
@@ -51,7 +52,8 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
   const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
   if (h->total_bytes != *size || h->bucket_count == 0 || !std::has_single_bit(h->bucket_count) ||
       h->buckets_offset < sizeof(SnapshotHeader) || buckets_end > h->entries_offset ||
-      h->entries_offset + h->entries_bytes > *size || h->generation != generation) {
+      h->entries_offset + h->entries_bytes > *size || h->generation != generation ||
+      h->live_bytes > h->entries_bytes || h->tombstone_count > h->bucket_count) {
     return corrupt("has inconsistent sizes");
   }
   return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(*map)));
@@ -65,53 +67,205 @@ Status SnapshotView::VerifyContents(std::string_view dict) const {
                     "' has corrupted contents (checksum mismatch): unlink the dict");
 }
 
+// What the delta does to the base, found in one pass before anything is written.
+struct SnapshotView::DeltaPlan {
+  std::vector<uint64_t> base_offsets;  // per delta key, in visit order: its base entry, or 0
+  std::vector<uint64_t> shadowed;      // bitmap over base offsets / 8: entries the delta replaces
+  uint64_t count = 0;                  // live entries after the delta
+  uint64_t live_bytes = 0;             // their bytes
+  uint64_t appended_bytes = 0;         // entries a patched copy appends
+  uint64_t new_tombstones = 0;         // base keys the delta erases
+};
+
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
     std::string_view dict, uint64_t generation, uint64_t revision, uint64_t log_position,
     mode_t mode, const SnapshotView* base, const SnapshotDelta& delta) {
-  // First the delta alone: which base entries it replaces or erases (a bitmap over the base's
-  // entry offsets, so the base walk below needs no lookup per entry) and the resulting sizes.
-  std::vector<uint64_t> shadowed;
-  uint64_t count = 0;
-  uint64_t entries_bytes = 0;
+  DeltaPlan plan;
   if (base != nullptr) {
-    shadowed.assign(base->map_.size() / 8 / 64 + 1, 0);
-    count = base->entry_count();
-    entries_bytes = base->entries_bytes();
+    plan.shadowed.assign(base->map_.size() / 8 / 64 + 1, 0);
+    plan.count = base->entry_count();
+    plan.live_bytes = base->live_bytes();
   }
   delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
+    uint64_t old_size = 0;
+    uint64_t at = 0;
     if (base != nullptr) {
-      if (const uint64_t off = base->FindOffset(key, hash); off != 0) {
-        uint64_t& word = shadowed[off / 8 / 64];
-        const uint64_t bit = uint64_t{1} << (off / 8 % 64);
-        std::string_view k;
-        ValueView v;
-        if ((word & bit) == 0 && base->EntryAt(off, &k, &v)) {
-          word |= bit;
-          --count;
-          entries_bytes -= EntrySize(k.size(), v.data.size());
-        }
+      ValueView old;
+      at = base->FindOffset(key, hash, &old);
+      uint64_t& word = plan.shadowed[at / 8 / 64];
+      const uint64_t bit = uint64_t{1} << (at / 8 % 64);
+      if (at != 0 && (word & bit) == 0) {  // a damaged base could list an entry twice
+        word |= bit;
+        old_size = EntrySize(key.size(), old.data.size());
+        --plan.count;
+        plan.live_bytes -= old_size;
+      } else {
+        at = 0;
       }
     }
+    plan.base_offsets.push_back(at);
     if (value != nullptr) {
-      ++count;
-      entries_bytes += EntrySize(key.size(), value->data.size());
+      const uint64_t size = EntrySize(key.size(), value->data.size());
+      ++plan.count;
+      plan.live_bytes += size;
+      if (size != old_size) plan.appended_bytes += size;
+    } else if (at != 0) {
+      ++plan.new_tombstones;
     }
   });
+
+  SnapshotHeader h{};
+  h.magic = kSnapshotMagic;
+  h.header_size = sizeof(SnapshotHeader);
+  h.generation = generation;
+  h.revision = revision;
+  h.log_position = log_position;
+  h.entry_count = plan.count;
+  h.live_bytes = plan.live_bytes;
   // Load factor <= 0.7 keeps linear-probe chains short.
-  const uint64_t buckets = std::bit_ceil(std::max<uint64_t>(16, count * 10 / 7 + 1));
-  const uint64_t buckets_offset = sizeof(SnapshotHeader);
-  const uint64_t entries_offset = buckets_offset + buckets * sizeof(SnapshotBucket);
-  const uint64_t total = entries_offset + entries_bytes;
+  const uint64_t compact_buckets = std::bit_ceil(std::max<uint64_t>(16, plan.count * 10 / 7 + 1));
+  bool patch = base != nullptr;
+  if (patch) {
+    const uint64_t buckets = base->bucket_count();
+    const uint64_t occupied = plan.count + base->tombstone_count() + plan.new_tombstones;
+    const uint64_t region = base->entries_bytes() + plan.appended_bytes;
+    patch = occupied * 10 <= buckets * 7 && region <= 2 * plan.live_bytes &&
+            buckets <= 4 * compact_buckets;
+  }
+  const std::string segment = SnapshotSegment(dict, generation);
+  if (patch) return Patch(dict, segment, mode, *base, delta, plan, &h);
+  h.bucket_count = compact_buckets;
+  return Rewrite(dict, segment, mode, base, delta, plan, &h);
+}
+
+namespace {
+
+// A fresh segment of `total` bytes, or the error that prevents it.
+Result<Mapping> CreateSnapshotSegment(std::string_view dict, const std::string& segment,
+                                      uint64_t total, mode_t mode) {
   if (total / 8 > UINT32_MAX) {
     return Status(StatusCode::kResourceExhausted, "dict '" + std::string(dict) +
                                                       "': a snapshot of " + std::to_string(total) +
                                                       " bytes exceeds the 32 GiB snapshot limit");
   }
-  const std::string segment = SnapshotSegment(dict, generation);
   auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true);
   if (!created.ok()) return created.status();
-  Mapping map = std::move(created->second);
-  uint8_t* out = map.data();
+  return std::move(created->second);
+}
+
+void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
+              std::string_view value) {
+  SnapshotEntry e{};
+  e.key_bytes = static_cast<uint32_t>(key.size());
+  e.value_bytes = static_cast<uint32_t>(value.size());
+  e.type = static_cast<uint8_t>(type);
+  e.hash_low = static_cast<uint32_t>(hash);
+  std::memcpy(at, &e, sizeof(e));
+  std::memcpy(at + sizeof(e), key.data(), key.size());
+  std::memcpy(at + sizeof(e) + key.size(), value.data(), value.size());
+}
+
+Status Inconsistent(std::string_view dict) {
+  return Status(StatusCode::kDataLoss, "dict '" + std::string(dict) +
+                                           "': the snapshot being replaced is inconsistent "
+                                           "(its entries disagree with its header)");
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
+    std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView& base,
+    const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* h) {
+  const SnapshotHeader& bh = *base.header_;
+  const uint64_t copied_end = bh.entries_offset + bh.entries_bytes;
+  const uint64_t total = copied_end + plan.appended_bytes;
+  auto map = CreateSnapshotSegment(dict, segment, total, mode);
+  if (!map.ok()) return map.status();
+  uint8_t* out = map->data();
+  // One block copy: buckets and entries keep their offsets, so every bucket stays valid.
+  std::memcpy(out + sizeof(SnapshotHeader), base.map_.data() + sizeof(SnapshotHeader),
+              copied_end - sizeof(SnapshotHeader));
+  auto* buckets = reinterpret_cast<SnapshotBucket*>(out + bh.buckets_offset);
+  const uint64_t mask = bh.bucket_count - 1;
+  uint64_t tombstones = bh.tombstone_count;
+  uint64_t off = copied_end;
+  size_t index = 0;
+  bool bad = false;
+  delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
+    if (bad || index >= plan.base_offsets.size()) {
+      bad = true;
+      return;
+    }
+    const uint64_t at = plan.base_offsets[index++];
+    const uint64_t size = value != nullptr ? EntrySize(key.size(), value->data.size()) : 0;
+    uint64_t slot = hash & mask;
+    if (at != 0) {
+      SnapshotEntry e;
+      std::memcpy(&e, out + at, sizeof(e));
+      if (value != nullptr && size == EntrySize(e.key_bytes, e.value_bytes)) {
+        // Same size: overwrite in place, zeroing the padding the old value may have used.
+        PutEntry(out + at, key, hash, value->type, value->data);
+        const uint64_t used = sizeof(e) + key.size() + value->data.size();
+        std::memset(out + at + used, 0, size - used);
+        return;
+      }
+      out[at + offsetof(SnapshotEntry, flags)] |= kEntryDead;
+      uint64_t probes = 0;
+      while (buckets[slot].entry_offset8 != at / 8 && probes++ <= mask) slot = (slot + 1) & mask;
+      if (probes > mask + 1) {
+        bad = true;
+        return;
+      }
+      if (value == nullptr) {
+        buckets[slot] = SnapshotBucket{0, kTombstoneOffset8};
+        ++tombstones;
+        return;
+      }
+    } else {
+      if (value == nullptr) return;
+      // A new key (the base has no entry for it): the first reusable bucket of its chain.
+      uint64_t probes = 0;
+      while (buckets[slot].entry_offset8 > kTombstoneOffset8 && probes++ <= mask) {
+        slot = (slot + 1) & mask;
+      }
+      if (probes > mask + 1) {
+        bad = true;
+        return;
+      }
+      if (buckets[slot].entry_offset8 == kTombstoneOffset8) --tombstones;
+    }
+    if (off + size > total) {
+      bad = true;
+      return;
+    }
+    PutEntry(out + off, key, hash, value->type, value->data);
+    buckets[slot] =
+        SnapshotBucket{static_cast<uint32_t>(hash >> 32), static_cast<uint32_t>(off / 8)};
+    off += size;
+  });
+  if (bad || index != plan.base_offsets.size() || off != total) {
+    UnlinkSegmentQuietly(segment);
+    return Inconsistent(dict);
+  }
+  h->bucket_count = bh.bucket_count;
+  h->buckets_offset = bh.buckets_offset;
+  h->entries_offset = bh.entries_offset;
+  h->entries_bytes = total - bh.entries_offset;
+  h->tombstone_count = tombstones;
+  h->total_bytes = total;
+  return Seal(std::move(*map), h);
+}
+
+Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
+    std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView* base,
+    const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* h) {
+  const uint64_t buckets = h->bucket_count;
+  const uint64_t buckets_offset = sizeof(SnapshotHeader);
+  const uint64_t entries_offset = buckets_offset + buckets * sizeof(SnapshotBucket);
+  const uint64_t total = entries_offset + plan.live_bytes;
+  auto map = CreateSnapshotSegment(dict, segment, total, mode);
+  if (!map.ok()) return map.status();
+  uint8_t* out = map->data();
   auto* bucket_array = reinterpret_cast<SnapshotBucket*>(out + buckets_offset);
   uint64_t off = entries_offset;
   uint64_t written = 0;
@@ -122,14 +276,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
       overflow = true;  // only a damaged base can disagree with the sizes computed above
       return;
     }
-    SnapshotEntry e{};
-    e.key_bytes = static_cast<uint32_t>(key.size());
-    e.value_bytes = static_cast<uint32_t>(value.size());
-    e.type = static_cast<uint8_t>(type);
-    e.hash_low = static_cast<uint32_t>(hash);
-    std::memcpy(out + off, &e, sizeof(e));
-    std::memcpy(out + off + sizeof(e), key.data(), key.size());
-    std::memcpy(out + off + sizeof(e) + key.size(), value.data(), value.size());
+    PutEntry(out + off, key, hash, type, value);
     uint64_t i = hash & (buckets - 1);
     while (bucket_array[i].entry_offset8 != 0) i = (i + 1) & (buckets - 1);
     bucket_array[i] =
@@ -143,8 +290,8 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
     for (uint64_t i = 0; i < base_buckets && !overflow; ++i) {
       const SnapshotBucket b = base->buckets_[i];
       const uint64_t at = uint64_t{b.entry_offset8} * 8;
-      if (b.entry_offset8 == 0 || at >= base->map_.size()) continue;  // empty, or damaged
-      if ((shadowed[b.entry_offset8 / 64] >> (b.entry_offset8 % 64)) & 1) continue;
+      if (b.entry_offset8 <= kTombstoneOffset8 || at >= base->map_.size()) continue;
+      if ((plan.shadowed[b.entry_offset8 / 64] >> (b.entry_offset8 % 64)) & 1) continue;
       std::string_view k;
       ValueView v;
       if (!base->EntryAt(at, &k, &v)) continue;
@@ -156,27 +303,27 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
   delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
     if (value != nullptr && !overflow) put(key, hash, value->type, value->data);
   });
-  if (overflow || written != count || off != total) {
+  if (overflow || written != plan.count || off != total) {
     UnlinkSegmentQuietly(segment);
-    return Status(StatusCode::kDataLoss, "dict '" + std::string(dict) +
-                                             "': the snapshot being replaced is inconsistent "
-                                             "(its entries disagree with its header)");
+    return Inconsistent(dict);
   }
-  auto* h = new (out) SnapshotHeader{};
-  h->magic = kSnapshotMagic;
-  h->header_size = sizeof(SnapshotHeader);
-  h->generation = generation;
-  h->revision = revision;
-  h->log_position = log_position;
-  h->entry_count = count;
-  h->bucket_count = buckets;
   h->buckets_offset = buckets_offset;
   h->entries_offset = entries_offset;
-  h->entries_bytes = entries_bytes;
+  h->entries_bytes = plan.live_bytes;
+  h->tombstone_count = 0;
   h->total_bytes = total;
-  h->data_checksum = SnapshotDataChecksum(out, total);
-  h->header_checksum = SnapshotHeaderChecksum(*h);
-  h->layout_version.store(kLayoutVersion, std::memory_order_release);
+  return Seal(std::move(*map), h);
+}
+
+std::shared_ptr<const SnapshotView> SnapshotView::Seal(Mapping map, SnapshotHeader* header) {
+  uint8_t* out = map.data();
+  header->data_checksum = SnapshotDataChecksum(out, header->total_bytes);
+  header->header_checksum = SnapshotHeaderChecksum(*header);
+  // Copied with its ready word still 0; the word is stored last, with release order.
+  header->layout_version.store(0, std::memory_order_relaxed);
+  std::memcpy(static_cast<void*>(out), static_cast<const void*>(header), sizeof(*header));
+  reinterpret_cast<SnapshotHeader*>(out)->layout_version.store(kLayoutVersion,
+                                                               std::memory_order_release);
   return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(map)));
 }
 

@@ -43,8 +43,16 @@ class SnapshotView {
   static Result<std::shared_ptr<const SnapshotView>> Open(std::string_view dict,
                                                           uint64_t generation);
   // Writes a new snapshot segment `dict@s<generation>` holding `base` (null: nothing) with
-  // `delta` applied, describing the dict at `revision` / `log_position`. O(base + delta), with the
-  // base walked in bucket order and no key hashed again, so the copy is close to sequential.
+  // `delta` applied, describing the dict at `revision` / `log_position`.
+  //
+  // Usually a patched copy: the base's buckets and entries are copied as one block (memcpy
+  // speed, no key hashed or probed) and only the delta's keys are touched: a same-size value is
+  // overwritten in place, another one is appended and its old entry marked dead, an erased key
+  // leaves a tombstone bucket. When that would leave the table over 70% full (tombstones
+  // included), half the entry region dead, or the table far too big for what is left, the base
+  // is instead rewritten compactly, walked in bucket order with no key hashed again. The
+  // rewrite is O(base) per call like the copy, but its constant is several times larger, and it
+  // happens only once per growth or churn of the whole dict.
   static Result<std::shared_ptr<const SnapshotView>> Build(std::string_view dict,
                                                            uint64_t generation, uint64_t revision,
                                                            uint64_t log_position, mode_t mode,
@@ -61,57 +69,52 @@ class SnapshotView {
   uint64_t revision() const { return header_->revision; }
   uint64_t log_position() const { return header_->log_position; }
   uint64_t entry_count() const { return header_->entry_count; }
+  uint64_t bucket_count() const { return header_->bucket_count; }
+  uint64_t tombstone_count() const { return header_->tombstone_count; }
+  uint64_t live_bytes() const { return header_->live_bytes; }
   uint64_t entries_bytes() const { return header_->entries_bytes; }
   uint64_t bytes() const { return map_.size(); }
 
   // `hash` must be Hash64(key). A corrupted entry reads as missing (bounds are checked).
   bool Find(std::string_view key, uint64_t hash, ValueView* out) const {
-    const uint64_t mask = header_->bucket_count - 1;
-    const uint32_t tag = static_cast<uint32_t>(hash >> 32);
-    uint64_t i = hash & mask;
-    for (uint64_t probes = 0; probes <= mask; ++probes, i = (i + 1) & mask) {
-      const SnapshotBucket b = buckets_[i];
-      if (b.entry_offset8 == 0) return false;
-      if (b.hash_tag != tag) continue;
-      std::string_view k;
-      ValueView v;
-      if (!EntryAt(uint64_t{b.entry_offset8} * 8, &k, &v)) return false;
-      if (k == key) {
-        *out = v;
-        return true;
-      }
-    }
-    return false;
+    return FindOffset(key, hash, out) != 0;
   }
 
-  template <typename Fn>  // Fn(std::string_view key, ValueView value)
-  void ForEach(Fn&& fn) const {
-    uint64_t off = header_->entries_offset;
-    const uint64_t end = off + header_->entries_bytes;
-    for (uint64_t n = 0; n < header_->entry_count && off < end; ++n) {
-      std::string_view k;
-      ValueView v;
-      if (!EntryAt(off, &k, &v)) return;
-      fn(k, v);
-      off += EntrySize(k.size(), v.data.size());
-    }
-  }
-
-  // Offset (from the segment start) of key's entry, or 0 when missing.
-  uint64_t FindOffset(std::string_view key, uint64_t hash) const {
+  // Offset (from the segment start) of key's entry, or 0 when missing; *value (optional) gets
+  // the entry's value.
+  uint64_t FindOffset(std::string_view key, uint64_t hash, ValueView* value = nullptr) const {
     const uint64_t mask = header_->bucket_count - 1;
     const uint32_t tag = static_cast<uint32_t>(hash >> 32);
     uint64_t i = hash & mask;
     for (uint64_t probes = 0; probes <= mask; ++probes, i = (i + 1) & mask) {
       const SnapshotBucket b = buckets_[i];
       if (b.entry_offset8 == 0) return 0;
-      if (b.hash_tag != tag) continue;
+      if (b.hash_tag != tag || b.entry_offset8 == kTombstoneOffset8) continue;
       std::string_view k;
       ValueView v;
       if (!EntryAt(uint64_t{b.entry_offset8} * 8, &k, &v)) return 0;
-      if (k == key) return uint64_t{b.entry_offset8} * 8;
+      if (k == key) {
+        if (value != nullptr) *value = v;
+        return uint64_t{b.entry_offset8} * 8;
+      }
     }
     return 0;
+  }
+
+  template <typename Fn>  // Fn(std::string_view key, ValueView value)
+  void ForEach(Fn&& fn) const {
+    uint64_t off = header_->entries_offset;
+    const uint64_t end = off + header_->entries_bytes;
+    for (uint64_t live = 0; live < header_->entry_count && off < end;) {
+      std::string_view k;
+      ValueView v;
+      if (!EntryAt(off, &k, &v)) return;
+      if ((map_.data()[off + offsetof(SnapshotEntry, flags)] & kEntryDead) == 0) {
+        fn(k, v);
+        ++live;
+      }
+      off += EntrySize(k.size(), v.data.size());
+    }
   }
 
   static uint64_t EntrySize(uint64_t key_bytes, uint64_t value_bytes) {
@@ -136,7 +139,16 @@ class SnapshotView {
     return true;
   }
 
-  friend class SnapshotWriter;
+  // The two ways Build writes a segment (see Build).
+  struct DeltaPlan;
+  static Result<std::shared_ptr<const SnapshotView>> Patch(
+      std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView& base,
+      const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* header);
+  static Result<std::shared_ptr<const SnapshotView>> Rewrite(
+      std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView* base,
+      const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* header);
+  static std::shared_ptr<const SnapshotView> Seal(Mapping map, SnapshotHeader* header);
+
   Mapping map_;
   const SnapshotHeader* header_;
   const SnapshotBucket* buckets_;
