@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -28,6 +29,10 @@ namespace {
 // A handle switches to a newer snapshot (dropping its overlay) once its overlay holds this many
 // keys: it bounds per-process memory by the log's size instead of the dict's.
 constexpr size_t kOverlaySwitchEntries = 4096;
+// Old snapshot segments kept for their pages: the handle that just moved on may still map the
+// previous one, so two let a builder nearly always find one free; each holds one snapshot's
+// worth of /dev/shm.
+constexpr size_t kRetiredSnapshots = 2;
 // Retries when snapshots are replaced faster than a reader can map them; practically never hit.
 constexpr int kSnapshotRetries = 1000;
 
@@ -485,23 +490,38 @@ bool Dict::Impl::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) 
 }
 
 // Older snapshots and large-value segments the new snapshot covers are no longer needed: a
-// reader that still looks for one gets NOT_FOUND and moves to the newest snapshot.
+// reader that still looks for one gets NOT_FOUND and moves to the newest snapshot. The newest
+// kRetiredSnapshots old snapshots are renamed rather than unlinked, so that the next builders
+// reuse their pages (see RecycleSegment); readers that still map one keep it from being reused.
 void Dict::Impl::CleanUpAfterPublish(uint64_t generation, uint64_t revision) const {
+  auto generation_of = [](std::string_view segment, std::string_view prefix) -> uint64_t {
+    const std::string_view rest = segment.substr(prefix.size());
+    if (rest.empty() || rest.find_first_not_of("0123456789") != std::string_view::npos) return 0;
+    return std::strtoull(std::string(rest).c_str(), nullptr, 10);
+  };
   const std::string snap_prefix = name + "@s";
   for (const std::string& segment : internal::ListSegments(snap_prefix)) {
-    const std::string_view rest = std::string_view(segment).substr(snap_prefix.size());
-    if (rest.find('@') != std::string_view::npos) continue;
-    if (std::strtoull(std::string(rest).c_str(), nullptr, 10) < generation) {
+    const uint64_t old = generation_of(segment, snap_prefix);
+    if (old == 0 || old >= generation) continue;
+    if (!internal::RenameSegment(segment, internal::RetiredSegment(name, old)).ok()) {
       internal::UnlinkSegmentQuietly(segment);
     }
   }
+  const std::string retired_prefix = name + "@r";
+  std::vector<std::pair<uint64_t, std::string>> retired;
+  for (const std::string& segment : internal::ListSegments(retired_prefix)) {
+    if (const uint64_t old = generation_of(segment, retired_prefix); old != 0) {
+      retired.emplace_back(old, segment);
+    }
+  }
+  std::sort(retired.begin(), retired.end());
+  for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
+    internal::UnlinkSegmentQuietly(retired[i].second);
+  }
   const std::string blob_prefix = name + "@b";
   for (const std::string& segment : internal::ListSegments(blob_prefix)) {
-    const std::string_view rest = std::string_view(segment).substr(blob_prefix.size());
-    if (rest.find('@') != std::string_view::npos) continue;
-    if (std::strtoull(std::string(rest).c_str(), nullptr, 10) <= revision) {
-      internal::UnlinkSegmentQuietly(segment);
-    }
+    const uint64_t blob_revision = generation_of(segment, blob_prefix);
+    if (blob_revision != 0 && blob_revision <= revision) internal::UnlinkSegmentQuietly(segment);
   }
 }
 

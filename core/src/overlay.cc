@@ -1,6 +1,5 @@
 #include "overlay.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -11,44 +10,48 @@ namespace {
 
 // Small values grow in place when overwritten by slightly bigger ones.
 constexpr uint64_t kMinValueCapacity = 16;
+constexpr size_t kChunkBytes = 256 * 1024;
+
+size_t EntryBytes(size_t key_bytes, uint64_t value_capacity) {
+  return (sizeof(Overlay::Entry) + key_bytes + value_capacity + 7) & ~size_t{7};
+}
 
 }  // namespace
 
-Overlay::Overlay(Overlay&& other) noexcept
-    : slots_(std::move(other.slots_)), mask_(other.mask_), size_(other.size_) {
-  other.slots_.clear();
-  other.mask_ = 0;
-  other.size_ = 0;
-}
-
-Overlay& Overlay::operator=(Overlay&& other) noexcept {
-  if (this != &other) {
-    Clear();
-    slots_ = std::move(other.slots_);
-    mask_ = other.mask_;
-    size_ = other.size_;
-    other.slots_.clear();
-    other.mask_ = 0;
-    other.size_ = 0;
+void* Overlay::Arena::Allocate(size_t bytes) {
+  if (bytes > left_) {
+    // An entry bigger than a chunk gets a chunk of its own; the current chunk stays current.
+    if (bytes > kChunkBytes / 4) {
+      chunks_.push_back(std::make_unique<char[]>(bytes));
+      bytes_ += bytes;
+      return chunks_.back().get();
+    }
+    chunks_.push_back(std::make_unique<char[]>(kChunkBytes));
+    next_ = chunks_.back().get();
+    left_ = kChunkBytes;
   }
-  return *this;
+  void* out = next_;
+  next_ += bytes;
+  left_ -= bytes;
+  bytes_ += bytes;
+  return out;
 }
 
-Overlay::Entry* Overlay::NewEntry(std::string_view key, uint64_t value_bytes) {
+Overlay::Entry* Overlay::NewEntry(std::string_view key, uint64_t value_bytes, uint64_t* bytes) {
   const uint64_t capacity = value_bytes < kMinValueCapacity ? kMinValueCapacity : value_bytes;
-  void* memory = std::malloc(sizeof(Entry) + key.size() + capacity);
-  if (memory == nullptr) throw std::bad_alloc();
-  auto* e = new (memory) Entry{};
+  *bytes = EntryBytes(key.size(), capacity);
+  auto* e = new (arena_.Allocate(*bytes)) Entry{};
   e->key_bytes = static_cast<uint32_t>(key.size());
-  e->value_capacity = static_cast<uint32_t>(capacity);
+  e->value_capacity = static_cast<uint32_t>(*bytes - sizeof(Entry) - key.size());
   std::memcpy(e + 1, key.data(), key.size());
+  live_bytes_ += *bytes;
   return e;
 }
 
 void Overlay::Grow() {
   std::vector<Slot> old = std::move(slots_);
   const size_t capacity = old.empty() ? 64 : old.size() * 2;
-  slots_.assign(capacity, Slot{0, nullptr});
+  slots_.assign(capacity, Slot{});
   mask_ = capacity - 1;
   for (const Slot& s : old) {
     if (s.entry == nullptr) continue;
@@ -69,14 +72,17 @@ void Overlay::Put(std::string_view key, uint64_t hash, uint64_t revision, const 
   const uint64_t value_bytes = value != nullptr ? value->data.size() : 0;
   *had_entry = slot.entry != nullptr;
   *was_present = *had_entry && slot.entry->present;
-  Entry* replaced = nullptr;  // freed only after the copy: `value` may point into it
   if (slot.entry == nullptr) {
-    slot = Slot{hash, NewEntry(key, value_bytes)};
+    slot.hash = hash;
+    slot.entry = NewEntry(key, value_bytes, &slot.bytes);
     ++size_;
   } else if (value_bytes > slot.entry->value_capacity) {
-    replaced = slot.entry;
-    slot.entry = NewEntry(key, value_bytes);
+    // The outgrown entry stays in the arena (garbage) until a compaction: `value` may point into
+    // it, and it is copied from below.
+    live_bytes_ -= slot.bytes;
+    slot.entry = NewEntry(key, value_bytes, &slot.bytes);
   }
+  slot.revision = revision;
   Entry* e = slot.entry;
   e->revision = revision;
   e->present = value != nullptr;
@@ -85,14 +91,15 @@ void Overlay::Put(std::string_view key, uint64_t hash, uint64_t revision, const 
   if (value_bytes != 0) {
     std::memmove(reinterpret_cast<char*>(e + 1) + e->key_bytes, value->data.data(), value_bytes);
   }
-  std::free(replaced);
+  // Garbage beyond the live bytes (and a floor, so small overlays never bother) is compacted.
+  if (arena_.bytes() > 2 * live_bytes_ + (size_t{4} << 20)) CompactArena();
 }
 
 // Backward-shift deletion keeps linear probing free of tombstones: every entry after the hole
 // that may move closer to its home slot does so.
 void Overlay::EraseSlot(size_t hole) {
-  std::free(slots_[hole].entry);
-  slots_[hole] = Slot{0, nullptr};
+  live_bytes_ -= slots_[hole].bytes;
+  slots_[hole] = Slot{};
   --size_;
   for (size_t j = (hole + 1) & mask_; slots_[j].entry != nullptr; j = (j + 1) & mask_) {
     const size_t home = slots_[j].hash & mask_;
@@ -100,7 +107,7 @@ void Overlay::EraseSlot(size_t hole) {
     const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
     if (stays) continue;
     slots_[hole] = slots_[j];
-    slots_[j] = Slot{0, nullptr};
+    slots_[j] = Slot{};
     hole = j;
   }
 }
@@ -116,36 +123,55 @@ void Overlay::Erase(std::string_view key, uint64_t hash) {
 }
 
 void Overlay::Clear() {
-  for (Slot& s : slots_) std::free(s.entry);
   slots_.clear();
   mask_ = 0;
   size_ = 0;
+  arena_ = Arena();
+  live_bytes_ = 0;
 }
 
 void Overlay::DropUpTo(uint64_t revision) {
-  // Rebuilt rather than erased in place: one pass, and the table shrinks with its contents.
+  // Only the slot array is rebuilt: dropped entries become arena garbage, never touched.
   std::vector<Slot> old = std::move(slots_);
   slots_.clear();
   mask_ = 0;
   size_ = 0;
   size_t kept = 0;
-  for (const Slot& s : old) kept += s.entry != nullptr && s.entry->revision > revision;
-  if (kept != 0) {
-    size_t capacity = 64;
-    while (capacity < kept * 2) capacity *= 2;
-    slots_.assign(capacity, Slot{0, nullptr});
-    mask_ = capacity - 1;
+  for (const Slot& s : old) kept += s.entry != nullptr && s.revision > revision;
+  if (kept == 0) {
+    Clear();
+    return;
   }
+  size_t capacity = 64;
+  while (capacity < kept * 2) capacity *= 2;
+  slots_.assign(capacity, Slot{});
+  mask_ = capacity - 1;
   for (const Slot& s : old) {
     if (s.entry == nullptr) continue;
-    if (s.entry->revision <= revision) {
-      std::free(s.entry);
+    if (s.revision <= revision) {
+      live_bytes_ -= s.bytes;
       continue;
     }
     size_t i = s.hash & mask_;
     while (slots_[i].entry != nullptr) i = (i + 1) & mask_;
     slots_[i] = s;
     ++size_;
+  }
+  if (arena_.bytes() > 2 * live_bytes_ + (size_t{4} << 20)) CompactArena();
+}
+
+void Overlay::CompactArena() {
+  Arena old_arena = std::move(arena_);  // released, all chunks at once, on return
+  arena_ = Arena();
+  live_bytes_ = 0;
+  for (Slot& s : slots_) {
+    if (s.entry == nullptr) continue;
+    const Entry& e = *s.entry;
+    Entry* copy = NewEntry(e.key(), e.value_bytes, &s.bytes);
+    const uint32_t capacity = copy->value_capacity;
+    std::memcpy(static_cast<void*>(copy), &e, sizeof(Entry) + e.key_bytes + e.value_bytes);
+    copy->value_capacity = capacity;
+    s.entry = copy;
   }
 }
 

@@ -8,6 +8,14 @@
 // one entry holding the key and value in a single allocation: two misses, the same as the shared
 // snapshot index.
 //
+// Entries live in an arena of large chunks, not one malloc each: moving to a newer snapshot
+// drops most of the overlay at once, and freeing tens of thousands of entries one by one was a
+// pause of ~250 ns per entry under the write lock (perf: free + malloc_consolidate, 15% of a
+// write-heavy run). Dropping now scans the slot array (which holds each entry's revision, so a
+// dropped entry is never touched), copies the few survivors into a fresh arena and releases the
+// old chunks wholesale. Overwrites that outgrow an entry leave the old one as garbage in the
+// arena until the next drop, or a compaction once garbage exceeds the live bytes.
+//
 // Thread-safety: none (a handle's overlay is used by one thread). Lifetime: owns its entries;
 // pointers returned by Find stay valid until the next non-const call.
 #ifndef SHMDICT_CORE_OVERLAY_H_
@@ -15,7 +23,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shmdict/value.h"
@@ -42,11 +52,20 @@ class Overlay {
   };
 
   Overlay() = default;
-  Overlay(Overlay&& other) noexcept;
-  Overlay& operator=(Overlay&& other) noexcept;
+  // A moved-from overlay is empty.
+  Overlay(Overlay&& other) noexcept { *this = std::move(other); }
+  Overlay& operator=(Overlay&& other) noexcept {
+    if (this != &other) {
+      slots_ = std::exchange(other.slots_, {});
+      mask_ = std::exchange(other.mask_, 0);
+      size_ = std::exchange(other.size_, 0);
+      arena_ = std::exchange(other.arena_, Arena());
+      live_bytes_ = std::exchange(other.live_bytes_, 0);
+    }
+    return *this;
+  }
   Overlay(const Overlay&) = delete;
   Overlay& operator=(const Overlay&) = delete;
-  ~Overlay() { Clear(); }
 
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
@@ -82,15 +101,34 @@ class Overlay {
  private:
   struct Slot {
     uint64_t hash;
-    Entry* entry;  // nullptr: empty
+    uint64_t revision;  // a copy of entry->revision: DropUpTo decides without touching the entry
+    Entry* entry;       // nullptr: empty
+    uint64_t bytes;     // the entry's arena bytes, for the same reason
   };
-  static Entry* NewEntry(std::string_view key, uint64_t value_bytes);
+  // Bump allocation in chunks; released only all together.
+  class Arena {
+   public:
+    void* Allocate(size_t bytes);
+    size_t bytes() const { return bytes_; }
+
+   private:
+    std::vector<std::unique_ptr<char[]>> chunks_;
+    char* next_ = nullptr;
+    size_t left_ = 0;
+    size_t bytes_ = 0;  // handed out
+  };
+
+  Entry* NewEntry(std::string_view key, uint64_t value_bytes, uint64_t* bytes);
   void Grow();
   void EraseSlot(size_t i);
+  // Moves the live entries into a fresh arena, leaving the garbage behind.
+  void CompactArena();
 
   std::vector<Slot> slots_;  // power-of-two size, at most half full; empty until the first Put
   size_t mask_ = 0;
   size_t size_ = 0;
+  Arena arena_;
+  size_t live_bytes_ = 0;  // arena bytes of the entries slots point at
 };
 
 }  // namespace shmdict::internal

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,10 @@ std::string ShmName(std::string_view segment) {
 
 std::string SnapshotSegment(std::string_view dict, uint64_t generation) {
   return std::string(dict) + "@s" + std::to_string(generation);
+}
+
+std::string RetiredSegment(std::string_view dict, uint64_t generation) {
+  return std::string(dict) + "@r" + std::to_string(generation);
 }
 
 std::string BlobSegment(std::string_view dict, uint64_t revision) {
@@ -92,6 +97,23 @@ Result<Mapping> MapSegment(int fd, size_t bytes, bool writable) {
   return Mapping(addr, bytes);
 }
 
+namespace {
+
+Status Reserve(int fd, size_t bytes, std::string_view segment) {
+  if (bytes == 0 || fallocate(fd, 0, 0, static_cast<off_t>(bytes)) == 0) return Status::Ok();
+  const int err = errno;
+  if (err == EOPNOTSUPP) return Status::Ok();  // not tmpfs: pages come on first touch
+  if (err == ENOSPC) {
+    return Status(StatusCode::kResourceExhausted,
+                  "no room for " + std::to_string(bytes) + " bytes of segment '" +
+                      std::string(segment) + "' in " + std::string(kShmDir) +
+                      " (it is full: unlink unused dicts or enlarge it)");
+  }
+  return ErrnoStatus(err, "reserving segment '" + std::string(segment) + "'");
+}
+
+}  // namespace
+
 Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t bytes, mode_t mode,
                                              bool replace_existing) {
   auto fd = OpenSegment(segment, O_RDWR | O_CREAT | O_EXCL, mode);
@@ -106,12 +128,43 @@ Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t by
     UnlinkSegmentQuietly(segment);
     return ErrnoStatus(err, "sizing segment '" + std::string(segment) + "'");
   }
+  if (Status reserved = Reserve(fd->get(), bytes, segment); !reserved.ok()) {
+    UnlinkSegmentQuietly(segment);
+    return reserved;
+  }
   auto map = MapSegment(fd->get(), bytes, true);
   if (!map.ok()) {
     UnlinkSegmentQuietly(segment);
     return map.status();
   }
   return std::make_pair(std::move(*fd), std::move(*map));
+}
+
+Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string_view to,
+                                              size_t bytes) {
+  auto fd = OpenSegment(from, O_RDWR, 0);
+  if (!fd.ok()) return fd.status();
+  if (flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
+    return Status(StatusCode::kUnavailable, "segment '" + std::string(from) + "' is still mapped");
+  }
+  if (Status renamed = RenameSegment(from, to); !renamed.ok()) return renamed;
+  if (ftruncate(fd->get(), static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    UnlinkSegmentQuietly(to);
+    return ErrnoStatus(err, "sizing segment '" + std::string(to) + "'");
+  }
+  if (Status reserved = Reserve(fd->get(), bytes, to); !reserved.ok()) {
+    UnlinkSegmentQuietly(to);
+    return reserved;
+  }
+  void* addr =
+      mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd->get(), 0);
+  if (addr == MAP_FAILED) {
+    const int err = errno;
+    UnlinkSegmentQuietly(to);
+    return ErrnoStatus(err, "mmap");
+  }
+  return std::make_pair(std::move(*fd), Mapping(addr, bytes));
 }
 
 Result<uint64_t> SegmentSize(int fd) {
@@ -137,6 +190,14 @@ uint32_t CurrentPid() {
 }
 
 void UnlinkSegmentQuietly(std::string_view segment) { shm_unlink(ShmName(segment).c_str()); }
+
+Status RenameSegment(std::string_view from, std::string_view to) {
+  const std::string dir = std::string(kShmDir) + std::string(kShmPrefix);
+  if (rename((dir + std::string(from)).c_str(), (dir + std::string(to)).c_str()) != 0) {
+    return ErrnoStatus(errno, "renaming segment '" + std::string(from) + "'");
+  }
+  return Status::Ok();
+}
 
 std::vector<std::string> ListSegments(std::string_view prefix) {
   std::vector<std::string> out;

@@ -1,6 +1,7 @@
 #include "snapshot.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 
 #include <bit>
 #include <vector>
@@ -28,6 +29,11 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
   const std::string segment = SnapshotSegment(dict, generation);
   auto fd = OpenSegment(segment, O_RDONLY, 0);
   if (!fd.ok()) return fd.status();
+  // Held while mapped: a builder reuses a retired segment's pages only when nobody maps it.
+  // Failing here means a builder is rewriting this segment for a newer generation right now.
+  if (flock(fd->get(), LOCK_SH | LOCK_NB) != 0) {
+    return Status(StatusCode::kNotFound, "snapshot segment '" + segment + "' is being reused");
+  }
   auto size = SegmentSize(fd->get());
   if (!size.ok()) return size.status();
   auto corrupt = [&](const std::string& why) {
@@ -48,6 +54,10 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
                       std::to_string(kLayoutVersion) + ": upgrade or unlink it");
   }
   if (h->header_checksum != SnapshotHeaderChecksum(*h)) return corrupt("has a corrupted header");
+  if (h->generation != generation) {
+    // Retired and reused for a newer generation between our open and our lock.
+    return Status(StatusCode::kNotFound, "snapshot segment '" + segment + "' was reused");
+  }
   if (h->total_bytes != *size) return corrupt("is truncated");
   const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
   if (h->total_bytes != *size || h->bucket_count == 0 || !std::has_single_bit(h->bucket_count) ||
@@ -56,7 +66,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
       h->live_bytes > h->entries_bytes || h->tombstone_count > h->bucket_count) {
     return corrupt("has inconsistent sizes");
   }
-  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(*map)));
+  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(*map), std::move(*fd)));
 }
 
 Status SnapshotView::VerifyContents(std::string_view dict) const {
@@ -140,17 +150,27 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
 
 namespace {
 
-// A fresh segment of `total` bytes, or the error that prevents it.
-Result<Mapping> CreateSnapshotSegment(std::string_view dict, const std::string& segment,
-                                      uint64_t total, mode_t mode) {
+// The segment for a new snapshot: a retired snapshot's pages when one is no longer mapped by
+// anyone, fresh pages otherwise. The fd holds an exclusive flock until Seal.
+Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
+                                                      const std::string& segment, uint64_t total,
+                                                      mode_t mode) {
   if (total / 8 > UINT32_MAX) {
     return Status(StatusCode::kResourceExhausted, "dict '" + std::string(dict) +
                                                       "': a snapshot of " + std::to_string(total) +
                                                       " bytes exceeds the 32 GiB snapshot limit");
   }
+  const std::string retired_prefix = std::string(dict) + "@r";
+  for (const std::string& retired : ListSegments(retired_prefix)) {
+    const std::string_view rest = std::string_view(retired).substr(retired_prefix.size());
+    if (rest.empty() || rest.find_first_not_of("0123456789") != std::string_view::npos) continue;
+    auto recycled = RecycleSegment(retired, segment, total);
+    if (recycled.ok()) return recycled;  // otherwise still mapped somewhere: try the next one
+  }
   auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true);
   if (!created.ok()) return created.status();
-  return std::move(created->second);
+  flock(created->first.get(), LOCK_EX);  // nobody else knows the name yet: cannot block
+  return created;
 }
 
 void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
@@ -163,6 +183,9 @@ void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
   std::memcpy(at, &e, sizeof(e));
   std::memcpy(at + sizeof(e), key.data(), key.size());
   std::memcpy(at + sizeof(e) + key.size(), value.data(), value.size());
+  // Reused pages hold old bytes: the padding is zeroed so the segment's bytes are all defined.
+  const uint64_t used = sizeof(e) + key.size() + value.size();
+  std::memset(at + used, 0, SnapshotView::EntrySize(key.size(), value.size()) - used);
 }
 
 Status Inconsistent(std::string_view dict) {
@@ -179,9 +202,9 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
   const SnapshotHeader& bh = *base.header_;
   const uint64_t copied_end = bh.entries_offset + bh.entries_bytes;
   const uint64_t total = copied_end + plan.appended_bytes;
-  auto map = CreateSnapshotSegment(dict, segment, total, mode);
-  if (!map.ok()) return map.status();
-  uint8_t* out = map->data();
+  auto acquired = AcquireSnapshotSegment(dict, segment, total, mode);
+  if (!acquired.ok()) return acquired.status();
+  uint8_t* out = acquired->second.data();
   // One block copy: buckets and entries keep their offsets, so every bucket stays valid.
   std::memcpy(out + sizeof(SnapshotHeader), base.map_.data() + sizeof(SnapshotHeader),
               copied_end - sizeof(SnapshotHeader));
@@ -205,8 +228,6 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
       if (value != nullptr && size == EntrySize(e.key_bytes, e.value_bytes)) {
         // Same size: overwrite in place, zeroing the padding the old value may have used.
         PutEntry(out + at, key, hash, value->type, value->data);
-        const uint64_t used = sizeof(e) + key.size() + value->data.size();
-        std::memset(out + at + used, 0, size - used);
         return;
       }
       out[at + offsetof(SnapshotEntry, flags)] |= kEntryDead;
@@ -253,7 +274,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
   h->entries_bytes = total - bh.entries_offset;
   h->tombstone_count = tombstones;
   h->total_bytes = total;
-  return Seal(std::move(*map), h);
+  return Seal(std::move(*acquired), h);
 }
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
@@ -263,10 +284,11 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
   const uint64_t buckets_offset = sizeof(SnapshotHeader);
   const uint64_t entries_offset = buckets_offset + buckets * sizeof(SnapshotBucket);
   const uint64_t total = entries_offset + plan.live_bytes;
-  auto map = CreateSnapshotSegment(dict, segment, total, mode);
-  if (!map.ok()) return map.status();
-  uint8_t* out = map->data();
+  auto acquired = AcquireSnapshotSegment(dict, segment, total, mode);
+  if (!acquired.ok()) return acquired.status();
+  uint8_t* out = acquired->second.data();
   auto* bucket_array = reinterpret_cast<SnapshotBucket*>(out + buckets_offset);
+  std::memset(static_cast<void*>(bucket_array), 0, buckets * sizeof(SnapshotBucket));
   uint64_t off = entries_offset;
   uint64_t written = 0;
   bool overflow = false;
@@ -312,10 +334,12 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
   h->entries_bytes = plan.live_bytes;
   h->tombstone_count = 0;
   h->total_bytes = total;
-  return Seal(std::move(*map), h);
+  return Seal(std::move(*acquired), h);
 }
 
-std::shared_ptr<const SnapshotView> SnapshotView::Seal(Mapping map, SnapshotHeader* header) {
+std::shared_ptr<const SnapshotView> SnapshotView::Seal(std::pair<Fd, Mapping> segment,
+                                                       SnapshotHeader* header) {
+  auto& [fd, map] = segment;
   uint8_t* out = map.data();
   header->data_checksum = SnapshotDataChecksum(out, header->total_bytes);
   header->header_checksum = SnapshotHeaderChecksum(*header);
@@ -324,7 +348,8 @@ std::shared_ptr<const SnapshotView> SnapshotView::Seal(Mapping map, SnapshotHead
   std::memcpy(static_cast<void*>(out), static_cast<const void*>(header), sizeof(*header));
   reinterpret_cast<SnapshotHeader*>(out)->layout_version.store(kLayoutVersion,
                                                                std::memory_order_release);
-  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(map)));
+  flock(fd.get(), LOCK_SH);  // from writing it to mapping it, like every reader
+  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(map), std::move(fd)));
 }
 
 }  // namespace shmdict::internal

@@ -122,8 +122,9 @@ class SnapshotView {
   }
 
  private:
-  SnapshotView(Mapping map)
-      : map_(std::move(map)),
+  SnapshotView(Mapping map, Fd fd)
+      : fd_(std::move(fd)),
+        map_(std::move(map)),
         header_(reinterpret_cast<const SnapshotHeader*>(map_.data())),
         buckets_(reinterpret_cast<const SnapshotBucket*>(map_.data() + header_->buckets_offset)) {}
 
@@ -147,8 +148,10 @@ class SnapshotView {
   static Result<std::shared_ptr<const SnapshotView>> Rewrite(
       std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView* base,
       const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* header);
-  static std::shared_ptr<const SnapshotView> Seal(Mapping map, SnapshotHeader* header);
+  static std::shared_ptr<const SnapshotView> Seal(std::pair<Fd, Mapping> segment,
+                                                  SnapshotHeader* header);
 
+  Fd fd_;  // holds a shared flock for as long as the segment is mapped (released after munmap)
   Mapping map_;
   const SnapshotHeader* header_;
   const SnapshotBucket* buckets_;
