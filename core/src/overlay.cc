@@ -48,6 +48,15 @@ Overlay::Entry* Overlay::NewEntry(std::string_view key, uint64_t value_bytes, ui
   return e;
 }
 
+void Overlay::RebuildFilter() {
+  const uint64_t bits = slots_.size() * 8;  // slots are at most half full: 16 bits per entry
+  filter_.assign(bits / 64, 0);
+  filter_mask_ = bits - 1;
+  for (const Slot& s : slots_) {
+    if (s.entry != nullptr) AddToFilter(s.hash);
+  }
+}
+
 void Overlay::Grow() {
   std::vector<Slot> old = std::move(slots_);
   const size_t capacity = old.empty() ? 64 : old.size() * 2;
@@ -59,6 +68,7 @@ void Overlay::Grow() {
     while (slots_[i].entry != nullptr) i = (i + 1) & mask_;
     slots_[i] = s;
   }
+  RebuildFilter();
 }
 
 void Overlay::Put(std::string_view key, uint64_t hash, uint64_t revision, const ValueView* value,
@@ -73,6 +83,7 @@ void Overlay::Put(std::string_view key, uint64_t hash, uint64_t revision, const 
   *had_entry = slot.entry != nullptr;
   *was_present = *had_entry && slot.entry->present;
   if (slot.entry == nullptr) {
+    AddToFilter(hash);
     slot.hash = hash;
     slot.entry = NewEntry(key, value_bytes, &slot.bytes);
     ++size_;
@@ -124,6 +135,8 @@ void Overlay::Erase(std::string_view key, uint64_t hash) {
 
 void Overlay::Clear() {
   slots_.clear();
+  filter_.clear();
+  filter_mask_ = 0;
   mask_ = 0;
   size_ = 0;
   arena_ = Arena();
@@ -157,6 +170,7 @@ void Overlay::DropUpTo(uint64_t revision) {
     slots_[i] = s;
     ++size_;
   }
+  RebuildFilter();
   if (arena_.bytes() > 2 * live_bytes_ + (size_t{4} << 20)) CompactArena();
 }
 

@@ -57,6 +57,8 @@ class Overlay {
   Overlay& operator=(Overlay&& other) noexcept {
     if (this != &other) {
       slots_ = std::exchange(other.slots_, {});
+      filter_ = std::exchange(other.filter_, {});
+      filter_mask_ = std::exchange(other.filter_mask_, 0);
       mask_ = std::exchange(other.mask_, 0);
       size_ = std::exchange(other.size_, 0);
       arena_ = std::exchange(other.arena_, Arena());
@@ -72,7 +74,7 @@ class Overlay {
 
   // `hash` must be Hash64(key). nullptr when the overlay has no entry (present or not) for key.
   const Entry* Find(std::string_view key, uint64_t hash) const {
-    if (size_ == 0) return nullptr;
+    if (size_ == 0 || !MayContain(hash)) return nullptr;
     for (size_t i = hash & mask_;; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
       if (s.entry == nullptr) return nullptr;
@@ -118,6 +120,21 @@ class Overlay {
     size_t bytes_ = 0;  // handed out
   };
 
+  // A one-bit-per-hash filter, 16 bits per slot pair: a read of a key the overlay does not hold
+  // (most reads, in a busy dict) costs a probe of this small, cache-resident array instead of a
+  // cache miss in the slot array. Bits are set on insertion and cleared only when the slots are
+  // rebuilt, so an erased key may still pass (a false positive costs the slot probe, nothing
+  // more).
+  bool MayContain(uint64_t hash) const {
+    const uint64_t bit = (hash >> 32) & filter_mask_;
+    return (filter_[bit / 64] >> (bit % 64)) & 1;
+  }
+  void AddToFilter(uint64_t hash) {
+    const uint64_t bit = (hash >> 32) & filter_mask_;
+    filter_[bit / 64] |= uint64_t{1} << (bit % 64);
+  }
+  // Sizes the filter for the slot array and refills it from the slots.
+  void RebuildFilter();
   Entry* NewEntry(std::string_view key, uint64_t value_bytes, uint64_t* bytes);
   void Grow();
   void EraseSlot(size_t i);
@@ -125,6 +142,8 @@ class Overlay {
   void CompactArena();
 
   std::vector<Slot> slots_;  // power-of-two size, at most half full; empty until the first Put
+  std::vector<uint64_t> filter_;
+  uint64_t filter_mask_ = 0;
   size_t mask_ = 0;
   size_t size_ = 0;
   Arena arena_;
