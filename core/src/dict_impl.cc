@@ -394,6 +394,7 @@ Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops,
     external_ref[0] = payload.size();
     external_ref[1] = bh->payload_checksum;
     kind = RecordKind::kExternal;
+    header->writer.external_bytes.fetch_add(payload.size(), std::memory_order_relaxed);
     record = std::string_view(reinterpret_cast<const char*>(external_ref), sizeof(external_ref));
   }
   auto& w = header->writer;
@@ -484,6 +485,9 @@ bool Dict::Impl::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) 
   }
   w.snapshot_log_position.store(snap->log_position(), std::memory_order_relaxed);
   w.snapshot_revision.store(snap->revision(), std::memory_order_relaxed);
+  // Large changes committed after the snapshot's revision are forgotten too: the count only
+  // schedules compaction, and the next one comes at most a log's worth of changes later.
+  w.external_bytes.store(0, std::memory_order_relaxed);
   header->commit.snapshot_generation.store(snap->generation(), std::memory_order_release);
   header->compaction.snapshots_built.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -553,7 +557,8 @@ void Dict::Impl::MaybeCompact() {
     CatchUpSlow(false).IgnoreError();  // on failure the view stays valid, just larger
   }
   // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
-  if (view.position - snapshot_position < ring.capacity() / 2) return;
+  const uint64_t external = header->writer.external_bytes.load(std::memory_order_relaxed);
+  if (view.position - snapshot_position + external < ring.capacity() / 2) return;
   if (!options.background_compaction) {
     CompactLocked().IgnoreError();  // a failure leaves the old snapshot; the next write retries
     return;

@@ -230,6 +230,30 @@ TEST_F(DictTest, ValueFarLargerThanTheLogRoundTrips) {
   EXPECT_EQ(b.Get("small")->data(), "s");
 }
 
+// Large changes live in their own segments and barely use the log, but attachers replay them:
+// they must still lead to snapshots, or attach time and per-process memory would grow without
+// bound and their segments would pile up.
+TEST_F(DictTest, LargeChangesLeadToSnapshotsAndTheirSegmentsAreRemoved) {
+  Options options = Opts(64 * 1024);
+  options.background_compaction = false;  // deterministic: the snapshot is built by the Set
+  Dict a = OpenOrDie(options);
+  const std::string big(40 * 1024, 'b');  // over a quarter of the log: its own segment
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(a.Set("big" + std::to_string(i % 5), Value::Bytes(big)).ok());
+  }
+  EXPECT_GT(a.GetStatus().snapshots_built, 0u);
+  size_t blobs = 0;
+  for (const std::string& segment : internal::ListSegments(name_ + "@b")) {
+    blobs += segment.find('@', name_.size() + 1) == std::string::npos;
+  }
+  EXPECT_LT(blobs, 40u) << "large-value segments a snapshot covers are unlinked";
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict b = OpenOrDie(attach);
+  EXPECT_EQ(b.Size(), 5u);
+  EXPECT_EQ(b.Get("big3")->data(), big);
+}
+
 TEST_F(DictTest, WatcherDeliversEveryChangeInOrder) {
   Dict d = OpenOrDie(Opts());
   Watcher w = d.Watch(0);

@@ -106,9 +106,14 @@ struct alignas(64) WriterBlock {
   // Log position and revision of the published snapshot: writers never reclaim past the position.
   std::atomic<uint64_t> snapshot_log_position;
   std::atomic<uint64_t> snapshot_revision;
-  uint8_t reserved[24];
+  // Bytes of large changes stored in their own segments since the last publication. They take
+  // almost no log space, yet every attacher replays them: they count toward starting a snapshot
+  // as if they were in the log.
+  std::atomic<uint64_t> external_bytes;
+  uint8_t reserved[16];
 };
 static_assert(sizeof(WriterBlock) == 128, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(WriterBlock, external_bytes) == 96, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, lock_holder_pid) == 48, "layout changed: bump kLayoutVersion");
 
 struct alignas(64) CompactionBlock {
