@@ -54,6 +54,7 @@ void LocalView::Apply(const OpRef& op, uint64_t op_revision) {
       bool had_entry = false;
       bool was_present = false;
       overlay.Put(op.key, hash, op_revision, &value, &had_entry, &was_present);
+      if (!count_entries) break;
       const bool existed =
           had_entry ? was_present
                     : !snapshot_hidden && snapshot && snapshot->Find(op.key, hash, &existing);
@@ -592,6 +593,7 @@ void Dict::Impl::BuildInBackground(uint64_t target_revision) {
   // cannot be reclaimed before a newer snapshot is published, and then a lapped read just moves
   // the view to that snapshot.
   LocalView frozen;
+  frozen.count_entries = false;
   std::string scratch;
   Status caught_up = LoadLatestSnapshot(&frozen);
   if (caught_up.ok()) caught_up = ReplayLog(&frozen, target_revision, &scratch);
@@ -630,7 +632,7 @@ void Dict::Impl::BuildInBackground(uint64_t target_revision) {
     CleanUpAfterPublish(generation, frozen.revision);
     if (options.logger) {
       options.logger->info("dict '{}': snapshot generation {} at revision {} ({} entries)", name,
-                           generation, frozen.revision, frozen.size);
+                           generation, frozen.revision, (*snap)->entry_count());
     }
   } else {
     internal::UnlinkSegmentQuietly(internal::SnapshotSegment(name, generation));

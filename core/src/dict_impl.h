@@ -40,6 +40,9 @@ struct LocalView {
   uint64_t revision = 0;
   uint64_t position = 0;  // log position just after `revision`'s record
   uint64_t size = 0;
+  // False for a view that never reports its size (the background builder's: the snapshot counts
+  // its own entries). A set of a key the overlay lacks then skips probing the snapshot for it.
+  bool count_entries = true;
 
   uint64_t generation() const { return snapshot ? snapshot->generation() : 0; }
 
