@@ -43,17 +43,17 @@ std::vector<std::unique_ptr<Peer>> MakeAllPeers(const Config& config) {
 #if SHMDICT_PEERS_HAVE_LMDB
   all.push_back(MakeLmdbPeer());
 #else
-  all.push_back(MakeUnavailablePeer("lmdb", "not built: liblmdb-dev missing"));
+  all.push_back(MakeUnavailablePeer("lmdb", SHMDICT_PEERS_LMDB_NA));
 #endif
 #if SHMDICT_PEERS_HAVE_BOOST
   all.push_back(MakeBoostPeer());
 #else
-  all.push_back(MakeUnavailablePeer("boost_interprocess", "not built: libboost-dev missing"));
+  all.push_back(MakeUnavailablePeer("boost_interprocess", SHMDICT_PEERS_BOOST_NA));
 #endif
-#if SHMDICT_PEERS_HAVE_HIREDIS
+#if SHMDICT_PEERS_HAVE_REDIS
   all.push_back(MakeRedisPeer());
 #else
-  all.push_back(MakeUnavailablePeer("redis", "not built: libhiredis-dev missing"));
+  all.push_back(MakeUnavailablePeer("redis", SHMDICT_PEERS_REDIS_NA));
 #endif
   all.push_back(MakeManagerPeer(config));
   return all;
@@ -67,7 +67,7 @@ ChildMain ChildMainFor(const std::string& system) {
 #if SHMDICT_PEERS_HAVE_BOOST
   if (system == "boost_interprocess") return BoostChildMain;
 #endif
-#if SHMDICT_PEERS_HAVE_HIREDIS
+#if SHMDICT_PEERS_HAVE_REDIS
   if (system == "redis") return RedisChildMain;
 #endif
   return nullptr;

@@ -26,7 +26,7 @@ std::unique_ptr<Peer> MakeBoostPeer();
 int BoostChildMain(const ChildArgs& args);
 #endif
 
-#if SHMDICT_PEERS_HAVE_HIREDIS
+#if SHMDICT_PEERS_HAVE_REDIS
 std::unique_ptr<Peer> MakeRedisPeer();
 int RedisChildMain(const ChildArgs& args);
 #endif
