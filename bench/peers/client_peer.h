@@ -315,15 +315,22 @@ class ClientPeer final : public Peer {
     result.memory.empty_kib = empty;
     if constexpr (Client::kCrossProcess) {
       const uint32_t probe = static_cast<uint32_t>(big.n / 2);
-      std::unique_ptr<Process> child = SpawnSelf(
-          {kChildCommand, "attach", Client::kName, store->where(),
-           "probe_key=" + std::string(big.key(probe)),
-           "probe_value=" + std::string(big.value(probe, 0)), "tpn=" + FormatCalibration()});
-      std::map<std::string, std::string> f =
-          ReadResult(*child, std::string(Client::kName) + " attach child", kChildStartTimeoutNs);
-      result.attach.attach_ns = NumberField(f, "attach_ns");
-      result.attach.pss_kib = NumberField(f, "pss_after_kb") - NumberField(f, "pss_before_kb");
-      result.attach.rss_kib = NumberField(f, "rss_after_kb") - NumberField(f, "rss_before_kb");
+      auto attach = [&] {
+        std::unique_ptr<Process> child = SpawnSelf(
+            {kChildCommand, "attach", Client::kName, store->where(),
+             "probe_key=" + std::string(big.key(probe)),
+             "probe_value=" + std::string(big.value(probe, 0)), "tpn=" + FormatCalibration()});
+        std::map<std::string, std::string> f =
+            ReadResult(*child, std::string(Client::kName) + " attach child", kChildStartTimeoutNs);
+        AttachResult a;
+        a.attach_ns = NumberField(f, "attach_ns");
+        a.pss_kib = NumberField(f, "pss_after_kb") - NumberField(f, "pss_before_kb");
+        a.rss_kib = NumberField(f, "rss_after_kb") - NumberField(f, "rss_before_kb");
+        return a;
+      };
+      result.attach_now = attach();
+      SleepNs(config.settle_ns);
+      result.attach_settled = attach();
     } else {
       result.attach_na = "process-local: there is nothing another process could attach to";
     }

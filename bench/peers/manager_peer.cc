@@ -64,7 +64,8 @@ class ManagerPeer final : public Peer {
            "pickled and sent over the manager's Unix socket to its server process, which "
            "answers. Timed in Python with time.monotonic_ns(). Bulk import: d.update(dict of "
            "'batch' items). Attach: a fresh python3 process unpickles the dict's proxy (connect + "
-           "incref) and does the first get.";
+           "incref) and does the first get. The manager's server process is started with the "
+           "'spawn' context, so its memory is its own, not pages inherited from the driver.";
   }
   std::string unavailable() const override {
     if (access(python_.c_str(), X_OK) != 0) return "python not found at " + python_;
@@ -135,7 +136,8 @@ class ManagerPeer final : public Peer {
                    {"value_bytes", big.value_bytes},
                    {"batch", config.batch},
                    {"probe", probe},
-                   {"probe_value", std::string(big.value(static_cast<uint32_t>(probe), 0))}},
+                   {"probe_value", std::string(big.value(static_cast<uint32_t>(probe), 0))},
+                   {"settle_ns", config.settle_ns}},
                   kBulkTimeoutNs);
     BulkResult r;
     r.import_ns = j.at("import_ns").get<int64_t>();
@@ -143,10 +145,15 @@ class ManagerPeer final : public Peer {
     r.memory.kib = j.at("kib").get<double>();
     r.memory.empty_kib = j.at("empty_kib").get<double>();
     r.memory.how = "RSS of the manager's server process (smaps_rollup)";
-    const json& a = j.at("attach");
-    r.attach.attach_ns = a.at("attach_ns").get<double>();
-    r.attach.pss_kib = a.at("pss_kib").get<double>();
-    r.attach.rss_kib = a.at("rss_kib").get<double>();
+    auto attach = [](const json& a) {
+      AttachResult out;
+      out.attach_ns = a.at("attach_ns").get<double>();
+      out.pss_kib = a.at("pss_kib").get<double>();
+      out.rss_kib = a.at("rss_kib").get<double>();
+      return out;
+    };
+    r.attach_now = attach(j.at("attach_now"));
+    r.attach_settled = attach(j.at("attach_settled"));
     return r;
   }
 

@@ -93,7 +93,9 @@ def smaps_rollup(pid="self"):
 
 
 def start_manager():
-    manager = multiprocessing.managers.SyncManager()
+    """A fresh server process ('spawn'): a forked one would carry the driver's workload lists,
+    and its RSS would count them."""
+    manager = multiprocessing.managers.SyncManager(ctx=multiprocessing.get_context("spawn"))
     manager.start(set_parent_death_signal)
     return manager
 
@@ -308,17 +310,24 @@ class Peer:
             request = {"proxy": pickle.dumps(d).hex(),
                        "authkey": bytes(multiprocessing.current_process().authkey).hex(),
                        "probe_key": w.keys[probe], "probe_value": w.values[0][probe]}
-            child = subprocess.run([sys.executable, os.path.abspath(__file__), "--attach"],
-                                   input=json.dumps(request), capture_output=True, text=True,
-                                   timeout=120, check=False)
-            if child.returncode != 0:
-                raise RuntimeError("attach child failed: " + child.stderr.strip())
-            attach = json.loads(child.stdout)
+            attach_now = attach(request)
+            time.sleep(c["settle_ns"] / 1e9)
+            attach_settled = attach(request)
             del d
         finally:
             manager.shutdown()
         return {"import_ns": import_ns, "keys": count, "kib": kib, "empty_kib": empty_kib,
-                "attach": attach}
+                "attach_now": attach_now, "attach_settled": attach_settled}
+
+
+def attach(request):
+    """Runs attach_main in a fresh interpreter and returns its figures."""
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--attach"],
+                           input=json.dumps(request), capture_output=True, text=True,
+                           timeout=120, check=False)
+    if child.returncode != 0:
+        raise RuntimeError("attach child failed: " + child.stderr.strip())
+    return json.loads(child.stdout)
 
 
 def attach_main():

@@ -31,6 +31,9 @@ struct Config {
   size_t batch = 1000;
   int samples = 2000;
   int64_t spacing_ns = 1'000'000;
+  // Idle time before the second attach after a bulk import: background work the import started
+  // (shmdict's snapshot builds) is over by then.
+  int64_t settle_ns = 1'000'000'000;
   std::vector<int> reader_counts;  // 1 and the number of cores
   std::string python = "/usr/bin/python3";
   std::string manager_script;
@@ -81,9 +84,10 @@ struct AttachResult {
 struct BulkResult {
   int64_t import_ns = 0;
   uint64_t keys = 0;
-  Memory memory;  // the store after the import
-  AttachResult attach;
-  std::string attach_na;  // set when attach is not applicable
+  Memory memory;                // the store after the import
+  AttachResult attach_now;      // a fresh process attaching as soon as the import returned
+  AttachResult attach_settled;  // another one, config.settle_ns later
+  std::string attach_na;        // set when attach is not applicable
 };
 
 enum class WatchMode { kPoll, kNotify };
@@ -117,7 +121,8 @@ class Peer {
   virtual void Stop() = 0;
 
   // Imports big's keys into a new, empty store the way a user would (timed), measures the store,
-  // attaches from a fresh process, then destroys the store.
+  // attaches from a fresh process at once and again after config.settle_ns, then destroys the
+  // store.
   virtual BulkResult BulkImport(const Workload& big, const Config& config) = 0;
 };
 

@@ -18,6 +18,8 @@ using ordered_json = nlohmann::ordered_json;
 const char* const kAllSystems[] = {"shmdict", "unordered_map", "lmdb", "boost_interprocess",
                                    "redis",   "python_manager"};
 
+constexpr char kRatioHeader[] = "vs shmdict (< 1: slower)";
+
 std::string Format(const char* format, double value) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, format, value);
@@ -138,7 +140,10 @@ std::string Table(const std::vector<std::string>& header,
   std::string out = "|";
   for (const std::string& h : header) out += " " + Escape(h) + " |";
   out += "\n|";
-  for (size_t i = 0; i < header.size(); ++i) out += i == 0 ? " --- |" : " ---: |";
+  // Names and notes left, figures right.
+  for (size_t i = 0; i < header.size(); ++i) {
+    out += i == 0 || header[i] == "notes" ? " --- |" : " ---: |";
+  }
   out += "\n";
   for (const auto& row : rows) {
     out += "|";
@@ -152,10 +157,18 @@ std::string Table(const std::vector<std::string>& header,
   return out;
 }
 
-std::string NotesOf(const Cell& c) {
+std::string NotesOf(const WorkloadReport& w, const Cell& c) {
   if (c.status == "n/a") return "n/a: " + c.reason;
   if (c.status == "error") return "ERROR: " + c.reason;
-  return c.note;
+  std::string note = c.note;
+  if (c.reps.size() > 1) {
+    note += note.empty() ? "reps: " : "; reps: ";
+    for (size_t i = 0; i < c.reps.size(); ++i) {
+      if (i > 0) note += " / ";
+      note += w.metric == Metric::kThroughput ? FormatRate(c.reps[i]) : FormatNs(c.reps[i]);
+    }
+  }
+  return note;
 }
 
 std::string WorkloadTable(const Report& r, const WorkloadReport& w) {
@@ -163,13 +176,14 @@ std::string WorkloadTable(const Report& r, const WorkloadReport& w) {
   std::vector<std::string> header;
   switch (w.metric) {
     case Metric::kThroughput:
-      header = {"system", "ops/s", "× shmdict", "p50", "p99", "store memory", "ops", "notes"};
+      header = {"system", "ops/s",        kRatioHeader, "p50",  "p99",
+                "p99.9",  "store memory", "ops",        "notes"};
       break;
     case Metric::kTime:
-      header = {"system", "time", "× shmdict", "ΔPSS", "ΔRSS", "notes"};
+      header = {"system", "time", kRatioHeader, "ΔPSS", "ΔRSS", "notes"};
       break;
     case Metric::kLatency:
-      header = {"system", "p50", "× shmdict", "p90", "p99", "changes seen", "notes"};
+      header = {"system", "p50", kRatioHeader, "p90", "p99", "changes seen", "notes"};
       break;
   }
   for (const std::string& system : r.systems) {
@@ -185,6 +199,7 @@ std::string WorkloadTable(const Report& r, const WorkloadReport& w) {
         row.push_back(FormatRatio(Ratio(w, *c)));
         row.push_back(ok ? FormatNs(c->p50_ns) : "-");
         row.push_back(ok ? FormatNs(c->p99_ns) : "-");
+        row.push_back(ok ? FormatNs(c->p999_ns) : "-");
         row.push_back(ok ? MemoryText(c->memory) : "-");
         row.push_back(ok ? FormatCount(c->ops) : "-");
         break;
@@ -202,7 +217,7 @@ std::string WorkloadTable(const Report& r, const WorkloadReport& w) {
         row.push_back(ok ? FormatCount(c->samples) : "-");
         break;
     }
-    row.push_back(NotesOf(*c));
+    row.push_back(NotesOf(w, *c));
     rows.push_back(std::move(row));
   }
   return Table(header, rows);
@@ -229,6 +244,11 @@ ordered_json CellJson(const WorkloadReport& w, const Cell& c) {
     j["p50_ns"] = Number(c.p50_ns);
     j["p90_ns"] = Number(c.p90_ns);
     j["p99_ns"] = Number(c.p99_ns);
+    j["p99_9_ns"] = Number(c.p999_ns);
+    j["max_ns"] = Number(c.max_ns);
+  }
+  if (c.ops > 0 && !std::isnan(c.elapsed_ns) && w.metric == Metric::kThroughput) {
+    j["mean_ns_per_op"] = Number(c.elapsed_ns / static_cast<double>(c.ops));
   }
   if (!std::isnan(c.memory.kib)) {
     j["memory"] = {{"kib", Number(c.memory.kib)},
@@ -240,6 +260,7 @@ ordered_json CellJson(const WorkloadReport& w, const Cell& c) {
   }
   if (w.metric == Metric::kLatency) j["changes_seen"] = c.samples;
   j["mismatches"] = c.mismatches;
+  if (!c.reps.empty()) j["reps"] = c.reps;
   if (!c.note.empty()) j["note"] = c.note;
   if (!c.percentiles.empty()) {
     ordered_json grid = ordered_json::array();
@@ -258,6 +279,8 @@ void Cell::SetLatency(const Histogram& h) {
   p50_ns = h.Percentile(50);
   p90_ns = h.Percentile(90);
   p99_ns = h.Percentile(99);
+  p999_ns = h.Percentile(99.9);
+  max_ns = h.Percentile(100);
   percentiles.clear();
   for (double p : PercentileGrid()) percentiles.push_back(h.Percentile(p));
 }
@@ -311,7 +334,7 @@ std::string RenderMarkdown(const Report& r) {
 
   for (const WorkloadReport& w : r.workloads) {
     md << "## " << w.title << " (`" << w.id << "`)\n\n"
-       << w.description << "\n\n× shmdict = " << RatioDefinition(w.metric) << ".\n\n"
+       << w.description << "\n\n\"vs shmdict\" = " << RatioDefinition(w.metric) << ".\n\n"
        << WorkloadTable(r, w) << "\n";
   }
 

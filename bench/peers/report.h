@@ -35,12 +35,15 @@ struct Cell {
   double p50_ns = NAN;
   double p90_ns = NAN;
   double p99_ns = NAN;
+  double p999_ns = NAN;
+  double max_ns = NAN;              // the slowest operation (its histogram bucket)
   std::vector<double> percentiles;  // ns at PercentileGrid()
   Memory memory;                    // the store (shared)
   double pss_kib = NAN;             // per process (attach)
   double rss_kib = NAN;
   uint64_t mismatches = 0;
-  uint64_t samples = 0;  // kLatency: changes seen
+  uint64_t samples = 0;      // kLatency: changes seen
+  std::vector<double> reps;  // the headline figure of every repetition, in run order
   std::string note;
 
   void SetLatency(const Histogram& h);
