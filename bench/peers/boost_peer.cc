@@ -9,6 +9,7 @@
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <boost/interprocess/sync/interprocess_mutex.hpp>
 #include <boost/interprocess/sync/scoped_lock.hpp>
+#include <boost/version.hpp>
 
 #include <algorithm>
 #include <string>
@@ -50,7 +51,8 @@ class BoostClient {
   static std::string Unavailable() { return ""; }
 
   static std::string Describe() {
-    return "boost::interprocess::map<basic_string, basic_string> (shared-memory allocator) in a "
+    return "Boost " BOOST_LIB_VERSION
+           ". boost::interprocess::map<basic_string, basic_string> (shared-memory allocator) in a "
            "managed_shared_memory segment, one interprocess_mutex held for every read (find with "
            "a transparent comparator + copy out) and every write (find + assign in place, or "
            "insert). Bulk import: the lock held for 'batch' inserts at a time. Attach: open the "

@@ -188,7 +188,6 @@ class ClientPeer final : public Peer {
 
   void Start(const Workload& w, const Config& config) override {
     work_ = &w;
-    config_ = config;
     client_ = Client::Create("work", w);
     empty_memory_ = client_->StoreMemory().kib;
     client_->Import(w, config.batch);
@@ -345,7 +344,6 @@ class ClientPeer final : public Peer {
   }
 
   const Workload* work_ = nullptr;
-  Config config_;
   std::unique_ptr<Client> client_;
   double empty_memory_ = NAN;
   std::vector<uint8_t> expected_;  // variant last written, per key

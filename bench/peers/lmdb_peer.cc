@@ -29,7 +29,8 @@ class LmdbClient {
   static std::string Unavailable() { return ""; }
 
   static std::string Describe() {
-    return "LMDB environment directory on tmpfs (/dev/shm), flags MDB_NOSYNC|MDB_NOMETASYNC (not "
+    return std::string(mdb_version(nullptr, nullptr, nullptr)) +
+           ". LMDB environment directory on tmpfs (/dev/shm), flags MDB_NOSYNC|MDB_NOMETASYNC (not "
            "durable, like shmdict). Read: mdb_txn_renew + mdb_get + copy + mdb_txn_reset of one "
            "reused read-only txn. Write: one write txn per write (begin, put, commit), so other "
            "processes see it. Bulk import: one write txn per 'batch' puts. Attach: "

@@ -58,7 +58,8 @@ class ManagerPeer final : public Peer {
 
   std::string name() const override { return "python_manager"; }
   std::string description() const override {
-    return "multiprocessing.Manager().dict() driven by bench/peers/manager_peer.py under " +
+    return CommandOutput("'" + python_ + "' --version 2>&1") +
+           ". multiprocessing.Manager().dict() driven by bench/peers/manager_peer.py under " +
            python_ +
            ". Read: d.get(key); write: d[key] = value; each is a DictProxy call: the request is "
            "pickled and sent over the manager's Unix socket to its server process, which "

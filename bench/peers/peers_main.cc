@@ -328,7 +328,8 @@ std::vector<std::string> MethodNotes(const Config& c) {
           settle + " of idle time.",
       "**Store memory** is what the store costs the host: the tmpfs pages of shared-memory "
       "stores (shmdict's segments, LMDB's directory, Boost's segment), the RSS of server "
-      "processes (redis-server, the manager's server process) and the heap of the map. "
+      "processes (redis-server, the manager's server process) and, for the map, the heap its "
+      "import added. "
       "\"empty\" is the same reading on the freshly created, empty store (for servers, their "
       "own footprint). The manager's server process is started with the 'spawn' context so "
       "that it does not inherit the driver's workload lists.",
@@ -511,16 +512,15 @@ void Driver::RunMultiProcess() {
   for (int readers : config_.reader_counts) {
     const std::string n = std::to_string(readers);
     const std::string label = "1 writer + " + n + (readers == 1 ? " reader" : " readers");
-    WorkloadReport& wr = AddWorkload(
+    const size_t reads_index = report_.workloads.size();
+    AddWorkload(
         "multi_" + n + "_reads", label + ": reads", Metric::kThroughput,
         "One writer process overwriting keys in the shared order while " + n +
             " reader process(es) read and verify (either variant of a key is right), all for "
             "the time box; reads/s summed over the readers; latency over all readers' reads.");
-    const size_t reads_index = report_.workloads.size() - 1;
     AddWorkload("multi_" + n + "_writes", label + ": writes", Metric::kThroughput,
                 "The writer of the same runs: overwrites/s and their latency while " + n +
                     " reader process(es) run.");
-    (void)wr;
     std::map<std::string, MultiResult> best_reads, best_writes;
     std::map<std::string, std::vector<double>> rep_reads, rep_writes;
     std::map<std::string, uint64_t> mismatches;

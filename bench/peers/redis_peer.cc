@@ -59,7 +59,14 @@ class RedisClient {
     return RedisServerPath().empty() ? "redis-server not found in PATH (package redis-server)" : "";
   }
   static std::string Describe() {
-    return "redis-server on 127.0.0.1 (loopback TCP), --save \"\" --appendonly no, started and "
+    // "Redis server v=7.0.15 sha=... malloc=jemalloc-5.3.0 bits=64 build=...": keep "v=...".
+    std::string version = CommandOutput("'" + RedisServerPath() + "' --version 2>/dev/null");
+    if (const size_t v = version.find("v="); v != std::string::npos) {
+      version = version.substr(v + 2, version.find(' ', v) - v - 2);
+    }
+    return "redis-server " + version + ", hiredis " + std::to_string(HIREDIS_MAJOR) + "." +
+           std::to_string(HIREDIS_MINOR) + "." + std::to_string(HIREDIS_PATCH) +
+           ". redis-server on 127.0.0.1 (loopback TCP), --save \"\" --appendonly no, started and "
            "killed by the harness; hiredis with one synchronous command per operation "
            "(unpipelined GET, SET). Bulk import: pipelined MSET of 'batch' keys, 16 in flight. "
            "Attach: redisConnect + first GET.";
