@@ -72,6 +72,10 @@
 namespace peers {
 namespace {
 
+// Idle time before every measured run, so that background work a previous run left behind
+// (shmdict's snapshot builds, a server's lazy frees) does not overlap the next system's run.
+constexpr int64_t kGapNs = 50'000'000;
+
 // ---------------------------------------------------------------------------------- flags
 
 void Usage() {
@@ -302,8 +306,11 @@ std::vector<std::string> MethodNotes(const Config& c) {
           "repetition starts, so interference on this shared machine hits all systems alike; "
           "the best repetition is reported (highest ops/s, shortest time); memory figures are "
           "the median over repetitions.",
-      "**Warm-up.** Each system's per-op store is filled (untimed, by its bulk-import path) and "
-      "then read for a quarter of the time box (verified, not reported) before any measured run.",
+      "**Warm-up and gaps.** Each system's per-op store is filled (untimed, by its bulk-import "
+      "path) and then read for a quarter of the time box (verified, not reported) before any "
+      "measured run. All per-op stores stay open while the systems alternate; before every "
+      "measured run the harness idles 50 ms, so background work a previous run left (shmdict's "
+      "snapshot builds) does not overlap the next run.",
       "**Latency per operation.** One clock reading per op: " + op_clock::Describe() +
           "; an op's latency is the difference between consecutive readings, so it includes "
           "the loop's own work (the value comparison, the histogram update); one reading plus "
@@ -455,6 +462,7 @@ void Driver::RunPerOp(const Workload& work) {
         const std::string name = p->name();
         if (!Usable(*p) || broken_.count(name) || failed_here.count(name)) continue;
         Progress(std::string(k.id) + " rep " + std::to_string(rep + 1) + ": " + name);
+        SleepNs(kGapNs);
         try {
           RunResult r = p->Run({k.kind, work.n, config_.time_box_ns});
           mismatches[name] += r.mismatches;
@@ -533,6 +541,7 @@ void Driver::RunMultiProcess() {
           continue;
         }
         Progress(label + " rep " + std::to_string(rep + 1) + ": " + name);
+        SleepNs(kGapNs);
         try {
           MultiResult r = p->RunMulti(readers, config_.time_box_ns);
           mismatches[name] += r.reads.mismatches;
