@@ -1,0 +1,571 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+namespace peers {
+
+void Fail(const std::string& what) { throw BenchError(what); }
+
+void SleepNs(int64_t ns) {
+  timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
+  }
+}
+
+// ------------------------------------------------------------------------------------ clocks
+
+namespace op_clock {
+namespace {
+double g_overhead_ns = NAN;
+
+bool CpuHasInvariantTsc() {
+#if defined(__x86_64__) || defined(__i386__)
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    auto has = [&](const char* flag) {
+      return (" " + line + " ").find(std::string(" ") + flag + " ") != std::string::npos;
+    };
+    return has("constant_tsc") && has("nonstop_tsc");
+  }
+#endif
+  return false;
+}
+}  // namespace
+
+void Init(std::optional<double> ns_per_tick) {
+  if (ns_per_tick) {
+    g_use_tsc = *ns_per_tick > 0;
+    g_ns_per_tick = g_use_tsc ? *ns_per_tick : 1.0;
+  } else if (CpuHasInvariantTsc()) {
+    g_use_tsc = true;
+    const int64_t t0 = MonotonicNs();
+    const uint64_t c0 = Now();
+    SleepNs(50'000'000);
+    const int64_t t1 = MonotonicNs();
+    const uint64_t c1 = Now();
+    g_ns_per_tick = static_cast<double>(t1 - t0) / static_cast<double>(c1 - c0);
+  } else {
+    g_use_tsc = false;
+    g_ns_per_tick = 1.0;
+  }
+  // What one timed operation pays for its own measurement: a reading and a histogram update.
+  Histogram h;
+  constexpr int kRounds = 200'000;
+  uint64_t previous = Now();
+  const uint64_t start = previous;
+  for (int i = 0; i < kRounds; ++i) {
+    const uint64_t now = Now();
+    h.Add(ToNs(now - previous));
+    previous = now;
+  }
+  g_overhead_ns = static_cast<double>(ToNs(previous - start)) / kRounds;
+}
+
+std::string Describe() {
+  if (!g_use_tsc) return "clock_gettime(CLOCK_MONOTONIC)";
+  char buffer[96];
+  std::snprintf(buffer, sizeof buffer, "rdtsc (invariant TSC, %.4f ns/tick)", g_ns_per_tick);
+  return buffer;
+}
+
+double OverheadNs() { return g_overhead_ns; }
+double Calibration() { return g_use_tsc ? g_ns_per_tick : 0.0; }
+}  // namespace op_clock
+
+// ------------------------------------------------------------------------------- histograms
+
+void Histogram::Merge(const Histogram& other) {
+  for (size_t i = 0; i < kBuckets; ++i) counts_[i] += other.counts_[i];
+  total_ += other.total_;
+}
+
+double Histogram::Percentile(double p) const {
+  if (total_ == 0) return NAN;
+  uint64_t rank = static_cast<uint64_t>(std::ceil(p / 100.0 * static_cast<double>(total_)));
+  rank = std::clamp<uint64_t>(rank, 1, total_);
+  uint64_t seen = 0;
+  for (size_t i = 0; i < kBuckets; ++i) {
+    seen += counts_[i];
+    if (seen >= rank) {
+      if (i < (size_t{1} << kSubBits)) return static_cast<double>(i);
+      const int e = static_cast<int>(i >> kSubBits) + kSubBits - 1;
+      const uint64_t sub = i & ((1u << kSubBits) - 1);
+      const uint64_t low = ((uint64_t{1} << kSubBits) + sub) << (e - kSubBits);
+      const uint64_t width = uint64_t{1} << (e - kSubBits);
+      return static_cast<double>(low) + static_cast<double>(width - 1) / 2.0;
+    }
+  }
+  return NAN;
+}
+
+std::string Histogram::Serialize() const {
+  std::string out;
+  for (size_t i = 0; i < kBuckets; ++i) {
+    if (counts_[i] == 0) continue;
+    if (!out.empty()) out += ';';
+    out += std::to_string(i) + ":" + std::to_string(counts_[i]);
+  }
+  return out.empty() ? "-" : out;
+}
+
+Histogram Histogram::Parse(std::string_view text) {
+  Histogram h;
+  if (text == "-" || text.empty()) return h;
+  while (!text.empty()) {
+    const size_t end = text.find(';');
+    const std::string item(text.substr(0, end));
+    const size_t colon = item.find(':');
+    char* rest = nullptr;
+    const unsigned long long bucket = std::strtoull(item.c_str(), &rest, 10);
+    if (colon == std::string::npos || rest != item.c_str() + colon || bucket >= kBuckets) {
+      Fail("bad histogram item '" + item + "'");
+    }
+    const unsigned long long count = std::strtoull(item.c_str() + colon + 1, &rest, 10);
+    if (*rest != '\0') Fail("bad histogram item '" + item + "'");
+    h.counts_[bucket] += count;
+    h.total_ += count;
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+  return h;
+}
+
+const std::vector<double>& PercentileGrid() {
+  static const std::vector<double> grid = [] {
+    std::vector<double> g = {0.1, 0.5};
+    for (int p = 1; p <= 99; ++p) g.push_back(p);
+    for (double p : {99.5, 99.9, 99.99}) g.push_back(p);
+    return g;
+  }();
+  return grid;
+}
+
+// ----------------------------------------------------------------------------------- memory
+
+std::map<std::string, int64_t> ReadSmapsRollup(pid_t pid) {
+  std::map<std::string, int64_t> fields;
+  char path[64];
+  if (pid == 0) {
+    std::snprintf(path, sizeof path, "/proc/self/smaps_rollup");
+  } else {
+    std::snprintf(path, sizeof path, "/proc/%d/smaps_rollup", static_cast<int>(pid));
+  }
+  char buffer[8192];
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fields;
+  size_t total = 0;
+  for (ssize_t n; (n = read(fd, buffer + total, sizeof buffer - 1 - total)) > 0;) {
+    total += static_cast<size_t>(n);
+  }
+  close(fd);
+  buffer[total] = '\0';
+  for (char* line = buffer; *line != '\0';) {
+    char* end = std::strchr(line, '\n');
+    if (end != nullptr) *end = '\0';
+    if (char* colon = std::strchr(line, ':'); colon != nullptr && colon[1] == ' ') {
+      fields[std::string(line, colon)] = std::strtoll(colon + 1, nullptr, 10);
+    }
+    if (end == nullptr) break;
+    line = end + 1;
+  }
+  return fields;
+}
+
+bool NameIsExactly(std::string_view name, std::string_view arg) { return name == arg; }
+
+bool NameIsShmdictDict(std::string_view name, std::string_view arg) {
+  return name.substr(0, arg.size()) == arg &&
+         (name.size() == arg.size() || name[arg.size()] == '@');
+}
+
+int64_t TmpfsBytes(bool (*match)(std::string_view, std::string_view), std::string_view arg) {
+  int64_t bytes = 0;
+  DIR* dir = opendir("/dev/shm");
+  if (dir == nullptr) return -1;
+  while (const dirent* entry = readdir(dir)) {
+    if (!match(entry->d_name, arg)) continue;
+    const std::string path = std::string("/dev/shm/") + entry->d_name;
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) continue;
+    bytes += static_cast<int64_t>(st.st_blocks) * 512;
+    if (!S_ISDIR(st.st_mode)) continue;
+    if (DIR* sub = opendir(path.c_str())) {
+      while (const dirent* file = readdir(sub)) {
+        struct stat fst;
+        if (file->d_name[0] == '.') continue;
+        if (stat((path + "/" + file->d_name).c_str(), &fst) == 0 && S_ISREG(fst.st_mode)) {
+          bytes += static_cast<int64_t>(fst.st_blocks) * 512;
+        }
+      }
+      closedir(sub);
+    }
+  }
+  closedir(dir);
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------- cleanup
+
+namespace {
+// Fixed storage: the signal handler reads these.
+char g_prefix[64];
+size_t g_prefix_len = 0;
+char g_shmdict_prefix[80];
+size_t g_shmdict_prefix_len = 0;
+constexpr int kMaxGroups = 128;
+std::atomic<pid_t> g_groups[kMaxGroups];
+
+void RegisterGroup(pid_t pgid) {
+  for (auto& slot : g_groups) {
+    pid_t expected = 0;
+    if (slot.compare_exchange_strong(expected, pgid)) return;
+  }
+  kill(-pgid, SIGKILL);
+  Fail("too many child processes");
+}
+
+void UnregisterGroup(pid_t pgid) {
+  for (auto& slot : g_groups) {
+    pid_t expected = pgid;
+    if (slot.compare_exchange_strong(expected, 0)) return;
+  }
+}
+
+// Removes directory `name` (relative to dirfd) with its contents, up to `depth` levels of
+// subdirectories (Python's manager socket lives in TMPDIR/pymp-*/). Async-signal-safe: fixed
+// buffers on the stack, no allocation.
+void RemoveDirectoryAt(int dirfd, const char* name, int depth = 3) {
+  const int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (sub >= 0) {
+    alignas(8) char buffer[2048];
+    for (int pass = 0; pass < 4; ++pass) {
+      lseek(sub, 0, SEEK_SET);
+      bool any = false;
+      for (ssize_t n; (n = getdents64(sub, buffer, sizeof buffer)) > 0;) {
+        for (ssize_t offset = 0; offset < n;) {
+          const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
+          offset += entry->d_reclen;
+          if (entry->d_name[0] == '.' &&
+              (entry->d_name[1] == '\0' || (entry->d_name[1] == '.' && entry->d_name[2] == '\0'))) {
+            continue;
+          }
+          if (entry->d_type == DT_DIR) {
+            if (depth > 0) {
+              RemoveDirectoryAt(sub, entry->d_name, depth - 1);
+              any = true;
+            }
+          } else if (unlinkat(sub, entry->d_name, 0) == 0) {
+            any = true;
+          }
+        }
+      }
+      if (!any) break;
+    }
+    close(sub);
+  }
+  unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+extern "C" void OnFatalSignal(int signal_number) {
+  for (auto& slot : g_groups) {
+    if (const pid_t pgid = slot.load(); pgid > 0) kill(-pgid, SIGKILL);
+  }
+  SweepRunFiles();
+  // Re-raise with the default action so the exit status (and a core dump) stays truthful.
+  ::signal(signal_number, SIG_DFL);
+  ::raise(signal_number);
+}
+}  // namespace
+
+std::string RunPrefix() { return "shmdict_bench_" + std::to_string(getpid()) + "_"; }
+
+std::string NewName(std::string_view tag) { return RunPrefix() + std::string(tag); }
+
+void InstallCleanup() {
+  std::snprintf(g_prefix, sizeof g_prefix, "%s", RunPrefix().c_str());
+  g_prefix_len = std::strlen(g_prefix);
+  std::snprintf(g_shmdict_prefix, sizeof g_shmdict_prefix, "shmdict.%s", g_prefix);
+  g_shmdict_prefix_len = std::strlen(g_shmdict_prefix);
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS, SIGPIPE}) {
+    struct sigaction action = {};
+    action.sa_handler = OnFatalSignal;
+    struct sigaction previous = {};
+    sigaction(signal_number, &action, &previous);
+    // A signal ignored at startup (nohup, a background job's SIGINT) stays ignored.
+    if (previous.sa_handler == SIG_IGN) sigaction(signal_number, &previous, nullptr);
+  }
+}
+
+int SweepRunFiles() {
+  if (g_prefix_len == 0) return 0;  // an empty prefix would match everything
+  int removed = 0;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int dir = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return removed;
+    int removed_this_pass = 0;
+    alignas(8) char buffer[4096];
+    for (ssize_t n; (n = getdents64(dir, buffer, sizeof buffer)) > 0;) {
+      for (ssize_t offset = 0; offset < n;) {
+        const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
+        offset += entry->d_reclen;
+        const bool ours = strncmp(entry->d_name, g_prefix, g_prefix_len) == 0 ||
+                          strncmp(entry->d_name, g_shmdict_prefix, g_shmdict_prefix_len) == 0;
+        if (!ours) continue;
+        if (entry->d_type == DT_DIR) {
+          RemoveDirectoryAt(dir, entry->d_name);
+          ++removed_this_pass;
+        } else if (unlinkat(dir, entry->d_name, 0) == 0) {
+          ++removed_this_pass;
+        }
+      }
+    }
+    close(dir);
+    removed += removed_this_pass;
+    if (removed_this_pass == 0) break;
+  }
+  return removed;
+}
+
+void RemoveShmEntry(const std::string& name) {
+  const int dir = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return;
+  struct stat st;
+  if (fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      RemoveDirectoryAt(dir, name.c_str());
+    } else {
+      unlinkat(dir, name.c_str(), 0);
+    }
+  }
+  close(dir);
+}
+
+// ---------------------------------------------------------------------------------- children
+
+Process::Process(const Spec& spec) {
+  // Everything the child needs is built before fork: a multi-threaded parent's child may only
+  // make async-signal-safe calls until exec.
+  std::vector<std::string> argv_storage = spec.argv;
+  std::vector<char*> argv;
+  for (std::string& arg : argv_storage) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::string path = spec.path;
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const bool replaced = std::any_of(spec.env.begin(), spec.env.end(), [&](const std::string& x) {
+      const size_t eq = x.find('=');
+      return entry.substr(0, eq + 1) == std::string_view(x).substr(0, eq + 1);
+    });
+    if (!replaced) env_storage.emplace_back(entry);
+  }
+  env_storage.insert(env_storage.end(), spec.env.begin(), spec.env.end());
+  std::vector<char*> envp;
+  for (std::string& entry : env_storage) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+  int in_fds[2] = {-1, -1};
+  int out_fds[2] = {-1, -1};
+  if ((spec.pipe_stdin && pipe2(in_fds, O_CLOEXEC) != 0) ||
+      (spec.pipe_stdout && pipe2(out_fds, O_CLOEXEC) != 0)) {
+    Fail(std::string("pipe2: ") + std::strerror(errno));
+  }
+  const int dev_null = spec.quiet ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
+  const pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ < 0) {
+    const int error = errno;
+    for (int fd : {in_fds[0], in_fds[1], out_fds[0], out_fds[1], dev_null}) {
+      if (fd >= 0) close(fd);
+    }
+    Fail(std::string("fork: ") + std::strerror(error));
+  }
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
+    // The harness may ignore or catch signals; a fresh program starts with the defaults.
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) ::signal(s, SIG_DFL);
+    if (in_fds[0] >= 0) dup2(in_fds[0], STDIN_FILENO);  // dup2 clears O_CLOEXEC on the copy
+    if (out_fds[1] >= 0) dup2(out_fds[1], STDOUT_FILENO);
+    if (dev_null >= 0) {
+      if (out_fds[1] < 0) dup2(dev_null, STDOUT_FILENO);
+      dup2(dev_null, STDERR_FILENO);
+    }
+    execve(path.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  setpgid(pid_, pid_);  // also here, so the group exists before we might signal it
+  RegisterGroup(pid_);
+  if (dev_null >= 0) close(dev_null);
+  if (in_fds[0] >= 0) close(in_fds[0]);
+  if (out_fds[1] >= 0) close(out_fds[1]);
+  in_ = in_fds[1];
+  out_ = out_fds[0];
+}
+
+Process::~Process() {
+  if (pid_ > 0) Kill();
+  if (in_ >= 0) close(in_);
+  if (out_ >= 0) close(out_);
+}
+
+std::optional<std::string> Process::ReadLine(int64_t timeout_ns) {
+  const int64_t deadline = MonotonicNs() + timeout_ns;
+  for (;;) {
+    if (size_t newline = buffer_.find('\n'); newline != std::string::npos) {
+      std::string line = buffer_.substr(0, newline);
+      buffer_.erase(0, newline + 1);
+      return line;
+    }
+    if (out_ < 0) return std::nullopt;
+    const int64_t left = deadline - MonotonicNs();
+    if (left <= 0) {
+      Fail("child " + std::to_string(pid_) + " (" + std::to_string(timeout_ns / 1'000'000'000) +
+           " s timeout) did not answer");
+    }
+    pollfd p{out_, POLLIN, 0};
+    const int ready = poll(&p, 1, static_cast<int>(std::min<int64_t>(left / 1'000'000 + 1, 1000)));
+    if (ready < 0 && errno != EINTR) Fail(std::string("poll: ") + std::strerror(errno));
+    if (ready <= 0) continue;
+    char chunk[4096];
+    const ssize_t n = read(out_, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    buffer_.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+void Process::WriteLine(std::string_view line) {
+  std::string data(line);
+  data += '\n';
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = write(in_, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) Fail("child " + std::to_string(pid_) + " does not read its input");
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::string Process::Wait(int64_t timeout_ns) {
+  if (pid_ <= 0) return "not running";
+  const int64_t deadline = MonotonicNs() + timeout_ns;
+  int status = 0;
+  for (;;) {
+    const pid_t got = waitpid(pid_, &status, WNOHANG);
+    if (got == pid_) break;
+    if (got < 0 && errno != EINTR) return std::string("waitpid: ") + std::strerror(errno);
+    if (MonotonicNs() >= deadline) {
+      Kill();
+      return "did not exit in time; killed";
+    }
+    SleepNs(1'000'000);
+  }
+  kill(-pid_, SIGKILL);  // anything it left in its group (a server's helpers)
+  UnregisterGroup(pid_);
+  pid_ = -1;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
+  return WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                           : "signal " + std::to_string(WTERMSIG(status));
+}
+
+void Process::Kill() {
+  if (pid_ <= 0) return;
+  kill(-pid_, SIGKILL);
+  kill(pid_, SIGKILL);
+  while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  UnregisterGroup(pid_);
+  pid_ = -1;
+}
+
+std::unique_ptr<Process> SpawnSelf(const std::vector<std::string>& args) {
+  Process::Spec spec;
+  spec.path = "/proc/self/exe";
+  spec.argv = {"shmdict_peers"};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.pipe_stdin = true;
+  spec.pipe_stdout = true;
+  return std::make_unique<Process>(spec);
+}
+
+// ------------------------------------------------------------------------------------ fields
+
+std::map<std::string, std::string> ParseFields(std::string_view line) {
+  std::map<std::string, std::string> fields;
+  while (!line.empty()) {
+    const size_t end = line.find(' ');
+    const std::string_view token = line.substr(0, end);
+    if (size_t eq = token.find('='); eq != std::string_view::npos) {
+      fields[std::string(token.substr(0, eq))] = std::string(token.substr(eq + 1));
+    }
+    if (end == std::string_view::npos) break;
+    line.remove_prefix(end + 1);
+  }
+  return fields;
+}
+
+const std::string& Field(const std::map<std::string, std::string>& fields, const std::string& key) {
+  auto it = fields.find(key);
+  if (it == fields.end()) Fail("child output lacks '" + key + "'");
+  return it->second;
+}
+
+double NumberField(const std::map<std::string, std::string>& fields, const std::string& key) {
+  const std::string& text = Field(fields, key);
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0') Fail("child field " + key + "='" + text + "'");
+  return value;
+}
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) Fail(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    const int error = errno;
+    close(fd);
+    Fail(std::string("bind 127.0.0.1:0: ") + std::strerror(error));
+  }
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+std::string CommandOutput(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  char buffer[512] = {};
+  std::string out;
+  if (std::fgets(buffer, sizeof buffer, pipe) != nullptr) out = buffer;
+  pclose(pipe);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+}  // namespace peers
