@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <utility>
 
 #include "robust_lock.h"
 
@@ -33,6 +34,12 @@ constexpr size_t kOverlaySwitchEntries = 4096;
 // previous one, so two let a builder nearly always find one free; each holds one snapshot's
 // worth of /dev/shm.
 constexpr size_t kRetiredSnapshots = 2;
+// A log holding this fraction of its capacity since the published snapshot gets a snapshot once
+// writes pause for kIdleSnapshotQuiet: attaching to a quiet dict then costs a mapping, not a
+// replay. Watching for the pause gives up after kIdleSnapshotPatience of continuous writing.
+constexpr uint64_t kIdleSnapshotFraction = 16;
+constexpr auto kIdleSnapshotQuiet = std::chrono::milliseconds(10);
+constexpr auto kIdleSnapshotPatience = std::chrono::seconds(1);
 // Retries when snapshots are replaced faster than a reader can map them; practically never hit.
 constexpr int kSnapshotRetries = 1000;
 
@@ -559,19 +566,80 @@ void Dict::Impl::MaybeCompact() {
   }
   // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
   const uint64_t external = header->writer.external_bytes.load(std::memory_order_relaxed);
-  if (view.position - snapshot_position + external < ring.capacity() / 2) return;
+  const uint64_t pending = view.position - snapshot_position + external;
+  if (pending < ring.capacity() / 2) {
+    if (options.background_compaction && pending >= ring.capacity() / kIdleSnapshotFraction &&
+        !builder_running.load(std::memory_order_acquire)) {
+      StartBuilder(view.revision, /*wait_for_quiet=*/true);
+    }
+    return;
+  }
   if (!options.background_compaction) {
     CompactLocked().IgnoreError();  // a failure leaves the old snapshot; the next write retries
     return;
   }
-  if (builder_running.load(std::memory_order_acquire)) return;
+  if (builder_running.load(std::memory_order_acquire)) {
+    // A builder waiting for quiet builds now; one already building ignores this.
+    std::lock_guard<std::mutex> lock(builder_mutex);
+    builder_urgent_target = view.revision;
+    builder_wake.notify_all();
+    return;
+  }
+  StartBuilder(view.revision, /*wait_for_quiet=*/false);
+}
+
+void Dict::Impl::StartBuilder(uint64_t target_revision, bool wait_for_quiet) {
   if (builder.joinable()) builder.join();
+  {
+    std::lock_guard<std::mutex> lock(builder_mutex);
+    builder_urgent_target = 0;
+  }
   builder_running.store(true, std::memory_order_release);
-  const uint64_t target = view.revision;
-  builder = std::thread([this, target] {
-    BuildInBackground(target);
+  builder = std::thread([this, target_revision, wait_for_quiet] {
+    if (wait_for_quiet) {
+      IdleThenBuild();
+    } else {
+      BuildInBackground(target_revision);
+    }
     builder_running.store(false, std::memory_order_release);
   });
+}
+
+void Dict::Impl::IdleThenBuild() {
+  using std::chrono::steady_clock;
+  const auto& committed = header->commit.commit_revision;
+  uint64_t seen = committed.load(std::memory_order_acquire);
+  const auto give_up = steady_clock::now() + kIdleSnapshotPatience;
+  std::unique_lock<std::mutex> lock(builder_mutex);
+  while (true) {
+    builder_wake.wait_for(lock, kIdleSnapshotQuiet,
+                          [this] { return builder_closing || builder_urgent_target != 0; });
+    if (builder_closing) return;
+    if (builder_urgent_target != 0) {
+      const uint64_t target = std::exchange(builder_urgent_target, 0);
+      lock.unlock();
+      BuildInBackground(target);
+      return;
+    }
+    const uint64_t now = committed.load(std::memory_order_acquire);
+    if (now == seen) break;  // quiet
+    seen = now;
+    // Writers are busy: the half-full trigger (urgent) covers them; a later commit starts
+    // another quiet watch.
+    if (steady_clock::now() >= give_up) return;
+  }
+  lock.unlock();
+  const auto& w = header->writer;
+  const uint64_t pending = w.writer_tail.load(std::memory_order_relaxed) -
+                           w.snapshot_log_position.load(std::memory_order_relaxed) +
+                           w.external_bytes.load(std::memory_order_relaxed);
+  // Someone else built meanwhile, or a user's Lock() is held (the publication would queue
+  // behind it): nothing to do now.
+  if (pending < ring.capacity() / kIdleSnapshotFraction ||
+      w.lock_holder_pid.load(std::memory_order_relaxed) != 0) {
+    return;
+  }
+  BuildInBackground(seen);
 }
 
 void Dict::Impl::BuildInBackground(uint64_t target_revision) {
@@ -642,11 +710,17 @@ void Dict::Impl::BuildInBackground(uint64_t target_revision) {
 void Dict::Impl::Close() {
   if (closed) return;
   closed = true;
-  if (builder.joinable()) builder.join();
+  // The lock first: a builder publishing its snapshot may be waiting for it.
   if (lock_depth > 0) {
     lock_depth = 1;
     ReleaseWriteLock();
   }
+  {
+    std::lock_guard<std::mutex> lock(builder_mutex);
+    builder_closing = true;
+    builder_wake.notify_all();
+  }
+  if (builder.joinable()) builder.join();
   view = LocalView{};
   map = internal::Mapping();
   fd = internal::Fd();  // also drops the shared flock that marks the dict as attached

@@ -13,7 +13,9 @@
 #define SHMDICT_CORE_DICT_IMPL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -114,6 +116,12 @@ struct Dict::Impl : LockGuard::Holder {
   uint64_t last_commit = 0;
   std::thread builder;
   std::atomic<bool> builder_running{false};
+  // The builder thread may first wait for writes to go quiet (IdleThenBuild); these wake it for
+  // Close() or for a half-full log that cannot wait.
+  std::mutex builder_mutex;
+  std::condition_variable builder_wake;
+  bool builder_closing = false;        // guarded by builder_mutex
+  uint64_t builder_urgent_target = 0;  // guarded by builder_mutex; 0: none
 
   ~Impl();
 
@@ -160,6 +168,12 @@ struct Dict::Impl : LockGuard::Holder {
   // Builds and publishes a snapshot at `target_revision` or later from the published snapshot
   // and the log, on the builder thread: no copy of the handle's state is taken under the lock.
   void BuildInBackground(uint64_t target_revision);
+  // Runs on the builder thread once the log holds a sixteenth of its capacity since the
+  // published snapshot: waits for 10 ms without a commit (up to a second), then builds, so that
+  // a dict whose writers went quiet gets a snapshot and attaching to it maps instead of replays.
+  // Builds at once when the log reaches half (builder_urgent_target).
+  void IdleThenBuild();
+  void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
   void WakeWaiters();
 
   Result<uint64_t> WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const;

@@ -254,6 +254,30 @@ TEST_F(DictTest, LargeChangesLeadToSnapshotsAndTheirSegmentsAreRemoved) {
   EXPECT_EQ(b.Get("big3")->data(), big);
 }
 
+// Writers that go quiet leave a snapshot behind, so a later attacher maps it instead of
+// replaying the log (attach cost and private memory O(1), not O(log)).
+TEST_F(DictTest, ADictWhoseWritersPauseGetsASnapshot) {
+  Dict a = OpenOrDie(Opts(64 * 1024));
+  // Between a sixteenth and half of the log: only the quiet trigger can build a snapshot.
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(a.Set("key" + std::to_string(i), Value::Str("value")).ok());
+  }
+  const DictStatus before = a.GetStatus();
+  ASSERT_GE(before.log_used, before.log_capacity / 16);
+  ASSERT_LT(before.log_used, before.log_capacity / 2);
+  // Generous: the build is due ~10 ms after the last write; this only bounds a hang.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (a.GetStatus().snapshot_revision != before.revision &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(a.GetStatus().snapshot_revision, before.revision);
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict b = OpenOrDie(attach);
+  EXPECT_EQ(b.Size(), 200u);
+}
+
 TEST_F(DictTest, WatcherDeliversEveryChangeInOrder) {
   Dict d = OpenOrDie(Opts());
   Watcher w = d.Watch(0);
