@@ -596,11 +596,10 @@ void Dict::Impl::StartBuilder(uint64_t target_revision, bool wait_for_quiet) {
   }
   builder_running.store(true, std::memory_order_release);
   builder = std::thread([this, target_revision, wait_for_quiet] {
-    if (wait_for_quiet) {
-      IdleThenBuild();
-    } else {
-      BuildInBackground(target_revision);
-    }
+    // After a build forced by a half-full log, the writes that came in meanwhile still get a
+    // snapshot once writers pause: the end of a burst is exactly when attachers tend to come.
+    if (!wait_for_quiet) BuildInBackground(target_revision);
+    IdleThenBuild();
     builder_running.store(false, std::memory_order_release);
   });
 }

@@ -169,9 +169,10 @@ struct Dict::Impl : LockGuard::Holder {
   // and the log, on the builder thread: no copy of the handle's state is taken under the lock.
   void BuildInBackground(uint64_t target_revision);
   // Runs on the builder thread once the log holds a sixteenth of its capacity since the
-  // published snapshot: waits for 10 ms without a commit (up to a second), then builds, so that
-  // a dict whose writers went quiet gets a snapshot and attaching to it maps instead of replays.
-  // Builds at once when the log reaches half (builder_urgent_target).
+  // published snapshot, and after every build: waits for 10 ms without a commit (up to a
+  // second), then builds if that much is still unpublished, so that a dict whose writers went
+  // quiet gets a snapshot and attaching to it maps instead of replays. Builds at once when the
+  // log reaches half (builder_urgent_target).
   void IdleThenBuild();
   void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
   void WakeWaiters();
