@@ -607,18 +607,22 @@ void Dict::Impl::StartBuilder(uint64_t target_revision, bool wait_for_quiet) {
 void Dict::Impl::IdleThenBuild() {
   using std::chrono::steady_clock;
   const auto& committed = header->commit.commit_revision;
-  uint64_t seen = committed.load(std::memory_order_acquire);
-  const auto give_up = steady_clock::now() + kIdleSnapshotPatience;
   std::unique_lock<std::mutex> lock(builder_mutex);
+  uint64_t seen = committed.load(std::memory_order_acquire);
+  auto give_up = steady_clock::now() + kIdleSnapshotPatience;
   while (true) {
     builder_wake.wait_for(lock, kIdleSnapshotQuiet,
                           [this] { return builder_closing || builder_urgent_target != 0; });
     if (builder_closing) return;
     if (builder_urgent_target != 0) {
+      // The log reached half: build now, then keep watching for the pause that follows.
       const uint64_t target = std::exchange(builder_urgent_target, 0);
       lock.unlock();
       BuildInBackground(target);
-      return;
+      lock.lock();
+      seen = committed.load(std::memory_order_acquire);
+      give_up = steady_clock::now() + kIdleSnapshotPatience;
+      continue;
     }
     const uint64_t now = committed.load(std::memory_order_acquire);
     if (now == seen) break;  // quiet
@@ -639,6 +643,13 @@ void Dict::Impl::IdleThenBuild() {
     return;
   }
   BuildInBackground(seen);
+  // Writers paused: the retired snapshots kept for the next builds' pages are given back, so an
+  // idle dict holds one snapshot's worth of /dev/shm, not three. (A mapper keeps its mapping.)
+  for (const std::string& segment : internal::ListSegments(name + "@r")) {
+    if (segment.find('@', name.size() + 1) == std::string::npos) {
+      internal::UnlinkSegmentQuietly(segment);
+    }
+  }
 }
 
 void Dict::Impl::BuildInBackground(uint64_t target_revision) {
