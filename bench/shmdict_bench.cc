@@ -48,6 +48,7 @@
 #include "shmdict/dict.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
+#include "support/bench_support.h"
 
 namespace {
 
@@ -404,19 +405,6 @@ double Field(const std::map<std::string, double>& fields, const std::string& nam
 
 // ------------------------------------------------------------------------------ the workload
 
-struct Rng {  // splitmix64: tiny, deterministic on every platform, unlike std distributions
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint32_t Below(uint32_t bound) {
-    return static_cast<uint32_t>(((Next() >> 32) * uint64_t{bound}) >> 32);
-  }
-};
-
 std::string KeyOf(uint64_t i) { return "key:" + std::to_string(i); }
 
 // Exactly kValueBytes; `variant` makes overwrites change the bytes.
@@ -437,7 +425,6 @@ struct Workload {
 
 Workload MakeWorkload(uint64_t n) {
   Workload w;
-  Rng rng{0x5348'4D44'4943'5431ull};
   for (uint64_t i = 0; i < n; ++i) {
     w.keys.push_back(KeyOf(i));
     w.miss_keys.push_back(KeyOf(n + i));
@@ -445,12 +432,10 @@ Workload MakeWorkload(uint64_t n) {
       w.values[variant].push_back(ValueOf(i, variant));
       w.dict_values[variant].push_back(Value::Str(w.values[variant].back()));
     }
-    w.order.push_back(static_cast<uint32_t>(i));
   }
-  for (uint64_t i = n; i > 1; --i) {  // Fisher-Yates
-    std::swap(w.order[i - 1], w.order[rng.Below(static_cast<uint32_t>(i))]);
-  }
-  for (uint64_t i = 0; i < n; ++i) w.mix_is_write.push_back(rng.Below(10) == 0 ? 1 : 0);
+  shmdict::bench::AccessOrder access = shmdict::bench::MakeAccessOrder(n);
+  w.order = std::move(access.order);
+  w.mix_is_write = std::move(access.mix_is_write);
   return w;
 }
 
