@@ -503,24 +503,11 @@ struct Row {
   std::vector<std::pair<std::string, double>> metrics;  // raw numbers for --json
 };
 
-std::string Format(const char* format, double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, format, value);
-  return buffer;
-}
+using shmdict::bench::Format;
+using shmdict::bench::FormatKiB;
 
-// "812 ns", "2.10 us", "12.3 ms": ASCII units keep the table's columns aligned.
-std::string FormatNs(double ns) {
-  if (std::isnan(ns)) return "n/a";
-  if (ns < 1e3) return Format("%.1f ns", ns);
-  if (ns < 1e6) return Format("%.2f us", ns / 1e3);
-  if (ns < 1e9) return Format("%.2f ms", ns / 1e6);
-  return Format("%.2f s", ns / 1e9);
-}
-
-std::string FormatKiB(double kib) {
-  return kib < 10 * 1024 ? Format("%.0f KiB", kib) : Format("%.1f MiB", kib / 1024);
-}
+// "812.3 ns", "2.10 us", "12.30 ms": one decimal below a microsecond, "n/a" for NaN.
+std::string FormatNs(double ns) { return shmdict::bench::FormatNs(ns, 1, "n/a"); }
 
 std::string Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
 

@@ -53,4 +53,30 @@ AccessOrder MakeAccessOrder(uint64_t n) {
   return a;
 }
 
+// ------------------------------------------------------------------------------- formatting
+
+std::string Format(const char* format, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, format, value);
+  return buffer;
+}
+
+std::string FormatNs(double ns, int ns_decimals, const char* nan_text) {
+  if (std::isnan(ns)) return nan_text;
+  if (ns < 1e3) {
+    char buffer[64];
+    std::snprintf(buffer, sizeof buffer, "%.*f ns", ns_decimals, ns);
+    return buffer;
+  }
+  if (ns < 1e6) return Format("%.2f us", ns / 1e3);
+  if (ns < 1e9) return Format("%.2f ms", ns / 1e6);
+  return Format("%.2f s", ns / 1e9);
+}
+
+std::string FormatKiB(double kib) {
+  if (std::isnan(kib)) return "-";
+  if (kib < 10 * 1024) return Format("%.0f KiB", kib);
+  return Format("%.1f MiB", kib / 1024);
+}
+
 }  // namespace shmdict::bench

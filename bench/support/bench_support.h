@@ -1,5 +1,5 @@
 // Helpers that shmdict_bench and shmdict_peers share, so that both programs take their workload
-// order the same way.
+// order and write their units the same way.
 //
 // Thread-safety: the functions keep no state between calls and may run on any thread.
 //
@@ -37,6 +37,18 @@ struct AccessOrder {
 // then one draw per position for the mix. The same on every run, in every process and in both
 // programs; manager_peer.py reads it from a file instead of computing it.
 AccessOrder MakeAccessOrder(uint64_t n);
+
+// ------------------------------------------------------------------------------- formatting
+
+// printf of one double with `format` (at most 63 characters of output).
+std::string Format(const char* format, double value);
+
+// "812 ns" (ns_decimals decimals below 1 us), "2.10 us", "12.30 ms", "1.50 s"; nan_text for NaN.
+// ASCII units keep a terminal's columns aligned.
+std::string FormatNs(double ns, int ns_decimals, const char* nan_text);
+
+// "812 KiB" below 10 MiB, else "12.3 MiB"; "-" for NaN.
+std::string FormatKiB(double kib);
 
 }  // namespace shmdict::bench
 
