@@ -16,7 +16,6 @@
 //
 // Every dict is named "shmdict_bench_<pid>_<tag>"; all of them are unlinked at exit, on errors
 // (stack unwinding) and on fatal signals (an async-signal-safe sweep of /dev/shm).
-#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -91,8 +90,7 @@ T Check(shmdict::Result<T> result, std::string_view what) {
 // "shmdict.<dict name prefix>": the engine names every segment of dict NAME "shmdict.NAME" or
 // "shmdict.NAME@..." (snapshots, large values, nested children), so this prefix covers them all.
 // Fixed storage because the signal handler reads it.
-char g_segment_prefix[64];
-size_t g_segment_prefix_len = 0;
+shmdict::bench::ShmPrefix g_segment_prefix;
 std::vector<std::string> g_dict_names;  // every dict name this run handed out
 
 std::string DictNamePrefix() { return "shmdict_bench_" + std::to_string(getpid()) + "_"; }
@@ -103,33 +101,8 @@ std::string NewDictName(std::string_view tag) {
 }
 
 // Unlinks every /dev/shm entry that starts with g_segment_prefix and returns how many it removed.
-// Only async-signal-safe calls (open, getdents64, unlinkat, strncmp), because the fatal-signal
-// handler runs it. Repeats while it finds something, since unlinking during a directory scan
-// may make the scan skip entries.
-int SweepSegments() {
-  if (g_segment_prefix_len == 0) return 0;  // an empty prefix would match everything
-  int removed = 0;
-  for (int pass = 0; pass < 4; ++pass) {
-    int dir = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) return removed;
-    int removed_this_pass = 0;
-    alignas(8) char buffer[4096];
-    for (ssize_t n; (n = getdents64(dir, buffer, sizeof buffer)) > 0;) {
-      for (ssize_t offset = 0; offset < n;) {
-        const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
-        offset += entry->d_reclen;
-        if (strncmp(entry->d_name, g_segment_prefix, g_segment_prefix_len) == 0 &&
-            unlinkat(dir, entry->d_name, 0) == 0) {
-          ++removed_this_pass;
-        }
-      }
-    }
-    close(dir);
-    removed += removed_this_pass;
-    if (removed_this_pass == 0) break;
-  }
-  return removed;
-}
+// Async-signal-safe: the fatal-signal handler runs it.
+int SweepSegments() { return shmdict::bench::SweepShmEntries(&g_segment_prefix, 1, false); }
 
 extern "C" void OnFatalSignal(int signal_number) {
   SweepSegments();
@@ -139,16 +112,9 @@ extern "C" void OnFatalSignal(int signal_number) {
 }
 
 void InstallCleanup() {
-  std::snprintf(g_segment_prefix, sizeof g_segment_prefix, "shmdict.%s", DictNamePrefix().c_str());
-  g_segment_prefix_len = std::strlen(g_segment_prefix);
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS}) {
-    struct sigaction action = {};
-    action.sa_handler = OnFatalSignal;
-    struct sigaction previous = {};
-    sigaction(signal_number, &action, &previous);
-    // A signal ignored at startup (nohup, a background job's SIGINT) stays ignored.
-    if (previous.sa_handler == SIG_IGN) sigaction(signal_number, &previous, nullptr);
-  }
+  shmdict::bench::SetShmPrefix(&g_segment_prefix, "shmdict." + DictNamePrefix());
+  shmdict::bench::InstallFatalSignalHandler(
+      OnFatalSignal, {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS});
 }
 
 // Called after every handle is closed. Anything still present is an engine defect (auto_unlink
@@ -169,7 +135,7 @@ bool UnlinkEverything() {
   }
   if (int leaked = SweepSegments(); leaked > 0) {
     std::fprintf(stderr, "engine: %d segment(s) named %s* were left in /dev/shm; removed them\n",
-                 leaked, g_segment_prefix);
+                 leaked, g_segment_prefix.text);
     clean = false;
   }
   return clean;
@@ -280,28 +246,7 @@ class ScopedPin {
   cpu_set_t previous_;
 };
 
-// Fields of /proc/self/smaps_rollup, in kB. Read with plain syscalls into a stack buffer so that
-// taking the measurement does not itself grow the heap it measures.
-std::map<std::string, int64_t> ReadSmapsRollup() {
-  std::map<std::string, int64_t> fields;
-  char buffer[8192];
-  int fd = open("/proc/self/smaps_rollup", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fields;
-  ssize_t total = 0;
-  for (ssize_t n; (n = read(fd, buffer + total, sizeof buffer - 1 - total)) > 0;) total += n;
-  close(fd);
-  buffer[total] = '\0';
-  for (char* line = buffer; *line != '\0';) {
-    char* end = std::strchr(line, '\n');
-    if (end != nullptr) *end = '\0';
-    if (char* colon = std::strchr(line, ':'); colon != nullptr && colon[1] == ' ') {
-      fields[std::string(line, colon)] = std::strtoll(colon + 1, nullptr, 10);
-    }
-    if (end == nullptr) break;
-    line = end + 1;
-  }
-  return fields;
-}
+using shmdict::bench::ReadSmapsRollup;
 
 // ---------------------------------------------------------------------------- child processes
 

@@ -53,6 +53,121 @@ AccessOrder MakeAccessOrder(uint64_t n) {
   return a;
 }
 
+// ----------------------------------------------------------------------------------- memory
+
+std::map<std::string, int64_t> ReadSmapsRollup(pid_t pid) {
+  std::map<std::string, int64_t> fields;
+  char path[64];
+  if (pid == 0) {
+    std::snprintf(path, sizeof path, "/proc/self/smaps_rollup");
+  } else {
+    std::snprintf(path, sizeof path, "/proc/%d/smaps_rollup", static_cast<int>(pid));
+  }
+  char buffer[8192];
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fields;
+  size_t total = 0;
+  for (ssize_t n; (n = read(fd, buffer + total, sizeof buffer - 1 - total)) > 0;) {
+    total += static_cast<size_t>(n);
+  }
+  close(fd);
+  buffer[total] = '\0';
+  for (char* line = buffer; *line != '\0';) {
+    char* end = std::strchr(line, '\n');
+    if (end != nullptr) *end = '\0';
+    if (char* colon = std::strchr(line, ':'); colon != nullptr && colon[1] == ' ') {
+      fields[std::string(line, colon)] = std::strtoll(colon + 1, nullptr, 10);
+    }
+    if (end == nullptr) break;
+    line = end + 1;
+  }
+  return fields;
+}
+
+// ---------------------------------------------------------------------------------- cleanup
+
+void SetShmPrefix(ShmPrefix* prefix, std::string_view text) {
+  std::snprintf(prefix->text, sizeof prefix->text, "%.*s", static_cast<int>(text.size()),
+                text.data());
+  prefix->length = std::strlen(prefix->text);
+}
+
+int SweepShmEntries(const ShmPrefix* prefixes, size_t count, bool remove_directories) {
+  if (count == 0 || prefixes[0].length == 0) return 0;  // an empty prefix would match everything
+  int removed = 0;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int dir = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return removed;
+    int removed_this_pass = 0;
+    alignas(8) char buffer[4096];
+    for (ssize_t n; (n = getdents64(dir, buffer, sizeof buffer)) > 0;) {
+      for (ssize_t offset = 0; offset < n;) {
+        const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
+        offset += entry->d_reclen;
+        bool ours = false;
+        for (size_t p = 0; p < count && !ours; ++p) {
+          ours = prefixes[p].length > 0 &&
+                 strncmp(entry->d_name, prefixes[p].text, prefixes[p].length) == 0;
+        }
+        if (!ours) continue;
+        if (remove_directories && entry->d_type == DT_DIR) {
+          RemoveDirectoryAt(dir, entry->d_name);
+          ++removed_this_pass;
+        } else if (unlinkat(dir, entry->d_name, 0) == 0) {
+          ++removed_this_pass;
+        }
+      }
+    }
+    close(dir);
+    removed += removed_this_pass;
+    if (removed_this_pass == 0) break;
+  }
+  return removed;
+}
+
+void RemoveDirectoryAt(int dirfd, const char* name, int depth) {
+  const int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (sub >= 0) {
+    alignas(8) char buffer[2048];
+    for (int pass = 0; pass < 4; ++pass) {
+      lseek(sub, 0, SEEK_SET);
+      bool any = false;
+      for (ssize_t n; (n = getdents64(sub, buffer, sizeof buffer)) > 0;) {
+        for (ssize_t offset = 0; offset < n;) {
+          const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
+          offset += entry->d_reclen;
+          if (entry->d_name[0] == '.' &&
+              (entry->d_name[1] == '\0' || (entry->d_name[1] == '.' && entry->d_name[2] == '\0'))) {
+            continue;
+          }
+          if (entry->d_type == DT_DIR) {
+            if (depth > 0) {
+              RemoveDirectoryAt(sub, entry->d_name, depth - 1);
+              any = true;
+            }
+          } else if (unlinkat(sub, entry->d_name, 0) == 0) {
+            any = true;
+          }
+        }
+      }
+      if (!any) break;
+    }
+    close(sub);
+  }
+  unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+void InstallFatalSignalHandler(void (*handler)(int), std::initializer_list<int> signals) {
+  for (int signal_number : signals) {
+    struct sigaction action = {};
+    action.sa_handler = handler;
+    struct sigaction previous = {};
+    sigaction(signal_number, &action, &previous);
+    // A signal ignored at startup (nohup, a background job's SIGINT) stays ignored.
+    if (previous.sa_handler == SIG_IGN) sigaction(signal_number, &previous, nullptr);
+  }
+}
+
 // ------------------------------------------------------------------------------- formatting
 
 std::string Format(const char* format, double value) {

@@ -1,9 +1,11 @@
 // Helpers that shmdict_bench and shmdict_peers share, so that both programs take their workload
-// order and write their units the same way.
+// order, their memory readings and their /dev/shm cleanup, and write their units, the same way.
 //
-// Thread-safety: the functions keep no state between calls and may run on any thread.
+// Thread-safety: the functions keep no state between calls and may run on any thread, except
+// InstallFatalSignalHandler (main thread, before others start). SweepShmEntries and
+// RemoveDirectoryAt are also async-signal-safe: fatal-signal handlers call them.
 //
-// Errors: nothing here throws; failures are return values, as each function says.
+// Errors: nothing here throws or prints; failures are return values, as each function says.
 #ifndef SHMDICT_BENCH_SUPPORT_BENCH_SUPPORT_H_
 #define SHMDICT_BENCH_SUPPORT_BENCH_SUPPORT_H_
 
@@ -37,6 +39,41 @@ struct AccessOrder {
 // then one draw per position for the mix. The same on every run, in every process and in both
 // programs; manager_peer.py reads it from a file instead of computing it.
 AccessOrder MakeAccessOrder(uint64_t n);
+
+// ----------------------------------------------------------------------------------- memory
+
+// Fields of /proc/<pid>/smaps_rollup (pid 0: this process), in kB; empty if unreadable. Read with
+// plain syscalls into a stack buffer so that taking the measurement does not itself grow the heap
+// it measures.
+std::map<std::string, int64_t> ReadSmapsRollup(pid_t pid = 0);
+
+// ---------------------------------------------------------------------------------- cleanup
+
+// A name prefix in fixed storage, so that a signal handler may read it.
+struct ShmPrefix {
+  char text[80] = {};
+  size_t length = 0;  // 0: matches nothing
+};
+
+// Sets *prefix to `text` (cut to fit). Not async-signal-safe; call it before installing handlers.
+void SetShmPrefix(ShmPrefix* prefix, std::string_view text);
+
+// Removes every /dev/shm entry whose name starts with one of prefixes[0..count) and returns how
+// many it removed. A directory is removed with its contents (RemoveDirectoryAt) when
+// remove_directories is set, else left alone. Returns 0 without looking when prefixes[0] is empty
+// (an empty prefix would match everything). Repeats while it finds something, since unlinking
+// during a directory scan may make the scan skip entries. Async-signal-safe: open, getdents64,
+// unlinkat and close on stack buffers only.
+int SweepShmEntries(const ShmPrefix* prefixes, size_t count, bool remove_directories);
+
+// Removes directory `name` (relative to dirfd) with its contents, up to `depth` levels of
+// subdirectories (3: enough for Python's manager socket in TMPDIR/pymp-*/); quiet about anything
+// it cannot remove. Async-signal-safe: fixed buffers on the stack, no allocation.
+void RemoveDirectoryAt(int dirfd, const char* name, int depth = 3);
+
+// Installs `handler` for each of `signals`, except a signal ignored at startup (nohup, a
+// background job's SIGINT), which stays ignored. Call from the main thread before starting others.
+void InstallFatalSignalHandler(void (*handler)(int), std::initializer_list<int> signals);
 
 // ------------------------------------------------------------------------------- formatting
 
