@@ -39,7 +39,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -987,49 +986,18 @@ void Usage() {
                "  --json FILE      also write the results as JSON\n");
 }
 
-std::optional<uint64_t> ParseSize(std::string_view text) {
-  const std::string digits(text);
-  if (digits.empty() || digits[0] < '0' || digits[0] > '9') return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long value = std::strtoull(digits.c_str(), &end, 10);
-  std::string_view suffix(end);
-  if (errno != 0) return std::nullopt;
-  const std::map<std::string_view, uint64_t> units = {
-      {"", 1},        {"K", 1 << 10}, {"k", 1 << 10}, {"M", 1 << 20},
-      {"m", 1 << 20}, {"G", 1 << 30}, {"g", 1 << 30}};
-  auto unit = units.find(suffix);
-  if (unit == units.end()) return std::nullopt;
-  return uint64_t{value} * unit->second;
-}
-
 std::optional<Config> ParseFlags(int argc, char** argv) {
   Config config;
-  std::map<std::string, uint64_t> numbers;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view flag = argv[i];
-    if (flag == "--quick") {
-      config.quick = true;
-    } else if (flag == "--pin") {
-      config.pin = true;
-    } else if (flag == "--help" || flag == "-h") {
-      return std::nullopt;
-    } else if (i + 1 < argc && flag == "--json") {
-      config.json_path = argv[++i];
-    } else if (i + 1 < argc &&
-               (flag == "--keys" || flag == "--big-keys" || flag == "--reps" ||
-                flag == "--samples" || flag == "--spacing-us" || flag == "--buffer-size")) {
-      std::optional<uint64_t> value = ParseSize(argv[++i]);
-      if (!value || *value == 0) {
-        std::fprintf(stderr, "bad value for %s: '%s'\n", argv[i - 1], argv[i]);
-        return std::nullopt;
-      }
-      numbers[std::string(flag)] = *value;
-    } else {
-      std::fprintf(stderr, "unknown or incomplete flag '%s'\n", argv[i]);
-      return std::nullopt;
-    }
-  }
+  const shmdict::bench::FlagTable flags = {
+      .switches = {{"--quick", [&] { config.quick = true; }},
+                   {"--pin", [&] { config.pin = true; }}},
+      .values = {{"--json", [&](const char* path) { config.json_path = path; }}},
+      .numbers = {"--keys", "--big-keys", "--reps", "--samples", "--spacing-us", "--buffer-size"},
+      .units = shmdict::bench::kBinaryUnits,
+  };
+  const std::optional<std::map<std::string, uint64_t>> numbers =
+      shmdict::bench::ScanFlags(argc, argv, flags);
+  if (!numbers) return std::nullopt;
   if (config.quick) {  // explicit flags below still win, whatever their order
     config.keys = 2000;
     config.big_keys = 20000;
@@ -1037,17 +1005,13 @@ std::optional<Config> ParseFlags(int argc, char** argv) {
     config.samples = 200;
     config.spacing_us = 500;
   }
-  auto take = [&](const char* flag, auto* field) {
-    if (auto it = numbers.find(flag); it != numbers.end()) {
-      *field = static_cast<std::remove_pointer_t<decltype(field)>>(it->second);
-    }
-  };
-  take("--keys", &config.keys);
-  take("--big-keys", &config.big_keys);
-  take("--reps", &config.reps);
-  take("--samples", &config.samples);
-  take("--spacing-us", &config.spacing_us);
-  take("--buffer-size", &config.buffer_size);
+  using shmdict::bench::TakeNumber;
+  TakeNumber(*numbers, "--keys", &config.keys);
+  TakeNumber(*numbers, "--big-keys", &config.big_keys);
+  TakeNumber(*numbers, "--reps", &config.reps);
+  TakeNumber(*numbers, "--samples", &config.samples);
+  TakeNumber(*numbers, "--spacing-us", &config.spacing_us);
+  TakeNumber(*numbers, "--buffer-size", &config.buffer_size);
   if (config.keys > UINT32_MAX / 2) {  // indexes are uint32 and misses use keys n..2n
     std::fprintf(stderr, "--keys is too large\n");
     return std::nullopt;
@@ -1143,13 +1107,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   InstallCleanup();
-  int exit_code = 0;
-  try {
-    exit_code = RunBench(*config);
-  } catch (const BenchError& e) {
-    std::fprintf(stderr, "shmdict_bench: %s\n", e.what());
-    exit_code = 1;
-  }
+  int exit_code = shmdict::bench::RunReportingErrors<BenchError>("shmdict_bench",
+                                                                 [&] { return RunBench(*config); });
   if (!UnlinkEverything() && exit_code == 0) exit_code = 1;
   return exit_code;
 }

@@ -168,6 +168,53 @@ void InstallFatalSignalHandler(void (*handler)(int), std::initializer_list<int> 
   }
 }
 
+// ------------------------------------------------------------------------------ command line
+
+std::optional<uint64_t> ParseNumber(std::string_view text, std::span<const Unit> units) {
+  if (text.empty() || text[0] < '0' || text[0] > '9') return std::nullopt;
+  const std::string digits(text);
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long value = std::strtoull(digits.c_str(), &end, 10);
+  if (errno != 0) return std::nullopt;
+  const std::string_view suffix(end);
+  for (const Unit& unit : units) {
+    if (unit.suffix == suffix) return uint64_t{value} * unit.factor;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::map<std::string, uint64_t>> ScanFlags(int argc, char** argv,
+                                                         const FlagTable& table) {
+  std::map<std::string, uint64_t> numbers;
+  auto find = [](const auto& list, std::string_view flag) {
+    return std::find_if(list.begin(), list.end(), [&](const auto& e) { return e.first == flag; });
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view flag = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (auto s = find(table.switches, flag); s != table.switches.end()) {
+      s->second();
+    } else if (flag == "--help" || flag == "-h") {
+      return std::nullopt;
+    } else if (auto v = find(table.values, flag); has_value && v != table.values.end()) {
+      v->second(argv[++i]);
+    } else if (has_value &&
+               std::find(table.numbers.begin(), table.numbers.end(), flag) != table.numbers.end()) {
+      const std::optional<uint64_t> value = ParseNumber(argv[++i], table.units);
+      if (!value || *value == 0) {
+        std::fprintf(stderr, "bad value for %s: '%s'\n", argv[i - 1], argv[i]);
+        return std::nullopt;
+      }
+      numbers[std::string(flag)] = *value;
+    } else {
+      std::fprintf(stderr, "unknown or incomplete flag '%s'\n", argv[i]);
+      return std::nullopt;
+    }
+  }
+  return numbers;
+}
+
 // ------------------------------------------------------------------------------- formatting
 
 std::string Format(const char* format, double value) {
