@@ -16,7 +16,6 @@
 //
 // Every dict is named "shmdict_bench_<pid>_<tag>"; all of them are unlinked at exit, on errors
 // (stack unwinding) and on fatal signals (an async-signal-safe sweep of /dev/shm).
-#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -40,7 +39,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -48,6 +46,7 @@
 #include "shmdict/dict.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
+#include "support/bench_support.h"
 
 namespace {
 
@@ -90,8 +89,7 @@ T Check(shmdict::Result<T> result, std::string_view what) {
 // "shmdict.<dict name prefix>": the engine names every segment of dict NAME "shmdict.NAME" or
 // "shmdict.NAME@..." (snapshots, large values, nested children), so this prefix covers them all.
 // Fixed storage because the signal handler reads it.
-char g_segment_prefix[64];
-size_t g_segment_prefix_len = 0;
+shmdict::bench::ShmPrefix g_segment_prefix;
 std::vector<std::string> g_dict_names;  // every dict name this run handed out
 
 std::string DictNamePrefix() { return "shmdict_bench_" + std::to_string(getpid()) + "_"; }
@@ -102,33 +100,8 @@ std::string NewDictName(std::string_view tag) {
 }
 
 // Unlinks every /dev/shm entry that starts with g_segment_prefix and returns how many it removed.
-// Only async-signal-safe calls (open, getdents64, unlinkat, strncmp), because the fatal-signal
-// handler runs it. Repeats while it finds something, since unlinking during a directory scan
-// may make the scan skip entries.
-int SweepSegments() {
-  if (g_segment_prefix_len == 0) return 0;  // an empty prefix would match everything
-  int removed = 0;
-  for (int pass = 0; pass < 4; ++pass) {
-    int dir = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) return removed;
-    int removed_this_pass = 0;
-    alignas(8) char buffer[4096];
-    for (ssize_t n; (n = getdents64(dir, buffer, sizeof buffer)) > 0;) {
-      for (ssize_t offset = 0; offset < n;) {
-        const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
-        offset += entry->d_reclen;
-        if (strncmp(entry->d_name, g_segment_prefix, g_segment_prefix_len) == 0 &&
-            unlinkat(dir, entry->d_name, 0) == 0) {
-          ++removed_this_pass;
-        }
-      }
-    }
-    close(dir);
-    removed += removed_this_pass;
-    if (removed_this_pass == 0) break;
-  }
-  return removed;
-}
+// Async-signal-safe: the fatal-signal handler runs it.
+int SweepSegments() { return shmdict::bench::SweepShmEntries(&g_segment_prefix, 1, false); }
 
 extern "C" void OnFatalSignal(int signal_number) {
   SweepSegments();
@@ -138,16 +111,9 @@ extern "C" void OnFatalSignal(int signal_number) {
 }
 
 void InstallCleanup() {
-  std::snprintf(g_segment_prefix, sizeof g_segment_prefix, "shmdict.%s", DictNamePrefix().c_str());
-  g_segment_prefix_len = std::strlen(g_segment_prefix);
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS}) {
-    struct sigaction action = {};
-    action.sa_handler = OnFatalSignal;
-    struct sigaction previous = {};
-    sigaction(signal_number, &action, &previous);
-    // A signal ignored at startup (nohup, a background job's SIGINT) stays ignored.
-    if (previous.sa_handler == SIG_IGN) sigaction(signal_number, &previous, nullptr);
-  }
+  shmdict::bench::SetShmPrefix(&g_segment_prefix, "shmdict." + DictNamePrefix());
+  shmdict::bench::InstallFatalSignalHandler(
+      OnFatalSignal, {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS});
 }
 
 // Called after every handle is closed. Anything still present is an engine defect (auto_unlink
@@ -168,7 +134,7 @@ bool UnlinkEverything() {
   }
   if (int leaked = SweepSegments(); leaked > 0) {
     std::fprintf(stderr, "engine: %d segment(s) named %s* were left in /dev/shm; removed them\n",
-                 leaked, g_segment_prefix);
+                 leaked, g_segment_prefix.text);
     clean = false;
   }
   return clean;
@@ -279,28 +245,7 @@ class ScopedPin {
   cpu_set_t previous_;
 };
 
-// Fields of /proc/self/smaps_rollup, in kB. Read with plain syscalls into a stack buffer so that
-// taking the measurement does not itself grow the heap it measures.
-std::map<std::string, int64_t> ReadSmapsRollup() {
-  std::map<std::string, int64_t> fields;
-  char buffer[8192];
-  int fd = open("/proc/self/smaps_rollup", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fields;
-  ssize_t total = 0;
-  for (ssize_t n; (n = read(fd, buffer + total, sizeof buffer - 1 - total)) > 0;) total += n;
-  close(fd);
-  buffer[total] = '\0';
-  for (char* line = buffer; *line != '\0';) {
-    char* end = std::strchr(line, '\n');
-    if (end != nullptr) *end = '\0';
-    if (char* colon = std::strchr(line, ':'); colon != nullptr && colon[1] == ' ') {
-      fields[std::string(line, colon)] = std::strtoll(colon + 1, nullptr, 10);
-    }
-    if (end == nullptr) break;
-    line = end + 1;
-  }
-  return fields;
-}
+using shmdict::bench::ReadSmapsRollup;
 
 // ---------------------------------------------------------------------------- child processes
 
@@ -404,19 +349,6 @@ double Field(const std::map<std::string, double>& fields, const std::string& nam
 
 // ------------------------------------------------------------------------------ the workload
 
-struct Rng {  // splitmix64: tiny, deterministic on every platform, unlike std distributions
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint32_t Below(uint32_t bound) {
-    return static_cast<uint32_t>(((Next() >> 32) * uint64_t{bound}) >> 32);
-  }
-};
-
 std::string KeyOf(uint64_t i) { return "key:" + std::to_string(i); }
 
 // Exactly kValueBytes; `variant` makes overwrites change the bytes.
@@ -437,7 +369,6 @@ struct Workload {
 
 Workload MakeWorkload(uint64_t n) {
   Workload w;
-  Rng rng{0x5348'4D44'4943'5431ull};
   for (uint64_t i = 0; i < n; ++i) {
     w.keys.push_back(KeyOf(i));
     w.miss_keys.push_back(KeyOf(n + i));
@@ -445,12 +376,10 @@ Workload MakeWorkload(uint64_t n) {
       w.values[variant].push_back(ValueOf(i, variant));
       w.dict_values[variant].push_back(Value::Str(w.values[variant].back()));
     }
-    w.order.push_back(static_cast<uint32_t>(i));
   }
-  for (uint64_t i = n; i > 1; --i) {  // Fisher-Yates
-    std::swap(w.order[i - 1], w.order[rng.Below(static_cast<uint32_t>(i))]);
-  }
-  for (uint64_t i = 0; i < n; ++i) w.mix_is_write.push_back(rng.Below(10) == 0 ? 1 : 0);
+  shmdict::bench::AccessOrder access = shmdict::bench::MakeAccessOrder(n);
+  w.order = std::move(access.order);
+  w.mix_is_write = std::move(access.mix_is_write);
   return w;
 }
 
@@ -518,24 +447,11 @@ struct Row {
   std::vector<std::pair<std::string, double>> metrics;  // raw numbers for --json
 };
 
-std::string Format(const char* format, double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, format, value);
-  return buffer;
-}
+using shmdict::bench::Format;
+using shmdict::bench::FormatKiB;
 
-// "812 ns", "2.10 us", "12.3 ms": ASCII units keep the table's columns aligned.
-std::string FormatNs(double ns) {
-  if (std::isnan(ns)) return "n/a";
-  if (ns < 1e3) return Format("%.1f ns", ns);
-  if (ns < 1e6) return Format("%.2f us", ns / 1e3);
-  if (ns < 1e9) return Format("%.2f ms", ns / 1e6);
-  return Format("%.2f s", ns / 1e9);
-}
-
-std::string FormatKiB(double kib) {
-  return kib < 10 * 1024 ? Format("%.0f KiB", kib) : Format("%.1f MiB", kib / 1024);
-}
+// "812.3 ns", "2.10 us", "12.30 ms": one decimal below a microsecond, "n/a" for NaN.
+std::string FormatNs(double ns) { return shmdict::bench::FormatNs(ns, 1, "n/a"); }
 
 std::string Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
 
@@ -1070,49 +986,18 @@ void Usage() {
                "  --json FILE      also write the results as JSON\n");
 }
 
-std::optional<uint64_t> ParseSize(std::string_view text) {
-  const std::string digits(text);
-  if (digits.empty() || digits[0] < '0' || digits[0] > '9') return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long value = std::strtoull(digits.c_str(), &end, 10);
-  std::string_view suffix(end);
-  if (errno != 0) return std::nullopt;
-  const std::map<std::string_view, uint64_t> units = {
-      {"", 1},        {"K", 1 << 10}, {"k", 1 << 10}, {"M", 1 << 20},
-      {"m", 1 << 20}, {"G", 1 << 30}, {"g", 1 << 30}};
-  auto unit = units.find(suffix);
-  if (unit == units.end()) return std::nullopt;
-  return uint64_t{value} * unit->second;
-}
-
 std::optional<Config> ParseFlags(int argc, char** argv) {
   Config config;
-  std::map<std::string, uint64_t> numbers;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view flag = argv[i];
-    if (flag == "--quick") {
-      config.quick = true;
-    } else if (flag == "--pin") {
-      config.pin = true;
-    } else if (flag == "--help" || flag == "-h") {
-      return std::nullopt;
-    } else if (i + 1 < argc && flag == "--json") {
-      config.json_path = argv[++i];
-    } else if (i + 1 < argc &&
-               (flag == "--keys" || flag == "--big-keys" || flag == "--reps" ||
-                flag == "--samples" || flag == "--spacing-us" || flag == "--buffer-size")) {
-      std::optional<uint64_t> value = ParseSize(argv[++i]);
-      if (!value || *value == 0) {
-        std::fprintf(stderr, "bad value for %s: '%s'\n", argv[i - 1], argv[i]);
-        return std::nullopt;
-      }
-      numbers[std::string(flag)] = *value;
-    } else {
-      std::fprintf(stderr, "unknown or incomplete flag '%s'\n", argv[i]);
-      return std::nullopt;
-    }
-  }
+  const shmdict::bench::FlagTable flags = {
+      .switches = {{"--quick", [&] { config.quick = true; }},
+                   {"--pin", [&] { config.pin = true; }}},
+      .values = {{"--json", [&](const char* path) { config.json_path = path; }}},
+      .numbers = {"--keys", "--big-keys", "--reps", "--samples", "--spacing-us", "--buffer-size"},
+      .units = shmdict::bench::kBinaryUnits,
+  };
+  const std::optional<std::map<std::string, uint64_t>> numbers =
+      shmdict::bench::ScanFlags(argc, argv, flags);
+  if (!numbers) return std::nullopt;
   if (config.quick) {  // explicit flags below still win, whatever their order
     config.keys = 2000;
     config.big_keys = 20000;
@@ -1120,17 +1005,13 @@ std::optional<Config> ParseFlags(int argc, char** argv) {
     config.samples = 200;
     config.spacing_us = 500;
   }
-  auto take = [&](const char* flag, auto* field) {
-    if (auto it = numbers.find(flag); it != numbers.end()) {
-      *field = static_cast<std::remove_pointer_t<decltype(field)>>(it->second);
-    }
-  };
-  take("--keys", &config.keys);
-  take("--big-keys", &config.big_keys);
-  take("--reps", &config.reps);
-  take("--samples", &config.samples);
-  take("--spacing-us", &config.spacing_us);
-  take("--buffer-size", &config.buffer_size);
+  using shmdict::bench::TakeNumber;
+  TakeNumber(*numbers, "--keys", &config.keys);
+  TakeNumber(*numbers, "--big-keys", &config.big_keys);
+  TakeNumber(*numbers, "--reps", &config.reps);
+  TakeNumber(*numbers, "--samples", &config.samples);
+  TakeNumber(*numbers, "--spacing-us", &config.spacing_us);
+  TakeNumber(*numbers, "--buffer-size", &config.buffer_size);
   if (config.keys > UINT32_MAX / 2) {  // indexes are uint32 and misses use keys n..2n
     std::fprintf(stderr, "--keys is too large\n");
     return std::nullopt;
@@ -1226,13 +1107,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   InstallCleanup();
-  int exit_code = 0;
-  try {
-    exit_code = RunBench(*config);
-  } catch (const BenchError& e) {
-    std::fprintf(stderr, "shmdict_bench: %s\n", e.what());
-    exit_code = 1;
-  }
+  int exit_code = shmdict::bench::RunReportingErrors<BenchError>("shmdict_bench",
+                                                                 [&] { return RunBench(*config); });
   if (!UnlinkEverything() && exit_code == 0) exit_code = 1;
   return exit_code;
 }

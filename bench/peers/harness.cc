@@ -162,35 +162,6 @@ const std::vector<double>& PercentileGrid() {
 
 // ----------------------------------------------------------------------------------- memory
 
-std::map<std::string, int64_t> ReadSmapsRollup(pid_t pid) {
-  std::map<std::string, int64_t> fields;
-  char path[64];
-  if (pid == 0) {
-    std::snprintf(path, sizeof path, "/proc/self/smaps_rollup");
-  } else {
-    std::snprintf(path, sizeof path, "/proc/%d/smaps_rollup", static_cast<int>(pid));
-  }
-  char buffer[8192];
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fields;
-  size_t total = 0;
-  for (ssize_t n; (n = read(fd, buffer + total, sizeof buffer - 1 - total)) > 0;) {
-    total += static_cast<size_t>(n);
-  }
-  close(fd);
-  buffer[total] = '\0';
-  for (char* line = buffer; *line != '\0';) {
-    char* end = std::strchr(line, '\n');
-    if (end != nullptr) *end = '\0';
-    if (char* colon = std::strchr(line, ':'); colon != nullptr && colon[1] == ' ') {
-      fields[std::string(line, colon)] = std::strtoll(colon + 1, nullptr, 10);
-    }
-    if (end == nullptr) break;
-    line = end + 1;
-  }
-  return fields;
-}
-
 bool NameIsExactly(std::string_view name, std::string_view arg) { return name == arg; }
 
 bool NameIsShmdictDict(std::string_view name, std::string_view arg) {
@@ -227,11 +198,8 @@ int64_t TmpfsBytes(bool (*match)(std::string_view, std::string_view), std::strin
 // ---------------------------------------------------------------------------------- cleanup
 
 namespace {
-// Fixed storage: the signal handler reads these.
-char g_prefix[64];
-size_t g_prefix_len = 0;
-char g_shmdict_prefix[80];
-size_t g_shmdict_prefix_len = 0;
+// RunPrefix() and "shmdict." + RunPrefix(), in fixed storage: the signal handler reads them.
+shmdict::bench::ShmPrefix g_prefixes[2];
 constexpr int kMaxGroups = 128;
 std::atomic<pid_t> g_groups[kMaxGroups];
 
@@ -251,41 +219,6 @@ void UnregisterGroup(pid_t pgid) {
   }
 }
 
-// Removes directory `name` (relative to dirfd) with its contents, up to `depth` levels of
-// subdirectories (Python's manager socket lives in TMPDIR/pymp-*/). Async-signal-safe: fixed
-// buffers on the stack, no allocation.
-void RemoveDirectoryAt(int dirfd, const char* name, int depth = 3) {
-  const int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-  if (sub >= 0) {
-    alignas(8) char buffer[2048];
-    for (int pass = 0; pass < 4; ++pass) {
-      lseek(sub, 0, SEEK_SET);
-      bool any = false;
-      for (ssize_t n; (n = getdents64(sub, buffer, sizeof buffer)) > 0;) {
-        for (ssize_t offset = 0; offset < n;) {
-          const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
-          offset += entry->d_reclen;
-          if (entry->d_name[0] == '.' &&
-              (entry->d_name[1] == '\0' || (entry->d_name[1] == '.' && entry->d_name[2] == '\0'))) {
-            continue;
-          }
-          if (entry->d_type == DT_DIR) {
-            if (depth > 0) {
-              RemoveDirectoryAt(sub, entry->d_name, depth - 1);
-              any = true;
-            }
-          } else if (unlinkat(sub, entry->d_name, 0) == 0) {
-            any = true;
-          }
-        }
-      }
-      if (!any) break;
-    }
-    close(sub);
-  }
-  unlinkat(dirfd, name, AT_REMOVEDIR);
-}
-
 extern "C" void OnFatalSignal(int signal_number) {
   for (auto& slot : g_groups) {
     if (const pid_t pgid = slot.load(); pgid > 0) kill(-pgid, SIGKILL);
@@ -302,48 +235,14 @@ std::string RunPrefix() { return "shmdict_bench_" + std::to_string(getpid()) + "
 std::string NewName(std::string_view tag) { return RunPrefix() + std::string(tag); }
 
 void InstallCleanup() {
-  std::snprintf(g_prefix, sizeof g_prefix, "%s", RunPrefix().c_str());
-  g_prefix_len = std::strlen(g_prefix);
-  std::snprintf(g_shmdict_prefix, sizeof g_shmdict_prefix, "shmdict.%s", g_prefix);
-  g_shmdict_prefix_len = std::strlen(g_shmdict_prefix);
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS, SIGPIPE}) {
-    struct sigaction action = {};
-    action.sa_handler = OnFatalSignal;
-    struct sigaction previous = {};
-    sigaction(signal_number, &action, &previous);
-    // A signal ignored at startup (nohup, a background job's SIGINT) stays ignored.
-    if (previous.sa_handler == SIG_IGN) sigaction(signal_number, &previous, nullptr);
-  }
+  shmdict::bench::SetShmPrefix(&g_prefixes[0], RunPrefix());
+  shmdict::bench::SetShmPrefix(&g_prefixes[1], "shmdict." + RunPrefix());
+  shmdict::bench::InstallFatalSignalHandler(
+      OnFatalSignal, {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS, SIGPIPE});
 }
 
 int SweepRunFiles() {
-  if (g_prefix_len == 0) return 0;  // an empty prefix would match everything
-  int removed = 0;
-  for (int pass = 0; pass < 4; ++pass) {
-    const int dir = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) return removed;
-    int removed_this_pass = 0;
-    alignas(8) char buffer[4096];
-    for (ssize_t n; (n = getdents64(dir, buffer, sizeof buffer)) > 0;) {
-      for (ssize_t offset = 0; offset < n;) {
-        const auto* entry = reinterpret_cast<const struct dirent64*>(buffer + offset);
-        offset += entry->d_reclen;
-        const bool ours = strncmp(entry->d_name, g_prefix, g_prefix_len) == 0 ||
-                          strncmp(entry->d_name, g_shmdict_prefix, g_shmdict_prefix_len) == 0;
-        if (!ours) continue;
-        if (entry->d_type == DT_DIR) {
-          RemoveDirectoryAt(dir, entry->d_name);
-          ++removed_this_pass;
-        } else if (unlinkat(dir, entry->d_name, 0) == 0) {
-          ++removed_this_pass;
-        }
-      }
-    }
-    close(dir);
-    removed += removed_this_pass;
-    if (removed_this_pass == 0) break;
-  }
-  return removed;
+  return shmdict::bench::SweepShmEntries(g_prefixes, std::size(g_prefixes), true);
 }
 
 void RemoveShmEntry(const std::string& name) {
@@ -352,7 +251,7 @@ void RemoveShmEntry(const std::string& name) {
   struct stat st;
   if (fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (S_ISDIR(st.st_mode)) {
-      RemoveDirectoryAt(dir, name.c_str());
+      shmdict::bench::RemoveDirectoryAt(dir, name.c_str());
     } else {
       unlinkat(dir, name.c_str(), 0);
     }

@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "support/bench_support.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
 #endif
@@ -119,9 +121,8 @@ const std::vector<double>& PercentileGrid();
 
 // ----------------------------------------------------------------------------------- memory
 
-// Fields of /proc/<pid>/smaps_rollup (pid 0: self), in kB; empty if unreadable. Read with plain
-// syscalls into a stack buffer so that the reading does not grow the heap it measures.
-std::map<std::string, int64_t> ReadSmapsRollup(pid_t pid = 0);
+// ReadSmapsRollup(pid): the fields of /proc/<pid>/smaps_rollup (bench_support.h).
+using shmdict::bench::ReadSmapsRollup;
 
 // Bytes tmpfs has allocated for /dev/shm entries whose name satisfies `match` (a directory's
 // files count too): what a store in shared memory really costs the host.

@@ -59,6 +59,7 @@
 #include "harness.h"
 #include "peer.h"
 #include "report.h"
+#include "support/bench_support.h"
 #include "systems.h"
 #include "workload.h"
 
@@ -106,18 +107,6 @@ void Usage() {
       "  --no-plots       skip gnuplot\n");
 }
 
-std::optional<uint64_t> ParseCount(std::string_view text) {
-  if (text.empty() || text[0] < '0' || text[0] > '9') return std::nullopt;
-  char* end = nullptr;
-  const std::string digits(text);
-  const unsigned long long value = std::strtoull(digits.c_str(), &end, 10);
-  const std::string_view suffix(end);
-  if (suffix.empty()) return value;
-  if (suffix == "k" || suffix == "K") return value * 1000;
-  if (suffix == "m" || suffix == "M") return value * 1000 * 1000;
-  return std::nullopt;
-}
-
 std::vector<std::string> SplitList(std::string_view text) {
   std::vector<std::string> out;
   while (!text.empty()) {
@@ -138,39 +127,20 @@ int CpuCount() {
 
 std::optional<Config> ParseFlags(int argc, char** argv) {
   Config c;
-  std::map<std::string, uint64_t> numbers;
   std::optional<std::string> readers;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view flag = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (flag == "--quick") {
-      c.quick = true;
-    } else if (flag == "--no-plots") {
-      c.plots = false;
-    } else if (flag == "--help" || flag == "-h") {
-      return std::nullopt;
-    } else if (has_value && flag == "--out") {
-      c.out_dir = argv[++i];
-    } else if (has_value && flag == "--python") {
-      c.python = argv[++i];
-    } else if (has_value && flag == "--systems") {
-      c.systems = SplitList(argv[++i]);
-    } else if (has_value && flag == "--readers") {
-      readers = argv[++i];
-    } else if (has_value && (flag == "--keys" || flag == "--big-keys" || flag == "--value-bytes" ||
-                             flag == "--reps" || flag == "--time-box-ms" || flag == "--batch" ||
-                             flag == "--samples" || flag == "--spacing-us")) {
-      const std::optional<uint64_t> value = ParseCount(argv[++i]);
-      if (!value || *value == 0) {
-        std::fprintf(stderr, "bad value for %s: '%s'\n", argv[i - 1], argv[i]);
-        return std::nullopt;
-      }
-      numbers[std::string(flag)] = *value;
-    } else {
-      std::fprintf(stderr, "unknown or incomplete flag '%s'\n", argv[i]);
-      return std::nullopt;
-    }
-  }
+  const shmdict::bench::FlagTable flags = {
+      .switches = {{"--quick", [&] { c.quick = true; }}, {"--no-plots", [&] { c.plots = false; }}},
+      .values = {{"--out", [&](const char* dir) { c.out_dir = dir; }},
+                 {"--python", [&](const char* path) { c.python = path; }},
+                 {"--systems", [&](const char* list) { c.systems = SplitList(list); }},
+                 {"--readers", [&](const char* list) { readers = list; }}},
+      .numbers = {"--keys", "--big-keys", "--value-bytes", "--reps", "--time-box-ms", "--batch",
+                  "--samples", "--spacing-us"},
+      .units = shmdict::bench::kDecimalUnits,
+  };
+  const std::optional<std::map<std::string, uint64_t>> numbers =
+      shmdict::bench::ScanFlags(argc, argv, flags);
+  if (!numbers) return std::nullopt;
   if (c.quick) {  // explicit flags below still win, whatever their order
     c.keys = 2000;
     c.big_keys = 20000;
@@ -180,19 +150,15 @@ std::optional<Config> ParseFlags(int argc, char** argv) {
     c.spacing_ns = 200'000;
     c.settle_ns = 100'000'000;
   }
-  auto take = [&](const char* flag, auto* field, uint64_t scale = 1) {
-    if (auto it = numbers.find(flag); it != numbers.end()) {
-      *field = static_cast<std::remove_pointer_t<decltype(field)>>(it->second * scale);
-    }
-  };
-  take("--keys", &c.keys);
-  take("--big-keys", &c.big_keys);
-  take("--value-bytes", &c.value_bytes);
-  take("--reps", &c.reps);
-  take("--time-box-ms", &c.time_box_ns, 1'000'000);
-  take("--batch", &c.batch);
-  take("--samples", &c.samples);
-  take("--spacing-us", &c.spacing_ns, 1000);
+  using shmdict::bench::TakeNumber;
+  TakeNumber(*numbers, "--keys", &c.keys);
+  TakeNumber(*numbers, "--big-keys", &c.big_keys);
+  TakeNumber(*numbers, "--value-bytes", &c.value_bytes);
+  TakeNumber(*numbers, "--reps", &c.reps);
+  TakeNumber(*numbers, "--time-box-ms", &c.time_box_ns, 1'000'000);
+  TakeNumber(*numbers, "--batch", &c.batch);
+  TakeNumber(*numbers, "--samples", &c.samples);
+  TakeNumber(*numbers, "--spacing-us", &c.spacing_ns, 1000);
   if (c.value_bytes < kMinValueBytes) {
     std::fprintf(stderr, "--value-bytes must be at least %zu\n", kMinValueBytes);
     return std::nullopt;
@@ -203,7 +169,8 @@ std::optional<Config> ParseFlags(int argc, char** argv) {
   }
   if (readers) {
     for (const std::string& r : SplitList(*readers)) {
-      const std::optional<uint64_t> n = ParseCount(r);
+      const std::optional<uint64_t> n =
+          shmdict::bench::ParseNumber(r, shmdict::bench::kDecimalUnits);
       if (!n || *n == 0 || *n > 64) {
         std::fprintf(stderr, "bad --readers entry '%s'\n", r.c_str());
         return std::nullopt;
@@ -878,12 +845,8 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   {
     Driver driver(*config);
-    try {
-      exit_code = driver.Run(argc, argv);
-    } catch (const BenchError& e) {
-      std::fprintf(stderr, "shmdict_peers: %s\n", e.what());
-      exit_code = 1;
-    }
+    exit_code = shmdict::bench::RunReportingErrors<BenchError>(
+        "shmdict_peers", [&] { return driver.Run(argc, argv); });
   }  // every peer, server and child is gone here
   // What is left is a leak: shmdict's dicts unlink themselves (auto_unlink), the other stores
   // and directories are removed by their owners.

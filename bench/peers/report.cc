@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "support/bench_support.h"
+
 namespace peers {
 namespace {
 
@@ -20,32 +22,17 @@ const char* const kAllSystems[] = {"shmdict", "unordered_map", "lmdb", "boost_in
 
 constexpr char kRatioHeader[] = "vs shmdict (< 1: slower)";
 
-std::string Format(const char* format, double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, format, value);
-  return buffer;
-}
+using shmdict::bench::Format;
+using shmdict::bench::FormatKiB;
 
-// "812 ns", "2.10 us", "12.3 ms": ASCII units keep the columns aligned in a terminal too.
-std::string FormatNs(double ns) {
-  if (std::isnan(ns)) return "-";
-  if (ns < 1e3) return Format("%.0f ns", ns);
-  if (ns < 1e6) return Format("%.2f us", ns / 1e3);
-  if (ns < 1e9) return Format("%.2f ms", ns / 1e6);
-  return Format("%.2f s", ns / 1e9);
-}
+// "812 ns", "2.10 us", "12.30 ms": whole nanoseconds below a microsecond, "-" for NaN.
+std::string FormatNs(double ns) { return shmdict::bench::FormatNs(ns, 0, "-"); }
 
 std::string FormatRate(double per_s) {
   if (std::isnan(per_s)) return "-";
   if (per_s >= 1e6) return Format("%.2f M", per_s / 1e6);
   if (per_s >= 1e3) return Format("%.1f k", per_s / 1e3);
   return Format("%.0f", per_s);
-}
-
-std::string FormatKiB(double kib) {
-  if (std::isnan(kib)) return "-";
-  if (kib < 10 * 1024) return Format("%.0f KiB", kib);
-  return Format("%.1f MiB", kib / 1024);
 }
 
 std::string FormatRatio(double r) {

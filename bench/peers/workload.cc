@@ -7,24 +7,9 @@
 #include <utility>
 
 #include "harness.h"
+#include "support/bench_support.h"
 
 namespace peers {
-namespace {
-
-struct Rng {  // splitmix64: tiny, deterministic on every platform, unlike std distributions
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint32_t Below(uint32_t bound) {
-    return static_cast<uint32_t>(((Next() >> 32) * uint64_t{bound}) >> 32);
-  }
-};
-
-}  // namespace
 
 std::string KeyOf(uint64_t i) { return "key:" + std::to_string(i); }
 
@@ -49,13 +34,11 @@ Workload MakeWorkload(uint64_t n, size_t value_bytes, int variants) {
     for (int variant = 0; variant < variants; ++variant) {
       w.values[variant].Add(ValueOf(i, variant, value_bytes));
     }
-    w.order.push_back(static_cast<uint32_t>(i));
   }
-  Rng rng{0x5348'4D44'4943'5431ull};  // shmdict_bench's seed: its order, for the same n
-  for (uint64_t i = n; i > 1; --i) {  // Fisher-Yates
-    std::swap(w.order[i - 1], w.order[rng.Below(static_cast<uint32_t>(i))]);
-  }
-  for (uint64_t i = 0; i < n; ++i) w.mix_is_write.push_back(rng.Below(10) == 0 ? 1 : 0);
+  // The same order as shmdict_bench's, for the same n.
+  shmdict::bench::AccessOrder access = shmdict::bench::MakeAccessOrder(n);
+  w.order = std::move(access.order);
+  w.mix_is_write = std::move(access.mix_is_write);
   return w;
 }
 
