@@ -322,24 +322,6 @@ void Dict::Impl::ReleaseWriteLock() {
 Status Dict::Impl::RepairAfterDeadHolder() {
   auto& w = header->writer;
   const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
-  uint64_t tail = w.writer_tail.load(std::memory_order_relaxed);
-  uint64_t tail_revision = w.writer_tail_revision.load(std::memory_order_relaxed);
-  std::string scratch;
-  while (tail_revision < committed) {
-    uint64_t next = 0;
-    // The dead writer committed but did not record its tail: step over its record. (A missing
-    // large-value segment reads as lapped but still tells where the record ends.)
-    if (ReadRecord(tail, tail_revision + 1, &scratch, &next) == ReadOutcome::kCorrupt ||
-        next == 0) {
-      return Corrupt("the record of revision " + std::to_string(tail_revision + 1) +
-                     " left by a dead writer is invalid");
-    }
-    tail = next;
-    ++tail_revision;
-  }
-  if (tail_revision != committed) return Corrupt("the writer's tail is ahead of the commit");
-  w.writer_tail.store(tail, std::memory_order_relaxed);
-  w.writer_tail_revision.store(tail_revision, std::memory_order_relaxed);
   // A writer may die between the stores that publish a snapshot: take the published generation's
   // own header as the truth.
   const uint64_t generation = header->commit.snapshot_generation.load(std::memory_order_acquire);
@@ -351,6 +333,27 @@ Status Dict::Impl::RepairAfterDeadHolder() {
     snap_position = (*snap)->log_position();
     snap_revision = (*snap)->revision();
   }
+  if (snap_revision > committed) return Corrupt("the published snapshot is ahead of the commit");
+  // The writer's tail and its revision are two stores, and the dead writer may have made one and
+  // not the other: neither is trusted. The end of the log is re-derived by stepping over the
+  // committed records from the published snapshot, which writers never reclaim past (at most a
+  // log's worth of records, once per dead holder).
+  uint64_t tail = snap_position;
+  uint64_t tail_revision = snap_revision;
+  std::string scratch;
+  while (tail_revision < committed) {
+    uint64_t next = 0;
+    // (A missing large-value segment reads as lapped but still tells where the record ends.)
+    if (ReadRecord(tail, tail_revision + 1, &scratch, &next) == ReadOutcome::kCorrupt ||
+        next == 0) {
+      return Corrupt("the record of revision " + std::to_string(tail_revision + 1) +
+                     " left by a dead writer is invalid");
+    }
+    tail = next;
+    ++tail_revision;
+  }
+  w.writer_tail.store(tail, std::memory_order_relaxed);
+  w.writer_tail_revision.store(tail_revision, std::memory_order_relaxed);
   w.snapshot_log_position.store(snap_position, std::memory_order_relaxed);
   w.snapshot_revision.store(snap_revision, std::memory_order_relaxed);
   const uint64_t recoveries = w.lock_recoveries.fetch_add(1, std::memory_order_relaxed) + 1;

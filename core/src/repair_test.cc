@@ -85,6 +85,27 @@ TEST_F(RepairTest, WriterKilledBetweenCommitAndTailUpdateIsRepairedByTheNextWrit
   EXPECT_EQ(items.at("d").AsInt(), 4);
 }
 
+// The tail and its revision are two stores: a writer killed between them leaves the tail
+// already past its record while the revision still names the one before. Found by the crash
+// test at scale 4 ("the record of revision N left by a dead writer is invalid").
+TEST_F(RepairTest, WriterKilledBetweenTheTailAndItsRevisionIsRepairedByTheNextWriter) {
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  header_->writer.writer_tail_revision.store(1);  // the tail store of revision 2 was made
+  DieHoldingTheLock();
+
+  Result<Dict> other = AttachAnotherHandle();
+  ASSERT_TRUE(other.ok());
+  auto rev = other->Set("c", Value::Int(3));
+  ASSERT_TRUE(rev.ok()) << rev.status().ToString();
+  EXPECT_EQ(*rev, 3u);
+  ASSERT_TRUE(dict_->Set("d", Value::Int(4)).ok()) << "the repaired tail is right";
+  auto items = other->Export();
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items.at("c").AsInt(), 3);
+  EXPECT_EQ(items.at("d").AsInt(), 4);
+}
+
 TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
   ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
   // A writer killed after writing its record's bytes but before the commit store.
