@@ -6,7 +6,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -509,34 +508,19 @@ bool Dict::Impl::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) 
 // kRetiredSnapshots old snapshots are renamed rather than unlinked, so that the next builders
 // reuse their pages (see RecycleSegment); readers that still map one keep it from being reused.
 void Dict::Impl::CleanUpAfterPublish(uint64_t generation, uint64_t revision) const {
-  auto generation_of = [](std::string_view segment, std::string_view prefix) -> uint64_t {
-    const std::string_view rest = segment.substr(prefix.size());
-    if (rest.empty() || rest.find_first_not_of("0123456789") != std::string_view::npos) return 0;
-    return std::strtoull(std::string(rest).c_str(), nullptr, 10);
-  };
-  const std::string snap_prefix = name + "@s";
-  for (const std::string& segment : internal::ListSegments(snap_prefix)) {
-    const uint64_t old = generation_of(segment, snap_prefix);
-    if (old == 0 || old >= generation) continue;
+  for (const auto& [old, segment] : internal::ListNumberedSegments(name + "@s")) {
+    if (old >= generation) break;
     if (!internal::RenameSegment(segment, internal::RetiredSegment(name, old)).ok()) {
       internal::UnlinkSegmentQuietly(segment);
     }
   }
-  const std::string retired_prefix = name + "@r";
-  std::vector<std::pair<uint64_t, std::string>> retired;
-  for (const std::string& segment : internal::ListSegments(retired_prefix)) {
-    if (const uint64_t old = generation_of(segment, retired_prefix); old != 0) {
-      retired.emplace_back(old, segment);
-    }
-  }
-  std::sort(retired.begin(), retired.end());
+  const auto retired = internal::ListNumberedSegments(name + "@r");
   for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
     internal::UnlinkSegmentQuietly(retired[i].second);
   }
-  const std::string blob_prefix = name + "@b";
-  for (const std::string& segment : internal::ListSegments(blob_prefix)) {
-    const uint64_t blob_revision = generation_of(segment, blob_prefix);
-    if (blob_revision != 0 && blob_revision <= revision) internal::UnlinkSegmentQuietly(segment);
+  for (const auto& [blob_revision, segment] : internal::ListNumberedSegments(name + "@b")) {
+    if (blob_revision > revision) break;
+    internal::UnlinkSegmentQuietly(segment);
   }
 }
 
@@ -559,17 +543,21 @@ Status Dict::Impl::CompactLocked() {
   return Status::Ok();
 }
 
+uint64_t Dict::Impl::UnpublishedBytes() const {
+  const auto& w = header->writer;
+  return w.writer_tail.load(std::memory_order_relaxed) -
+         w.snapshot_log_position.load(std::memory_order_relaxed) +
+         w.external_bytes.load(std::memory_order_relaxed);
+}
+
 void Dict::Impl::MaybeCompact() {
-  const uint64_t snapshot_position =
-      header->writer.snapshot_log_position.load(std::memory_order_relaxed);
   // Keep this handle's overlay (memory) bounded: move to a newer snapshot when there is one.
   if (view.overlay.size() >= kOverlaySwitchEntries &&
       header->commit.snapshot_generation.load(std::memory_order_acquire) != view.generation()) {
     CatchUpSlow(false).IgnoreError();  // on failure the view stays valid, just larger
   }
   // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
-  const uint64_t external = header->writer.external_bytes.load(std::memory_order_relaxed);
-  const uint64_t pending = view.position - snapshot_position + external;
+  const uint64_t pending = UnpublishedBytes();
   if (pending < ring.capacity() / 2) {
     if (options.background_compaction && pending >= ring.capacity() / kIdleSnapshotFraction &&
         !builder_running.load(std::memory_order_acquire)) {
@@ -582,10 +570,13 @@ void Dict::Impl::MaybeCompact() {
     return;
   }
   if (builder_running.load(std::memory_order_acquire)) {
-    // A builder waiting for quiet builds now; one already building ignores this.
-    std::lock_guard<std::mutex> lock(builder_mutex);
-    builder_urgent_target = view.revision;
-    builder_wake.notify_all();
+    // A builder waiting for quiet builds now. One already building is not told: its snapshot
+    // is about to lower the pending bytes, and a second build right after it would be wasted.
+    if (builder_waiting.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(builder_mutex);
+      builder_urgent_target = view.revision;
+      builder_wake.notify_all();
+    }
     return;
   }
   StartBuilder(view.revision, /*wait_for_quiet=*/false);
@@ -614,8 +605,10 @@ void Dict::Impl::IdleThenBuild() {
   uint64_t seen = committed.load(std::memory_order_acquire);
   auto give_up = steady_clock::now() + kIdleSnapshotPatience;
   while (true) {
+    builder_waiting.store(true, std::memory_order_release);
     builder_wake.wait_for(lock, kIdleSnapshotQuiet,
                           [this] { return builder_closing || builder_urgent_target != 0; });
+    builder_waiting.store(false, std::memory_order_release);
     if (builder_closing) return;
     if (builder_urgent_target != 0) {
       // The log reached half: build now, then keep watching for the pause that follows.
@@ -635,23 +628,17 @@ void Dict::Impl::IdleThenBuild() {
     if (steady_clock::now() >= give_up) return;
   }
   lock.unlock();
-  const auto& w = header->writer;
-  const uint64_t pending = w.writer_tail.load(std::memory_order_relaxed) -
-                           w.snapshot_log_position.load(std::memory_order_relaxed) +
-                           w.external_bytes.load(std::memory_order_relaxed);
   // Someone else built meanwhile, or a user's Lock() is held (the publication would queue
   // behind it): nothing to do now.
-  if (pending < ring.capacity() / kIdleSnapshotFraction ||
-      w.lock_holder_pid.load(std::memory_order_relaxed) != 0) {
+  if (UnpublishedBytes() < ring.capacity() / kIdleSnapshotFraction ||
+      header->writer.lock_holder_pid.load(std::memory_order_relaxed) != 0) {
     return;
   }
   BuildInBackground(seen);
   // Writers paused: the retired snapshots kept for the next builds' pages are given back, so an
   // idle dict holds one snapshot's worth of /dev/shm, not three. (A mapper keeps its mapping.)
-  for (const std::string& segment : internal::ListSegments(name + "@r")) {
-    if (segment.find('@', name.size() + 1) == std::string::npos) {
-      internal::UnlinkSegmentQuietly(segment);
-    }
+  for (const auto& [old, segment] : internal::ListNumberedSegments(name + "@r")) {
+    internal::UnlinkSegmentQuietly(segment);
   }
 }
 

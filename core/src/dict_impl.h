@@ -122,6 +122,9 @@ struct Dict::Impl : LockGuard::Holder {
   std::condition_variable builder_wake;
   bool builder_closing = false;        // guarded by builder_mutex
   uint64_t builder_urgent_target = 0;  // guarded by builder_mutex; 0: none
+  // True only while IdleThenBuild waits: a commit tells it about a half-full log then, and pays
+  // no lock at all while a build is already running.
+  std::atomic<bool> builder_waiting{false};
 
   ~Impl();
 
@@ -175,6 +178,9 @@ struct Dict::Impl : LockGuard::Holder {
   // log reaches half (builder_urgent_target).
   void IdleThenBuild();
   void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
+  // Log bytes (and large-change bytes) committed since the published snapshot: what schedules
+  // the next one. Read from the shared bookkeeping, so any thread may ask.
+  uint64_t UnpublishedBytes() const;
   void WakeWaiters();
 
   Result<uint64_t> WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const;

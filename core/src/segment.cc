@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace shmdict::internal {
@@ -90,9 +91,9 @@ Result<Fd> OpenSegment(std::string_view segment, int flags, mode_t mode) {
   return Fd(fd);
 }
 
-Result<Mapping> MapSegment(int fd, size_t bytes, bool writable) {
+Result<Mapping> MapSegment(int fd, size_t bytes, bool writable, bool populate) {
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  void* addr = mmap(nullptr, bytes, prot, MAP_SHARED, fd, 0);
+  void* addr = mmap(nullptr, bytes, prot, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   if (addr == MAP_FAILED) return ErrnoStatus(errno, "mmap");
   return Mapping(addr, bytes);
 }
@@ -157,14 +158,12 @@ Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string
     UnlinkSegmentQuietly(to);
     return reserved;
   }
-  void* addr =
-      mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd->get(), 0);
-  if (addr == MAP_FAILED) {
-    const int err = errno;
+  auto map = MapSegment(fd->get(), bytes, /*writable=*/true, /*populate=*/true);
+  if (!map.ok()) {
     UnlinkSegmentQuietly(to);
-    return ErrnoStatus(err, "mmap");
+    return map.status();
   }
-  return std::make_pair(std::move(*fd), Mapping(addr, bytes));
+  return std::make_pair(std::move(*fd), std::move(*map));
 }
 
 Result<uint64_t> SegmentSize(int fd) {
@@ -210,6 +209,21 @@ std::vector<std::string> ListSegments(std::string_view prefix) {
     if (file.starts_with(prefix)) out.emplace_back(file);
   }
   closedir(dir);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::pair<uint64_t, std::string>> ListNumberedSegments(std::string_view prefix) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (std::string& segment : ListSegments(prefix)) {
+    const std::string_view rest = std::string_view(segment).substr(prefix.size());
+    if (rest.empty() || rest.size() > 19 ||
+        rest.find_first_not_of("0123456789") != std::string_view::npos) {
+      continue;
+    }
+    const uint64_t number = std::strtoull(std::string(rest).c_str(), nullptr, 10);
+    if (number != 0) out.emplace_back(number, std::move(segment));
+  }
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -72,7 +72,8 @@ Status ErrnoStatus(int err, const std::string& what);
 
 // shm_open(ShmName(segment), flags, mode); `what` names the segment in errors.
 Result<Fd> OpenSegment(std::string_view segment, int flags, mode_t mode);
-Result<Mapping> MapSegment(int fd, size_t bytes, bool writable);
+// `populate`: map every page now (MAP_POPULATE), for a mapping about to be written in full.
+Result<Mapping> MapSegment(int fd, size_t bytes, bool writable, bool populate = false);
 // Creates segment exclusively with `bytes`, mode forced despite the umask; an existing name is
 // replaced if replace_existing (leftovers of a writer that died mid-way).
 // Creates `segment` with `bytes` of memory reserved up front (fallocate), so that a full /dev/shm
@@ -99,6 +100,10 @@ uint32_t CurrentPid();
 
 // Segment names (without "shmdict.") in /dev/shm that start with `prefix`, sorted.
 std::vector<std::string> ListSegments(std::string_view prefix);
+// The segments named `prefix` followed by a decimal number > 0 (a snapshot generation, a
+// retired generation, a large value's revision) with that number, in increasing order. Names
+// with anything else after the prefix (a nested child's segments) are left out.
+std::vector<std::pair<uint64_t, std::string>> ListNumberedSegments(std::string_view prefix);
 
 }  // namespace shmdict::internal
 

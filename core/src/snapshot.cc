@@ -160,10 +160,7 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
                                                       "': a snapshot of " + std::to_string(total) +
                                                       " bytes exceeds the 32 GiB snapshot limit");
   }
-  const std::string retired_prefix = std::string(dict) + "@r";
-  for (const std::string& retired : ListSegments(retired_prefix)) {
-    const std::string_view rest = std::string_view(retired).substr(retired_prefix.size());
-    if (rest.empty() || rest.find_first_not_of("0123456789") != std::string_view::npos) continue;
+  for (const auto& [old_generation, retired] : ListNumberedSegments(std::string(dict) + "@r")) {
     auto recycled = RecycleSegment(retired, segment, total);
     if (recycled.ok()) return recycled;  // otherwise still mapped somewhere: try the next one
   }
