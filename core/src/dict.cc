@@ -134,9 +134,9 @@ Status InitializeHeader(MainHeader* h, uint64_t capacity, mode_t mode) {
   h->identity.creator_pid = static_cast<uint32_t>(getpid());
   h->identity.mode = static_cast<uint32_t>(mode);
   h->identity.created_unix_ns = NowUnixNs();
-  int rc = internal::InitRobustLock(h->writer.write_lock);
-  if (rc == 0) rc = internal::InitRobustLock(h->compaction.compaction_lock);
-  if (rc != 0) return internal::ErrnoStatus(rc, "initializing the writer lock");
+  internal::InitRobustLock(&h->writer.write_lock);
+  internal::InitRobustLock(&h->compaction.compaction_lock);
+  h->writer.next_holder_token.store(2, std::memory_order_relaxed);  // 0 and 1 mean "free"
   // Ready word last: attachers that see it also see every field above.
   h->identity.layout_version.store(internal::kLayoutVersion, std::memory_order_release);
   return Status::Ok();
@@ -155,7 +155,11 @@ DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t
   st.snapshot_generation = h.commit.snapshot_generation.load(std::memory_order_relaxed);
   st.snapshot_revision = h.writer.snapshot_revision.load(std::memory_order_relaxed);
   st.snapshots_built = h.compaction.snapshots_built.load(std::memory_order_relaxed);
-  st.lock_holder_pid = h.writer.lock_holder_pid.load(std::memory_order_relaxed);
+  const internal::LockHolderInfo holder = internal::ReadRobustLockHolder(h.writer.write_lock);
+  st.lock_held = holder.held;
+  st.lock_holder_pid = holder.pid;
+  st.lock_holder_pid_namespace = holder.pid_namespace;
+  st.lock_holder_in_this_pid_namespace = holder.in_this_pid_namespace;
   st.lock_recoveries = h.writer.lock_recoveries.load(std::memory_order_relaxed);
   st.creator_pid = h.identity.creator_pid;
   st.creator_alive = ProcessAlive(st.creator_pid);
@@ -248,7 +252,8 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
   impl->header = reinterpret_cast<MainHeader*>(impl->map.data());
   impl->ring = internal::LogRing(impl->header, impl->map.data() + internal::kHeaderSize,
                                  impl->header->identity.log_capacity);
-  Status s = impl->LoadLatestSnapshot(&impl->view);
+  Status s = impl->lock_identity.Claim(name, impl->fd.get(), impl->header);
+  if (s.ok()) s = impl->LoadLatestSnapshot(&impl->view);
   if (s.ok()) s = impl->CatchUp(false);
   if (!s.ok()) {
     impl->created = false;  // never unlink what we could not read

@@ -1,9 +1,7 @@
 #include "dict_impl.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <spdlog/spdlog.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,11 +9,13 @@
 #include <cstring>
 #include <utility>
 
+#include "futex.h"
 #include "robust_lock.h"
 
 namespace shmdict {
 
 using internal::BlobHeader;
+using internal::Futex;
 using internal::LocalView;
 using internal::LogRing;
 using internal::OpRef;
@@ -41,11 +41,6 @@ constexpr auto kIdleSnapshotQuiet = std::chrono::milliseconds(10);
 constexpr auto kIdleSnapshotPatience = std::chrono::seconds(1);
 // Retries when snapshots are replaced faster than a reader can map them; practically never hit.
 constexpr int kSnapshotRetries = 1000;
-
-long Futex(std::atomic<uint32_t>* word, int op, uint32_t value, const timespec* timeout) {
-  // Deliberately not FUTEX_PRIVATE_FLAG: waiters and wakers are different processes.
-  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, timeout, nullptr, 0);
-}
 
 }  // namespace
 
@@ -262,29 +257,49 @@ Status Dict::Impl::ReplayLog(LocalView* v, uint64_t target, std::string* scratch
 }
 
 std::string Dict::Impl::HolderDescription() const {
-  const uint32_t pid = header->writer.lock_holder_pid.load(std::memory_order_relaxed);
-  return pid != 0 ? "held by pid " + std::to_string(pid) : "held by another process";
+  return internal::DescribeRobustLockHolder(header->writer.write_lock);
 }
 
 Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
+  if (lock_identity.stale()) {
+    // A forked child: whatever depth it inherited is its parent's lock, not its own; it takes a
+    // token (and a liveness lock) of its own before using the lock.
+    lock_depth = 0;
+    Status renewed = lock_identity.Renew();
+    if (!renewed.ok()) return renewed;
+  }
   if (lock_depth > 0) {
     ++lock_depth;
     return Status::Ok();
   }
+  Status s = LockWriterRepairing(timeout);
+  if (s.ok()) lock_depth = 1;
+  return s;
+}
+
+void Dict::Impl::ReleaseWriteLock() {
+  if (lock_depth <= 0) std::abort();  // unbalanced: a bug in this file
+  if (--lock_depth > 0) return;
+  if (lock_identity.stale()) {
+    lock_depth = 0;  // the parent's lock, inherited through fork: never ours to release
+    return;
+  }
+  UnlockWriter();
+}
+
+Status Dict::Impl::LockWriterRepairing(std::chrono::nanoseconds timeout) {
   using internal::LockResult;
-  switch (internal::AcquireRobustLock(header->writer.write_lock, timeout)) {
+  switch (internal::AcquireRobustLock(&header->writer.write_lock, lock_identity, timeout)) {
     case LockResult::kAcquired:
-      break;
+      return Status::Ok();
     case LockResult::kOwnerDied: {
       Status repaired = RepairAfterDeadHolder();
-      // Consistent even if the repair failed: leaving it unmarked would make the lock unusable
-      // forever (ENOTRECOVERABLE), and the error below already tells the caller.
-      internal::MarkRobustLockConsistent(header->writer.write_lock);
+      // A failed repair leaves it owed: the next acquirer tries again (and reports the same).
       if (!repaired.ok()) {
-        internal::ReleaseRobustLock(header->writer.write_lock);
-        return repaired;
+        internal::ReleaseRobustLock(&header->writer.write_lock, lock_identity,
+                                    /*repaired=*/false);
       }
-      break;
+      return repaired;
     }
     case LockResult::kTimedOut:
       return Status(StatusCode::kDeadlineExceeded,
@@ -298,21 +313,22 @@ Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
       return Status(
           StatusCode::kFailedPrecondition,
           "dict '" + name + "': this thread already holds the writer lock through another handle");
-    case LockResult::kUnrecoverable:
-      return Corrupt("the writer lock is unrecoverable");
-    case LockResult::kInvalid:
-      return Corrupt("the writer lock's bytes are not a valid mutex");
+    case LockResult::kDamaged:
+      return Status(StatusCode::kDataLoss,
+                    "the writer lock of dict '" + name +
+                        "' is held by no live process and cannot be recovered (its owner word "
+                        "names no handle ever opened): unlink the dict");
   }
-  header->writer.lock_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
-  lock_depth = 1;
-  return Status::Ok();
+  std::abort();
 }
 
-void Dict::Impl::ReleaseWriteLock() {
-  if (lock_depth <= 0) std::abort();  // unbalanced: a bug in this file
-  if (--lock_depth > 0) return;
-  header->writer.lock_holder_pid.store(0, std::memory_order_relaxed);
-  internal::ReleaseRobustLock(header->writer.write_lock);
+void Dict::Impl::UnlockWriter() {
+  if (!internal::ReleaseRobustLock(&header->writer.write_lock, lock_identity) && options.logger) {
+    options.logger->error(
+        "dict '{}': another process took over the writer lock while this handle held it (was "
+        "its liveness descriptor closed behind its back?)",
+        name);
+  }
 }
 
 // The previous holder died somewhere between taking the lock and releasing it. Everything it
@@ -412,8 +428,7 @@ Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops,
   if (tail != view.position) return Corrupt("the writer's tail disagrees with the log");
   const uint64_t needed = ring.SpaceNeeded(tail, record.size());
   if (tail + needed - w.snapshot_log_position.load(std::memory_order_relaxed) > ring.capacity()) {
-    if (may_wait_for_builder &&
-        header->compaction.compaction_holder_pid.load(std::memory_order_relaxed) != 0) {
+    if (may_wait_for_builder && internal::RobustLockIsHeld(header->compaction.compaction_lock)) {
       return Status(StatusCode::kAborted, "ring full while a snapshot is being built");
     }
     // The ring truly filled and nobody is freeing it: build a snapshot now (the rare, slow path
@@ -438,17 +453,12 @@ Result<uint64_t> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops,
 
 void Dict::Impl::WaitForBuilder() {
   using internal::LockResult;
-  void* claim = header->compaction.compaction_lock;
-  LockResult r = internal::AcquireRobustLock(claim, options.lock_timeout);
-  if (r == LockResult::kInvalid) return;  // corrupted: the writer's own lock reports it
-  if (r == LockResult::kOwnerDied) {
-    // The builder died: nothing to repair (its unpublished segment is removed by the next
-    // publication), but its pid must not keep writers waiting for a build that never ends.
-    header->compaction.compaction_holder_pid.store(0, std::memory_order_relaxed);
-    internal::MarkRobustLockConsistent(claim);
-  }
+  // A dead builder's claim is taken over here and given back: it left nothing to repair (its
+  // unpublished segment is removed by the next publication).
+  const LockResult r = internal::AcquireRobustLock(&header->compaction.compaction_lock,
+                                                   lock_identity, options.lock_timeout);
   if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
-    internal::ReleaseRobustLock(claim);
+    internal::ReleaseRobustLock(&header->compaction.compaction_lock, lock_identity);
   }
 }
 
@@ -631,7 +641,7 @@ void Dict::Impl::IdleThenBuild() {
   // Someone else built meanwhile, or a user's Lock() is held (the publication would queue
   // behind it): nothing to do now.
   if (UnpublishedBytes() < ring.capacity() / kIdleSnapshotFraction ||
-      header->writer.lock_holder_pid.load(std::memory_order_relaxed) != 0) {
+      internal::RobustLockIsHeld(header->writer.write_lock)) {
     return;
   }
   BuildInBackground(seen);
@@ -644,19 +654,17 @@ void Dict::Impl::IdleThenBuild() {
 
 void Dict::Impl::BuildInBackground(uint64_t target_revision) {
   using internal::LockResult;
-  void* claim = header->compaction.compaction_lock;
-  // One builder at a time host-wide; others skip (their writers keep appending meanwhile).
-  switch (internal::AcquireRobustLock(claim, std::chrono::nanoseconds(0))) {
+  internal::RobustLockWord* claim = &header->compaction.compaction_lock;
+  // One builder at a time host-wide; others skip (their writers keep appending meanwhile). A
+  // builder that died mid-way left nothing to repair: its unpublished segment is removed by the
+  // next publication.
+  switch (internal::AcquireRobustLock(claim, lock_identity, std::chrono::nanoseconds(0))) {
     case LockResult::kAcquired:
-      break;
     case LockResult::kOwnerDied:
-      // A builder died mid-way: its unpublished segment is removed by the next publication.
-      internal::MarkRobustLockConsistent(claim);
       break;
     default:
       return;
   }
-  header->compaction.compaction_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
   // The builder's own view: the published snapshot plus the log up to the target. The log there
   // cannot be reclaimed before a newer snapshot is published, and then a lapped read just moves
   // the view to that snapshot.
@@ -674,28 +682,16 @@ void Dict::Impl::BuildInBackground(uint64_t target_revision) {
           : Result<std::shared_ptr<const SnapshotView>>(caught_up);
   bool published = false;
   if (snap.ok()) {
-    // The builder's own lock acquisition is not this handle's: use the robust lock directly.
-    LockResult r = internal::AcquireRobustLock(header->writer.write_lock, options.lock_timeout);
-    if (r == LockResult::kOwnerDied) {
-      Status repaired = RepairAfterDeadHolder();
-      internal::MarkRobustLockConsistent(header->writer.write_lock);
-      if (!repaired.ok()) {
-        internal::ReleaseRobustLock(header->writer.write_lock);
-        r = LockResult::kUnrecoverable;
-      }
-    }
-    if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
-      header->writer.lock_holder_pid.store(internal::CurrentPid(), std::memory_order_relaxed);
+    // Not through AcquireWriteLock: the handle's depth belongs to the handle's own thread.
+    if (LockWriterRepairing(options.lock_timeout).ok()) {
       published = PublishLocked(*snap);
-      header->writer.lock_holder_pid.store(0, std::memory_order_relaxed);
-      internal::ReleaseRobustLock(header->writer.write_lock);
+      UnlockWriter();
     }
   } else if (options.logger) {
     options.logger->error("dict '{}': building snapshot generation {} failed: {}", name, generation,
                           snap.status().ToString());
   }
-  header->compaction.compaction_holder_pid.store(0, std::memory_order_relaxed);
-  internal::ReleaseRobustLock(claim);
+  internal::ReleaseRobustLock(claim, lock_identity);
   if (published) {
     CleanUpAfterPublish(generation, frozen.revision);
     if (options.logger) {
@@ -721,6 +717,7 @@ void Dict::Impl::Close() {
     builder_wake.notify_all();
   }
   if (builder.joinable()) builder.join();
+  lock_identity.Release();  // after the builder: it used the identity too
   view = LocalView{};
   map = internal::Mapping();
   fd = internal::Fd();  // also drops the shared flock that marks the dict as attached

@@ -24,6 +24,7 @@
 #include "layout.h"
 #include "log_ring.h"
 #include "overlay.h"
+#include "robust_lock.h"
 #include "segment.h"
 #include "shmdict/dict.h"
 #include "snapshot.h"
@@ -112,6 +113,9 @@ struct Dict::Impl : LockGuard::Holder {
   internal::LocalView view;
   std::string payload;  // scratch: the record being read or written
   std::vector<internal::OpRef> ops_scratch;
+  // This handle's token and liveness lock for the writer lock and the builder claim (shared by
+  // the handle's thread and its builder thread).
+  internal::HolderIdentity lock_identity;
   int lock_depth = 0;  // > 0 while this handle holds the writer lock
   uint64_t last_commit = 0;
   std::thread builder;
@@ -150,9 +154,14 @@ struct Dict::Impl : LockGuard::Holder {
   internal::ReadOutcome ReadRecord(uint64_t position, uint64_t expected_revision, std::string* out,
                                    uint64_t* next) const;
 
-  // The writer lock.
+  // The writer lock. AcquireWriteLock/ReleaseWriteLock count this handle's depth (the user's
+  // Lock() around its own writes); LockWriterRepairing takes the shared lock itself (for the
+  // handle, and for its builder thread, which never holds it recursively) and, after a dead
+  // holder, repairs what it left before returning.
   Status AcquireWriteLock(std::chrono::nanoseconds timeout);
   void ReleaseWriteLock();
+  Status LockWriterRepairing(std::chrono::nanoseconds timeout);
+  void UnlockWriter();
   Status RepairAfterDeadHolder();
   std::string HolderDescription() const;
 

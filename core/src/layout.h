@@ -2,8 +2,8 @@
 // authoritative description; this file must match it.
 //
 // Rule (iceoryx): if the width, order or meaning of any field changes, bump kLayoutVersion.
-// Every struct here holds only fixed-width integers, lock-free std::atomic integers and raw
-// storage for the process-shared robust mutexes (glibc's pthread_mutex_t), never pointers.
+// Every struct here holds only fixed-width integers and lock-free std::atomic integers, never
+// pointers or process-local objects.
 //
 // Main segment "/shmdict.NAME":
 //
@@ -13,7 +13,7 @@
 //   64     | CommitBlock     commit_revision (THE commit point),          |
 //          |                 reclaim_position, snapshot_generation, ...   |
 //   128    | WaitBlock       change_futex, waiters                        |
-//   192    | WriterBlock     write_lock (robust mutex), holder pid,       |
+//   192    | WriterBlock     write_lock (RobustLockWord), holder tokens,  |
 //          |                 writer_tail, snapshot position (lock-held)   |
 //   320    | CompactionBlock compaction_lock, snapshots_built, next gen   |
 //   448    | reserved up to 4096                                          |
@@ -30,8 +30,6 @@
 #ifndef SHMDICT_CORE_LAYOUT_H_
 #define SHMDICT_CORE_LAYOUT_H_
 
-#include <pthread.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -40,7 +38,10 @@ namespace shmdict::internal {
 
 // 2: snapshots are patched copies of their predecessor (dead entries, tombstone buckets,
 // live_bytes and tombstone_count in the header).
-inline constexpr uint32_t kLayoutVersion = 2;
+// 3: the writer lock and the builder claim are RobustLockWords (owner tokens, liveness by OFD
+// locks) instead of glibc robust mutexes, which are wrong across pid namespaces
+// (docs/WRITER_LOCK.md); WriterBlock's holder pid became next_holder_token.
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
 inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
 inline constexpr uint64_t kBlobMagic = 0x31424C4244484D53ull;      // "SMHDBLB1"
@@ -54,7 +55,6 @@ inline constexpr uint32_t kRecordAlign = 32;
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(sizeof(std::atomic<uint64_t>) == 8, "atomics must have the plain integer's size");
-static_assert(sizeof(pthread_mutex_t) <= 48, "glibc's pthread_mutex_t must fit its slot");
 
 struct alignas(64) IdentityBlock {
   uint64_t magic;
@@ -93,11 +93,30 @@ struct alignas(64) WaitBlock {
 };
 static_assert(sizeof(WaitBlock) == 64, "layout changed: bump kLayoutVersion");
 
-// Fields below write_lock are written only while holding it.
+// A lock that survives its holder, in any pid namespace (robust_lock.h; docs/WRITER_LOCK.md).
+struct alignas(8) RobustLockWord {
+  // Bits 0-62: 0 free; 1 free with a repair owed (its holder died, the repair failed); >= 2 the
+  // holding handle's token. Bit 63: a waiter may be asleep on wake_futex.
+  std::atomic<uint64_t> owner;
+  std::atomic<uint32_t> wake_futex;  // bumped by a release that found bit 63 set
+  // Diagnostics only, written by the holder after acquiring, cleared before releasing; never
+  // used to decide anything.
+  std::atomic<uint32_t> holder_pid;            // in the holder's own pid namespace
+  std::atomic<uint64_t> holder_pid_namespace;  // inode of /proc/<holder>/ns/pid (0: unknown)
+  std::atomic<uint64_t> holder_start_time;     // clock ticks after boot (/proc/<holder>/stat #22)
+  uint8_t reserved[16];
+};
+static_assert(sizeof(RobustLockWord) == 48, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(RobustLockWord, wake_futex) == 8, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(RobustLockWord, holder_start_time) == 24,
+              "layout changed: bump kLayoutVersion");
+
+// Fields below write_lock are written only while holding it (next_holder_token: by anyone, with
+// fetch_add).
 struct alignas(64) WriterBlock {
-  alignas(8) uint8_t write_lock[48];      // pthread_mutex_t: robust, process-shared, error-checking
-  std::atomic<uint32_t> lock_holder_pid;  // diagnostics only
-  uint32_t reserved0;
+  RobustLockWord write_lock;
+  // Every handle takes its lock token here (fetch_add); tokens start at 2 and are never reused.
+  std::atomic<uint64_t> next_holder_token;
   std::atomic<uint64_t> lock_recoveries;
   // End of the committed log and the revision of its last record. A writer that dies after its
   // commit store but before updating these is repaired by the next lock holder.
@@ -114,12 +133,12 @@ struct alignas(64) WriterBlock {
 };
 static_assert(sizeof(WriterBlock) == 128, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, external_bytes) == 96, "layout changed: bump kLayoutVersion");
-static_assert(offsetof(WriterBlock, lock_holder_pid) == 48, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(WriterBlock, next_holder_token) == 48,
+              "layout changed: bump kLayoutVersion");
 
 struct alignas(64) CompactionBlock {
-  alignas(8) uint8_t compaction_lock[48];  // robust: claimed by at most one background builder
-  std::atomic<uint32_t> compaction_holder_pid;
-  uint32_t reserved0;
+  RobustLockWord compaction_lock;  // claimed by at most one background builder at a time
+  uint64_t reserved0;
   std::atomic<uint64_t> snapshots_built;
   std::atomic<uint64_t> next_generation;  // fetch_add gives every snapshot a unique name
   uint8_t reserved[56];

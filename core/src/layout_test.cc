@@ -34,13 +34,18 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   h.commit.entry_count.store(0x0404040404040404);
   h.wait.change_futex.store(0x05050505);
   h.wait.waiters.store(0x06060606);
-  h.writer.lock_holder_pid.store(0x07070707);
+  h.writer.write_lock.owner.store(0x1212121212121212);
+  h.writer.write_lock.wake_futex.store(0x13131313);
+  h.writer.write_lock.holder_pid.store(0x14141414);
+  h.writer.write_lock.holder_pid_namespace.store(0x1515151515151515);
+  h.writer.write_lock.holder_start_time.store(0x1616161616161616);
+  h.writer.next_holder_token.store(0x0707070707070707);
   h.writer.lock_recoveries.store(0x0808080808080808);
   h.writer.writer_tail.store(0x0909090909090909);
   h.writer.writer_tail_revision.store(0x0a0a0a0a0a0a0a0a);
   h.writer.snapshot_log_position.store(0x0b0b0b0b0b0b0b0b);
   h.writer.snapshot_revision.store(0x0c0c0c0c0c0c0c0c);
-  h.compaction.compaction_holder_pid.store(0x0d0d0d0d);
+  h.compaction.compaction_lock.owner.store(0x0d0d0d0d0d0d0d0d);
   h.compaction.snapshots_built.store(0x0e0e0e0e0e0e0e0e);
   h.compaction.next_generation.store(0x0f0f0f0f0f0f0f0f);
 
@@ -57,13 +62,18 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   EXPECT_EQ(ReadAt<uint64_t>(&h, 88), 0x0404040404040404u);
   EXPECT_EQ(ReadAt<uint32_t>(&h, 128), 0x05050505u);
   EXPECT_EQ(ReadAt<uint32_t>(&h, 132), 0x06060606u);
-  EXPECT_EQ(ReadAt<uint32_t>(&h, 240), 0x07070707u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 192), 0x1212121212121212u);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 200), 0x13131313u);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 204), 0x14141414u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 208), 0x1515151515151515u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 216), 0x1616161616161616u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 240), 0x0707070707070707u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 248), 0x0808080808080808u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 256), 0x0909090909090909u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 264), 0x0a0a0a0a0a0a0a0au);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 272), 0x0b0b0b0b0b0b0b0bu);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 280), 0x0c0c0c0c0c0c0c0cu);
-  EXPECT_EQ(ReadAt<uint32_t>(&h, 368), 0x0d0d0d0du);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 320), 0x0d0d0d0d0d0d0d0du);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 376), 0x0e0e0e0e0e0e0e0eu);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 384), 0x0f0f0f0f0f0f0f0fu);
   EXPECT_EQ(reinterpret_cast<uint8_t*>(&h.writer.write_lock) - reinterpret_cast<uint8_t*>(&h), 192);
@@ -133,7 +143,7 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   EXPECT_EQ(ReadAt<uint8_t>(&e, 8), 0x09u);
   EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x01u);
   EXPECT_EQ(ReadAt<uint32_t>(&e, 12), 0x0a0b0c0du);
-  EXPECT_EQ(kLayoutVersion, 2u) << "a layout change must update docs/LAYOUT.md and this test";
+  EXPECT_EQ(kLayoutVersion, 3u) << "a layout change must update docs/LAYOUT.md and this test";
 }
 
 }  // namespace

@@ -32,12 +32,14 @@ class RepairTest : public ::testing::Test {
     ASSERT_TRUE(fd.ok());
     auto map = internal::MapSegment(fd->get(), internal::kHeaderSize, true);
     ASSERT_TRUE(map.ok());
+    fd_ = std::move(*fd);
     map_ = std::move(*map);
     header_ = reinterpret_cast<internal::MainHeader*>(map_.data());
   }
   void TearDown() override {
     dict_.reset();
     map_ = internal::Mapping();
+    fd_ = internal::Fd();
     Dict::UnlinkByName(name_).IgnoreError();
     EXPECT_TRUE(internal::ListSegments(name_).empty());
   }
@@ -47,17 +49,22 @@ class RepairTest : public ::testing::Test {
     attach.create_mode = CreateMode::kMustAttach;
     return Dict::Open(attach);
   }
-  // Leaves the writer lock held by a thread that no longer exists.
+  // Leaves the writer lock held by a handle that no longer exists: its liveness lock is dropped
+  // with its identity, as when its process dies. (On a thread of its own, whose record of held
+  // locks ends with it.)
   void DieHoldingTheLock() {
     std::thread([this] {
-      ASSERT_EQ(
-          internal::AcquireRobustLock(header_->writer.write_lock, std::chrono::nanoseconds(-1)),
-          internal::LockResult::kAcquired);
+      internal::HolderIdentity doomed;
+      ASSERT_TRUE(doomed.Claim(name_, fd_.get(), header_).ok());
+      ASSERT_EQ(internal::AcquireRobustLock(&header_->writer.write_lock, doomed,
+                                            std::chrono::nanoseconds(-1)),
+                internal::LockResult::kAcquired);
     }).join();
   }
 
   std::string name_;
   std::unique_ptr<Dict> dict_;
+  internal::Fd fd_;
   internal::Mapping map_;
   internal::MainHeader* header_ = nullptr;
 };

@@ -7,10 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <pthread.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -170,22 +167,6 @@ Result<uint64_t> SegmentSize(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return ErrnoStatus(errno, "fstat");
   return static_cast<uint64_t>(st.st_size);
-}
-
-namespace {
-std::atomic<uint32_t> cached_pid{0};
-void ForgetPid() { cached_pid.store(0, std::memory_order_relaxed); }
-}  // namespace
-
-uint32_t CurrentPid() {
-  uint32_t pid = cached_pid.load(std::memory_order_relaxed);
-  if (pid == 0) {
-    static const int registered = pthread_atfork(nullptr, nullptr, ForgetPid);
-    (void)registered;
-    pid = static_cast<uint32_t>(getpid());
-    cached_pid.store(pid, std::memory_order_relaxed);
-  }
-  return pid;
 }
 
 void UnlinkSegmentQuietly(std::string_view segment) { shm_unlink(ShmName(segment).c_str()); }

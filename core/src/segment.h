@@ -94,9 +94,6 @@ Result<uint64_t> SegmentSize(int fd);
 void UnlinkSegmentQuietly(std::string_view segment);
 // Renames a segment (atomically, replacing `to` if it exists).
 Status RenameSegment(std::string_view from, std::string_view to);
-// getpid() without a system call per use (glibc no longer caches it); refreshed in a forked
-// child. Recorded as the lock holder on every write, so it is on the hot path.
-uint32_t CurrentPid();
 
 // Segment names (without "shmdict.") in /dev/shm that start with `prefix`, sorted.
 std::vector<std::string> ListSegments(std::string_view prefix);

@@ -27,7 +27,8 @@
 // no dict; kAlreadyExists when must-create finds one; kPermissionDenied when the segment mode
 // forbids access; kFailedPrecondition for a segment of another layout version, a value of the
 // wrong type for an operation, or a lock not held; kDataLoss for a truncated or corrupted segment;
-// kDeadlineExceeded when the writer lock or a wait timed out (the message names the holder's pid);
+// kDeadlineExceeded when the writer lock or a wait timed out (the message names the holder: its
+// pid, or, for a holder in another pid namespace, that namespace and the holder's start time);
 // kUnavailable for a try-lock that found the lock held; kResourceExhausted when a key or value is
 // larger than the limits or shared memory is exhausted; kInternal for an unexpected OS error.
 #ifndef SHMDICT_DICT_H_
@@ -117,7 +118,13 @@ struct DictStatus {
   uint64_t snapshot_generation = 0;
   uint64_t snapshot_revision = 0;
   uint64_t snapshots_built = 0;
-  uint32_t lock_holder_pid = 0;  // 0: free
+  bool lock_held = false;  // the writer lock (a dead holder counts until a writer takes over)
+  // The holder's pid as its own pid namespace numbers it (0: free, or not recorded yet). Only
+  // comparable with getpid() when lock_holder_in_this_pid_namespace: containers of one pod that
+  // share /dev/shm usually have pid namespaces of their own.
+  uint32_t lock_holder_pid = 0;
+  uint64_t lock_holder_pid_namespace = 0;  // inode of its /proc/PID/ns/pid; 0: unknown
+  bool lock_holder_in_this_pid_namespace = true;
   uint64_t lock_recoveries = 0;  // times a dead holder's lock was repaired
   uint32_t creator_pid = 0;
   bool creator_alive = false;
