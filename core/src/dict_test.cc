@@ -352,13 +352,30 @@ TEST_F(DictTest, TryLockNamesTheHolderPid) {
     auto busy = b->TryLock();
     ASSERT_FALSE(busy.ok());
     EXPECT_EQ(busy.status().code(), StatusCode::kUnavailable);
-    EXPECT_NE(busy.status().message().find(std::to_string(getpid())), std::string::npos);
+    EXPECT_NE(busy.status().message().find("pid " + std::to_string(getpid())), std::string::npos)
+        << busy.status().message();
     auto write = b->Set("k", Value::Int(1));
     EXPECT_EQ(write.status().code(), StatusCode::kDeadlineExceeded);
   });
   other.join();
   guard->Unlock();
   EXPECT_EQ(a.GetStatus().lock_holder_pid, 0u);
+}
+
+// Waiting would wait for itself: a thread that holds the lock through one handle gets an error
+// at once from another, whatever the timeout.
+TEST_F(DictTest, AThreadHoldingTheLockThroughOneHandleIsRefusedAtOnceThroughAnother) {
+  Dict a = OpenOrDie(Opts());
+  Options o = Opts();
+  o.create_mode = CreateMode::kMustAttach;
+  o.lock_timeout = std::chrono::hours(1);  // a wait instead of the error would hang the test
+  Dict b = OpenOrDie(o);
+  auto guard = a.Lock();
+  ASSERT_TRUE(guard.ok());
+  auto write = b.Set("k", Value::Int(1));
+  EXPECT_EQ(write.status().code(), StatusCode::kFailedPrecondition) << write.status().ToString();
+  guard->Unlock();
+  EXPECT_TRUE(b.Set("k", Value::Int(1)).ok()) << "released: the other handle writes";
 }
 
 // The handle is thread-compatible: one handle per thread, all writing the same dict.

@@ -1,5 +1,5 @@
-// Repair after a writer lock holder died: the dead holder is simulated by a thread that exits
-// while holding the robust lock (the kernel marks it owner-dead exactly as for a killed process),
+// Repair after a writer lock holder died: the dead holder is simulated by a holder identity that
+// is dropped while holding the lock (its liveness lock goes, exactly as at its process's death),
 // after the shared bookkeeping has been put in the state a writer killed at that instant leaves.
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -132,6 +132,48 @@ TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_EQ(dict_->Export().size(), 2u);
   EXPECT_EQ(dict_->revision(), 2u);
+}
+
+// Random corruption can leave an owner word that no handle was ever given: held by nobody, never
+// to be released. That is a clear DATA_LOSS naming the fix, not a wait for the lock timeout.
+TEST_F(RepairTest, ADamagedLockWordIsDataLossNotATimeout) {
+  const uint64_t never_issued = header_->writer.next_holder_token.load() + 1000;
+  header_->writer.write_lock.owner.store(never_issued);
+  Options attach;
+  attach.name = name_;
+  attach.create_mode = CreateMode::kMustAttach;
+  attach.lock_timeout = std::chrono::hours(1);  // a timeout instead of the error hangs the test
+  Result<Dict> other = Dict::Open(attach);
+  ASSERT_TRUE(other.ok());
+  auto write = other->Set("b", Value::Int(2));
+  EXPECT_EQ(write.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(write.status().message().find("held by no live process and cannot be recovered"),
+            std::string::npos)
+      << write.status().message();
+  EXPECT_NE(write.status().message().find("unlink"), std::string::npos);
+  header_->writer.write_lock.owner.store(0);  // so that TearDown's handles close normally
+}
+
+// A repair that fails (here: the published snapshot is gone) is owed to every later acquirer,
+// each of which reports it, rather than being forgotten after the first.
+TEST_F(RepairTest, AFailedRepairIsRetriedByTheNextAcquirer) {
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_TRUE(dict_->Dump().ok());
+  const uint64_t generation = header_->commit.snapshot_generation.load();
+  ASSERT_GT(generation, 0u);
+  const std::string snapshot = internal::SnapshotSegment(name_, generation);
+  const std::string hidden = snapshot + "-hidden";
+  ASSERT_TRUE(internal::RenameSegment(snapshot, hidden).ok());
+  DieHoldingTheLock();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto write = dict_->Set("b", Value::Int(2));
+    EXPECT_FALSE(write.ok()) << "attempt " << attempt << ": a write over an unrepaired log";
+  }
+  ASSERT_TRUE(internal::RenameSegment(hidden, snapshot).ok());
+  auto write = dict_->Set("b", Value::Int(2));
+  ASSERT_TRUE(write.ok()) << write.status().ToString();
+  EXPECT_EQ(dict_->GetStatus().lock_recoveries, 1u);
+  EXPECT_EQ(dict_->Get("a")->AsInt(), 1);
 }
 
 }  // namespace

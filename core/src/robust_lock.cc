@@ -343,8 +343,8 @@ std::string DescribeRobustLockHolder(const RobustLockWord& lock) {
   if (!info.held) return "free";
   if (info.pid == 0) return "held by another process (it has not recorded its pid yet)";
   if (info.in_this_pid_namespace) {
-    if (info.pid == CurrentProcessIdentity().pid) return "held by this process";
-    return "held by pid " + std::to_string(info.pid);
+    const bool ours = info.pid == CurrentProcessIdentity().pid;
+    return "held by pid " + std::to_string(info.pid) + (ours ? " (this process)" : "");
   }
   std::string text = "held by pid " + std::to_string(info.pid) +
                      " of another pid namespace (pid:[" + std::to_string(info.pid_namespace) + "]";

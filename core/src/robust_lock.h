@@ -105,8 +105,9 @@ bool ReleaseRobustLock(RobustLockWord* lock, HolderIdentity& me, bool repaired =
 // Whether some handle holds it (a dead holder counts until someone takes over).
 bool RobustLockIsHeld(const RobustLockWord& lock);
 LockHolderInfo ReadRobustLockHolder(const RobustLockWord& lock);
-// "held by pid 12", "held by pid 1 of another pid namespace (pid:[4026532301], started 35.2 s
-// after boot)", "held by this process", or "held by another process" (diagnostics not written).
+// "held by pid 12", "held by pid 12 (this process)", "held by pid 1 of another pid namespace
+// (pid:[4026532301], a process started 35.20 s after boot)", or "held by another process (it has
+// not recorded its pid yet)".
 std::string DescribeRobustLockHolder(const RobustLockWord& lock);
 
 }  // namespace shmdict::internal

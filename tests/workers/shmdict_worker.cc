@@ -28,7 +28,8 @@
 //                                        dict: "step NAME CODE MSG" lines, then "end"
 //
 // Common flags: --barrier (print "ready" after opening, then wait for a line on stdin),
-// --inline-compaction (Options::background_compaction = false), --lock-timeout-ms=N.
+// --inline-compaction (Options::background_compaction = false), --lock-timeout-ms=N,
+// --print-pid ("pid N" after opening, N as the worker's own pid namespace numbers it).
 //
 // Workers attach with kMustAttach and auto_unlink=false (the test creates and unlinks the dict),
 // except `open`. A violated expectation prints "error <what>" to stdout and stderr and exits 2.
@@ -137,6 +138,7 @@ Options BaseOptions(const std::string& name, const Args& args) {
 Dict Attach(const std::string& name, const Args& args) {
   Result<Dict> dict = Dict::Open(BaseOptions(name, args));
   if (!dict.ok()) Fail("open " + name, dict.status());
+  if (args.Has("print-pid")) Say("pid " + std::to_string(getpid()));
   Say("ready");
   if (args.Has("barrier")) ReadStdinLine();
   return std::move(*dict);
