@@ -615,7 +615,8 @@ TEST_F(CliTest, StatusPrintsEveryField) {
   const Json fields = Json::parse(json.out);
   for (const char* field :
        {"name", "layout_version", "revision", "entries", "log_capacity", "log_used",
-        "snapshot_generation", "snapshot_revision", "snapshots_built", "lock_holder_pid",
+        "snapshot_generation", "snapshot_revision", "snapshots_built", "lock_held",
+        "lock_holder_pid", "lock_holder_pid_namespace", "lock_holder_in_this_pid_namespace",
         "lock_recoveries", "creator_pid", "creator_alive", "attached", "segment_bytes", "mode"}) {
     EXPECT_TRUE(fields.contains(field)) << field << " missing in " << json.out;
   }

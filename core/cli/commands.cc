@@ -184,7 +184,10 @@ Json StatusJson(const DictStatus& s) {
   j["snapshot_generation"] = s.snapshot_generation;
   j["snapshot_revision"] = s.snapshot_revision;
   j["snapshots_built"] = s.snapshots_built;
+  j["lock_held"] = s.lock_held;
   j["lock_holder_pid"] = s.lock_holder_pid;
+  j["lock_holder_pid_namespace"] = s.lock_holder_pid_namespace;
+  j["lock_holder_in_this_pid_namespace"] = s.lock_holder_in_this_pid_namespace;
   j["lock_recoveries"] = s.lock_recoveries;
   j["creator_pid"] = s.creator_pid;
   j["creator_alive"] = s.creator_alive;
