@@ -287,5 +287,40 @@ TEST_F(WriterLockTest, ForkedChildKilledHoldingTheLockDoesNotBlockItsParent) {
   EXPECT_EQ(dict->GetStatus().lock_recoveries, 1u);
 }
 
+// The child of a process whose handle had its snapshot builder running writes enough to need
+// builds of its own, and closes: it must neither wait for the parent's builder thread (which does
+// not exist in the child) nor be left without one.
+TEST_F(WriterLockTest, ForkedChildOfAProcessWithARunningBuilderWritesAndCloses) {
+  Result<Dict> dict = Dict::Open(LockOptions(kSmallLog));
+  ASSERT_OK(dict);
+  // Past a sixteenth of the log: the builder thread starts and watches for writers to pause.
+  for (int i = 0; i < 200; ++i) ASSERT_OK(dict->Set(KeyFor("p", i), ValueFor(i, 96)));
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Exit codes tell which step failed: 1 a write, 2 no snapshot was built, 3 Close().
+    for (int i = 0; i < 3000; ++i) {
+      if (!dict->Set(KeyFor("c", i), ValueFor(i, 96)).ok()) _exit(1);
+    }
+    if (dict->GetStatus().snapshots_built == 0) _exit(2);
+    _exit(dict->Close().ok() ? 0 : 3);
+  }
+  int status = 0;
+  const Deadline deadline = DeadlineIn(kWorkerTimeout);
+  pid_t reaped = 0;
+  while ((reaped = waitpid(child, &status, WNOHANG)) == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));  // polling a child's exit, not synchronizing
+  }
+  if (reaped == 0) {
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    FAIL() << "the forked child hung (joining its parent's builder thread?)";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: a write failed, 2: no snapshot, 3: Close() failed";
+  ASSERT_OK(dict->Refresh());
+  EXPECT_TRUE(dict->Contains(KeyFor("c", 2999)));
+}
+
 }  // namespace
 }  // namespace shmdict::testing

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <new>
 #include <utility>
 
 #include "futex.h"
@@ -262,9 +263,8 @@ std::string Dict::Impl::HolderDescription() const {
 
 Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
   if (lock_identity.stale()) {
-    // A forked child: whatever depth it inherited is its parent's lock, not its own; it takes a
-    // token (and a liveness lock) of its own before using the lock.
-    lock_depth = 0;
+    // A forked child takes a token (and a liveness lock) of its own before using the lock.
+    ForgetParentAfterFork();
     Status renewed = lock_identity.Renew();
     if (!renewed.ok()) return renewed;
   }
@@ -278,12 +278,13 @@ Status Dict::Impl::AcquireWriteLock(std::chrono::nanoseconds timeout) {
 }
 
 void Dict::Impl::ReleaseWriteLock() {
-  if (lock_depth <= 0) std::abort();  // unbalanced: a bug in this file
-  if (--lock_depth > 0) return;
   if (lock_identity.stale()) {
-    lock_depth = 0;  // the parent's lock, inherited through fork: never ours to release
+    // A guard taken before fork, released in the child: the parent's lock, never the child's.
+    ForgetParentAfterFork();
     return;
   }
+  if (lock_depth <= 0) std::abort();  // unbalanced: a bug in this file
+  if (--lock_depth > 0) return;
   UnlockWriter();
 }
 
@@ -703,9 +704,29 @@ void Dict::Impl::BuildInBackground(uint64_t target_revision) {
   }
 }
 
+void Dict::Impl::ForgetParentAfterFork() {
+  // Whatever depth the child inherited is its parent's lock, not its own.
+  lock_depth = 0;
+  // The parent's builder thread does not exist in the child: joining its std::thread would wait
+  // on a thread of another process. The object is overwritten without being destroyed (its
+  // destructor would terminate), and the builder's mutex and condition variable are made anew,
+  // since a parent thread may have held the mutex at the fork.
+  new (&builder) std::thread();
+  new (&builder_mutex) std::mutex();
+  new (&builder_wake) std::condition_variable();
+  builder_running.store(false, std::memory_order_relaxed);
+  builder_waiting.store(false, std::memory_order_relaxed);
+  builder_closing = false;
+  builder_urgent_target = 0;
+  // auto_unlink belongs to the creating process: a forked child closing its copy of the handle
+  // must not unlink the dict under its parent.
+  inherited_through_fork = true;
+}
+
 void Dict::Impl::Close() {
   if (closed) return;
   closed = true;
+  if (lock_identity.stale()) ForgetParentAfterFork();
   // The lock first: a builder publishing its snapshot may be waiting for it.
   if (lock_depth > 0) {
     lock_depth = 1;
@@ -721,7 +742,9 @@ void Dict::Impl::Close() {
   view = LocalView{};
   map = internal::Mapping();
   fd = internal::Fd();  // also drops the shared flock that marks the dict as attached
-  if (created && options.auto_unlink) Dict::UnlinkByName(name).IgnoreError();
+  if (created && options.auto_unlink && !inherited_through_fork) {
+    Dict::UnlinkByName(name).IgnoreError();
+  }
 }
 
 }  // namespace shmdict

@@ -105,6 +105,7 @@ struct Dict::Impl : LockGuard::Holder {
   std::string name;
   Options options;
   bool created = false;
+  bool inherited_through_fork = false;  // this is a forked child's copy of the handle
   bool closed = false;
   internal::Fd fd;
   internal::Mapping map;
@@ -162,6 +163,9 @@ struct Dict::Impl : LockGuard::Holder {
   void ReleaseWriteLock();
   Status LockWriterRepairing(std::chrono::nanoseconds timeout);
   void UnlockWriter();
+  // In a forked child (lock_identity.stale()): drops what belongs to the parent's threads — the
+  // lock depth and the builder thread's state — before the handle is used or closed.
+  void ForgetParentAfterFork();
   Status RepairAfterDeadHolder();
   std::string HolderDescription() const;
 

@@ -248,7 +248,9 @@ LockResult AcquireRobustLock(RobustLockWord* lock, HolderIdentity& me,
   const bool forever = timeout.count() < 0;
   const auto start = steady_clock::now();
   const auto deadline = forever ? steady_clock::time_point::max() : start + timeout;
-  auto next_liveness_check = start;
+  // A try-lock asks at once; a waiter first gives the holder a liveness period to release, so
+  // that ordinary contention costs no system call beyond the futex.
+  auto next_liveness_check = timeout.count() == 0 ? start : start + kLivenessPeriod;
   bool slept = false;
   while (true) {
     // The futex value is read before the owner: a release after this read changes it, so the

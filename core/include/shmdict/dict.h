@@ -23,6 +23,14 @@
 // by copy (Value, std::string) are owned by the caller; ValueView passed to ForEach callbacks is
 // valid only during the callback.
 //
+// Fork: a handle may be used in a child made by fork() (Python's multiprocessing does so). The
+// child never inherits the writer lock, even if the parent held it at the fork (a LockGuard from
+// before the fork releases nothing in the child), and its first write takes a lock identity of its
+// own, so a child that dies holding the lock never blocks its parent. auto_unlink stays with the
+// creating process: a child closing its copy of the creator's handle does not unlink the dict.
+// Locks work between processes in different pid namespaces sharing /dev/shm (the containers of a
+// pod).
+//
 // Errors (StatusCode): kInvalidArgument for a bad name or option; kNotFound when must-attach finds
 // no dict; kAlreadyExists when must-create finds one; kPermissionDenied when the segment mode
 // forbids access; kFailedPrecondition for a segment of another layout version, a value of the
