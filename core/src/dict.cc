@@ -14,7 +14,7 @@
 #include <random>
 
 #include "dict_impl.h"
-#include "robust_lock.h"
+#include "main_segment.h"
 
 namespace shmdict {
 
@@ -23,9 +23,6 @@ using internal::MainHeader;
 using internal::OpRef;
 
 namespace {
-
-// How long an attacher waits for a concurrent creator to finish initializing the header.
-constexpr auto kInitializationWait = std::chrono::seconds(1);
 
 bool ValidNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -62,110 +59,6 @@ std::string RandomHex(size_t digits) {
   std::string out;
   for (size_t i = 0; i < digits; ++i) out += kHex[gen() & 15];
   return out;
-}
-
-bool ProcessAlive(uint32_t pid) {
-  if (pid == 0) return false;
-  return kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-}
-
-uint64_t NowUnixNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000 + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-// Maps and validates an existing main segment: a clear status for anything that is not a
-// complete shmdict segment of this layout version, never a crash.
-Result<internal::Mapping> MapExisting(std::string_view name, int fd, bool writable) {
-  const std::string who = "dict '" + std::string(name) + "'";
-  const auto deadline = std::chrono::steady_clock::now() + kInitializationWait;
-  while (true) {
-    auto size = internal::SegmentSize(fd);
-    if (!size.ok()) return size.status();
-    bool initializing = *size < sizeof(MainHeader);
-    if (!initializing) {
-      auto probe = internal::MapSegment(fd, sizeof(MainHeader), false);
-      if (!probe.ok()) return probe.status();
-      const auto* h = reinterpret_cast<const MainHeader*>(probe->data());
-      if (h->identity.magic != 0 && h->identity.magic != internal::kMainMagic) {
-        return Status(StatusCode::kDataLoss,
-                      who + " is not a shmdict segment (bad magic number): unlink it");
-      }
-      const uint32_t version = h->identity.layout_version.load(std::memory_order_acquire);
-      initializing = version == 0;
-      if (!initializing) {
-        if (version != internal::kLayoutVersion) {
-          return Status(StatusCode::kFailedPrecondition,
-                        who + " has layout version " + std::to_string(version) +
-                            ", this build reads " + std::to_string(internal::kLayoutVersion) +
-                            ": upgrade shmdict or unlink the dict");
-        }
-        const uint64_t capacity = h->identity.log_capacity;
-        if (h->identity.magic != internal::kMainMagic ||
-            h->identity.header_size != internal::kHeaderSize ||
-            capacity < internal::kMinLogCapacity || capacity > internal::kMaxLogCapacity ||
-            !std::has_single_bit(capacity)) {
-          return Status(StatusCode::kDataLoss, who + " has a corrupted header: unlink it");
-        }
-        if (*size != internal::kHeaderSize + capacity) {
-          return Status(StatusCode::kDataLoss,
-                        who + " is truncated (" + std::to_string(*size) + " bytes, expected " +
-                            std::to_string(internal::kHeaderSize + capacity) + "): unlink it");
-        }
-        return internal::MapSegment(fd, *size, writable);
-      }
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return Status(StatusCode::kDataLoss, who + " was never completely initialized (" +
-                                               std::to_string(*size) +
-                                               " bytes; its creator probably died): unlink it");
-    }
-    // Another process is creating it right now; this is a bounded wait for its few stores.
-    timespec pause{0, 1000000};
-    nanosleep(&pause, nullptr);
-  }
-}
-
-Status InitializeHeader(MainHeader* h, uint64_t capacity, mode_t mode) {
-  h->identity.magic = internal::kMainMagic;
-  h->identity.header_size = internal::kHeaderSize;
-  h->identity.log_capacity = capacity;
-  h->identity.creator_pid = static_cast<uint32_t>(getpid());
-  h->identity.mode = static_cast<uint32_t>(mode);
-  h->identity.created_unix_ns = NowUnixNs();
-  internal::InitRobustLock(&h->writer.write_lock);
-  internal::InitRobustLock(&h->compaction.compaction_lock);
-  h->writer.next_holder_token.store(2, std::memory_order_relaxed);  // 0 and 1 mean "free"
-  // Ready word last: attachers that see it also see every field above.
-  h->identity.layout_version.store(internal::kLayoutVersion, std::memory_order_release);
-  return Status::Ok();
-}
-
-// What the header says, for Inspect (no attach) and GetStatus (a handle) alike.
-DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes) {
-  DictStatus st;
-  st.name = std::string(name);
-  st.layout_version = h.identity.layout_version.load(std::memory_order_acquire);
-  st.revision = h.commit.commit_revision.load(std::memory_order_acquire);
-  st.entries = h.commit.entry_count.load(std::memory_order_relaxed);
-  st.log_capacity = h.identity.log_capacity;
-  st.log_used = h.writer.writer_tail.load(std::memory_order_relaxed) -
-                h.writer.snapshot_log_position.load(std::memory_order_relaxed);
-  st.snapshot_generation = h.commit.snapshot_generation.load(std::memory_order_relaxed);
-  st.snapshot_revision = h.writer.snapshot_revision.load(std::memory_order_relaxed);
-  st.snapshots_built = h.compaction.snapshots_built.load(std::memory_order_relaxed);
-  const internal::LockHolderInfo holder = internal::ReadRobustLockHolder(h.writer.write_lock);
-  st.lock_held = holder.held;
-  st.lock_holder_pid = holder.pid;
-  st.lock_holder_pid_namespace = holder.pid_namespace;
-  st.lock_holder_in_this_pid_namespace = holder.in_this_pid_namespace;
-  st.lock_recoveries = h.writer.lock_recoveries.load(std::memory_order_relaxed);
-  st.creator_pid = h.identity.creator_pid;
-  st.creator_alive = ProcessAlive(st.creator_pid);
-  st.segment_bytes = segment_bytes;
-  st.mode = static_cast<mode_t>(h.identity.mode);
-  return st;
 }
 
 bool SameValue(const std::optional<Value>& a, ValueView* b, bool b_present) {
@@ -205,7 +98,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
                                              /*replace_existing=*/false);
       if (created.ok()) {
         auto* h = reinterpret_cast<MainHeader*>(created->second.data());
-        Status s = InitializeHeader(h, capacity, options.mode);
+        Status s = internal::InitializeMainHeader(h, capacity, options.mode);
         if (!s.ok()) {
           internal::UnlinkSegmentQuietly(name);
           return s;
@@ -236,7 +129,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
       return Status(fd.status().code(),
                     "dict '" + name + "': cannot open: " + fd.status().message());
     }
-    auto map = MapExisting(name, fd->get(), true);
+    auto map = internal::MapExistingMainSegment(name, fd->get(), true);
     if (!map.ok()) return map.status();
     impl->fd = std::move(*fd);
     impl->map = std::move(*map);
@@ -250,11 +143,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
   // when the process dies, so it never goes stale.
   flock(impl->fd.get(), LOCK_SH | LOCK_NB);
   impl->header = reinterpret_cast<MainHeader*>(impl->map.data());
-  impl->ring = internal::LogRing(impl->header, impl->map.data() + internal::kHeaderSize,
-                                 impl->header->identity.log_capacity);
-  Status s = impl->lock_identity.Claim(name, impl->fd.get(), impl->header);
-  if (s.ok()) s = impl->LoadLatestSnapshot(&impl->view);
-  if (s.ok()) s = impl->CatchUp(false);
+  Status s = impl->Attach();
   if (!s.ok()) {
     impl->created = false;  // never unlink what we could not read
     return s;
@@ -294,10 +183,10 @@ Result<DictStatus> Dict::Inspect(std::string_view name) {
     }
     return Status(fd.status().code(), "dict '" + std::string(name) + "': " + fd.status().message());
   }
-  auto map = MapExisting(name, fd->get(), false);
+  auto map = internal::MapExistingMainSegment(name, fd->get(), false);
   if (!map.ok()) return map.status();
   const auto* h = reinterpret_cast<const MainHeader*>(map->data());
-  DictStatus st = StatusFromHeader(name, *h, map->size());
+  DictStatus st = internal::StatusFromHeader(name, *h, map->size());
   // Nobody holds a shared flock <=> an exclusive one can be had. The probe is on our own open
   // file description, so our own handles (if any) count as attached too.
   if (flock(fd->get(), LOCK_EX | LOCK_NB) == 0) {
@@ -317,7 +206,7 @@ Dict::~Dict() = default;
 namespace {
 // Using a closed or moved-from handle is a programming error, not a runtime condition.
 Dict::Impl& Live(const std::unique_ptr<Dict::Impl>& impl) {
-  if (!impl || impl->closed) std::abort();
+  if (!impl || impl->is_closed()) std::abort();
   return *impl;
 }
 }  // namespace
@@ -604,7 +493,7 @@ Result<uint64_t> Dict::Dump() {
 DictStatus Dict::GetStatus() {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
-  DictStatus st = StatusFromHeader(d.name, *d.header, d.map.size());
+  DictStatus st = internal::StatusFromHeader(d.name, *d.header, d.map.size());
   // The handle's own view is exact at its revision; the header's count may trail a dead writer.
   if (st.revision == d.view.revision) st.entries = d.view.size;
   st.attached = true;

@@ -12,7 +12,7 @@
 //          |                 header_size, log_capacity, creator, mode     |
 //   64     | CommitBlock     commit_revision (THE commit point),          |
 //          |                 reclaim_position, snapshot_generation, ...   |
-//   128    | WaitBlock       change_futex, waiters                        |
+//   128    | WaitBlock       change_futex, maybe_waiting                  |
 //   192    | WriterBlock     write_lock (RobustLockWord), holder tokens,  |
 //          |                 writer_tail, snapshot position (lock-held)   |
 //   320    | CompactionBlock compaction_lock, snapshots_built, next gen   |
@@ -40,7 +40,8 @@ namespace shmdict::internal {
 // live_bytes and tombstone_count in the header).
 // 3: the writer lock and the builder claim are RobustLockWords (owner tokens, liveness by OFD
 // locks) instead of glibc robust mutexes, which are wrong across pid namespaces
-// (docs/WRITER_LOCK.md); WriterBlock's holder pid became next_holder_token.
+// (docs/WRITER_LOCK.md); WriterBlock's holder pid became next_holder_token; WaitBlock's waiter
+// count became the maybe_waiting flag.
 inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
 inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
@@ -87,8 +88,9 @@ static_assert(sizeof(CommitBlock) == 64, "layout changed: bump kLayoutVersion");
 
 // Futex word for "revision > R" waits. Shared (not FUTEX_PRIVATE) so it works across processes.
 struct alignas(64) WaitBlock {
-  std::atomic<uint32_t> change_futex;  // bumped by a writer when waiters != 0
-  std::atomic<uint32_t> waiters;       // processes blocked (or about to block) on change_futex
+  std::atomic<uint32_t> change_futex;   // bumped by a writer that found maybe_waiting set
+  std::atomic<uint32_t> maybe_waiting;  // 1: a process may sleep on change_futex (a flag, not a
+                                        // count: a killed sleeper cannot leave it set for good)
   uint8_t reserved[56];
 };
 static_assert(sizeof(WaitBlock) == 64, "layout changed: bump kLayoutVersion");

@@ -33,7 +33,7 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   h.commit.snapshot_generation.store(0x0303030303030303);
   h.commit.entry_count.store(0x0404040404040404);
   h.wait.change_futex.store(0x05050505);
-  h.wait.waiters.store(0x06060606);
+  h.wait.maybe_waiting.store(0x06060606);
   h.writer.write_lock.owner.store(0x1212121212121212);
   h.writer.write_lock.wake_futex.store(0x13131313);
   h.writer.write_lock.holder_pid.store(0x14141414);

@@ -134,6 +134,18 @@ TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
   EXPECT_EQ(dict_->revision(), 2u);
 }
 
+// A process SIGKILLed while asleep in WaitForChange leaves the "someone may be waiting" flag set.
+// The next commit clears it with one wake; later commits make no system call for it.
+TEST_F(RepairTest, AWaiterKilledInItsSleepCostsWritersOneWakeAtMost) {
+  header_->wait.maybe_waiting.store(1);  // what the dead waiter left
+  const uint32_t futex_before = header_->wait.change_futex.load();
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  EXPECT_EQ(header_->wait.maybe_waiting.load(), 0u);
+  EXPECT_EQ(header_->wait.change_futex.load(), futex_before + 1) << "one wake";
+  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  EXPECT_EQ(header_->wait.change_futex.load(), futex_before + 1) << "and no more";
+}
+
 // Random corruption can leave an owner word that no handle was ever given: held by nobody, never
 // to be released. That is a clear DATA_LOSS naming the fix, not a wait for the lock timeout.
 TEST_F(RepairTest, ADamagedLockWordIsDataLossNotATimeout) {

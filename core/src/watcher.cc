@@ -39,7 +39,7 @@ Watcher Dict::Watch(uint64_t from_revision) {
     // Replay from the latest snapshot's position; if that is already past from_revision, the
     // first batch is the snapshot itself. Revision 0 with no snapshot replays the whole log.
     LocalView base;
-    if (!d.LoadLatestSnapshot(&base).ok() || base.revision > from_revision ||
+    if (!d.reader.LoadLatestSnapshot(&base).ok() || base.revision > from_revision ||
         (from_revision == 0 && base.snapshot)) {
       state->needs_snapshot = true;
     } else {
@@ -57,7 +57,7 @@ Result<ChangeBatch> Watcher::Next(size_t max_changes, std::chrono::nanoseconds t
   ChangeBatch batch;
   if (s.needs_snapshot) {
     LocalView base;
-    Status st = d.LoadLatestSnapshot(&base);
+    Status st = d.reader.LoadLatestSnapshot(&base);
     if (!st.ok()) return st;
     batch.is_snapshot = true;
     batch.snapshot_revision = base.revision;
@@ -82,7 +82,7 @@ Result<ChangeBatch> Watcher::Next(size_t max_changes, std::chrono::nanoseconds t
   }
   while (s.revision < committed && batch.changes.size() < max_changes) {
     uint64_t next = 0;
-    switch (d.ReadRecord(s.position, s.revision + 1, &s.payload, &next)) {
+    switch (d.reader.ReadRecord(s.position, s.revision + 1, &s.payload, &next)) {
       case ReadOutcome::kOk: {
         const uint64_t revision = s.revision + 1;
         const bool deliver = revision > s.deliver_after;

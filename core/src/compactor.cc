@@ -1,0 +1,270 @@
+#include "compactor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <new>
+#include <utility>
+
+#include "robust_lock.h"
+#include "segment.h"
+
+namespace shmdict::internal {
+namespace {
+
+// Old snapshot segments kept for their pages: the handle that just moved on may still map the
+// previous one, so two let a builder nearly always find one free; each holds one snapshot's
+// worth of /dev/shm.
+constexpr size_t kRetiredSnapshots = 2;
+// A log holding this fraction of its capacity since the published snapshot gets a snapshot once
+// writes pause for kIdleSnapshotQuiet: attaching to a quiet dict then costs a mapping, not a
+// replay. Watching for the pause gives up after kIdleSnapshotPatience of continuous writing.
+constexpr uint64_t kIdleSnapshotFraction = 16;
+constexpr auto kIdleSnapshotQuiet = std::chrono::milliseconds(10);
+constexpr auto kIdleSnapshotPatience = std::chrono::seconds(1);
+
+}  // namespace
+
+void Compactor::Bind(const Options& options, MainHeader* header, uint64_t log_capacity,
+                     const LogReader* reader, WriterLock* lock) {
+  name_ = reader->name();
+  mode_ = options.mode;
+  background_ = options.background_compaction;
+  lock_timeout_ = options.lock_timeout;
+  logger_ = options.logger;
+  header_ = header;
+  log_capacity_ = log_capacity;
+  reader_ = reader;
+  lock_ = lock;
+}
+
+uint64_t Compactor::UnpublishedBytes() const {
+  const auto& w = header_->writer;
+  return w.writer_tail.load(std::memory_order_relaxed) -
+         w.snapshot_log_position.load(std::memory_order_relaxed) +
+         w.external_bytes.load(std::memory_order_relaxed);
+}
+
+bool Compactor::BuilderRunningAnywhere() const {
+  return RobustLockIsHeld(header_->compaction.compaction_lock);
+}
+
+uint64_t Compactor::NextGeneration() {
+  return header_->compaction.next_generation.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+void Compactor::AfterCommit(LocalView* writer_view) {
+  // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
+  const uint64_t pending = UnpublishedBytes();
+  if (pending < log_capacity_ / 2) {
+    if (background_ && pending >= log_capacity_ / kIdleSnapshotFraction &&
+        !running_.load(std::memory_order_acquire)) {
+      StartBuilder(writer_view->revision, /*wait_for_quiet=*/true);
+    }
+    return;
+  }
+  if (!background_) {
+    CompactLocked(writer_view).IgnoreError();  // a failure keeps the old snapshot; retried later
+    return;
+  }
+  if (running_.load(std::memory_order_acquire)) {
+    // A builder waiting for quiet builds now. One already building is not told: its snapshot
+    // is about to lower the pending bytes, and a second build right after it would be wasted.
+    if (waiting_for_quiet_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      urgent_target_ = writer_view->revision;
+      wake_.notify_all();
+    }
+    return;
+  }
+  StartBuilder(writer_view->revision, /*wait_for_quiet=*/false);
+}
+
+Status Compactor::CompactLocked(LocalView* view) {
+  const uint64_t generation = NextGeneration();
+  auto snap = SnapshotView::Build(name_, generation, view->revision, view->position, mode_,
+                                  view->SnapshotBase(), view->OverlayDelta());
+  if (!snap.ok()) return snap.status();
+  if (!PublishLocked(*snap)) return Status::Ok();
+  view->ResetTo(*snap);
+  AfterPublish(**snap, "inline");
+  return Status::Ok();
+}
+
+void Compactor::WaitForBuilder() {
+  // A dead builder's claim is taken over here and given back: it left nothing to repair (its
+  // unpublished segment is removed by the next publication).
+  RobustLockWord* claim = &header_->compaction.compaction_lock;
+  const LockResult r = AcquireRobustLock(claim, lock_->identity(), lock_timeout_);
+  if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
+    ReleaseRobustLock(claim, lock_->identity());
+  }
+}
+
+bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
+  auto& w = header_->writer;
+  if (snap->revision() <= w.snapshot_revision.load(std::memory_order_relaxed) &&
+      header_->commit.snapshot_generation.load(std::memory_order_relaxed) != 0) {
+    UnlinkSegmentQuietly(SnapshotSegment(name_, snap->generation()));
+    return false;  // a newer snapshot won the race
+  }
+  w.snapshot_log_position.store(snap->log_position(), std::memory_order_relaxed);
+  w.snapshot_revision.store(snap->revision(), std::memory_order_relaxed);
+  // Large changes committed after the snapshot's revision are forgotten too: the count only
+  // schedules compaction, and the next one comes at most a log's worth of changes later.
+  w.external_bytes.store(0, std::memory_order_relaxed);
+  header_->commit.snapshot_generation.store(snap->generation(), std::memory_order_release);
+  header_->compaction.snapshots_built.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Older snapshots and large-value segments the new snapshot covers are no longer needed: a
+// reader that still looks for one gets NOT_FOUND and moves to the newest snapshot. The newest
+// kRetiredSnapshots old snapshots are renamed rather than unlinked, so that the next builders
+// reuse their pages (see RecycleSegment); readers that still map one keep it from being reused.
+void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
+  for (const auto& [old, segment] : ListNumberedSegments(name_ + "@s")) {
+    if (old >= snap.generation()) break;
+    if (!RenameSegment(segment, RetiredSegment(name_, old)).ok()) UnlinkSegmentQuietly(segment);
+  }
+  const auto retired = ListNumberedSegments(name_ + "@r");
+  for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
+    UnlinkSegmentQuietly(retired[i].second);
+  }
+  for (const auto& [blob_revision, segment] : ListNumberedSegments(name_ + "@b")) {
+    if (blob_revision > snap.revision()) break;
+    UnlinkSegmentQuietly(segment);
+  }
+  if (logger_) {
+    logger_->info("dict '{}': snapshot generation {} at revision {} ({} entries, {})", name_,
+                  snap.generation(), snap.revision(), snap.entry_count(), how);
+  }
+}
+
+void Compactor::StartBuilder(uint64_t target_revision, bool wait_for_quiet) {
+  if (builder_.joinable()) builder_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    urgent_target_ = 0;
+  }
+  running_.store(true, std::memory_order_release);
+  builder_ = std::thread([this, target_revision, wait_for_quiet] {
+    // After a build forced by a half-full log, the writes that came in meanwhile still get a
+    // snapshot once writers pause: the end of a burst is exactly when attachers tend to come.
+    if (!wait_for_quiet) BuildInBackground(target_revision);
+    IdleThenBuild();
+    running_.store(false, std::memory_order_release);
+  });
+}
+
+void Compactor::IdleThenBuild() {
+  using std::chrono::steady_clock;
+  const auto& committed = header_->commit.commit_revision;
+  std::unique_lock<std::mutex> lock(mu_);
+  uint64_t seen = committed.load(std::memory_order_acquire);
+  auto give_up = steady_clock::now() + kIdleSnapshotPatience;
+  while (true) {
+    waiting_for_quiet_.store(true, std::memory_order_release);
+    wake_.wait_for(lock, kIdleSnapshotQuiet, [this] { return closing_ || urgent_target_ != 0; });
+    waiting_for_quiet_.store(false, std::memory_order_release);
+    if (closing_) return;
+    if (urgent_target_ != 0) {
+      // The log reached half: build now, then keep watching for the pause that follows.
+      const uint64_t target = std::exchange(urgent_target_, 0);
+      lock.unlock();
+      BuildInBackground(target);
+      lock.lock();
+      seen = committed.load(std::memory_order_acquire);
+      give_up = steady_clock::now() + kIdleSnapshotPatience;
+      continue;
+    }
+    const uint64_t now = committed.load(std::memory_order_acquire);
+    if (now == seen) break;  // quiet
+    seen = now;
+    // Writers are busy: the half-full trigger (urgent) covers them; a later commit starts
+    // another quiet watch.
+    if (steady_clock::now() >= give_up) return;
+  }
+  lock.unlock();
+  // Someone else built meanwhile, or a user's Lock() is held (the publication would queue
+  // behind it): nothing to do now.
+  if (UnpublishedBytes() < log_capacity_ / kIdleSnapshotFraction ||
+      RobustLockIsHeld(header_->writer.write_lock)) {
+    return;
+  }
+  BuildInBackground(seen);
+  // Writers paused: the retired snapshots kept for the next builds' pages are given back, so an
+  // idle dict holds one snapshot's worth of /dev/shm, not three. (A mapper keeps its mapping.)
+  for (const auto& [old, segment] : ListNumberedSegments(name_ + "@r")) {
+    UnlinkSegmentQuietly(segment);
+  }
+}
+
+void Compactor::BuildInBackground(uint64_t target_revision) {
+  RobustLockWord* claim = &header_->compaction.compaction_lock;
+  // One builder at a time host-wide; others skip (their writers keep appending meanwhile). A
+  // builder that died mid-way left nothing to repair: its unpublished segment is removed by the
+  // next publication.
+  switch (AcquireRobustLock(claim, lock_->identity(), std::chrono::nanoseconds(0))) {
+    case LockResult::kAcquired:
+    case LockResult::kOwnerDied:
+      break;
+    default:
+      return;
+  }
+  // The builder's own view: the published snapshot plus the log up to the target. The log there
+  // cannot be reclaimed before a newer snapshot is published, and then a lapped read just moves
+  // the view to that snapshot.
+  LocalView frozen;
+  frozen.count_entries = false;
+  std::string scratch;
+  Status caught_up = reader_->LoadLatestSnapshot(&frozen);
+  if (caught_up.ok()) caught_up = reader_->ReplayLog(&frozen, target_revision, &scratch);
+  const uint64_t generation = NextGeneration();
+  Result<std::shared_ptr<const SnapshotView>> snap =
+      caught_up.ok() ? SnapshotView::Build(name_, generation, frozen.revision, frozen.position,
+                                           mode_, frozen.SnapshotBase(), frozen.OverlayDelta())
+                     : Result<std::shared_ptr<const SnapshotView>>(caught_up);
+  bool published = false;
+  if (!snap.ok()) {
+    if (logger_) {
+      logger_->error("dict '{}': building snapshot generation {} failed: {}", name_, generation,
+                     snap.status().ToString());
+    }
+  } else if (lock_->AcquireUncounted(lock_timeout_).ok()) {
+    published = PublishLocked(*snap);
+    lock_->ReleaseUncounted();
+  }
+  ReleaseRobustLock(claim, lock_->identity());
+  if (published) {
+    AfterPublish(**snap, "background");
+  } else {
+    UnlinkSegmentQuietly(SnapshotSegment(name_, generation));  // never published (or half built)
+  }
+}
+
+void Compactor::Stop() {
+  if (header_ == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+    wake_.notify_all();
+  }
+  if (builder_.joinable()) builder_.join();
+}
+
+void Compactor::ForgetParentsBuilder() {
+  // The parent's builder thread does not exist in the child: joining its std::thread would wait
+  // on a thread of another process. The object is overwritten without being destroyed (its
+  // destructor would terminate), and the builder's mutex and condition variable are made anew,
+  // since a parent thread may have held the mutex at the fork.
+  new (&builder_) std::thread();
+  new (&mu_) std::mutex();
+  new (&wake_) std::condition_variable();
+  running_.store(false, std::memory_order_relaxed);
+  waiting_for_quiet_.store(false, std::memory_order_relaxed);
+  closing_ = false;
+  urgent_target_ = 0;
+}
+
+}  // namespace shmdict::internal

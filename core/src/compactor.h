@@ -1,0 +1,100 @@
+// Compactor: a handle's share of snapshot building (invariants 4 and 5). When the log since the
+// published snapshot reaches half the ring, a background thread builds the next snapshot from the
+// published one and the log — outside the writer lock, while writers keep appending — and
+// publishes it under the lock in O(1); once writers pause with a sixteenth of the log
+// unpublished, it publishes one more, so attaching to a quiet dict is a mapping. Only when the
+// ring truly fills first does a writer build inline. At most one builder runs per dict host-wide
+// (the compaction claim in the header). Every publication, inline or background, goes through
+// PublishLocked and AfterPublish.
+//
+// Thread-safety: AfterCommit, CompactLocked, WaitForBuilder, Stop and ForgetParentsBuilder belong
+// to the handle's thread; the builder thread touches only the shared header, the LogReader and
+// its own frozen view. Lifetime: Stop() joins the builder; call it before the header is unmapped.
+#ifndef SHMDICT_CORE_COMPACTOR_H_
+#define SHMDICT_CORE_COMPACTOR_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "layout.h"
+#include "local_view.h"
+#include "log_reader.h"
+#include "shmdict/dict.h"
+#include "writer_lock.h"
+
+namespace shmdict::internal {
+
+class Compactor {
+ public:
+  Compactor() = default;
+  Compactor(const Compactor&) = delete;
+  Compactor& operator=(const Compactor&) = delete;
+  ~Compactor() { Stop(); }
+
+  void Bind(const Options& options, MainHeader* header, uint64_t log_capacity,
+            const LogReader* reader, WriterLock* lock);
+
+  // Log bytes (and large-change bytes) committed since the published snapshot: what schedules
+  // the next one. Read from the shared bookkeeping, so any thread may ask.
+  uint64_t UnpublishedBytes() const;
+  // Whether a builder of any process holds the claim (a dead one counts until taken over).
+  bool BuilderRunningAnywhere() const;
+
+  // After each commit, under the writer lock: starts or hurries the background builder, or (with
+  // background compaction off) builds inline once the log is half full.
+  void AfterCommit(LocalView* writer_view);
+  // Under the writer lock: builds a snapshot of *view and publishes it now; *view moves onto it.
+  Status CompactLocked(LocalView* view);
+  // Outside the writer lock: waits (up to the lock timeout) for the running builder of any
+  // process, taking over the claim of a dead one.
+  void WaitForBuilder();
+  // Wakes and joins this handle's builder thread. Idempotent.
+  void Stop();
+  // In a forked child: the parent's builder thread does not exist here.
+  void ForgetParentsBuilder();
+
+ private:
+  void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
+  // On the builder thread once the log holds a sixteenth of its capacity since the published
+  // snapshot, and after every build: waits for 10 ms without a commit (up to a second), then
+  // builds if that much is still unpublished. Builds at once when the log reaches half
+  // (urgent_target_).
+  void IdleThenBuild();
+  // Builds and publishes a snapshot at `target_revision` or later from the published snapshot and
+  // the log, on the builder thread: no copy of the handle's state is taken under the lock.
+  void BuildInBackground(uint64_t target_revision);
+  // Under the writer lock. False (and the segment unlinked) when a newer snapshot won the race.
+  bool PublishLocked(const std::shared_ptr<const SnapshotView>& snap);
+  // After a publication, outside the lock: retires older snapshots and covered large values.
+  void AfterPublish(const SnapshotView& snap, const char* how) const;
+  uint64_t NextGeneration();
+
+  std::string name_;
+  mode_t mode_ = 0600;
+  bool background_ = true;
+  std::chrono::nanoseconds lock_timeout_{0};
+  std::shared_ptr<spdlog::logger> logger_;
+  MainHeader* header_ = nullptr;
+  uint64_t log_capacity_ = 0;
+  const LogReader* reader_ = nullptr;
+  WriterLock* lock_ = nullptr;
+
+  std::thread builder_;
+  std::atomic<bool> running_{false};
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool closing_ = false;        // guarded by mu_
+  uint64_t urgent_target_ = 0;  // guarded by mu_; 0: none
+  // True only while IdleThenBuild waits: a commit tells it about a half-full log then, and pays
+  // no lock at all while a build is already running.
+  std::atomic<bool> waiting_for_quiet_{false};
+};
+
+}  // namespace shmdict::internal
+
+#endif  // SHMDICT_CORE_COMPACTOR_H_

@@ -1,0 +1,66 @@
+// LogReader: reading a dict's log the one way every reader does — a handle catching up, a
+// Watcher streaming, the snapshot builder replaying, the repair after a dead writer stepping over
+// records. It follows the log from a position, fetches large changes from their own segments,
+// and when writers lapped it, moves the reader's view to the newest snapshot (invariant 3: never
+// parse bytes that may have been overwritten).
+//
+// Thread-safety: const and stateless beyond the mapping: any thread may use one LogReader.
+// Lifetime: must not outlive the mapping of the header and ring it reads.
+#ifndef SHMDICT_CORE_LOG_READER_H_
+#define SHMDICT_CORE_LOG_READER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "layout.h"
+#include "local_view.h"
+#include "log_ring.h"
+#include "shmdict/status.h"
+#include "snapshot.h"
+
+namespace shmdict::internal {
+
+enum class ReadOutcome { kOk, kLapped, kCorrupt };
+
+class LogReader {
+ public:
+  LogReader() = default;
+  LogReader(std::string name, const MainHeader* header, const LogRing* ring)
+      : name_(std::move(name)), header_(header), ring_(ring) {}
+
+  // kDataLoss "dict 'x': WHAT: the segment is corrupted; unlink the dict".
+  Status Corrupt(const std::string& what) const;
+
+  // The published snapshot, mapped (nullptr at generation 0). Retries while newer snapshots
+  // replace it; kDataLoss if the published one is missing for good.
+  Result<std::shared_ptr<const SnapshotView>> OpenLatestSnapshot() const;
+  // Resets *view to the published snapshot (reusing its mapping when it is the same one).
+  Status LoadLatestSnapshot(LocalView* view) const;
+
+  // Reads the record of `expected_revision` at `position` (skipping a padding record, fetching a
+  // large change's payload) into *payload; on kOk sets *next to the position after it. kLapped:
+  // overwritten (or its large-value segment is gone), and *next is still set when the record's
+  // header could be read.
+  ReadOutcome ReadRecord(uint64_t position, uint64_t expected_revision, std::string* payload,
+                         uint64_t* next) const;
+
+  // Applies the log to *view up to `target` (or to the newest snapshot and beyond, if lapped),
+  // using *scratch for record bytes.
+  Status ReplayLog(LocalView* view, uint64_t target, std::string* scratch) const;
+
+  // The position after the record of `to_revision`, stepping over the records from `position`
+  // (just after `revision`'s): where a dead writer's log ends. kDataLoss if a record is invalid.
+  Result<uint64_t> EndOfRecords(uint64_t position, uint64_t revision, uint64_t to_revision) const;
+
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  const MainHeader* header_ = nullptr;
+  const LogRing* ring_ = nullptr;
+};
+
+}  // namespace shmdict::internal
+
+#endif  // SHMDICT_CORE_LOG_READER_H_

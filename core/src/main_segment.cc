@@ -1,0 +1,124 @@
+// The main segment's format: creating its header, validating and mapping an existing one, and
+// reading its status. docs/LAYOUT.md is the authority for the bytes.
+#include "main_segment.h"
+
+#include <signal.h>
+#include <time.h>
+
+#include <cerrno>
+#include <chrono>
+#include <string>
+
+#include "robust_lock.h"
+
+namespace shmdict::internal {
+namespace {
+
+// How long an attacher waits for a concurrent creator to finish initializing the header.
+constexpr auto kInitializationWait = std::chrono::seconds(1);
+
+bool ProcessAlive(uint32_t pid) {
+  if (pid == 0) return false;
+  return kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+uint64_t NowUnixNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+// Maps and validates an existing main segment: a clear status for anything that is not a
+// complete shmdict segment of this layout version, never a crash.
+Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writable) {
+  const std::string who = "dict '" + std::string(name) + "'";
+  const auto deadline = std::chrono::steady_clock::now() + kInitializationWait;
+  while (true) {
+    auto size = SegmentSize(fd);
+    if (!size.ok()) return size.status();
+    bool initializing = *size < sizeof(MainHeader);
+    if (!initializing) {
+      auto probe = MapSegment(fd, sizeof(MainHeader), false);
+      if (!probe.ok()) return probe.status();
+      const auto* h = reinterpret_cast<const MainHeader*>(probe->data());
+      if (h->identity.magic != 0 && h->identity.magic != kMainMagic) {
+        return Status(StatusCode::kDataLoss,
+                      who + " is not a shmdict segment (bad magic number): unlink it");
+      }
+      const uint32_t version = h->identity.layout_version.load(std::memory_order_acquire);
+      initializing = version == 0;
+      if (!initializing) {
+        if (version != kLayoutVersion) {
+          return Status(StatusCode::kFailedPrecondition,
+                        who + " has layout version " + std::to_string(version) +
+                            ", this build reads " + std::to_string(kLayoutVersion) +
+                            ": upgrade shmdict or unlink the dict");
+        }
+        const uint64_t capacity = h->identity.log_capacity;
+        if (h->identity.magic != kMainMagic || h->identity.header_size != kHeaderSize ||
+            capacity < kMinLogCapacity || capacity > kMaxLogCapacity ||
+            !std::has_single_bit(capacity)) {
+          return Status(StatusCode::kDataLoss, who + " has a corrupted header: unlink it");
+        }
+        if (*size != kHeaderSize + capacity) {
+          return Status(StatusCode::kDataLoss,
+                        who + " is truncated (" + std::to_string(*size) + " bytes, expected " +
+                            std::to_string(kHeaderSize + capacity) + "): unlink it");
+        }
+        return MapSegment(fd, *size, writable);
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(StatusCode::kDataLoss, who + " was never completely initialized (" +
+                                               std::to_string(*size) +
+                                               " bytes; its creator probably died): unlink it");
+    }
+    // Another process is creating it right now; this is a bounded wait for its few stores.
+    timespec pause{0, 1000000};
+    nanosleep(&pause, nullptr);
+  }
+}
+
+Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode) {
+  h->identity.magic = kMainMagic;
+  h->identity.header_size = kHeaderSize;
+  h->identity.log_capacity = capacity;
+  h->identity.creator_pid = static_cast<uint32_t>(getpid());
+  h->identity.mode = static_cast<uint32_t>(mode);
+  h->identity.created_unix_ns = NowUnixNs();
+  InitRobustLock(&h->writer.write_lock);
+  InitRobustLock(&h->compaction.compaction_lock);
+  h->writer.next_holder_token.store(2, std::memory_order_relaxed);  // 0 and 1 mean "free"
+  // Ready word last: attachers that see it also see every field above.
+  h->identity.layout_version.store(kLayoutVersion, std::memory_order_release);
+  return Status::Ok();
+}
+
+DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes) {
+  DictStatus st;
+  st.name = std::string(name);
+  st.layout_version = h.identity.layout_version.load(std::memory_order_acquire);
+  st.revision = h.commit.commit_revision.load(std::memory_order_acquire);
+  st.entries = h.commit.entry_count.load(std::memory_order_relaxed);
+  st.log_capacity = h.identity.log_capacity;
+  st.log_used = h.writer.writer_tail.load(std::memory_order_relaxed) -
+                h.writer.snapshot_log_position.load(std::memory_order_relaxed);
+  st.snapshot_generation = h.commit.snapshot_generation.load(std::memory_order_relaxed);
+  st.snapshot_revision = h.writer.snapshot_revision.load(std::memory_order_relaxed);
+  st.snapshots_built = h.compaction.snapshots_built.load(std::memory_order_relaxed);
+  const LockHolderInfo holder = ReadRobustLockHolder(h.writer.write_lock);
+  st.lock_held = holder.held;
+  st.lock_holder_pid = holder.pid;
+  st.lock_holder_pid_namespace = holder.pid_namespace;
+  st.lock_holder_in_this_pid_namespace = holder.in_this_pid_namespace;
+  st.lock_recoveries = h.writer.lock_recoveries.load(std::memory_order_relaxed);
+  st.creator_pid = h.identity.creator_pid;
+  st.creator_alive = ProcessAlive(st.creator_pid);
+  st.segment_bytes = segment_bytes;
+  st.mode = static_cast<mode_t>(h.identity.mode);
+  return st;
+}
+
+}  // namespace shmdict::internal
