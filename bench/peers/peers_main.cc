@@ -88,9 +88,8 @@ void Usage() {
       "                     [--python PATH] [--no-plots]\n"
       "       shmdict_peers --check-json FILE\n"
       "  --quick          smoke run: 2000 keys, 20000 big keys, 1 rep, 50 ms time box\n"
-      "  --out DIR        where peers.md, peers.json and the plots go (default:\n"
-      "                   " SHMDICT_SOURCE_DIR
-      "/docs/bench)\n"
+      "  --out DIR        where peers.md, peers.json and the plots go (default: the current\n"
+      "                   directory; the committed report is made with --out docs/bench)\n"
       "  --keys N         keys of the per-op workloads (default 100000)\n"
       "  --big-keys N     keys of the bulk import and attach workloads (default 1000000)\n"
       "  --value-bytes N  value size, at least 16 (default 32)\n"
@@ -181,7 +180,9 @@ std::optional<Config> ParseFlags(int argc, char** argv) {
     c.reader_counts = {1};
     if (CpuCount() > 1) c.reader_counts.push_back(CpuCount());
   }
-  if (c.out_dir.empty()) c.out_dir = SHMDICT_SOURCE_DIR "/docs/bench";
+  // Never the source tree by default: a run from a build folder must not rewrite the committed
+  // report as a side effect.
+  if (c.out_dir.empty()) c.out_dir = ".";
   c.manager_script = SHMDICT_PEERS_MANAGER_SCRIPT;
   return c;
 }
