@@ -154,14 +154,9 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
 Status Dict::UnlinkByName(std::string_view name) {
   Status valid = ValidateNameInternal(name, true);
   if (!valid.ok()) return valid;
-  bool found = shm_unlink(internal::ShmName(name).c_str()) == 0;
-  // Snapshots, large values and nested children (and theirs) all start with "NAME@".
-  for (const std::string& segment : internal::ListSegments(std::string(name) + "@")) {
-    internal::UnlinkSegmentQuietly(segment);
-    found = true;
-  }
-  if (!found)
+  if (!internal::UnlinkDictSegments(name)) {
     return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
+  }
   return Status::Ok();
 }
 

@@ -89,8 +89,12 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
     }
     internal::AppendOp(op, &payload);
   }
-  const uint64_t revision = view.revision + 1;
   auto& w = header->writer;
+  if (w.nested_values_written.load(std::memory_order_relaxed) != 0) {
+    CollectRetiredChildren(ops);
+    for (const std::string& child : retired_children) internal::AppendRetireChild(child, &payload);
+  }
+  const uint64_t revision = view.revision + 1;
   const uint64_t tail = w.writer_tail.load(std::memory_order_relaxed);
   if (tail != view.position) return Corrupt("the writer's tail disagrees with the log");
   // Too big for the ring: the payload goes into its own immutable segment and the log carries a
@@ -118,6 +122,11 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
     w.external_bytes.fetch_add(payload.size(), std::memory_order_relaxed);
     record = std::string_view(reinterpret_cast<const char*>(&blob_ref), sizeof(blob_ref));
   }
+  for (const OpRef& op : ops) {
+    if (op.op == ChangeOp::kSet && op.type == ValueType::kNestedDict) {
+      w.nested_values_written.store(1, std::memory_order_relaxed);  // before its commit
+    }
+  }
   const uint64_t new_tail = ring.Write(tail, revision, kind, record);
   for (const OpRef& op : ops) view.Apply(op, revision);
   view.revision = revision;
@@ -129,6 +138,12 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
   header->commit.entry_count.store(view.size, std::memory_order_relaxed);
   internal::WakeChangeWaiters(header);
   last_commit = revision;
+  // Retired children go now, under the lock; if this process dies first, the next lock holder's
+  // repair finds the markers in this record and does it.
+  if (w.nested_values_written.load(std::memory_order_relaxed) != 0) {
+    for (const std::string& child : retired_children) internal::UnlinkDictSegments(child);
+    retired_children.clear();
+  }
   // Keep this handle's overlay (memory) bounded: move to a newer snapshot when there is one.
   if (view.overlay.size() >= kOverlaySwitchEntries &&
       header->commit.snapshot_generation.load(std::memory_order_acquire) != view.generation()) {
@@ -136,6 +151,46 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
   }
   compactor.AfterCommit(&view);
   return CommitOutcome::kCommitted;
+}
+
+// A nested child is retired when a change drops the last reference to it: the key that held it
+// is overwritten or erased, or the dict is cleared, and no key holds the same reference after the
+// batch. Looks only at the keys the batch touches, except when a candidate exists: then the whole
+// view is scanned for other references (rare: it takes overwriting a nested dict).
+void Dict::Impl::CollectRetiredChildren(const std::vector<OpRef>& ops) {
+  retired_children.clear();
+  auto consider = [&](std::string_view child) {
+    for (const std::string& known : retired_children) {
+      if (known == child) return;
+    }
+    retired_children.emplace_back(child);
+  };
+  bool clears = false;
+  ValueView current;
+  for (const OpRef& op : ops) {
+    if (op.op == ChangeOp::kClear) {
+      clears = true;
+      view.ForEach([&](std::string_view, ValueView v) {
+        if (v.type == ValueType::kNestedDict) consider(v.data);
+      });
+    } else if (view.Find(op.key, &current) && current.type == ValueType::kNestedDict) {
+      consider(current.data);
+    }
+  }
+  if (retired_children.empty()) return;
+  auto keep = [&](std::string_view child) { std::erase(retired_children, child); };
+  // A reference the batch stores keeps its child; so does one under a key the batch leaves alone.
+  for (const OpRef& op : ops) {
+    if (op.op == ChangeOp::kSet && op.type == ValueType::kNestedDict) keep(op.value);
+  }
+  if (clears || retired_children.empty()) return;
+  view.ForEach([&](std::string_view key, ValueView v) {
+    if (v.type != ValueType::kNestedDict) return;
+    for (const OpRef& op : ops) {
+      if (op.key == key) return;  // changed by the batch: its old reference does not count
+    }
+    keep(v.data);
+  });
 }
 
 Result<uint64_t> Dict::Impl::WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const {

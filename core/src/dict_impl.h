@@ -94,6 +94,8 @@ class Dict::Impl : public LockGuard::Holder {
   };
   Result<CommitOutcome> CommitLocked(const std::vector<internal::OpRef>& ops,
                                      bool may_wait_for_builder);
+  // Fills retired_children with the nested children `ops` drop the last reference to.
+  void CollectRetiredChildren(const std::vector<internal::OpRef>& ops);
   // Under the lock: builds and publishes a snapshot of the view now (Dump, a truly full ring).
   Status CompactLocked() { return compactor.CompactLocked(&view); }
 
@@ -115,6 +117,7 @@ class Dict::Impl : public LockGuard::Holder {
   internal::LocalView view;
   std::string payload;  // scratch: the record being read or written
   std::vector<internal::OpRef> ops_scratch;
+  std::vector<std::string> retired_children;  // of the commit in progress
   uint64_t last_commit = 0;
 };
 

@@ -421,6 +421,49 @@ TEST_F(DictTest, NestedDictIsUnlinkedWithItsParent) {
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
 }
 
+// A child goes with the last reference to it, in every way a key can lose its value; a reference
+// that another key still holds keeps it.
+TEST_F(DictTest, DroppingTheLastReferenceToANestedDictUnlinksIt) {
+  Dict parent = OpenOrDie(Opts());
+  auto child_of = [&](const char* key) {
+    auto child = parent.OpenNested(key);
+    EXPECT_TRUE(child.ok()) << child.status().ToString();
+    EXPECT_TRUE(child->Set("x", Value::Int(1)).ok());
+    return child->name();
+  };
+  auto exists = [](const std::string& child) {
+    return std::filesystem::exists("/dev/shm/shmdict." + child);
+  };
+  const std::string overwritten = child_of("a");
+  ASSERT_TRUE(parent.Set("a", Value::Int(1)).ok());
+  EXPECT_FALSE(exists(overwritten)) << "overwritten";
+
+  const std::string erased = child_of("b");
+  ASSERT_TRUE(parent.Erase("b").ok());
+  EXPECT_FALSE(exists(erased)) << "erased";
+
+  const std::string popped = child_of("c");
+  ASSERT_TRUE(parent.Pop("c").ok());
+  EXPECT_FALSE(exists(popped)) << "popped";
+
+  // Copied to another key, then dropped from the first: still referenced.
+  const std::string shared = child_of("d");
+  ASSERT_TRUE(parent.Set("e", *parent.Get("d")).ok());
+  ASSERT_TRUE(parent.Erase("d").ok());
+  EXPECT_TRUE(exists(shared)) << "still held by 'e'";
+  // Moved within one batch: still referenced.
+  const std::vector<std::pair<std::string, Value>> move = {{"f", *parent.Get("e")},
+                                                           {"e", Value::Int(0)}};
+  ASSERT_TRUE(parent.Update(move).ok());
+  EXPECT_TRUE(exists(shared)) << "moved to 'f' in the same batch";
+
+  const std::string cleared = child_of("g");
+  ASSERT_TRUE(parent.Clear().ok());
+  EXPECT_FALSE(exists(cleared)) << "cleared";
+  EXPECT_FALSE(exists(shared)) << "cleared";
+  EXPECT_EQ(parent.Size(), 0u);
+}
+
 TEST_F(DictTest, InspectReportsWithoutAttaching) {
   Options o = Opts();
   o.auto_unlink = false;

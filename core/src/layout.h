@@ -131,9 +131,14 @@ struct alignas(64) WriterBlock {
   // almost no log space, yet every attacher replays them: they count toward starting a snapshot
   // as if they were in the log.
   std::atomic<uint64_t> external_bytes;
-  uint8_t reserved[16];
+  // 1 once any nested-dict reference was committed: until then a write skips looking for the
+  // children it might retire (a sticky flag; set before the commit that stores the reference).
+  std::atomic<uint64_t> nested_values_written;
+  uint8_t reserved[8];
 };
 static_assert(sizeof(WriterBlock) == 128, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(WriterBlock, nested_values_written) == 104,
+              "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, external_bytes) == 96, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, next_holder_token) == 48,
               "layout changed: bump kLayoutVersion");

@@ -129,20 +129,4 @@ Status LogReader::ReplayLog(LocalView* view, uint64_t target, std::string* scrat
   return Status::Ok();
 }
 
-Result<uint64_t> LogReader::EndOfRecords(uint64_t position, uint64_t revision,
-                                         uint64_t to_revision) const {
-  std::string scratch;
-  while (revision < to_revision) {
-    uint64_t next = 0;
-    // (A missing large-value segment reads as lapped but still tells where the record ends.)
-    if (ReadRecord(position, revision + 1, &scratch, &next) == ReadOutcome::kCorrupt || next == 0) {
-      return Corrupt("the record of revision " + std::to_string(revision + 1) +
-                     " left by a dead writer is invalid");
-    }
-    position = next;
-    ++revision;
-  }
-  return position;
-}
-
 }  // namespace shmdict::internal

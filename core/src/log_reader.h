@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "layout.h"
 #include "local_view.h"
@@ -50,8 +51,26 @@ class LogReader {
   Status ReplayLog(LocalView* view, uint64_t target, std::string* scratch) const;
 
   // The position after the record of `to_revision`, stepping over the records from `position`
-  // (just after `revision`'s): where a dead writer's log ends. kDataLoss if a record is invalid.
-  Result<uint64_t> EndOfRecords(uint64_t position, uint64_t revision, uint64_t to_revision) const;
+  // (just after `revision`'s): where a dead writer's log ends. Calls on_payload(payload) for
+  // each record whose bytes could still be read. kDataLoss if a record is invalid.
+  template <typename Fn>
+  Result<uint64_t> EndOfRecords(uint64_t position, uint64_t revision, uint64_t to_revision,
+                                Fn&& on_payload) const {
+    std::string scratch;
+    while (revision < to_revision) {
+      uint64_t next = 0;
+      // (A missing large-value segment reads as lapped but still tells where the record ends.)
+      const ReadOutcome outcome = ReadRecord(position, revision + 1, &scratch, &next);
+      if (outcome == ReadOutcome::kCorrupt || next == 0) {
+        return Corrupt("the record of revision " + std::to_string(revision + 1) +
+                       " left by a dead writer is invalid");
+      }
+      if (outcome == ReadOutcome::kOk) on_payload(std::string_view(scratch));
+      position = next;
+      ++revision;
+    }
+    return position;
+  }
 
   const std::string& name() const { return name_; }
 

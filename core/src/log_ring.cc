@@ -35,6 +35,15 @@ void AppendOp(const OpRef& op, std::string* payload) {
   payload->append(op.value);
 }
 
+void AppendRetireChild(std::string_view child, std::string* payload) {
+  OpHeader h{};
+  h.op = kRetireChildOp;
+  h.type = static_cast<uint8_t>(ValueType::kNestedDict);
+  h.value_bytes = static_cast<uint32_t>(child.size());
+  payload->append(reinterpret_cast<const char*>(&h), sizeof(h));
+  payload->append(child);
+}
+
 uint64_t RecordChecksum(const RecordHeader& h, std::string_view payload) {
   const uint64_t seed =
       h.position ^ (h.revision * 0x9E3779B97F4A7C15ull) ^ (uint64_t{h.length} << 8) ^ h.kind;

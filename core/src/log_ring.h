@@ -29,12 +29,20 @@ struct OpRef {
   std::string_view value;
 };
 
+// Op code of a "retire nested child" marker: not a ChangeOp, and ForEachOp never shows it. A
+// change that drops the last reference to a nested child carries one in the same record, naming
+// the child (the op's value), so that a writer killed between its commit and unlinking the child
+// leaves the intent in the log, and the next lock holder's repair finishes it.
+inline constexpr uint8_t kRetireChildOp = 0x80;
+
 inline uint64_t OpsPayloadBytes(std::string_view key, std::string_view value) {
   return sizeof(OpHeader) + key.size() + value.size();
 }
 void AppendOp(const OpRef& op, std::string* payload);
+void AppendRetireChild(std::string_view child, std::string* payload);
 
-// Calls fn(const OpRef&) for each op; false if the payload is malformed.
+// Calls fn(const OpRef&) for each change op (never for retire markers); false if the payload is
+// malformed.
 template <typename Fn>
 bool ForEachOp(std::string_view payload, Fn&& fn) {
   while (!payload.empty()) {
@@ -43,16 +51,30 @@ bool ForEachOp(std::string_view payload, Fn&& fn) {
     std::memcpy(&h, payload.data(), sizeof(h));
     payload.remove_prefix(sizeof(h));
     if (uint64_t{h.key_bytes} + h.value_bytes > payload.size()) return false;
+    const std::string_view key = payload.substr(0, h.key_bytes);
+    const std::string_view value = payload.substr(h.key_bytes, h.value_bytes);
+    payload.remove_prefix(uint64_t{h.key_bytes} + h.value_bytes);
+    if (h.op == kRetireChildOp) continue;
     if (h.op < static_cast<uint8_t>(ChangeOp::kSet) ||
         h.op > static_cast<uint8_t>(ChangeOp::kClear)) {
       return false;
     }
-    OpRef op{static_cast<ChangeOp>(h.op), static_cast<ValueType>(h.type),
-             payload.substr(0, h.key_bytes), payload.substr(h.key_bytes, h.value_bytes)};
-    payload.remove_prefix(uint64_t{h.key_bytes} + h.value_bytes);
-    fn(op);
+    fn(OpRef{static_cast<ChangeOp>(h.op), static_cast<ValueType>(h.type), key, value});
   }
   return true;
+}
+
+// Calls fn(std::string_view child) for each retire marker of a well-formed payload.
+template <typename Fn>
+void ForEachRetiredChild(std::string_view payload, Fn&& fn) {
+  while (payload.size() >= sizeof(OpHeader)) {
+    OpHeader h;
+    std::memcpy(&h, payload.data(), sizeof(h));
+    payload.remove_prefix(sizeof(h));
+    if (uint64_t{h.key_bytes} + h.value_bytes > payload.size()) return;
+    if (h.op == kRetireChildOp) fn(payload.substr(h.key_bytes, h.value_bytes));
+    payload.remove_prefix(uint64_t{h.key_bytes} + h.value_bytes);
+  }
 }
 
 inline uint64_t RecordLength(uint64_t payload_bytes) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "layout.h"
@@ -132,6 +133,26 @@ TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_EQ(dict_->Export().size(), 2u);
   EXPECT_EQ(dict_->revision(), 2u);
+}
+
+// A writer killed between committing the change that retired a nested child and unlinking it:
+// the next lock holder's repair finds the retirement in the log and unlinks the child.
+TEST_F(RepairTest, AChildRetiredByADeadWriterIsUnlinkedByTheNextLockHolder) {
+  auto child = dict_->OpenNested("settings");
+  ASSERT_TRUE(child.ok());
+  const std::string child_name = child->name();
+  ASSERT_TRUE(child->Close().ok());  // closed: only its segment is left
+  ASSERT_TRUE(dict_->Set("settings", Value::Int(1)).ok());
+  // The state of a writer killed right after that commit: the child's segment is still there.
+  ASSERT_TRUE(internal::CreateSegment(child_name, 4096, 0600, /*replace_existing=*/false).ok());
+  ASSERT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
+  DieHoldingTheLock();
+
+  Result<Dict> other = AttachAnotherHandle();
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
+  EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
 }
 
 // A process SIGKILLed while asleep in WaitForChange leaves the "someone may be waiting" flag set.

@@ -171,6 +171,15 @@ Result<uint64_t> SegmentSize(int fd) {
 
 void UnlinkSegmentQuietly(std::string_view segment) { shm_unlink(ShmName(segment).c_str()); }
 
+bool UnlinkDictSegments(std::string_view name) {
+  bool found = shm_unlink(ShmName(name).c_str()) == 0;
+  for (const std::string& segment : ListSegments(std::string(name) + "@")) {
+    UnlinkSegmentQuietly(segment);
+    found = true;
+  }
+  return found;
+}
+
 Status RenameSegment(std::string_view from, std::string_view to) {
   const std::string dir = std::string(kShmDir) + std::string(kShmPrefix);
   if (rename((dir + std::string(from)).c_str(), (dir + std::string(to)).c_str()) != 0) {

@@ -92,6 +92,9 @@ Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string
 Result<uint64_t> SegmentSize(int fd);
 // Unlinks; ENOENT is OK (someone else did it).
 void UnlinkSegmentQuietly(std::string_view segment);
+// Unlinks every name of dict `name`: its main segment and everything named "NAME@..." (snapshots,
+// large values, nested children and theirs). False if there was nothing to unlink.
+bool UnlinkDictSegments(std::string_view name);
 // Renames a segment (atomically, replacing `to` if it exists).
 Status RenameSegment(std::string_view from, std::string_view to);
 

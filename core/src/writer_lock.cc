@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 
+#include "segment.h"
+
 namespace shmdict::internal {
 
 Status WriterLock::Claim(int segment_fd, MainHeader* header, const LogReader* reader,
@@ -108,7 +110,12 @@ Status WriterLock::RepairAfterDeadHolder() {
   // not the other: neither is trusted. The end of the log is re-derived by stepping over the
   // committed records from the published snapshot, which writers never reclaim past (at most a
   // log's worth of records, once per dead holder).
-  auto tail = reader_->EndOfRecords(snap_position, snap_revision, committed);
+  // The same walk finishes the dead writer's unlinking of nested children its last change
+  // retired (kRetireChildOp): unlinking is idempotent, so earlier records' markers cost nothing.
+  auto tail =
+      reader_->EndOfRecords(snap_position, snap_revision, committed, [](std::string_view payload) {
+        ForEachRetiredChild(payload, [](std::string_view child) { UnlinkDictSegments(child); });
+      });
   if (!tail.ok()) return tail.status();
   w.writer_tail.store(*tail, std::memory_order_relaxed);
   w.writer_tail_revision.store(committed, std::memory_order_relaxed);
