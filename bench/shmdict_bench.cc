@@ -1,5 +1,5 @@
-// shmdict_bench: checks the DESIGN.md "Performance targets" that one host can measure, against a
-// plain std::unordered_map<std::string, std::string> baseline, in one run and with the same keys.
+// shmdict_bench: checks the docs/DESIGN.md "Performance targets" that one host can measure, against
+// a plain std::unordered_map<std::string, std::string> baseline, in one run and with the same keys.
 //
 //   shmdict_bench [--keys N] [--big-keys N] [--reps R] [--samples N] [--spacing-us U]
 //                 [--pin] [--buffer-size BYTES] [--quick] [--json FILE]
@@ -444,7 +444,7 @@ struct Row {
   std::string base;  // display text of the baseline figure and what it is; empty: none
   double ratio = NAN;
   std::string target;
-  std::string verdict;  // "PASS", "MISS", or "info" when DESIGN.md sets no target
+  std::string verdict;  // "PASS", "MISS", or "info" when docs/DESIGN.md sets no target
   std::vector<std::pair<std::string, double>> metrics;  // raw numbers for --json
 };
 
@@ -647,7 +647,7 @@ void RunSingleProcess(Bench& b) {
         }
       });
   b.rows.push_back(
-      ThroughputRow("write (overwrite existing key)", write_shm, write_base, "unordered_map", 0.2));
+      ThroughputRow("write (overwrite existing key)", write_shm, write_base, "unordered_map", 0.3));
 
   // Verifies the last overwrite landed, so a fast but lossy Set cannot pass.
   const int last_variant = (reps + passes - 1) % 2;
@@ -747,8 +747,8 @@ void AddAttachRows(Bench& b, const std::string& label, const AttachResult& a, do
   Row time;
   time.op = "attach " + label + " (Open + first Get)";
   time.shm = FormatNs(a.attach_ns.Min());
-  time.target = "<= 50 ms";
-  time.verdict = Verdict(a.attach_ns.Min() <= 50e6);
+  time.target = "<= 1 ms";
+  time.verdict = Verdict(a.attach_ns.Min() <= 1e6);
   time.metrics = {{"attach_ns", a.attach_ns.Min()},
                   {"attach_ns_median", a.attach_ns.Median()},
                   {"open_ns", a.open_ns.Min()},
@@ -761,8 +761,8 @@ void AddAttachRows(Bench& b, const std::string& label, const AttachResult& a, do
                FormatKiB(a.rss_delta_kib.Median()) + ", anon " +
                FormatKiB(a.anon_delta_kib.Median()) + ")";
   memory.base = FormatKiB(data_kib) + " data (keys+values)";
-  memory.target = "<= 10% of data";
-  memory.verdict = Verdict(a.pss_delta_kib.Median() <= 0.1 * data_kib);
+  memory.target = "<= 1 MiB";
+  memory.verdict = Verdict(a.pss_delta_kib.Median() <= 1024);
   memory.metrics = {{"pss_delta_kib", a.pss_delta_kib.Median()},
                     {"rss_delta_kib", a.rss_delta_kib.Median()},
                     {"anon_delta_kib", a.anon_delta_kib.Median()},
@@ -817,7 +817,7 @@ void RunBigDict(Bench& b) {
     empty_ns.Add(static_cast<double>(MonotonicNs() - start) / ops);
   }
   Row row = ThroughputRow("write, " + label + " present vs empty dict", big_ns, empty_ns,
-                          "shmdict, empty dict", 0.5);
+                          "shmdict, empty dict", 0.8);
   row.metrics.emplace_back("shmdict_longest_set_ns", big_longest_ns);
   row.metrics.emplace_back("baseline_longest_set_ns", empty_longest_ns);
   b.rows.push_back(std::move(row));

@@ -94,8 +94,8 @@ const char* RatioDefinition(Metric metric) {
   return "";
 }
 
-// DESIGN.md: "peers in the same run: faster than Redis, LMDB and a Boost.Interprocess map on the
-// same workload".
+// docs/DESIGN.md: "peers in the same run: faster than Redis, LMDB and a Boost.Interprocess map on
+// the same workload".
 const char* const kTargetPeers[] = {"redis", "lmdb", "boost_interprocess"};
 
 struct TargetVerdict {
@@ -346,7 +346,7 @@ std::string RenderMarkdown(const Report& r) {
     md << Table(header, rows) << "\n";
   }
 
-  md << "## DESIGN.md target: faster than Redis, LMDB and a Boost.Interprocess map\n\n"
+  md << "## docs/DESIGN.md target: faster than Redis, LMDB and a Boost.Interprocess map\n\n"
      << "Per workload, shmdict against the three peers the target names (n/a peers do not "
         "count): PASS when shmdict is faster than each of them. The figures are the ratios of "
         "the tables below (< 1: the peer is slower than shmdict).\n\n";

@@ -1,5 +1,5 @@
 // Snapshot: an immutable, read-only hash index of a whole dict at one revision, in its own
-// shared-memory segment that every process maps instead of parsing (DESIGN.md's "shape for big
+// shared-memory segment that every process maps instead of parsing (docs/DESIGN.md, "Big
 // dicts"). Attaching costs one mmap whatever the dict's size, and N processes share one copy.
 //
 // Thread-safety: a SnapshotView is immutable after Open/Build and safe to share between threads
