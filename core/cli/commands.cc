@@ -75,10 +75,32 @@ Status ExplainNotFound(std::string_view name, Status status) {
   return status;
 }
 
+// The library's log lines (snapshot builds, lock recoveries) go to the CLI's own logger.
+class SpdlogSink final : public LogSink {
+ public:
+  explicit SpdlogSink(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}
+  void Log(LogLevel level, std::string_view message) override {
+    switch (level) {
+      case LogLevel::kInfo:
+        logger_->info("{}", message);
+        break;
+      case LogLevel::kWarning:
+        logger_->warn("{}", message);
+        break;
+      case LogLevel::kError:
+        logger_->error("{}", message);
+        break;
+    }
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> logger_;  // spdlog loggers are thread-safe (_mt)
+};
+
 Options BaseOptions(const CommandLine& cl) {
   Options options;
   options.name = cl.name;
-  options.logger = cl.logger;
+  if (cl.logger) options.log_sink = std::make_shared<SpdlogSink>(cl.logger);
   return options;
 }
 

@@ -1,7 +1,5 @@
 #include "compactor.h"
 
-#include <spdlog/spdlog.h>
-
 #include <chrono>
 #include <new>
 #include <utility>
@@ -31,7 +29,7 @@ void Compactor::Bind(const Options& options, MainHeader* header, uint64_t log_ca
   mode_ = options.mode;
   background_ = options.background_compaction;
   lock_timeout_ = options.lock_timeout;
-  logger_ = options.logger;
+  log_sink_ = options.log_sink;
   header_ = header;
   log_capacity_ = log_capacity;
   reader_ = reader;
@@ -135,9 +133,12 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
     if (blob_revision > snap.revision()) break;
     UnlinkSegmentQuietly(segment);
   }
-  if (logger_) {
-    logger_->info("dict '{}': snapshot generation {} at revision {} ({} entries, {})", name_,
-                  snap.generation(), snap.revision(), snap.entry_count(), how);
+  if (log_sink_) {
+    log_sink_->Log(LogLevel::kInfo, "dict '" + name_ + "': snapshot generation " +
+                                        std::to_string(snap.generation()) + " at revision " +
+                                        std::to_string(snap.revision()) + " (" +
+                                        std::to_string(snap.entry_count()) + " entries, " + how +
+                                        ")");
   }
 }
 
@@ -227,9 +228,10 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
                      : Result<std::shared_ptr<const SnapshotView>>(caught_up);
   bool published = false;
   if (!snap.ok()) {
-    if (logger_) {
-      logger_->error("dict '{}': building snapshot generation {} failed: {}", name_, generation,
-                     snap.status().ToString());
+    if (log_sink_) {
+      log_sink_->Log(LogLevel::kError, "dict '" + name_ + "': building snapshot generation " +
+                                           std::to_string(generation) +
+                                           " failed: " + snap.status().ToString());
     }
   } else if (lock_->AcquireUncounted(lock_timeout_).ok()) {
     published = PublishLocked(*snap);

@@ -78,7 +78,7 @@ class Compactor {
   mode_t mode_ = 0600;
   bool background_ = true;
   std::chrono::nanoseconds lock_timeout_{0};
-  std::shared_ptr<spdlog::logger> logger_;
+  std::shared_ptr<LogSink> log_sink_;
   MainHeader* header_ = nullptr;
   uint64_t log_capacity_ = 0;
   const LogReader* reader_ = nullptr;

@@ -1,7 +1,5 @@
 #include "dict_impl.h"
 
-#include <spdlog/spdlog.h>
-
 #include <cstring>
 #include <utility>
 
@@ -27,7 +25,7 @@ Status Dict::Impl::Attach() {
   ring =
       internal::LogRing(header, map.data() + internal::kHeaderSize, header->identity.log_capacity);
   reader = internal::LogReader(name, header, &ring);
-  Status s = writer_lock.Claim(fd.get(), header, &reader, options.logger);
+  Status s = writer_lock.Claim(fd.get(), header, &reader, options.log_sink);
   if (!s.ok()) return s;
   compactor.Bind(options, header, ring.capacity(), &reader, &writer_lock);
   s = reader.LoadLatestSnapshot(&view);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "segment.h"
@@ -376,6 +377,31 @@ TEST_F(DictTest, AThreadHoldingTheLockThroughOneHandleIsRefusedAtOnceThroughAnot
   EXPECT_EQ(write.status().code(), StatusCode::kFailedPrecondition) << write.status().ToString();
   guard->Unlock();
   EXPECT_TRUE(b.Set("k", Value::Int(1)).ok()) << "released: the other handle writes";
+}
+
+// The library reports through the sink it is given, and nowhere else (no global logger).
+TEST_F(DictTest, ASnapshotBuildIsReportedToTheLogSink) {
+  struct Capture : LogSink {
+    std::mutex mu;
+    std::vector<std::pair<LogLevel, std::string>> lines;
+    void Log(LogLevel level, std::string_view message) override {
+      std::lock_guard<std::mutex> lock(mu);
+      lines.emplace_back(level, std::string(message));
+    }
+  };
+  auto sink = std::make_shared<Capture>();
+  Options o = Opts();
+  o.log_sink = sink;
+  Dict d = OpenOrDie(o);
+  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+  ASSERT_TRUE(d.Dump().ok());
+  ASSERT_TRUE(d.Close().ok());
+  std::lock_guard<std::mutex> lock(sink->mu);
+  ASSERT_FALSE(sink->lines.empty());
+  EXPECT_EQ(sink->lines.back().first, LogLevel::kInfo);
+  EXPECT_NE(sink->lines.back().second.find("dict '" + name_ + "': snapshot generation"),
+            std::string::npos)
+      << sink->lines.back().second;
 }
 
 // The handle is thread-compatible: one handle per thread, all writing the same dict.

@@ -1,7 +1,5 @@
 #include "writer_lock.h"
 
-#include <spdlog/spdlog.h>
-
 #include <cstdlib>
 
 #include "segment.h"
@@ -9,10 +7,10 @@
 namespace shmdict::internal {
 
 Status WriterLock::Claim(int segment_fd, MainHeader* header, const LogReader* reader,
-                         std::shared_ptr<spdlog::logger> logger) {
+                         std::shared_ptr<LogSink> log_sink) {
   header_ = header;
   reader_ = reader;
-  logger_ = std::move(logger);
+  log_sink_ = std::move(log_sink);
   return identity_.Claim(reader->name(), segment_fd, header);
 }
 
@@ -75,11 +73,11 @@ Status WriterLock::AcquireUncounted(std::chrono::nanoseconds timeout) {
 }
 
 void WriterLock::ReleaseUncounted() {
-  if (!ReleaseRobustLock(&header_->writer.write_lock, identity_) && logger_) {
-    logger_->error(
-        "dict '{}': another process took over the writer lock while this handle held it (was "
-        "its liveness descriptor closed behind its back?)",
-        reader_->name());
+  if (!ReleaseRobustLock(&header_->writer.write_lock, identity_) && log_sink_) {
+    log_sink_->Log(LogLevel::kError,
+                   "dict '" + reader_->name() +
+                       "': another process took over the writer lock while this handle held it "
+                       "(was its liveness descriptor closed behind its back?)");
   }
 }
 
@@ -122,10 +120,12 @@ Status WriterLock::RepairAfterDeadHolder() {
   w.snapshot_log_position.store(snap_position, std::memory_order_relaxed);
   w.snapshot_revision.store(snap_revision, std::memory_order_relaxed);
   const uint64_t recoveries = w.lock_recoveries.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (logger_) {
-    logger_->warn(
-        "dict '{}': recovered the writer lock from a dead holder at revision {} (recovery #{})",
-        reader_->name(), committed, recoveries);
+  if (log_sink_) {
+    log_sink_->Log(LogLevel::kWarning, "dict '" + reader_->name() +
+                                           "': recovered the writer lock from a dead holder at "
+                                           "revision " +
+                                           std::to_string(committed) + " (recovery #" +
+                                           std::to_string(recoveries) + ")");
   }
   return Status::Ok();
 }

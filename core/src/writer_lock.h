@@ -16,11 +16,8 @@
 #include "layout.h"
 #include "log_reader.h"
 #include "robust_lock.h"
+#include "shmdict/log_sink.h"
 #include "shmdict/status.h"
-
-namespace spdlog {
-class logger;
-}
 
 namespace shmdict::internal {
 
@@ -32,7 +29,7 @@ class WriterLock {
 
   // Takes this handle's holder identity. Errors: HolderIdentity::Claim's.
   Status Claim(int segment_fd, MainHeader* header, const LogReader* reader,
-               std::shared_ptr<spdlog::logger> logger);
+               std::shared_ptr<LogSink> log_sink);
   // True in a forked child until the next Acquire: the lock state is its parent's.
   bool inherited_through_fork() const { return identity_.stale(); }
   // In a forked child: the inherited depth is the parent's lock, never the child's.
@@ -67,7 +64,7 @@ class WriterLock {
   HolderIdentity identity_;
   MainHeader* header_ = nullptr;
   const LogReader* reader_ = nullptr;
-  std::shared_ptr<spdlog::logger> logger_;
+  std::shared_ptr<LogSink> log_sink_;
   int depth_ = 0;  // > 0 while the handle holds it (owned by the handle's thread)
 };
 

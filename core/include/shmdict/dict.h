@@ -55,12 +55,9 @@
 #include <utility>
 #include <vector>
 
+#include "shmdict/log_sink.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
-
-namespace spdlog {
-class logger;
-}
 
 namespace shmdict {
 
@@ -92,8 +89,8 @@ struct Options {
   // Build snapshots on a background thread of this process when the log is half full, so that
   // writers do not stall on O(n) work. false: build them inline (single-threaded programs).
   bool background_compaction = true;
-  // Where the library logs (compactions, lock recoveries). Null: nothing is logged.
-  std::shared_ptr<spdlog::logger> logger;
+  // Where the library reports snapshot builds and lock recoveries (log_sink.h). Null: nowhere.
+  std::shared_ptr<LogSink> log_sink;
 };
 
 enum class ChangeOp : uint8_t { kSet = 1, kErase = 2, kClear = 3 };
