@@ -34,13 +34,6 @@ constexpr uint64_t kSmallLog = 64 * 1024;
 constexpr milliseconds kLockTimeout = seconds(5);
 constexpr const char* kForever = "100000000";  // a COUNT the writer never reaches before its kill
 
-// Kill counts are multiplied by $SHMDICT_TEST_SCALE (default 1) for soak runs.
-int Scaled(int kills) {
-  const char* env = std::getenv("SHMDICT_TEST_SCALE");
-  const long scale = env != nullptr ? std::strtol(env, nullptr, 10) : 1;
-  return kills * static_cast<int>(std::max(1L, scale));
-}
-
 class CrashTest : public DictTestBase {
  protected:
   Options CrashOptions() const {

@@ -34,12 +34,6 @@ constexpr uint64_t kSmallLog = 64 * 1024;  // snapshots every few hundred writes
 constexpr milliseconds kLockTimeout = seconds(5);
 constexpr const char* kForever = "100000000";  // a COUNT the writer never reaches before its kill
 
-int Scaled(int count) {
-  const char* env = std::getenv("SHMDICT_TEST_SCALE");
-  const long scale = env != nullptr ? std::strtol(env, nullptr, 10) : 1;
-  return count * static_cast<int>(std::max(1L, scale));
-}
-
 // A worker as pid 1 of a pid namespace of its own. The WorkerProcess is `unshare`, whose only
 // child is the worker; --kill-child takes the worker down with unshare.
 std::unique_ptr<WorkerProcess> SpawnInOwnPidNamespace(std::vector<std::string> args) {

@@ -50,6 +50,12 @@ std::string UniqueDictName() {
   return base + suffix;
 }
 
+int Scaled(int count) {
+  const char* env = std::getenv("SHMDICT_TEST_SCALE");
+  const long scale = env != nullptr ? std::strtol(env, nullptr, 10) : 1;
+  return count * static_cast<int>(std::max(1L, scale));
+}
+
 uint64_t TestSeed() {
   const char* env = std::getenv("SHMDICT_TEST_SEED");
   if (env != nullptr && *env != '\0') return std::strtoull(env, nullptr, 10);

@@ -50,6 +50,9 @@ std::vector<std::string> ShmEntriesWithPrefix(std::string_view name);
 // The seed for a test's random choices: $SHMDICT_TEST_SEED if set, otherwise random.
 uint64_t TestSeed();
 
+// `count` (of kills, rounds) times $SHMDICT_TEST_SCALE (default 1), for soak runs.
+int Scaled(int count);
+
 // A dict name for the running test: "<Suite>.<Test>-<pid>-<NNN>" (sanitized, at most 200 bytes).
 // The fixed-width counter keeps names prefix-free, so ShmEntriesWithPrefix(a) never matches b.
 std::string UniqueDictName();
