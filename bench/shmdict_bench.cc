@@ -2,7 +2,7 @@
 // a plain std::unordered_map<std::string, std::string> baseline, in one run and with the same keys.
 //
 //   shmdict_bench [--keys N] [--big-keys N] [--reps R] [--samples N] [--spacing-us U]
-//                 [--pin] [--buffer-size BYTES] [--quick] [--json FILE]
+//                 [--pin] [--buffer-size BYTES] [--quick] [--json FILE]   (--help: details)
 //
 // Workload: keys "key:<i>" (i < --keys) with 32-byte string values, visited in one deterministic
 // random order. Each throughput figure is the best of --reps repetitions, shmdict and baseline
@@ -988,55 +988,51 @@ int WatchChildMain(int argc, char** argv) {
 
 // ------------------------------------------------------------------------------------- main
 
-void Usage() {
-  std::fprintf(stderr,
-               "usage: shmdict_bench [--keys N] [--big-keys N] [--reps R] [--samples N]\n"
-               "                     [--spacing-us U] [--pin] [--buffer-size BYTES[K|M|G]]\n"
-               "                     [--quick]\n"
-               "                     [--json FILE]\n"
-               "  --keys N         workload keys (default 100000; --quick: 2000)\n"
-               "  --big-keys N     keys of the attach / write-scaling dict (default 1000000;\n"
-               "                   --quick: 20000)\n"
-               "  --reps R         repetitions, best taken (default 5; --quick: 2)\n"
-               "  --samples N      latency samples per reader mode (default 2000; --quick: 200)\n"
-               "  --spacing-us U   pause between latency writes (default 1000)\n"
-               "  --pin            latency writer and reader on separate CPUs (default: the\n"
-               "                   scheduler places them)\n"
-               "  --buffer-size B  Options::buffer_size for every dict (default: the library's)\n"
-               "  --json FILE      also write the results as JSON\n");
-}
-
-std::optional<Config> ParseFlags(int argc, char** argv) {
-  Config config;
-  const shmdict::bench::FlagTable flags = {
-      .switches = {{"--quick", [&] { config.quick = true; }},
-                   {"--pin", [&] { config.pin = true; }}},
-      .values = {{"--json", [&](const char* path) { config.json_path = path; }}},
-      .numbers = {"--keys", "--big-keys", "--reps", "--samples", "--spacing-us", "--buffer-size"},
-      .units = shmdict::bench::kBinaryUnits,
-  };
-  const std::optional<std::map<std::string, uint64_t>> numbers =
-      shmdict::bench::ScanFlags(argc, argv, flags);
-  if (!numbers) return std::nullopt;
-  if (config.quick) {  // explicit flags below still win, whatever their order
-    config.keys = 2000;
-    config.big_keys = 20000;
-    config.reps = 2;
-    config.samples = 200;
-    config.spacing_us = 500;
+// Fills a Config from the command line. nullopt: run; otherwise the exit code to return.
+std::optional<int> ParseFlags(int argc, char** argv, Config* config) {
+  using shmdict::bench::AddCountFlag;
+  CLI::App app{
+      "Checks docs/DESIGN.md's performance targets that one host can measure, against a "
+      "std::unordered_map in the same run.",
+      "shmdict_bench"};
+  uint64_t keys = 0, big_keys = 0, reps = 0, samples = 0, spacing_us = 0, buffer_size = 0;
+  bool keys_given = false, big_keys_given = false, reps_given = false, samples_given = false,
+       spacing_given = false, buffer_given = false;
+  app.add_flag("--quick", config->quick,
+               "smoke run: 2000 keys, 20000 big keys, 2 reps, 200 samples (explicit flags win)");
+  AddCountFlag(app, "--keys", &keys, &keys_given, "workload keys (default 100k)");
+  AddCountFlag(app, "--big-keys", &big_keys, &big_keys_given,
+               "keys of the attach / write-scaling dict (default 1M)");
+  AddCountFlag(app, "--reps", &reps, &reps_given, "repetitions, best taken (default 5)");
+  AddCountFlag(app, "--samples", &samples, &samples_given,
+               "latency samples per reader mode (default 2000)");
+  AddCountFlag(app, "--spacing-us", &spacing_us, &spacing_given,
+               "pause between latency writes, in microseconds (default 1000)");
+  app.add_flag("--pin", config->pin,
+               "latency writer and reader on separate CPUs (default: the scheduler places them)");
+  shmdict::bench::AddSizeFlag(app, "--buffer-size", &buffer_size, &buffer_given,
+                              "Options::buffer_size for every dict, e.g. 64K (default: the "
+                              "library's)");
+  app.add_option("--json", config->json_path, "also write the results as JSON to this file");
+  if (auto exit_code = shmdict::bench::ParseCommandLine(app, argc, argv)) return exit_code;
+  if (config->quick) {
+    config->keys = 2000;
+    config->big_keys = 20000;
+    config->reps = 2;
+    config->samples = 200;
+    config->spacing_us = 500;
   }
-  using shmdict::bench::TakeNumber;
-  TakeNumber(*numbers, "--keys", &config.keys);
-  TakeNumber(*numbers, "--big-keys", &config.big_keys);
-  TakeNumber(*numbers, "--reps", &config.reps);
-  TakeNumber(*numbers, "--samples", &config.samples);
-  TakeNumber(*numbers, "--spacing-us", &config.spacing_us);
-  TakeNumber(*numbers, "--buffer-size", &config.buffer_size);
-  if (config.keys > UINT32_MAX / 2) {  // indexes are uint32 and misses use keys n..2n
-    std::fprintf(stderr, "--keys is too large\n");
-    return std::nullopt;
+  if (keys_given) config->keys = keys;
+  if (big_keys_given) config->big_keys = big_keys;
+  if (reps_given) config->reps = static_cast<int>(reps);
+  if (samples_given) config->samples = static_cast<int>(samples);
+  if (spacing_given) config->spacing_us = static_cast<int64_t>(spacing_us);
+  if (buffer_given) config->buffer_size = buffer_size;
+  if (config->keys > UINT32_MAX / 2) {  // indexes are uint32 and misses use keys n..2n
+    std::fprintf(stderr, "shmdict_bench: --keys is too large (see --help)\n");
+    return 2;
   }
-  return config;
+  return std::nullopt;
 }
 
 // "1.02 0.87 0.55": other jobs on this shared machine skew every figure, so the report shows them.
@@ -1121,14 +1117,11 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == kAttachCommand) return AttachChildMain(argc, argv);
   if (argc >= 2 && std::string_view(argv[1]) == kWatchCommand) return WatchChildMain(argc, argv);
 
-  std::optional<Config> config = ParseFlags(argc, argv);
-  if (!config) {
-    Usage();
-    return 2;
-  }
+  Config config;
+  if (auto exit_code = ParseFlags(argc, argv, &config)) return *exit_code;
   InstallCleanup();
   int exit_code = shmdict::bench::RunReportingErrors<BenchError>("shmdict_bench",
-                                                                 [&] { return RunBench(*config); });
+                                                                 [&] { return RunBench(config); });
   if (!UnlinkEverything() && exit_code == 0) exit_code = 1;
   return exit_code;
 }

@@ -79,44 +79,6 @@ constexpr int64_t kGapNs = 50'000'000;
 
 // ---------------------------------------------------------------------------------- flags
 
-void Usage() {
-  std::fprintf(
-      stderr,
-      "usage: shmdict_peers [--quick] [--out DIR] [--keys N] [--big-keys N] [--value-bytes N]\n"
-      "                     [--reps R] [--time-box-ms MS] [--batch N] [--samples N]\n"
-      "                     [--spacing-us U] [--readers N,M] [--systems a,b,...]\n"
-      "                     [--python PATH] [--no-plots]\n"
-      "       shmdict_peers --check-json FILE\n"
-      "  --quick          smoke run: 2000 keys, 20000 big keys, 1 rep, 50 ms time box\n"
-      "  --out DIR        where peers.md, peers.json and the plots go (default: the current\n"
-      "                   directory; the committed report is made with --out docs/bench)\n"
-      "  --keys N         keys of the per-op workloads (default 100000)\n"
-      "  --big-keys N     keys of the bulk import and attach workloads (default 1000000)\n"
-      "  --value-bytes N  value size, at least 16 (default 32)\n"
-      "  --reps R         repetitions, best taken, systems alternating (default 3)\n"
-      "  --time-box-ms MS longest measured run per workload, system and rep (default 750)\n"
-      "  --batch N        items per call/transaction/MSET in the bulk import (default 1000)\n"
-      "  --samples N      change-propagation writes per reader kind (default 2000)\n"
-      "  --spacing-us U   pause between those writes (default 1000)\n"
-      "  --readers LIST   reader counts of the 1-writer-N-readers workload (default: 1 and\n"
-      "                   the number of CPUs)\n"
-      "  --systems LIST   only these (others report n/a); names: shmdict, unordered_map, lmdb,\n"
-      "                   boost_interprocess, redis, python_manager\n"
-      "  --python PATH    interpreter for manager_peer.py (default /usr/bin/python3)\n"
-      "  --no-plots       skip gnuplot\n");
-}
-
-std::vector<std::string> SplitList(std::string_view text) {
-  std::vector<std::string> out;
-  while (!text.empty()) {
-    const size_t comma = text.find(',');
-    if (comma != 0) out.emplace_back(text.substr(0, comma));
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
 int CpuCount() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -124,67 +86,89 @@ int CpuCount() {
   return std::max(1, CPU_COUNT(&set));
 }
 
-std::optional<Config> ParseFlags(int argc, char** argv) {
-  Config c;
-  std::optional<std::string> readers;
-  const shmdict::bench::FlagTable flags = {
-      .switches = {{"--quick", [&] { c.quick = true; }}, {"--no-plots", [&] { c.plots = false; }}},
-      .values = {{"--out", [&](const char* dir) { c.out_dir = dir; }},
-                 {"--python", [&](const char* path) { c.python = path; }},
-                 {"--systems", [&](const char* list) { c.systems = SplitList(list); }},
-                 {"--readers", [&](const char* list) { readers = list; }}},
-      .numbers = {"--keys", "--big-keys", "--value-bytes", "--reps", "--time-box-ms", "--batch",
-                  "--samples", "--spacing-us"},
-      .units = shmdict::bench::kDecimalUnits,
-  };
-  const std::optional<std::map<std::string, uint64_t>> numbers =
-      shmdict::bench::ScanFlags(argc, argv, flags);
-  if (!numbers) return std::nullopt;
-  if (c.quick) {  // explicit flags below still win, whatever their order
-    c.keys = 2000;
-    c.big_keys = 20000;
-    c.reps = 1;
-    c.time_box_ns = 50'000'000;
-    c.samples = 100;
-    c.spacing_ns = 200'000;
-    c.settle_ns = 100'000'000;
+// Fills a Config from the command line. nullopt: run; otherwise the exit code to return.
+std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
+  using shmdict::bench::AddCountFlag;
+  CLI::App app{
+      "Runs the same workloads on shmdict and its peers (LMDB, Boost.Interprocess, Redis, "
+      "Python's Manager().dict(), a std::unordered_map) and writes peers.md, peers.json "
+      "and plots. `shmdict_peers --check-json FILE` checks a report instead.",
+      "shmdict_peers"};
+  uint64_t keys = 0, big_keys = 0, value_bytes = 0, reps = 0, time_box_ms = 0, batch = 0,
+           samples = 0, spacing_us = 0;
+  bool keys_given = false, big_keys_given = false, value_bytes_given = false, reps_given = false,
+       time_box_given = false, batch_given = false, samples_given = false, spacing_given = false;
+  bool no_plots = false;
+  std::vector<uint64_t> readers;
+  app.add_flag("--quick", c->quick,
+               "smoke run: 2000 keys, 20000 big keys, 1 rep, 50 ms time box (explicit flags win)");
+  app.add_option("--out", c->out_dir,
+                 "where peers.md, peers.json and the plots go (default: the current directory; "
+                 "the committed report is made with --out docs/bench)");
+  AddCountFlag(app, "--keys", &keys, &keys_given, "keys of the per-op workloads (default 100k)");
+  AddCountFlag(app, "--big-keys", &big_keys, &big_keys_given,
+               "keys of the bulk import and attach workloads (default 1M)");
+  AddCountFlag(app, "--value-bytes", &value_bytes, &value_bytes_given,
+               "value size, at least 16 (default 32)");
+  AddCountFlag(app, "--reps", &reps, &reps_given,
+               "repetitions, best taken, systems alternating (default 3)");
+  AddCountFlag(app, "--time-box-ms", &time_box_ms, &time_box_given,
+               "longest measured run per workload, system and rep (default 750)");
+  AddCountFlag(app, "--batch", &batch, &batch_given,
+               "items per call/transaction/MSET in the bulk import (default 1000)");
+  AddCountFlag(app, "--samples", &samples, &samples_given,
+               "change-propagation writes per reader kind (default 2000)");
+  AddCountFlag(app, "--spacing-us", &spacing_us, &spacing_given,
+               "pause between those writes, in microseconds (default 1000)");
+  app.add_option("--readers", readers,
+                 "reader counts of the 1-writer-N-readers workload, e.g. 1,4 (default: 1 and the "
+                 "number of CPUs)")
+      ->delimiter(',')
+      ->check(CLI::Range(uint64_t{1}, uint64_t{64}));
+  app.add_option("--systems", c->systems,
+                 "only these (others report n/a): shmdict, unordered_map, lmdb, "
+                 "boost_interprocess, redis, python_manager")
+      ->delimiter(',');
+  app.add_option("--python", c->python,
+                 "interpreter for manager_peer.py (default /usr/bin/python3)");
+  app.add_flag("--no-plots", no_plots, "skip gnuplot");
+  if (auto exit_code = shmdict::bench::ParseCommandLine(app, argc, argv)) return exit_code;
+  if (no_plots) c->plots = false;
+  if (c->quick) {
+    c->keys = 2000;
+    c->big_keys = 20000;
+    c->reps = 1;
+    c->time_box_ns = 50'000'000;
+    c->samples = 100;
+    c->spacing_ns = 200'000;
+    c->settle_ns = 100'000'000;
   }
-  using shmdict::bench::TakeNumber;
-  TakeNumber(*numbers, "--keys", &c.keys);
-  TakeNumber(*numbers, "--big-keys", &c.big_keys);
-  TakeNumber(*numbers, "--value-bytes", &c.value_bytes);
-  TakeNumber(*numbers, "--reps", &c.reps);
-  TakeNumber(*numbers, "--time-box-ms", &c.time_box_ns, 1'000'000);
-  TakeNumber(*numbers, "--batch", &c.batch);
-  TakeNumber(*numbers, "--samples", &c.samples);
-  TakeNumber(*numbers, "--spacing-us", &c.spacing_ns, 1000);
-  if (c.value_bytes < kMinValueBytes) {
-    std::fprintf(stderr, "--value-bytes must be at least %zu\n", kMinValueBytes);
-    return std::nullopt;
+  if (keys_given) c->keys = keys;
+  if (big_keys_given) c->big_keys = big_keys;
+  if (value_bytes_given) c->value_bytes = value_bytes;
+  if (reps_given) c->reps = static_cast<int>(reps);
+  if (time_box_given) c->time_box_ns = static_cast<int64_t>(time_box_ms) * 1'000'000;
+  if (batch_given) c->batch = batch;
+  if (samples_given) c->samples = static_cast<int>(samples);
+  if (spacing_given) c->spacing_ns = static_cast<int64_t>(spacing_us) * 1000;
+  if (c->value_bytes < kMinValueBytes) {
+    std::fprintf(stderr, "shmdict_peers: --value-bytes must be at least %zu\n", kMinValueBytes);
+    return 2;
   }
-  if (c.keys > UINT32_MAX || c.big_keys > UINT32_MAX) {
-    std::fprintf(stderr, "key counts are limited to 2^32 - 1\n");
-    return std::nullopt;
+  if (c->keys > UINT32_MAX || c->big_keys > UINT32_MAX) {
+    std::fprintf(stderr, "shmdict_peers: key counts are limited to 2^32 - 1\n");
+    return 2;
   }
-  if (readers) {
-    for (const std::string& r : SplitList(*readers)) {
-      const std::optional<uint64_t> n =
-          shmdict::bench::ParseNumber(r, shmdict::bench::kDecimalUnits);
-      if (!n || *n == 0 || *n > 64) {
-        std::fprintf(stderr, "bad --readers entry '%s'\n", r.c_str());
-        return std::nullopt;
-      }
-      c.reader_counts.push_back(static_cast<int>(*n));
-    }
-  } else {
-    c.reader_counts = {1};
-    if (CpuCount() > 1) c.reader_counts.push_back(CpuCount());
+  for (uint64_t r : readers) c->reader_counts.push_back(static_cast<int>(r));
+  if (readers.empty()) {
+    c->reader_counts = {1};
+    if (CpuCount() > 1) c->reader_counts.push_back(CpuCount());
   }
   // Never the source tree by default: a run from a build folder must not rewrite the committed
   // report as a side effect.
-  if (c.out_dir.empty()) c.out_dir = ".";
-  c.manager_script = SHMDICT_PEERS_MANAGER_SCRIPT;
-  return c;
+  if (c->out_dir.empty()) c->out_dir = ".";
+  c->manager_script = SHMDICT_PEERS_MANAGER_SCRIPT;
+  return std::nullopt;
 }
 
 // ------------------------------------------------------------------------------- the report
@@ -837,15 +821,12 @@ int main(int argc, char** argv) {
     if (problems.empty()) std::printf("%s: every system reported or n/a with a reason\n", argv[2]);
     return problems.empty() ? 0 : 1;
   }
-  std::optional<Config> config = ParseFlags(argc, argv);
-  if (!config) {
-    Usage();
-    return 2;
-  }
+  Config config;
+  if (auto exit_code = ParseFlags(argc, argv, &config)) return *exit_code;
   InstallCleanup();
   int exit_code = 0;
   {
-    Driver driver(*config);
+    Driver driver(config);
     exit_code = shmdict::bench::RunReportingErrors<BenchError>(
         "shmdict_peers", [&] { return driver.Run(argc, argv); });
   }  // every peer, server and child is gone here

@@ -170,49 +170,41 @@ void InstallFatalSignalHandler(void (*handler)(int), std::initializer_list<int> 
 
 // ------------------------------------------------------------------------------ command line
 
-std::optional<uint64_t> ParseNumber(std::string_view text, std::span<const Unit> units) {
-  if (text.empty() || text[0] < '0' || text[0] > '9') return std::nullopt;
-  const std::string digits(text);
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long value = std::strtoull(digits.c_str(), &end, 10);
-  if (errno != 0) return std::nullopt;
-  const std::string_view suffix(end);
-  for (const Unit& unit : units) {
-    if (unit.suffix == suffix) return uint64_t{value} * unit.factor;
-  }
-  return std::nullopt;
+namespace {
+
+CLI::Option* AddNumberFlag(CLI::App& app, const std::string& name, uint64_t* value, bool* given,
+                           const std::string& help, const CLI::Validator& units) {
+  CLI::Option* option = app.add_option(name, *value, help);
+  option->transform(units)->check(CLI::PositiveNumber);
+  option->each([given](const std::string&) { *given = true; });
+  return option;
 }
 
-std::optional<std::map<std::string, uint64_t>> ScanFlags(int argc, char** argv,
-                                                         const FlagTable& table) {
-  std::map<std::string, uint64_t> numbers;
-  auto find = [](const auto& list, std::string_view flag) {
-    return std::find_if(list.begin(), list.end(), [&](const auto& e) { return e.first == flag; });
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view flag = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (auto s = find(table.switches, flag); s != table.switches.end()) {
-      s->second();
-    } else if (flag == "--help" || flag == "-h") {
-      return std::nullopt;
-    } else if (auto v = find(table.values, flag); has_value && v != table.values.end()) {
-      v->second(argv[++i]);
-    } else if (has_value &&
-               std::find(table.numbers.begin(), table.numbers.end(), flag) != table.numbers.end()) {
-      const std::optional<uint64_t> value = ParseNumber(argv[++i], table.units);
-      if (!value || *value == 0) {
-        std::fprintf(stderr, "bad value for %s: '%s'\n", argv[i - 1], argv[i]);
-        return std::nullopt;
-      }
-      numbers[std::string(flag)] = *value;
-    } else {
-      std::fprintf(stderr, "unknown or incomplete flag '%s'\n", argv[i]);
-      return std::nullopt;
-    }
+}  // namespace
+
+CLI::Option* AddCountFlag(CLI::App& app, const std::string& name, uint64_t* value, bool* given,
+                          const std::string& help) {
+  static const std::map<std::string, uint64_t> kDecimal = {
+      {"k", 1000}, {"m", 1000 * 1000}, {"g", 1000 * 1000 * 1000}};
+  return AddNumberFlag(
+      app, name, value, given, help,
+      CLI::AsNumberWithUnit(kDecimal, CLI::AsNumberWithUnit::CASE_INSENSITIVE, "COUNT"));
+}
+
+CLI::Option* AddSizeFlag(CLI::App& app, const std::string& name, uint64_t* value, bool* given,
+                         const std::string& help) {
+  return AddNumberFlag(app, name, value, given, help, CLI::AsSizeValue(/*kb_is_1000=*/false));
+}
+
+std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "%s: %s (see --help)\n", app.get_name().c_str(), e.what());
+    return 2;
   }
-  return numbers;
 }
 
 // ------------------------------------------------------------------------------- formatting

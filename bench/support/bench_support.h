@@ -5,12 +5,13 @@
 // InstallFatalSignalHandler (main thread, before others start). SweepShmEntries and
 // RemoveDirectoryAt are also async-signal-safe: fatal-signal handlers call them.
 //
-// Errors: nothing here throws. Failures are return values, as each function says; only ScanFlags
-// and RunReportingErrors print (to stderr).
+// Errors: nothing here throws. Failures are return values, as each function says; only
+// ParseCommandLine and RunReportingErrors print (to stderr).
 #ifndef SHMDICT_BENCH_SUPPORT_BENCH_SUPPORT_H_
 #define SHMDICT_BENCH_SUPPORT_BENCH_SUPPORT_H_
 
 #include <sys/types.h>
+#include <CLI/CLI.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -77,51 +78,19 @@ void RemoveDirectoryAt(int dirfd, const char* name, int depth = 3);
 void InstallFatalSignalHandler(void (*handler)(int), std::initializer_list<int> signals);
 
 // ------------------------------------------------------------------------------ command line
-
-// A number's unit suffix and what it multiplies by.
-struct Unit {
-  std::string_view suffix;
-  uint64_t factor;
-};
-// shmdict_bench's sizes: "64K" is 65536.
-inline constexpr Unit kBinaryUnits[] = {{"", 1},        {"K", 1 << 10}, {"k", 1 << 10},
-                                        {"M", 1 << 20}, {"m", 1 << 20}, {"G", 1 << 30},
-                                        {"g", 1 << 30}};
-// shmdict_peers' counts: "100k" is 100000.
-inline constexpr Unit kDecimalUnits[] = {
-    {"", 1}, {"k", 1000}, {"K", 1000}, {"m", 1000 * 1000}, {"M", 1000 * 1000}};
-
-// Decimal digits followed by one of `units`' suffixes: the value times the unit's factor.
-// nullopt when the text does not start with a digit, the suffix is not in `units`, or the digits
-// overflow. The product is not checked for overflow.
-std::optional<uint64_t> ParseNumber(std::string_view text, std::span<const Unit> units);
-
-// The flags a program knows. Each argument is matched, in order, against `switches` ("--quick"),
-// then "--help"/"-h", then (when a value follows) `values` ("--out DIR") and `numbers` ("--keys
-// N": a number > 0 in `units`).
-struct FlagTable {
-  std::vector<std::pair<std::string_view, std::function<void()>>> switches;
-  std::vector<std::pair<std::string_view, std::function<void(const char* value)>>> values;
-  std::vector<std::string_view> numbers;
-  std::span<const Unit> units;
-};
-
-// Walks argv[1..argc), calling the table's functions, and returns the numeric flags given (the
-// last value of a repeated one wins). nullopt for --help/-h, and, after printing "bad value for
-// FLAG: 'VALUE'" or "unknown or incomplete flag 'ARG'" to stderr, at the first bad argument.
-std::optional<std::map<std::string, uint64_t>> ScanFlags(int argc, char** argv,
-                                                         const FlagTable& table);
-
-// Sets *field to numbers[flag] * scale (cast to the field's type) if the flag was given; leaves
-// it unchanged otherwise.
-template <typename T>
-void TakeNumber(const std::map<std::string, uint64_t>& numbers, const char* flag, T* field,
-                uint64_t scale = 1) {
-  if (auto it = numbers.find(flag); it != numbers.end()) {
-    *field = static_cast<T>(it->second * scale);
-  }
-}
-
+// Both programs parse flags with CLI11, as the shmdict CLI does, and read numbers the same way:
+// counts in decimal ("100k" is 100,000 keys), sizes in binary ("64K" is 65,536 bytes).
+//
+// Adds "--NAME N" for a count > 0 with an optional k/M/G suffix (1000s); *given reports whether
+// it was on the command line, so that explicit flags can win over a preset such as --quick.
+CLI::Option* AddCountFlag(CLI::App& app, const std::string& name, uint64_t* value, bool* given,
+                          const std::string& help);
+// Adds "--NAME BYTES" for a size > 0 with an optional K/M/G (KiB/MiB/GiB) suffix.
+CLI::Option* AddSizeFlag(CLI::App& app, const std::string& name, uint64_t* value, bool* given,
+                         const std::string& help);
+// Parses argv. nullopt: go on; otherwise the exit code to return at once (0 after --help, 2 after
+// printing the error and a hint to stderr).
+std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv);
 // The end of a benchmark's main: returns body()'s exit code, or 1 after printing
 // "<program>: <what()>" to stderr when body throws an Error (the program's failure type, which
 // unwinds to here so that every handle is closed before the program's final sweep). Other
