@@ -81,11 +81,12 @@ int main(int argc, char** argv) {
   AddName(set, &cl);
   AddKey(set, &cl);
   set->add_option("VALUE", cl.value, "Value, parsed as --type")->required();
-  set->add_option("--type", cl.type,
-                  "str: text; int: a decimal int64; float: a double; bool: true/false/1/0; json: "
-                  "a JSON document (checked); bytes: the argument's bytes. A value that does not "
-                  "parse as its type exits 2")
-      ->check(CLI::IsMember({"str", "int", "float", "bool", "json", "bytes"}))
+  set->add_option(
+         "--type", cl.type,
+         "str: text; int: a decimal int64; float: a double; bool: true/false/1/0; json: "
+         "a JSON document (checked); bytes: the argument's bytes; null: the text null. A value "
+         "that does not parse as its type exits 2")
+      ->check(CLI::IsMember({"str", "int", "float", "bool", "json", "bytes", "null"}))
       ->capture_default_str();
 
   CLI::App* get = add_command("get", "Print KEY's value as text; exit 1 if the key is missing",

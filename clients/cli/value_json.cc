@@ -40,8 +40,11 @@ Result<Value> ValueFromJson(std::optional<ValueType> type, const Json& v) {
       case Json::value_t::array:
         type = ValueType::kJson;
         break;
+      case Json::value_t::null:
+        type = ValueType::kNull;
+        break;
       default:
-        return Invalid("a \"value\" of null needs a \"type\"");
+        return Invalid("a \"value\" of this JSON type needs a \"type\"");
     }
   }
   const std::string type_name = TypeName(*type);
@@ -63,6 +66,9 @@ Result<Value> ValueFromJson(std::optional<ValueType> type, const Json& v) {
       break;
     case ValueType::kJson:
       return Value::Json(v.dump());
+    case ValueType::kNull:
+      if (v.is_null()) return Value::Null();
+      break;
     default:
       if (v.is_string()) return Value(*type, v.get<std::string>());
       return Invalid("type " + type_name + " needs a string \"value\"");
@@ -161,6 +167,9 @@ Json DisplayJson(const Value& value) {
       if (!doc.is_discarded()) return doc;
       break;
     }
+    case ValueType::kNull:
+      if (value.data().empty()) return nullptr;
+      break;
     case ValueType::kNestedDict: {
       Json ref = Json::object();
       ref["$dict"] = DisplayText(value.data());
@@ -228,6 +237,12 @@ void EncodeEntry(std::string_view key, const Value& value, Json* out) {
       }
       break;
     }
+    case ValueType::kNull:
+      if (data.empty()) {
+        (*out)["value"] = nullptr;
+        return;
+      }
+      break;
     default:
       if (IsValidUtf8(data)) {
         (*out)["value"] = data;
@@ -266,8 +281,9 @@ Result<std::pair<std::string, Value>> DecodeEntry(const Json& entry) {
   if (const auto it = entry.find("type"); it != entry.end()) {
     if (it->is_string()) type = ParseEntryType(it->get<std::string>());
     if (!type) {
-      return Invalid("unknown \"type\" " + it->dump() +
-                     " (expected str, int, float, bool, json, bytes, dict or user:N)");
+      return Invalid(
+          "unknown \"type\" " + it->dump() +
+          " (expected str, int, float, bool, json, bytes, dict, null, pickle or user:N)");
     }
   }
 

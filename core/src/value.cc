@@ -50,6 +50,10 @@ std::string TypeName(ValueType type) {
       return "json";
     case ValueType::kNestedDict:
       return "dict";
+    case ValueType::kNull:
+      return "null";
+    case ValueType::kPickle:
+      return "pickle";
     default:
       return "user:" + std::to_string(static_cast<int>(type));
   }
@@ -57,7 +61,8 @@ std::string TypeName(ValueType type) {
 
 std::optional<ValueType> ParseTypeName(std::string_view name) {
   for (ValueType t : {ValueType::kBytes, ValueType::kString, ValueType::kInt64, ValueType::kDouble,
-                      ValueType::kBool, ValueType::kJson, ValueType::kNestedDict}) {
+                      ValueType::kBool, ValueType::kJson, ValueType::kNestedDict, ValueType::kNull,
+                      ValueType::kPickle}) {
     if (TypeName(t) == name) return t;
   }
   return std::nullopt;
@@ -98,6 +103,7 @@ std::string Value::ToText() const {
   }
   if (auto b = AsBool()) return *b ? "true" : "false";
   if (auto t = AsText()) return std::string(*t);
+  if (type_ == ValueType::kNull) return "null";
   if (IsPrintableText(data_)) return data_;
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "0x";
@@ -129,6 +135,9 @@ std::optional<Value> ParseValue(ValueType type, std::string_view text) {
     case ValueType::kBool:
       if (text == "true" || text == "1") return Value::Bool(true);
       if (text == "false" || text == "0") return Value::Bool(false);
+      return std::nullopt;
+    case ValueType::kNull:
+      if (text == "null" || text.empty()) return Value::Null();
       return std::nullopt;
     default:
       return Value(type, std::string(text));

@@ -3,7 +3,9 @@
 // Keys and values are byte strings; the tag tells the CLI, the bridge and foreign clients how to
 // render and convert the bytes. Encodings are fixed and little-endian so that every process and
 // every client agrees: kInt64 and kDouble are 8 bytes, kBool is one byte 0/1, kString and kJson
-// are UTF-8 text (not validated), kNestedDict holds the child dict's name, kBytes and user tags
+// are UTF-8 text (not validated), kNestedDict holds the child dict's name, kNull is empty (a
+// stored "no value", Python's None, JSON's null), kPickle holds a Python pickle (opaque outside
+// Python, but named so that tools say what it is instead of printing noise), kBytes and user tags
 // (kUserFirst..255) are opaque.
 //
 // Thread-safety: a plain value type. Lifetime: owns its bytes; ValueView borrows them.
@@ -25,10 +27,12 @@ enum class ValueType : uint8_t {
   kBool = 4,
   kJson = 5,
   kNestedDict = 6,
+  kNull = 7,
+  kPickle = 8,
   kUserFirst = 128,  // 128..255 are free for applications (pluggable serialization).
 };
 
-// "bytes", "str", "int", "float", "bool", "json", "dict", "user:N".
+// "bytes", "str", "int", "float", "bool", "json", "dict", "null", "pickle", "user:N".
 std::string TypeName(ValueType type);
 // Inverse of TypeName for the built-in names; nullopt for anything else.
 std::optional<ValueType> ParseTypeName(std::string_view name);
@@ -54,6 +58,7 @@ class Value {
   static Value Int(int64_t v);
   static Value Double(double v);
   static Value Bool(bool v);
+  static Value Null() { return Value(ValueType::kNull, std::string()); }
 
   // Replaces the contents, reusing the buffer's capacity.
   void assign(ValueType type, std::string_view data) {
@@ -86,7 +91,8 @@ class Value {
 };
 
 // Parses text as `type` (the CLI's --type): "int" needs a full decimal int64, "float" a full
-// double, "bool" true/false/1/0. Returns nullopt when the text does not parse as that type.
+// double, "bool" true/false/1/0, "null" the text "null" or nothing. Returns nullopt when the text
+// does not parse as that type.
 std::optional<Value> ParseValue(ValueType type, std::string_view text);
 
 }  // namespace shmdict
