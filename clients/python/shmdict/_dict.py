@@ -1,0 +1,427 @@
+"""shmdict.Dict: a dict in shared memory, shared by every process on the host that opens its name.
+
+The engine is the C++ core (shmdict._core.DictBase, whose C slots serve d[k], d[k] = v, del,
+`in` and len); this module adds the rest of the MutableMapping API, the value encodings that need
+Python (JSON, pickle, a pluggable serializer), the cross-process lock shaped like threading.Lock,
+change watching (blocking and asyncio), and pickling for `spawn`ed processes.
+"""
+
+import asyncio
+import atexit
+import importlib
+import json
+import math
+import pickle
+import types
+import weakref
+from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
+from typing import Any, NamedTuple, Optional
+
+from . import _core
+
+# The core's type tags (core/include/shmdict/value.h).
+TAG_JSON = 5
+TAG_NESTED_DICT = 6
+TAG_PICKLE = 8
+TAG_USER_FIRST = 128
+
+
+class _Absent:
+    """The state of a key that is not in the dict, for compare_and_set()."""
+
+    def __repr__(self):
+        return "shmdict.ABSENT"
+
+
+ABSENT = _Absent()
+_MISSING = object()  # pop()'s "no default given"
+
+
+class Change(NamedTuple):
+    """One change delivered by Dict.watch(): op is 'set', 'delete' or 'clear', or 'snapshot'
+    when the watcher had to resynchronize (the log no longer held the revisions it needed): then
+    key is None and value is a plain dict of every entry at `revision`."""
+
+    revision: int
+    op: str
+    key: Any
+    value: Any
+
+    @property
+    def snapshot(self) -> bool:
+        return self.op == "snapshot"
+
+
+def _json_exact(value, depth=0) -> bool:
+    """True when json.loads(json.dumps(value)) gives back an equal value of the same types:
+    exact dicts with str keys, lists, str, int, finite floats, bool and None. Tuples, int keys,
+    subclasses (enums, OrderedDict) and NaN would come back different, so they are pickled."""
+    if depth > 100:
+        return False
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is list:
+        return all(_json_exact(v, depth + 1) for v in value)
+    if t is dict:
+        return all(type(k) is str and _json_exact(v, depth + 1) for k, v in value.items())
+    return False
+
+
+class _ItemsView(ItemsView):
+    def __iter__(self):
+        return iter(self._mapping._items())  # one consistent revision
+
+
+class _ValuesView(ValuesView):
+    def __iter__(self):
+        return iter(self._mapping._values())
+
+
+class Lock:
+    """The dict's cross-process lock, shaped like threading.Lock.
+
+    While a thread holds it, writes from every other thread and process wait, so a
+    read-modify-write inside `with d.lock:` is atomic. It is the core's robust lock: a holder
+    that dies (even SIGKILLed) releases it, and the next holder finds a consistent dict.
+    Differences from threading.Lock: it is re-entrant for the thread that holds it (as the
+    core's lock is for its holder), and only that thread may release it (RuntimeError otherwise).
+    `with d.lock:` waits up to the dict's lock_timeout and then raises shmdict.Timeout naming the
+    holder's pid; `with d.lock(timeout=..., blocking=...)` chooses.
+    """
+
+    __slots__ = ("_dict_ref", "_blocking", "_timeout")
+
+    def __init__(self, owner, blocking=True, timeout=None):
+        self._dict_ref = owner if isinstance(owner, weakref.ref) else weakref.ref(owner)
+        self._blocking = blocking
+        self._timeout = timeout
+
+    def _dict(self):
+        d = self._dict_ref()
+        if d is None:
+            raise _core.Closed("the dict of this lock no longer exists")
+        return d
+
+    def acquire(self, blocking=True, timeout=-1) -> bool:
+        """Like threading.Lock.acquire: True when taken, False when not (non-blocking, or the
+        timeout in seconds passed; -1 waits forever). Ctrl-C interrupts the wait."""
+        if not blocking and timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        if timeout is not None and timeout < 0 and timeout != -1:
+            raise ValueError("timeout value must be a non-negative number or -1")
+        wait = None if timeout is None or timeout == -1 else float(timeout)
+        return self._dict()._lock_acquire(blocking, wait)
+
+    def release(self) -> None:
+        self._dict()._lock_release()
+
+    def locked(self) -> bool:
+        """True when some thread of some process holds the lock."""
+        return self.holder_pid != 0
+
+    def owned(self) -> bool:
+        """True when the calling thread holds the lock."""
+        return self._dict()._lock_owned()
+
+    @property
+    def holder_pid(self) -> int:
+        """The pid of the process holding the lock (diagnostics only), 0 when free."""
+        return self._dict()._status()["lock_holder_pid"]
+
+    def __call__(self, blocking=True, timeout=None):
+        """A context manager with its own blocking / timeout (seconds; None: the dict's
+        lock_timeout)."""
+        return Lock(self._dict_ref, blocking, timeout)
+
+    def __enter__(self):
+        d = self._dict()
+        timeout = d._lock_timeout if self._timeout is None else self._timeout
+        if d._lock_acquire(self._blocking, timeout if self._blocking else None):
+            return self
+        pid = self.holder_pid
+        if self._blocking:
+            exc = _core.Timeout(f"dict '{d.name}': the lock is held by pid {pid}; "
+                                f"gave up after {timeout} s")
+        else:
+            exc = _core.LockHeld(f"dict '{d.name}': the lock is held by pid {pid}")
+        exc.code = "DEADLINE_EXCEEDED" if self._blocking else "UNAVAILABLE"
+        exc.blocking_pid = pid
+        raise exc
+
+    def __exit__(self, *exc_info):
+        self._dict()._lock_release()
+        return False
+
+    def __repr__(self):
+        d = self._dict_ref()
+        return f"<shmdict.Lock of {d.name if d is not None else '(closed)'!r}>"
+
+
+# Open dicts by id (a Dict is unhashable, like dict), closed at exit so that auto_unlink applies.
+_live = weakref.WeakValueDictionary()
+
+
+@atexit.register
+def _close_all():
+    for d in list(_live.values()):
+        try:
+            d.close()
+        except Exception:  # noqa: BLE001 -- at exit, one dict's failure must not stop the others
+            pass
+
+
+class _ModuleRef(NamedTuple):
+    """A serializer that is a module (pickle, json, ...), pickled by its import name."""
+
+    name: str
+
+
+def _reattach(cls, name, kwargs):
+    serializer = kwargs.get("serializer")
+    if isinstance(serializer, _ModuleRef):
+        kwargs = dict(kwargs, serializer=importlib.import_module(serializer.name))
+    return cls(name, create=False, auto_unlink=False, **kwargs)
+
+
+class Dict(_core.DictBase, MutableMapping):
+    """A dict in shared memory; see the package documentation.
+
+    Dict(name=None, *, create=None, buffer_size=4 MiB, mode=0o600, auto_unlink=True,
+         lock_timeout=10.0, serializer=pickle, serializer_tag=128)
+
+    name: 1..200 characters of [A-Za-z0-9_.-]; None picks a random one (see .name).
+    create: None attaches or creates; True must create (FileExistsError / shmdict.AlreadyExists
+        if it exists); False must attach (FileNotFoundError / shmdict.NotFound if missing).
+    buffer_size: the change log's size in bytes, used when creating.
+    auto_unlink: when this handle created the dict, unlink it when the handle is closed or the
+        interpreter exits.
+    lock_timeout: seconds a write, or `with d.lock:`, waits for another holder of the lock.
+    serializer: a module or object with dumps/loads for values that are neither native (None,
+        bool, int within int64, float, str, bytes) nor exact JSON (dicts with str keys, lists);
+        pickle by default (tag "pickle"), else stored under serializer_tag (128..255).
+
+    Thread-safety: a Dict may be shared by threads; each thread gets its own core handle.
+    """
+
+    def __init__(self, name=None, *, create=None, buffer_size=4 << 20, mode=0o600,
+                 auto_unlink=True, lock_timeout=10.0, serializer=pickle, serializer_tag=None):
+        if serializer_tag is not None and not TAG_USER_FIRST <= serializer_tag <= 255:
+            raise ValueError("serializer_tag must be in 128..255")
+        self._open(name or "", create, int(buffer_size), int(mode), bool(auto_unlink),
+                   float(lock_timeout))
+        self._serializer = serializer
+        if serializer is pickle:
+            self._serializer_tag = TAG_PICKLE
+        else:
+            self._serializer_tag = TAG_USER_FIRST if serializer_tag is None else serializer_tag
+        self._lock_timeout = float(lock_timeout)
+        self._settings = {"buffer_size": buffer_size, "mode": mode, "lock_timeout": lock_timeout,
+                          "serializer": serializer, "serializer_tag": serializer_tag}
+        self._children = {}
+        self.lock = Lock(self)
+        _live[id(self)] = self
+
+    # ---- identity
+    @property
+    def name(self) -> str:
+        return self._name()
+
+    @property
+    def created(self) -> bool:
+        """True if this handle created the dict."""
+        return self._created()
+
+    def __repr__(self):
+        if self._closed():
+            return "<shmdict.Dict (closed)>"
+        return f"shmdict.Dict({self.name!r}, {dict(self._items())!r})"
+
+    def __reduce__(self):
+        # A `spawn`ed process (or any pickle) gets a handle attached by name, never an owner.
+        settings = dict(self._settings)
+        if isinstance(settings["serializer"], types.ModuleType):
+            settings["serializer"] = _ModuleRef(settings["serializer"].__name__)
+        return (_reattach, (self.__class__, self.name, settings))
+
+    # ---- the mapping API (d[k], d[k] = v, del d[k], `in`, len and get are C slots/methods)
+    def __iter__(self):
+        return iter(self._keys())  # the keys of one revision
+
+    def keys(self):
+        return KeysView(self)
+
+    def items(self):
+        return _ItemsView(self)
+
+    def values(self):
+        return _ValuesView(self)
+
+    def update(self, other=(), /, **kwargs):
+        """Sets every item as one atomic revision."""
+        if isinstance(other, Mapping):
+            pairs = list(other.items())
+        elif hasattr(other, "keys"):
+            pairs = [(k, other[k]) for k in other.keys()]
+        else:
+            pairs = [tuple(p) for p in other]
+        pairs.extend(kwargs.items())
+        self._update(pairs)
+
+    def pop(self, key, default=_MISSING):
+        found, value = self._pop(key)
+        if found:
+            return value
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def copy(self) -> dict:
+        """A plain dict of one revision."""
+        return dict(self._items())
+
+    def compare_and_set(self, key, expected, desired) -> bool:
+        """Sets key to desired only if its value equals expected, atomically across processes;
+        shmdict.ABSENT as expected means "the key must be missing", as desired "delete it".
+        Values compare by their stored encoding. Returns True if it swapped."""
+        return self._compare_and_set(key, () if expected is ABSENT else (expected,),
+                                     () if desired is ABSENT else (desired,))
+
+    def nested(self, key) -> "Dict":
+        """The child dict stored under key, created (with the reference) if the key is missing.
+        Children are unlinked with their parent. shmdict.WrongType if key holds another value."""
+        return self._child(self._nested(key))
+
+    # ---- revisions and changes
+    @property
+    def revision(self) -> int:
+        """The revision this handle has caught up with (it catches up first)."""
+        return self._revision()
+
+    def wait_for_change(self, after: Optional[int] = None, timeout: Optional[float] = None):
+        """Blocks until a revision after `after` (default: the current one) is committed and
+        returns it; None when timeout seconds pass first. Ctrl-C interrupts it."""
+        return self._wait_for_change(self._revision() if after is None else after, timeout)
+
+    def watch(self, after_revision: int = 0, timeout: Optional[float] = None):
+        """Yields every change after after_revision as Change(revision, op, key, value), in
+        revision order, without gaps; a Change with op 'snapshot' first when the log no longer
+        holds those revisions. Stops when timeout seconds pass without a change (None: never)."""
+        stream = _core.WatchStream(self.name, after_revision)
+        while True:
+            batch = stream.next(self, 1024, timeout)
+            if batch is None:
+                return
+            yield from self._changes(batch)
+
+    async def changed(self, after: Optional[int] = None, timeout: Optional[float] = None):
+        """asyncio: await the next revision after `after`, as wait_for_change()."""
+        after = self._revision() if after is None else after
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            # Short waits in the executor keep a cancelled task from pinning a thread for long.
+            step = 0.25 if deadline is None else max(0.0, min(0.25, deadline - loop.time()))
+            rev = await loop.run_in_executor(None, self._wait_for_change, after, step)
+            if rev is not None:
+                return rev
+            if deadline is not None and loop.time() >= deadline:
+                return None
+
+    async def awatch(self, after_revision: int = 0):
+        """asyncio: `async for change in d.awatch(...)`, as watch()."""
+        stream = _core.WatchStream(self.name, after_revision)
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await loop.run_in_executor(None, stream.next, self, 1024, 0.25)
+            if batch is not None:
+                for change in self._changes(batch):
+                    yield change
+
+    @staticmethod
+    def _changes(batch):
+        is_snapshot, snapshot_revision, items, changes, _ = batch
+        if is_snapshot:
+            yield Change(snapshot_revision, "snapshot", None, dict(items))
+        for revision, op, key, value in changes:
+            yield Change(revision, op, key, value)
+
+    # ---- administration
+    def status(self) -> dict:
+        return self._status()
+
+    def dump(self) -> int:
+        """Publishes a snapshot of the current state now; returns its generation."""
+        return self._dump()
+
+    def refresh(self, force: bool = False) -> None:
+        """Catches up with the log now; force reloads from the latest snapshot and verifies it."""
+        self._refresh(force)
+
+    def close(self) -> None:
+        """Closes the handles (unlinking the dict when this handle created it with
+        auto_unlink). Idempotent. Nested dicts opened through it are closed too."""
+        for child in self._children.values():
+            child.close()
+        self._close()
+        _live.pop(id(self), None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed()
+
+    def unlink(self) -> None:
+        """Removes the dict's names (and its children's) now; handles stay usable."""
+        self._unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    # ---- hooks called by the C++ codec (clients/python/src/codec.h)
+    def _encode_other(self, value):
+        if _json_exact(value):
+            try:
+                text = json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                                  allow_nan=False)
+                return TAG_JSON, text.encode("utf-8")
+            except (UnicodeEncodeError, RecursionError):
+                pass  # lone surrogates, deep nesting: the serializer keeps them exactly
+        if self._serializer is pickle:
+            return TAG_PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._serializer_tag, self._serializer.dumps(value)
+
+    def _decode_other(self, tag, data):
+        if tag == TAG_JSON:
+            return json.loads(data)
+        if tag == TAG_PICKLE:
+            return pickle.loads(data)
+        if tag == TAG_NESTED_DICT:
+            return self._child(data.decode("utf-8"))
+        if tag == self._serializer_tag:
+            return self._serializer.loads(data)
+        return data  # a tag this handle does not know (another client's): its raw bytes
+
+    @staticmethod
+    def _encode_key_other(key):
+        return pickle.dumps(key, protocol=4)  # one fixed protocol: equal keys, equal bytes
+
+    @staticmethod
+    def _decode_key_other(data):
+        return pickle.loads(data)
+
+    def _child(self, name):
+        child = self._children.get(name)
+        if child is None or child.closed:
+            child = self._open_child(name)
+            self._children[name] = child
+        return child
+
+    def _open_child(self, name):
+        return Dict(name, create=False, auto_unlink=False, lock_timeout=self._lock_timeout,
+                    serializer=self._serializer, serializer_tag=self._settings["serializer_tag"])

@@ -1,0 +1,278 @@
+#include "codec.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstring>
+
+namespace shmdict::python {
+namespace {
+
+constexpr char kIntKey = 'i';
+constexpr char kFloatKey = 'f';
+constexpr char kBytesKey = 'b';
+constexpr char kPickledKey = 'p';
+
+// Interned method names, created on first use (the module is single-interpreter).
+PyObject* Name(const char* text, PyObject** slot) {
+  if (*slot == nullptr) *slot = PyUnicode_InternFromString(text);
+  return *slot;
+}
+PyObject* g_encode_key_other = nullptr;
+PyObject* g_decode_key_other = nullptr;
+PyObject* g_encode_other = nullptr;
+PyObject* g_decode_other = nullptr;
+
+bool EncodeIntKey(PyObject* integer, EncodedKey* out) {
+  out->storage.assign({kKeyEscape, kIntKey});
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(integer, &overflow);
+  if (v == -1 && PyErr_Occurred()) return false;
+  if (overflow == 0) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), v);
+    out->storage.append(digits, end);
+  } else {
+    // Beyond 64 bits: int's own decimal form (tp_repr of int, not of a subclass such as an enum).
+    PyObject* text = PyLong_Type.tp_repr(integer);
+    if (text == nullptr) return false;
+    Py_ssize_t size = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    if (utf8 != nullptr) out->storage.append(utf8, static_cast<size_t>(size));
+    Py_DECREF(text);
+    if (utf8 == nullptr) return false;
+  }
+  out->bytes = out->storage;
+  return true;
+}
+
+// A str whose code points include lone surrogates: allowed only when they are PEP 383 escapes of
+// bytes that are not valid UTF-8 (so no other str encodes to them) and do not start with 0xFF.
+bool EncodeEscapedStrKey(PyObject* key, EncodedKey* out) {
+  PyErr_Clear();
+  PyObject* encoded = PyUnicode_AsEncodedString(key, "utf-8", "surrogateescape");
+  if (encoded == nullptr) return false;
+  out->storage.assign(PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
+  Py_DECREF(encoded);
+  PyObject* strict = PyUnicode_DecodeUTF8(out->storage.data(),
+                                          static_cast<Py_ssize_t>(out->storage.size()), "strict");
+  const bool valid_utf8 = strict != nullptr;
+  Py_XDECREF(strict);
+  PyErr_Clear();
+  if (valid_utf8 || (!out->storage.empty() && out->storage[0] == kKeyEscape)) {
+    PyErr_Format(PyExc_ValueError,
+                 "key %R has surrogates that are not the escape of a foreign non-UTF-8 key", key);
+    return false;
+  }
+  out->bytes = out->storage;
+  return true;
+}
+
+}  // namespace
+
+bool EncodeKey(PyObject* owner, PyObject* key, EncodedKey* out) {
+  if (PyUnicode_Check(key)) {
+    Py_ssize_t size = 0;
+    // CPython caches the UTF-8 form in the str object: repeated lookups do not re-encode.
+    const char* utf8 = PyUnicode_AsUTF8AndSize(key, &size);
+    if (utf8 == nullptr) return EncodeEscapedStrKey(key, out);
+    out->bytes = std::string_view(utf8, static_cast<size_t>(size));
+    return true;
+  }
+  if (PyLong_Check(key)) return EncodeIntKey(key, out);  // bool is an int subclass
+  if (PyFloat_Check(key)) {
+    const double v = PyFloat_AS_DOUBLE(key);
+    if (std::isfinite(v) && v == std::floor(v)) {
+      PyObject* integer = PyLong_FromDouble(v);
+      if (integer == nullptr) return false;
+      const bool ok = EncodeIntKey(integer, out);
+      Py_DECREF(integer);
+      return ok;
+    }
+    out->storage.assign({kKeyEscape, kFloatKey});
+    char raw[sizeof(double)];
+    std::memcpy(raw, &v, sizeof(v));
+    out->storage.append(raw, sizeof(raw));
+    out->bytes = out->storage;
+    return true;
+  }
+  if (PyBytes_Check(key)) {
+    out->storage.assign({kKeyEscape, kBytesKey});
+    out->storage.append(PyBytes_AS_STRING(key), static_cast<size_t>(PyBytes_GET_SIZE(key)));
+    out->bytes = out->storage;
+    return true;
+  }
+  // Unhashable keys fail here with Python's own TypeError, as with a dict.
+  if (PyObject_Hash(key) == -1) return false;
+  PyObject* pickled =
+      PyObject_CallMethodOneArg(owner, Name("_encode_key_other", &g_encode_key_other), key);
+  if (pickled == nullptr) return false;
+  if (!PyBytes_Check(pickled)) {
+    Py_DECREF(pickled);
+    PyErr_SetString(PyExc_TypeError, "_encode_key_other must return bytes");
+    return false;
+  }
+  out->storage.assign({kKeyEscape, kPickledKey});
+  out->storage.append(PyBytes_AS_STRING(pickled), static_cast<size_t>(PyBytes_GET_SIZE(pickled)));
+  Py_DECREF(pickled);
+  out->bytes = out->storage;
+  return true;
+}
+
+PyObject* DecodeKey(PyObject* owner, std::string_view bytes) {
+  if (bytes.empty() || bytes[0] != kKeyEscape) {
+    return PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()),
+                                "surrogateescape");
+  }
+  if (bytes.size() >= 2) {
+    const std::string_view payload = bytes.substr(2);
+    switch (bytes[1]) {
+      case kIntKey: {
+        const std::string digits(payload);
+        return PyLong_FromString(digits.c_str(), nullptr, 10);
+      }
+      case kFloatKey:
+        if (payload.size() == sizeof(double)) {
+          double v;
+          std::memcpy(&v, payload.data(), sizeof(v));
+          return PyFloat_FromDouble(v);
+        }
+        break;
+      case kBytesKey:
+        return PyBytes_FromStringAndSize(payload.data(), static_cast<Py_ssize_t>(payload.size()));
+      case kPickledKey: {
+        PyObject* data =
+            PyBytes_FromStringAndSize(payload.data(), static_cast<Py_ssize_t>(payload.size()));
+        if (data == nullptr) return nullptr;
+        PyObject* key =
+            PyObject_CallMethodOneArg(owner, Name("_decode_key_other", &g_decode_key_other), data);
+        Py_DECREF(data);
+        return key;
+      }
+      default:
+        break;
+    }
+  }
+  // 0xFF is not UTF-8, so this key was not written by this codec: hand it over as it is.
+  return PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()),
+                              "surrogateescape");
+}
+
+bool IsCacheableKey(PyObject* key) {
+  return PyUnicode_CheckExact(key) || PyLong_CheckExact(key) || PyBool_Check(key) ||
+         PyFloat_CheckExact(key) || PyBytes_CheckExact(key);
+}
+
+bool EncodeValue(PyObject* owner, PyObject* value, Value* out) {
+  if (value == Py_None) {
+    out->assign(ValueType::kNull, {});
+    return true;
+  }
+  if (PyBool_Check(value)) {
+    const char byte = value == Py_True ? '\1' : '\0';
+    out->assign(ValueType::kBool, std::string_view(&byte, 1));
+    return true;
+  }
+  if (PyLong_CheckExact(value)) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) return false;
+    if (overflow == 0) {
+      const int64_t v64 = v;
+      out->assign(ValueType::kInt64,
+                  std::string_view(reinterpret_cast<const char*>(&v64), sizeof(v64)));
+      return true;
+    }
+    // Beyond int64: the Python side pickles it, so it still round-trips.
+  } else if (PyFloat_CheckExact(value)) {
+    const double v = PyFloat_AS_DOUBLE(value);
+    out->assign(ValueType::kDouble, std::string_view(reinterpret_cast<const char*>(&v), sizeof(v)));
+    return true;
+  } else if (PyUnicode_CheckExact(value)) {
+    Py_ssize_t size = 0;
+    if (const char* utf8 = PyUnicode_AsUTF8AndSize(value, &size)) {
+      out->assign(ValueType::kString, std::string_view(utf8, static_cast<size_t>(size)));
+      return true;
+    }
+    PyErr_Clear();  // lone surrogates: not UTF-8 text, so the Python side pickles it
+  } else if (PyBytes_CheckExact(value)) {
+    out->assign(ValueType::kBytes, std::string_view(PyBytes_AS_STRING(value),
+                                                    static_cast<size_t>(PyBytes_GET_SIZE(value))));
+    return true;
+  }
+  PyObject* encoded =
+      PyObject_CallMethodOneArg(owner, Name("_encode_other", &g_encode_other), value);
+  if (encoded == nullptr) return false;
+  int tag = 0;
+  const char* data = nullptr;
+  Py_ssize_t size = 0;
+  const bool parsed =
+      PyTuple_Check(encoded) && PyArg_ParseTuple(encoded, "iy#", &tag, &data, &size);
+  if (parsed && tag >= 0 && tag <= 255) {
+    out->assign(static_cast<ValueType>(tag), std::string_view(data, static_cast<size_t>(size)));
+  } else if (!PyErr_Occurred()) {
+    PyErr_SetString(PyExc_TypeError, "_encode_other must return (tag 0..255, bytes)");
+  }
+  Py_DECREF(encoded);
+  return !PyErr_Occurred();
+}
+
+PyObject* DecodeValue(PyObject* owner, ValueView value) {
+  const std::string_view data = value.data;
+  switch (value.type) {
+    case ValueType::kNull:
+      Py_RETURN_NONE;
+    case ValueType::kBool:
+      if (data.size() == 1) return PyBool_FromLong(data[0] != 0);
+      break;
+    case ValueType::kInt64:
+      if (data.size() == sizeof(int64_t)) {
+        int64_t v;
+        std::memcpy(&v, data.data(), sizeof(v));
+        return PyLong_FromLongLong(v);
+      }
+      break;
+    case ValueType::kDouble:
+      if (data.size() == sizeof(double)) {
+        double v;
+        std::memcpy(&v, data.data(), sizeof(v));
+        return PyFloat_FromDouble(v);
+      }
+      break;
+    case ValueType::kString:
+      return PyUnicode_DecodeUTF8(data.data(), static_cast<Py_ssize_t>(data.size()),
+                                  "surrogateescape");
+    case ValueType::kBytes:
+      return PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size()));
+    default:
+      break;
+  }
+  // JSON, pickle, nested dicts, user tags, and native tags with a malformed payload (written by
+  // a foreign client): the Python side decides.
+  PyObject* bytes = PyBytes_FromStringAndSize(data.data(), static_cast<Py_ssize_t>(data.size()));
+  if (bytes == nullptr) return nullptr;
+  PyObject* tag = PyLong_FromLong(static_cast<long>(value.type));
+  PyObject* result = nullptr;
+  if (tag != nullptr) {
+    PyObject* args[] = {owner, tag, bytes};
+    result = PyObject_VectorcallMethod(Name("_decode_other", &g_decode_other), args, 3, nullptr);
+    Py_DECREF(tag);
+  }
+  Py_DECREF(bytes);
+  return result;
+}
+
+bool IsCacheableValue(ValueType type) {
+  switch (type) {
+    case ValueType::kNull:
+    case ValueType::kBool:
+    case ValueType::kInt64:
+    case ValueType::kDouble:
+    case ValueType::kString:
+    case ValueType::kBytes:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace shmdict::python

@@ -1,0 +1,877 @@
+// shmdict._core: the C++ engine for Python.
+//
+// `_core.DictBase` is the base of shmdict.Dict (clients/python/shmdict/_dict.py, which adds the
+// MutableMapping API, the value codecs that need Python, the lock object and asyncio). It is a
+// CPython heap type rather than a pybind11 class for two reasons:
+//   - speed: `d[k]` and `d[k] = v` are C slots (mp_subscript, ...). pybind11's dispatcher costs
+//     more than a whole cached read, and the targets are ratios to a plain dict;
+//   - inheritance: pybind11 classes have their own metaclass, which conflicts with ABCMeta, so
+//     shmdict.Dict could not also be a collections.abc.MutableMapping.
+// Everything else is bound with pybind11 onto that type.
+//
+// Threads. A core Dict handle is thread-compatible only, and blocking calls (writes waiting for
+// the cross-process lock, waits, Lock) must release the GIL. So each Python thread that uses a
+// DictBase gets its own core handle (handles are cheap: the snapshot is mapped, not copied); no
+// core handle is ever used by two threads, and the GIL guards the table of handles and the read
+// cache. This also gives `with d.lock:` threading.Lock's meaning: the lock is held by one
+// thread's handle, and other threads' writes wait for it like other processes' do.
+//
+// Fork. A forked child inherits the parent's handles but not their threads (the background
+// snapshot builder) nor the parent's lock. On first use in the child the inherited handles are
+// abandoned (not closed: closing would join threads that do not exist and might unlink the
+// parent's dict) and the dict is attached again by name.
+#include <pthread.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "codec.h"
+#include "shmdict/dict.h"
+
+namespace py = pybind11;
+
+namespace shmdict::python {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+using Clock = std::chrono::steady_clock;
+
+// Blocking calls wait in slices this long, checking for signals in between, so that Ctrl-C
+// interrupts them (the core's futex and mutex waits do not return to Python on EINTR).
+constexpr milliseconds kSignalCheckInterval{100};
+// The read cache is dropped when it grows past this many keys between two changes.
+constexpr Py_ssize_t kMaxCachedKeys = 8192;
+
+std::atomic<uint64_t> g_fork_generation{0};
+void OnForkInChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+// ---- Exceptions: one class per status code, each also a subclass of the built-in exception a
+// Python user expects (NotFound is a FileNotFoundError, Timeout a TimeoutError, ...).
+PyObject* g_error = nullptr;  // shmdict.Error
+struct ErrorClass {
+  StatusCode code;
+  const char* name;
+  PyObject* builtin;
+  PyObject* cls;
+};
+ErrorClass g_errors[] = {
+    {StatusCode::kInvalidArgument, "InvalidArgument", PyExc_ValueError, nullptr},
+    {StatusCode::kNotFound, "NotFound", PyExc_FileNotFoundError, nullptr},
+    {StatusCode::kAlreadyExists, "AlreadyExists", PyExc_FileExistsError, nullptr},
+    {StatusCode::kPermissionDenied, "PermissionDenied", PyExc_PermissionError, nullptr},
+    {StatusCode::kDeadlineExceeded, "Timeout", PyExc_TimeoutError, nullptr},
+    {StatusCode::kUnavailable, "LockHeld", PyExc_BlockingIOError, nullptr},
+    {StatusCode::kFailedPrecondition, "WrongType", PyExc_TypeError, nullptr},
+    {StatusCode::kOutOfRange, "OutOfRange", PyExc_OverflowError, nullptr},
+    {StatusCode::kResourceExhausted, "ResourceExhausted", PyExc_MemoryError, nullptr},
+    {StatusCode::kDataLoss, "DataLoss", nullptr, nullptr},
+};
+PyObject* g_closed = nullptr;  // shmdict.Closed: a ValueError, like I/O on a closed file
+
+// Sets the Python exception for a non-OK status; the instance carries `.code` ("NOT_FOUND").
+void SetStatusError(const Status& status) {
+  PyObject* cls = g_error;
+  for (const ErrorClass& e : g_errors) {
+    if (e.code == status.code()) cls = e.cls;
+  }
+  PyObject* exc = PyObject_CallFunction(cls, "s", status.message().c_str());
+  if (exc == nullptr) return;
+  PyObject* code = PyUnicode_FromStringAndSize(StatusCodeName(status.code()).data(),
+                                               StatusCodeName(status.code()).size());
+  if (code != nullptr) {
+    PyObject_SetAttrString(exc, "code", code);
+    Py_DECREF(code);
+  }
+  PyErr_SetObject(cls, exc);
+  Py_DECREF(exc);
+}
+
+[[noreturn]] void ThrowStatus(const Status& status) {
+  SetStatusError(status);
+  throw py::error_already_set();
+}
+
+template <typename T>
+T ValueOrThrow(Result<T> result) {
+  if (!result.ok()) ThrowStatus(result.status());
+  return std::move(*result);
+}
+
+// ---- The per-thread handle and the object's state.
+struct ThreadHandle {
+  std::unique_ptr<Dict> dict;
+  std::optional<LockGuard> guard;  // the user lock, taken by this thread
+  int lock_depth = 0;              // re-entrant acquisitions by this thread
+  EncodedKey key;                  // scratch buffers, per thread because the GIL is released
+  Value value;                     //   while they are in use
+};
+
+struct State {
+  std::string name;
+  Options attach_options;  // how other threads and forked children attach
+  std::unique_ptr<ThreadHandle> primary;
+  unsigned long primary_thread = 0;
+  std::unordered_map<unsigned long, std::unique_ptr<ThreadHandle>> others;
+  uint64_t fork_generation = 0;
+  // Decoded immutable values by key, valid while the published revision equals cache_revision.
+  PyObject* cache = nullptr;
+  uint64_t cache_revision = 0;
+  int calls_without_gil = 0;  // threads inside a blocking call on one of the handles
+  bool closed = false;
+};
+
+struct CoreObject {
+  PyObject_HEAD State* state;
+};
+
+State* StateOf(PyObject* self) { return reinterpret_cast<CoreObject*>(self)->state; }
+
+// Abandons every handle inherited across fork: see the header comment.
+void Abandon(State* s) {
+  auto leak = [](std::unique_ptr<ThreadHandle>& h) {
+    if (h == nullptr) return;
+    if (h->guard) new LockGuard(std::move(*h->guard));  // never released: it is the parent's
+    h->guard.reset();
+    (void)h->dict.release();
+    (void)h.release();
+  };
+  leak(s->primary);
+  for (auto& [thread, handle] : s->others) leak(handle);
+  s->others.clear();
+}
+
+std::unique_ptr<ThreadHandle> Attach(State* s) {
+  Result<Dict> dict = Dict::Open(s->attach_options);
+  if (!dict.ok()) {
+    SetStatusError(dict.status());
+    return nullptr;
+  }
+  auto handle = std::make_unique<ThreadHandle>();
+  handle->dict = std::make_unique<Dict>(std::move(*dict));
+  return handle;
+}
+
+// Checks that the object is open and in the process that opened it; sets an exception if not.
+State* Ready(PyObject* self) {
+  State* s = StateOf(self);
+  if (s == nullptr || s->closed) {
+    PyErr_Format(g_closed, "dict '%s' is closed", s == nullptr ? "" : s->name.c_str());
+    return nullptr;
+  }
+  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  if (s->fork_generation != generation) {
+    Abandon(s);
+    s->calls_without_gil = 0;  // those threads were not forked
+    s->fork_generation = generation;
+    PyDict_Clear(s->cache);
+    s->cache_revision = 0;
+    s->primary = Attach(s);
+    s->primary_thread = PyThread_get_thread_ident();
+    if (s->primary == nullptr) {
+      s->closed = true;
+      return nullptr;
+    }
+  }
+  return s;
+}
+
+// This thread's handle, attached on its first use. Needs the GIL.
+ThreadHandle* ForThread(State* s) {
+  const unsigned long thread = PyThread_get_thread_ident();
+  if (thread == s->primary_thread) return s->primary.get();
+  auto it = s->others.find(thread);
+  if (it != s->others.end()) return it->second.get();
+  std::unique_ptr<ThreadHandle> handle = Attach(s);
+  if (handle == nullptr) return nullptr;
+  return s->others.emplace(thread, std::move(handle)).first->second.get();
+}
+
+// The handle to use for one call, or nullptr with an exception set.
+ThreadHandle* HandleFor(PyObject* self) {
+  State* s = Ready(self);
+  return s == nullptr ? nullptr : ForThread(s);
+}
+
+ThreadHandle& HandleOrThrow(py::handle self) {
+  ThreadHandle* h = HandleFor(self.ptr());
+  if (h == nullptr) throw py::error_already_set();
+  return *h;
+}
+
+// Releases the GIL for a blocking core call, and counts the call so that close() from another
+// thread does not pull the handle away meanwhile.
+class WithoutGil {
+ public:
+  explicit WithoutGil(State* s) : state_(s) {
+    ++state_->calls_without_gil;
+    saved_ = PyEval_SaveThread();
+  }
+  ~WithoutGil() {
+    PyEval_RestoreThread(saved_);
+    --state_->calls_without_gil;
+  }
+  WithoutGil(const WithoutGil&) = delete;
+  WithoutGil& operator=(const WithoutGil&) = delete;
+
+ private:
+  State* state_;
+  PyThreadState* saved_;
+};
+
+// Makes the cache describe `revision`, dropping it when that is not the revision it describes.
+void SyncCache(State* s, uint64_t revision) {
+  if (revision != s->cache_revision) {
+    PyDict_Clear(s->cache);
+    s->cache_revision = revision;
+  }
+}
+
+// After this process committed `revision` for `key`: when nothing else was committed since the
+// cache's revision, the cache stays valid with the new value; otherwise it is dropped lazily.
+void CacheOwnWrite(State* s, uint64_t revision, PyObject* key, PyObject* value, ValueType type) {
+  if (revision != s->cache_revision + 1) return;
+  s->cache_revision = revision;
+  if (value != nullptr && IsCacheableKey(key) && IsCacheableValue(type)) {
+    if (PyDict_GET_SIZE(s->cache) >= kMaxCachedKeys) PyDict_Clear(s->cache);
+    if (PyDict_SetItem(s->cache, key, value) != 0) PyErr_Clear();
+  } else if (PyDict_DelItem(s->cache, key) != 0) {
+    PyErr_Clear();
+  }
+}
+
+// The read path shared by d[k], d.get and `in`. Returns a new reference; nullptr with no
+// exception set when the key is missing.
+PyObject* Lookup(PyObject* self, PyObject* key) {
+  State* s = Ready(self);
+  if (s == nullptr) return nullptr;
+  ThreadHandle* h = ForThread(s);
+  if (h == nullptr) return nullptr;
+  const bool cacheable_key = IsCacheableKey(key);
+  if (cacheable_key) {
+    // One atomic load: when nothing was committed, the cached object is the current value.
+    SyncCache(s, h->dict->published_revision());
+    if (PyObject* cached = PyDict_GetItemWithError(s->cache, key)) {
+      Py_INCREF(cached);
+      return cached;
+    }
+    if (PyErr_Occurred()) return nullptr;
+  }
+  if (!EncodeKey(self, key, &h->key)) return nullptr;
+  // The handle catches up first, so the value is at least as new as cache_revision: if it is
+  // newer, the published revision has moved on and the next read drops the cache.
+  if (!h->dict->Get(h->key.bytes, &h->value)) return nullptr;
+  PyObject* decoded = DecodeValue(self, h->value.view());
+  if (decoded != nullptr && cacheable_key && IsCacheableValue(h->value.type())) {
+    if (PyDict_GET_SIZE(s->cache) >= kMaxCachedKeys) PyDict_Clear(s->cache);
+    if (PyDict_SetItem(s->cache, key, decoded) != 0) PyErr_Clear();
+  }
+  return decoded;
+}
+
+PyObject* GetItem(PyObject* self, PyObject* key) {
+  PyObject* value = Lookup(self, key);
+  if (value == nullptr && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+  return value;
+}
+
+int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
+  State* s = Ready(self);
+  if (s == nullptr) return -1;
+  ThreadHandle* h = ForThread(s);
+  if (h == nullptr) return -1;
+  if (!EncodeKey(self, key, &h->key)) return -1;
+  if (value != nullptr && !EncodeValue(self, value, &h->value)) return -1;
+  Status error;
+  uint64_t revision = 0;
+  bool existed = true;
+  {
+    WithoutGil unlocked(s);
+    if (value != nullptr) {
+      Result<uint64_t> r = h->dict->Set(h->key.bytes, h->value);
+      if (r.ok())
+        revision = *r;
+      else
+        error = r.status();
+    } else {
+      Result<bool> r = h->dict->Erase(h->key.bytes);
+      if (r.ok())
+        existed = *r;
+      else
+        error = r.status();
+      if (r.ok() && *r) revision = h->dict->last_commit_revision();
+    }
+  }
+  if (!error.ok()) {
+    SetStatusError(error);
+    return -1;
+  }
+  if (!existed) {
+    PyErr_SetObject(PyExc_KeyError, key);
+    return -1;
+  }
+  CacheOwnWrite(s, revision, key, value, h->value.type());
+  return 0;
+}
+
+Py_ssize_t Length(PyObject* self) {
+  ThreadHandle* h = HandleFor(self);
+  if (h == nullptr) return -1;
+  return static_cast<Py_ssize_t>(h->dict->Size());
+}
+
+int Contains(PyObject* self, PyObject* key) {
+  PyObject* value = Lookup(self, key);
+  if (value != nullptr) {
+    Py_DECREF(value);
+    return 1;
+  }
+  return PyErr_Occurred() ? -1 : 0;
+}
+
+void Dealloc(PyObject* self) {
+  State* s = StateOf(self);
+  if (s != nullptr) {
+    if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
+      Abandon(s);  // the parent's handles: leave them (and the parent's dict) alone
+    } else {
+      for (auto& [thread, handle] : s->others) handle->guard.reset();
+      if (s->primary != nullptr) s->primary->guard.reset();
+    }
+    Py_CLEAR(s->cache);
+    delete s;  // closes the remaining handles; the creator's unlinks when auto_unlink
+  }
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyType_Slot g_slots[] = {
+    {Py_tp_doc, const_cast<char*>("The C++ engine under shmdict.Dict; use shmdict.Dict.")},
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(Dealloc)},
+    {Py_mp_subscript, reinterpret_cast<void*>(GetItem)},
+    {Py_mp_ass_subscript, reinterpret_cast<void*>(SetOrDeleteItem)},
+    {Py_mp_length, reinterpret_cast<void*>(Length)},
+    {Py_sq_contains, reinterpret_cast<void*>(Contains)},
+    {0, nullptr},
+};
+PyType_Spec g_spec = {
+    "shmdict._core.DictBase",
+    sizeof(CoreObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_MAPPING,
+    g_slots,
+};
+
+// ---- Methods bound with pybind11.
+
+CreateMode ToCreateMode(const py::object& create) {
+  if (create.is_none()) return CreateMode::kAttachOrCreate;
+  return create.cast<bool>() ? CreateMode::kMustCreate : CreateMode::kMustAttach;
+}
+
+void Open(py::handle self, const std::string& name, const py::object& create, uint64_t buffer_size,
+          unsigned mode, bool auto_unlink, double lock_timeout) {
+  if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
+  if (!(lock_timeout >= 0)) throw py::value_error("lock_timeout must be >= 0 seconds");
+  Options options;
+  options.name = name;
+  options.create_mode = ToCreateMode(create);
+  options.buffer_size = buffer_size;
+  options.mode = static_cast<mode_t>(mode);
+  options.auto_unlink = auto_unlink;
+  options.lock_timeout = milliseconds(static_cast<int64_t>(std::ceil(lock_timeout * 1000)));
+  std::optional<Result<Dict>> dict;
+  {
+    py::gil_scoped_release unlocked;  // creating waits for the lock when racing another creator
+    dict.emplace(Dict::Open(options));
+  }
+  auto state = std::make_unique<State>();
+  state->primary = std::make_unique<ThreadHandle>();
+  state->primary->dict = std::make_unique<Dict>(ValueOrThrow(std::move(*dict)));
+  state->name = state->primary->dict->name();
+  state->attach_options = options;
+  state->attach_options.name = state->name;
+  state->attach_options.create_mode = CreateMode::kMustAttach;
+  state->attach_options.auto_unlink = false;
+  state->primary_thread = PyThread_get_thread_ident();
+  state->fork_generation = g_fork_generation.load(std::memory_order_relaxed);
+  state->cache = PyDict_New();
+  if (state->cache == nullptr) throw py::error_already_set();
+  reinterpret_cast<CoreObject*>(self.ptr())->state = state.release();
+}
+
+py::object Get(py::handle self, py::handle key, py::object default_value) {
+  PyObject* value = Lookup(self.ptr(), key.ptr());
+  if (value != nullptr) return py::reinterpret_steal<py::object>(value);
+  if (PyErr_Occurred()) throw py::error_already_set();
+  return default_value;
+}
+
+// The entries of one revision, as (key, value) tuples, keys only, or values only.
+enum class Part { kItems, kKeys, kValues };
+py::list Entries(py::handle self, Part part) {
+  ThreadHandle& h = HandleOrThrow(self);
+  py::list out;
+  bool failed = false;
+  h.dict->ForEach([&](std::string_view key, ValueView value) {
+    if (failed) return;
+    PyObject* k = part == Part::kValues ? nullptr : DecodeKey(self.ptr(), key);
+    PyObject* v = part == Part::kKeys ? nullptr : DecodeValue(self.ptr(), value);
+    if ((part != Part::kValues && k == nullptr) || (part != Part::kKeys && v == nullptr)) {
+      Py_XDECREF(k);
+      Py_XDECREF(v);
+      failed = true;
+      return;
+    }
+    PyObject* entry = part == Part::kKeys ? k : part == Part::kValues ? v : PyTuple_Pack(2, k, v);
+    if (part == Part::kItems) {
+      Py_DECREF(k);
+      Py_DECREF(v);
+    }
+    if (entry == nullptr || PyList_Append(out.ptr(), entry) != 0) failed = true;
+    Py_XDECREF(entry);
+  });
+  if (failed) throw py::error_already_set();
+  return out;
+}
+
+std::vector<std::pair<std::string, Value>> EncodeItems(py::handle self, const py::iterable& items) {
+  std::vector<std::pair<std::string, Value>> encoded;
+  EncodedKey key;
+  for (py::handle item : items) {
+    auto pair = py::reinterpret_borrow<py::tuple>(item);
+    if (pair.size() != 2) throw py::value_error("update() items must be (key, value) pairs");
+    Value value;
+    if (!EncodeKey(self.ptr(), pair[0].ptr(), &key) ||
+        !EncodeValue(self.ptr(), pair[1].ptr(), &value)) {
+      throw py::error_already_set();
+    }
+    encoded.emplace_back(std::string(key.bytes), std::move(value));
+  }
+  return encoded;
+}
+
+// Runs a write on this thread's handle without the GIL; throws its error.
+template <typename T, typename F>
+T Write(py::handle self, F&& write) {
+  State* s = Ready(self.ptr());
+  if (s == nullptr) throw py::error_already_set();
+  ThreadHandle* h = ForThread(s);
+  if (h == nullptr) throw py::error_already_set();
+  std::optional<Result<T>> result;
+  {
+    WithoutGil unlocked(s);
+    result.emplace(write(*h->dict));
+  }
+  return ValueOrThrow(std::move(*result));
+}
+
+uint64_t Update(py::handle self, const py::iterable& items) {
+  auto encoded = EncodeItems(self, items);
+  if (encoded.empty()) return 0;
+  return Write<uint64_t>(self, [&](Dict& d) { return d.Update(encoded); });
+}
+
+// Returns (True, value), or (False, None) when the key was missing.
+py::tuple Pop(py::handle self, py::handle key) {
+  ThreadHandle& h = HandleOrThrow(self);
+  if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
+  auto popped = Write<std::optional<Value>>(self, [&](Dict& d) { return d.Pop(h.key.bytes); });
+  if (!popped) return py::make_tuple(false, py::none());
+  PyObject* v = DecodeValue(self.ptr(), popped->view());
+  if (v == nullptr) throw py::error_already_set();
+  return py::make_tuple(true, py::reinterpret_steal<py::object>(v));
+}
+
+py::object PopItem(py::handle self) {
+  auto item = Write<std::optional<std::pair<std::string, Value>>>(
+      self, [&](Dict& d) { return d.PopItem(); });
+  if (!item) {
+    PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
+    throw py::error_already_set();
+  }
+  auto k = py::reinterpret_steal<py::object>(DecodeKey(self.ptr(), item->first));
+  if (!k) throw py::error_already_set();
+  auto v = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), item->second.view()));
+  if (!v) throw py::error_already_set();
+  return py::make_tuple(k, v);
+}
+
+py::object SetDefault(py::handle self, py::handle key, py::handle default_value) {
+  ThreadHandle& h = HandleOrThrow(self);
+  if (!EncodeKey(self.ptr(), key.ptr(), &h.key) ||
+      !EncodeValue(self.ptr(), default_value.ptr(), &h.value)) {
+    throw py::error_already_set();
+  }
+  Value stored = Write<Value>(self, [&](Dict& d) { return d.SetDefault(h.key.bytes, h.value); });
+  PyObject* v = DecodeValue(self.ptr(), stored.view());
+  if (v == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+int64_t Increment(py::handle self, py::handle key, int64_t delta) {
+  ThreadHandle& h = HandleOrThrow(self);
+  if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
+  return Write<int64_t>(self, [&](Dict& d) { return d.Increment(h.key.bytes, delta); });
+}
+
+// expected / desired: a 1-tuple holding the value, or () for "absent".
+bool CompareAndSet(py::handle self, py::handle key, const py::tuple& expected,
+                   const py::tuple& desired) {
+  ThreadHandle& h = HandleOrThrow(self);
+  if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
+  auto encode = [&](const py::tuple& t) -> std::optional<Value> {
+    if (t.empty()) return std::nullopt;
+    Value v;
+    if (!EncodeValue(self.ptr(), t[0].ptr(), &v)) throw py::error_already_set();
+    return v;
+  };
+  const std::optional<Value> e = encode(expected);
+  const std::optional<Value> d = encode(desired);
+  return Write<bool>(self, [&](Dict& dict) { return dict.CompareAndSet(h.key.bytes, e, d); });
+}
+
+uint64_t Clear(py::handle self) {
+  return Write<uint64_t>(self, [&](Dict& d) { return d.Clear(); });
+}
+
+// Waits in slices so that signal handlers (KeyboardInterrupt) run; returns false on timeout.
+// `attempt(slice)` returns true when done.
+template <typename F>
+bool WaitInterruptibly(State* s, std::optional<double> timeout_seconds, F&& attempt) {
+  const auto start = Clock::now();
+  while (true) {
+    nanoseconds slice = kSignalCheckInterval;
+    if (timeout_seconds) {
+      const auto left = std::chrono::duration_cast<nanoseconds>(
+          std::chrono::duration<double>(*timeout_seconds) - (Clock::now() - start));
+      if (left < slice) slice = std::max(left, nanoseconds(0));
+    }
+    bool done;
+    {
+      WithoutGil unlocked(s);
+      done = attempt(slice);
+    }
+    if (done) return true;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (timeout_seconds &&
+        Clock::now() - start >= std::chrono::duration<double>(*timeout_seconds)) {
+      return false;
+    }
+  }
+}
+
+py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> timeout) {
+  State* s = Ready(self.ptr());
+  if (s == nullptr) throw py::error_already_set();
+  ThreadHandle* h = ForThread(s);
+  if (h == nullptr) throw py::error_already_set();
+  Status error;
+  uint64_t revision = 0;
+  const bool changed = WaitInterruptibly(s, timeout, [&](nanoseconds slice) {
+    Result<uint64_t> r = h->dict->WaitForChange(after, slice);
+    if (r.ok())
+      revision = *r;
+    else if (r.status().code() != StatusCode::kDeadlineExceeded)
+      error = r.status();
+    return r.ok() || !error.ok();
+  });
+  if (!error.ok()) ThrowStatus(error);
+  if (!changed) return py::none();
+  return py::int_(revision);
+}
+
+// ---- The user lock (re-entrant per thread; see _dict.py's Lock for the Python shape).
+bool LockAcquire(py::handle self, bool blocking, std::optional<double> timeout) {
+  State* s = Ready(self.ptr());
+  if (s == nullptr) throw py::error_already_set();
+  ThreadHandle* h = ForThread(s);
+  if (h == nullptr) throw py::error_already_set();
+  if (h->lock_depth > 0) {
+    ++h->lock_depth;
+    return true;
+  }
+  Status error;
+  std::optional<LockGuard> taken;
+  auto attempt = [&](nanoseconds slice) {
+    // Lock(0 ms) is a try-lock in the core.
+    Result<LockGuard> r =
+        h->dict->Lock(std::chrono::ceil<milliseconds>(std::max(slice, nanoseconds(0))));
+    if (r.ok())
+      taken.emplace(std::move(*r));
+    else if (r.status().code() != StatusCode::kDeadlineExceeded &&
+             r.status().code() != StatusCode::kUnavailable) {
+      error = r.status();
+    }
+    return taken.has_value() || !error.ok();
+  };
+  if (!blocking) {
+    WithoutGil unlocked(s);
+    attempt(nanoseconds(0));
+  } else {
+    WaitInterruptibly(s, timeout, attempt);
+  }
+  if (!error.ok()) ThrowStatus(error);
+  if (!taken) return false;
+  h->guard = std::move(taken);
+  h->lock_depth = 1;
+  return true;
+}
+
+void LockRelease(py::handle self) {
+  ThreadHandle& h = HandleOrThrow(self);
+  if (h.lock_depth == 0) {
+    // threading.Lock's error for the same mistake.
+    PyErr_SetString(PyExc_RuntimeError, "release unlocked lock (this thread does not hold it)");
+    throw py::error_already_set();
+  }
+  if (--h.lock_depth == 0) h.guard.reset();
+}
+
+py::dict StatusToDict(const DictStatus& st) {
+  py::dict d;
+  d["name"] = st.name;
+  d["layout_version"] = st.layout_version;
+  d["revision"] = st.revision;
+  d["entries"] = st.entries;
+  d["log_capacity"] = st.log_capacity;
+  d["log_used"] = st.log_used;
+  d["snapshot_generation"] = st.snapshot_generation;
+  d["snapshot_revision"] = st.snapshot_revision;
+  d["snapshots_built"] = st.snapshots_built;
+  d["lock_holder_pid"] = st.lock_holder_pid;
+  d["lock_recoveries"] = st.lock_recoveries;
+  d["creator_pid"] = st.creator_pid;
+  d["creator_alive"] = st.creator_alive;
+  d["attached"] = st.attached;
+  d["segment_bytes"] = st.segment_bytes;
+  d["mode"] = static_cast<unsigned>(st.mode);
+  return d;
+}
+
+void Close(py::handle self) {
+  State* s = StateOf(self.ptr());
+  if (s == nullptr || s->closed) return;
+  if (s->calls_without_gil > 0) {
+    throw py::value_error("dict '" + s->name + "' is in use by another thread: close it there");
+  }
+  if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
+    Abandon(s);
+  }
+  Status first;
+  auto close = [&](std::unique_ptr<ThreadHandle>& h) {
+    if (h == nullptr) return;
+    h->guard.reset();
+    Status st = h->dict->Close();
+    if (first.ok() && !st.ok()) first = st;
+    h.reset();
+  };
+  for (auto& [thread, handle] : s->others) close(handle);
+  s->others.clear();
+  close(s->primary);
+  s->closed = true;
+  PyDict_Clear(s->cache);
+  if (!first.ok()) ThrowStatus(first);
+}
+
+// ---- Watching: a stream with its own handle, so that it does not depend on which thread
+// advances a generator, and so that a slow consumer costs only its own position in the log.
+class WatchStream {
+ public:
+  WatchStream(const std::string& name, uint64_t from_revision) {
+    Options options;
+    options.name = name;
+    options.create_mode = CreateMode::kMustAttach;
+    options.auto_unlink = false;
+    options.background_compaction = false;  // a watcher never writes
+    dict_ = std::make_unique<Dict>(ValueOrThrow(Dict::Open(options)));
+    watcher_ = std::make_unique<Watcher>(dict_->Watch(from_revision));
+  }
+
+  // Returns (is_snapshot, snapshot_revision, snapshot_items, changes, revision), where changes
+  // are (revision, op, key, value) with op 'set', 'delete' or 'clear'; None on timeout.
+  py::object Next(py::handle owner, size_t max_changes, std::optional<double> timeout) {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) throw py::value_error("a watch stream is being read by another thread");
+    std::optional<ChangeBatch> batch;
+    Status error;
+    const auto start = Clock::now();
+    while (true) {
+      nanoseconds slice = kSignalCheckInterval;
+      if (timeout) {
+        const auto left = std::chrono::duration_cast<nanoseconds>(
+            std::chrono::duration<double>(*timeout) - (Clock::now() - start));
+        slice = std::clamp(left, nanoseconds(0), slice);
+      }
+      {
+        py::gil_scoped_release unlocked;
+        Result<ChangeBatch> r = watcher_->Next(max_changes, slice);
+        if (!r.ok())
+          error = r.status();
+        else if (r->is_snapshot || !r->changes.empty())
+          batch = std::move(*r);
+      }
+      if (!error.ok()) ThrowStatus(error);
+      if (batch) break;
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      if (timeout && Clock::now() - start >= std::chrono::duration<double>(*timeout)) {
+        return py::none();
+      }
+    }
+    auto key = [&](std::string_view k) {
+      auto o = py::reinterpret_steal<py::object>(DecodeKey(owner.ptr(), k));
+      if (!o) throw py::error_already_set();
+      return o;
+    };
+    auto value = [&](const Value& v) {
+      auto o = py::reinterpret_steal<py::object>(DecodeValue(owner.ptr(), v.view()));
+      if (!o) throw py::error_already_set();
+      return o;
+    };
+    py::list items;
+    for (const auto& [k, v] : batch->snapshot_items) items.append(py::make_tuple(key(k), value(v)));
+    py::list changes;
+    for (const Change& c : batch->changes) {
+      switch (c.op) {
+        case ChangeOp::kSet:
+          changes.append(py::make_tuple(c.revision, "set", key(c.key), value(c.value)));
+          break;
+        case ChangeOp::kErase:
+          changes.append(py::make_tuple(c.revision, "delete", key(c.key), py::none()));
+          break;
+        case ChangeOp::kClear:
+          changes.append(py::make_tuple(c.revision, "clear", py::none(), py::none()));
+          break;
+      }
+    }
+    return py::make_tuple(batch->is_snapshot, batch->snapshot_revision, items, changes,
+                          batch->revision);
+  }
+
+  uint64_t revision() const { return watcher_->revision(); }
+
+ private:
+  std::mutex mu_;  // one reader at a time; try-locked, never waited for with the GIL held
+  std::unique_ptr<Dict> dict_;
+  std::unique_ptr<Watcher> watcher_;  // declared after dict_: destroyed before it
+};
+
+template <typename F, typename... Extra>
+void AddMethod(py::object type, const char* name, F&& f, const Extra&... extra) {
+  py::cpp_function method(std::forward<F>(f), py::name(name), py::is_method(type),
+                          py::sibling(py::getattr(type, name, py::none())), extra...);
+  py::setattr(type, name, method);
+}
+
+void DefineModule(py::module_& m) {
+  m.doc() = "The C++ engine of the shmdict package (use shmdict, not this module).";
+  pthread_atfork(nullptr, nullptr, OnForkInChild);
+
+  g_error = PyErr_NewExceptionWithDoc("shmdict.Error", "Base of every shmdict error.",
+                                      PyExc_Exception, nullptr);
+  if (g_error == nullptr) throw py::error_already_set();
+  m.add_object("Error", py::handle(g_error));
+  for (ErrorClass& e : g_errors) {
+    py::tuple bases = e.builtin != nullptr ? py::make_tuple(py::handle(g_error), py::handle(e.builtin))
+                                           : py::make_tuple(py::handle(g_error));
+    const std::string qualified = std::string("shmdict.") + e.name;
+    e.cls = PyErr_NewException(qualified.c_str(), bases.ptr(), nullptr);
+    if (e.cls == nullptr) throw py::error_already_set();
+    m.add_object(e.name, py::handle(e.cls));
+  }
+  g_closed = PyErr_NewException(
+      "shmdict.Closed", py::make_tuple(py::handle(g_error), py::handle(PyExc_ValueError)).ptr(), nullptr);
+  if (g_closed == nullptr) throw py::error_already_set();
+  m.add_object("Closed", py::handle(g_closed));
+
+  auto type = py::reinterpret_steal<py::object>(PyType_FromSpec(&g_spec));
+  if (!type) throw py::error_already_set();
+  type.attr("__module__") = "shmdict._core";
+  m.add_object("DictBase", type);
+
+  AddMethod(type, "_open", &Open, py::arg("name"), py::arg("create"), py::arg("buffer_size"),
+            py::arg("mode"), py::arg("auto_unlink"), py::arg("lock_timeout"));
+  AddMethod(type, "_name", [](py::handle self) {
+    if (Ready(self.ptr()) == nullptr) throw py::error_already_set();
+    return StateOf(self.ptr())->name;
+  });
+  AddMethod(type, "_created", [](py::handle self) { return HandleOrThrow(self).dict->created(); });
+  AddMethod(type, "get", &Get, py::arg("key"), py::arg("default") = py::none(),
+            "d.get(key, default=None): the value, or default when the key is missing.");
+  AddMethod(type, "_items", [](py::handle self) { return Entries(self, Part::kItems); });
+  AddMethod(type, "_keys", [](py::handle self) { return Entries(self, Part::kKeys); });
+  AddMethod(type, "_values", [](py::handle self) { return Entries(self, Part::kValues); });
+  AddMethod(type, "_update", &Update);
+  AddMethod(type, "_pop", &Pop);
+  AddMethod(type, "popitem", &PopItem, "Removes and returns some (key, value); KeyError if empty.");
+  AddMethod(type, "setdefault", &SetDefault, py::arg("key"), py::arg("default") = py::none(),
+            "The existing value, or stores and returns default (atomically).");
+  AddMethod(type, "increment", &Increment, py::arg("key"), py::arg("delta") = 1,
+            "Adds delta to an int value (a missing key counts as 0), atomically across "
+            "processes; returns the new value. WrongType (a TypeError) if the value is not an "
+            "int, OutOfRange (an OverflowError) on int64 overflow.");
+  AddMethod(type, "_compare_and_set", &CompareAndSet);
+  AddMethod(type, "clear", &Clear, "Removes every key as one revision; returns it.");
+  AddMethod(type, "_revision",
+            [](py::handle self) { return HandleOrThrow(self).dict->revision(); });
+  AddMethod(type, "_wait_for_change", &WaitForChange);
+  AddMethod(type, "_refresh", [](py::handle self, bool force) {
+    Status st = HandleOrThrow(self).dict->Refresh(force);
+    if (!st.ok()) ThrowStatus(st);
+  });
+  AddMethod(type, "_dump", [](py::handle self) {
+    return Write<uint64_t>(self, [](Dict& d) { return d.Dump(); });
+  });
+  AddMethod(type, "_status",
+            [](py::handle self) { return StatusToDict(HandleOrThrow(self).dict->GetStatus()); });
+  AddMethod(type, "_nested", [](py::handle self, py::handle key) {
+    ThreadHandle& h = HandleOrThrow(self);
+    if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
+    Dict child = Write<Dict>(self, [&](Dict& d) { return d.OpenNested(h.key.bytes); });
+    return child.name();
+  });
+  AddMethod(type, "_lock_acquire", &LockAcquire);
+  AddMethod(type, "_lock_release", &LockRelease);
+  AddMethod(type, "_lock_owned",
+            [](py::handle self) { return HandleOrThrow(self).lock_depth > 0; });
+  AddMethod(type, "_unlink", [](py::handle self) {
+    Status st = HandleOrThrow(self).dict->Unlink();
+    if (!st.ok()) ThrowStatus(st);
+  });
+  AddMethod(type, "_close", &Close);
+  AddMethod(type, "_closed", [](py::handle self) {
+    State* s = StateOf(self.ptr());
+    return s == nullptr || s->closed;
+  });
+
+  py::class_<WatchStream>(m, "WatchStream")
+      .def(py::init<const std::string&, uint64_t>())
+      .def("next", &WatchStream::Next)
+      .def_property_readonly("revision", &WatchStream::revision);
+
+  m.def("unlink_by_name", [](const std::string& name) {
+    Status st = Dict::UnlinkByName(name);
+    if (!st.ok()) ThrowStatus(st);
+  });
+  m.def("inspect",
+        [](const std::string& name) { return StatusToDict(ValueOrThrow(Dict::Inspect(name))); });
+  m.def("list_names", []() { return ValueOrThrow(Dict::ListNames()); });
+}
+
+}  // namespace
+}  // namespace shmdict::python
+
+PYBIND11_MODULE(_core, m) { shmdict::python::DefineModule(m); }

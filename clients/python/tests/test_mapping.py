@@ -1,0 +1,268 @@
+"""shmdict.Dict as a MutableMapping: the dict contract, type and key round-trips, errors."""
+
+import asyncio
+import collections
+import enum
+import fractions
+import os
+import pickle
+
+import pytest
+
+import shmdict
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+VALUES = [
+    None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64, 1.5, float("inf"), -0.0, "", "text é ✓",
+    b"", b"\x00\xff", [1, "a", None, [2.5]], {"a": {"b": [True, None]}}, (1, 2), {1: "a"},
+    {"a": (1,)}, [float("nan")] * 0, collections.OrderedDict(a=1), Color.RED, {1, 2},
+    fractions.Fraction(1, 3), "lone \udc80 surrogate",
+]
+
+
+def test_is_a_mutable_mapping(d):
+    assert isinstance(d, collections.abc.MutableMapping)
+    assert isinstance(d, collections.abc.Mapping)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_values_round_trip_with_their_type(d, name, value):
+    d["k"] = value
+    other = shmdict.Dict(name, create=False)  # a second handle reads it from shared memory
+    got = other["k"]
+    assert got == value and type(got) is type(value)
+    other.close()
+
+
+def test_nan_round_trips(d):
+    d["k"] = float("nan")
+    assert d["k"] != d["k"]
+
+
+@pytest.mark.parametrize("key", ["s", "", "é", 0, 1, -5, 2**80, 2.5, b"bytes", b"", (1, "a"),
+                                 frozenset({1}), None], ids=repr)
+def test_keys_round_trip_with_their_type(d, name, key):
+    d[key] = "v"
+    other = shmdict.Dict(name, create=False)
+    assert list(other) == [key] and type(list(other)[0]) is type(key)
+    assert other[key] == "v"
+    other.close()
+
+
+def test_keys_equal_in_python_are_one_key(d):
+    d[1] = "int"
+    d[True] = "bool"
+    d[1.0] = "float"
+    assert len(d) == 1 and d[1] == "float"
+
+
+def test_str_keys_never_collide_with_other_keys(d):
+    # Whatever str a program uses, it cannot name the slot of an int, bytes or tuple key.
+    d[1] = "int"
+    d[b"1"] = "bytes"
+    d["1"] = "str"
+    d["\xffi1"] = "str that looks like the escape"
+    assert d[1] == "int" and d[b"1"] == "bytes" and d["1"] == "str"
+    assert len(d) == 4
+
+
+def test_unhashable_keys_are_a_type_error(d):
+    with pytest.raises(TypeError):
+        d[[1]] = 1
+    with pytest.raises(TypeError):
+        d[[1]]
+
+
+def test_dict_contract(d):
+    d["a"] = 1
+    d.update({"b": 2}, c=3)
+    d.update([("d", 4)])
+    assert len(d) == 4 and "a" in d and "z" not in d
+    assert sorted(d) == ["a", "b", "c", "d"]
+    assert sorted(d.keys()) == ["a", "b", "c", "d"]
+    assert sorted(d.values()) == [1, 2, 3, 4]
+    assert sorted(d.items()) == [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
+    assert ("a", 1) in d.items() and ("a", 2) not in d.items()
+    assert d == {"a": 1, "b": 2, "c": 3, "d": 4} and d != {"a": 1}
+    assert d.get("a") == 1 and d.get("z") is None and d.get("z", 0) == 0
+    assert d.pop("a") == 1 and d.pop("a", "gone") == "gone"
+    with pytest.raises(KeyError):
+        d.pop("a")
+    assert d.setdefault("b", 9) == 2 and d.setdefault("e", 5) == 5 and d["e"] == 5
+    del d["e"]
+    with pytest.raises(KeyError):
+        del d["e"]
+    with pytest.raises(KeyError):
+        d["e"]
+    k, v = d.popitem()
+    assert k in {"b", "c", "d"} and v == {"b": 2, "c": 3, "d": 4}[k] and k not in d
+    copy = d.copy()
+    assert type(copy) is dict and copy == d
+    d.clear()
+    assert len(d) == 0 and d == {}
+    with pytest.raises(KeyError):
+        d.popitem()
+
+
+def test_update_is_one_revision(d):
+    before = d.revision
+    d.update({f"k{i}": i for i in range(100)})
+    assert d.revision == before + 1
+
+
+def test_increment_and_compare_and_set(d):
+    assert d.increment("n") == 1 and d.increment("n", 41) == 42
+    d["s"] = "x"
+    with pytest.raises(shmdict.WrongType) as e:
+        d.increment("s")
+    assert isinstance(e.value, TypeError) and d.name in str(e.value)
+    d["big"] = 2**63 - 1
+    with pytest.raises(OverflowError):
+        d.increment("big")
+    assert d.compare_and_set("c", shmdict.ABSENT, "v1")
+    assert not d.compare_and_set("c", shmdict.ABSENT, "v2")
+    assert d.compare_and_set("c", "v1", None) and d["c"] is None
+    assert d.compare_and_set("c", None, shmdict.ABSENT) and "c" not in d
+
+
+def test_create_modes_raise_the_expected_errors(name):
+    with pytest.raises(FileNotFoundError) as e:
+        shmdict.Dict(name, create=False)
+    assert name in str(e.value) and isinstance(e.value, shmdict.NotFound)
+    with shmdict.Dict(name, create=True) as d:
+        assert d.created
+        with pytest.raises(FileExistsError):
+            shmdict.Dict(name, create=True)
+        other = shmdict.Dict(name)  # attach-or-create attaches
+        assert not other.created
+        other.close()
+    with pytest.raises(ValueError):
+        shmdict.Dict("bad/name")
+
+
+def test_random_name_and_auto_unlink():
+    d = shmdict.Dict()
+    name = d.name
+    assert name and os.path.exists(f"/dev/shm/shmdict.{name}")
+    d.close()
+    assert not os.path.exists(f"/dev/shm/shmdict.{name}")
+
+
+def test_closed_dict_raises_value_error(name):
+    d = shmdict.Dict(name)
+    d.close()
+    d.close()  # idempotent
+    with pytest.raises(ValueError):
+        d["a"]
+    with pytest.raises(shmdict.Closed):
+        d["a"] = 1
+
+
+def test_permission_error_for_a_foreign_mode(name):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file modes")
+    with shmdict.Dict(name, mode=0o000):
+        with pytest.raises(PermissionError):
+            shmdict.Dict(name, create=False)
+
+
+def test_custom_serializer_gets_its_own_tag(name):
+    class Upper:
+        @staticmethod
+        def dumps(value):
+            return repr(value).encode()
+
+        @staticmethod
+        def loads(data):
+            return ("loaded", data.decode())
+
+    with shmdict.Dict(name, serializer=Upper, serializer_tag=200) as d:
+        d["x"] = (1, 2)
+        d["native"] = "str stays native"
+        assert d["x"] == ("loaded", "(1, 2)")
+        assert d["native"] == "str stays native"
+        plain = shmdict.Dict(name, create=False)
+        assert plain["x"] == b"(1, 2)"  # a handle without that serializer sees the raw bytes
+        plain.close()
+
+
+def test_pickles_by_name(d):
+    d["a"] = 1
+    other = pickle.loads(pickle.dumps(d))
+    assert other.name == d.name and other["a"] == 1 and not other.created
+    other.close()
+    assert d["a"] == 1  # the copy did not unlink the dict
+
+
+def test_iteration_sees_one_revision(d):
+    d.update({f"k{i}": i for i in range(1000)})
+    keys = iter(d)
+    d["new"] = 1
+    assert len(list(keys)) == 1000
+
+
+def test_nested_dicts_are_unlinked_with_the_parent(name):
+    parent = shmdict.Dict(name, create=True)
+    child = parent.nested("child")
+    child["x"] = 1
+    grandchild = child.nested("g")
+    grandchild["y"] = 2
+    assert parent["child"]["g"]["y"] == 2
+    with pytest.raises(shmdict.WrongType):
+        parent["s"] = "str"
+        parent.nested("s")
+    from conftest import segments
+    assert len(segments(name)) >= 3
+    parent.close()
+    assert child.closed and grandchild.closed
+    assert segments(name) == []
+
+
+def test_wait_for_change_and_watch(d, name):
+    rev = d.revision
+    assert d.wait_for_change(rev, timeout=0.05) is None
+    d["a"] = 1
+    assert d.wait_for_change(rev, timeout=5) == rev + 1
+    d["b"] = 2
+    del d["a"]
+    d.clear()
+    changes = list(d.watch(rev, timeout=0))
+    assert [(c.op, c.key, c.value) for c in changes] == [
+        ("set", "a", 1), ("set", "b", 2), ("delete", "a", None), ("clear", None, None)]
+    assert [c.revision for c in changes] == [rev + 1, rev + 2, rev + 3, rev + 4]
+
+
+def test_watch_yields_a_flagged_snapshot_when_the_log_moved_on(name):
+    with shmdict.Dict(name, buffer_size=64 << 10) as d:
+        for i in range(3000):  # several times the 64 KiB log
+            d[f"k{i % 50}"] = "x" * 100
+        d.dump()
+        first = next(d.watch(1, timeout=5))
+        assert first.snapshot and first.op == "snapshot"
+        assert first.value == d.copy() and first.revision == d.revision
+
+
+def test_asyncio_changed_and_awatch(d):
+    async def main():
+        rev = d.revision
+        waiter = asyncio.ensure_future(d.changed(rev, timeout=10))
+        stream = d.awatch(rev)
+        d["a"] = 1
+        assert await waiter == rev + 1
+        change = await asyncio.wait_for(stream.__anext__(), 10)
+        assert (change.revision, change.op, change.key, change.value) == (rev + 1, "set", "a", 1)
+        assert await d.changed(d.revision, timeout=0.05) is None
+        await stream.aclose()
+
+    asyncio.run(main())
+
+
+def test_status(d):
+    d["a"] = 1
+    st = d.status()
+    assert st["name"] == d.name and st["entries"] == 1 and st["revision"] == d.revision
+    assert st["creator_pid"] == os.getpid() and st["lock_holder_pid"] == 0
