@@ -785,15 +785,17 @@ void DefineModule(py::module_& m) {
   if (g_error == nullptr) throw py::error_already_set();
   m.add_object("Error", py::handle(g_error));
   for (ErrorClass& e : g_errors) {
-    py::tuple bases = e.builtin != nullptr ? py::make_tuple(py::handle(g_error), py::handle(e.builtin))
-                                           : py::make_tuple(py::handle(g_error));
+    py::tuple bases = e.builtin != nullptr
+                          ? py::make_tuple(py::handle(g_error), py::handle(e.builtin))
+                          : py::make_tuple(py::handle(g_error));
     const std::string qualified = std::string("shmdict.") + e.name;
     e.cls = PyErr_NewException(qualified.c_str(), bases.ptr(), nullptr);
     if (e.cls == nullptr) throw py::error_already_set();
     m.add_object(e.name, py::handle(e.cls));
   }
   g_closed = PyErr_NewException(
-      "shmdict.Closed", py::make_tuple(py::handle(g_error), py::handle(PyExc_ValueError)).ptr(), nullptr);
+      "shmdict.Closed", py::make_tuple(py::handle(g_error), py::handle(PyExc_ValueError)).ptr(),
+      nullptr);
   if (g_closed == nullptr) throw py::error_already_set();
   m.add_object("Closed", py::handle(g_closed));
 

@@ -40,9 +40,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string_view command = argv[1];
-  auto dict = shmdict::Dict::Open({.name = argv[2],
-                                   .create_mode = shmdict::CreateMode::kMustAttach,
-                                   .auto_unlink = false});
+  auto dict = shmdict::Dict::Open(
+      {.name = argv[2], .create_mode = shmdict::CreateMode::kMustAttach, .auto_unlink = false});
   if (!dict.ok()) return Fail(dict.status());
   if (command == "dump") {
     for (const auto& [key, value] : dict->Export()) {

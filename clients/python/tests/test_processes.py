@@ -1,0 +1,124 @@
+"""Several processes on one dict: forked and spawned writers under the lock, a lock holder
+SIGKILLed, fork after use, Ctrl-C during a wait."""
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+import helpers
+import shmdict
+
+WRITERS = 4
+INCREMENTS = 300
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_processes_incrementing_under_the_lock_reach_the_exact_total(d, method):
+    ctx = multiprocessing.get_context(method)
+    d["n"] = 0
+    procs = [ctx.Process(target=helpers.increment_under_lock, args=(d, "n", INCREMENTS))
+             for _ in range(WRITERS)]
+    for p in procs:
+        p.start()
+    helpers.increment_under_lock(d, "n", INCREMENTS)  # the parent competes too
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert d["n"] == (WRITERS + 1) * INCREMENTS
+
+
+def test_a_lock_holder_killed_with_sigkill_does_not_block_the_others(d):
+    ctx = multiprocessing.get_context("spawn")
+    d["n"] = 0
+    parent_end, child_end = ctx.Pipe()
+    holder = ctx.Process(target=helpers.hold_lock_forever, args=(d, child_end))
+    holder.start()
+    assert parent_end.poll(60), "the holder did not take the lock"
+    pid = parent_end.recv()
+    assert d.lock.holder_pid == pid and d.lock.locked()
+    assert not d.lock.acquire(blocking=False)
+    with pytest.raises(shmdict.LockHeld) as e:
+        with d.lock(blocking=False):
+            pass
+    assert e.value.blocking_pid == pid and str(pid) in str(e.value)
+
+    writers = [ctx.Process(target=helpers.increment_under_lock, args=(d, "n", 100))
+               for _ in range(2)]
+    for w in writers:
+        w.start()
+    os.kill(pid, signal.SIGKILL)
+    holder.join(30)
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    assert d["n"] == 200
+    assert d.status()["lock_recoveries"] >= 1
+    with d.lock(timeout=5):
+        d["after"] = 1
+
+
+def test_lock_timeout_names_the_holder(d):
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    holder = ctx.Process(target=helpers.hold_lock_forever, args=(d, child_end))
+    holder.start()
+    try:
+        assert parent_end.poll(60)
+        pid = parent_end.recv()
+        assert d.lock.acquire(timeout=0.05) is False
+        with pytest.raises(TimeoutError) as e:
+            with d.lock(timeout=0.05):
+                pass
+        assert e.value.blocking_pid == pid and f"pid {pid}" in str(e.value)
+    finally:
+        holder.kill()
+        holder.join(30)
+
+
+def test_a_dict_used_before_fork_works_in_the_child(d):
+    d["parent"] = "p"
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    child = ctx.Process(target=helpers.read_in_child, args=(d, child_end))
+    child.start()
+    assert parent_end.poll(60)
+    name, value, items = parent_end.recv()
+    child.join(60)
+    assert child.exitcode == 0
+    assert (name, value, items) == (d.name, "p", {"parent": "p"})
+    assert d["child"] == child.pid
+    assert d.created  # the child's exit did not take the dict away
+    assert os.path.exists(f"/dev/shm/shmdict.{d.name}")
+
+
+def test_ctrl_c_interrupts_a_blocking_wait(d):
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    child = ctx.Process(target=helpers.wait_until_interrupted, args=(d, child_end))
+    child.start()
+    try:
+        assert parent_end.poll(60) and parent_end.recv() == "waiting"
+        # Wait (with a deadline) until the child is blocked in the futex of wait_for_change, so
+        # that the signal lands inside the wait and not before it.
+        deadline = time.monotonic() + 30
+        while _syscall(child.pid) != "202":  # futex on x86_64
+            assert time.monotonic() < deadline, "the child never blocked"
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGINT)
+        assert parent_end.poll(10), "SIGINT did not interrupt wait_for_change"
+        assert parent_end.recv() == "interrupted"
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+
+
+def _syscall(pid):
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return f.read().split()[0]
+    except (OSError, IndexError):
+        return None
