@@ -183,7 +183,7 @@ def _reattach(cls, name, kwargs):
     serializer = kwargs.get("serializer")
     if isinstance(serializer, _ModuleRef):
         kwargs = dict(kwargs, serializer=importlib.import_module(serializer.name))
-    return cls(name, create=False, auto_unlink=False, **kwargs)
+    return cls(name=name, create=False, auto_unlink=False, **kwargs)
 
 
 class Dict(_core.DictBase, MutableMapping):
@@ -241,10 +241,14 @@ class Dict(_core.DictBase, MutableMapping):
 
     def __reduce__(self):
         # A `spawn`ed process (or any pickle) gets a handle attached by name, never an owner.
-        settings = dict(self._settings)
-        if isinstance(settings["serializer"], types.ModuleType):
+        settings = self._reattach_settings()
+        if isinstance(settings.get("serializer"), types.ModuleType):
             settings["serializer"] = _ModuleRef(settings["serializer"].__name__)
         return (_reattach, (self.__class__, self.name, settings))
+
+    def _reattach_settings(self) -> dict:
+        """The constructor's keyword arguments that a re-attached copy needs."""
+        return dict(self._settings)
 
     # ---- the mapping API (d[k], d[k] = v, del d[k], `in`, len and get are C slots/methods)
     def __iter__(self):
