@@ -80,7 +80,7 @@ class _ValuesView(ValuesView):
         return iter(self._mapping._values())
 
 
-class Lock:
+class Lock(_core.LockBase):
     """The dict's cross-process lock, shaped like threading.Lock.
 
     While a thread holds it, writes from every other thread and process wait, so a
@@ -89,10 +89,11 @@ class Lock:
     Differences from threading.Lock: it is re-entrant for the thread that holds it (as the
     core's lock is for its holder), and only that thread may release it (RuntimeError otherwise).
     `with d.lock:` waits up to the dict's lock_timeout and then raises shmdict.Timeout naming the
-    holder's pid; `with d.lock(timeout=..., blocking=...)` chooses.
+    holder's pid; `with d.lock(timeout=..., blocking=...)` chooses. __enter__ and __exit__ are
+    in C (LockBase), falling back to _enter_slow when the lock is not free.
     """
 
-    __slots__ = ("_dict_ref", "_blocking", "_timeout")
+    __slots__ = ("_blocking", "_timeout")
 
     def __init__(self, owner, blocking=True, timeout=None):
         self._dict_ref = owner if isinstance(owner, weakref.ref) else weakref.ref(owner)
@@ -136,7 +137,9 @@ class Lock:
         lock_timeout)."""
         return Lock(self._dict_ref, blocking, timeout)
 
-    def __enter__(self):
+    def _enter_slow(self):
+        """__enter__ when the lock was not free: wait as configured, or raise naming the
+        holder."""
         d = self._dict()
         timeout = d._lock_timeout if self._timeout is None else self._timeout
         if d._lock_acquire(self._blocking, timeout if self._blocking else None):
@@ -151,16 +154,11 @@ class Lock:
         exc.blocking_pid = pid
         raise exc
 
-    def __exit__(self, *exc_info):
-        self._dict()._lock_release()
-        return False
-
     def __repr__(self):
         d = self._dict_ref()
         return f"<shmdict.Lock of {d.name if d is not None else '(closed)'!r}>"
 
 
-# Open dicts by id (a Dict is unhashable, like dict), closed at exit so that auto_unlink applies.
 _live = weakref.WeakValueDictionary()
 
 

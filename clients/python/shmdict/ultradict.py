@@ -95,7 +95,7 @@ class UltraLock(Lock):
         d._lock_release()
         return True
 
-    def __enter__(self):
+    def _enter_slow(self):
         self.acquire(self._blocking, timeout=self._timeout)
         return self
 

@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <structmember.h>
 
 #include <algorithm>
 #include <atomic>
@@ -297,7 +298,10 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
   uint64_t revision = 0;
   bool existed = true;
   {
-    WithoutGil unlocked(s);
+    // A thread holding the user lock cannot wait for the lock (the core's lock is recursive for
+    // its holder), so it keeps the GIL and saves the cost of handing it over.
+    std::optional<WithoutGil> unlocked;
+    if (h->lock_depth == 0) unlocked.emplace(s);
     if (value != nullptr) {
       Result<uint64_t> r = h->dict->Set(h->key.bytes, h->value);
       if (r.ok())
@@ -373,6 +377,93 @@ PyType_Spec g_spec = {
     0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_MAPPING,
     g_slots,
+};
+
+// ---- LockBase: the C part of shmdict.Lock. `with d.lock:` is the hot path of every
+// read-modify-write, so __enter__ and __exit__ are C methods that take the lock when it is free
+// (a try-lock, no GIL hand-over) and leave every other case (waiting, timeouts, errors that name
+// the holder) to the Python method _enter_slow.
+struct LockObject {
+  PyObject_HEAD PyObject*
+      dict_ref;  // weakref.ref to the DictBase: a lock does not keep its dict alive
+};
+
+PyTypeObject* g_dict_type = nullptr;
+PyObject* g_enter_slow = nullptr;
+
+// The dict behind a lock (borrowed), or nullptr when it is gone or not a DictBase.
+PyObject* LockedDict(PyObject* self) {
+  PyObject* ref = reinterpret_cast<LockObject*>(self)->dict_ref;
+  if (ref == nullptr || !PyWeakref_Check(ref)) return nullptr;
+  PyObject* dict = PyWeakref_GetObject(ref);
+  return PyObject_TypeCheck(dict, g_dict_type) ? dict : nullptr;
+}
+
+PyObject* LockEnter(PyObject* self, PyObject*) {
+  if (PyObject* dict = LockedDict(self)) {
+    ThreadHandle* h = HandleFor(dict);
+    if (h == nullptr) return nullptr;
+    if (h->lock_depth > 0) {
+      ++h->lock_depth;
+      return Py_NewRef(self);
+    }
+    Result<LockGuard> r = h->dict->TryLock();
+    if (r.ok()) {
+      h->guard.emplace(std::move(*r));
+      h->lock_depth = 1;
+      return Py_NewRef(self);
+    }
+  }
+  if (g_enter_slow == nullptr) g_enter_slow = PyUnicode_InternFromString("_enter_slow");
+  return PyObject_CallMethodNoArgs(self, g_enter_slow);
+}
+
+PyObject* LockExit(PyObject* self, PyObject*) {
+  PyObject* dict = LockedDict(self);
+  if (dict == nullptr) {
+    PyErr_SetString(g_closed, "the dict of this lock no longer exists");
+    return nullptr;
+  }
+  ThreadHandle* h = HandleFor(dict);
+  if (h == nullptr) return nullptr;
+  if (h->lock_depth == 0) {
+    PyErr_SetString(PyExc_RuntimeError, "release unlocked lock (this thread does not hold it)");
+    return nullptr;
+  }
+  if (--h->lock_depth == 0) h->guard.reset();
+  Py_RETURN_FALSE;
+}
+
+void LockDealloc(PyObject* self) {
+  Py_CLEAR(reinterpret_cast<LockObject*>(self)->dict_ref);
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyMethodDef g_lock_methods[] = {
+    {"__enter__", LockEnter, METH_NOARGS, "Takes the lock (see shmdict.Lock)."},
+    {"__exit__", LockExit, METH_VARARGS, "Releases the lock."},
+    {nullptr, nullptr, 0, nullptr},
+};
+PyMemberDef g_lock_members[] = {
+    {"_dict_ref", T_OBJECT_EX, offsetof(LockObject, dict_ref), 0, "weakref.ref to the dict"},
+    {nullptr, 0, 0, 0, nullptr},
+};
+PyType_Slot g_lock_slots[] = {
+    {Py_tp_doc, const_cast<char*>("The C part of shmdict.Lock; use shmdict.Lock.")},
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(LockDealloc)},
+    {Py_tp_methods, g_lock_methods},
+    {Py_tp_members, g_lock_members},
+    {0, nullptr},
+};
+PyType_Spec g_lock_spec = {
+    "shmdict._core.LockBase",
+    sizeof(LockObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    g_lock_slots,
 };
 
 // ---- Methods bound with pybind11.
@@ -803,6 +894,12 @@ void DefineModule(py::module_& m) {
   if (!type) throw py::error_already_set();
   type.attr("__module__") = "shmdict._core";
   m.add_object("DictBase", type);
+  g_dict_type = reinterpret_cast<PyTypeObject*>(type.ptr());
+
+  auto lock_type = py::reinterpret_steal<py::object>(PyType_FromSpec(&g_lock_spec));
+  if (!lock_type) throw py::error_already_set();
+  lock_type.attr("__module__") = "shmdict._core";
+  m.add_object("LockBase", lock_type);
 
   AddMethod(type, "_open", &Open, py::arg("name"), py::arg("create"), py::arg("buffer_size"),
             py::arg("mode"), py::arg("auto_unlink"), py::arg("lock_timeout"));
