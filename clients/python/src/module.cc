@@ -115,9 +115,12 @@ struct ThreadHandle {
   std::unique_ptr<Dict> dict;
   std::optional<LockGuard> guard;  // the user lock, taken by this thread
   int lock_depth = 0;              // re-entrant acquisitions by this thread
-  EncodedKey key;                  // scratch buffers, per thread because the GIL is released
-  Value value;                     //   while they are in use
 };
+
+// Rule for everything below: no ThreadHandle pointer or reference is held across a call that
+// may run Python code (encoding a pickled key or value, decoding one): that code may use the
+// same Dict on the same thread, or close it. Encoded keys and values are locals for the same
+// reason (short ones fit in std::string's inline buffer, so this costs no allocation).
 
 struct State {
   std::string name;
@@ -129,7 +132,8 @@ struct State {
   // Decoded immutable values by key, valid while the published revision equals cache_revision.
   PyObject* cache = nullptr;
   uint64_t cache_revision = 0;
-  int calls_without_gil = 0;  // threads inside a blocking call on one of the handles
+  // Calls that use a handle across a GIL release or a signal handler; close() refuses meanwhile.
+  int busy_calls = 0;
   bool closed = false;
 };
 
@@ -174,7 +178,7 @@ State* Ready(PyObject* self) {
   const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
   if (s->fork_generation != generation) {
     Abandon(s);
-    s->calls_without_gil = 0;  // those threads were not forked
+    s->busy_calls = 0;  // those threads were not forked
     s->fork_generation = generation;
     PyDict_Clear(s->cache);
     s->cache_revision = 0;
@@ -211,23 +215,29 @@ ThreadHandle& HandleOrThrow(py::handle self) {
   return *h;
 }
 
-// Releases the GIL for a blocking core call, and counts the call so that close() from another
-// thread does not pull the handle away meanwhile.
+// Marks a call that keeps using a handle across points where other Python code may run (a GIL
+// release, a signal handler), so that close() does not pull the handle away meanwhile.
+class Busy {
+ public:
+  explicit Busy(State* s) : state_(s) { ++state_->busy_calls; }
+  ~Busy() { --state_->busy_calls; }
+  Busy(const Busy&) = delete;
+  Busy& operator=(const Busy&) = delete;
+
+ private:
+  State* state_;
+};
+
+// Releases the GIL for a blocking core call.
 class WithoutGil {
  public:
-  explicit WithoutGil(State* s) : state_(s) {
-    ++state_->calls_without_gil;
-    saved_ = PyEval_SaveThread();
-  }
-  ~WithoutGil() {
-    PyEval_RestoreThread(saved_);
-    --state_->calls_without_gil;
-  }
+  explicit WithoutGil(State* s) : busy_(s) { saved_ = PyEval_SaveThread(); }
+  ~WithoutGil() { PyEval_RestoreThread(saved_); }
   WithoutGil(const WithoutGil&) = delete;
   WithoutGil& operator=(const WithoutGil&) = delete;
 
  private:
-  State* state_;
+  Busy busy_;
   PyThreadState* saved_;
 };
 
@@ -269,12 +279,15 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
     }
     if (PyErr_Occurred()) return nullptr;
   }
-  if (!EncodeKey(self, key, &h->key)) return nullptr;
+  EncodedKey encoded;
+  if (!EncodeKey(self, key, &encoded)) return nullptr;
+  if (!cacheable_key && (h = HandleFor(self)) == nullptr) return nullptr;  // Python ran
   // The handle catches up first, so the value is at least as new as cache_revision: if it is
   // newer, the published revision has moved on and the next read drops the cache.
-  if (!h->dict->Get(h->key.bytes, &h->value)) return nullptr;
-  PyObject* decoded = DecodeValue(self, h->value.view());
-  if (decoded != nullptr && cacheable_key && IsCacheableValue(h->value.type())) {
+  Value value;
+  if (!h->dict->Get(encoded.bytes, &value)) return nullptr;
+  PyObject* decoded = DecodeValue(self, value.view());
+  if (decoded != nullptr && cacheable_key && IsCacheableValue(value.type())) {
     if (PyDict_GET_SIZE(s->cache) >= kMaxCachedKeys) PyDict_Clear(s->cache);
     if (PyDict_SetItem(s->cache, key, decoded) != 0) PyErr_Clear();
   }
@@ -288,12 +301,14 @@ PyObject* GetItem(PyObject* self, PyObject* key) {
 }
 
 int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
+  EncodedKey encoded_key;
+  Value encoded_value;
+  if (!EncodeKey(self, key, &encoded_key)) return -1;
+  if (value != nullptr && !EncodeValue(self, value, &encoded_value)) return -1;
   State* s = Ready(self);
   if (s == nullptr) return -1;
   ThreadHandle* h = ForThread(s);
   if (h == nullptr) return -1;
-  if (!EncodeKey(self, key, &h->key)) return -1;
-  if (value != nullptr && !EncodeValue(self, value, &h->value)) return -1;
   Status error;
   uint64_t revision = 0;
   bool existed = true;
@@ -303,13 +318,13 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
     std::optional<WithoutGil> unlocked;
     if (h->lock_depth == 0) unlocked.emplace(s);
     if (value != nullptr) {
-      Result<uint64_t> r = h->dict->Set(h->key.bytes, h->value);
+      Result<uint64_t> r = h->dict->Set(encoded_key.bytes, encoded_value);
       if (r.ok())
         revision = *r;
       else
         error = r.status();
     } else {
-      Result<bool> r = h->dict->Erase(h->key.bytes);
+      Result<bool> r = h->dict->Erase(encoded_key.bytes);
       if (r.ok())
         existed = *r;
       else
@@ -325,7 +340,7 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
     PyErr_SetObject(PyExc_KeyError, key);
     return -1;
   }
-  CacheOwnWrite(s, revision, key, value, h->value.type());
+  CacheOwnWrite(s, revision, key, value, encoded_value.type());
   return 0;
 }
 
@@ -511,31 +526,24 @@ py::object Get(py::handle self, py::handle key, py::object default_value) {
   return default_value;
 }
 
-// The entries of one revision, as (key, value) tuples, keys only, or values only.
+// The entries of one revision, as (key, value) tuples, keys only, or values only. Copied out of
+// the core first, then decoded: decoding may run Python code (see the rule above).
 enum class Part { kItems, kKeys, kValues };
 py::list Entries(py::handle self, Part part) {
-  ThreadHandle& h = HandleOrThrow(self);
-  py::list out;
-  bool failed = false;
-  h.dict->ForEach([&](std::string_view key, ValueView value) {
-    if (failed) return;
-    PyObject* k = part == Part::kValues ? nullptr : DecodeKey(self.ptr(), key);
-    PyObject* v = part == Part::kKeys ? nullptr : DecodeValue(self.ptr(), value);
-    if ((part != Part::kValues && k == nullptr) || (part != Part::kKeys && v == nullptr)) {
-      Py_XDECREF(k);
-      Py_XDECREF(v);
-      failed = true;
-      return;
+  std::vector<std::pair<std::string, Value>> items = HandleOrThrow(self).dict->Items();
+  py::list out(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    py::object k, v;
+    if (part != Part::kValues) {
+      k = py::reinterpret_steal<py::object>(DecodeKey(self.ptr(), items[i].first));
+      if (!k) throw py::error_already_set();
     }
-    PyObject* entry = part == Part::kKeys ? k : part == Part::kValues ? v : PyTuple_Pack(2, k, v);
-    if (part == Part::kItems) {
-      Py_DECREF(k);
-      Py_DECREF(v);
+    if (part != Part::kKeys) {
+      v = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), items[i].second.view()));
+      if (!v) throw py::error_already_set();
     }
-    if (entry == nullptr || PyList_Append(out.ptr(), entry) != 0) failed = true;
-    Py_XDECREF(entry);
-  });
-  if (failed) throw py::error_already_set();
+    out[i] = part == Part::kKeys ? k : part == Part::kValues ? v : py::make_tuple(k, v);
+  }
   return out;
 }
 
@@ -578,9 +586,9 @@ uint64_t Update(py::handle self, const py::iterable& items) {
 
 // Returns (True, value), or (False, None) when the key was missing.
 py::tuple Pop(py::handle self, py::handle key) {
-  ThreadHandle& h = HandleOrThrow(self);
-  if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
-  auto popped = Write<std::optional<Value>>(self, [&](Dict& d) { return d.Pop(h.key.bytes); });
+  EncodedKey k;
+  if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
+  auto popped = Write<std::optional<Value>>(self, [&](Dict& d) { return d.Pop(k.bytes); });
   if (!popped) return py::make_tuple(false, py::none());
   PyObject* v = DecodeValue(self.ptr(), popped->view());
   if (v == nullptr) throw py::error_already_set();
@@ -602,28 +610,28 @@ py::object PopItem(py::handle self) {
 }
 
 py::object SetDefault(py::handle self, py::handle key, py::handle default_value) {
-  ThreadHandle& h = HandleOrThrow(self);
-  if (!EncodeKey(self.ptr(), key.ptr(), &h.key) ||
-      !EncodeValue(self.ptr(), default_value.ptr(), &h.value)) {
+  EncodedKey k;
+  Value v;
+  if (!EncodeKey(self.ptr(), key.ptr(), &k) || !EncodeValue(self.ptr(), default_value.ptr(), &v)) {
     throw py::error_already_set();
   }
-  Value stored = Write<Value>(self, [&](Dict& d) { return d.SetDefault(h.key.bytes, h.value); });
-  PyObject* v = DecodeValue(self.ptr(), stored.view());
-  if (v == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(v);
+  Value stored = Write<Value>(self, [&](Dict& d) { return d.SetDefault(k.bytes, v); });
+  PyObject* decoded = DecodeValue(self.ptr(), stored.view());
+  if (decoded == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(decoded);
 }
 
 int64_t Increment(py::handle self, py::handle key, int64_t delta) {
-  ThreadHandle& h = HandleOrThrow(self);
-  if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
-  return Write<int64_t>(self, [&](Dict& d) { return d.Increment(h.key.bytes, delta); });
+  EncodedKey k;
+  if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
+  return Write<int64_t>(self, [&](Dict& d) { return d.Increment(k.bytes, delta); });
 }
 
 // expected / desired: a 1-tuple holding the value, or () for "absent".
 bool CompareAndSet(py::handle self, py::handle key, const py::tuple& expected,
                    const py::tuple& desired) {
-  ThreadHandle& h = HandleOrThrow(self);
-  if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
+  EncodedKey k;
+  if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
   auto encode = [&](const py::tuple& t) -> std::optional<Value> {
     if (t.empty()) return std::nullopt;
     Value v;
@@ -632,7 +640,7 @@ bool CompareAndSet(py::handle self, py::handle key, const py::tuple& expected,
   };
   const std::optional<Value> e = encode(expected);
   const std::optional<Value> d = encode(desired);
-  return Write<bool>(self, [&](Dict& dict) { return dict.CompareAndSet(h.key.bytes, e, d); });
+  return Write<bool>(self, [&](Dict& dict) { return dict.CompareAndSet(k.bytes, e, d); });
 }
 
 uint64_t Clear(py::handle self) {
@@ -670,6 +678,7 @@ py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> 
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
   if (h == nullptr) throw py::error_already_set();
+  Busy busy(s);  // signal handlers run between slices: h must stay valid
   Status error;
   uint64_t revision = 0;
   const bool changed = WaitInterruptibly(s, timeout, [&](nanoseconds slice) {
@@ -695,6 +704,7 @@ bool LockAcquire(py::handle self, bool blocking, std::optional<double> timeout) 
     ++h->lock_depth;
     return true;
   }
+  Busy busy(s);  // signal handlers run between slices: h must stay valid
   Status error;
   std::optional<LockGuard> taken;
   auto attempt = [&](nanoseconds slice) {
@@ -756,7 +766,7 @@ py::dict StatusToDict(const DictStatus& st) {
 void Close(py::handle self) {
   State* s = StateOf(self.ptr());
   if (s == nullptr || s->closed) return;
-  if (s->calls_without_gil > 0) {
+  if (s->busy_calls > 0) {
     throw py::value_error("dict '" + s->name + "' is in use by another thread: close it there");
   }
   if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
@@ -937,9 +947,9 @@ void DefineModule(py::module_& m) {
   AddMethod(type, "_status",
             [](py::handle self) { return StatusToDict(HandleOrThrow(self).dict->GetStatus()); });
   AddMethod(type, "_nested", [](py::handle self, py::handle key) {
-    ThreadHandle& h = HandleOrThrow(self);
-    if (!EncodeKey(self.ptr(), key.ptr(), &h.key)) throw py::error_already_set();
-    Dict child = Write<Dict>(self, [&](Dict& d) { return d.OpenNested(h.key.bytes); });
+    EncodedKey k;
+    if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
+    Dict child = Write<Dict>(self, [&](Dict& d) { return d.OpenNested(k.bytes); });
     return child.name();
   });
   AddMethod(type, "_lock_acquire", &LockAcquire);

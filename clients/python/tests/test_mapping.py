@@ -266,3 +266,22 @@ def test_status(d):
     st = d.status()
     assert st["name"] == d.name and st["entries"] == 1 and st["revision"] == d.revision
     assert st["creator_pid"] == os.getpid() and st["lock_holder_pid"] == 0
+
+
+class _UsesTheDictWhilePickled:
+    """A value whose pickling reads and writes the same dict (re-entering the handle)."""
+
+    dict_ = None
+
+    def __reduce__(self):
+        self.dict_[(1, "re-entrant key")] = self.dict_.get("other", 0) + 1
+        return (_UsesTheDictWhilePickled, ())
+
+
+def test_encoding_that_uses_the_same_dict_does_not_corrupt_the_call(d):
+    d["other"] = 41
+    _UsesTheDictWhilePickled.dict_ = d
+    d[("k", 1)] = _UsesTheDictWhilePickled()
+    assert isinstance(d[("k", 1)], _UsesTheDictWhilePickled)
+    assert d[(1, "re-entrant key")] == 42
+    assert sorted(map(repr, d)) == sorted(map(repr, ["other", ("k", 1), (1, "re-entrant key")]))
