@@ -134,6 +134,7 @@ struct State {
   uint64_t cache_revision = 0;
   // Calls that use a handle across a GIL release or a signal handler; close() refuses meanwhile.
   int busy_calls = 0;
+  bool created = false;  // the primary handle created the dict
   bool closed = false;
 };
 
@@ -143,18 +144,26 @@ struct CoreObject {
 
 State* StateOf(PyObject* self) { return reinterpret_cast<CoreObject*>(self)->state; }
 
+// Leaves a handle open for good: its mappings stay, nothing is unlocked or unlinked.
+void Leak(std::unique_ptr<ThreadHandle>& h) {
+  if (h == nullptr) return;
+  if (h->guard) new LockGuard(std::move(*h->guard));  // never released by this process
+  h->guard.reset();
+  (void)h->dict.release();
+  (void)h.release();
+}
+
 // Abandons every handle inherited across fork: see the header comment.
 void Abandon(State* s) {
-  auto leak = [](std::unique_ptr<ThreadHandle>& h) {
-    if (h == nullptr) return;
-    if (h->guard) new LockGuard(std::move(*h->guard));  // never released: it is the parent's
-    h->guard.reset();
-    (void)h->dict.release();
-    (void)h.release();
-  };
-  leak(s->primary);
-  for (auto& [thread, handle] : s->others) leak(handle);
+  Leak(s->primary);
+  for (auto& [thread, handle] : s->others) Leak(handle);
   s->others.clear();
+}
+
+// True when the handle of `thread` holds the user lock and `thread` is not the caller. Such a
+// lock may only be released on its own thread (the core's rule for LockGuard).
+bool LockedByOtherThread(unsigned long thread, const std::unique_ptr<ThreadHandle>& h) {
+  return h != nullptr && h->lock_depth > 0 && thread != PyThread_get_thread_ident();
 }
 
 std::unique_ptr<ThreadHandle> Attach(State* s) {
@@ -365,11 +374,17 @@ void Dealloc(PyObject* self) {
     if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
       Abandon(s);  // the parent's handles: leave them (and the parent's dict) alone
     } else {
-      for (auto& [thread, handle] : s->others) handle->guard.reset();
-      if (s->primary != nullptr) s->primary->guard.reset();
+      // A lock still held by another thread stays with it (with its handle) until that thread
+      // exits, when the kernel hands it on as owner-died.
+      for (auto& [thread, handle] : s->others) {
+        if (LockedByOtherThread(thread, handle)) Leak(handle);
+      }
+      if (LockedByOtherThread(s->primary_thread, s->primary)) Leak(s->primary);
     }
     Py_CLEAR(s->cache);
-    delete s;  // closes the remaining handles; the creator's unlinks when auto_unlink
+    // Closes the remaining handles (each releases its guard first: ThreadHandle declares the
+    // guard after the dict); the creator's unlinks when auto_unlink.
+    delete s;
   }
   PyTypeObject* type = Py_TYPE(self);
   type->tp_free(self);
@@ -508,6 +523,7 @@ void Open(py::handle self, const std::string& name, const py::object& create, ui
   state->primary = std::make_unique<ThreadHandle>();
   state->primary->dict = std::make_unique<Dict>(ValueOrThrow(std::move(*dict)));
   state->name = state->primary->dict->name();
+  state->created = state->primary->dict->created();
   state->attach_options = options;
   state->attach_options.name = state->name;
   state->attach_options.create_mode = CreateMode::kMustAttach;
@@ -772,6 +788,14 @@ void Close(py::handle self) {
   if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
     Abandon(s);
   }
+  bool locked_elsewhere = LockedByOtherThread(s->primary_thread, s->primary);
+  for (auto& [thread, handle] : s->others) {
+    locked_elsewhere = locked_elsewhere || LockedByOtherThread(thread, handle);
+  }
+  if (locked_elsewhere) {
+    throw py::value_error("dict '" + s->name +
+                          "': another thread holds its lock; release it there before close()");
+  }
   Status first;
   auto close = [&](std::unique_ptr<ThreadHandle>& h) {
     if (h == nullptr) return;
@@ -917,7 +941,10 @@ void DefineModule(py::module_& m) {
     if (Ready(self.ptr()) == nullptr) throw py::error_already_set();
     return StateOf(self.ptr())->name;
   });
-  AddMethod(type, "_created", [](py::handle self) { return HandleOrThrow(self).dict->created(); });
+  AddMethod(type, "_created", [](py::handle self) {
+    if (Ready(self.ptr()) == nullptr) throw py::error_already_set();
+    return StateOf(self.ptr())->created;
+  });
   AddMethod(type, "get", &Get, py::arg("key"), py::arg("default") = py::none(),
             "d.get(key, default=None): the value, or default when the key is missing.");
   AddMethod(type, "_items", [](py::handle self) { return Entries(self, Part::kItems); });

@@ -89,3 +89,30 @@ def test_a_write_from_another_thread_waits_for_the_lock_holder(d):
         d["v"] = "holder"
     t.join(60)
     assert done.is_set() and d["v"] == "writer"
+
+
+def test_close_is_refused_while_another_thread_holds_the_lock(d):
+    taken = threading.Event()
+    release = threading.Event()
+    seen = {}
+
+    def holder():
+        with d.lock:
+            seen["created"] = d.created  # the creator's flag, whichever thread asks
+            taken.set()
+            release.wait(60)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert taken.wait(60)
+    try:
+        d.close()
+        raise AssertionError("close() must refuse while another thread holds the lock")
+    except ValueError as e:
+        assert "another thread holds its lock" in str(e)
+    finally:
+        release.set()
+        t.join(60)
+    assert seen == {"created": True}
+    d.close()
+    assert d.closed
