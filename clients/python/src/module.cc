@@ -359,13 +359,22 @@ Py_ssize_t Length(PyObject* self) {
   return static_cast<Py_ssize_t>(h->dict->Size());
 }
 
+// `key in d`: from the cache when it knows the key, else from the core without decoding the
+// value (which could mean unpickling it).
 int Contains(PyObject* self, PyObject* key) {
-  PyObject* value = Lookup(self, key);
-  if (value != nullptr) {
-    Py_DECREF(value);
-    return 1;
+  State* s = Ready(self);
+  if (s == nullptr) return -1;
+  ThreadHandle* h = ForThread(s);
+  if (h == nullptr) return -1;
+  if (IsCacheableKey(key)) {
+    SyncCache(s, h->dict->published_revision());
+    if (PyDict_GetItemWithError(s->cache, key) != nullptr) return 1;
+    if (PyErr_Occurred()) return -1;
   }
-  return PyErr_Occurred() ? -1 : 0;
+  EncodedKey encoded;
+  if (!EncodeKey(self, key, &encoded)) return -1;
+  if ((h = HandleFor(self)) == nullptr) return -1;  // encoding may have run Python
+  return h->dict->Contains(encoded.bytes) ? 1 : 0;
 }
 
 void Dealloc(PyObject* self) {

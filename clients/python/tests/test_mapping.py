@@ -285,3 +285,22 @@ def test_encoding_that_uses_the_same_dict_does_not_corrupt_the_call(d):
     assert isinstance(d[("k", 1)], _UsesTheDictWhilePickled)
     assert d[(1, "re-entrant key")] == 42
     assert sorted(map(repr, d)) == sorted(map(repr, ["other", ("k", 1), (1, "re-entrant key")]))
+
+
+class _CountsUnpickling:
+    loads = 0
+
+    def __reduce__(self):
+        return (_CountsUnpickling._load, ())
+
+    @staticmethod
+    def _load():
+        _CountsUnpickling.loads += 1
+        return _CountsUnpickling()
+
+
+def test_membership_does_not_decode_the_value(d):
+    d[("k",)] = _CountsUnpickling()
+    before = _CountsUnpickling.loads
+    assert ("k",) in d and ("other",) not in d and "k" not in d
+    assert _CountsUnpickling.loads == before
