@@ -14,6 +14,7 @@ from ._core import (
     Closed,
     DataLoss,
     Error,
+    FailedPrecondition,
     InvalidArgument,
     LockHeld,
     NotFound,
@@ -29,9 +30,10 @@ from ._core import unlink_by_name as _unlink_by_name
 from ._dict import ABSENT, Change, Dict, Lock
 
 __all__ = [
-    "ABSENT", "AlreadyExists", "Change", "Closed", "DataLoss", "Dict", "Error", "InvalidArgument",
-    "Lock", "LockHeld", "NotFound", "OutOfRange", "PermissionDenied", "ResourceExhausted",
-    "Timeout", "WrongType", "inspect", "list_names", "unlink_by_name",
+    "ABSENT", "AlreadyExists", "Change", "Closed", "DataLoss", "Dict", "Error",
+    "FailedPrecondition", "InvalidArgument", "Lock", "LockHeld", "NotFound", "OutOfRange",
+    "PermissionDenied", "ResourceExhausted", "Timeout", "WrongType", "inspect", "list_names",
+    "unlink_by_name",
 ]
 
 

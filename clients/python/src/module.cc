@@ -50,7 +50,8 @@ using std::chrono::nanoseconds;
 using Clock = std::chrono::steady_clock;
 
 // Blocking calls wait in slices this long, checking for signals in between, so that Ctrl-C
-// interrupts them (the core's futex and mutex waits do not return to Python on EINTR).
+// interrupts them: a signal only sets a flag in the C handler, and Python raises
+// KeyboardInterrupt once control is back in the interpreter.
 constexpr milliseconds kSignalCheckInterval{100};
 // The read cache is dropped when it grows past this many keys between two changes.
 constexpr Py_ssize_t kMaxCachedKeys = 8192;
@@ -74,19 +75,24 @@ ErrorClass g_errors[] = {
     {StatusCode::kPermissionDenied, "PermissionDenied", PyExc_PermissionError, nullptr},
     {StatusCode::kDeadlineExceeded, "Timeout", PyExc_TimeoutError, nullptr},
     {StatusCode::kUnavailable, "LockHeld", PyExc_BlockingIOError, nullptr},
-    {StatusCode::kFailedPrecondition, "WrongType", PyExc_TypeError, nullptr},
+    {StatusCode::kFailedPrecondition, "FailedPrecondition", nullptr, nullptr},
     {StatusCode::kOutOfRange, "OutOfRange", PyExc_OverflowError, nullptr},
     {StatusCode::kResourceExhausted, "ResourceExhausted", PyExc_MemoryError, nullptr},
     {StatusCode::kDataLoss, "DataLoss", nullptr, nullptr},
 };
 PyObject* g_closed = nullptr;  // shmdict.Closed: a ValueError, like I/O on a closed file
+// shmdict.WrongType: a FailedPrecondition that is a TypeError, for the calls whose only
+// precondition is the type of the stored value (increment, nested).
+PyObject* g_wrong_type = nullptr;
 
 // Sets the Python exception for a non-OK status; the instance carries `.code` ("NOT_FOUND").
-void SetStatusError(const Status& status) {
+// `type_check`: the call's FAILED_PRECONDITION means "the stored value has the wrong type".
+void SetStatusError(const Status& status, bool type_check = false) {
   PyObject* cls = g_error;
   for (const ErrorClass& e : g_errors) {
     if (e.code == status.code()) cls = e.cls;
   }
+  if (type_check && status.code() == StatusCode::kFailedPrecondition) cls = g_wrong_type;
   PyObject* exc = PyObject_CallFunction(cls, "s", status.message().c_str());
   if (exc == nullptr) return;
   PyObject* code = PyUnicode_FromStringAndSize(StatusCodeName(status.code()).data(),
@@ -99,14 +105,14 @@ void SetStatusError(const Status& status) {
   Py_DECREF(exc);
 }
 
-[[noreturn]] void ThrowStatus(const Status& status) {
-  SetStatusError(status);
+[[noreturn]] void ThrowStatus(const Status& status, bool type_check = false) {
+  SetStatusError(status, type_check);
   throw py::error_already_set();
 }
 
 template <typename T>
-T ValueOrThrow(Result<T> result) {
-  if (!result.ok()) ThrowStatus(result.status());
+T ValueOrThrow(Result<T> result, bool type_check = false) {
+  if (!result.ok()) ThrowStatus(result.status(), type_check);
   return std::move(*result);
 }
 
@@ -120,7 +126,8 @@ struct ThreadHandle {
 // Rule for everything below: no ThreadHandle pointer or reference is held across a call that
 // may run Python code (encoding a pickled key or value, decoding one): that code may use the
 // same Dict on the same thread, or close it. Encoded keys and values are locals for the same
-// reason (short ones fit in std::string's inline buffer, so this costs no allocation).
+// reason (short ones fit in std::string's inline buffer, so this costs no allocation). Blocking
+// calls, which must keep their handle across signal handlers, mark the dict Busy instead.
 
 struct State {
   std::string name;
@@ -589,8 +596,10 @@ std::vector<std::pair<std::string, Value>> EncodeItems(py::handle self, const py
 }
 
 // Runs a write on this thread's handle without the GIL; throws its error.
+// Runs a write on this thread's handle without the GIL; throws its error (see SetStatusError for
+// type_check).
 template <typename T, typename F>
-T Write(py::handle self, F&& write) {
+T Write(py::handle self, F&& write, bool type_check = false) {
   State* s = Ready(self.ptr());
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
@@ -600,7 +609,7 @@ T Write(py::handle self, F&& write) {
     WithoutGil unlocked(s);
     result.emplace(write(*h->dict));
   }
-  return ValueOrThrow(std::move(*result));
+  return ValueOrThrow(std::move(*result), type_check);
 }
 
 uint64_t Update(py::handle self, const py::iterable& items) {
@@ -649,7 +658,8 @@ py::object SetDefault(py::handle self, py::handle key, py::handle default_value)
 int64_t Increment(py::handle self, py::handle key, int64_t delta) {
   EncodedKey k;
   if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
-  return Write<int64_t>(self, [&](Dict& d) { return d.Increment(k.bytes, delta); });
+  return Write<int64_t>(
+      self, [&](Dict& d) { return d.Increment(k.bytes, delta); }, /*type_check=*/true);
 }
 
 // expected / desired: a 1-tuple holding the value, or () for "absent".
@@ -932,6 +942,15 @@ void DefineModule(py::module_& m) {
       nullptr);
   if (g_closed == nullptr) throw py::error_already_set();
   m.add_object("Closed", py::handle(g_closed));
+  PyObject* failed_precondition = nullptr;
+  for (const ErrorClass& e : g_errors) {
+    if (e.code == StatusCode::kFailedPrecondition) failed_precondition = e.cls;
+  }
+  g_wrong_type = PyErr_NewException(
+      "shmdict.WrongType",
+      py::make_tuple(py::handle(failed_precondition), py::handle(PyExc_TypeError)).ptr(), nullptr);
+  if (g_wrong_type == nullptr) throw py::error_already_set();
+  m.add_object("WrongType", py::handle(g_wrong_type));
 
   auto type = py::reinterpret_steal<py::object>(PyType_FromSpec(&g_spec));
   if (!type) throw py::error_already_set();
@@ -985,7 +1004,8 @@ void DefineModule(py::module_& m) {
   AddMethod(type, "_nested", [](py::handle self, py::handle key) {
     EncodedKey k;
     if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
-    Dict child = Write<Dict>(self, [&](Dict& d) { return d.OpenNested(k.bytes); });
+    Dict child = Write<Dict>(
+        self, [&](Dict& d) { return d.OpenNested(k.bytes); }, /*type_check=*/true);
     return child.name();
   });
   AddMethod(type, "_lock_acquire", &LockAcquire);

@@ -304,3 +304,13 @@ def test_membership_does_not_decode_the_value(d):
     before = _CountsUnpickling.loads
     assert ("k",) in d and ("other",) not in d and "k" not in d
     assert _CountsUnpickling.loads == before
+
+
+def test_errors_carry_the_status_code_and_are_builtin_exceptions(name):
+    with pytest.raises(shmdict.NotFound) as e:
+        shmdict.Dict(name, create=False)
+    assert e.value.code == "NOT_FOUND" and isinstance(e.value, shmdict.Error)
+    assert not isinstance(e.value, shmdict.FailedPrecondition)
+    assert issubclass(shmdict.WrongType, shmdict.FailedPrecondition)
+    assert issubclass(shmdict.WrongType, TypeError)
+    assert not issubclass(shmdict.FailedPrecondition, TypeError)
