@@ -82,7 +82,7 @@ class RedisServer:
         self.proc = None
         self.reason = None
         try:
-            import redis  # noqa: F401
+            import redis
         except ImportError:
             self.reason = "the redis module is missing (Debian: python3-redis)"
             return
@@ -97,7 +97,6 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
         self.client = redis.Redis(host="127.0.0.1", port=port)
         deadline = time.monotonic() + 10
         while True:

@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 
-import shmdict
 
 CLI = os.environ.get("SHMDICT_CLI")
 PEER = os.environ.get("SHMDICT_INTEROP_PEER")
