@@ -121,7 +121,7 @@ class Lock(_core.LockBase):
 
     def locked(self) -> bool:
         """True when some thread of some process holds the lock."""
-        return self.holder_pid != 0
+        return self._dict()._status()["lock_held"]
 
     def owned(self) -> bool:
         """True when the calling thread holds the lock."""
@@ -129,7 +129,9 @@ class Lock(_core.LockBase):
 
     @property
     def holder_pid(self) -> int:
-        """The pid of the process holding the lock (diagnostics only), 0 when free."""
+        """The pid of the process holding the lock (diagnostics only), 0 when free. It is the
+        holder's pid in its own pid namespace: see status()["lock_holder_in_this_pid_namespace"]
+        for holders in other containers."""
         return self._dict()._status()["lock_holder_pid"]
 
     def __call__(self, blocking=True, timeout=None):

@@ -8,9 +8,10 @@ signatures. Where UltraDict is unsafe this is safe instead; the deliberate diffe
 - The lock is always shared between all processes (UltraDict's default lock is a
   multiprocessing.RLock that unrelated or spawned processes do not share). shared_lock is
   accepted and changes nothing; ParameterMismatch is never raised for it.
-- A holder that died is recovered by the core's robust lock (kernel-detected owner death), never
-  "stolen" by pid; steal_after_timeout and sleep_time are accepted and ignored, and
-  `with d.lock:` waits for a live holder for as long as it holds the lock (Ctrl-C interrupts).
+- A holder that died is recovered by the core (its death is seen through an open-file lock the
+  kernel releases, never through a pid), not "stolen" by pid; steal_after_timeout and
+  sleep_time are accepted and ignored, and `with d.lock:` waits for a live holder for as long as
+  it holds the lock (Ctrl-C interrupts).
 - buffer_size is the size of the change log, rounded up to a power of two of at least 64 KiB;
   full_dump_size is accepted and ignored (snapshots get segments of their own size), so
   FullDumpMemoryFull is never raised. A value bigger than the buffer goes to its own segment,

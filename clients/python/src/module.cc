@@ -16,10 +16,9 @@
 // cache. This also gives `with d.lock:` threading.Lock's meaning: the lock is held by one
 // thread's handle, and other threads' writes wait for it like other processes' do.
 //
-// Fork. A forked child inherits the parent's handles but not their threads (the background
-// snapshot builder) nor the parent's lock. On first use in the child the inherited handles are
-// abandoned (not closed: closing would join threads that do not exist and might unlink the
-// parent's dict) and the dict is attached again by name.
+// Fork. A forked child may use and close its copies of the parent's handles (dict.h, "Fork");
+// closing the creator's copy does not unlink the dict. What the child must not inherit is this
+// module's bookkeeping of the parent's locks and calls in progress, which SyncFork drops.
 #include <pthread.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -160,13 +159,6 @@ void Leak(std::unique_ptr<ThreadHandle>& h) {
   (void)h.release();
 }
 
-// Abandons every handle inherited across fork: see the header comment.
-void Abandon(State* s) {
-  Leak(s->primary);
-  for (auto& [thread, handle] : s->others) Leak(handle);
-  s->others.clear();
-}
-
 // True when the handle of `thread` holds the user lock and `thread` is not the caller. Such a
 // lock may only be released on its own thread (the core's rule for LockGuard).
 bool LockedByOtherThread(unsigned long thread, const std::unique_ptr<ThreadHandle>& h) {
@@ -184,27 +176,31 @@ std::unique_ptr<ThreadHandle> Attach(State* s) {
   return handle;
 }
 
-// Checks that the object is open and in the process that opened it; sets an exception if not.
+// In a forked child, first thing: the parent's locks are not the child's (a LockGuard from
+// before the fork releases nothing in the child), and the calls that were in progress ran on
+// threads that were not forked.
+void SyncFork(State* s) {
+  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  if (s->fork_generation == generation) return;
+  auto forget = [](std::unique_ptr<ThreadHandle>& h) {
+    if (h == nullptr) return;
+    h->guard.reset();
+    h->lock_depth = 0;
+  };
+  forget(s->primary);
+  for (auto& [thread, handle] : s->others) forget(handle);
+  s->busy_calls = 0;
+  s->fork_generation = generation;
+}
+
+// Checks that the object is open; sets an exception if not.
 State* Ready(PyObject* self) {
   State* s = StateOf(self);
   if (s == nullptr || s->closed) {
     PyErr_Format(g_closed, "dict '%s' is closed", s == nullptr ? "" : s->name.c_str());
     return nullptr;
   }
-  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
-  if (s->fork_generation != generation) {
-    Abandon(s);
-    s->busy_calls = 0;  // those threads were not forked
-    s->fork_generation = generation;
-    PyDict_Clear(s->cache);
-    s->cache_revision = 0;
-    s->primary = Attach(s);
-    s->primary_thread = PyThread_get_thread_ident();
-    if (s->primary == nullptr) {
-      s->closed = true;
-      return nullptr;
-    }
-  }
+  SyncFork(s);
   return s;
 }
 
@@ -387,16 +383,14 @@ int Contains(PyObject* self, PyObject* key) {
 void Dealloc(PyObject* self) {
   State* s = StateOf(self);
   if (s != nullptr) {
-    if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
-      Abandon(s);  // the parent's handles: leave them (and the parent's dict) alone
-    } else {
-      // A lock still held by another thread stays with it (with its handle) until that thread
-      // exits, when the kernel hands it on as owner-died.
-      for (auto& [thread, handle] : s->others) {
-        if (LockedByOtherThread(thread, handle)) Leak(handle);
-      }
-      if (LockedByOtherThread(s->primary_thread, s->primary)) Leak(s->primary);
+    SyncFork(s);
+    // A lock held by another thread may only be released there: it stays held, with its
+    // handle, until this process exits (other processes then see the holder gone and take
+    // over). Python code that collects a dict inside another thread's `with d.lock:` does this.
+    for (auto& [thread, handle] : s->others) {
+      if (LockedByOtherThread(thread, handle)) Leak(handle);
     }
+    if (LockedByOtherThread(s->primary_thread, s->primary)) Leak(s->primary);
     Py_CLEAR(s->cache);
     // Closes the remaining handles (each releases its guard first: ThreadHandle declares the
     // guard after the dict); the creator's unlinks when auto_unlink.
@@ -788,7 +782,10 @@ py::dict StatusToDict(const DictStatus& st) {
   d["snapshot_generation"] = st.snapshot_generation;
   d["snapshot_revision"] = st.snapshot_revision;
   d["snapshots_built"] = st.snapshots_built;
+  d["lock_held"] = st.lock_held;
   d["lock_holder_pid"] = st.lock_holder_pid;
+  d["lock_holder_pid_namespace"] = st.lock_holder_pid_namespace;
+  d["lock_holder_in_this_pid_namespace"] = st.lock_holder_in_this_pid_namespace;
   d["lock_recoveries"] = st.lock_recoveries;
   d["creator_pid"] = st.creator_pid;
   d["creator_alive"] = st.creator_alive;
@@ -804,9 +801,7 @@ void Close(py::handle self) {
   if (s->busy_calls > 0) {
     throw py::value_error("dict '" + s->name + "' is in use by another thread: close it there");
   }
-  if (s->fork_generation != g_fork_generation.load(std::memory_order_relaxed)) {
-    Abandon(s);
-  }
+  SyncFork(s);
   bool locked_elsewhere = LockedByOtherThread(s->primary_thread, s->primary);
   for (auto& [thread, handle] : s->others) {
     locked_elsewhere = locked_elsewhere || LockedByOtherThread(thread, handle);
