@@ -12,7 +12,9 @@ signatures. Where UltraDict is unsafe this is safe instead; the deliberate diffe
   kernel releases, never through a pid), not "stolen" by pid; steal_after_timeout and
   sleep_time are accepted and ignored, and `with d.lock:` waits for a live holder for as long as
   it holds the lock (Ctrl-C interrupts).
-- buffer_size is the size of the change log, rounded up to a power of two of at least 64 KiB;
+- buffer_size is a lower bound for the size of the change log, which is at least 1 MiB (and a
+  power of two): UltraDict's 10 kB default would make shmdict build a snapshot every few hundred
+  small writes (a build starts when half the log is used), about 25% more per write here.
   full_dump_size is accepted and ignored (snapshots get segments of their own size), so
   FullDumpMemoryFull is never raised. A value bigger than the buffer goes to its own segment,
   not through a full dump, so full_dump_counter does not move for it.
@@ -34,6 +36,9 @@ from collections.abc import Mapping
 
 from . import _core
 from ._dict import Dict, Lock
+
+# The smallest change log the drop-in creates (see the module documentation on buffer_size).
+MIN_BUFFER_SIZE = 1 << 20
 
 
 class Exceptions:
@@ -143,7 +148,7 @@ class UltraDict(Dict):
     def __init__(self, *args, name=None, create=None, buffer_size=10_000, serializer=pickle,
                  shared_lock=None, full_dump_size=None, auto_unlink=None, recurse=None,
                  recurse_register=None, **kwargs):
-        super().__init__(name, create=create, buffer_size=max(int(buffer_size), 1),
+        super().__init__(name, create=create, buffer_size=max(int(buffer_size), MIN_BUFFER_SIZE),
                          auto_unlink=True if auto_unlink is None else auto_unlink,
                          serializer=serializer)
         self.lock = UltraLock(self)
