@@ -122,3 +122,22 @@ def _syscall(pid):
             return f.read().split()[0]
     except (OSError, IndexError):
         return None
+
+
+def test_a_forked_child_closing_the_creators_dict_does_not_unlink_it(d):
+    d["a"] = 1
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: use and close its copy of the creator's handle
+        try:
+            d["from_child"] = d["a"] + 1
+            d.close()
+            os.write(w, b"ok")
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        assert pipe.read() == b"ok"
+    assert os.waitpid(pid, 0)[1] == 0
+    assert d["from_child"] == 2
+    assert os.path.exists(f"/dev/shm/shmdict.{d.name}")
