@@ -31,3 +31,12 @@ def wait_until_interrupted(d, conn):
 def read_in_child(d, conn):
     conn.send((d.name, d["parent"], dict(d.items())))
     d["child"] = os.getpid()
+
+
+def acquire_until_interrupted(d, conn):
+    try:
+        conn.send("waiting")
+        d.lock.acquire()
+        conn.send("acquired")
+    except KeyboardInterrupt:
+        conn.send("interrupted")

@@ -94,15 +94,24 @@ def test_a_dict_used_before_fork_works_in_the_child(d):
     assert os.path.exists(f"/dev/shm/shmdict.{d.name}")
 
 
-def test_ctrl_c_interrupts_a_blocking_wait(d):
+@pytest.mark.parametrize("wait", ["wait_for_change", "lock.acquire"])
+def test_ctrl_c_interrupts_a_blocking_wait(d, wait):
     ctx = multiprocessing.get_context("fork")
+    holder = None
+    if wait == "lock.acquire":
+        holder_end, holder_child_end = ctx.Pipe()
+        holder = ctx.Process(target=helpers.hold_lock_forever, args=(d, holder_child_end))
+        holder.start()
+        assert holder_end.poll(60), "the holder did not take the lock"
+    body = helpers.wait_until_interrupted if wait == "wait_for_change" else \
+        helpers.acquire_until_interrupted
     parent_end, child_end = ctx.Pipe()
-    child = ctx.Process(target=helpers.wait_until_interrupted, args=(d, child_end))
+    child = ctx.Process(target=body, args=(d, child_end))
     child.start()
     try:
         assert parent_end.poll(60) and parent_end.recv() == "waiting"
-        # Wait (with a deadline) until the child is blocked in the futex of wait_for_change, so
-        # that the signal lands inside the wait and not before it.
+        # Wait (with a deadline) until the child is blocked in a futex (the change counter's or
+        # the lock's), so that the signal lands inside the wait and not before it.
         deadline = time.monotonic() + 30
         while _syscall(child.pid) != "202":  # futex on x86_64
             assert time.monotonic() < deadline, "the child never blocked"
@@ -114,6 +123,9 @@ def test_ctrl_c_interrupts_a_blocking_wait(d):
         child.join(30)
         if child.is_alive():
             child.kill()
+        if holder is not None:
+            holder.kill()
+            holder.join(30)
 
 
 def _syscall(pid):
