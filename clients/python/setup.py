@@ -1,8 +1,8 @@
 """Builds shmdict._core with setuptools for `pip install .` (see pyproject.toml).
 
 The sources are the core's (../../core/src) and the bindings' (src/); the build needs a C++20
-compiler and the development packages the CMake build uses (Debian: g++, libspdlog-dev,
-pybind11-dev or the pybind11 wheel, python3-dev). The CMake build is the primary path; this one
+compiler, pybind11 (Debian: pybind11-dev, or the pybind11 wheel) and the Python headers
+(python3-dev). The CMake build is the primary path; this one
 exists for environments that install Python packages with pip.
 """
 
@@ -38,11 +38,8 @@ extension = Extension(
     sources=core_sources + ["src/codec.cc", "src/module.cc"],
     include_dirs=[os.path.join(CORE, "include"), os.path.join(CORE, "src")]
     + pybind11_include(),
-    # What find_package(spdlog) gives the CMake build on Debian (spdlog with external fmt).
-    define_macros=[("SPDLOG_SHARED_LIB", None), ("SPDLOG_COMPILED_LIB", None),
-                   ("SPDLOG_FMT_EXTERNAL", None)],
     extra_compile_args=["-std=c++20", "-fvisibility=hidden"],
-    libraries=["spdlog", "fmt", "rt"],
+    libraries=["rt"],
     language="c++",
 )
 
