@@ -103,8 +103,17 @@ void Compactor::WaitForBuilder() {
 
 bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
   auto& w = header_->writer;
-  if (snap->revision() <= w.snapshot_revision.load(std::memory_order_relaxed) &&
-      header_->commit.snapshot_generation.load(std::memory_order_relaxed) != 0) {
+  const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_relaxed);
+  // Generations are published in increasing order (cleanup relies on it: whatever it retires
+  // below a published generation can never become a published chain's base again), and a delta
+  // only over the base of the published chain, which cleanup keeps (AfterPublish).
+  const bool stale =
+      published != 0 && (snap->revision() <= w.snapshot_revision.load(std::memory_order_relaxed) ||
+                         snap->generation() <= published);
+  const bool orphan = snap->base_generation() != 0 &&
+                      (published == 0 || snap->base_generation() !=
+                                             w.snapshot_chain_base.load(std::memory_order_relaxed));
+  if (stale || orphan) {
     UnlinkSegmentQuietly(SnapshotSegment(name_, snap->generation()));
     return false;  // a newer snapshot won the race
   }
@@ -113,6 +122,11 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
   // Large changes committed after the snapshot's revision are forgotten too: the count only
   // schedules compaction, and the next one comes at most a log's worth of changes later.
   w.external_bytes.store(0, std::memory_order_relaxed);
+  // Before the generation (layout.h): a publisher killed in between leaves a chain base that at
+  // worst refuses the next delta, never one that accepts a delta over a retired base.
+  w.snapshot_chain_base.store(
+      snap->base_generation() != 0 ? snap->base_generation() : snap->generation(),
+      std::memory_order_relaxed);
   header_->commit.snapshot_generation.store(snap->generation(), std::memory_order_release);
   header_->compaction.snapshots_built.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -122,9 +136,19 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
 // reader that still looks for one gets NOT_FOUND and moves to the newest snapshot. The newest
 // kRetiredSnapshots old snapshots are renamed rather than unlinked, so that the next builders
 // reuse their pages (see RecycleSegment); readers that still map one keep it from being reused.
+//
+// Never retired: the new snapshot's base (the published chain's base until a newer base is
+// published, and every later delta lies over it), nor anything at or above the new generation.
+// Retired newest first: a chain's deltas (newer than their base) lose their names before the
+// base does, even with several processes cleaning up at once, so a reader that mapped a delta
+// and then cannot find its base knows the delta was retired and retries (SnapshotView::Open).
+// A cleanup running late cannot hit a newer chain's base: generations are published in
+// increasing order, so that base lies above this publication.
 void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
-  for (const auto& [old, segment] : ListNumberedSegments(name_ + "@s")) {
-    if (old >= snap.generation()) break;
+  const auto published = ListNumberedSegments(name_ + "@s");
+  for (auto it = published.rbegin(); it != published.rend(); ++it) {
+    const auto& [old, segment] = *it;
+    if (old >= snap.generation() || old == snap.base_generation()) continue;
     if (!RenameSegment(segment, RetiredSegment(name_, old)).ok()) UnlinkSegmentQuietly(segment);
   }
   const auto retired = ListNumberedSegments(name_ + "@r");
@@ -136,8 +160,9 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
     UnlinkSegmentQuietly(segment);
   }
   if (logger_) {
-    logger_->info("dict '{}': snapshot generation {} at revision {} ({} entries, {})", name_,
-                  snap.generation(), snap.revision(), snap.entry_count(), how);
+    logger_->info("dict '{}': snapshot generation {} at revision {} ({} entries, {}, {})", name_,
+                  snap.generation(), snap.revision(), snap.entry_count(),
+                  snap.base_generation() != 0 ? "delta" : "base", how);
   }
 }
 
@@ -169,7 +194,8 @@ void Compactor::IdleThenBuild() {
     waiting_for_quiet_.store(false, std::memory_order_release);
     if (closing_) return;
     if (urgent_target_ != 0) {
-      // The log reached half: build now, then keep watching for the pause that follows.
+      // The log reached half: build now, then keep watching for the pause that
+      // follows.
       const uint64_t target = std::exchange(urgent_target_, 0);
       lock.unlock();
       BuildInBackground(target);

@@ -68,9 +68,11 @@ class Compactor {
   // Builds and publishes a snapshot at `target_revision` or later from the published snapshot and
   // the log, on the builder thread: no copy of the handle's state is taken under the lock.
   void BuildInBackground(uint64_t target_revision);
-  // Under the writer lock. False (and the segment unlinked) when a newer snapshot won the race.
+  // Under the writer lock. False (and the segment unlinked) when a newer snapshot won the race,
+  // or when `snap` is a delta over a base that is no longer the published chain's.
   bool PublishLocked(const std::shared_ptr<const SnapshotView>& snap);
-  // After a publication, outside the lock: retires older snapshots and covered large values.
+  // After a publication, outside the lock: retires older snapshots (never the published chain's
+  // base: see compactor.cc) and covered large values.
   void AfterPublish(const SnapshotView& snap, const char* how) const;
   uint64_t NextGeneration();
 
