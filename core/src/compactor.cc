@@ -22,6 +22,12 @@ constexpr size_t kRetiredSnapshots = 2;
 constexpr uint64_t kIdleSnapshotFraction = 16;
 constexpr auto kIdleSnapshotQuiet = std::chrono::milliseconds(10);
 constexpr auto kIdleSnapshotPatience = std::chrono::seconds(1);
+// With background compaction, a build starts once the log holds this fraction of its capacity
+// since the published snapshot, pause or not. Snapshots are layered (snapshot.h), so a build
+// costs O(changes since the chain's base), not O(dict): building this early is cheap, and an
+// attacher right after a burst replays at most about this fraction of the log. (Inline builds,
+// under the writer lock, still wait for half the log.)
+constexpr uint64_t kEarlyBuildFraction = 8;
 
 }  // namespace
 
@@ -54,9 +60,9 @@ uint64_t Compactor::NextGeneration() {
 }
 
 void Compactor::AfterCommit(LocalView* writer_view) {
-  // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
+  // Invariant 5: start the snapshot long before writers must wait.
   const uint64_t pending = UnpublishedBytes();
-  if (pending < log_capacity_ / 2) {
+  if (pending < log_capacity_ / (background_ ? kEarlyBuildFraction : 2)) {
     if (background_ && pending >= log_capacity_ / kIdleSnapshotFraction &&
         !running_.load(std::memory_order_acquire)) {
       StartBuilder(writer_view->revision, /*wait_for_quiet=*/true);
@@ -174,7 +180,7 @@ void Compactor::StartBuilder(uint64_t target_revision, bool wait_for_quiet) {
   }
   running_.store(true, std::memory_order_release);
   builder_ = std::thread([this, target_revision, wait_for_quiet] {
-    // After a build forced by a half-full log, the writes that came in meanwhile still get a
+    // After a build forced by the log's fill, the writes that came in meanwhile still get a
     // snapshot once writers pause: the end of a burst is exactly when attachers tend to come.
     if (!wait_for_quiet) BuildInBackground(target_revision);
     IdleThenBuild();
@@ -194,7 +200,7 @@ void Compactor::IdleThenBuild() {
     waiting_for_quiet_.store(false, std::memory_order_release);
     if (closing_) return;
     if (urgent_target_ != 0) {
-      // The log reached half: build now, then keep watching for the pause that
+      // The log reached the early-build mark: build now, then keep watching for the pause that
       // follows.
       const uint64_t target = std::exchange(urgent_target_, 0);
       lock.unlock();
@@ -207,7 +213,7 @@ void Compactor::IdleThenBuild() {
     const uint64_t now = committed.load(std::memory_order_acquire);
     if (now == seen) break;  // quiet
     seen = now;
-    // Writers are busy: the half-full trigger (urgent) covers them; a later commit starts
+    // Writers are busy: the early-build trigger (urgent) covers them; a later commit starts
     // another quiet watch.
     if (steady_clock::now() >= give_up) return;
   }
