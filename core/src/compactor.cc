@@ -23,10 +23,12 @@ constexpr uint64_t kIdleSnapshotFraction = 16;
 constexpr auto kIdleSnapshotQuiet = std::chrono::milliseconds(10);
 constexpr auto kIdleSnapshotPatience = std::chrono::seconds(1);
 // With background compaction, a build starts once the log holds this fraction of its capacity
-// since the published snapshot, pause or not. Snapshots are layered (snapshot.h), so a build
-// costs O(changes since the chain's base), not O(dict): building this early is cheap, and an
-// attacher right after a burst replays at most about this fraction of the log. (Inline builds,
-// under the writer lock, still wait for half the log.)
+// since the published snapshot, pause or not — when the chain's base is at least this many logs
+// big. Snapshots are layered (snapshot.h): a build then costs O(changes since the base), and a
+// fold into a new base comes once per eighth of the base changed, so building early is cheap and
+// an attacher right after a burst replays about this fraction of the log. A smaller dict would
+// fold into a new base (O(dict)) almost every build: it keeps the half-log trigger. (Inline
+// builds, under the writer lock, always wait for half the log.)
 constexpr uint64_t kEarlyBuildFraction = 8;
 
 }  // namespace
@@ -62,7 +64,10 @@ uint64_t Compactor::NextGeneration() {
 void Compactor::AfterCommit(LocalView* writer_view) {
   // Invariant 5: start the snapshot long before writers must wait.
   const uint64_t pending = UnpublishedBytes();
-  if (pending < log_capacity_ / (background_ ? kEarlyBuildFraction : 2)) {
+  const SnapshotView* snap = writer_view->snapshot.get();
+  const uint64_t base_bytes = snap == nullptr ? 0 : (snap->base() ? snap->base() : snap)->bytes();
+  const bool early = background_ && base_bytes >= kEarlyBuildFraction * log_capacity_;
+  if (pending < log_capacity_ / (early ? kEarlyBuildFraction : 2)) {
     if (background_ && pending >= log_capacity_ / kIdleSnapshotFraction &&
         !running_.load(std::memory_order_acquire)) {
       StartBuilder(writer_view->revision, /*wait_for_quiet=*/true);
