@@ -20,6 +20,14 @@ constexpr size_t kRetiredSnapshots = 2;
 constexpr uint64_t kIdleSnapshotFraction = 16;
 constexpr auto kIdleSnapshotQuiet = std::chrono::milliseconds(10);
 constexpr auto kIdleSnapshotPatience = std::chrono::seconds(1);
+// With background compaction, a build starts once the log holds this fraction of its capacity
+// since the published snapshot, pause or not — when the chain's base is at least this many logs
+// big. Snapshots are layered (snapshot.h): a build then costs O(changes since the base), and a
+// fold into a new base comes once per eighth of the base changed, so building early is cheap and
+// an attacher right after a burst replays about this fraction of the log. A smaller dict would
+// fold into a new base (O(dict)) almost every build: it keeps the half-log trigger. (Inline
+// builds, under the writer lock, always wait for half the log.)
+constexpr uint64_t kEarlyBuildFraction = 8;
 
 }  // namespace
 
@@ -52,9 +60,12 @@ uint64_t Compactor::NextGeneration() {
 }
 
 void Compactor::AfterCommit(LocalView* writer_view) {
-  // Invariant 5: start the snapshot when the log is half full, long before writers must wait.
+  // Invariant 5: start the snapshot long before writers must wait.
   const uint64_t pending = UnpublishedBytes();
-  if (pending < log_capacity_ / 2) {
+  const SnapshotView* snap = writer_view->snapshot.get();
+  const uint64_t base_bytes = snap == nullptr ? 0 : (snap->base() ? snap->base() : snap)->bytes();
+  const bool early = background_ && base_bytes >= kEarlyBuildFraction * log_capacity_;
+  if (pending < log_capacity_ / (early ? kEarlyBuildFraction : 2)) {
     if (background_ && pending >= log_capacity_ / kIdleSnapshotFraction &&
         !running_.load(std::memory_order_acquire)) {
       StartBuilder(writer_view->revision, /*wait_for_quiet=*/true);
@@ -101,8 +112,17 @@ void Compactor::WaitForBuilder() {
 
 bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
   auto& w = header_->writer;
-  if (snap->revision() <= w.snapshot_revision.load(std::memory_order_relaxed) &&
-      header_->commit.snapshot_generation.load(std::memory_order_relaxed) != 0) {
+  const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_relaxed);
+  // Generations are published in increasing order (cleanup relies on it: whatever it retires
+  // below a published generation can never become a published chain's base again), and a delta
+  // only over the base of the published chain, which cleanup keeps (AfterPublish).
+  const bool stale =
+      published != 0 && (snap->revision() <= w.snapshot_revision.load(std::memory_order_relaxed) ||
+                         snap->generation() <= published);
+  const bool orphan = snap->base_generation() != 0 &&
+                      (published == 0 || snap->base_generation() !=
+                                             w.snapshot_chain_base.load(std::memory_order_relaxed));
+  if (stale || orphan) {
     UnlinkSegmentQuietly(SnapshotSegment(name_, snap->generation()));
     return false;  // a newer snapshot won the race
   }
@@ -111,6 +131,11 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
   // Large changes committed after the snapshot's revision are forgotten too: the count only
   // schedules compaction, and the next one comes at most a log's worth of changes later.
   w.external_bytes.store(0, std::memory_order_relaxed);
+  // Before the generation (layout.h): a publisher killed in between leaves a chain base that at
+  // worst refuses the next delta, never one that accepts a delta over a retired base.
+  w.snapshot_chain_base.store(
+      snap->base_generation() != 0 ? snap->base_generation() : snap->generation(),
+      std::memory_order_relaxed);
   header_->commit.snapshot_generation.store(snap->generation(), std::memory_order_release);
   header_->compaction.snapshots_built.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -120,9 +145,19 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
 // reader that still looks for one gets NOT_FOUND and moves to the newest snapshot. The newest
 // kRetiredSnapshots old snapshots are renamed rather than unlinked, so that the next builders
 // reuse their pages (see RecycleSegment); readers that still map one keep it from being reused.
+//
+// Never retired: the new snapshot's base (the published chain's base until a newer base is
+// published, and every later delta lies over it), nor anything at or above the new generation.
+// Retired newest first: a chain's deltas (newer than their base) lose their names before the
+// base does, even with several processes cleaning up at once, so a reader that mapped a delta
+// and then cannot find its base knows the delta was retired and retries (SnapshotView::Open).
+// A cleanup running late cannot hit a newer chain's base: generations are published in
+// increasing order, so that base lies above this publication.
 void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
-  for (const auto& [old, segment] : ListNumberedSegments(name_ + "@s")) {
-    if (old >= snap.generation()) break;
+  const auto published = ListNumberedSegments(name_ + "@s");
+  for (auto it = published.rbegin(); it != published.rend(); ++it) {
+    const auto& [old, segment] = *it;
+    if (old >= snap.generation() || old == snap.base_generation()) continue;
     if (!RenameSegment(segment, RetiredSegment(name_, old)).ok()) UnlinkSegmentQuietly(segment);
   }
   const auto retired = ListNumberedSegments(name_ + "@r");
@@ -137,8 +172,9 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
     log_sink_->Log(LogLevel::kInfo, "dict '" + name_ + "': snapshot generation " +
                                         std::to_string(snap.generation()) + " at revision " +
                                         std::to_string(snap.revision()) + " (" +
-                                        std::to_string(snap.entry_count()) + " entries, " + how +
-                                        ")");
+                                        std::to_string(snap.entry_count()) + " entries, " +
+                                        (snap.base_generation() != 0 ? "delta" : "base") + ", " +
+                                        how + ")");
   }
 }
 
@@ -150,7 +186,7 @@ void Compactor::StartBuilder(uint64_t target_revision, bool wait_for_quiet) {
   }
   running_.store(true, std::memory_order_release);
   builder_ = std::thread([this, target_revision, wait_for_quiet] {
-    // After a build forced by a half-full log, the writes that came in meanwhile still get a
+    // After a build forced by the log's fill, the writes that came in meanwhile still get a
     // snapshot once writers pause: the end of a burst is exactly when attachers tend to come.
     if (!wait_for_quiet) BuildInBackground(target_revision);
     IdleThenBuild();
@@ -170,7 +206,8 @@ void Compactor::IdleThenBuild() {
     waiting_for_quiet_.store(false, std::memory_order_release);
     if (closing_) return;
     if (urgent_target_ != 0) {
-      // The log reached half: build now, then keep watching for the pause that follows.
+      // The log reached the early-build mark: build now, then keep watching for the pause that
+      // follows.
       const uint64_t target = std::exchange(urgent_target_, 0);
       lock.unlock();
       BuildInBackground(target);
@@ -182,7 +219,7 @@ void Compactor::IdleThenBuild() {
     const uint64_t now = committed.load(std::memory_order_acquire);
     if (now == seen) break;  // quiet
     seen = now;
-    // Writers are busy: the half-full trigger (urgent) covers them; a later commit starts
+    // Writers are busy: the early-build trigger (urgent) covers them; a later commit starts
     // another quiet watch.
     if (steady_clock::now() >= give_up) return;
   }

@@ -1,11 +1,12 @@
 // Compactor: a handle's share of snapshot building (invariants 4 and 5). When the log since the
-// published snapshot reaches half the ring, a background thread builds the next snapshot from the
-// published one and the log — outside the writer lock, while writers keep appending — and
-// publishes it under the lock in O(1); once writers pause with a sixteenth of the log
-// unpublished, it publishes one more, so attaching to a quiet dict is a mapping. Only when the
-// ring truly fills first does a writer build inline. At most one builder runs per dict host-wide
-// (the compaction claim in the header). Every publication, inline or background, goes through
-// PublishLocked and AfterPublish.
+// published snapshot reaches an eighth of the ring (half, for a dict smaller than 8 logs), a
+// background thread builds the next snapshot from the published one and the log — outside the
+// writer lock, while writers keep appending — and publishes it under the lock in O(1); once writers
+// pause with a sixteenth of the log unpublished, it publishes one more, so attaching to a quiet
+// dict is a mapping. Builds are layered (snapshot.h: usually a small delta over the chain's base),
+// which is what makes building that often affordable. Only when the ring truly fills first does a
+// writer build inline. At most one builder runs per dict host-wide (the compaction claim in the
+// header). Every publication, inline or background, goes through PublishLocked and AfterPublish.
 //
 // Thread-safety: AfterCommit, CompactLocked, WaitForBuilder, Stop and ForgetParentsBuilder belong
 // to the handle's thread; the builder thread touches only the shared header, the LogReader and
@@ -45,8 +46,9 @@ class Compactor {
   // Whether a builder of any process holds the claim (a dead one counts until taken over).
   bool BuilderRunningAnywhere() const;
 
-  // After each commit, under the writer lock: starts or hurries the background builder, or (with
-  // background compaction off) builds inline once the log is half full.
+  // After each commit, under the writer lock: starts or hurries the background builder once the
+  // log holds an eighth of its capacity (half for a dict smaller than 8 logs), or (with background
+  // compaction off) builds inline once it is half full.
   void AfterCommit(LocalView* writer_view);
   // Under the writer lock: builds a snapshot of *view and publishes it now; *view moves onto it.
   Status CompactLocked(LocalView* view);
@@ -62,15 +64,17 @@ class Compactor {
   void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
   // On the builder thread once the log holds a sixteenth of its capacity since the published
   // snapshot, and after every build: waits for 10 ms without a commit (up to a second), then
-  // builds if that much is still unpublished. Builds at once when the log reaches half
+  // builds if that much is still unpublished. Builds at once when the log reaches an eighth
   // (urgent_target_).
   void IdleThenBuild();
   // Builds and publishes a snapshot at `target_revision` or later from the published snapshot and
   // the log, on the builder thread: no copy of the handle's state is taken under the lock.
   void BuildInBackground(uint64_t target_revision);
-  // Under the writer lock. False (and the segment unlinked) when a newer snapshot won the race.
+  // Under the writer lock. False (and the segment unlinked) when a newer snapshot won the race,
+  // or when `snap` is a delta over a base that is no longer the published chain's.
   bool PublishLocked(const std::shared_ptr<const SnapshotView>& snap);
-  // After a publication, outside the lock: retires older snapshots and covered large values.
+  // After a publication, outside the lock: retires older snapshots (never the published chain's
+  // base: see compactor.cc) and covered large values.
   void AfterPublish(const SnapshotView& snap, const char* how) const;
   uint64_t NextGeneration();
 
@@ -90,7 +94,7 @@ class Compactor {
   std::condition_variable wake_;
   bool closing_ = false;        // guarded by mu_
   uint64_t urgent_target_ = 0;  // guarded by mu_; 0: none
-  // True only while IdleThenBuild waits: a commit tells it about a half-full log then, and pays
+  // True only while IdleThenBuild waits: a commit tells it about a filling log then, and pays
   // no lock at all while a build is already running.
   std::atomic<bool> waiting_for_quiet_{false};
 };

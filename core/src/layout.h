@@ -23,7 +23,9 @@
 //          +--------------------------------------------------------------+
 //
 // Snapshot segment "/shmdict.NAME@s<generation>" (immutable once published):
-//   SnapshotHeader (128) | Bucket[bucket_count] | entries (8-aligned)
+//   SnapshotHeader (192) | Bucket[bucket_count] | entries (8-aligned)
+// A snapshot is a BASE (base_generation 0: the whole dict) or a DELTA over base `@s<base>`: its
+// own table then holds only the keys changed since that base, erasures as kEntryErased entries.
 // Large-value segment "/shmdict.NAME@b<revision>": BlobHeader (64) | record payload.
 // Nested children are dicts named "NAME@c<hex>"; so "shmdict.NAME@" prefixes everything a dict
 // owns besides its main segment.
@@ -41,7 +43,9 @@ namespace shmdict::internal {
 // 3: the writer lock and the builder claim are RobustLockWords (owner tokens, liveness by OFD
 // locks) instead of glibc robust mutexes, which are wrong across pid namespaces
 // (docs/WRITER_LOCK.md); WriterBlock's holder pid became next_holder_token; WaitBlock's waiter
-// count became the maybe_waiting flag.
+// count became the maybe_waiting flag. Snapshots became layered (a delta over a base: the header
+// grew to 192 bytes with base_generation and total_entry_count, entries gained kEntryErased,
+// WriterBlock gained snapshot_chain_base).
 inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
 inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
@@ -134,12 +138,18 @@ struct alignas(64) WriterBlock {
   // 1 once any nested-dict reference was committed: until then a write skips looking for the
   // children it might retire (a sticky flag; set before the commit that stores the reference).
   std::atomic<uint64_t> nested_values_written;
-  uint8_t reserved[8];
+  // Base generation of the published snapshot's chain (its own generation when it is a base).
+  // Stored before snapshot_generation, so a publisher killed between the two leaves at worst a
+  // value that makes the next delta's publication fail (never one that lets a delta be published
+  // over a base that is no longer the chain's).
+  std::atomic<uint64_t> snapshot_chain_base;
 };
 static_assert(sizeof(WriterBlock) == 128, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, nested_values_written) == 104,
               "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, external_bytes) == 96, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(WriterBlock, snapshot_chain_base) == 112,
+              "layout changed: bump kLayoutVersion");
 static_assert(offsetof(WriterBlock, next_holder_token) == 48,
               "layout changed: bump kLayoutVersion");
 
@@ -200,7 +210,7 @@ struct SnapshotHeader {
   uint64_t generation;
   uint64_t revision;      // state of the dict at this revision
   uint64_t log_position;  // log position just after that revision's record
-  uint64_t entry_count;
+  uint64_t entry_count;   // live entries of this segment's own table (a delta's erased markers too)
   uint64_t bucket_count;  // power of two
   uint64_t buckets_offset;
   uint64_t entries_offset;
@@ -214,10 +224,19 @@ struct SnapshotHeader {
   // patched copy. A builder copies instead of patching once half the region would be dead.
   uint64_t live_bytes;
   uint64_t tombstone_count;  // buckets holding kTombstoneOffset8
-  uint8_t reserved[8];
+  // 0: a base (the whole dict). Otherwise a delta over snapshot `@s<base_generation>`, which must
+  // be a base with a smaller generation: a key found in the delta's own table wins (an erased
+  // marker reads as missing), any other key is looked up in the base.
+  uint64_t base_generation;
+  uint64_t total_entry_count;  // the dict's entries at `revision`, base and delta together
+  uint8_t reserved[56];
 };
-static_assert(sizeof(SnapshotHeader) == 128, "layout changed: bump kLayoutVersion");
+static_assert(sizeof(SnapshotHeader) == 192, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(SnapshotHeader, live_bytes) == 104, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(SnapshotHeader, base_generation) == 120,
+              "layout changed: bump kLayoutVersion");
+static_assert(offsetof(SnapshotHeader, total_entry_count) == 128,
+              "layout changed: bump kLayoutVersion");
 
 // Open addressing, linear probing. entry_offset8 == 0 marks an empty bucket (a probe stops),
 // kTombstoneOffset8 an erased one (a probe goes on; an insertion may reuse it). Both lie inside
@@ -233,7 +252,8 @@ struct SnapshotEntry {  // followed by key bytes, value bytes, zero padding to 8
   uint32_t key_bytes;
   uint32_t value_bytes;
   uint8_t type;
-  uint8_t flags;  // kEntryDead: superseded by a later entry or erased; no bucket points here
+  uint8_t flags;  // kEntryDead: superseded by a later entry or erased; no bucket points here.
+                  // kEntryErased (deltas only): a bucket points here, and the key is missing
   uint8_t reserved[2];
   // Low 32 bits of the key's Hash64 (the bucket holds the high 32): the next snapshot is built
   // without hashing any key again.
@@ -242,6 +262,7 @@ struct SnapshotEntry {  // followed by key bytes, value bytes, zero padding to 8
 static_assert(sizeof(SnapshotEntry) == 16, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(SnapshotEntry, flags) == 9, "layout changed: bump kLayoutVersion");
 inline constexpr uint8_t kEntryDead = 1;
+inline constexpr uint8_t kEntryErased = 2;
 static_assert(offsetof(SnapshotEntry, hash_low) == 12, "layout changed: bump kLayoutVersion");
 
 struct BlobHeader {

@@ -45,6 +45,9 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   h.writer.writer_tail_revision.store(0x0a0a0a0a0a0a0a0a);
   h.writer.snapshot_log_position.store(0x0b0b0b0b0b0b0b0b);
   h.writer.snapshot_revision.store(0x0c0c0c0c0c0c0c0c);
+  h.writer.external_bytes.store(0x1717171717171717);
+  h.writer.nested_values_written.store(0x1919191919191919);
+  h.writer.snapshot_chain_base.store(0x1818181818181818);
   h.compaction.compaction_lock.owner.store(0x0d0d0d0d0d0d0d0d);
   h.compaction.snapshots_built.store(0x0e0e0e0e0e0e0e0e);
   h.compaction.next_generation.store(0x0f0f0f0f0f0f0f0f);
@@ -73,6 +76,9 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   EXPECT_EQ(ReadAt<uint64_t>(&h, 264), 0x0a0a0a0a0a0a0a0au);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 272), 0x0b0b0b0b0b0b0b0bu);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 280), 0x0c0c0c0c0c0c0c0cu);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 288), 0x1717171717171717u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 296), 0x1919191919191919u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 304), 0x1818181818181818u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 320), 0x0d0d0d0d0d0d0d0du);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 376), 0x0e0e0e0e0e0e0e0eu);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 384), 0x0f0f0f0f0f0f0f0fu);
@@ -122,10 +128,12 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   snap->data_checksum = 14;
   snap->live_bytes = 15;
   snap->tombstone_count = 16;
+  snap->base_generation = 17;
+  snap->total_entry_count = 18;
   EXPECT_EQ(ReadAt<uint64_t>(snap.get(), 0), 1u);
   EXPECT_EQ(ReadAt<uint32_t>(snap.get(), 8), 2u);
   EXPECT_EQ(ReadAt<uint32_t>(snap.get(), 12), 3u);
-  for (uint64_t field = 4; field <= 16; ++field) {
+  for (uint64_t field = 4; field <= 18; ++field) {
     EXPECT_EQ(ReadAt<uint64_t>(snap.get(), 16 + (field - 4) * 8), field) << "field " << field;
   }
 
@@ -142,6 +150,8 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   EXPECT_EQ(ReadAt<uint32_t>(&e, 4), 0x05060708u);
   EXPECT_EQ(ReadAt<uint8_t>(&e, 8), 0x09u);
   EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x01u);
+  e.flags = kEntryErased;
+  EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x02u);
   EXPECT_EQ(ReadAt<uint32_t>(&e, 12), 0x0a0b0c0du);
   EXPECT_EQ(kLayoutVersion, 3u) << "a layout change must update docs/LAYOUT.md and this test";
 }

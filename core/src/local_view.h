@@ -59,12 +59,14 @@ struct LocalView {
   // the overlay as the delta on top of it.
   const SnapshotView* SnapshotBase() const { return snapshot_hidden ? nullptr : snapshot.get(); }
   SnapshotDelta OverlayDelta() const {
-    return {[this](const SnapshotDelta::Fn& fn) {
-      overlay.ForEach([&](uint64_t hash, const Overlay::Entry& entry) {
-        const ValueView value = entry.view();
-        fn(entry.key(), hash, entry.present ? &value : nullptr);
-      });
-    }};
+    return {
+        [this](const SnapshotDelta::Fn& fn) {
+          overlay.ForEach([&](uint64_t hash, const Overlay::Entry& entry) {
+            const ValueView value = entry.view();
+            fn(entry.key(), hash, entry.present ? &value : nullptr);
+          });
+        },
+        [this](std::string_view key, uint64_t hash) { return overlay.Find(key, hash) != nullptr; }};
   }
 
   template <typename Fn>  // Fn(std::string_view key, ValueView value)

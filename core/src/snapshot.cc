@@ -12,10 +12,11 @@ namespace shmdict::internal {
 
 uint64_t SnapshotHeaderChecksum(const SnapshotHeader& h) {
   // Fields are hashed one by one: the atomic ready word is not part of the checksum.
-  const uint64_t fields[] = {h.magic,          h.header_size,    h.generation,   h.revision,
-                             h.log_position,   h.entry_count,    h.bucket_count, h.buckets_offset,
-                             h.entries_offset, h.entries_bytes,  h.total_bytes,  h.data_checksum,
-                             h.live_bytes,     h.tombstone_count};
+  const uint64_t fields[] = {
+      h.magic,          h.header_size,     h.generation,      h.revision,
+      h.log_position,   h.entry_count,     h.bucket_count,    h.buckets_offset,
+      h.entries_offset, h.entries_bytes,   h.total_bytes,     h.data_checksum,
+      h.live_bytes,     h.tombstone_count, h.base_generation, h.total_entry_count};
   return Hash64(fields, sizeof(fields), kSnapshotMagic);
 }
 
@@ -61,16 +62,34 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
   if (h->total_bytes != *size) return corrupt("is truncated");
   const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
   if (h->total_bytes != *size || h->bucket_count == 0 || !std::has_single_bit(h->bucket_count) ||
-      h->buckets_offset < sizeof(SnapshotHeader) || buckets_end > h->entries_offset ||
-      h->entries_offset + h->entries_bytes > *size || h->generation != generation ||
-      h->live_bytes > h->entries_bytes || h->tombstone_count > h->bucket_count) {
+      h->header_size != sizeof(SnapshotHeader) || h->buckets_offset < sizeof(SnapshotHeader) ||
+      buckets_end > h->entries_offset || h->entries_offset + h->entries_bytes > *size ||
+      h->generation != generation || h->live_bytes > h->entries_bytes ||
+      h->tombstone_count > h->bucket_count || h->base_generation >= generation) {
     return corrupt("has inconsistent sizes");
   }
-  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(*map), std::move(*fd)));
+  std::shared_ptr<SnapshotView> view(new SnapshotView(std::move(*map), std::move(*fd)));
+  if (h->base_generation == 0) return std::shared_ptr<const SnapshotView>(std::move(view));
+  auto base = Open(dict, h->base_generation);
+  if (!base.ok()) {
+    if (base.status().code() != StatusCode::kNotFound) return base.status();
+    // Cleanup retires a chain's deltas before its base (Compactor::AfterPublish), so a base gone
+    // while its delta still has its name was lost, not retired.
+    if (OpenSegment(segment, O_RDONLY, 0).ok()) {
+      return corrupt("lies over base snapshot '" + SnapshotSegment(dict, h->base_generation) +
+                     "', which is missing");
+    }
+    return Status(StatusCode::kNotFound, "snapshot segment '" + segment + "' was retired");
+  }
+  if ((*base)->base_generation() != 0) return corrupt("lies over a snapshot that is not a base");
+  view->base_ = std::move(*base);
+  return std::shared_ptr<const SnapshotView>(std::move(view));
 }
 
 Status SnapshotView::VerifyContents(std::string_view dict) const {
-  if (SnapshotDataChecksum(map_.data(), map_.size()) == header_->data_checksum) return Status::Ok();
+  if (SnapshotDataChecksum(map_.data(), map_.size()) == header_->data_checksum) {
+    return base_ != nullptr ? base_->VerifyContents(dict) : Status::Ok();
+  }
   return Status(StatusCode::kDataLoss,
                 "dict '" + std::string(dict) + "': snapshot segment '" +
                     SnapshotSegment(dict, generation()) +
@@ -85,15 +104,23 @@ struct SnapshotView::DeltaPlan {
   uint64_t live_bytes = 0;             // their bytes
   uint64_t appended_bytes = 0;         // entries a patched copy appends
   uint64_t new_tombstones = 0;         // base keys the delta erases
+  std::shared_ptr<const SnapshotView> chain_base;  // a delta's base; null when writing a base
 };
 
-Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
-    std::string_view dict, uint64_t generation, uint64_t revision, uint64_t log_position,
-    mode_t mode, const SnapshotView* base, const SnapshotDelta& delta) {
+namespace {
+
+// What an erasure becomes in a delta whose base holds the key: an entry that hides the base's.
+// Recognized by address, so no user value can be mistaken for it.
+const ValueView kErasedMarker{ValueType::kBytes, {}};
+
+}  // namespace
+
+SnapshotView::DeltaPlan SnapshotView::PlanDelta(const SnapshotView* base,
+                                                const SnapshotDelta& delta) {
   DeltaPlan plan;
   if (base != nullptr) {
     plan.shadowed.assign(base->map_.size() / 8 / 64 + 1, 0);
-    plan.count = base->entry_count();
+    plan.count = base->own_entry_count();
     plan.live_bytes = base->live_bytes();
   }
   delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
@@ -123,15 +150,75 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
       ++plan.new_tombstones;
     }
   });
+  return plan;
+}
 
+Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
+    std::string_view dict, uint64_t generation, uint64_t revision, uint64_t log_position,
+    mode_t mode, const SnapshotView* previous, const SnapshotDelta& delta) {
   SnapshotHeader h{};
   h.magic = kSnapshotMagic;
   h.header_size = sizeof(SnapshotHeader);
   h.generation = generation;
   h.revision = revision;
   h.log_position = log_position;
-  h.entry_count = plan.count;
-  h.live_bytes = plan.live_bytes;
+  if (previous == nullptr) {
+    DeltaPlan plan = PlanDelta(nullptr, delta);
+    h.total_entry_count = plan.count;
+    return WriteTable(dict, mode, nullptr, delta, plan, &h);
+  }
+  const SnapshotView* chain_base = previous->base_ ? previous->base_.get() : previous;
+  const SnapshotView* own = previous->base_ ? previous : nullptr;
+  // The delta's own table: erasures of keys the base holds must hide them; any other erasure
+  // just removes the key from the table.
+  const SnapshotDelta layered{
+      [&](const SnapshotDelta::Fn& fn) {
+        delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
+          if (value == nullptr && chain_base->FindOffset(key, hash) != 0) value = &kErasedMarker;
+          fn(key, hash, value);
+        });
+      },
+      nullptr};
+  DeltaPlan plan = PlanDelta(own, layered);
+  if (plan.live_bytes * kDeltaFraction <= chain_base->live_bytes()) {
+    // The dict's count moves by what each change does to the previous snapshot's dict.
+    uint64_t total = previous->entry_count();
+    delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
+      ValueView old;
+      const bool existed = previous->Find(key, hash, &old);
+      total = total + (value != nullptr) - existed;
+    });
+    h.base_generation = chain_base->generation();
+    h.total_entry_count = total;
+    plan.chain_base = previous->base_ ? previous->base_ : chain_base->shared_from_this();
+    return WriteTable(dict, mode, own, layered, plan, &h);
+  }
+  // A new base: the chain's base with the previous delta's changes not overridden by `delta`,
+  // then `delta`, applied (each key once, as a plan needs).
+  if (own != nullptr && !delta.contains) {
+    return Status(StatusCode::kInternal, "folding a delta into its base needs delta.contains");
+  }
+  const SnapshotDelta merged{[&](const SnapshotDelta::Fn& fn) {
+                               if (own != nullptr) {
+                                 own->ForEachOwnWithHash([&](std::string_view key, uint64_t hash,
+                                                             ValueView value, bool erased) {
+                                   if (!delta.contains(key, hash))
+                                     fn(key, hash, erased ? nullptr : &value);
+                                 });
+                               }
+                               delta.visit(fn);
+                             },
+                             nullptr};
+  plan = PlanDelta(chain_base, merged);
+  h.total_entry_count = plan.count;
+  return WriteTable(dict, mode, chain_base, merged, plan, &h);
+}
+
+Result<std::shared_ptr<const SnapshotView>> SnapshotView::WriteTable(
+    std::string_view dict, mode_t mode, const SnapshotView* base, const SnapshotDelta& delta,
+    const DeltaPlan& plan, SnapshotHeader* h) {
+  h->entry_count = plan.count;
+  h->live_bytes = plan.live_bytes;
   // Load factor <= 0.7 keeps linear-probe chains short.
   const uint64_t compact_buckets = std::bit_ceil(std::max<uint64_t>(16, plan.count * 10 / 7 + 1));
   bool patch = base != nullptr;
@@ -142,10 +229,10 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
     patch = occupied * 10 <= buckets * 7 && region <= 2 * plan.live_bytes &&
             buckets <= 4 * compact_buckets;
   }
-  const std::string segment = SnapshotSegment(dict, generation);
-  if (patch) return Patch(dict, segment, mode, *base, delta, plan, &h);
-  h.bucket_count = compact_buckets;
-  return Rewrite(dict, segment, mode, base, delta, plan, &h);
+  const std::string segment = SnapshotSegment(dict, h->generation);
+  if (patch) return Patch(dict, segment, mode, *base, delta, plan, h);
+  h->bucket_count = compact_buckets;
+  return Rewrite(dict, segment, mode, base, delta, plan, h);
 }
 
 namespace {
@@ -171,11 +258,12 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
 }
 
 void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
-              std::string_view value) {
+              std::string_view value, uint8_t flags) {
   SnapshotEntry e{};
   e.key_bytes = static_cast<uint32_t>(key.size());
   e.value_bytes = static_cast<uint32_t>(value.size());
   e.type = static_cast<uint8_t>(type);
+  e.flags = flags;
   e.hash_low = static_cast<uint32_t>(hash);
   std::memcpy(at, &e, sizeof(e));
   std::memcpy(at + sizeof(e), key.data(), key.size());
@@ -184,6 +272,8 @@ void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
   const uint64_t used = sizeof(e) + key.size() + value.size();
   std::memset(at + used, 0, SnapshotView::EntrySize(key.size(), value.size()) - used);
 }
+
+uint8_t FlagsOf(const ValueView* value) { return value == &kErasedMarker ? kEntryErased : 0; }
 
 Status Inconsistent(std::string_view dict) {
   return Status(StatusCode::kDataLoss, "dict '" + std::string(dict) +
@@ -224,7 +314,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
       std::memcpy(&e, out + at, sizeof(e));
       if (value != nullptr && size == EntrySize(e.key_bytes, e.value_bytes)) {
         // Same size: overwrite in place, zeroing the padding the old value may have used.
-        PutEntry(out + at, key, hash, value->type, value->data);
+        PutEntry(out + at, key, hash, value->type, value->data, FlagsOf(value));
         return;
       }
       out[at + offsetof(SnapshotEntry, flags)] |= kEntryDead;
@@ -256,7 +346,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
       bad = true;
       return;
     }
-    PutEntry(out + off, key, hash, value->type, value->data);
+    PutEntry(out + off, key, hash, value->type, value->data, FlagsOf(value));
     buckets[slot] =
         SnapshotBucket{static_cast<uint32_t>(hash >> 32), static_cast<uint32_t>(off / 8)};
     off += size;
@@ -271,7 +361,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
   h->entries_bytes = total - bh.entries_offset;
   h->tombstone_count = tombstones;
   h->total_bytes = total;
-  return Seal(std::move(*acquired), h);
+  return Seal(std::move(*acquired), h, plan.chain_base);
 }
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
@@ -289,13 +379,14 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
   uint64_t off = entries_offset;
   uint64_t written = 0;
   bool overflow = false;
-  auto put = [&](std::string_view key, uint64_t hash, ValueType type, std::string_view value) {
+  auto put = [&](std::string_view key, uint64_t hash, ValueType type, std::string_view value,
+                 uint8_t flags) {
     const uint64_t size = EntrySize(key.size(), value.size());
     if (off + size > total) {
       overflow = true;  // only a damaged base can disagree with the sizes computed above
       return;
     }
-    PutEntry(out + off, key, hash, type, value);
+    PutEntry(out + off, key, hash, type, value, flags);
     uint64_t i = hash & (buckets - 1);
     while (bucket_array[i].entry_offset8 != 0) i = (i + 1) & (buckets - 1);
     bucket_array[i] =
@@ -316,11 +407,11 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
       if (!base->EntryAt(at, &k, &v)) continue;
       SnapshotEntry e;
       std::memcpy(&e, base->map_.data() + at, sizeof(e));
-      put(k, (uint64_t{b.hash_tag} << 32) | e.hash_low, v.type, v.data);
+      put(k, (uint64_t{b.hash_tag} << 32) | e.hash_low, v.type, v.data, e.flags & kEntryErased);
     }
   }
   delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
-    if (value != nullptr && !overflow) put(key, hash, value->type, value->data);
+    if (value != nullptr && !overflow) put(key, hash, value->type, value->data, FlagsOf(value));
   });
   if (overflow || written != plan.count || off != total) {
     UnlinkSegmentQuietly(segment);
@@ -331,11 +422,12 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
   h->entries_bytes = plan.live_bytes;
   h->tombstone_count = 0;
   h->total_bytes = total;
-  return Seal(std::move(*acquired), h);
+  return Seal(std::move(*acquired), h, plan.chain_base);
 }
 
 std::shared_ptr<const SnapshotView> SnapshotView::Seal(std::pair<Fd, Mapping> segment,
-                                                       SnapshotHeader* header) {
+                                                       SnapshotHeader* header,
+                                                       std::shared_ptr<const SnapshotView> base) {
   auto& [fd, map] = segment;
   uint8_t* out = map.data();
   header->data_checksum = SnapshotDataChecksum(out, header->total_bytes);
@@ -346,7 +438,9 @@ std::shared_ptr<const SnapshotView> SnapshotView::Seal(std::pair<Fd, Mapping> se
   reinterpret_cast<SnapshotHeader*>(out)->layout_version.store(kLayoutVersion,
                                                                std::memory_order_release);
   flock(fd.get(), LOCK_SH);  // from writing it to mapping it, like every reader
-  return std::shared_ptr<const SnapshotView>(new SnapshotView(std::move(map), std::move(fd)));
+  std::shared_ptr<SnapshotView> view(new SnapshotView(std::move(map), std::move(fd)));
+  view->base_ = std::move(base);
+  return view;
 }
 
 }  // namespace shmdict::internal

@@ -2,10 +2,18 @@
 // shared-memory segment that every process maps instead of parsing (docs/DESIGN.md, "Big
 // dicts"). Attaching costs one mmap whatever the dict's size, and N processes share one copy.
 //
+// Snapshots are layered (docs/LAYOUT.md, "Snapshot chains"): a segment is either a BASE holding
+// the whole dict or a DELTA over a base, holding only the keys changed since that base (an
+// erased key as an erased-marker entry). A build then writes O(changes since the base) bytes
+// instead of the whole dict, and a fresh base is written only once the delta outgrows a fraction
+// of its base, so building costs amortized O(changes), like the levels of an LSM tree. The
+// public Find / ForEach / entry_count see the dict (delta first, then the base); the builder's
+// internals work on a segment's own table.
+//
 // Thread-safety: a SnapshotView is immutable after Open/Build and safe to share between threads
 // (handles hold it by shared_ptr so a background builder can keep reading a view the handle has
 // moved past). Lifetime: the mapping lives as long as the view, even after the segment's name is
-// unlinked by a newer snapshot.
+// unlinked by a newer snapshot; a delta's view keeps its base's view (and mapping) alive.
 #ifndef SHMDICT_CORE_SNAPSHOT_H_
 #define SHMDICT_CORE_SNAPSHOT_H_
 
@@ -18,6 +26,7 @@
 #include <string>
 #include <string_view>
 
+#include "hash.h"
 #include "layout.h"
 #include "segment.h"
 #include "shmdict/status.h"
@@ -28,22 +37,33 @@ namespace shmdict::internal {
 using EntryVisitor = std::function<void(std::string_view key, ValueView value)>;
 
 // The changes a new snapshot applies on top of its base: Visit calls fn once per changed key with
-// the key's Hash64 and its new value, or nullptr when the key was erased.
+// the key's Hash64 and its new value, or nullptr when the key was erased. Contains (optional)
+// tells whether visit lists a key; a build that folds a delta into its base needs it.
 struct SnapshotDelta {
   using Fn = std::function<void(std::string_view key, uint64_t hash, const ValueView* value)>;
   std::function<void(const Fn&)> visit;
+  std::function<bool(std::string_view key, uint64_t hash)> contains;
 };
 
-class SnapshotView {
+class SnapshotView : public std::enable_shared_from_this<SnapshotView> {
  public:
   // Maps segment `dict@s<generation>` read-only and checks its header (not its contents: that
-  // would make every attach O(dict size) and touch every page; see VerifyContents). kNotFound if
-  // the name is gone (a newer snapshot replaced it: retry with the newer generation); kDataLoss /
-  // kFailedPrecondition if it is truncated, corrupted or of another layout version.
+  // would make every attach O(dict size) and touch every page; see VerifyContents); a delta's
+  // base is mapped too. kNotFound if the name is gone (a newer snapshot replaced it: retry with
+  // the newer generation), also when a delta's base is gone because the delta itself was retired
+  // meanwhile; kDataLoss if a delta's base is missing while the delta is not retired, or a
+  // segment is truncated or corrupted; kFailedPrecondition for another layout version.
   static Result<std::shared_ptr<const SnapshotView>> Open(std::string_view dict,
                                                           uint64_t generation);
-  // Writes a new snapshot segment `dict@s<generation>` holding `base` (null: nothing) with
-  // `delta` applied, describing the dict at `revision` / `log_position`.
+  // Writes a new snapshot segment `dict@s<generation>` holding the dict `previous` (null:
+  // nothing; a base or a delta) with `delta` applied, describing the dict at `revision` /
+  // `log_position`. The result is
+  //   - a base, when there is no previous snapshot, or when the changes since the chain's base
+  //     (previous's own delta merged with `delta`) would outgrow 1/kDeltaFraction of the base: the
+  //     base with those changes applied;
+  //   - otherwise a delta over previous's chain base: previous's own delta (if it is one) with
+  //     `delta` applied, erasures of keys the base holds written as erased markers.
+  // Either way one table is written from another one plus a list of changes:
   //
   // Usually a patched copy: the base's buckets and entries are copied as one block (memcpy
   // speed, no key hashed or probed) and only the delta's keys are touched: a same-size value is
@@ -56,10 +76,15 @@ class SnapshotView {
   static Result<std::shared_ptr<const SnapshotView>> Build(std::string_view dict,
                                                            uint64_t generation, uint64_t revision,
                                                            uint64_t log_position, mode_t mode,
-                                                           const SnapshotView* base,
+                                                           const SnapshotView* previous,
                                                            const SnapshotDelta& delta);
+  // A delta is folded into a new base once its live bytes exceed its base's / kDeltaFraction:
+  // every change is then copied O(kDeltaFraction) times by base rewrites, and a delta build
+  // copies at most that fraction of the dict (memcpy speed).
+  static constexpr uint64_t kDeltaFraction = 8;
 
-  // Checks the contents against the checksum the builder stored: kDataLoss on a mismatch. O(size):
+  // Checks the contents (a delta's and its base's) against the checksums the builders stored:
+  // kDataLoss on a mismatch. O(size):
   // run on an explicit forced reload, not on every mapping. Snapshots are mapped read-only by all
   // but their builder, so a stray write from a buggy attacher faults instead of corrupting one;
   // reads bounds-check every entry, so even tampered contents cannot crash a reader.
@@ -68,20 +93,29 @@ class SnapshotView {
   uint64_t generation() const { return header_->generation; }
   uint64_t revision() const { return header_->revision; }
   uint64_t log_position() const { return header_->log_position; }
-  uint64_t entry_count() const { return header_->entry_count; }
+  // 0 for a base; otherwise the generation of the base this delta lies over.
+  uint64_t base_generation() const { return header_->base_generation; }
+  // The delta's base (null for a base).
+  const SnapshotView* base() const { return base_.get(); }
+  // The dict's entries (base and delta together).
+  uint64_t entry_count() const { return header_->total_entry_count; }
+  // This segment's own table (below): its live entries, a delta's erased markers included.
+  uint64_t own_entry_count() const { return header_->entry_count; }
   uint64_t bucket_count() const { return header_->bucket_count; }
   uint64_t tombstone_count() const { return header_->tombstone_count; }
   uint64_t live_bytes() const { return header_->live_bytes; }
   uint64_t entries_bytes() const { return header_->entries_bytes; }
   uint64_t bytes() const { return map_.size(); }
 
-  // `hash` must be Hash64(key). A corrupted entry reads as missing (bounds are checked).
+  // The dict's value for key. `hash` must be Hash64(key). A corrupted entry reads as missing
+  // (bounds are checked).
   bool Find(std::string_view key, uint64_t hash, ValueView* out) const {
-    return FindOffset(key, hash, out) != 0;
+    if (const uint64_t at = FindOffset(key, hash, out); at != 0) return !IsErasedMarker(at);
+    return base_ != nullptr && base_->Find(key, hash, out);
   }
 
-  // Offset (from the segment start) of key's entry, or 0 when missing; *value (optional) gets
-  // the entry's value.
+  // Own table: offset (from the segment start) of key's entry (a delta's erased marker too), or 0
+  // when missing; *value (optional) gets the entry's value.
   uint64_t FindOffset(std::string_view key, uint64_t hash, ValueView* value = nullptr) const {
     const uint64_t mask = header_->bucket_count - 1;
     const uint32_t tag = static_cast<uint32_t>(hash >> 32);
@@ -101,16 +135,33 @@ class SnapshotView {
     return 0;
   }
 
+  // Every entry of the dict once: the delta's own values, then the base's entries the delta
+  // does not hide.
   template <typename Fn>  // Fn(std::string_view key, ValueView value)
   void ForEach(Fn&& fn) const {
+    ForEachOwn([&](std::string_view k, ValueView v, bool erased) {
+      if (!erased) fn(k, v);
+    });
+    if (base_ == nullptr) return;
+    // A base has no base of its own (Open checks): its own table is all of it. (Calling
+    // base_->ForEach here would instantiate this template without end.)
+    base_->ForEachOwn([&](std::string_view k, ValueView v, bool) {
+      if (header_->entry_count == 0 || FindOffset(k, Hash64(k)) == 0) fn(k, v);
+    });
+  }
+
+  // Own table, in entry order: every live entry, `erased` for a delta's erased markers.
+  template <typename Fn>  // Fn(std::string_view key, ValueView value, bool erased)
+  void ForEachOwn(Fn&& fn) const {
     uint64_t off = header_->entries_offset;
     const uint64_t end = off + header_->entries_bytes;
     for (uint64_t live = 0; live < header_->entry_count && off < end;) {
       std::string_view k;
       ValueView v;
       if (!EntryAt(off, &k, &v)) return;
-      if ((map_.data()[off + offsetof(SnapshotEntry, flags)] & kEntryDead) == 0) {
-        fn(k, v);
+      const uint8_t flags = map_.data()[off + offsetof(SnapshotEntry, flags)];
+      if ((flags & kEntryDead) == 0) {
+        fn(k, v, (flags & kEntryErased) != 0);
         ++live;
       }
       off += EntrySize(k.size(), v.data.size());
@@ -128,6 +179,27 @@ class SnapshotView {
         header_(reinterpret_cast<const SnapshotHeader*>(map_.data())),
         buckets_(reinterpret_cast<const SnapshotBucket*>(map_.data() + header_->buckets_offset)) {}
 
+  // Own table, in bucket order, with each key's full hash (bucket tag and entry's low half): what
+  // folding a delta into its base visits, without hashing a key again.
+  template <typename Fn>  // Fn(std::string_view key, uint64_t hash, ValueView value, bool erased)
+  void ForEachOwnWithHash(Fn&& fn) const {
+    for (uint64_t i = 0; i < header_->bucket_count; ++i) {
+      const SnapshotBucket b = buckets_[i];
+      const uint64_t at = uint64_t{b.entry_offset8} * 8;
+      if (b.entry_offset8 <= kTombstoneOffset8) continue;
+      std::string_view k;
+      ValueView v;
+      if (!EntryAt(at, &k, &v)) continue;
+      SnapshotEntry e;
+      std::memcpy(&e, map_.data() + at, sizeof(e));
+      fn(k, (uint64_t{b.hash_tag} << 32) | e.hash_low, v, (e.flags & kEntryErased) != 0);
+    }
+  }
+
+  bool IsErasedMarker(uint64_t off) const {
+    return (map_.data()[off + offsetof(SnapshotEntry, flags)] & kEntryErased) != 0;
+  }
+
   bool EntryAt(uint64_t off, std::string_view* key, ValueView* value) const {
     if (off + sizeof(SnapshotEntry) > map_.size()) return false;
     SnapshotEntry e;
@@ -140,8 +212,15 @@ class SnapshotView {
     return true;
   }
 
-  // The two ways Build writes a segment (see Build).
+  // Writes one table: `base`'s own table (null: an empty one) with `delta` applied, patched or
+  // rewritten (see Build). *header has everything but the table's shape.
   struct DeltaPlan;
+  static DeltaPlan PlanDelta(const SnapshotView* base, const SnapshotDelta& delta);
+  static Result<std::shared_ptr<const SnapshotView>> WriteTable(std::string_view dict, mode_t mode,
+                                                                const SnapshotView* base,
+                                                                const SnapshotDelta& delta,
+                                                                const DeltaPlan& plan,
+                                                                SnapshotHeader* header);
   static Result<std::shared_ptr<const SnapshotView>> Patch(
       std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView& base,
       const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* header);
@@ -149,12 +228,14 @@ class SnapshotView {
       std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView* base,
       const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* header);
   static std::shared_ptr<const SnapshotView> Seal(std::pair<Fd, Mapping> segment,
-                                                  SnapshotHeader* header);
+                                                  SnapshotHeader* header,
+                                                  std::shared_ptr<const SnapshotView> base);
 
   Fd fd_;  // holds a shared flock for as long as the segment is mapped (released after munmap)
   Mapping map_;
   const SnapshotHeader* header_;
   const SnapshotBucket* buckets_;
+  std::shared_ptr<const SnapshotView> base_;  // a delta's base; set once, before sharing
 };
 
 uint64_t SnapshotHeaderChecksum(const SnapshotHeader& h);

@@ -18,15 +18,16 @@ using Delta = std::map<std::string, std::optional<std::string>>;  // nullopt: er
 
 SnapshotDelta DeltaOf(const Delta& delta) {
   return {[&delta](const SnapshotDelta::Fn& fn) {
-    for (const auto& [key, value] : delta) {
-      if (value) {
-        const ValueView view{ValueType::kBytes, *value};
-        fn(key, Hash64(key), &view);
-      } else {
-        fn(key, Hash64(key), nullptr);
-      }
-    }
-  }};
+            for (const auto& [key, value] : delta) {
+              if (value) {
+                const ValueView view{ValueType::kBytes, *value};
+                fn(key, Hash64(key), &view);
+              } else {
+                fn(key, Hash64(key), nullptr);
+              }
+            }
+          },
+          [&delta](std::string_view key, uint64_t) { return delta.count(std::string(key)) != 0; }};
 }
 
 void ExpectHolds(const SnapshotView& snap, const Model& model, const std::string& absent_key) {
@@ -55,8 +56,9 @@ class SnapshotBuildTest : public ::testing::Test {
 
 // Chains of snapshots, each built from the previous one, against a plain map: overwrites of the
 // same and of other sizes, erasures and re-insertions (tombstones reused), growth past the load
-// factor and churn past half the region, so both the patched copy and the rewrite run, and a
-// forced reload's checksum holds for every one.
+// factor and churn past half the region, so both the patched copy and the rewrite run, deltas
+// over a base and their folding into a new base, and a forced reload's checksum holds for every
+// one.
 TEST_F(SnapshotBuildTest, ChainsOfPatchedAndRewrittenSnapshotsMatchAMap) {
   std::mt19937_64 rng(7);
   Model model;
@@ -64,10 +66,15 @@ TEST_F(SnapshotBuildTest, ChainsOfPatchedAndRewrittenSnapshotsMatchAMap) {
   bool saw_patch = false;
   bool saw_rewrite = false;
   bool saw_tombstones = false;
+  bool saw_delta = false;
+  bool saw_base_after_delta = false;
   for (uint64_t generation = 1; generation <= 60; ++generation) {
     Delta delta;
     const uint64_t keys = generation < 20 ? 400 * generation : 3000;  // grow, then churn
-    for (int i = 0; i < 700; ++i) {
+    // Big changes first (every build a new base), then small ones: deltas that grow until they
+    // are folded into a new base.
+    const int changes = generation < 40 ? 700 : 60;
+    for (int i = 0; i < changes; ++i) {
       const std::string key = "key:" + std::to_string(rng() % keys);
       if (rng() % 4 == 0) {
         delta[key] = std::nullopt;
@@ -86,23 +93,136 @@ TEST_F(SnapshotBuildTest, ChainsOfPatchedAndRewrittenSnapshotsMatchAMap) {
         SnapshotView::Build(dict_, generation, generation, 0, 0600, base.get(), DeltaOf(delta));
     ASSERT_TRUE(built.ok()) << built.status().ToString();
     const auto& snap = *built;
-    if (base) {
-      const bool patched = snap->bucket_count() == base->bucket_count() &&
-                           snap->entries_bytes() >= base->entries_bytes();
+    // The table this one was written from: a delta from the previous delta (or from nothing,
+    // over a base), a base from the chain's base.
+    const SnapshotView* from = nullptr;
+    if (base && snap->base_generation() != 0) {
+      from = base->base_generation() != 0 ? base.get() : nullptr;
+    } else if (base) {
+      from = base->base() != nullptr ? base->base() : base.get();
+    }
+    if (from != nullptr) {
+      const bool patched = snap->bucket_count() == from->bucket_count() &&
+                           snap->entries_bytes() >= from->entries_bytes();
       (patched ? saw_patch : saw_rewrite) = true;
     }
+    (snap->base_generation() != 0 ? saw_delta : saw_base_after_delta) |= base != nullptr;
     saw_tombstones |= snap->tombstone_count() > 0;
     ExpectHolds(*snap, model, "never-a-key");
     auto reopened = SnapshotView::Open(dict_, generation);
     ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
     EXPECT_TRUE((*reopened)->VerifyContents(dict_).ok());
     ExpectHolds(**reopened, model, "never-a-key");
-    if (base) UnlinkSegmentQuietly(SnapshotSegment(dict_, generation - 1));
+    // The previous snapshot goes unless it is the new one's base.
+    if (base && base->generation() != snap->base_generation()) {
+      UnlinkSegmentQuietly(SnapshotSegment(dict_, generation - 1));
+    }
     base = snap;
   }
   EXPECT_TRUE(saw_patch);
   EXPECT_TRUE(saw_rewrite);
   EXPECT_TRUE(saw_tombstones);
+  EXPECT_TRUE(saw_delta);
+  EXPECT_TRUE(saw_base_after_delta);
+}
+
+// A delta hides erased keys of its base, overrides changed ones, counts the dict as a whole and
+// lists every entry once; erasing a key the base lacks, and re-setting an erased one, undo
+// themselves in the next delta.
+TEST_F(SnapshotBuildTest, DeltaOverABaseReadsAsTheWholeDict) {
+  Model model;
+  Delta first;
+  for (int i = 0; i < 1000; ++i) first["k" + std::to_string(i)] = "value" + std::to_string(i);
+  auto base = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first));
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  for (const auto& [key, value] : first) model[key] = *value;
+  EXPECT_EQ((*base)->base_generation(), 0u);
+
+  const Delta second = {{"k1", std::nullopt},  // erased from the base
+                        {"k2", "changed"},     // overridden
+                        {"new", "fresh"},      // added
+                        {"ghost", std::nullopt}};
+  auto delta = SnapshotView::Build(dict_, 2, 2, 0, 0600, base->get(), DeltaOf(second));
+  ASSERT_TRUE(delta.ok()) << delta.status().ToString();
+  ASSERT_EQ((*delta)->base_generation(), 1u) << "a small change over a big base is a delta";
+  EXPECT_EQ((*delta)->own_entry_count(), 3u) << "marker for k1, k2, new; nothing for ghost";
+  model.erase("k1");
+  model["k2"] = "changed";
+  model["new"] = "fresh";
+  ExpectHolds(**delta, model, "k1");
+
+  const Delta third = {{"k1", "back"}, {"new", std::nullopt}, {"k3", std::nullopt}};
+  auto next = SnapshotView::Build(dict_, 3, 3, 0, 0600, delta->get(), DeltaOf(third));
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  ASSERT_EQ((*next)->base_generation(), 1u) << "the next delta lies over the same base";
+  model["k1"] = "back";
+  model.erase("new");
+  model.erase("k3");
+  ExpectHolds(**next, model, "new");
+  auto reopened = SnapshotView::Open(dict_, 3);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_TRUE((*reopened)->VerifyContents(dict_).ok());
+  ExpectHolds(**reopened, model, "new");
+}
+
+// Once the changes since the base outgrow its fraction, the build folds them into a new base
+// that holds everything (markers resolved to absent keys).
+TEST_F(SnapshotBuildTest, ABigDeltaIsFoldedIntoANewBase) {
+  Model model;
+  Delta first;
+  for (int i = 0; i < 800; ++i) first["k" + std::to_string(i)] = std::string(20, 'a');
+  auto snap = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first));
+  ASSERT_TRUE(snap.ok());
+  for (const auto& [key, value] : first) model[key] = *value;
+  std::shared_ptr<const SnapshotView> previous = *snap;
+  bool folded = false;
+  for (uint64_t generation = 2; generation < 40 && !folded; ++generation) {
+    Delta delta;
+    for (int i = 0; i < 20; ++i) {
+      const std::string key = "k" + std::to_string((generation * 20 + i) % 800);
+      if (i % 3 == 0) {
+        delta[key] = std::nullopt;
+      } else {
+        delta[key] = std::string(20, 'a' + generation % 26);
+      }
+    }
+    for (const auto& [key, value] : delta) {
+      if (value) {
+        model[key] = *value;
+      } else {
+        model.erase(key);
+      }
+    }
+    auto built =
+        SnapshotView::Build(dict_, generation, generation, 0, 0600, previous.get(), DeltaOf(delta));
+    ASSERT_TRUE(built.ok()) << built.status().ToString();
+    folded = (*built)->base_generation() == 0;
+    ExpectHolds(**built, model, "k-none");
+    previous = *built;
+  }
+  ASSERT_TRUE(folded) << "the delta never outgrew its base";
+  EXPECT_EQ(previous->own_entry_count(), model.size()) << "a base holds no erased markers";
+}
+
+// Opening a delta maps its base; a base that is gone while the delta keeps its name is data
+// loss, not the NOT_FOUND that makes a reader retry; a retired delta is NOT_FOUND.
+TEST_F(SnapshotBuildTest, ADeltaWhoseBaseIsMissingIsDataLossUnlessTheDeltaWasRetired) {
+  Delta first;
+  for (int i = 0; i < 200; ++i) first["k" + std::to_string(i)] = "v";
+  ASSERT_TRUE(SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first)).ok());
+  auto base = SnapshotView::Open(dict_, 1);
+  ASSERT_TRUE(base.ok());
+  const Delta second = {{"k1", std::nullopt}};
+  auto delta = SnapshotView::Build(dict_, 2, 2, 0, 0600, base->get(), DeltaOf(second));
+  ASSERT_TRUE(delta.ok());
+  ASSERT_EQ((*delta)->base_generation(), 1u);
+  ASSERT_TRUE(RenameSegment(SnapshotSegment(dict_, 1), SnapshotSegment(dict_, 1) + "x").ok());
+  auto lost = SnapshotView::Open(dict_, 2);
+  EXPECT_EQ(lost.status().code(), StatusCode::kDataLoss) << lost.status().ToString();
+  ASSERT_TRUE(RenameSegment(SnapshotSegment(dict_, 2), RetiredSegment(dict_, 2)).ok());
+  auto retired = SnapshotView::Open(dict_, 2);
+  EXPECT_EQ(retired.status().code(), StatusCode::kNotFound) << retired.status().ToString();
+  UnlinkSegmentQuietly(SnapshotSegment(dict_, 1) + "x");
 }
 
 }  // namespace
