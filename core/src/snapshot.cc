@@ -266,8 +266,10 @@ void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
   e.flags = flags;
   e.hash_low = static_cast<uint32_t>(hash);
   std::memcpy(at, &e, sizeof(e));
-  std::memcpy(at + sizeof(e), key.data(), key.size());
-  std::memcpy(at + sizeof(e) + key.size(), value.data(), value.size());
+  // An erased marker's value is an empty view whose data() may be null: memcpy from null is
+  // undefined even for zero bytes.
+  if (!key.empty()) std::memcpy(at + sizeof(e), key.data(), key.size());
+  if (!value.empty()) std::memcpy(at + sizeof(e) + key.size(), value.data(), value.size());
   // Reused pages hold old bytes: the padding is zeroed so the segment's bytes are all defined.
   const uint64_t used = sizeof(e) + key.size() + value.size();
   std::memset(at + used, 0, SnapshotView::EntrySize(key.size(), value.size()) - used);
