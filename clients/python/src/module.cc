@@ -159,6 +159,35 @@ void Leak(std::unique_ptr<ThreadHandle>& h) {
   (void)h.release();
 }
 
+// Moves every handle out of `s` (the others first, the primary last: the creator's may unlink).
+// Needs the GIL, which guards the table of handles.
+std::vector<std::unique_ptr<ThreadHandle>> TakeHandles(State* s) {
+  std::vector<std::unique_ptr<ThreadHandle>> handles;
+  for (auto& [thread, handle] : s->others) {
+    if (handle != nullptr) handles.push_back(std::move(handle));
+  }
+  s->others.clear();
+  if (s->primary != nullptr) handles.push_back(std::move(s->primary));
+  return handles;
+}
+
+// Closes handles taken out of a State, without the GIL: the core's Close joins the background
+// snapshot builder, which may wait (up to lock_timeout) for the writer lock held by another
+// thread of this process, and that thread may need the GIL to release it. Each guard is
+// released before its dict closes. Returns the first error.
+Status CloseWithoutGil(std::vector<std::unique_ptr<ThreadHandle>> handles) {
+  Status first;
+  Py_BEGIN_ALLOW_THREADS;
+  for (std::unique_ptr<ThreadHandle>& h : handles) {
+    h->guard.reset();
+    Status st = h->dict->Close();
+    if (first.ok() && !st.ok()) first = st;
+    h.reset();
+  }
+  Py_END_ALLOW_THREADS;
+  return first;
+}
+
 // True when the handle of `thread` holds the user lock and `thread` is not the caller. Such a
 // lock may only be released on its own thread (the core's rule for LockGuard).
 bool LockedByOtherThread(unsigned long thread, const std::unique_ptr<ThreadHandle>& h) {
@@ -392,9 +421,11 @@ void Dealloc(PyObject* self) {
     }
     if (LockedByOtherThread(s->primary_thread, s->primary)) Leak(s->primary);
     Py_CLEAR(s->cache);
-    // Closes the remaining handles (each releases its guard first: ThreadHandle declares the
-    // guard after the dict); the creator's unlinks when auto_unlink.
+    std::vector<std::unique_ptr<ThreadHandle>> handles = TakeHandles(s);
     delete s;
+    reinterpret_cast<CoreObject*>(self)->state = nullptr;
+    // The creator's handle unlinks when auto_unlink. A dealloc has no caller to report to.
+    (void)CloseWithoutGil(std::move(handles));
   }
   PyTypeObject* type = Py_TYPE(self);
   type->tp_free(self);
@@ -810,19 +841,12 @@ void Close(py::handle self) {
     throw py::value_error("dict '" + s->name +
                           "': another thread holds its lock; release it there before close()");
   }
-  Status first;
-  auto close = [&](std::unique_ptr<ThreadHandle>& h) {
-    if (h == nullptr) return;
-    h->guard.reset();
-    Status st = h->dict->Close();
-    if (first.ok() && !st.ok()) first = st;
-    h.reset();
-  };
-  for (auto& [thread, handle] : s->others) close(handle);
-  s->others.clear();
-  close(s->primary);
+  // Closed before the GIL is released: other threads then see a closed dict, not a handle that
+  // is going away.
+  std::vector<std::unique_ptr<ThreadHandle>> handles = TakeHandles(s);
   s->closed = true;
   PyDict_Clear(s->cache);
+  const Status first = CloseWithoutGil(std::move(handles));
   if (!first.ok()) ThrowStatus(first);
 }
 
