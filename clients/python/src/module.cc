@@ -643,17 +643,28 @@ uint64_t Update(py::handle self, const py::iterable& items) {
   return Write<uint64_t>(self, [&](Dict& d) { return d.Update(encoded); });
 }
 
-// Returns (True, value), or (False, None) when the key was missing.
+// Returns (True, value), or (False, None) when the key was missing. The value is read and
+// decoded before it is removed, and removed only if it is still that encoding (retrying when it
+// changed): a value that fails to decode (an unpickling error) stays in the dict.
 py::tuple Pop(py::handle self, py::handle key) {
   EncodedKey k;
   if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
-  auto popped = Write<std::optional<Value>>(self, [&](Dict& d) { return d.Pop(k.bytes); });
-  if (!popped) return py::make_tuple(false, py::none());
-  PyObject* v = DecodeValue(self.ptr(), popped->view());
-  if (v == nullptr) throw py::error_already_set();
-  return py::make_tuple(true, py::reinterpret_steal<py::object>(v));
+  while (true) {
+    std::optional<Value> current = HandleOrThrow(self).dict->Get(k.bytes);
+    if (!current) return py::make_tuple(false, py::none());
+    PyObject* v = DecodeValue(self.ptr(), current->view());
+    if (v == nullptr) throw py::error_already_set();
+    auto value = py::reinterpret_steal<py::object>(v);
+    if (Write<bool>(self,
+                    [&](Dict& d) { return d.CompareAndSet(k.bytes, current, std::nullopt); })) {
+      return py::make_tuple(true, value);
+    }
+  }
 }
 
+// Native tags (and str/int/bytes/float keys) decode without Python code and cannot fail, so the
+// core's PopItem serves them. Otherwise the entry is decoded after removal; if that fails it is
+// put back (unless the key was set again meanwhile) before the error is raised.
 py::object PopItem(py::handle self) {
   auto item = Write<std::optional<std::pair<std::string, Value>>>(
       self, [&](Dict& d) { return d.PopItem(); });
@@ -662,9 +673,20 @@ py::object PopItem(py::handle self) {
     throw py::error_already_set();
   }
   auto k = py::reinterpret_steal<py::object>(DecodeKey(self.ptr(), item->first));
-  if (!k) throw py::error_already_set();
-  auto v = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), item->second.view()));
-  if (!v) throw py::error_already_set();
+  py::object v;
+  if (k) v = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), item->second.view()));
+  if (!k || !v) {
+    py::error_already_set error;  // fetched, so that the restoring write runs cleanly
+    const std::optional<Value> restored(std::move(item->second));
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+    if (h != nullptr) {
+      WithoutGil unlocked(s);
+      (void)h->dict->CompareAndSet(item->first, std::nullopt, restored);
+    }
+    PyErr_Clear();
+    throw error;
+  }
   return py::make_tuple(k, v);
 }
 

@@ -314,3 +314,26 @@ def test_errors_carry_the_status_code_and_are_builtin_exceptions(name):
     assert issubclass(shmdict.WrongType, shmdict.FailedPrecondition)
     assert issubclass(shmdict.WrongType, TypeError)
     assert not issubclass(shmdict.FailedPrecondition, TypeError)
+
+
+def _explode():
+    raise RuntimeError("this value cannot be unpickled")
+
+
+class Unpicklable:
+    """Pickles fine, fails to unpickle: the probe for calls that decode what they remove."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def test_pop_and_popitem_keep_a_value_that_fails_to_decode(d):
+    d["k"] = Unpicklable()
+    with pytest.raises(RuntimeError):
+        d.pop("k")
+    assert "k" in d
+    with pytest.raises(RuntimeError):
+        d.popitem()
+    assert "k" in d and len(d) == 1
+    d["k"] = 5
+    assert d.pop("k") == 5 and "k" not in d
