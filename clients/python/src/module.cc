@@ -56,7 +56,13 @@ constexpr milliseconds kSignalCheckInterval{100};
 constexpr Py_ssize_t kMaxCachedKeys = 8192;
 
 std::atomic<uint64_t> g_fork_generation{0};
-void OnForkInChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+// The thread that called fork(): the only thread of the parent that exists in the child. Written
+// before the generation changes (and read after seeing it change, under the GIL).
+std::atomic<unsigned long> g_forking_thread{0};
+void OnForkInChild() {
+  g_forking_thread.store(PyThread_get_thread_ident(), std::memory_order_relaxed);
+  g_fork_generation.fetch_add(1, std::memory_order_release);
+}
 
 // ---- Exceptions: one class per status code, each also a subclass of the built-in exception a
 // Python user expects (NotFound is a FileNotFoundError, Timeout a TimeoutError, ...).
@@ -205,19 +211,31 @@ std::unique_ptr<ThreadHandle> Attach(State* s) {
   return handle;
 }
 
-// In a forked child, first thing: the parent's locks are not the child's (a LockGuard from
-// before the fork releases nothing in the child), and the calls that were in progress ran on
-// threads that were not forked.
+// In a forked child, first thing. Only the forking thread exists in the child; every other
+// thread's handle may have been in the middle of a call (its state is whatever the fork caught),
+// and a new thread of the child can get a dead thread's identity. So those handles are leaked,
+// never used or closed, and the forking thread's handle, if it had one, becomes the primary.
+// The parent's locks are not the child's either (a LockGuard from before the fork releases
+// nothing in the child), and the calls that were in progress ran on threads that were not forked.
 void SyncFork(State* s) {
-  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  const uint64_t generation = g_fork_generation.load(std::memory_order_acquire);
   if (s->fork_generation == generation) return;
-  auto forget = [](std::unique_ptr<ThreadHandle>& h) {
-    if (h == nullptr) return;
-    h->guard.reset();
-    h->lock_depth = 0;
-  };
-  forget(s->primary);
-  for (auto& [thread, handle] : s->others) forget(handle);
+  const unsigned long forking = g_forking_thread.load(std::memory_order_relaxed);
+  std::unique_ptr<ThreadHandle> kept;
+  if (forking == s->primary_thread) {
+    kept = std::move(s->primary);
+  } else if (auto it = s->others.find(forking); it != s->others.end()) {
+    kept = std::move(it->second);
+  }
+  Leak(s->primary);
+  for (auto& [thread, handle] : s->others) Leak(handle);
+  s->others.clear();
+  if (kept != nullptr) {
+    kept->guard.reset();
+    kept->lock_depth = 0;
+  }
+  s->primary = std::move(kept);  // nullptr: ForThread attaches a new one on first use
+  s->primary_thread = forking;
   s->busy_calls = 0;
   s->fork_generation = generation;
 }
@@ -236,7 +254,10 @@ State* Ready(PyObject* self) {
 // This thread's handle, attached on its first use. Needs the GIL.
 ThreadHandle* ForThread(State* s) {
   const unsigned long thread = PyThread_get_thread_ident();
-  if (thread == s->primary_thread) return s->primary.get();
+  if (thread == s->primary_thread) {
+    if (s->primary == nullptr) s->primary = Attach(s);  // after a fork (SyncFork)
+    return s->primary.get();
+  }
   auto it = s->others.find(thread);
   if (it != s->others.end()) return it->second.get();
   std::unique_ptr<ThreadHandle> handle = Attach(s);

@@ -4,6 +4,7 @@ SIGKILLed, fork after use, Ctrl-C during a wait."""
 import multiprocessing
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -153,3 +154,39 @@ def test_a_forked_child_closing_the_creators_dict_does_not_unlink_it(d):
     assert os.waitpid(pid, 0)[1] == 0
     assert d["from_child"] == 2
     assert os.path.exists(f"/dev/shm/shmdict.{d.name}")
+
+
+def test_a_new_thread_in_a_forked_child_gets_a_fresh_handle(d):
+    """A parent thread is inside wait_for_change when the main thread forks; in the child a new
+    thread (which may get that dead thread's identity) reads and writes through the dict."""
+    d["a"] = 1
+    waiting = threading.Event()
+
+    def wait():
+        waiting.set()
+        d.wait_for_change(timeout=60)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        assert waiting.wait(60)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                result = []
+                t = threading.Thread(target=lambda: result.append(d["a"]) or d.update(b=2))
+                t.start()
+                t.join()
+                d.close()
+                os.write(w, b"ok" if result == [1] else b"bad")
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            assert pipe.read() == b"ok"
+        assert os.waitpid(pid, 0)[1] == 0
+        assert d["b"] == 2
+    finally:
+        d["wake"] = True  # ends the waiter's wait_for_change
+        waiter.join()
