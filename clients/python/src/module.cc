@@ -55,6 +55,19 @@ constexpr milliseconds kSignalCheckInterval{100};
 // The read cache is dropped when it grows past this many keys between two changes.
 constexpr Py_ssize_t kMaxCachedKeys = 8192;
 
+// Timeouts beyond this many seconds (100 years; inf included) mean "forever": they would
+// overflow the int64 nanosecond and millisecond counts of std::chrono.
+constexpr double kForeverSeconds = 100.0 * 365 * 24 * 3600;
+
+// A timeout argument in seconds: nullopt (forever) for None, inf or beyond kForeverSeconds.
+// Throws ValueError for negative values and NaN.
+std::optional<double> CheckedTimeout(std::optional<double> seconds, const char* what) {
+  if (!seconds) return std::nullopt;
+  if (!(*seconds >= 0)) throw py::value_error(std::string(what) + " must be >= 0 seconds");
+  if (*seconds > kForeverSeconds) return std::nullopt;
+  return seconds;
+}
+
 std::atomic<uint64_t> g_fork_generation{0};
 // The thread that called fork(): the only thread of the parent that exists in the child. Written
 // before the generation changes (and read after seeing it change, under the GIL).
@@ -568,7 +581,8 @@ CreateMode ToCreateMode(const py::object& create) {
 void Open(py::handle self, const std::string& name, const py::object& create, uint64_t buffer_size,
           unsigned mode, bool auto_unlink, double lock_timeout) {
   if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
-  if (!(lock_timeout >= 0)) throw py::value_error("lock_timeout must be >= 0 seconds");
+  // The core has no "forever": a lock_timeout past kForeverSeconds is clamped to it.
+  lock_timeout = CheckedTimeout(lock_timeout, "lock_timeout").value_or(kForeverSeconds);
   Options options;
   options.name = name;
   options.create_mode = ToCreateMode(create);
@@ -777,6 +791,7 @@ bool WaitInterruptibly(State* s, std::optional<double> timeout_seconds, F&& atte
 }
 
 py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> timeout) {
+  timeout = CheckedTimeout(timeout, "timeout");
   State* s = Ready(self.ptr());
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
@@ -799,6 +814,7 @@ py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> 
 
 // ---- The user lock (re-entrant per thread; see _dict.py's Lock for the Python shape).
 bool LockAcquire(py::handle self, bool blocking, std::optional<double> timeout) {
+  timeout = CheckedTimeout(timeout, "timeout");
   State* s = Ready(self.ptr());
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
@@ -912,6 +928,7 @@ class WatchStream {
   py::object Next(py::handle owner, size_t max_changes, std::optional<double> timeout) {
     std::unique_lock lock(mu_, std::try_to_lock);
     if (!lock.owns_lock()) throw py::value_error("a watch stream is being read by another thread");
+    timeout = CheckedTimeout(timeout, "timeout");
     std::optional<ChangeBatch> batch;
     Status error;
     const auto start = Clock::now();

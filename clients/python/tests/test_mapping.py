@@ -337,3 +337,28 @@ def test_pop_and_popitem_keep_a_value_that_fails_to_decode(d):
     assert "k" in d and len(d) == 1
     d["k"] = 5
     assert d.pop("k") == 5 and "k" not in d
+
+
+def test_infinite_and_huge_timeouts_mean_forever(name):
+    for timeout in (float("inf"), 1e20):
+        d = shmdict.Dict(name, create=True, lock_timeout=timeout)
+        try:
+            d["a"] = 1
+            with d.lock:
+                d["b"] = 2
+            assert d.lock.acquire(timeout=timeout)
+            d.lock.release()
+            assert d.wait_for_change(after=0, timeout=timeout) >= 1
+            assert next(d.watch(0, timeout=timeout)) is not None
+        finally:
+            d.close()
+
+
+def test_negative_or_nan_timeouts_are_value_errors(d, name):
+    for bad in (-1.0, float("nan"), float("-inf")):
+        with pytest.raises(ValueError):
+            shmdict.Dict(name, lock_timeout=bad)
+    with pytest.raises(ValueError):
+        d.wait_for_change(after=0, timeout=-1)
+    with pytest.raises(ValueError):
+        d.lock.acquire(timeout=-2)
