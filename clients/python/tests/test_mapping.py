@@ -362,3 +362,14 @@ def test_negative_or_nan_timeouts_are_value_errors(d, name):
         d.wait_for_change(after=0, timeout=-1)
     with pytest.raises(ValueError):
         d.lock.acquire(timeout=-2)
+
+
+def test_compare_and_set_compares_non_native_values_with_equality(d):
+    # Equal in Python, encoded apart: JSON keeps key order; a set's pickle follows its layout.
+    d["j"] = {"a": 1, "b": 2}
+    assert d.compare_and_set("j", {"b": 2, "a": 1}, [1])
+    assert d["j"] == [1]
+    d["s"] = {8, 16}
+    assert d.compare_and_set("s", {16, 8}, shmdict.ABSENT) and "s" not in d
+    assert not d.compare_and_set("j", {"a": 1}, [2]) and d["j"] == [1]
+    assert not d.compare_and_set("missing", [1], [2]) and "missing" not in d
