@@ -60,3 +60,9 @@ def acquire_until_interrupted(d, conn):
         conn.send("acquired")
     except KeyboardInterrupt:
         conn.send("interrupted")
+
+
+def set_composite_keys(d):
+    """Run in a spawned child, whose hash seed differs from the parent's."""
+    d[frozenset({"a", "b", "c", "d"})] = 1
+    d[("x", frozenset({"y", "z"}))] = 2

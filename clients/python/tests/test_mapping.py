@@ -4,11 +4,13 @@ import asyncio
 import collections
 import enum
 import fractions
+import multiprocessing
 import os
 import pickle
 
 import pytest
 
+import helpers
 import shmdict
 
 
@@ -373,3 +375,33 @@ def test_compare_and_set_compares_non_native_values_with_equality(d):
     assert d.compare_and_set("s", {16, 8}, shmdict.ABSENT) and "s" not in d
     assert not d.compare_and_set("j", {"a": 1}, [2]) and d["j"] == [1]
     assert not d.compare_and_set("missing", [1], [2]) and "missing" not in d
+
+
+def test_tuple_and_frozenset_keys_are_canonical(d):
+    # {8, 16} and {16, 8} are equal, but collide in the hash table and iterate in insertion order.
+    assert list({8, 16}) != list({16, 8})
+    d[frozenset([8, 16])] = "s"
+    assert d[frozenset([16, 8])] == "s" and len(d) == 1
+    d[(1, "a")] = "t"
+    assert d[(1.0, "a")] == "t" and d[(True, "a")] == "t" and len(d) == 2
+    key = (1, "é", b"\xff", 2.5, None, (3, frozenset({"x"})), 2**70)
+    d[key] = "nested"
+    assert d[key] == "nested"
+    assert set(d.keys()) == {frozenset({8, 16}), (1, "a"), key}
+    assert all(type(k) in (tuple, frozenset) for k in d.keys())
+    d[()] = "empty tuple"
+    d[frozenset()] = "empty set"
+    assert (d[()], d[frozenset()], len(d)) == ("empty tuple", "empty set", 5)
+
+
+def test_frozenset_keys_written_by_a_process_with_another_hash_seed(d):
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=helpers.set_composite_keys, args=(d,))
+    try:
+        child.start()
+    finally:
+        killed = helpers.stop([child], 60)
+    assert killed == [] and child.exitcode == 0
+    assert d[frozenset({"d", "c", "b", "a"})] == 1
+    assert d[("x", frozenset({"z", "y"}))] == 2
+    assert len(d) == 2
