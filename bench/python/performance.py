@@ -97,18 +97,22 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.close()
-                    self.reason = "redis-server did not start"
-                    return
-                time.sleep(0.01)  # polling a server that is starting, with a deadline
+        try:  # the server is ours from here on: stop it on any way out that is not success
+            self.client = redis.Redis(host="127.0.0.1", port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    self.client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.close()
+                        self.reason = "redis-server did not start"
+                        return
+                    time.sleep(0.01)  # polling a server that is starting, with a deadline
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
         if self.proc is not None:
@@ -128,38 +132,46 @@ def main():
     if args.quick:
         args.count, args.repeat = 2_000, 1
 
-    redis_server = RedisServer()
-    manager = multiprocessing.Manager()
-    plain = {}
-    local = shmdict.Dict()
-    ultra = UltraDict()
-    ultra_locked = UltraDict(shared_lock=True)
-    systems = {  # name -> {workload: loop}
-        "Python dict": {"writes": lambda n: loop_write(plain, n),
-                        "reads": lambda n: loop_read(plain, n)},
-        "shmdict.Dict": {"writes": lambda n: loop_write(local, n),
-                         "locked writes": lambda n: loop_locked_write(local, n),
-                         "reads": lambda n: loop_read(local, n)},
-        "UltraDict drop-in": {"writes": lambda n: loop_write(ultra, n),
-                              "reads": lambda n: loop_read(ultra, n)},
-        "UltraDict drop-in (shared_lock=True)": {
-            "locked writes": lambda n: loop_locked_write(ultra_locked, n),
-            "reads": lambda n: loop_read(ultra_locked, n)},
-        "Python MPM dict": {},
-        "Redis": {},
-    }
-    managed = manager.dict()
-    # The manager and Redis are ~1000x slower: a tenth of the operations keeps the run short.
-    slow = max(args.count // 10, 100)
-    systems["Python MPM dict"] = {"writes": lambda n: loop_write(managed, slow) * n / slow,
-                                  "reads": lambda n: loop_read(managed, slow) * n / slow}
-    if redis_server.proc is not None:
-        r = redis_server.client
-        systems["Redis"] = {"writes": lambda n: loop_redis_write(r, slow) * n / slow,
-                            "reads": lambda n: loop_redis_read(r, slow) * n / slow}
-
-    best = {name: {} for name in systems}
+    # Everything that starts a process or creates a dict does so inside the try, so that a
+    # failure (or Ctrl-C) part-way through still stops redis-server and the manager.
+    redis_server = None
+    manager = None
+    opened = []
     try:
+        redis_server = RedisServer()
+        manager = multiprocessing.Manager()
+        plain = {}
+        local = shmdict.Dict()
+        opened.append(local)
+        ultra = UltraDict()
+        opened.append(ultra)
+        ultra_locked = UltraDict(shared_lock=True)
+        opened.append(ultra_locked)
+        systems = {  # name -> {workload: loop}
+            "Python dict": {"writes": lambda n: loop_write(plain, n),
+                            "reads": lambda n: loop_read(plain, n)},
+            "shmdict.Dict": {"writes": lambda n: loop_write(local, n),
+                             "locked writes": lambda n: loop_locked_write(local, n),
+                             "reads": lambda n: loop_read(local, n)},
+            "UltraDict drop-in": {"writes": lambda n: loop_write(ultra, n),
+                                  "reads": lambda n: loop_read(ultra, n)},
+            "UltraDict drop-in (shared_lock=True)": {
+                "locked writes": lambda n: loop_locked_write(ultra_locked, n),
+                "reads": lambda n: loop_read(ultra_locked, n)},
+            "Python MPM dict": {},
+            "Redis": {},
+        }
+        managed = manager.dict()
+        # The manager and Redis are ~1000x slower: a tenth of the operations keeps the run short.
+        slow = max(args.count // 10, 100)
+        systems["Python MPM dict"] = {"writes": lambda n: loop_write(managed, slow) * n / slow,
+                                      "reads": lambda n: loop_read(managed, slow) * n / slow}
+        if redis_server.proc is not None:
+            r = redis_server.client
+            systems["Redis"] = {"writes": lambda n: loop_redis_write(r, slow) * n / slow,
+                                "reads": lambda n: loop_redis_read(r, slow) * n / slow}
+
+        best = {name: {} for name in systems}
         for _ in range(args.repeat):
             for name, loops in systems.items():
                 for workload in ("writes", "locked writes", "reads"):
@@ -168,10 +180,12 @@ def main():
                         old = best[name].get(workload)
                         best[name][workload] = seconds if old is None else min(old, seconds)
     finally:
-        for d in (local, ultra, ultra_locked):
+        for d in opened:
             d.close()
-        manager.shutdown()
-        redis_server.close()
+        if manager is not None:
+            manager.shutdown()
+        if redis_server is not None:
+            redis_server.close()
 
     baseline = {"writes": best["Python dict"]["writes"], "reads": best["Python dict"]["reads"]}
     baseline["locked writes"] = baseline["writes"]  # UltraDict's factor is also against dict writes

@@ -37,6 +37,14 @@ ABSENT = _Absent()
 _MISSING = object()  # pop()'s "no default given"
 
 
+def _is_native(value) -> bool:
+    """True for the values stored under the core's own tags (codec.h), whose encoding is a
+    function of the value: equal values have equal bytes."""
+    if value is None or type(value) in (bool, float, str, bytes):
+        return True
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
 class Change(NamedTuple):
     """One change delivered by Dict.watch(): op is 'set', 'delete' or 'clear', or 'snapshot'
     when the watcher had to resynchronize (the log no longer held the revisions it needed): then
@@ -289,9 +297,24 @@ class Dict(_core.DictBase, MutableMapping):
     def compare_and_set(self, key, expected, desired) -> bool:
         """Sets key to desired only if its value equals expected, atomically across processes;
         shmdict.ABSENT as expected means "the key must be missing", as desired "delete it".
-        Values compare by their stored encoding. Returns True if it swapped."""
-        return self._compare_and_set(key, () if expected is ABSENT else (expected,),
-                                     () if desired is ABSENT else (desired,))
+        Returns True if it swapped.
+
+        Native values (None, bool, int within int64, float, str, bytes) compare by their stored
+        bytes, in one write. Others compare with Python's == under the dict's lock: their
+        encodings are not canonical (JSON keeps a dict's key order, pickles of equal sets differ
+        between processes with other hash seeds), so comparing bytes could fail forever."""
+        if expected is ABSENT or _is_native(expected):
+            return self._compare_and_set(key, () if expected is ABSENT else (expected,),
+                                         () if desired is ABSENT else (desired,))
+        with self.lock:
+            current = self.get(key, _MISSING)
+            if current is _MISSING or not current == expected:
+                return False
+            if desired is ABSENT:
+                del self[key]
+            else:
+                self[key] = desired
+            return True
 
     def nested(self, key) -> "Dict":
         """The child dict stored under key, created (with the reference) if the key is missing.

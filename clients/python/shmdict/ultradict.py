@@ -25,7 +25,13 @@ signatures. Where UltraDict is unsafe this is safe instead; the deliberate diffe
 - `data` is a read-only view of the handle's state (never a copy), which catches up with other
   processes' changes on access.
 - An UltraDict is a collections.abc.MutableMapping, not a dict subclass, and it is unhashable.
+- Writes, like `with d.lock:`, wait for another process's holder of the lock for as long as it
+  holds it (UltraDict waits forever; shmdict.Dict's default lock_timeout is 10 s).
 - Keys other than str, int, float and bytes are pickled; see shmdict.Dict for the encodings.
+  Keys that equal an int or a str come back as that type: a bool, IntEnum or int-valued float
+  key reads back as int, a str subclass (StrEnum, ...) as str.
+- Names are shmdict's: [A-Za-z0-9_.-] (no '..'), at most 200 characters; '@' is reserved for the
+  segments of nested dicts and snapshots. UltraDict accepts other names; these raise ValueError.
 - MissingDependency is never raised: nothing beyond this package is needed.
 """
 
@@ -150,7 +156,7 @@ class UltraDict(Dict):
                  recurse_register=None, **kwargs):
         super().__init__(name, create=create, buffer_size=max(int(buffer_size), MIN_BUFFER_SIZE),
                          auto_unlink=True if auto_unlink is None else auto_unlink,
-                         serializer=serializer)
+                         serializer=serializer, lock_timeout=float("inf"))
         self.lock = UltraLock(self)
         self.recurse = bool(recurse)
         self.shared_lock = True

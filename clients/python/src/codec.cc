@@ -1,8 +1,11 @@
 #include "codec.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <string_view>
+#include <vector>
 
 namespace shmdict::python {
 namespace {
@@ -11,6 +14,8 @@ constexpr char kIntKey = 'i';
 constexpr char kFloatKey = 'f';
 constexpr char kBytesKey = 'b';
 constexpr char kPickledKey = 'p';
+constexpr char kTupleKey = 't';
+constexpr char kFrozenSetKey = 's';
 
 // Interned method names, created on first use (the module is single-interpreter).
 PyObject* Name(const char* text, PyObject** slot) {
@@ -67,6 +72,58 @@ bool EncodeEscapedStrKey(PyObject* key, EncodedKey* out) {
   return true;
 }
 
+// A tuple or frozenset (exact types) as its elements' key encodings, each prefixed with its
+// length (4 bytes, little-endian); a frozenset's sorted by encoding. Unlike a pickle this is a
+// function of the value: a frozenset's pickle follows its hash table's order, which differs
+// between equal sets and between processes with other hash seeds, and (1,) and (1.0,) are one
+// key as in a dict.
+bool EncodeCompositeKey(PyObject* owner, PyObject* key, EncodedKey* out) {
+  const bool is_set = PyFrozenSet_CheckExact(key);
+  std::vector<std::string> parts;
+  PyObject* it = PyObject_GetIter(key);
+  if (it == nullptr) return false;
+  while (PyObject* item = PyIter_Next(it)) {
+    EncodedKey element;
+    const bool ok = EncodeKey(owner, item, &element);
+    Py_DECREF(item);
+    if (!ok) {
+      Py_DECREF(it);
+      return false;
+    }
+    parts.emplace_back(element.bytes);
+  }
+  Py_DECREF(it);
+  if (PyErr_Occurred()) return false;
+  if (is_set) std::sort(parts.begin(), parts.end());
+  out->storage.assign({kKeyEscape, is_set ? kFrozenSetKey : kTupleKey});
+  for (const std::string& part : parts) {
+    if (part.size() > UINT32_MAX) {
+      PyErr_SetString(PyExc_OverflowError, "a key's element is longer than 4 GiB");
+      return false;
+    }
+    const auto size = static_cast<uint32_t>(part.size());
+    for (int shift = 0; shift < 32; shift += 8)
+      out->storage.push_back(char((size >> shift) & 0xff));
+    out->storage.append(part);
+  }
+  out->bytes = out->storage;
+  return true;
+}
+
+// Splits the payload of EncodeCompositeKey; false when it is not one.
+bool SplitComposite(std::string_view payload, std::vector<std::string_view>* parts) {
+  while (!payload.empty()) {
+    if (payload.size() < 4) return false;
+    uint32_t size = 0;
+    for (int i = 0; i < 4; ++i) size |= uint32_t(static_cast<unsigned char>(payload[i])) << (8 * i);
+    payload.remove_prefix(4);
+    if (payload.size() < size) return false;
+    parts->push_back(payload.substr(0, size));
+    payload.remove_prefix(size);
+  }
+  return true;
+}
+
 }  // namespace
 
 bool EncodeKey(PyObject* owner, PyObject* key, EncodedKey* out) {
@@ -100,6 +157,9 @@ bool EncodeKey(PyObject* owner, PyObject* key, EncodedKey* out) {
     out->storage.append(PyBytes_AS_STRING(key), static_cast<size_t>(PyBytes_GET_SIZE(key)));
     out->bytes = out->storage;
     return true;
+  }
+  if (PyTuple_CheckExact(key) || PyFrozenSet_CheckExact(key)) {
+    return EncodeCompositeKey(owner, key, out);
   }
   // Unhashable keys fail here with Python's own TypeError, as with a dict.
   if (PyObject_Hash(key) == -1) return false;
@@ -146,6 +206,26 @@ PyObject* DecodeKey(PyObject* owner, std::string_view bytes) {
         PyObject* key =
             PyObject_CallMethodOneArg(owner, Name("_decode_key_other", &g_decode_key_other), data);
         Py_DECREF(data);
+        return key;
+      }
+      case kTupleKey:
+      case kFrozenSetKey: {
+        std::vector<std::string_view> parts;
+        if (!SplitComposite(payload, &parts)) break;
+        PyObject* elements = PyList_New(0);
+        if (elements == nullptr) return nullptr;
+        for (std::string_view part : parts) {
+          PyObject* element = DecodeKey(owner, part);
+          if (element == nullptr || PyList_Append(elements, element) != 0) {
+            Py_XDECREF(element);
+            Py_DECREF(elements);
+            return nullptr;
+          }
+          Py_DECREF(element);
+        }
+        PyObject* key =
+            bytes[1] == kTupleKey ? PyList_AsTuple(elements) : PyFrozenSet_New(elements);
+        Py_DECREF(elements);
         return key;
       }
       default:

@@ -8,7 +8,10 @@
 //   0xFF 'i' decimal digits     int, bool, integral float
 //   0xFF 'f' 8 bytes            other floats (IEEE 754, little-endian)
 //   0xFF 'b' raw bytes          bytes
-//   0xFF 'p' pickle             any other hashable (tuples, frozensets, ...), via the Python side
+//   0xFF 't' elements           tuple: each element's key encoding, 4-byte LE length first
+//   0xFF 's' elements           frozenset: the same, sorted by encoding (canonical across
+//                               processes, unlike a pickle, which follows the hash seed)
+//   0xFF 'p' pickle             any other hashable (namedtuples, enums, ...), via the Python side
 // A key written by another client that is not valid UTF-8 and does not start with 0xFF decodes
 // to a `str` with surrogate escapes (PEP 383), which encodes back to the same bytes.
 //
@@ -46,7 +49,8 @@ bool EncodeKey(PyObject* owner, PyObject* key, EncodedKey* out);
 // Decodes a stored key; `owner` provides `_decode_key_other(bytes) -> key`. New reference.
 PyObject* DecodeKey(PyObject* owner, std::string_view bytes);
 // True when equal keys of this type always encode equally, so a key-to-value cache may use the
-// Python object itself as its key (not so for tuples: (1,) == (1.0,) but they pickle apart).
+// Python object itself as its key (not so for tuples and frozensets, whose elements may be of
+// any type, pickled ones included).
 bool IsCacheableKey(PyObject* key);
 
 // Encodes `value` into *out (reusing its buffer). `owner` provides

@@ -55,8 +55,27 @@ constexpr milliseconds kSignalCheckInterval{100};
 // The read cache is dropped when it grows past this many keys between two changes.
 constexpr Py_ssize_t kMaxCachedKeys = 8192;
 
+// Timeouts beyond this many seconds (100 years; inf included) mean "forever": they would
+// overflow the int64 nanosecond and millisecond counts of std::chrono.
+constexpr double kForeverSeconds = 100.0 * 365 * 24 * 3600;
+
+// A timeout argument in seconds: nullopt (forever) for None, inf or beyond kForeverSeconds.
+// Throws ValueError for negative values and NaN.
+std::optional<double> CheckedTimeout(std::optional<double> seconds, const char* what) {
+  if (!seconds) return std::nullopt;
+  if (!(*seconds >= 0)) throw py::value_error(std::string(what) + " must be >= 0 seconds");
+  if (*seconds > kForeverSeconds) return std::nullopt;
+  return seconds;
+}
+
 std::atomic<uint64_t> g_fork_generation{0};
-void OnForkInChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+// The thread that called fork(): the only thread of the parent that exists in the child. Written
+// before the generation changes (and read after seeing it change, under the GIL).
+std::atomic<unsigned long> g_forking_thread{0};
+void OnForkInChild() {
+  g_forking_thread.store(PyThread_get_thread_ident(), std::memory_order_relaxed);
+  g_fork_generation.fetch_add(1, std::memory_order_release);
+}
 
 // ---- Exceptions: one class per status code, each also a subclass of the built-in exception a
 // Python user expects (NotFound is a FileNotFoundError, Timeout a TimeoutError, ...).
@@ -159,6 +178,35 @@ void Leak(std::unique_ptr<ThreadHandle>& h) {
   (void)h.release();
 }
 
+// Moves every handle out of `s` (the others first, the primary last: the creator's may unlink).
+// Needs the GIL, which guards the table of handles.
+std::vector<std::unique_ptr<ThreadHandle>> TakeHandles(State* s) {
+  std::vector<std::unique_ptr<ThreadHandle>> handles;
+  for (auto& [thread, handle] : s->others) {
+    if (handle != nullptr) handles.push_back(std::move(handle));
+  }
+  s->others.clear();
+  if (s->primary != nullptr) handles.push_back(std::move(s->primary));
+  return handles;
+}
+
+// Closes handles taken out of a State, without the GIL: the core's Close joins the background
+// snapshot builder, which may wait (up to lock_timeout) for the writer lock held by another
+// thread of this process, and that thread may need the GIL to release it. Each guard is
+// released before its dict closes. Returns the first error.
+Status CloseWithoutGil(std::vector<std::unique_ptr<ThreadHandle>> handles) {
+  Status first;
+  Py_BEGIN_ALLOW_THREADS;
+  for (std::unique_ptr<ThreadHandle>& h : handles) {
+    h->guard.reset();
+    Status st = h->dict->Close();
+    if (first.ok() && !st.ok()) first = st;
+    h.reset();
+  }
+  Py_END_ALLOW_THREADS;
+  return first;
+}
+
 // True when the handle of `thread` holds the user lock and `thread` is not the caller. Such a
 // lock may only be released on its own thread (the core's rule for LockGuard).
 bool LockedByOtherThread(unsigned long thread, const std::unique_ptr<ThreadHandle>& h) {
@@ -176,19 +224,31 @@ std::unique_ptr<ThreadHandle> Attach(State* s) {
   return handle;
 }
 
-// In a forked child, first thing: the parent's locks are not the child's (a LockGuard from
-// before the fork releases nothing in the child), and the calls that were in progress ran on
-// threads that were not forked.
+// In a forked child, first thing. Only the forking thread exists in the child; every other
+// thread's handle may have been in the middle of a call (its state is whatever the fork caught),
+// and a new thread of the child can get a dead thread's identity. So those handles are leaked,
+// never used or closed, and the forking thread's handle, if it had one, becomes the primary.
+// The parent's locks are not the child's either (a LockGuard from before the fork releases
+// nothing in the child), and the calls that were in progress ran on threads that were not forked.
 void SyncFork(State* s) {
-  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  const uint64_t generation = g_fork_generation.load(std::memory_order_acquire);
   if (s->fork_generation == generation) return;
-  auto forget = [](std::unique_ptr<ThreadHandle>& h) {
-    if (h == nullptr) return;
-    h->guard.reset();
-    h->lock_depth = 0;
-  };
-  forget(s->primary);
-  for (auto& [thread, handle] : s->others) forget(handle);
+  const unsigned long forking = g_forking_thread.load(std::memory_order_relaxed);
+  std::unique_ptr<ThreadHandle> kept;
+  if (forking == s->primary_thread) {
+    kept = std::move(s->primary);
+  } else if (auto it = s->others.find(forking); it != s->others.end()) {
+    kept = std::move(it->second);
+  }
+  Leak(s->primary);
+  for (auto& [thread, handle] : s->others) Leak(handle);
+  s->others.clear();
+  if (kept != nullptr) {
+    kept->guard.reset();
+    kept->lock_depth = 0;
+  }
+  s->primary = std::move(kept);  // nullptr: ForThread attaches a new one on first use
+  s->primary_thread = forking;
   s->busy_calls = 0;
   s->fork_generation = generation;
 }
@@ -207,7 +267,10 @@ State* Ready(PyObject* self) {
 // This thread's handle, attached on its first use. Needs the GIL.
 ThreadHandle* ForThread(State* s) {
   const unsigned long thread = PyThread_get_thread_ident();
-  if (thread == s->primary_thread) return s->primary.get();
+  if (thread == s->primary_thread) {
+    if (s->primary == nullptr) s->primary = Attach(s);  // after a fork (SyncFork)
+    return s->primary.get();
+  }
   auto it = s->others.find(thread);
   if (it != s->others.end()) return it->second.get();
   std::unique_ptr<ThreadHandle> handle = Attach(s);
@@ -392,9 +455,11 @@ void Dealloc(PyObject* self) {
     }
     if (LockedByOtherThread(s->primary_thread, s->primary)) Leak(s->primary);
     Py_CLEAR(s->cache);
-    // Closes the remaining handles (each releases its guard first: ThreadHandle declares the
-    // guard after the dict); the creator's unlinks when auto_unlink.
+    std::vector<std::unique_ptr<ThreadHandle>> handles = TakeHandles(s);
     delete s;
+    reinterpret_cast<CoreObject*>(self)->state = nullptr;
+    // The creator's handle unlinks when auto_unlink. A dealloc has no caller to report to.
+    (void)CloseWithoutGil(std::move(handles));
   }
   PyTypeObject* type = Py_TYPE(self);
   type->tp_free(self);
@@ -516,7 +581,8 @@ CreateMode ToCreateMode(const py::object& create) {
 void Open(py::handle self, const std::string& name, const py::object& create, uint64_t buffer_size,
           unsigned mode, bool auto_unlink, double lock_timeout) {
   if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
-  if (!(lock_timeout >= 0)) throw py::value_error("lock_timeout must be >= 0 seconds");
+  // The core has no "forever": a lock_timeout past kForeverSeconds is clamped to it.
+  lock_timeout = CheckedTimeout(lock_timeout, "lock_timeout").value_or(kForeverSeconds);
   Options options;
   options.name = name;
   options.create_mode = ToCreateMode(create);
@@ -612,17 +678,28 @@ uint64_t Update(py::handle self, const py::iterable& items) {
   return Write<uint64_t>(self, [&](Dict& d) { return d.Update(encoded); });
 }
 
-// Returns (True, value), or (False, None) when the key was missing.
+// Returns (True, value), or (False, None) when the key was missing. The value is read and
+// decoded before it is removed, and removed only if it is still that encoding (retrying when it
+// changed): a value that fails to decode (an unpickling error) stays in the dict.
 py::tuple Pop(py::handle self, py::handle key) {
   EncodedKey k;
   if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
-  auto popped = Write<std::optional<Value>>(self, [&](Dict& d) { return d.Pop(k.bytes); });
-  if (!popped) return py::make_tuple(false, py::none());
-  PyObject* v = DecodeValue(self.ptr(), popped->view());
-  if (v == nullptr) throw py::error_already_set();
-  return py::make_tuple(true, py::reinterpret_steal<py::object>(v));
+  while (true) {
+    std::optional<Value> current = HandleOrThrow(self).dict->Get(k.bytes);
+    if (!current) return py::make_tuple(false, py::none());
+    PyObject* v = DecodeValue(self.ptr(), current->view());
+    if (v == nullptr) throw py::error_already_set();
+    auto value = py::reinterpret_steal<py::object>(v);
+    if (Write<bool>(self,
+                    [&](Dict& d) { return d.CompareAndSet(k.bytes, current, std::nullopt); })) {
+      return py::make_tuple(true, value);
+    }
+  }
 }
 
+// Native tags (and str/int/bytes/float keys) decode without Python code and cannot fail, so the
+// core's PopItem serves them. Otherwise the entry is decoded after removal; if that fails it is
+// put back (unless the key was set again meanwhile) before the error is raised.
 py::object PopItem(py::handle self) {
   auto item = Write<std::optional<std::pair<std::string, Value>>>(
       self, [&](Dict& d) { return d.PopItem(); });
@@ -631,9 +708,20 @@ py::object PopItem(py::handle self) {
     throw py::error_already_set();
   }
   auto k = py::reinterpret_steal<py::object>(DecodeKey(self.ptr(), item->first));
-  if (!k) throw py::error_already_set();
-  auto v = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), item->second.view()));
-  if (!v) throw py::error_already_set();
+  py::object v;
+  if (k) v = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), item->second.view()));
+  if (!k || !v) {
+    py::error_already_set error;  // fetched, so that the restoring write runs cleanly
+    const std::optional<Value> restored(std::move(item->second));
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+    if (h != nullptr) {
+      WithoutGil unlocked(s);
+      (void)h->dict->CompareAndSet(item->first, std::nullopt, restored);
+    }
+    PyErr_Clear();
+    throw error;
+  }
   return py::make_tuple(k, v);
 }
 
@@ -703,6 +791,7 @@ bool WaitInterruptibly(State* s, std::optional<double> timeout_seconds, F&& atte
 }
 
 py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> timeout) {
+  timeout = CheckedTimeout(timeout, "timeout");
   State* s = Ready(self.ptr());
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
@@ -725,6 +814,7 @@ py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> 
 
 // ---- The user lock (re-entrant per thread; see _dict.py's Lock for the Python shape).
 bool LockAcquire(py::handle self, bool blocking, std::optional<double> timeout) {
+  timeout = CheckedTimeout(timeout, "timeout");
   State* s = Ready(self.ptr());
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
@@ -810,19 +900,12 @@ void Close(py::handle self) {
     throw py::value_error("dict '" + s->name +
                           "': another thread holds its lock; release it there before close()");
   }
-  Status first;
-  auto close = [&](std::unique_ptr<ThreadHandle>& h) {
-    if (h == nullptr) return;
-    h->guard.reset();
-    Status st = h->dict->Close();
-    if (first.ok() && !st.ok()) first = st;
-    h.reset();
-  };
-  for (auto& [thread, handle] : s->others) close(handle);
-  s->others.clear();
-  close(s->primary);
+  // Closed before the GIL is released: other threads then see a closed dict, not a handle that
+  // is going away.
+  std::vector<std::unique_ptr<ThreadHandle>> handles = TakeHandles(s);
   s->closed = true;
   PyDict_Clear(s->cache);
+  const Status first = CloseWithoutGil(std::move(handles));
   if (!first.ok()) ThrowStatus(first);
 }
 
@@ -845,6 +928,7 @@ class WatchStream {
   py::object Next(py::handle owner, size_t max_changes, std::optional<double> timeout) {
     std::unique_lock lock(mu_, std::try_to_lock);
     if (!lock.owns_lock()) throw py::value_error("a watch stream is being read by another thread");
+    timeout = CheckedTimeout(timeout, "timeout");
     std::optional<ChangeBatch> batch;
     Status error;
     const auto start = Clock::now();

@@ -5,6 +5,26 @@ import os
 import time
 
 
+def stop(procs, timeout=120, kill=False):
+    """Joins the multiprocessing processes (None and never-started entries are skipped) within
+    one deadline, then SIGKILLs and reaps any still running, so that a hung child fails the test
+    instead of hanging it. Returns the pids that had to be killed; a test asserts it is empty.
+    kill: SIGKILL them first (lock holders that never exit by themselves)."""
+    deadline = time.monotonic() + timeout
+    killed = []
+    for p in procs:
+        if p is None or p.pid is None:
+            continue
+        if kill:
+            p.kill()
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            killed.append(p.pid)
+            p.kill()
+            p.join(30)
+    return killed
+
+
 def increment_under_lock(d, key, count):
     """The lost-update probe: a read-modify-write that is only correct under the lock."""
     for _ in range(count):
@@ -40,3 +60,9 @@ def acquire_until_interrupted(d, conn):
         conn.send("acquired")
     except KeyboardInterrupt:
         conn.send("interrupted")
+
+
+def set_composite_keys(d):
+    """Run in a spawned child, whose hash seed differs from the parent's."""
+    d[frozenset({"a", "b", "c", "d"})] = 1
+    d[("x", frozenset({"y", "z"}))] = 2

@@ -4,11 +4,13 @@ import asyncio
 import collections
 import enum
 import fractions
+import multiprocessing
 import os
 import pickle
 
 import pytest
 
+import helpers
 import shmdict
 
 
@@ -314,3 +316,92 @@ def test_errors_carry_the_status_code_and_are_builtin_exceptions(name):
     assert issubclass(shmdict.WrongType, shmdict.FailedPrecondition)
     assert issubclass(shmdict.WrongType, TypeError)
     assert not issubclass(shmdict.FailedPrecondition, TypeError)
+
+
+def _explode():
+    raise RuntimeError("this value cannot be unpickled")
+
+
+class Unpicklable:
+    """Pickles fine, fails to unpickle: the probe for calls that decode what they remove."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def test_pop_and_popitem_keep_a_value_that_fails_to_decode(d):
+    d["k"] = Unpicklable()
+    with pytest.raises(RuntimeError):
+        d.pop("k")
+    assert "k" in d
+    with pytest.raises(RuntimeError):
+        d.popitem()
+    assert "k" in d and len(d) == 1
+    d["k"] = 5
+    assert d.pop("k") == 5 and "k" not in d
+
+
+def test_infinite_and_huge_timeouts_mean_forever(name):
+    for timeout in (float("inf"), 1e20):
+        d = shmdict.Dict(name, create=True, lock_timeout=timeout)
+        try:
+            d["a"] = 1
+            with d.lock:
+                d["b"] = 2
+            assert d.lock.acquire(timeout=timeout)
+            d.lock.release()
+            assert d.wait_for_change(after=0, timeout=timeout) >= 1
+            assert next(d.watch(0, timeout=timeout)) is not None
+        finally:
+            d.close()
+
+
+def test_negative_or_nan_timeouts_are_value_errors(d, name):
+    for bad in (-1.0, float("nan"), float("-inf")):
+        with pytest.raises(ValueError):
+            shmdict.Dict(name, lock_timeout=bad)
+    with pytest.raises(ValueError):
+        d.wait_for_change(after=0, timeout=-1)
+    with pytest.raises(ValueError):
+        d.lock.acquire(timeout=-2)
+
+
+def test_compare_and_set_compares_non_native_values_with_equality(d):
+    # Equal in Python, encoded apart: JSON keeps key order; a set's pickle follows its layout.
+    d["j"] = {"a": 1, "b": 2}
+    assert d.compare_and_set("j", {"b": 2, "a": 1}, [1])
+    assert d["j"] == [1]
+    d["s"] = {8, 16}
+    assert d.compare_and_set("s", {16, 8}, shmdict.ABSENT) and "s" not in d
+    assert not d.compare_and_set("j", {"a": 1}, [2]) and d["j"] == [1]
+    assert not d.compare_and_set("missing", [1], [2]) and "missing" not in d
+
+
+def test_tuple_and_frozenset_keys_are_canonical(d):
+    # {8, 16} and {16, 8} are equal, but collide in the hash table and iterate in insertion order.
+    assert list({8, 16}) != list({16, 8})
+    d[frozenset([8, 16])] = "s"
+    assert d[frozenset([16, 8])] == "s" and len(d) == 1
+    d[(1, "a")] = "t"
+    assert d[(1.0, "a")] == "t" and d[(True, "a")] == "t" and len(d) == 2
+    key = (1, "é", b"\xff", 2.5, None, (3, frozenset({"x"})), 2**70)
+    d[key] = "nested"
+    assert d[key] == "nested"
+    assert set(d.keys()) == {frozenset({8, 16}), (1, "a"), key}
+    assert all(type(k) in (tuple, frozenset) for k in d.keys())
+    d[()] = "empty tuple"
+    d[frozenset()] = "empty set"
+    assert (d[()], d[frozenset()], len(d)) == ("empty tuple", "empty set", 5)
+
+
+def test_frozenset_keys_written_by_a_process_with_another_hash_seed(d):
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=helpers.set_composite_keys, args=(d,))
+    try:
+        child.start()
+    finally:
+        killed = helpers.stop([child], 60)
+    assert killed == [] and child.exitcode == 0
+    assert d[frozenset({"d", "c", "b", "a"})] == 1
+    assert d[("x", frozenset({"z", "y"}))] == 2
+    assert len(d) == 2

@@ -14,11 +14,13 @@ def test_threads_sharing_a_handle_incrementing_under_the_lock_reach_the_exact_to
             with d.lock:
                 d["n"] = d["n"] + 1
 
-    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    # Daemon threads: a hung one fails the test here, and does not keep pytest from exiting.
+    assert not any(t.is_alive() for t in threads), "a thread hung"
     assert d["n"] == THREADS * INCREMENTS
 
 
@@ -35,11 +37,12 @@ def test_threads_writing_and_reading_distinct_keys(d):
         except Exception as e:  # noqa: BLE001 -- reported by the main thread
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
+    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
     assert errors == []
     assert d["total"] == THREADS * 300 and len(d) == THREADS * 300 + 1
 

@@ -87,8 +87,8 @@ def test_lock_api(ultra):
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
     holder = ctx.Process(target=helpers.hold_lock_forever, args=(ultra, child_end))
-    holder.start()
     try:
+        holder.start()
         assert parent_end.poll(60)
         pid = parent_end.recv()
         with pytest.raises(UltraDict.Exceptions.CannotAcquireLock) as e:
@@ -99,8 +99,7 @@ def test_lock_api(ultra):
                 pass
         assert e.value.blocking_pid == pid and e.value.time_passed >= 0.05
     finally:
-        holder.kill()
-        holder.join(30)
+        helpers.stop([holder], 30, kill=True)
     # The killed holder is recovered by the core: no stealing needed.
     with ultra.lock:
         assert ultra.lock.acquire() is True  # re-entrant, as UltraDict's
@@ -120,11 +119,13 @@ def test_parallel_example_counts_exactly(ultra, method):
     ctx = multiprocessing.get_context(method)
     ultra["counter"] = 0
     procs = [ctx.Process(target=counter_worker, args=(ultra, 2000)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        killed = helpers.stop(procs)
+    assert killed == [], "a worker hung"
+    assert [p.exitcode for p in procs] == [0, 0]
     assert ultra["counter"] == 4000
 
 
