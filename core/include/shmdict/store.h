@@ -48,6 +48,10 @@ struct Change {
   ChangeOp op = ChangeOp::kSet;
   std::string key;  // empty for kClear
   Value value;      // only for kSet
+  // Remote watchers only: the value was larger than the bridge's message limit and left out
+  // (`value` then holds only its type tag); read the key to get it.
+  bool value_too_large = false;
+  uint64_t value_size = 0;
 };
 
 // What Watcher::Next returns: either changes following the caller's revision, or one chunk of a
@@ -61,6 +65,8 @@ struct ChangeBatch {
   bool snapshot_ends = false;
   uint64_t snapshot_revision = 0;
   std::vector<std::pair<std::string, Value>> snapshot_items;
+  // Live changes; in a snapshot chunk of a remote watcher, the entries whose values were too
+  // large to send (value_too_large set, revision 0).
   std::vector<Change> changes;
   // Everything up to and including this revision has been delivered. During a snapshot it stays
   // at the watcher's previous revision until the chunk with snapshot_ends, which sets it to

@@ -1,0 +1,130 @@
+// DictRegistry: the bridge's dicts, attached lazily by name, each with a pool of handles and the
+// fan-out that feeds its Watch streams.
+//
+// Why a pool: a Dict handle is thread-compatible and attaching costs ~80 us, so a call neither
+// shares one handle with every other client (one lock for all) nor attaches per call: it leases
+// an idle handle (or opens one) and returns it when done. Idle handles are capped per dict.
+//
+// Why one notifier thread per watched dict: every Watch stream reads the shared log with its own
+// Watcher at its own pace (no per-subscriber queue grows), but a stream that has caught up must be
+// woken when the dict changes. One thread per dict sleeps on the dict's futex and pokes the idle
+// streams, so reactors never block.
+//
+// A dict unlinked and created again under the same name is noticed (Dict::incarnation): leases
+// then attach the new dict, and the streams of the old one end with ABORTED so their clients
+// resubscribe from revision 0.
+//
+// Thread-safety: every method may be called from any thread. Lifetime: the registry must outlive
+// every lease and stream; Shutdown() ends the streams and stops the notifier threads.
+#ifndef SHMDICT_BRIDGE_DICT_REGISTRY_H_
+#define SHMDICT_BRIDGE_DICT_REGISTRY_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "shmdict/dict.h"
+
+namespace shmdict::bridge {
+
+// What the fan-out needs of a stream: poke it when the dict may have changed or time passed, and
+// end it. Implemented by the Watch reactor.
+class Subscriber {
+ public:
+  virtual ~Subscriber() = default;
+  // Sends what is ready, if no write is in flight. Never blocks.
+  virtual void Pump() = 0;
+  // Ends the stream with `status` (after the write in flight, if any).
+  virtual void End(const Status& status) = 0;
+};
+
+struct DictEntry;
+
+class DictRegistry {
+ public:
+  struct Limits {
+    size_t max_idle_handles_per_dict = 8;
+    // How often the notifier checks that the dict was not unlinked or replaced, and pokes idle
+    // streams (their progress messages) when nothing changes.
+    std::chrono::milliseconds tick{50};
+  };
+  // Called when a dict becomes served or stops being served (health per dict).
+  using ServingCallback = std::function<void(const std::string& name, bool serving)>;
+
+  explicit DictRegistry(Limits limits, ServingCallback on_serving = nullptr);
+  ~DictRegistry();
+  DictRegistry(const DictRegistry&) = delete;
+  DictRegistry& operator=(const DictRegistry&) = delete;
+
+  // A handle of one dict, used by one call at a time.
+  class Lease {
+   public:
+    Lease(Lease&&) noexcept = default;
+    Lease& operator=(Lease&&) noexcept = default;
+    ~Lease();
+    Dict& dict() { return *dict_; }
+    const std::shared_ptr<DictEntry>& entry() const { return entry_; }
+
+   private:
+    friend class DictRegistry;
+    Lease(std::shared_ptr<DictEntry> entry, std::unique_ptr<Dict> dict)
+        : entry_(std::move(entry)), dict_(std::move(dict)) {}
+    std::shared_ptr<DictEntry> entry_;
+    std::unique_ptr<Dict> dict_;
+  };
+
+  // Attaches (never creates) the dict. kNotFound if it does not exist, kInvalidArgument for a bad
+  // name; the dict's open errors otherwise.
+  Result<Lease> Acquire(std::string_view name);
+
+  // Registers a stream for the fan-out of the lease's dict (starting its notifier thread).
+  void Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber);
+  // After Unsubscribe returns, the fan-out never calls the subscriber again.
+  void Unsubscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber);
+
+  // Ends every stream with `status` and stops the notifiers. Later Acquire calls fail with
+  // kUnavailable.
+  void Shutdown(const Status& status);
+
+  // Names of the dicts currently attached.
+  std::vector<std::string> AttachedNames();
+
+ private:
+  void Retire(const std::shared_ptr<DictEntry>& entry, const Status& why);
+  void RunNotifier(std::shared_ptr<DictEntry> entry);
+
+  const Limits limits_;
+  const ServingCallback on_serving_;
+  std::mutex mu_;
+  bool shut_down_ = false;
+  std::map<std::string, std::shared_ptr<DictEntry>, std::less<>> entries_;
+};
+
+// One attached dict. Internal to the registry; streams hold it as an opaque key.
+struct DictEntry {
+  std::string name;
+  uint64_t incarnation = 0;
+  std::atomic<bool> retired{false};
+
+  std::mutex pool_mu;
+  std::vector<std::unique_ptr<Dict>> idle;
+
+  // Fan-out: guarded by subscribers_mu; the notifier holds it while poking, so a subscriber that
+  // unsubscribed is never poked again.
+  std::mutex subscribers_mu;
+  std::set<Subscriber*> subscribers;
+  std::thread notifier;
+  bool notifier_stop = false;  // guarded by subscribers_mu
+};
+
+}  // namespace shmdict::bridge
+
+#endif  // SHMDICT_BRIDGE_DICT_REGISTRY_H_

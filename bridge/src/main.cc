@@ -1,0 +1,165 @@
+// shmdict-bridge: serves this host's shmdict dicts over gRPC (shmdict.v1.Dict) to clients that
+// cannot map /dev/shm. Stateless: it attaches dicts lazily by name and holds nothing a restart
+// would lose; run several, kill or restart any of them.
+//
+//   shmdict-bridge [--listen ADDR]...      ADDR: HOST:PORT or unix:PATH (default 127.0.0.1:7377)
+//
+// On start it prints one line per address, "listening on ADDR" (a port of 0 is replaced by the
+// port chosen), then "ready". SIGTERM or SIGINT: health turns NOT_SERVING, Watch streams end with
+// UNAVAILABLE (clients resume elsewhere or after a restart), calls in progress get up to 5 s.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dict_registry.h"
+#include "listen.h"
+#include "service.h"
+#include "shmdict/dict.h"
+
+namespace {
+
+constexpr char kServiceName[] = "shmdict.v1.Dict";
+
+// Health names: "" (the bridge), "shmdict.v1.Dict", and "shmdict.v1.Dict/NAME" per dict served.
+std::string DictHealthName(const std::string& dict) {
+  return std::string(kServiceName) + "/" + dict;
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "shmdict-bridge: %s\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shmdict-bridge: serve this host's shmdict dicts over gRPC"};
+  std::vector<std::string> listen;
+  size_t max_message_bytes = size_t{64} << 20;
+  size_t batch_bytes = size_t{1} << 20;
+  uint32_t progress_interval_ms = 1000;
+  std::string log_level = "info";
+  app.add_option("--listen", listen, "HOST:PORT or unix:PATH (repeatable; default 127.0.0.1:7377)");
+  app.add_option("--max-message-bytes", max_message_bytes,
+                 "largest message sent or accepted; larger values are announced, not sent")
+      ->check(CLI::Range(size_t{1} << 16, size_t{1} << 30));
+  app.add_option("--watch-batch-bytes", batch_bytes,
+                 "bytes of changes a Watch message gathers under load")
+      ->check(CLI::Range(size_t{1} << 10, size_t{256} << 20));
+  app.add_option("--progress-interval-ms", progress_interval_ms,
+                 "default idle time before a Watch progress message")
+      ->check(CLI::Range(50, 3600 * 1000));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  CLI11_PARSE(app, argc, argv);
+  if (listen.empty()) listen.push_back("127.0.0.1:7377");
+  batch_bytes = std::min(batch_bytes, max_message_bytes);
+
+  auto logger = spdlog::stderr_color_mt("shmdict-bridge");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Signals are taken by a dedicated thread (sigwait); block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::vector<shmdict::bridge::ListenAddress> addresses;
+  shmdict::bridge::UnixSocketClaims claims;
+  for (const std::string& spec : listen) {
+    auto address = shmdict::bridge::ParseListenAddress(spec);
+    if (!address.ok()) return Fail(address.status().message());
+    if (address->is_unix) {
+      shmdict::Status claimed = claims.Claim(address->unix_path);
+      if (!claimed.ok()) return Fail(claimed.message());
+    }
+    addresses.push_back(*address);
+  }
+
+  std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
+  shmdict::bridge::DictRegistry registry(
+      shmdict::bridge::DictRegistry::Limits{}, [&health](const std::string& dict, bool serving) {
+        if (auto* service = health.load()) service->SetServingStatus(DictHealthName(dict), serving);
+        spdlog::info("{} dict={}", serving ? "serving" : "stopped serving", dict);
+      });
+  shmdict::bridge::StreamLimits limits;
+  limits.max_message_bytes = max_message_bytes;
+  limits.batch_bytes = batch_bytes;
+  limits.default_progress_interval = std::chrono::milliseconds(progress_interval_ms);
+  shmdict::bridge::DictService service(&registry, limits);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Keepalive agreeing with the clients' (RemoteDict pings every 20 s): a dead peer is noticed
+  // in ~30 s, and the client's pings are never answered with GOAWAY too_many_pings.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Room for one value of max_message_bytes plus its key and framing.
+  const int wire_limit = static_cast<int>(max_message_bytes + (size_t{1} << 20));
+  builder.SetMaxReceiveMessageSize(wire_limit);
+  builder.SetMaxSendMessageSize(wire_limit);
+  std::vector<int> ports(addresses.size(), 0);
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    builder.AddListeningPort(addresses[i].spec, grpc::InsecureServerCredentials(),
+                             addresses[i].is_unix ? nullptr : &ports[i]);
+  }
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    std::string all;
+    for (const auto& address : addresses) all += (all.empty() ? "" : ", ") + address.spec;
+    return Fail("cannot listen on " + all +
+                " (in use by another process, or not an address of "
+                "this host)");
+  }
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    if (!addresses[i].is_unix && ports[i] == 0) {
+      server->Shutdown();
+      return Fail("cannot listen on " + addresses[i].spec +
+                  " (in use by another process, or not an address of this host)");
+    }
+  }
+  health.store(server->GetHealthCheckService());
+  server->GetHealthCheckService()->SetServingStatus(true);
+  for (const std::string& dict : registry.AttachedNames()) {
+    server->GetHealthCheckService()->SetServingStatus(DictHealthName(dict), true);
+  }
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    std::string shown = addresses[i].spec;
+    if (!addresses[i].is_unix)
+      shown = shown.substr(0, shown.rfind(':') + 1) + std::to_string(ports[i]);
+    std::printf("listening on %s\n", shown.c_str());
+    spdlog::info("listening address={}", shown);
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("shutting down signal={}", signal_number);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  registry.Shutdown(
+      shmdict::Status(shmdict::StatusCode::kUnavailable, "the bridge is shutting down: reconnect"));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,287 @@
+#include "service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "shmdict/v1/wire.h"
+
+namespace shmdict::bridge {
+
+namespace {
+
+// DictService has an RPC named Status, which hides the type inside its members.
+using CoreStatus = shmdict::Status;
+
+constexpr uint32_t kDefaultListEntriesPerMessage = 1024;
+
+// Every error names the dict: a client juggling several must know which one failed.
+grpc::Status Fail(const Status& status, const std::string& dict) {
+  if (status.message().find("'" + dict + "'") != std::string::npos) return wire::ToGrpc(status);
+  return wire::ToGrpc(Status(status.code(), "dict '" + dict + "': " + status.message()));
+}
+
+// Leases a handle of `name` and runs fn(Dict&) -> Status with it; logs failures with the peer.
+template <typename Fn>
+grpc::Status WithDict(DictRegistry* registry, grpc::ServerContext* context, const char* method,
+                      const std::string& name, Fn&& fn) {
+  Result<DictRegistry::Lease> lease = registry->Acquire(name);
+  Status status = lease.ok() ? fn(lease->dict()) : lease.status();
+  if (status.ok()) return grpc::Status::OK;
+  spdlog::info("{} failed dict={} peer={}: {}", method, name, context->peer(), status.ToString());
+  return Fail(status, name);
+}
+
+Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
+  Status status = wire::FromProto(in, out);
+  if (status.ok()) return status;
+  return Status(status.code(), std::string(what) + ": " + status.message());
+}
+
+}  // namespace
+
+grpc::Status DictService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
+                              v1::GetResponse* response) {
+  return WithDict(registry_, context, "Get", request->dict(), [&](Dict& dict) -> CoreStatus {
+    const uint64_t wanted = request->min_revision();
+    while (dict.published_revision() < wanted) {
+      const auto left = context->deadline() - std::chrono::system_clock::now();
+      if (left <= std::chrono::nanoseconds::zero() || context->IsCancelled()) {
+        return CoreStatus(StatusCode::kDeadlineExceeded,
+                          "revision " + std::to_string(wanted) +
+                              " was not reached within the call's deadline (the dict is at " +
+                              std::to_string(dict.published_revision()) + ")");
+      }
+      // Slices of at most 100 ms so that a cancelled call stops waiting.
+      const auto slice = std::min<std::chrono::nanoseconds>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(left),
+          std::chrono::milliseconds(100));
+      Result<uint64_t> changed = dict.WaitForChange(dict.published_revision(), slice);
+      if (!changed.ok() && changed.status().code() != StatusCode::kDeadlineExceeded) {
+        return changed.status();
+      }
+    }
+    // The revision is read before the value: the answer reflects at least this revision.
+    response->set_revision(dict.revision());
+    thread_local Value value;
+    Result<bool> found = dict.Get(request->key(), &value);
+    if (!found.ok()) return found.status();
+    response->set_found(*found);
+    if (*found) wire::ToProto(value, response->mutable_value());
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                              v1::WriteResponse* response) {
+  return WithDict(registry_, context, "Set", request->dict(), [&](Dict& dict) -> CoreStatus {
+    Value value;
+    CoreStatus decoded = DecodeValue(request->value(), &value, "value");
+    if (!decoded.ok()) return decoded;
+    Result<uint64_t> revision = dict.Set(request->key(), value);
+    if (!revision.ok()) return revision.status();
+    response->set_revision(*revision);
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                                 v1::DeleteResponse* response) {
+  return WithDict(registry_, context, "Delete", request->dict(), [&](Dict& dict) -> CoreStatus {
+    Result<bool> existed = dict.Erase(request->key());
+    if (!existed.ok()) return existed.status();
+    response->set_existed(*existed);
+    response->set_revision(*existed ? dict.last_commit_revision() : dict.revision());
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::Pop(grpc::ServerContext* context, const v1::PopRequest* request,
+                              v1::PopResponse* response) {
+  return WithDict(registry_, context, "Pop", request->dict(), [&](Dict& dict) -> CoreStatus {
+    Result<std::optional<Value>> popped = dict.Pop(request->key());
+    if (!popped.ok()) return popped.status();
+    response->set_key(request->key());
+    response->set_found(popped->has_value());
+    if (popped->has_value()) {
+      wire::ToProto(**popped, response->mutable_value());
+      response->set_revision(dict.last_commit_revision());
+    } else {
+      response->set_revision(dict.revision());
+    }
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::PopItem(grpc::ServerContext* context, const v1::PopItemRequest* request,
+                                  v1::PopResponse* response) {
+  return WithDict(registry_, context, "PopItem", request->dict(), [&](Dict& dict) -> CoreStatus {
+    auto popped = dict.PopItem();
+    if (!popped.ok()) return popped.status();
+    response->set_found(popped->has_value());
+    if (popped->has_value()) {
+      response->set_key((*popped)->first);
+      wire::ToProto((*popped)->second, response->mutable_value());
+      response->set_revision(dict.last_commit_revision());
+    } else {
+      response->set_revision(dict.revision());
+    }
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::SetDefault(grpc::ServerContext* context,
+                                     const v1::SetDefaultRequest* request,
+                                     v1::SetDefaultResponse* response) {
+  return WithDict(registry_, context, "SetDefault", request->dict(), [&](Dict& dict) -> CoreStatus {
+    Value fallback;
+    CoreStatus decoded = DecodeValue(request->default_value(), &fallback, "default_value");
+    if (!decoded.ok()) return decoded;
+    Result<Value> value = dict.SetDefault(request->key(), fallback);
+    if (!value.ok()) return value.status();
+    wire::ToProto(*value, response->mutable_value());
+    response->set_revision(std::max(dict.last_commit_revision(), dict.revision()));
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::Clear(grpc::ServerContext* context, const v1::ClearRequest* request,
+                                v1::WriteResponse* response) {
+  return WithDict(registry_, context, "Clear", request->dict(), [&](Dict& dict) -> CoreStatus {
+    Result<uint64_t> revision = dict.Clear();
+    if (!revision.ok()) return revision.status();
+    response->set_revision(*revision);
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::Batch(grpc::ServerContext* context, const v1::BatchRequest* request,
+                                v1::WriteResponse* response) {
+  return WithDict(registry_, context, "Batch", request->dict(), [&](Dict& dict) -> CoreStatus {
+    // Decode everything before writing anything: a bad mutation changes nothing.
+    std::vector<Change> changes(request->mutations_size());
+    for (int i = 0; i < request->mutations_size(); ++i) {
+      const v1::Mutation& mutation = request->mutations(i);
+      Result<ChangeOp> op = wire::FromProto(mutation.op());
+      if (!op.ok()) {
+        return CoreStatus(op.status().code(),
+                          "mutation " + std::to_string(i) + ": " + op.status().message());
+      }
+      changes[i].op = *op;
+      changes[i].key = mutation.key();
+      if (*op == ChangeOp::kSet) {
+        CoreStatus decoded =
+            DecodeValue(mutation.value(), &changes[i].value, "mutation " + std::to_string(i));
+        if (!decoded.ok()) return decoded;
+      }
+    }
+    Result<uint64_t> revision = dict.Apply(changes);
+    if (!revision.ok()) return revision.status();
+    response->set_revision(*revision);
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
+                                        const v1::CompareAndSetRequest* request,
+                                        v1::CompareAndSetResponse* response) {
+  return WithDict(
+      registry_, context, "CompareAndSet", request->dict(), [&](Dict& dict) -> CoreStatus {
+        std::optional<Value> expected;
+        std::optional<Value> desired;
+        if (request->has_expected()) {
+          CoreStatus decoded = DecodeValue(request->expected(), &expected.emplace(), "expected");
+          if (!decoded.ok()) return decoded;
+        }
+        if (request->has_desired()) {
+          CoreStatus decoded = DecodeValue(request->desired(), &desired.emplace(), "desired");
+          if (!decoded.ok()) return decoded;
+        }
+        Result<bool> swapped = dict.CompareAndSet(request->key(), expected, desired);
+        if (!swapped.ok()) return swapped.status();
+        response->set_swapped(*swapped);
+        response->set_revision(*swapped ? dict.last_commit_revision() : dict.revision());
+        return CoreStatus::Ok();
+      });
+}
+
+grpc::Status DictService::Increment(grpc::ServerContext* context,
+                                    const v1::IncrementRequest* request,
+                                    v1::IncrementResponse* response) {
+  return WithDict(registry_, context, "Increment", request->dict(), [&](Dict& dict) -> CoreStatus {
+    Result<int64_t> value = dict.Increment(request->key(), request->delta());
+    if (!value.ok()) return value.status();
+    response->set_value(*value);
+    response->set_revision(dict.last_commit_revision());
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListRequest* request,
+                               grpc::ServerWriter<v1::ListResponse>* writer) {
+  return WithDict(registry_, context, "List", request->dict(), [&](Dict& dict) -> CoreStatus {
+    const uint32_t per_message = request->max_entries_per_message()
+                                     ? request->max_entries_per_message()
+                                     : kDefaultListEntriesPerMessage;
+    v1::ListResponse message;
+    size_t bytes = 0;
+    bool client_gone = false;
+    const uint64_t revision = dict.ForEach([&](std::string_view key, ValueView value) {
+      if (client_gone) return;
+      v1::Entry* entry = message.add_entries();
+      entry->set_key(key.data(), key.size());
+      wire::ToProto(value, entry->mutable_value());
+      bytes += key.size() + value.data.size();
+      if (message.entries_size() >= static_cast<int>(per_message) || bytes >= limits_.batch_bytes) {
+        client_gone = !writer->Write(message);
+        message.Clear();
+        bytes = 0;
+      }
+    });
+    if (client_gone) return CoreStatus(StatusCode::kCancelled, "the client went away");
+    message.set_revision(revision);
+    message.set_last(true);
+    writer->Write(message);
+    return CoreStatus::Ok();
+  });
+}
+
+grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusRequest* request,
+                                 v1::StatusResponse* response) {
+  Result<DictStatus> status = Dict::Inspect(request->dict());
+  if (!status.ok()) {
+    spdlog::info("CoreStatus failed dict={} peer={}: {}", request->dict(), context->peer(),
+                 status.status().ToString());
+    return Fail(status.status(), request->dict());
+  }
+  response->set_dict(status->name);
+  response->set_revision(status->revision);
+  response->set_entries(status->entries);
+  response->set_layout_version(status->layout_version);
+  response->set_log_capacity(status->log_capacity);
+  response->set_log_used(status->log_used);
+  response->set_snapshot_revision(status->snapshot_revision);
+  response->set_lock_held(status->lock_held);
+  response->set_segment_bytes(status->segment_bytes);
+  return grpc::Status::OK;
+}
+
+grpc::Status DictService::ListDicts(grpc::ServerContext*, const v1::ListDictsRequest*,
+                                    v1::ListDictsResponse* response) {
+  Result<std::vector<std::string>> names = Dict::ListNames();
+  if (!names.ok()) return wire::ToGrpc(names.status());
+  for (const std::string& name : *names) response->add_dicts(name);
+  return grpc::Status::OK;
+}
+
+grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* DictService::Watch(
+    grpc::CallbackServerContext* context) {
+  return new WatchStream(registry_, limits_, context->peer());
+}
+
+}  // namespace shmdict::bridge

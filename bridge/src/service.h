@@ -1,0 +1,59 @@
+// DictService: shmdict.v1.Dict over the registry's dicts. Unary calls and List run on gRPC's
+// synchronous thread pool (they may wait for the writer lock or a min_revision, which a callback
+// reaction must never do); Watch runs as a callback reactor (watch_stream.h).
+//
+// Every error is a canonical code with a message naming the dict (proto/shmdict/v1/dict.proto).
+// Thread-safety: called concurrently by gRPC; each call leases its own handle.
+#ifndef SHMDICT_BRIDGE_SERVICE_H_
+#define SHMDICT_BRIDGE_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "dict_registry.h"
+#include "shmdict/v1/dict.grpc.pb.h"
+#include "watch_stream.h"
+
+namespace shmdict::bridge {
+
+class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Service> {
+ public:
+  DictService(DictRegistry* registry, StreamLimits limits) : registry_(registry), limits_(limits) {}
+
+  grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
+                   v1::GetResponse* response) override;
+  grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                   v1::WriteResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override;
+  grpc::Status Pop(grpc::ServerContext* context, const v1::PopRequest* request,
+                   v1::PopResponse* response) override;
+  grpc::Status PopItem(grpc::ServerContext* context, const v1::PopItemRequest* request,
+                       v1::PopResponse* response) override;
+  grpc::Status SetDefault(grpc::ServerContext* context, const v1::SetDefaultRequest* request,
+                          v1::SetDefaultResponse* response) override;
+  grpc::Status Clear(grpc::ServerContext* context, const v1::ClearRequest* request,
+                     v1::WriteResponse* response) override;
+  grpc::Status Batch(grpc::ServerContext* context, const v1::BatchRequest* request,
+                     v1::WriteResponse* response) override;
+  grpc::Status CompareAndSet(grpc::ServerContext* context, const v1::CompareAndSetRequest* request,
+                             v1::CompareAndSetResponse* response) override;
+  grpc::Status Increment(grpc::ServerContext* context, const v1::IncrementRequest* request,
+                         v1::IncrementResponse* response) override;
+  grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
+                    grpc::ServerWriter<v1::ListResponse>* writer) override;
+  grpc::Status Status(grpc::ServerContext* context, const v1::StatusRequest* request,
+                      v1::StatusResponse* response) override;
+  grpc::Status ListDicts(grpc::ServerContext* context, const v1::ListDictsRequest* request,
+                         v1::ListDictsResponse* response) override;
+
+  grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* Watch(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  DictRegistry* const registry_;
+  const StreamLimits limits_;
+};
+
+}  // namespace shmdict::bridge
+
+#endif  // SHMDICT_BRIDGE_SERVICE_H_

@@ -1,0 +1,253 @@
+#include "watch_stream.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "shmdict/v1/wire.h"
+
+namespace shmdict::bridge {
+
+namespace {
+// Bytes a change or entry adds to a message beyond its key and value (tags, lengths, revision).
+constexpr size_t kPerItemOverhead = 32;
+}  // namespace
+
+WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits, std::string peer)
+    : registry_(registry), limits_(limits), peer_(std::move(peer)) {
+  StartRead(&request_);
+}
+
+void WatchStream::OnReadDone(bool ok) {
+  // !ok: the client half-closed (it has nothing more to ask) or the call ended; keep sending.
+  if (!ok) return;
+  std::unique_lock lock(mu_);
+  if (finished_ || finish_after_write_) return;
+  if (request_.has_start()) {
+    if (started_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "dict '" + dict_name_ + "': the stream was already started"));
+      return;
+    }
+    const v1::WatchRequest::Start start = request_.start();
+    lock.unlock();  // Start attaches the dict and subscribes, which may call End (mu_).
+    Status started = Start(start);
+    lock.lock();
+    if (!started.ok()) {
+      FinishLocked(wire::ToGrpc(started));
+      return;
+    }
+  } else if (request_.has_progress()) {
+    if (!started_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the first message of a Watch must be `start`"));
+      return;
+    }
+    progress_requested_ = true;
+  } else {
+    FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "a WatchRequest must carry `start` or `progress`"));
+    return;
+  }
+  if (finished_ || finish_after_write_) return;
+  PumpLocked();
+  StartRead(&request_);
+}
+
+Status WatchStream::Start(const v1::WatchRequest::Start& start) {
+  Result<DictRegistry::Lease> lease = registry_->Acquire(start.dict());
+  if (!lease.ok()) return lease.status();
+  Dict& dict = lease->dict();
+  const uint64_t after = start.from_current() ? dict.revision() : start.after_revision();
+  Result<std::unique_ptr<Watcher>> watcher = dict.Watch(after);
+  if (!watcher.ok()) return watcher.status();
+  {
+    std::lock_guard lock(mu_);
+    dict_name_ = start.dict();
+    watcher_ = std::move(*watcher);
+    entry_ = lease->entry();
+    watch_limits_.max_changes = start.max_changes_per_message() ? start.max_changes_per_message()
+                                                                : limits_.default_max_changes;
+    watch_limits_.max_bytes = limits_.batch_bytes;
+    progress_interval_ = start.progress_interval_ms()
+                             ? std::max(std::chrono::milliseconds(start.progress_interval_ms()),
+                                        limits_.min_progress_interval)
+                             : limits_.default_progress_interval;
+    sent_revision_ = after;
+    progress_requested_ = start.from_current();
+    last_sent_ = std::chrono::steady_clock::now();
+    started_ = true;
+  }
+  spdlog::info("watch started dict={} peer={} after_revision={}", start.dict(), peer_, after);
+  registry_->Subscribe(lease->entry(), this);
+  return Status::Ok();
+}
+
+void WatchStream::Pump() {
+  std::lock_guard lock(mu_);
+  PumpLocked();
+}
+
+void WatchStream::PumpLocked() {
+  if (!started_ || finished_ || finish_after_write_ || write_in_flight_) return;
+  if (!FillLocked()) return;
+  write_in_flight_ = true;
+  last_sent_ = std::chrono::steady_clock::now();
+  StartWrite(&response_);
+}
+
+bool WatchStream::FillLocked() {
+  if (pending_next_ < pending_.changes.size()) {
+    FillChangesLocked();
+    return true;
+  }
+  Result<ChangeBatch> batch = watcher_->Next(watch_limits_, std::chrono::nanoseconds::zero());
+  if (!batch.ok()) {
+    Status failed = batch.status();
+    spdlog::warn("watch ended dict={} peer={} revision={}: {}", dict_name_, peer_, sent_revision_,
+                 failed.ToString());
+    FinishLocked(wire::ToGrpc(failed));
+    return false;
+  }
+  if (batch->is_snapshot) {
+    FillSnapshotLocked(*batch);
+    return true;
+  }
+  if (!batch->changes.empty()) {
+    pending_ = std::move(*batch);
+    pending_next_ = 0;
+    FillChangesLocked();
+    return true;
+  }
+  if (progress_requested_ || std::chrono::steady_clock::now() - last_sent_ >= progress_interval_) {
+    progress_requested_ = false;
+    response_.Clear();
+    response_.set_kind(v1::WatchResponse::KIND_PROGRESS);
+    sent_revision_ = std::max(sent_revision_, watcher_->revision());
+    response_.set_revision(sent_revision_);
+    return true;
+  }
+  return false;
+}
+
+void WatchStream::FillChangesLocked() {
+  response_.Clear();
+  response_.set_kind(v1::WatchResponse::KIND_CHANGES);
+  const std::vector<Change>& changes = pending_.changes;
+  size_t bytes = 0;
+  size_t i = pending_next_;
+  for (; i < changes.size(); ++i) {
+    const Change& change = changes[i];
+    const size_t value_bytes = change.value.data().size();
+    const bool too_large =
+        change.op == ChangeOp::kSet &&
+        value_bytes + change.key.size() + kPerItemOverhead > limits_.max_message_bytes;
+    const size_t size = change.key.size() + kPerItemOverhead + (too_large ? 0 : value_bytes);
+    if (i > pending_next_ && bytes + size > limits_.max_message_bytes) break;
+    bytes += size;
+    v1::Change* out = response_.add_changes();
+    out->set_revision(change.revision);
+    out->set_op(wire::ToProto(change.op));
+    out->set_key(change.key);
+    if (change.op != ChangeOp::kSet) continue;
+    if (too_large) {
+      out->set_value_too_large(true);
+      out->set_value_size(value_bytes);
+      out->set_value_type(static_cast<uint32_t>(change.value.type()));
+    } else {
+      wire::ToProto(change.value, out->mutable_value());
+    }
+  }
+  uint64_t complete = 0;
+  if (i == changes.size()) {
+    complete = pending_.revision;
+    pending_ = ChangeBatch();
+    pending_next_ = 0;
+  } else {
+    const bool fragment = changes[i].revision == changes[i - 1].revision;
+    response_.set_more_fragments(fragment);
+    complete = fragment ? changes[i].revision - 1 : changes[i - 1].revision;
+    pending_next_ = i;
+  }
+  sent_revision_ = std::max(sent_revision_, complete);
+  response_.set_revision(sent_revision_);
+}
+
+void WatchStream::FillSnapshotLocked(const ChangeBatch& batch) {
+  response_.Clear();
+  response_.set_kind(v1::WatchResponse::KIND_SNAPSHOT);
+  response_.set_snapshot_begins(batch.snapshot_begins);
+  response_.set_snapshot_ends(batch.snapshot_ends);
+  response_.set_snapshot_revision(batch.snapshot_revision);
+  for (const auto& [key, value] : batch.snapshot_items) {
+    if (value.data().size() + key.size() + kPerItemOverhead > limits_.max_message_bytes) {
+      v1::Change* marker = response_.add_snapshot_too_large();
+      marker->set_op(v1::OP_SET);
+      marker->set_key(key);
+      marker->set_value_too_large(true);
+      marker->set_value_size(value.data().size());
+      marker->set_value_type(static_cast<uint32_t>(value.type()));
+      continue;
+    }
+    v1::Entry* entry = response_.add_snapshot_entries();
+    entry->set_key(key);
+    wire::ToProto(value, entry->mutable_value());
+  }
+  if (batch.snapshot_ends) {
+    sent_revision_ = batch.revision;
+    spdlog::info("watch resynced dict={} peer={} revision={}", dict_name_, peer_,
+                 batch.snapshot_revision);
+  }
+  response_.set_revision(sent_revision_);
+}
+
+void WatchStream::OnWriteDone(bool ok) {
+  std::lock_guard lock(mu_);
+  write_in_flight_ = false;
+  if (finish_after_write_) {
+    finished_ = true;
+    Finish(finish_status_);
+    return;
+  }
+  if (!ok) {
+    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    return;
+  }
+  PumpLocked();
+}
+
+void WatchStream::End(const Status& status) {
+  std::lock_guard lock(mu_);
+  FinishLocked(wire::ToGrpc(status));
+}
+
+void WatchStream::FinishLocked(const grpc::Status& status) {
+  if (finished_ || finish_after_write_) return;
+  if (watcher_) watcher_->Cancel();
+  if (write_in_flight_) {
+    finish_after_write_ = true;
+    finish_status_ = status;
+    return;
+  }
+  finished_ = true;
+  Finish(status);
+}
+
+void WatchStream::OnCancel() {
+  std::lock_guard lock(mu_);
+  FinishLocked(grpc::Status::CANCELLED);
+}
+
+void WatchStream::OnDone() {
+  std::shared_ptr<DictEntry> entry;
+  {
+    std::lock_guard lock(mu_);
+    entry = entry_;
+  }
+  if (entry) registry_->Unsubscribe(entry, this);
+  spdlog::debug("watch done dict={} peer={} revision={}", dict_name_, peer_, sent_revision_);
+  delete this;
+}
+
+}  // namespace shmdict::bridge

@@ -1,0 +1,90 @@
+// WatchStream: the server side of one Watch call (a gRPC callback reactor).
+//
+// It reads the dict's shared log with a Watcher of its own, at its own pace: memory per stream is
+// one message, whatever the subscriber's speed, and a subscriber lapped by the log is resynced
+// from a snapshot (sent in chunks) instead of queued. Each message is built only when the previous
+// one was written (exactly one write in flight, as gRPC's callback API requires), so many changes
+// travel per message under load. Progress messages are built by the same path, after every change
+// already sent, so they can never overtake one (etcd #15220).
+//
+// Who calls Pump: gRPC's reactions (a read or a write done) and the registry's notifier thread
+// (the dict changed, or a tick passed). All state is under one mutex; nothing blocks inside it.
+//
+// Lifetime: gRPC owns the reactor; OnDone unsubscribes and deletes it.
+#ifndef SHMDICT_BRIDGE_WATCH_STREAM_H_
+#define SHMDICT_BRIDGE_WATCH_STREAM_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "dict_registry.h"
+#include "shmdict/store.h"
+#include "shmdict/v1/dict.grpc.pb.h"
+
+namespace shmdict::bridge {
+
+struct StreamLimits {
+  // Values larger than this are sent as "too large" markers; a message holding more than this
+  // many bytes of changes of one revision is split into fragments.
+  size_t max_message_bytes = size_t{64} << 20;
+  // How much a message gathers under load before it is sent.
+  size_t batch_bytes = size_t{1} << 20;
+  uint32_t default_max_changes = 4096;
+  std::chrono::milliseconds default_progress_interval{1000};
+  std::chrono::milliseconds min_progress_interval{50};
+};
+
+class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>,
+                          public Subscriber {
+ public:
+  WatchStream(DictRegistry* registry, const StreamLimits& limits, std::string peer);
+
+  void Pump() override;
+  void End(const Status& status) override;
+
+ private:
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  Status Start(const v1::WatchRequest::Start& start);
+  // Builds the next message into response_; false when there is nothing to send yet.
+  bool FillLocked();
+  void FillChangesLocked();
+  void FillSnapshotLocked(const ChangeBatch& batch);
+  void PumpLocked();
+  void FinishLocked(const grpc::Status& status);
+
+  DictRegistry* const registry_;
+  const StreamLimits limits_;
+  const std::string peer_;
+
+  std::mutex mu_;
+  v1::WatchRequest request_;
+  v1::WatchResponse response_;
+  std::string dict_name_;
+  std::shared_ptr<DictEntry> entry_;  // set once subscribed
+  std::unique_ptr<Watcher> watcher_;
+  WatchLimits watch_limits_;
+  std::chrono::milliseconds progress_interval_{1000};
+  std::chrono::steady_clock::time_point last_sent_;
+  bool started_ = false;
+  bool write_in_flight_ = false;
+  bool progress_requested_ = false;
+  bool finished_ = false;
+  bool finish_after_write_ = false;
+  grpc::Status finish_status_;
+  // Changes read from the watcher but not yet sent (a revision larger than a message).
+  ChangeBatch pending_;
+  size_t pending_next_ = 0;
+  uint64_t sent_revision_ = 0;  // every revision up to here went out completely
+};
+
+}  // namespace shmdict::bridge
+
+#endif  // SHMDICT_BRIDGE_WATCH_STREAM_H_

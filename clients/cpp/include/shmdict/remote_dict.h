@@ -1,0 +1,119 @@
+// RemoteDict: a shmdict dict reached through shmdict-bridge (gRPC), for processes that cannot map
+// /dev/shm: containers, other hosts. It implements Store (store.h), so code written for a local
+// Dict runs unchanged.
+//
+//   auto dict = shmdict::RemoteDict::Open({.address = "unix:/run/shmdict/bridge.sock",
+//                                          .dict = "orders"});
+//   if (!dict.ok()) { /* dict.status(): kNotFound, kUnavailable... */ }
+//   (*dict)->Set("apples", shmdict::Value::Int(3)).IgnoreError();
+//   auto v = (*dict)->Get("apples");   // from the local mirror: no round trip
+//
+// Mirror mode (the default): a background Watch stream keeps a local copy of the whole dict, so
+// reads cost a local map lookup (as Kubernetes informers and Redis client-side caching do). The
+// copy is as fresh as revision() says: reads may trail other clients' writes by the propagation
+// delay, but never this object's own writes: a write returns once the mirror holds its revision.
+// When the stream breaks, the client reconnects with jittered exponential backoff and resumes
+// after the last revision it applied (no gap, no duplicate); a resync snapshot replaces the copy
+// atomically. Meanwhile reads serve the last state (revision() stays put) and writes, which go to
+// the bridge, still return their committed revision.
+//
+// Without a mirror (Options::mirror = false, for dicts too big to copy): every read is a call to
+// the bridge that asks for at least this object's latest commit (read-your-writes).
+//
+// Thread-safety: thread-safe; every method may be called concurrently. Watchers it returns are
+// thread-compatible (Cancel() from any thread). Lifetime: destroying it stops the mirror; watchers
+// outliving it keep their own streams.
+//
+// Errors: as Store's. kUnavailable when the bridge cannot be reached (never "missing"); kNotFound
+// when the dict does not exist (the bridge never creates one); kDeadlineExceeded when a call
+// exceeded Options::call_timeout. A write that failed with kUnavailable or kDeadlineExceeded may
+// or may not have been committed (the bridge may have died after committing): read to find out.
+#ifndef SHMDICT_REMOTE_DICT_H_
+#define SHMDICT_REMOTE_DICT_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "shmdict/store.h"
+
+namespace grpc {
+class ChannelCredentials;
+}  // namespace grpc
+
+namespace shmdict {
+
+struct RemoteOptions {
+  // The bridge: "unix:/path/to/socket", "127.0.0.1:7377", "dns:///host:port".
+  std::string address;
+  // The dict's name.
+  std::string dict;
+  // Keep a local copy fed by Watch (see above); false: every read asks the bridge.
+  bool mirror = true;
+  // Deadline of each call to the bridge.
+  std::chrono::milliseconds call_timeout{10000};
+  // How long Open waits for the bridge and, with a mirror, for the first full copy.
+  std::chrono::milliseconds open_timeout{10000};
+  // Reconnect backoff: starts here, doubles up to max, each wait jittered by +-20%
+  // (client-go's 0.8 s -> 30 s).
+  std::chrono::milliseconds initial_backoff{800};
+  std::chrono::milliseconds max_backoff{30000};
+  // Null: plaintext (loopback and Unix sockets). TLS credentials plug in here.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+};
+
+class RemoteDict final : public Store {
+ public:
+  // Connects and checks that the dict exists; with a mirror, returns once the mirror holds the
+  // dict at least at its revision at the time of the call. kNotFound, kUnavailable,
+  // kDeadlineExceeded (open_timeout), kInvalidArgument (empty address or dict name).
+  static Result<std::unique_ptr<RemoteDict>> Open(const RemoteOptions& options);
+  ~RemoteDict() override;
+  RemoteDict(const RemoteDict&) = delete;
+  RemoteDict& operator=(const RemoteDict&) = delete;
+
+  const std::string& name() const override;
+
+  Result<std::optional<Value>> Get(std::string_view key) override;
+  Result<bool> Get(std::string_view key, Value* out) override;
+  Result<bool> Contains(std::string_view key) override;
+  Result<uint64_t> Size() override;
+  Result<std::vector<std::pair<std::string, Value>>> Items() override;
+  Result<std::vector<std::string>> Keys() override;
+
+  Result<uint64_t> Set(std::string_view key, const Value& value) override;
+  Result<uint64_t> Update(const std::vector<std::pair<std::string, Value>>& items) override;
+  Result<uint64_t> Apply(const std::vector<Change>& changes) override;
+  Result<bool> Erase(std::string_view key) override;
+  Result<std::optional<Value>> Pop(std::string_view key) override;
+  Result<std::optional<std::pair<std::string, Value>>> PopItem() override;
+  Result<Value> SetDefault(std::string_view key, const Value& default_value) override;
+  Result<uint64_t> Clear() override;
+  Result<bool> CompareAndSet(std::string_view key, const std::optional<Value>& expected,
+                             const std::optional<Value>& desired) override;
+  Result<int64_t> Increment(std::string_view key, int64_t delta) override;
+  // This object's latest commit, from any thread (0 if none).
+  uint64_t last_commit_revision() const override;
+
+  // With a mirror: the revision the mirror holds. Without: the latest revision this object saw
+  // (its commits and reads).
+  uint64_t revision() override;
+  Result<uint64_t> WaitForChange(uint64_t after_revision,
+                                 std::chrono::nanoseconds timeout) override;
+  Result<std::unique_ptr<Watcher>> Watch(uint64_t after_revision) override;
+
+  // Whether the mirror's stream is connected now (false without a mirror).
+  bool mirror_connected() const;
+  // Times the mirror was replaced by a resync snapshot (the first copy counts).
+  uint64_t mirror_resyncs() const;
+
+  struct Impl;
+
+ private:
+  explicit RemoteDict(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmdict
+
+#endif  // SHMDICT_REMOTE_DICT_H_

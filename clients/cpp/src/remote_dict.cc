@@ -1,0 +1,521 @@
+#include "shmdict/remote_dict.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "remote_watcher.h"
+#include "shmdict/v1/wire.h"
+
+namespace shmdict {
+
+using client::Connection;
+using client::RemoteWatcher;
+
+namespace {
+
+// Lets the mirror's maps be searched with a string_view: no allocation per read.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+using MirrorMap = std::unordered_map<std::string, Value, StringHash, std::equal_to<>>;
+using KeySet = std::unordered_set<std::string, StringHash, std::equal_to<>>;
+
+}  // namespace
+
+struct RemoteDict::Impl {
+  std::shared_ptr<Connection> connection;
+  std::atomic<uint64_t> last_commit{0};
+  std::atomic<uint64_t> seen_revision{0};  // without a mirror: the newest revision observed
+
+  // ---- The mirror (options.mirror).
+  std::shared_mutex map_mu;
+  MirrorMap map;          // guarded by map_mu
+  KeySet too_large_keys;  // guarded by map_mu: present, but only the bridge can return them
+  std::atomic<uint64_t> mirror_revision{0};
+  std::atomic<uint64_t> resyncs{0};
+  std::mutex progress_mu;
+  std::condition_variable progress_cv;  // mirror_revision advanced, or the mirror stopped
+  Status mirror_error;                  // guarded by progress_mu: why the mirror stopped
+  bool mirror_stopped = false;          // guarded by progress_mu
+  std::unique_ptr<RemoteWatcher> feed;
+  std::thread mirror_thread;
+  // Mirror thread only: the snapshot being received.
+  MirrorMap staging;
+  KeySet staging_too_large;
+
+  template <typename Request, typename Response, typename Call>
+  Status Unary(Call call, const Request& request, Response* response) const {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + connection->options.call_timeout);
+    grpc::Status status = (connection->stub.get()->*call)(&context, request, response);
+    return status.ok() ? Status::Ok() : connection->Describe(status);
+  }
+
+  // A committed write: remembered, and with a mirror, returned once the mirror holds it (unless
+  // the stream is down: a committed write is never reported as failed).
+  uint64_t Committed(uint64_t revision) {
+    uint64_t known = last_commit.load();
+    while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+    }
+    Observe(revision);
+    if (!feed) return revision;
+    const auto deadline = std::chrono::steady_clock::now() + connection->options.call_timeout;
+    std::unique_lock lock(progress_mu);
+    while (mirror_revision.load() < revision && !mirror_stopped && feed->connected() &&
+           std::chrono::steady_clock::now() < deadline) {
+      progress_cv.wait_for(lock, std::chrono::milliseconds(20));
+    }
+    return revision;
+  }
+
+  void Observe(uint64_t revision) {
+    uint64_t known = seen_revision.load();
+    while (known < revision && !seen_revision.compare_exchange_weak(known, revision)) {
+    }
+  }
+
+  void RunMirror() {
+    for (;;) {
+      Result<ChangeBatch> batch = feed->Next(WatchLimits{}, std::chrono::seconds(1));
+      if (!batch.ok()) {
+        std::lock_guard lock(progress_mu);
+        mirror_stopped = true;
+        if (batch.status().code() != StatusCode::kCancelled) mirror_error = batch.status();
+        progress_cv.notify_all();
+        return;
+      }
+      Apply(*batch);
+    }
+  }
+
+  void Apply(ChangeBatch& batch) {
+    if (batch.is_snapshot) {
+      if (batch.snapshot_begins) {
+        staging.clear();
+        staging_too_large.clear();
+      }
+      for (auto& [key, value] : batch.snapshot_items) {
+        staging.insert_or_assign(std::move(key), std::move(value));
+      }
+      for (Change& omitted : batch.changes) staging_too_large.insert(std::move(omitted.key));
+      if (!batch.snapshot_ends) return;
+      {
+        std::unique_lock lock(map_mu);
+        map.swap(staging);
+        too_large_keys.swap(staging_too_large);
+      }
+      staging = MirrorMap();
+      staging_too_large = KeySet();
+      resyncs.fetch_add(1);
+    } else if (!batch.changes.empty()) {
+      std::unique_lock lock(map_mu);
+      for (Change& change : batch.changes) {
+        switch (change.op) {
+          case ChangeOp::kSet:
+            if (change.value_too_large) {
+              map.erase(change.key);
+              too_large_keys.insert(std::move(change.key));
+            } else {
+              too_large_keys.erase(change.key);
+              map.insert_or_assign(std::move(change.key), std::move(change.value));
+            }
+            break;
+          case ChangeOp::kErase:
+            map.erase(change.key);
+            too_large_keys.erase(change.key);
+            break;
+          case ChangeOp::kClear:
+            map.clear();
+            too_large_keys.clear();
+            break;
+        }
+      }
+    }
+    if (batch.revision > mirror_revision.load()) {
+      std::lock_guard lock(progress_mu);
+      mirror_revision.store(batch.revision);
+      progress_cv.notify_all();
+    }
+  }
+
+  // Without a mirror, or for a value too large for the mirror: ask the bridge, at least at this
+  // object's latest commit.
+  Result<bool> GetFromBridge(std::string_view key, Value* out) {
+    v1::GetRequest request;
+    request.set_dict(connection->options.dict);
+    request.set_key(key.data(), key.size());
+    request.set_min_revision(last_commit.load());
+    v1::GetResponse response;
+    Status status = Unary(&v1::Dict::Stub::Get, request, &response);
+    if (!status.ok()) return status;
+    Observe(response.revision());
+    if (!response.found()) return false;
+    status = wire::FromProto(response.value(), out);
+    if (!status.ok()) return status;
+    return true;
+  }
+};
+
+RemoteDict::RemoteDict(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+RemoteDict::~RemoteDict() {
+  if (impl_->feed) {
+    impl_->feed->Cancel();
+    impl_->mirror_thread.join();
+  }
+}
+
+Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& options) {
+  if (options.address.empty() || options.dict.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "RemoteDict needs a bridge address and a dict name");
+  }
+  auto connection = std::make_shared<Connection>();
+  connection->options = options;
+  connection->description = "dict '" + options.dict + "' via " + options.address;
+  grpc::ChannelArguments arguments;
+  // Keepalive agreeing with the bridge's (it accepts pings every 10 s): a dead bridge behind a
+  // proxy is noticed in ~30 s instead of minutes.
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  arguments.SetMaxReceiveMessageSize(-1);  // the bridge bounds what it sends
+  arguments.SetMaxSendMessageSize(-1);     // and says so when a request is too large
+  // Reconnect quickly after a bridge restart; RemoteWatcher adds its own backoff.
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                   static_cast<int>(options.max_backoff.count()));
+  auto credentials = options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
+  connection->channel = grpc::CreateCustomChannel(options.address, credentials, arguments);
+  connection->stub = v1::Dict::NewStub(connection->channel);
+
+  // The dict must exist: Status answers NOT_FOUND otherwise. Waits for the bridge up to
+  // open_timeout (it may be starting).
+  v1::StatusRequest status_request;
+  status_request.set_dict(options.dict);
+  v1::StatusResponse status_response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + options.open_timeout);
+  context.set_wait_for_ready(true);
+  grpc::Status opened = connection->stub->Status(&context, status_request, &status_response);
+  if (!opened.ok()) return connection->Describe(opened);
+
+  auto impl = std::make_unique<Impl>();
+  impl->connection = connection;
+  impl->seen_revision = status_response.revision();
+  if (options.mirror) {
+    impl->feed = std::make_unique<RemoteWatcher>(connection, 0, 0);
+    Impl* raw = impl.get();
+    impl->mirror_thread = std::thread([raw] { raw->RunMirror(); });
+    const auto deadline = std::chrono::steady_clock::now() + options.open_timeout;
+    std::unique_lock lock(impl->progress_mu);
+    while (impl->mirror_revision.load() < status_response.revision()) {
+      if (impl->mirror_stopped) {
+        Status failed = impl->mirror_error;
+        lock.unlock();
+        return failed.ok() ? Status(StatusCode::kUnavailable,
+                                    connection->description + ": the mirror stopped")
+                           : failed;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        lock.unlock();
+        return Status(StatusCode::kDeadlineExceeded,
+                      connection->description + ": no copy of the dict within the open timeout");
+      }
+      impl->progress_cv.wait_for(lock, std::chrono::milliseconds(20));
+    }
+  }
+  return std::unique_ptr<RemoteDict>(new RemoteDict(std::move(impl)));
+}
+
+const std::string& RemoteDict::name() const { return impl_->connection->options.dict; }
+
+Result<bool> RemoteDict::Get(std::string_view key, Value* out) {
+  Impl& d = *impl_;
+  if (!d.feed) return d.GetFromBridge(key, out);
+  {
+    std::shared_lock lock(d.map_mu);
+    auto it = d.map.find(key);
+    if (it != d.map.end()) {
+      out->assign(it->second.type(), it->second.data());
+      return true;
+    }
+    if (!d.too_large_keys.contains(key)) return false;
+  }
+  return d.GetFromBridge(key, out);
+}
+
+Result<std::optional<Value>> RemoteDict::Get(std::string_view key) {
+  Value value;
+  Result<bool> found = Get(key, &value);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::optional<Value>();
+  return std::optional<Value>(std::move(value));
+}
+
+Result<bool> RemoteDict::Contains(std::string_view key) {
+  Impl& d = *impl_;
+  if (d.feed) {
+    std::shared_lock lock(d.map_mu);
+    return d.map.contains(key) || d.too_large_keys.contains(key);
+  }
+  Value ignored;
+  return d.GetFromBridge(key, &ignored);
+}
+
+Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
+  Impl& d = *impl_;
+  std::vector<std::pair<std::string, Value>> items;
+  if (d.feed) {
+    std::vector<std::string> large;
+    {
+      std::shared_lock lock(d.map_mu);
+      items.reserve(d.map.size());
+      for (const auto& [key, value] : d.map) items.emplace_back(key, value);
+      large.assign(d.too_large_keys.begin(), d.too_large_keys.end());
+    }
+    for (const std::string& key : large) {
+      Value value;
+      Result<bool> found = d.GetFromBridge(key, &value);
+      if (!found.ok()) return found.status();
+      if (*found) items.emplace_back(key, std::move(value));
+    }
+    return items;
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + d.connection->options.call_timeout);
+  v1::ListRequest request;
+  request.set_dict(d.connection->options.dict);
+  auto reader = d.connection->stub->List(&context, request);
+  v1::ListResponse response;
+  while (reader->Read(&response)) {
+    for (const v1::Entry& entry : response.entries()) {
+      auto& item = items.emplace_back(entry.key(), Value());
+      Status decoded = wire::FromProto(entry.value(), &item.second);
+      if (!decoded.ok()) return decoded;
+    }
+    if (response.last()) d.Observe(response.revision());
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return d.connection->Describe(status);
+  return items;
+}
+
+Result<std::vector<std::string>> RemoteDict::Keys() {
+  Impl& d = *impl_;
+  if (d.feed) {
+    std::shared_lock lock(d.map_mu);
+    std::vector<std::string> keys;
+    keys.reserve(d.map.size() + d.too_large_keys.size());
+    for (const auto& [key, value] : d.map) keys.push_back(key);
+    keys.insert(keys.end(), d.too_large_keys.begin(), d.too_large_keys.end());
+    return keys;
+  }
+  auto items = Items();
+  if (!items.ok()) return items.status();
+  std::vector<std::string> keys;
+  for (auto& [key, value] : *items) keys.push_back(std::move(key));
+  return keys;
+}
+
+Result<uint64_t> RemoteDict::Size() {
+  Impl& d = *impl_;
+  if (d.feed) {
+    std::shared_lock lock(d.map_mu);
+    return static_cast<uint64_t>(d.map.size() + d.too_large_keys.size());
+  }
+  v1::StatusRequest request;
+  request.set_dict(d.connection->options.dict);
+  v1::StatusResponse response;
+  Status status = d.Unary(&v1::Dict::Stub::Status, request, &response);
+  if (!status.ok()) return status;
+  d.Observe(response.revision());
+  return response.entries();
+}
+
+Result<uint64_t> RemoteDict::Set(std::string_view key, const Value& value) {
+  v1::SetRequest request;
+  request.set_dict(name());
+  request.set_key(key.data(), key.size());
+  wire::ToProto(value, request.mutable_value());
+  v1::WriteResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response);
+  if (!status.ok()) return status;
+  return impl_->Committed(response.revision());
+}
+
+Result<uint64_t> RemoteDict::Update(const std::vector<std::pair<std::string, Value>>& items) {
+  std::vector<Change> changes(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    changes[i].key = items[i].first;
+    changes[i].value = items[i].second;
+  }
+  return Apply(changes);
+}
+
+Result<uint64_t> RemoteDict::Apply(const std::vector<Change>& changes) {
+  v1::BatchRequest request;
+  request.set_dict(name());
+  for (const Change& change : changes) {
+    v1::Mutation* mutation = request.add_mutations();
+    mutation->set_op(wire::ToProto(change.op));
+    mutation->set_key(change.key);
+    if (change.op == ChangeOp::kSet) wire::ToProto(change.value, mutation->mutable_value());
+  }
+  v1::WriteResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response);
+  if (!status.ok()) return status;
+  return impl_->Committed(response.revision());
+}
+
+Result<bool> RemoteDict::Erase(std::string_view key) {
+  v1::DeleteRequest request;
+  request.set_dict(name());
+  request.set_key(key.data(), key.size());
+  v1::DeleteResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response);
+  if (!status.ok()) return status;
+  if (response.existed()) impl_->Committed(response.revision());
+  impl_->Observe(response.revision());
+  return response.existed();
+}
+
+Result<std::optional<Value>> RemoteDict::Pop(std::string_view key) {
+  v1::PopRequest request;
+  request.set_dict(name());
+  request.set_key(key.data(), key.size());
+  v1::PopResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response);
+  if (!status.ok()) return status;
+  impl_->Observe(response.revision());
+  if (!response.found()) return std::optional<Value>();
+  Value value;
+  wire::FromProto(response.value(), &value).IgnoreError();
+  impl_->Committed(response.revision());
+  return std::optional<Value>(std::move(value));
+}
+
+Result<std::optional<std::pair<std::string, Value>>> RemoteDict::PopItem() {
+  v1::PopItemRequest request;
+  request.set_dict(name());
+  v1::PopResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response);
+  if (!status.ok()) return status;
+  impl_->Observe(response.revision());
+  using Item = std::pair<std::string, Value>;
+  if (!response.found()) return std::optional<Item>();
+  Value value;
+  wire::FromProto(response.value(), &value).IgnoreError();
+  impl_->Committed(response.revision());
+  return std::optional<Item>(Item(response.key(), std::move(value)));
+}
+
+Result<Value> RemoteDict::SetDefault(std::string_view key, const Value& default_value) {
+  v1::SetDefaultRequest request;
+  request.set_dict(name());
+  request.set_key(key.data(), key.size());
+  wire::ToProto(default_value, request.mutable_default_value());
+  v1::SetDefaultResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response);
+  if (!status.ok()) return status;
+  impl_->Committed(response.revision());
+  Value value;
+  wire::FromProto(response.value(), &value).IgnoreError();
+  return value;
+}
+
+Result<uint64_t> RemoteDict::Clear() {
+  v1::ClearRequest request;
+  request.set_dict(name());
+  v1::WriteResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response);
+  if (!status.ok()) return status;
+  return impl_->Committed(response.revision());
+}
+
+Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional<Value>& expected,
+                                       const std::optional<Value>& desired) {
+  v1::CompareAndSetRequest request;
+  request.set_dict(name());
+  request.set_key(key.data(), key.size());
+  if (expected) wire::ToProto(*expected, request.mutable_expected());
+  if (desired) wire::ToProto(*desired, request.mutable_desired());
+  v1::CompareAndSetResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response);
+  if (!status.ok()) return status;
+  impl_->Observe(response.revision());
+  if (response.swapped()) impl_->Committed(response.revision());
+  return response.swapped();
+}
+
+Result<int64_t> RemoteDict::Increment(std::string_view key, int64_t delta) {
+  v1::IncrementRequest request;
+  request.set_dict(name());
+  request.set_key(key.data(), key.size());
+  request.set_delta(delta);
+  v1::IncrementResponse response;
+  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response);
+  if (!status.ok()) return status;
+  impl_->Committed(response.revision());
+  return response.value();
+}
+
+uint64_t RemoteDict::last_commit_revision() const { return impl_->last_commit.load(); }
+
+uint64_t RemoteDict::revision() {
+  return impl_->feed ? impl_->mirror_revision.load() : impl_->seen_revision.load();
+}
+
+Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
+                                           std::chrono::nanoseconds timeout) {
+  Impl& d = *impl_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (d.feed) {
+    std::unique_lock lock(d.progress_mu);
+    while (d.mirror_revision.load() <= after_revision) {
+      if (d.mirror_stopped && !d.mirror_error.ok()) return d.mirror_error;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status(StatusCode::kDeadlineExceeded,
+                      d.connection->description + ": no change after revision " +
+                          std::to_string(after_revision) + " within the timeout");
+      }
+      d.progress_cv.wait_until(lock, deadline);
+    }
+    return d.mirror_revision.load();
+  }
+  RemoteWatcher watcher(d.connection, after_revision, 1);
+  for (;;) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::nanoseconds::zero()) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    d.connection->description + ": no change after revision " +
+                        std::to_string(after_revision) + " within the timeout");
+    }
+    Result<ChangeBatch> batch = watcher.Next(WatchLimits{}, left);
+    if (!batch.ok()) return batch.status();
+    if (batch->revision > after_revision) {
+      d.Observe(batch->revision);
+      return batch->revision;
+    }
+  }
+}
+
+Result<std::unique_ptr<Watcher>> RemoteDict::Watch(uint64_t after_revision) {
+  return std::unique_ptr<Watcher>(
+      std::make_unique<RemoteWatcher>(impl_->connection, after_revision, 0));
+}
+
+bool RemoteDict::mirror_connected() const { return impl_->feed && impl_->feed->connected(); }
+
+uint64_t RemoteDict::mirror_resyncs() const { return impl_->resyncs.load(); }
+
+}  // namespace shmdict

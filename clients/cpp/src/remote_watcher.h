@@ -1,0 +1,77 @@
+// RemoteWatcher: a Watcher fed by the bridge's Watch stream, which it keeps open across bridge
+// restarts: a reader thread reconnects with jittered exponential backoff and resumes after the
+// last complete revision it received, so the caller sees one stream with no gap and no duplicate.
+// Fragments of one revision are assembled before delivery (an atomic batch is never split), and
+// only a bounded number of batches wait for the caller (the stream's flow control holds the
+// rest), so a slow caller costs bounded memory here and is resynced by the bridge.
+//
+// Thread-safety: Next and revision from one thread at a time; Cancel from any thread.
+// Lifetime: owns its thread and stream; the destructor cancels and joins.
+#ifndef SHMDICT_CLIENTS_CPP_REMOTE_WATCHER_H_
+#define SHMDICT_CLIENTS_CPP_REMOTE_WATCHER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "shmdict/remote_dict.h"
+#include "shmdict/store.h"
+#include "shmdict/v1/dict.grpc.pb.h"
+
+namespace shmdict::client {
+
+// The channel, stub and options shared by a RemoteDict and its watchers.
+struct Connection {
+  RemoteOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Dict::Stub> stub;
+  // "dict 'orders' via unix:/run/shmdict.sock": prefixes transport errors.
+  std::string description;
+  // A transport error (UNAVAILABLE "failed to connect"...) rewritten to name the dict.
+  Status Describe(const grpc::Status& status) const;
+};
+
+class RemoteWatcher final : public Watcher {
+ public:
+  RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,
+                uint32_t max_changes_per_message, bool from_current = false);
+  ~RemoteWatcher() override;
+
+  using Watcher::Next;
+  Result<ChangeBatch> Next(const WatchLimits& limits, std::chrono::nanoseconds timeout) override;
+  void Cancel() override;
+  uint64_t revision() const override;
+
+  bool connected() const { return connected_.load(std::memory_order_acquire); }
+
+ private:
+  void Run();
+  // Queues a complete batch; waits while the queue is full. False once cancelled.
+  bool Deliver(Result<ChangeBatch> batch);
+  // Sleeps for the backoff, or until cancelled. False once cancelled.
+  bool Backoff(std::chrono::milliseconds wait);
+
+  const std::shared_ptr<const Connection> connection_;
+  const uint32_t max_changes_per_message_;
+  const bool from_current_;
+  uint64_t resume_after_;  // reader thread only: the last complete revision received
+  std::atomic<bool> connected_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<Result<ChangeBatch>> queue_;
+  bool cancelled_ = false;
+  bool ended_ = false;  // a terminal error was queued; the reader thread stopped
+  grpc::ClientContext* live_context_ = nullptr;
+  uint64_t delivered_ = 0;
+  std::thread reader_;
+};
+
+}  // namespace shmdict::client
+
+#endif  // SHMDICT_CLIENTS_CPP_REMOTE_WATCHER_H_

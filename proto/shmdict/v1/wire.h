@@ -1,0 +1,40 @@
+// Conversions between the shmdict.v1 wire types and the core's API types (shmdict/store.h),
+// shared by shmdict-bridge and the clients so that both sides map status codes, type tags and ops
+// identically.
+//
+// Thread-safety: stateless functions. Errors: the FromProto functions return kInvalidArgument
+// naming the field when a message holds what the API cannot (an unknown type tag or op).
+#ifndef SHMDICT_V1_WIRE_H_
+#define SHMDICT_V1_WIRE_H_
+
+#include <grpcpp/support/status.h>
+
+#include <string_view>
+
+#include "shmdict/status.h"
+#include "shmdict/store.h"
+#include "shmdict/v1/dict.pb.h"
+#include "shmdict/value.h"
+
+namespace shmdict::wire {
+
+// shmdict's StatusCode numbers are gRPC's canonical codes, so the mapping keeps the code and
+// the message.
+grpc::Status ToGrpc(const Status& status);
+// The reverse. A transport failure (the bridge unreachable) stays kUnavailable or
+// kDeadlineExceeded; it never reads as kNotFound.
+Status FromGrpc(const grpc::Status& status);
+
+// True for the built-in tags (0..8) and the application's (128..255).
+bool IsKnownTypeTag(uint32_t tag);
+void ToProto(ValueView value, v1::Value* out);
+inline void ToProto(const Value& value, v1::Value* out) { ToProto(value.view(), out); }
+Status FromProto(const v1::Value& value, Value* out);
+
+v1::Op ToProto(ChangeOp op);
+// kInvalidArgument for OP_UNSPECIFIED and unknown numbers.
+Result<ChangeOp> FromProto(v1::Op op);
+
+}  // namespace shmdict::wire
+
+#endif  // SHMDICT_V1_WIRE_H_

@@ -1,0 +1,73 @@
+#include "bridge_process.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace shmdict::testing {
+
+TempDir::TempDir() {
+  char pattern[] = "/tmp/shmdict-test-XXXXXX";
+  const char* made = mkdtemp(pattern);
+  if (made == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+    return;
+  }
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+}
+
+BridgeProcess::BridgeProcess(std::vector<std::string> listen, std::vector<std::string> extra_args)
+    : listen_(std::move(listen)), extra_args_(std::move(extra_args)) {
+  socket_path_ = dir_.path() + "/bridge.sock";
+  if (listen_.empty()) listen_.push_back("unix:" + socket_path_);
+  address_ = listen_.front();
+}
+
+BridgeProcess::~BridgeProcess() {
+  if (process_ && !process_->reaped()) process_->KillAndWait();
+}
+
+bool BridgeProcess::Start() {
+  if (process_ && !process_->reaped()) process_->KillAndWait();
+  std::vector<std::string> args;
+  for (const std::string& address : listen_) {
+    args.push_back("--listen");
+    args.push_back(address);
+  }
+  args.push_back("--log-level");
+  args.push_back("warn");
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  process_ = std::make_unique<WorkerProcess>(BridgeProgram(), args);
+  const Deadline deadline = DeadlineIn(kWorkerTimeout);
+  for (;;) {
+    std::string line;
+    if (process_->ReadLine(&line, deadline) != LineStatus::kLine) {
+      ADD_FAILURE() << "shmdict-bridge did not become ready: " << process_->output();
+      return false;
+    }
+    if (line.rfind("listening on ", 0) == 0 && address_.rfind("unix:", 0) != 0 &&
+        address_.find(":0") == address_.size() - 2) {
+      address_ = line.substr(13);  // the port the bridge chose for ":0"
+    }
+    if (line == "ready") return true;
+  }
+}
+
+void BridgeProcess::Kill() {
+  if (process_ && !process_->reaped()) process_->KillAndWait();
+}
+
+ExitInfo BridgeProcess::Terminate() {
+  if (!process_ || process_->reaped()) return ExitInfo{};
+  process_->Signal(SIGTERM);
+  return process_->Wait(DeadlineIn(kWorkerTimeout));
+}
+
+}  // namespace shmdict::testing

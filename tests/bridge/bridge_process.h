@@ -1,0 +1,64 @@
+// BridgeProcess: a real shmdict-bridge for a test, on a Unix socket in a directory of its own,
+// started, SIGKILLed and restarted at will. Destruction kills it and removes the directory, so
+// no test leaves a bridge or a socket behind.
+//
+// Thread-safety: use from the test's main thread.
+#ifndef SHMDICT_TESTS_BRIDGE_BRIDGE_PROCESS_H_
+#define SHMDICT_TESTS_BRIDGE_BRIDGE_PROCESS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "worker_process.h"
+
+namespace shmdict::testing {
+
+// A fresh directory under /tmp, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+inline std::string BridgeProgram() { return SHMDICT_BRIDGE_PATH; }
+inline std::string RemoteWorkerProgram() { return SHMDICT_REMOTE_WORKER_PATH; }
+
+class BridgeProcess {
+ public:
+  // `listen`: the bridge's --listen values; empty: unix:<dir>/bridge.sock.
+  explicit BridgeProcess(std::vector<std::string> listen = {},
+                         std::vector<std::string> extra_args = {});
+  ~BridgeProcess();
+
+  // Starts it and waits for its "ready" line (a test failure, and false, if it does not come).
+  bool Start();
+  // SIGKILL and reap: the bridge gets no chance to clean up.
+  void Kill();
+  // SIGTERM and wait for its exit.
+  ExitInfo Terminate();
+  bool running() const { return process_ && !process_->reaped(); }
+
+  // "unix:/tmp/shmdict-test-XXXX/bridge.sock", or the first --listen value with its real port.
+  const std::string& address() const { return address_; }
+  const std::string& socket_path() const { return socket_path_; }
+  WorkerProcess* process() { return process_.get(); }
+
+ private:
+  TempDir dir_;
+  std::vector<std::string> listen_;
+  std::vector<std::string> extra_args_;
+  std::string socket_path_;
+  std::string address_;
+  std::unique_ptr<WorkerProcess> process_;
+};
+
+}  // namespace shmdict::testing
+
+#endif  // SHMDICT_TESTS_BRIDGE_BRIDGE_PROCESS_H_

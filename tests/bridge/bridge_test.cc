@@ -1,0 +1,454 @@
+// The bridge end to end: real shmdict-bridge processes, RemoteDict clients, local writers.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "bridge_process.h"
+#include "dict_test_base.h"
+#include "shmdict/dict.h"
+#include "shmdict/remote_dict.h"
+#include "shmdict/v1/dict.grpc.pb.h"
+#include "worker_process.h"
+
+namespace shmdict::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class BridgeTest : public DictTestBase {
+ protected:
+  void SetUp() override {
+    auto dict = Dict::Open(CreateOptions(name_));
+    ASSERT_OK(dict);
+    local_.emplace(std::move(*dict));
+    ASSERT_TRUE(bridge_.Start());
+  }
+
+  RemoteOptions Remote(bool mirror = true) {
+    RemoteOptions options{.address = bridge_.address(), .dict = name_, .mirror = mirror};
+    options.initial_backoff = 50ms;
+    options.max_backoff = 500ms;
+    return options;
+  }
+
+  std::unique_ptr<v1::Dict::Stub> RawStub() {
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxSendMessageSize(-1);
+    arguments.SetMaxReceiveMessageSize(-1);
+    return v1::Dict::NewStub(grpc::CreateCustomChannel(
+        bridge_.address(), grpc::InsecureChannelCredentials(), arguments));
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Context() {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + 10s);
+    return context;
+  }
+
+  std::optional<Dict> local_;
+  BridgeProcess bridge_;
+};
+
+TEST_F(BridgeTest, EveryOperationThroughTheBridgeIsSeenLocallyAndBack) {
+  for (bool mirror : {true, false}) {
+    SCOPED_TRACE(mirror ? "mirror" : "no mirror");
+    ASSERT_OK(local_->Clear());
+    auto remote = RemoteDict::Open(Remote(mirror));
+    ASSERT_OK(remote);
+    RemoteDict& r = **remote;
+
+    auto set = r.Set("a", Value::Int(1));
+    ASSERT_OK(set);
+    EXPECT_EQ(*set, local_->published_revision());
+    EXPECT_EQ(*local_->Get("a"), std::optional<Value>(Value::Int(1)));
+    // The write returned once the mirror (if any) held it: read-your-writes.
+    EXPECT_EQ(*r.Get("a"), std::optional<Value>(Value::Int(1)));
+    EXPECT_GE(r.revision(), *set);
+
+    ASSERT_OK(r.Update({{"b", Value::Str("two")}, {"c", Value::Double(3.5)}}));
+    EXPECT_EQ(*local_->Get("b"), std::optional<Value>(Value::Str("two")));
+    auto applied = r.Apply({Change{.op = ChangeOp::kErase, .key = "b"},
+                            Change{.op = ChangeOp::kSet, .key = "d", .value = Value::Bool(true)},
+                            Change{.op = ChangeOp::kErase, .key = "never-there"}});
+    ASSERT_OK(applied);
+    EXPECT_FALSE(*local_->Contains("b"));
+    EXPECT_EQ(*r.Get("d"), std::optional<Value>(Value::Bool(true)));
+
+    EXPECT_EQ(*r.Increment("n", 5), 5);
+    EXPECT_EQ(*r.Increment("n", -2), 3);
+    EXPECT_TRUE(*r.CompareAndSet("n", Value::Int(3), Value::Int(10)));
+    EXPECT_FALSE(*r.CompareAndSet("n", Value::Int(3), Value::Int(11)));
+    EXPECT_TRUE(*r.CompareAndSet("fresh", std::nullopt, Value::Str("x")));
+    EXPECT_EQ(*local_->Get("n"), std::optional<Value>(Value::Int(10)));
+    EXPECT_EQ(*r.SetDefault("n", Value::Int(0)), Value::Int(10));
+    EXPECT_EQ(*r.SetDefault("m", Value::Int(7)), Value::Int(7));
+    EXPECT_EQ(*r.Pop("m"), std::optional<Value>(Value::Int(7)));
+    EXPECT_EQ(*r.Pop("m"), std::optional<Value>());
+    EXPECT_TRUE(*r.Erase("fresh"));
+    EXPECT_FALSE(*r.Erase("fresh"));
+
+    // Local writes reach the remote side.
+    ASSERT_OK(local_->Set("from-local", Value::Str("hello")));
+    const uint64_t local_revision = local_->published_revision();
+    if (mirror) ASSERT_OK(r.WaitForChange(local_revision - 1, 10s));
+    EXPECT_EQ(*r.Get("from-local"), std::optional<Value>(Value::Str("hello")));
+
+    auto items = r.Items();
+    ASSERT_OK(items);
+    std::map<std::string, Value> remote_items(items->begin(), items->end());
+    EXPECT_EQ(remote_items, local_->Export());
+    EXPECT_EQ(*r.Size(), *local_->Size());
+
+    auto popped = r.PopItem();
+    ASSERT_OK(popped);
+    ASSERT_TRUE(popped->has_value());
+    EXPECT_FALSE(*local_->Contains((*popped)->first));
+    ASSERT_OK(r.Clear());
+    EXPECT_EQ(*local_->Size(), 0u);
+    EXPECT_EQ(r.last_commit_revision(), local_->published_revision());
+  }
+}
+
+TEST_F(BridgeTest, GetWithMinRevisionWaitsForTheRevision) {
+  auto stub = RawStub();
+  const uint64_t now = local_->published_revision();
+  std::thread writer([&] {
+    std::this_thread::sleep_for(100ms);
+    local_->Set("late", Value::Str("arrived")).IgnoreError();
+  });
+  v1::GetRequest request;
+  request.set_dict(name_);
+  request.set_key("late");
+  request.set_min_revision(now + 1);
+  v1::GetResponse response;
+  grpc::Status status = stub->Get(Context().get(), request, &response);
+  writer.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.found());
+  EXPECT_EQ(response.value().data(), "arrived");
+  EXPECT_GE(response.revision(), now + 1);
+
+  request.set_min_revision(now + 1000);
+  auto context = Context();
+  context->set_deadline(std::chrono::system_clock::now() + 200ms);
+  status = stub->Get(context.get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(BridgeTest, BadInputGetsTheRightCodeChangesNothingAndTheBridgeServesOn) {
+  ASSERT_OK(local_->Set("text", Value::Str("not a number")));
+  const std::map<std::string, Value> before = local_->Export();
+  const uint64_t revision = local_->published_revision();
+  auto stub = RawStub();
+
+  v1::SetRequest set;
+  v1::WriteResponse written;
+  set.set_dict("no-such-dict-" + std::to_string(getpid()));
+  set.set_key("k");
+  set.mutable_value()->set_type(1);
+  grpc::Status status = stub->Set(Context().get(), set, &written);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find(set.dict()), std::string::npos) << status.error_message();
+  EXPECT_FALSE(Dict::Inspect(set.dict()).ok()) << "the bridge must never create a dict";
+
+  set.set_dict("bad/name");
+  EXPECT_EQ(stub->Set(Context().get(), set, &written).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  set.set_dict(name_);
+  set.set_key(std::string(kMaxKeyBytes + 1, 'k'));
+  status = stub->Set(Context().get(), set, &written);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_NE(status.error_message().find(name_), std::string::npos) << status.error_message();
+
+  set.set_key("k");
+  set.mutable_value()->set_type(77);  // neither built-in nor an application tag
+  EXPECT_EQ(stub->Set(Context().get(), set, &written).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A value over the bridge's message limit (1 MiB for this test's second bridge).
+  BridgeProcess small({}, {"--max-message-bytes", "1048576"});
+  ASSERT_TRUE(small.Start());
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxSendMessageSize(-1);
+  auto small_stub = v1::Dict::NewStub(
+      grpc::CreateCustomChannel(small.address(), grpc::InsecureChannelCredentials(), arguments));
+  set.mutable_value()->set_type(0);
+  set.mutable_value()->set_data(std::string(size_t{3} << 20, 'v'));
+  EXPECT_EQ(small_stub->Set(Context().get(), set, &written).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  v1::IncrementRequest increment;
+  increment.set_dict(name_);
+  increment.set_key("text");
+  increment.set_delta(1);
+  v1::IncrementResponse incremented;
+  status = stub->Increment(Context().get(), increment, &incremented);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+
+  v1::BatchRequest batch;
+  batch.set_dict(name_);
+  batch.add_mutations()->set_op(v1::OP_SET);
+  batch.mutable_mutations(0)->set_key("half");
+  batch.add_mutations()->set_op(v1::OP_UNSPECIFIED);
+  EXPECT_EQ(stub->Batch(Context().get(), batch, &written).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A Watch whose first message is not `start`.
+  {
+    auto context = Context();
+    auto stream = stub->Watch(context.get());
+    v1::WatchRequest progress;
+    progress.mutable_progress();
+    stream->Write(progress);
+    stream->WritesDone();
+    v1::WatchResponse response;
+    while (stream->Read(&response)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  // Garbage bytes on the bridge's socket: the connection is dropped, nothing else happens.
+  for (const std::string garbage :
+       {std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), std::string(4096, '\xff'),
+        std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string(64, '\0')}) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", bridge_.socket_path().c_str());
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(write(fd, garbage.data(), garbage.size()), static_cast<ssize_t>(garbage.size()));
+    char buffer[256];
+    timeval timeout{.tv_sec = 5, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    while (read(fd, buffer, sizeof(buffer)) > 0) {
+    }
+    close(fd);
+  }
+
+  EXPECT_EQ(local_->Export(), before);
+  EXPECT_EQ(local_->published_revision(), revision);
+  EXPECT_TRUE(bridge_.running());
+  v1::GetRequest get;
+  get.set_dict(name_);
+  get.set_key("text");
+  v1::GetResponse got;
+  status = stub->Get(Context().get(), get, &got);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(got.value().data(), "not a number");
+}
+
+TEST_F(BridgeTest, ASecondBridgeCannotStealTheSocketOrThePort) {
+  WorkerProcess second(BridgeProgram(), {"--listen", bridge_.address()});
+  ExitInfo exit = second.Wait(DeadlineIn(kWorkerTimeout));
+  EXPECT_TRUE(exit.exited && exit.exit_code == 2) << exit.ToString();
+  // The first still serves on its socket.
+  auto remote = RemoteDict::Open(Remote(false));
+  ASSERT_OK(remote);
+  ASSERT_OK((*remote)->Set("still", Value::Int(1)));
+
+  BridgeProcess tcp({"127.0.0.1:0"});
+  ASSERT_TRUE(tcp.Start());
+  WorkerProcess stealer(BridgeProgram(), {"--listen", tcp.address()});
+  exit = stealer.Wait(DeadlineIn(kWorkerTimeout));
+  EXPECT_TRUE(exit.exited && exit.exit_code == 2) << exit.ToString() << stealer.output();
+  RemoteOptions options = Remote(false);
+  options.address = tcp.address();
+  auto over_tcp = RemoteDict::Open(options);
+  ASSERT_OK(over_tcp);
+  EXPECT_EQ(*(*over_tcp)->Get("still"), std::optional<Value>(Value::Int(1)));
+}
+
+TEST_F(BridgeTest, TwoBridgesServeOneDict) {
+  BridgeProcess other;
+  ASSERT_TRUE(other.Start());
+  auto through_first = RemoteDict::Open(Remote());
+  RemoteOptions options = Remote();
+  options.address = other.address();
+  auto through_second = RemoteDict::Open(options);
+  ASSERT_OK(through_first);
+  ASSERT_OK(through_second);
+  auto written = (*through_first)->Set("shared", Value::Str("yes"));
+  ASSERT_OK(written);
+  ASSERT_OK((*through_second)->WaitForChange(*written - 1, 10s));
+  EXPECT_EQ(*(*through_second)->Get("shared"), std::optional<Value>(Value::Str("yes")));
+}
+
+TEST_F(BridgeTest, EveryWriteAcknowledgedBeforeABridgeKillIsInTheDict) {
+  WorkerProcess writer(RemoteWorkerProgram(),
+                       {"remote-write", bridge_.address(), name_, "acked", "3000"});
+  std::map<std::string, uint64_t> acked;
+  auto read_acks = [&](Deadline until) {
+    std::string line;
+    while (writer.ReadLine(&line, until) == LineStatus::kLine) {
+      if (line.rfind("acked ", 0) == 0) {
+        const size_t space = line.rfind(' ');
+        acked[line.substr(6, space - 6)] = std::stoull(line.substr(space + 1));
+      }
+      if (line == "done" || line.rfind("error", 0) == 0 || Clock::now() > until) break;
+      if (acked.size() % 500 == 250) return;
+    }
+  };
+  for (int kill = 0; kill < 3; ++kill) {
+    read_acks(DeadlineIn(kWorkerTimeout));
+    bridge_.Kill();
+    std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(bridge_.Start());
+  }
+  ExitInfo exit = writer.Wait(DeadlineIn(kWorkerTimeout));
+  for (const std::string& line : writer.TakeLines()) {
+    if (line.rfind("acked ", 0) == 0) {
+      const size_t space = line.rfind(' ');
+      acked[line.substr(6, space - 6)] = std::stoull(line.substr(space + 1));
+    }
+  }
+  EXPECT_TRUE(exit.Succeeded()) << exit.ToString() << writer.output();
+  EXPECT_EQ(acked.size(), 3000u);
+  for (const auto& [key, revision] : acked) {
+    auto value = local_->Get(key);
+    ASSERT_TRUE(value.ok() && value->has_value())
+        << key << " was acknowledged at revision " << revision << " but is missing";
+    EXPECT_LE(revision, local_->published_revision());
+  }
+}
+
+TEST_F(BridgeTest, AClientWithoutDevShmOrNetworkReachesTheDictThroughTheSocket) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for unshare -m -n";
+  // The client's world: a mount namespace with an empty /dev/shm and the bridge's socket
+  // directory bind-mounted at /mnt, and a network namespace with nothing in it.
+  const std::string socket_dir = bridge_.socket_path().substr(0, bridge_.socket_path().rfind('/'));
+  const std::string script = "mount -t tmpfs none /dev/shm && mount --bind '" + socket_dir +
+                             "' /mnt && exec '" + RemoteWorkerProgram() +
+                             "' pingpong unix:/mnt/bridge.sock '" + name_ + "' 50";
+  WorkerProcess client("/usr/bin/unshare",
+                       {"-m", "-n", "--propagation", "private", "sh", "-c", script});
+  auto isolated = client.AwaitLine("isolated", DeadlineIn(kWorkerTimeout));
+  ASSERT_TRUE(isolated.has_value()) << client.output();
+  EXPECT_EQ(*isolated, "isolated dicts=0") << "the client must not see this host's dicts";
+  for (int i = 0; i < 50; ++i) {
+    const std::string wanted = "remote-" + std::to_string(i);
+    const Deadline deadline = DeadlineIn(kWorkerTimeout);
+    while (!*local_->Contains(wanted)) {
+      ASSERT_LT(Clock::now(), deadline) << wanted << " never arrived: " << client.output();
+      local_->WaitForChange(local_->published_revision(), 100ms).IgnoreError();
+    }
+    ASSERT_OK(local_->Set("local-" + std::to_string(i), Value::Int(i)));
+  }
+  ExitInfo exit = client.Wait(DeadlineIn(kWorkerTimeout));
+  EXPECT_TRUE(exit.Succeeded()) << exit.ToString() << client.output();
+}
+
+TEST_F(BridgeTest, AStalledSubscriberIsResyncedWhileAFastOneKeepsUp) {
+  // A small log, so that the stalled stream is lapped quickly.
+  const std::string name = NewDictName();
+  Options small = CreateOptions(name);
+  small.buffer_size = 64 * 1024;
+  auto dict = Dict::Open(small);
+  ASSERT_OK(dict);
+  auto stub = RawStub();
+  auto open_stream = [&](grpc::ClientContext* context) {
+    auto stream = stub->Watch(context);
+    v1::WatchRequest start;
+    start.mutable_start()->set_dict(name);
+    start.mutable_start()->set_after_revision(0);
+    stream->Write(start);
+    return stream;
+  };
+  grpc::ClientContext slow_context;
+  auto slow = open_stream(&slow_context);
+  RemoteOptions options = Remote();
+  options.dict = name;
+  auto fast = RemoteDict::Open(options);
+  ASSERT_OK(fast);
+
+  std::string big(512, 'x');
+  const int writes = Scaled(20000);
+  for (int i = 0; i < writes; ++i)
+    ASSERT_OK(dict->Set("k" + std::to_string(i % 500), Value::Str(big + std::to_string(i))));
+  const uint64_t last = dict->published_revision();
+  ASSERT_OK((*fast)->WaitForChange(last - 1, 60s));
+  auto fast_items = (*fast)->Items();
+  ASSERT_OK(fast_items);
+  EXPECT_EQ(std::map<std::string, Value>(fast_items->begin(), fast_items->end()), dict->Export());
+
+  // Now the slow one reads: it must have been resynced (a snapshot), and end at the same state.
+  std::map<std::string, Value> state;
+  std::map<std::string, Value> staging;
+  bool saw_snapshot_after_start = false;
+  uint64_t revision = 0;
+  v1::WatchResponse message;
+  while (revision < last && slow->Read(&message)) {
+    if (message.kind() == v1::WatchResponse::KIND_SNAPSHOT) {
+      if (message.snapshot_begins()) staging.clear();
+      for (const auto& entry : message.snapshot_entries()) {
+        staging[entry.key()] =
+            Value(static_cast<ValueType>(entry.value().type()), entry.value().data());
+      }
+      if (message.snapshot_ends()) {
+        state.swap(staging);
+        if (message.snapshot_revision() > 0) saw_snapshot_after_start = true;
+      }
+    }
+    for (const auto& change : message.changes()) {
+      if (change.op() == v1::OP_SET) {
+        state[change.key()] =
+            Value(static_cast<ValueType>(change.value().type()), change.value().data());
+      } else if (change.op() == v1::OP_DELETE) {
+        state.erase(change.key());
+      } else {
+        state.clear();
+      }
+    }
+    revision = std::max(revision, message.revision());
+  }
+  EXPECT_TRUE(saw_snapshot_after_start) << "the stalled stream was never resynced";
+  EXPECT_EQ(revision, last);
+  EXPECT_EQ(state, dict->Export());
+  slow_context.TryCancel();
+  slow->Finish().IgnoreError();
+}
+
+TEST_F(BridgeTest, SigtermEndsStreamsWithUnavailableAndTheClientResumesOnANewBridge) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  auto watcher = (*remote)->Watch(local_->published_revision());
+  ASSERT_OK(watcher);
+  ExitInfo exit = bridge_.Terminate();
+  EXPECT_TRUE(exit.Succeeded()) << exit.ToString();
+  EXPECT_FALSE((*remote)->mirror_connected());
+  ASSERT_OK(local_->Set("while-down", Value::Int(1)));
+  ASSERT_TRUE(bridge_.Start());
+  ASSERT_OK((*remote)->WaitForChange(local_->published_revision() - 1, 30s));
+  EXPECT_EQ(*(*remote)->Get("while-down"), std::optional<Value>(Value::Int(1)));
+  auto batch = (*watcher)->Next(WatchLimits{}, 30s);
+  ASSERT_OK(batch);
+  ASSERT_EQ(batch->changes.size(), 1u);
+  EXPECT_EQ(batch->changes[0].key, "while-down");
+}
+
+TEST_F(BridgeTest, ADictDeletedAndCreatedAgainIsServedAnew) {
+  auto remote = RemoteDict::Open(Remote(false));
+  ASSERT_OK(remote);
+  ASSERT_OK((*remote)->Set("old", Value::Int(1)));
+  local_.reset();  // the creator's handle unlinks it
+  auto again = Dict::Open(CreateOptions(name_));
+  ASSERT_OK(again);
+  ASSERT_OK(again->Set("new", Value::Int(2)));
+  local_.emplace(std::move(*again));
+  auto old_value = (*remote)->Get("old");
+  ASSERT_OK(old_value);
+  EXPECT_FALSE(old_value->has_value());
+  EXPECT_EQ(*(*remote)->Get("new"), std::optional<Value>(Value::Int(2)));
+}
+
+}  // namespace
+}  // namespace shmdict::testing
