@@ -597,7 +597,7 @@ void RunSingleProcess(Bench& b) {
   std::string map_out;
   auto dict_reads = [&](const std::vector<std::string>& keys) {
     uint64_t found = 0;
-    for (uint32_t i : w.order) found += dict.Get(keys[i], &dict_out) ? 1 : 0;
+    for (uint32_t i : w.order) found += *dict.Get(keys[i], &dict_out) ? 1 : 0;
     KeepAlive(dict_out);
     return found;
   };
@@ -652,7 +652,7 @@ void RunSingleProcess(Bench& b) {
   // Verifies the last overwrite landed, so a fast but lossy Set cannot pass.
   const int last_variant = (reps + passes - 1) % 2;
   for (uint32_t i : w.order) {
-    if (!dict.Get(w.keys[i], &dict_out) || dict_out.data() != w.values[last_variant][i]) {
+    if (!*dict.Get(w.keys[i], &dict_out) || dict_out.data() != w.values[last_variant][i]) {
       Fail("shmdict: '" + w.keys[i] + "' does not hold the value written last");
     }
   }
@@ -665,7 +665,7 @@ void RunSingleProcess(Bench& b) {
           uint32_t i = w.order[k];
           if (w.mix_is_write[k]) {
             if (!dict.Set(w.keys[i], values[i]).ok()) Fail("Set (mix) failed");
-          } else if (!dict.Get(w.keys[i], &dict_out)) {
+          } else if (!*dict.Get(w.keys[i], &dict_out)) {
             Fail("shmdict lost '" + w.keys[i] + "' during the mix");
           }
         }
@@ -916,7 +916,7 @@ int AttachChildMain(int argc, char** argv) {
     std::fprintf(stderr, "attach child: %s\n", dict.status().ToString().c_str());
     return 1;
   }
-  std::optional<Value> value = dict->Get(argv[3]);
+  std::optional<Value> value = *dict->Get(argv[3]);
   int64_t t2 = MonotonicNs();
   std::map<std::string, int64_t> after = ReadSmapsRollup();
   if (!value || value->data() != argv[4]) {
@@ -966,7 +966,7 @@ int WatchChildMain(int argc, char** argv) {
         return 1;
       }
     }
-    if (!dict->Get("ts", &value)) {
+    if (!*dict->Get("ts", &value)) {
       std::fprintf(stderr, "watch child: key 'ts' missing\n");
       return 1;
     }

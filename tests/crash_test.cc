@@ -98,13 +98,13 @@ class CrashTest : public DictTestBase {
     ASSERT_NO_FATAL_FAILURE(ExpectWritableAndReadable(dict));
     Value value;
     for (int64_t i = 0; i <= acked; ++i) {
-      ASSERT_TRUE(dict.Get(KeyFor(prefix, i), &value))
+      ASSERT_TRUE(*dict.Get(KeyFor(prefix, i), &value))
           << "acknowledged write " << KeyFor(prefix, i) << " was lost";
       ASSERT_TRUE(ValueMatchesIndex(value.view(), i)) << KeyFor(prefix, i) << " has a wrong value";
     }
     // The write after the last acknowledged one may have committed before the kill; none later.
     int64_t committed = acked + 1;
-    if (dict.Contains(KeyFor(prefix, committed))) ++committed;
+    if (*dict.Contains(KeyFor(prefix, committed))) ++committed;
     committed_[prefix] = committed;
     ExpectHoldsExactlyTheCommittedWrites(dict);
   }
@@ -129,7 +129,7 @@ class CrashTest : public DictTestBase {
       EXPECT_EQ(seen[prefix], count) << "entries of " << prefix;
       total += static_cast<uint64_t>(count);
     }
-    EXPECT_EQ(dict.Size(), total);
+    EXPECT_EQ(*dict.Size(), total);
   }
 
   std::map<std::string, int64_t, std::less<>> committed_;  // prefix -> entries PREFIX.0 ..
@@ -255,7 +255,7 @@ TEST_F(CrashTest, WriterKilledWhileStoringLargeValuesKeepsTheLastAcknowledgedVal
     if (acked >= 0) allowed = {PatternBytes(kBytes, acked)};
     allowed.push_back(PatternBytes(kBytes, acked + 1));
 
-    std::optional<Value> big = dict->Get("big");
+    std::optional<Value> big = *dict->Get("big");
     const std::string got = big.has_value() ? big->data() : "";
     bool matches = false;
     for (const std::string& candidate : allowed) matches = matches || got == candidate;
@@ -310,7 +310,7 @@ TEST_F(CrashTest, LockHolderKilledWhileHoldingIsRecoveredByTheNextLock) {
     guard->Unlock();
     ASSERT_OK(dict->Set(KeyFor("after", i), ValueFor(i, 0)));
   }
-  EXPECT_EQ(dict->Size(), 2u * kills);
+  EXPECT_EQ(*dict->Size(), 2u * kills);
 }
 
 TEST_F(CrashTest, WaiterBlockedOnAKilledHolderAcquiresTheLock) {

@@ -112,7 +112,7 @@ TEST_F(MultiProcessTest, ProcessesIncrementingOneCounterReachTheExactTotal) {
 
   RunTogether(kProcesses, {"incr", name_, "counter", std::to_string(kIncrements)});
 
-  std::optional<Value> counter = dict->Get("counter");
+  std::optional<Value> counter = *dict->Get("counter");
   ASSERT_TRUE(counter.has_value());
   EXPECT_EQ(counter->AsInt(), kProcesses * kIncrements) << "increments were lost";
   EXPECT_EQ(dict->revision(), uint64_t{kProcesses * kIncrements})
@@ -259,7 +259,7 @@ TEST_F(MultiProcessTest, ValueHundredTimesTheLogSizeRoundTripsBetweenProcesses) 
   writer.push_back(
       SpawnWorker({"bigvalue", name_, "big.from-worker", std::to_string(bytes), "1", "write"}));
   ExpectAllSucceed(writer);
-  std::optional<Value> got = dict->Get("big.from-worker");
+  std::optional<Value> got = *dict->Get("big.from-worker");
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->type(), ValueType::kBytes);
   EXPECT_EQ(got->data().size(), bytes);
@@ -294,7 +294,7 @@ TEST_F(MultiProcessTest, NestedDictCreatedByAnotherProcessIsUnlinkedWithItsParen
   EXPECT_TRUE(Exists(ShmPath(child_name))) << "the child died with the process that created it";
   EXPECT_TRUE(Exists(ShmPath(grandchild_name)));
 
-  std::optional<Value> reference = dict->Get("child");
+  std::optional<Value> reference = *dict->Get("child");
   ASSERT_TRUE(reference.has_value());
   EXPECT_EQ(reference->type(), ValueType::kNestedDict);
   EXPECT_EQ(reference->AsText(), child_name);
@@ -302,8 +302,8 @@ TEST_F(MultiProcessTest, NestedDictCreatedByAnotherProcessIsUnlinkedWithItsParen
     Result<Dict> child = dict->OpenNested("child");
     ASSERT_OK(child);
     EXPECT_EQ(child->name(), child_name);
-    EXPECT_EQ(child->Size(), 11u) << "10 items and the grandchild's reference";
-    std::optional<Value> item = child->Get(KeyFor("c", 7));
+    EXPECT_EQ(*child->Size(), 11u) << "10 items and the grandchild's reference";
+    std::optional<Value> item = *child->Get(KeyFor("c", 7));
     ASSERT_TRUE(item.has_value());
     EXPECT_TRUE(ValueMatchesIndex(item->view(), 7));
   }
@@ -411,7 +411,7 @@ TEST_F(MultiProcessTest, ConcurrentAttachOrCreateAgreesOnOneDict) {
     Result<Dict> dict = Dict::Open(AttachOptions(name));
     ASSERT_OK(dict);
     for (int i = 0; i < kProcesses; ++i) {
-      std::optional<Value> v = dict->Get("w" + std::to_string(i));
+      std::optional<Value> v = *dict->Get("w" + std::to_string(i));
       ASSERT_TRUE(v.has_value()) << "round " << round << ": a process wrote into another dict";
       EXPECT_EQ(v->AsInt(), workers[i]->pid());
     }
@@ -426,7 +426,7 @@ TEST_F(MultiProcessTest, UserLockMakesReadModifyWriteAtomicAcrossProcesses) {
 
   RunTogether(kProcesses, {"lockrmw", name_, "counter", std::to_string(kIterations)});
 
-  std::optional<Value> counter = dict->Get("counter");
+  std::optional<Value> counter = *dict->Get("counter");
   ASSERT_TRUE(counter.has_value());
   EXPECT_EQ(counter->AsInt(), kProcesses * kIterations)
       << "two processes were inside the lock at the same time";
@@ -504,7 +504,7 @@ TEST_F(MultiProcessTest, WaitForChangeWakesWhenAnotherProcessWrites) {
   EXPECT_LT(Clock::now() - wait_start, seconds(10))
       << "woken by the timeout, not by the other process's write";
   EXPECT_GT(*woke, before);
-  std::optional<Value> k = dict->Get("k");
+  std::optional<Value> k = *dict->Get("k");
   ASSERT_TRUE(k.has_value());
   EXPECT_EQ(k->AsInt(), 42);
   EXPECT_TRUE(writer->Wait(DeadlineIn(kWorkerTimeout)).Succeeded());
@@ -544,7 +544,7 @@ TEST_F(MultiProcessTest, WriterHoldingTheUserLockCanWriteMoreThanTheLogHolds) {
     const auto start = Clock::now();
     ExpectAllSucceed(writer);
     EXPECT_LT(Clock::now() - start, seconds(5)) << "writes stalled while the lock was held";
-    std::optional<Value> last = dict->Get(KeyFor(prefix, 1999));
+    std::optional<Value> last = *dict->Get(KeyFor(prefix, 1999));
     ASSERT_TRUE(last.has_value());
     EXPECT_TRUE(ValueMatchesIndex(last->view(), 1999));
   }

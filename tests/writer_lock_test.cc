@@ -112,7 +112,7 @@ class WriterLockTest : public DictTestBase {
     for (const ExitInfo& exit : WaitAll(all, DeadlineIn(kWorkerTimeout))) {
       EXPECT_TRUE(exit.Succeeded()) << exit.ToString();
     }
-    std::optional<Value> total = dict->Get("counter");
+    std::optional<Value> total = *dict->Get("counter");
     ASSERT_TRUE(total.has_value());
     EXPECT_EQ(total->AsInt(), std::optional<int64_t>(int64_t{processes} * kIncrements))
         << "an update was lost";
@@ -215,12 +215,12 @@ TEST_F(WriterLockTest, HolderKilledAtRandomPointsInOneNamespaceNeverBlocksAWrite
     ASSERT_OK(dict->Refresh());
     Value value;
     for (int64_t i = 0; i <= acked; ++i) {
-      ASSERT_TRUE(dict->Get(KeyFor(victim_prefix, i), &value))
+      ASSERT_TRUE(*dict->Get(KeyFor(victim_prefix, i), &value))
           << "acknowledged write " << KeyFor(victim_prefix, i) << " was lost";
       ASSERT_TRUE(ValueMatchesIndex(value.view(), i));
     }
     for (int64_t i = 0; i < 200; ++i) {
-      ASSERT_TRUE(dict->Get(KeyFor(contender_prefix, i), &value))
+      ASSERT_TRUE(*dict->Get(KeyFor(contender_prefix, i), &value))
           << "the contender's write " << KeyFor(contender_prefix, i) << " is missing";
     }
   }
@@ -313,7 +313,7 @@ TEST_F(WriterLockTest, ForkedChildOfAProcessWithARunningBuilderWritesAndCloses) 
   ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: a write failed, 2: no snapshot, 3: Close() failed";
   ASSERT_OK(dict->Refresh());
-  EXPECT_TRUE(dict->Contains(KeyFor("c", 2999)));
+  EXPECT_TRUE(*dict->Contains(KeyFor("c", 2999)));
 }
 
 }  // namespace

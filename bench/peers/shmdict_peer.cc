@@ -61,7 +61,7 @@ class ShmdictClient {
   std::string where() const { return dict_.name(); }
 
   std::optional<std::string_view> Get(std::string_view key) {
-    if (!dict_.Get(key, &value_)) return std::nullopt;
+    if (!*dict_.Get(key, &value_)) return std::nullopt;  // local reads are always OK
     return std::string_view(value_.data());
   }
 
@@ -85,7 +85,7 @@ class ShmdictClient {
     }
   }
 
-  uint64_t Count() { return dict_.Size(); }
+  uint64_t Count() { return *dict_.Size(); }
 
   Memory StoreMemory() {
     Memory m;

@@ -9,7 +9,9 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -267,7 +269,7 @@ int RunSet(const CommandLine& cl) {
 int RunGet(const CommandLine& cl) {
   Result<Dict> dict = OpenExisting(cl);
   if (!dict.ok()) return Fail(cl.name, dict.status());
-  std::optional<Value> value = dict->Get(cl.key);
+  std::optional<Value> value = *dict->Get(cl.key);  // a local read is always OK
   if (!value) return KeyMissing(cl.name, cl.key);
   std::cout << value->ToText() << '\n';
   return kExitOk;
@@ -403,23 +405,33 @@ int RunWatch(const CommandLine& cl) {
   sigaction(SIGTERM, &action, nullptr);
 
   const uint64_t start = cl.from_given ? cl.from : dict->revision();
-  Watcher watcher = dict->Watch(start);
+  Result<std::unique_ptr<Watcher>> watched = dict->Watch(start);
+  if (!watched.ok()) return Fail(cl.name, watched.status());
+  Watcher& watcher = **watched;
   if (cl.logger) cl.logger->info("dict '{}': watching changes after revision {}", cl.name, start);
 
   uint64_t changes_seen = 0;
+  // A snapshot comes in chunks; it is printed whole, sorted, once its last chunk arrived.
+  std::vector<std::pair<std::string, Value>> snapshot;
   while (!g_stop_requested) {
     const size_t max_changes = cl.count != 0 ? cl.count - changes_seen : 1024;
     Result<ChangeBatch> batch = watcher.Next(max_changes, kWatchStopCheck);
     if (!batch.ok()) return Fail(cl.name, batch.status());
     const Status stdout_gone(StatusCode::kUnavailable, "cannot write to stdout");
     if (batch->is_snapshot) {
-      std::sort(batch->snapshot_items.begin(), batch->snapshot_items.end(),
+      if (batch->snapshot_begins) snapshot.clear();
+      std::move(batch->snapshot_items.begin(), batch->snapshot_items.end(),
+                std::back_inserter(snapshot));
+    }
+    if (batch->is_snapshot && batch->snapshot_ends) {
+      std::sort(snapshot.begin(), snapshot.end(),
                 [](const auto& a, const auto& b) { return a.first < b.first; });
-      for (const auto& [key, value] : batch->snapshot_items) {
+      for (const auto& [key, value] : snapshot) {
         if (!PrintChange(cl.json, batch->snapshot_revision, "snapshot", &key, &value)) {
           return Fail(cl.name, stdout_gone);
         }
       }
+      snapshot.clear();
     }
     for (const Change& change : batch->changes) {
       if (!PrintChange(cl.json, change)) return Fail(cl.name, stdout_gone);

@@ -52,8 +52,14 @@ int Work(const std::string& name, int id, int n) {
 
 int Watch(const std::string& name, uint64_t until) {
   shmdict::Dict dict = MustAttach(name);
-  shmdict::Watcher watcher = dict.Watch(0);
+  auto watched = dict.Watch(0);
+  if (!watched.ok()) {
+    std::fprintf(stderr, "watch: %s\n", watched.status().ToString().c_str());
+    return 1;
+  }
+  shmdict::Watcher& watcher = **watched;
   uint64_t changes = 0;
+  size_t snapshot_entries = 0;  // of the snapshot being received, in chunks
   while (watcher.revision() < until) {
     auto batch = watcher.Next(4096, 5s);
     if (!batch.ok()) {
@@ -61,13 +67,16 @@ int Watch(const std::string& name, uint64_t until) {
       return 1;
     }
     if (batch->is_snapshot) {
+      if (batch->snapshot_begins) snapshot_entries = 0;
+      snapshot_entries += batch->snapshot_items.size();
+    }
+    if (batch->is_snapshot && batch->snapshot_ends) {
       // A watcher slower than the writers is never allowed to hold them back: when the log has
       // moved past it, it resumes from the newest snapshot.
       std::printf(
           "  [watcher pid %d] fell behind the log: resynced from the snapshot at "
           "revision %llu (%zu entries)\n",
-          getpid(), static_cast<unsigned long long>(batch->snapshot_revision),
-          batch->snapshot_items.size());
+          getpid(), static_cast<unsigned long long>(batch->snapshot_revision), snapshot_entries);
     }
     for (const shmdict::Change& c : batch->changes) {
       ++changes;
@@ -131,7 +140,7 @@ int Orchestrate() {
   waitpid(watcher, &status, 0);
   failures += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
-  const int64_t visits = dict.Get("visits").value_or(shmdict::Value::Int(-1)).AsInt().value_or(-1);
+  const int64_t visits = dict.Get("visits")->value_or(shmdict::Value::Int(-1)).AsInt().value_or(-1);
   std::printf("\nfinal state seen by the creator (pid %d):\n", getpid());
   for (const auto& [key, value] : dict.Export()) {
     std::printf("  %-10s = %s\n", key.c_str(), value.ToText().c_str());

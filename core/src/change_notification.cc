@@ -16,8 +16,16 @@ void WakeChangeWaiters(MainHeader* header) {
   Futex(&wait.change_futex, FUTEX_WAKE, INT_MAX, nullptr);
 }
 
+void InterruptChangeWaiters(MainHeader* header) {
+  // Bumping the value makes a waiter that read the old one before the flag was set return from
+  // FUTEX_WAIT at once instead of sleeping through this wake.
+  header->wait.change_futex.fetch_add(1, std::memory_order_seq_cst);
+  Futex(&header->wait.change_futex, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
 Result<uint64_t> WaitForRevisionAfter(MainHeader* header, std::string_view dict, uint64_t after,
-                                      std::chrono::nanoseconds timeout) {
+                                      std::chrono::nanoseconds timeout,
+                                      std::initializer_list<const std::atomic<bool>*> interrupts) {
   auto& commit = header->commit.commit_revision;
   uint64_t current = commit.load(std::memory_order_acquire);
   if (current > after) return current;
@@ -30,6 +38,12 @@ Result<uint64_t> WaitForRevisionAfter(MainHeader* header, std::string_view dict,
     wait.maybe_waiting.store(1, std::memory_order_seq_cst);
     current = commit.load(std::memory_order_seq_cst);
     if (current > after) return current;
+    for (const std::atomic<bool>* interrupt : interrupts) {
+      if (interrupt->load(std::memory_order_seq_cst)) {
+        return Status(StatusCode::kCancelled,
+                      "dict '" + std::string(dict) + "': the wait was interrupted");
+      }
+    }
     const auto left = deadline - std::chrono::steady_clock::now();
     if (left <= std::chrono::nanoseconds::zero()) {
       return Status(StatusCode::kDeadlineExceeded,

@@ -6,8 +6,10 @@
 #ifndef SHMDICT_CORE_CHANGE_NOTIFICATION_H_
 #define SHMDICT_CORE_CHANGE_NOTIFICATION_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <string_view>
 
 #include "layout.h"
@@ -18,9 +20,14 @@ namespace shmdict::internal {
 // Called by a writer right after its commit store (which must be seq_cst).
 void WakeChangeWaiters(MainHeader* header);
 // Blocks until commit_revision > after and returns it; kDeadlineExceeded (naming `dict`) when the
-// timeout passes first.
-Result<uint64_t> WaitForRevisionAfter(MainHeader* header, std::string_view dict, uint64_t after,
-                                      std::chrono::nanoseconds timeout);
+// timeout passes first; kCancelled as soon as one of `interrupts` reads true (whoever sets one
+// then calls InterruptChangeWaiters, so the wait cannot sleep through it).
+Result<uint64_t> WaitForRevisionAfter(
+    MainHeader* header, std::string_view dict, uint64_t after, std::chrono::nanoseconds timeout,
+    std::initializer_list<const std::atomic<bool>*> interrupts = {});
+// Wakes every waiter of the dict (on this host) so that it re-checks its interrupt flags; those
+// not interrupted go back to sleep. Call after setting a flag (seq_cst).
+void InterruptChangeWaiters(MainHeader* header);
 
 }  // namespace shmdict::internal
 

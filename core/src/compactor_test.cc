@@ -94,7 +94,7 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
     auto attacher = Dict::Open(Opts());
     ASSERT_TRUE(attacher.ok()) << attacher.status().ToString();
     ASSERT_TRUE(attacher->Refresh(/*force=*/true).ok());
-    EXPECT_EQ(attacher->Size(), model.size());
+    EXPECT_EQ(*attacher->Size(), model.size());
   }
   EXPECT_GT(deltas, 10) << "small changes to a big dict should be published as deltas";
   EXPECT_GT(new_bases, 0) << "the deltas never outgrew their base";

@@ -6,12 +6,14 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <bit>
 #include <cerrno>
 #include <random>
+#include <unordered_map>
 
 #include "dict_impl.h"
 #include "main_segment.h"
@@ -142,6 +144,12 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
   // A shared flock marks "some process has this dict open" for `shmdict ls`; the kernel drops it
   // when the process dies, so it never goes stale.
   flock(impl->fd.get(), LOCK_SH | LOCK_NB);
+  struct stat st {};
+  if (fstat(impl->fd.get(), &st) != 0) {
+    if (impl->created) internal::UnlinkSegmentQuietly(name);
+    return internal::ErrnoStatus(errno, "dict '" + name + "': fstat");
+  }
+  impl->incarnation = static_cast<uint64_t>(st.st_ino);
   impl->header = reinterpret_cast<MainHeader*>(impl->map.data());
   Status s = impl->Attach();
   if (!s.ok()) {
@@ -193,6 +201,21 @@ Result<DictStatus> Dict::Inspect(std::string_view name) {
   return st;
 }
 
+Result<uint64_t> Dict::IncarnationOf(std::string_view name) {
+  Status valid = ValidateNameInternal(name, true);
+  if (!valid.ok()) return valid;
+  const std::string path =
+      std::string(internal::kShmDir) + std::string(internal::kShmPrefix) + std::string(name);
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
+    }
+    return internal::ErrnoStatus(errno, "dict '" + std::string(name) + "': stat " + path);
+  }
+  return static_cast<uint64_t>(st.st_ino);
+}
+
 Dict::Dict(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Dict::Dict(Dict&& other) noexcept = default;
 Dict& Dict::operator=(Dict&& other) noexcept = default;
@@ -209,15 +232,17 @@ Dict::Impl& Live(const std::unique_ptr<Dict::Impl>& impl) {
 const std::string& Dict::name() const { return Live(impl_).name; }
 bool Dict::created() const { return Live(impl_).created; }
 
-std::optional<Value> Dict::Get(std::string_view key) {
+uint64_t Dict::incarnation() const { return Live(impl_).incarnation; }
+
+Result<std::optional<Value>> Dict::Get(std::string_view key) {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
   ValueView v;
-  if (!d.view.Find(key, &v)) return std::nullopt;
-  return Value(v);
+  if (!d.view.Find(key, &v)) return std::optional<Value>();
+  return std::optional<Value>(Value(v));
 }
 
-bool Dict::Get(std::string_view key, Value* out) {
+Result<bool> Dict::Get(std::string_view key, Value* out) {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
   ValueView v;
@@ -226,32 +251,33 @@ bool Dict::Get(std::string_view key, Value* out) {
   return true;
 }
 
-bool Dict::Contains(std::string_view key) {
+Result<bool> Dict::Contains(std::string_view key) {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
   ValueView v;
   return d.view.Find(key, &v);
 }
 
-uint64_t Dict::Size() {
+Result<uint64_t> Dict::Size() {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
   return d.view.size;
 }
 
-void Dict::ForEach(const std::function<void(std::string_view key, ValueView value)>& fn) {
+uint64_t Dict::ForEach(const std::function<void(std::string_view key, ValueView value)>& fn) {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
   d.view.ForEach(fn);
+  return d.view.revision;
 }
 
-std::vector<std::string> Dict::Keys() {
+Result<std::vector<std::string>> Dict::Keys() {
   std::vector<std::string> keys;
   ForEach([&](std::string_view k, ValueView) { keys.emplace_back(k); });
   return keys;
 }
 
-std::vector<std::pair<std::string, Value>> Dict::Items() {
+Result<std::vector<std::pair<std::string, Value>>> Dict::Items() {
   std::vector<std::pair<std::string, Value>> items;
   ForEach([&](std::string_view k, ValueView v) { items.emplace_back(std::string(k), Value(v)); });
   return items;
@@ -281,6 +307,48 @@ Result<uint64_t> Dict::Update(const std::vector<std::pair<std::string, Value>>& 
 Result<uint64_t> Dict::Update(const std::map<std::string, Value>& items) {
   return Live(impl_).Write([&](std::vector<OpRef>& ops) {
     for (const auto& [k, v] : items) ops.push_back({ChangeOp::kSet, v.type(), k, v.data()});
+    return Status::Ok();
+  });
+}
+
+Result<uint64_t> Dict::Apply(const std::vector<Change>& changes) {
+  Impl& d = Live(impl_);
+  // Whether a key is present at this point of the batch, for the keys the batch touched so far;
+  // other keys are as the view has them, unless the batch cleared the dict.
+  std::unordered_map<std::string_view, bool> touched;
+  return d.Write([&](std::vector<OpRef>& ops) {
+    touched.clear();
+    bool cleared = false;
+    for (const Change& c : changes) {
+      switch (c.op) {
+        case ChangeOp::kSet:
+          ops.push_back({ChangeOp::kSet, c.value.type(), c.key, c.value.data()});
+          touched[c.key] = true;
+          break;
+        case ChangeOp::kErase: {
+          bool present = false;
+          if (auto it = touched.find(c.key); it != touched.end()) {
+            present = it->second;
+          } else if (!cleared) {
+            ValueView v;
+            present = d.view.Find(c.key, &v);
+          }
+          if (!present) break;  // erasing a missing key changes nothing
+          ops.push_back({ChangeOp::kErase, ValueType::kBytes, c.key, {}});
+          touched[c.key] = false;
+          break;
+        }
+        case ChangeOp::kClear:
+          ops.push_back({ChangeOp::kClear, ValueType::kBytes, {}, {}});
+          touched.clear();
+          cleared = true;
+          break;
+        default:
+          return Status(StatusCode::kInvalidArgument, "dict '" + d.name + "': change op " +
+                                                          std::to_string(static_cast<int>(c.op)) +
+                                                          " is not a set, erase or clear");
+      }
+    }
     return Status::Ok();
   });
 }

@@ -203,8 +203,14 @@ void Dict::Impl::Close() {
   while (writer_lock.depth() > 0) writer_lock.Release();
   compactor.Stop();
   writer_lock.Close();  // after the builder: it used the identity too
+  if (header != nullptr) {
+    // Watchers map the segment themselves; waking them only makes a blocked Next fail now.
+    handle_closed->store(true, std::memory_order_seq_cst);
+    internal::InterruptChangeWaiters(header);
+  }
   view = internal::LocalView{};
   map = internal::Mapping();
+  header = nullptr;
   fd = internal::Fd();  // also drops the shared flock that marks the dict as attached
   if (created && options.auto_unlink && !inherited_through_fork) {
     Dict::UnlinkByName(name).IgnoreError();

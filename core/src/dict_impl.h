@@ -27,6 +27,7 @@
 #ifndef SHMDICT_CORE_DICT_IMPL_H_
 #define SHMDICT_CORE_DICT_IMPL_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,11 +57,11 @@ class Dict::Impl : public LockGuard::Holder {
   Status Corrupt(const std::string& what) const { return reader.Corrupt(what); }
 
  private:
-  // Dict (dict.cc), LockGuard and Watcher (watcher.cc) are this class's public face: they read the
-  // view and call the operations below; nothing else touches an Impl.
+  // Dict (dict.cc, and Dict::Watch in watcher.cc) and LockGuard are this class's public face: they
+  // read the view and call the operations below; nothing else touches an Impl. Watchers share
+  // nothing with it but handle_closed.
   friend class shmdict::Dict;
   friend class shmdict::LockGuard;
-  friend class shmdict::Watcher;
 
   // Binds the rooms to the mapped main segment (Open, after fd/map/header are set), then loads
   // the published snapshot and catches up.
@@ -106,6 +107,10 @@ class Dict::Impl : public LockGuard::Holder {
   Options options;
   bool created = false;
   bool closed = false;
+  // Set (then the dict's waiters woken) when the handle closes: the watchers made by Watch hold it
+  // and fail from then on. Shared because they may outlive the Impl.
+  std::shared_ptr<std::atomic<bool>> handle_closed = std::make_shared<std::atomic<bool>>(false);
+  uint64_t incarnation = 0;             // the main segment's inode
   bool inherited_through_fork = false;  // a forked child's copy of the handle
   internal::Fd fd;
   internal::Mapping map;

@@ -47,12 +47,12 @@ TEST_F(DictTest, SetThenGetReturnsTheTypedValue) {
   ASSERT_EQ(*d.Set("i", Value::Int(-42)), 2u);
   ASSERT_TRUE(d.Set("f", Value::Double(2.5)).ok());
   ASSERT_TRUE(d.Set("b", Value::Bool(true)).ok());
-  EXPECT_EQ(d.Get("s")->AsText(), "hello");
-  EXPECT_EQ(d.Get("i")->AsInt(), -42);
-  EXPECT_EQ(d.Get("f")->AsDouble(), 2.5);
-  EXPECT_EQ(d.Get("b")->AsBool(), true);
-  EXPECT_FALSE(d.Get("missing").has_value());
-  EXPECT_EQ(d.Size(), 4u);
+  EXPECT_EQ((*d.Get("s"))->AsText(), "hello");
+  EXPECT_EQ((*d.Get("i"))->AsInt(), -42);
+  EXPECT_EQ((*d.Get("f"))->AsDouble(), 2.5);
+  EXPECT_EQ((*d.Get("b"))->AsBool(), true);
+  EXPECT_FALSE(d.Get("missing")->has_value());
+  EXPECT_EQ(*d.Size(), 4u);
   EXPECT_EQ(d.revision(), 4u);
 }
 
@@ -63,12 +63,12 @@ TEST_F(DictTest, SecondHandleSeesWritesOfTheFirst) {
   Dict b = OpenOrDie(o);
   EXPECT_FALSE(b.created());
   ASSERT_TRUE(a.Set("k", Value::Str("v1")).ok());
-  EXPECT_EQ(b.Get("k")->data(), "v1");
+  EXPECT_EQ((*b.Get("k"))->data(), "v1");
   ASSERT_TRUE(b.Set("k", Value::Str("v2")).ok());
-  EXPECT_EQ(a.Get("k")->data(), "v2");
+  EXPECT_EQ((*a.Get("k"))->data(), "v2");
   ASSERT_TRUE(*a.Erase("k"));
-  EXPECT_FALSE(b.Contains("k"));
-  EXPECT_EQ(b.Size(), 0u);
+  EXPECT_FALSE(*b.Contains("k"));
+  EXPECT_EQ(*b.Size(), 0u);
 }
 
 TEST_F(DictTest, CreateModesAreEnforced) {
@@ -147,11 +147,11 @@ TEST_F(DictTest, DictInterfaceOperationsBehaveLikeAMap) {
   EXPECT_EQ(all.begin()->first, "a");
   auto item = *d.PopItem();
   ASSERT_TRUE(item.has_value());
-  EXPECT_EQ(d.Size(), 1u);
+  EXPECT_EQ(*d.Size(), 1u);
   ASSERT_TRUE(d.Clear().ok());
-  EXPECT_EQ(d.Size(), 0u);
+  EXPECT_EQ(*d.Size(), 0u);
   EXPECT_FALSE(d.PopItem()->has_value());
-  EXPECT_TRUE(d.Keys().empty());
+  EXPECT_TRUE(d.Keys()->empty());
 }
 
 TEST_F(DictTest, CompareAndSetSwapsOnlyOnMatch) {
@@ -160,9 +160,9 @@ TEST_F(DictTest, CompareAndSetSwapsOnlyOnMatch) {
   EXPECT_FALSE(*d.CompareAndSet("k", std::nullopt, Value::Str("two")));
   EXPECT_FALSE(*d.CompareAndSet("k", Value::Str("zzz"), Value::Str("two")));
   EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("one"), Value::Str("two")));
-  EXPECT_EQ(d.Get("k")->data(), "two");
+  EXPECT_EQ((*d.Get("k"))->data(), "two");
   EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("two"), std::nullopt));
-  EXPECT_FALSE(d.Contains("k"));
+  EXPECT_FALSE(*d.Contains("k"));
 }
 
 TEST_F(DictTest, IncrementCountsFromZeroAndRejectsNonIntegers) {
@@ -213,9 +213,9 @@ TEST_F(DictTest, BackgroundSnapshotsKeepALaggingReaderCorrect) {
   // The reader lagged many laps behind: it must resync from a snapshot, not parse stale bytes.
   ASSERT_TRUE(reader.Refresh().ok());
   EXPECT_EQ(reader.revision(), 30000u);
-  EXPECT_EQ(reader.Size(), 700u);
-  EXPECT_EQ(reader.Get("k599")->AsInt(), 29999);
-  EXPECT_EQ(reader.Get("k699")->AsInt(), 29399);
+  EXPECT_EQ(*reader.Size(), 700u);
+  EXPECT_EQ((*reader.Get("k599"))->AsInt(), 29999);
+  EXPECT_EQ((*reader.Get("k699"))->AsInt(), 29399);
 }
 
 TEST_F(DictTest, ValueFarLargerThanTheLogRoundTrips) {
@@ -227,8 +227,8 @@ TEST_F(DictTest, ValueFarLargerThanTheLogRoundTrips) {
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict b = OpenOrDie(attach);
-  EXPECT_EQ(b.Get("big")->data(), big);
-  EXPECT_EQ(b.Get("small")->data(), "s");
+  EXPECT_EQ((*b.Get("big"))->data(), big);
+  EXPECT_EQ((*b.Get("small"))->data(), "s");
 }
 
 // Large changes live in their own segments and barely use the log, but attachers replay them:
@@ -251,8 +251,8 @@ TEST_F(DictTest, LargeChangesLeadToSnapshotsAndTheirSegmentsAreRemoved) {
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict b = OpenOrDie(attach);
-  EXPECT_EQ(b.Size(), 5u);
-  EXPECT_EQ(b.Get("big3")->data(), big);
+  EXPECT_EQ(*b.Size(), 5u);
+  EXPECT_EQ((*b.Get("big3"))->data(), big);
 }
 
 // Writers that go quiet leave a snapshot behind, so a later attacher maps it instead of
@@ -276,12 +276,14 @@ TEST_F(DictTest, ADictWhoseWritersPauseGetsASnapshot) {
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict b = OpenOrDie(attach);
-  EXPECT_EQ(b.Size(), 200u);
+  EXPECT_EQ(*b.Size(), 200u);
 }
 
 TEST_F(DictTest, WatcherDeliversEveryChangeInOrder) {
   Dict d = OpenOrDie(Opts());
-  Watcher w = d.Watch(0);
+  auto watched = d.Watch(0);
+  ASSERT_TRUE(watched.ok());
+  Watcher& w = **watched;
   ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
   ASSERT_TRUE(d.Update(std::vector<std::pair<std::string, Value>>{{"b", Value::Int(2)},
                                                                   {"c", Value::Int(3)}})
@@ -311,14 +313,26 @@ TEST_F(DictTest, WatcherFromAnOldRevisionStartsWithASnapshot) {
   Dict d = OpenOrDie(o);
   for (int i = 0; i < 5000; ++i)
     ASSERT_TRUE(d.Set("k" + std::to_string(i % 50), Value::Int(i)).ok());
-  Watcher w = d.Watch(1);
+  auto watched = d.Watch(1);
+  ASSERT_TRUE(watched.ok());
+  Watcher& w = **watched;
   auto batch = w.Next(1000000, 1s);
   ASSERT_TRUE(batch.ok());
   ASSERT_TRUE(batch->is_snapshot);
+  EXPECT_TRUE(batch->snapshot_begins);
+  EXPECT_TRUE(batch->snapshot_ends);  // 50 keys: one chunk
+  EXPECT_EQ(batch->revision, batch->snapshot_revision);
   std::map<std::string, int64_t> state;
   for (auto& [k, v] : batch->snapshot_items) state[k] = *v.AsInt();
-  for (auto& c : batch->changes) state[c.key] = *c.value.AsInt();
-  EXPECT_EQ(batch->revision, 5000u);
+  // The changes after the snapshot follow in later batches.
+  while (w.revision() < 5000u) {
+    auto more = w.Next(1000000, 1s);
+    ASSERT_TRUE(more.ok());
+    ASSERT_FALSE(more->is_snapshot);
+    ASSERT_FALSE(more->changes.empty()) << "timed out";
+    for (auto& c : more->changes) state[c.key] = *c.value.AsInt();
+  }
+  EXPECT_EQ(w.revision(), 5000u);
   EXPECT_EQ(state.size(), 50u);
   EXPECT_EQ(state["k49"], 4999);
 }
@@ -424,7 +438,7 @@ TEST_F(DictTest, OneHandlePerThreadIncrementsReachTheExactTotal) {
     });
   }
   for (auto& t : threads) t.join();
-  EXPECT_EQ(d.Get("counter")->AsInt(), kThreads * kPerThread);
+  EXPECT_EQ((*d.Get("counter"))->AsInt(), kThreads * kPerThread);
   EXPECT_EQ(d.revision(), uint64_t{2} * kThreads * kPerThread);
 }
 
@@ -436,10 +450,10 @@ TEST_F(DictTest, NestedDictIsUnlinkedWithItsParent) {
     ASSERT_TRUE(child.ok()) << child.status().ToString();
     ASSERT_TRUE(child->Set("depth", Value::Int(2)).ok());
     child_name = child->name();
-    EXPECT_EQ(parent.Get("settings")->type(), ValueType::kNestedDict);
+    EXPECT_EQ((*parent.Get("settings"))->type(), ValueType::kNestedDict);
     auto again = parent.OpenNested("settings");
     ASSERT_TRUE(again.ok());
-    EXPECT_EQ(again->Get("depth")->AsInt(), 2);
+    EXPECT_EQ((*again->Get("depth"))->AsInt(), 2);
     ASSERT_TRUE(parent.Set("plain", Value::Int(1)).ok());
     EXPECT_EQ(parent.OpenNested("plain").status().code(), StatusCode::kFailedPrecondition);
     EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
@@ -474,11 +488,11 @@ TEST_F(DictTest, DroppingTheLastReferenceToANestedDictUnlinksIt) {
 
   // Copied to another key, then dropped from the first: still referenced.
   const std::string shared = child_of("d");
-  ASSERT_TRUE(parent.Set("e", *parent.Get("d")).ok());
+  ASSERT_TRUE(parent.Set("e", **parent.Get("d")).ok());
   ASSERT_TRUE(parent.Erase("d").ok());
   EXPECT_TRUE(exists(shared)) << "still held by 'e'";
   // Moved within one batch: still referenced.
-  const std::vector<std::pair<std::string, Value>> move = {{"f", *parent.Get("e")},
+  const std::vector<std::pair<std::string, Value>> move = {{"f", **parent.Get("e")},
                                                            {"e", Value::Int(0)}};
   ASSERT_TRUE(parent.Update(move).ok());
   EXPECT_TRUE(exists(shared)) << "moved to 'f' in the same batch";
@@ -487,7 +501,7 @@ TEST_F(DictTest, DroppingTheLastReferenceToANestedDictUnlinksIt) {
   ASSERT_TRUE(parent.Clear().ok());
   EXPECT_FALSE(exists(cleared)) << "cleared";
   EXPECT_FALSE(exists(shared)) << "cleared";
-  EXPECT_EQ(parent.Size(), 0u);
+  EXPECT_EQ(*parent.Size(), 0u);
 }
 
 TEST_F(DictTest, InspectReportsWithoutAttaching) {
@@ -519,7 +533,7 @@ TEST_F(DictTest, DumpPublishesASnapshotThatRefreshCanLoad) {
   EXPECT_GT(*gen, 0u);
   EXPECT_EQ(d.GetStatus().snapshot_revision, 1u);
   ASSERT_TRUE(d.Refresh(/*force=*/true).ok());
-  EXPECT_EQ(d.Get("a")->AsInt(), 1);
+  EXPECT_EQ((*d.Get("a"))->AsInt(), 1);
 }
 
 TEST_F(DictTest, ClearHidesSnapshotEntriesFromLaterReaders) {
@@ -531,9 +545,9 @@ TEST_F(DictTest, ClearHidesSnapshotEntriesFromLaterReaders) {
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict r = OpenOrDie(attach);
-  EXPECT_FALSE(r.Contains("a"));
-  EXPECT_EQ(r.Size(), 1u);
-  EXPECT_EQ(r.Keys(), std::vector<std::string>{"b"});
+  EXPECT_FALSE(*r.Contains("a"));
+  EXPECT_EQ(*r.Size(), 1u);
+  EXPECT_EQ(*r.Keys(), std::vector<std::string>{"b"});
 }
 
 }  // namespace

@@ -128,7 +128,7 @@ TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
 
   Result<Dict> other = AttachAnotherHandle();
   ASSERT_TRUE(other.ok());
-  EXPECT_EQ(other->Size(), 1u);
+  EXPECT_EQ(*other->Size(), 1u);
   ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_EQ(dict_->Export().size(), 2u);
@@ -206,7 +206,7 @@ TEST_F(RepairTest, AFailedRepairIsRetriedByTheNextAcquirer) {
   auto write = dict_->Set("b", Value::Int(2));
   ASSERT_TRUE(write.ok()) << write.status().ToString();
   EXPECT_EQ(dict_->GetStatus().lock_recoveries, 1u);
-  EXPECT_EQ(dict_->Get("a")->AsInt(), 1);
+  EXPECT_EQ((*dict_->Get("a"))->AsInt(), 1);
 }
 
 }  // namespace

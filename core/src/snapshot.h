@@ -153,19 +153,51 @@ class SnapshotView : public std::enable_shared_from_this<SnapshotView> {
   // Own table, in entry order: every live entry, `erased` for a delta's erased markers.
   template <typename Fn>  // Fn(std::string_view key, ValueView value, bool erased)
   void ForEachOwn(Fn&& fn) const {
-    uint64_t off = header_->entries_offset;
-    const uint64_t end = off + header_->entries_bytes;
-    for (uint64_t live = 0; live < header_->entry_count && off < end;) {
-      std::string_view k;
-      ValueView v;
-      if (!EntryAt(off, &k, &v)) return;
-      const uint8_t flags = map_.data()[off + offsetof(SnapshotEntry, flags)];
-      if ((flags & kEntryDead) == 0) {
-        fn(k, v, (flags & kEntryErased) != 0);
-        ++live;
+    OwnCursor at;
+    std::string_view k;
+    ValueView v;
+    bool erased = false;
+    while (NextOwn(&at, &k, &v, &erased)) fn(k, v, erased);
+  }
+
+  // A resumable walk over what ForEach visits, one entry per call, for a reader that hands the
+  // dict out in pieces (a Watcher's snapshot chunks) and must not copy it whole. Valid for this
+  // view only; holds no reference to it.
+  struct Cursor {
+    bool in_base = false;  // past the delta's own entries, walking its base's
+    uint64_t offset = 0;   // own-table entry offset (0: not started)
+    uint64_t live = 0;     // live entries passed in the current table
+  };
+  // The next entry ForEach would visit after those *cursor passed; false at the end.
+  bool Next(Cursor* cursor, std::string_view* key, ValueView* value) const {
+    bool erased = false;
+    if (!cursor->in_base) {
+      OwnCursor own{cursor->offset, cursor->live};
+      while (NextOwn(&own, key, value, &erased)) {
+        if (!erased) {
+          cursor->offset = own.offset;
+          cursor->live = own.live;
+          return true;
+        }
       }
-      off += EntrySize(k.size(), v.data.size());
+      if (base_ == nullptr) {
+        cursor->offset = own.offset;
+        cursor->live = own.live;
+        return false;
+      }
+      *cursor = Cursor{true, 0, 0};
     }
+    OwnCursor own{cursor->offset, cursor->live};
+    bool found = false;
+    while (base_->NextOwn(&own, key, value, &erased)) {
+      if (header_->entry_count == 0 || FindOffset(*key, Hash64(*key)) == 0) {
+        found = true;
+        break;
+      }
+    }
+    cursor->offset = own.offset;
+    cursor->live = own.live;
+    return found;
   }
 
   static uint64_t EntrySize(uint64_t key_bytes, uint64_t value_bytes) {
@@ -194,6 +226,31 @@ class SnapshotView : public std::enable_shared_from_this<SnapshotView> {
       std::memcpy(&e, map_.data() + at, sizeof(e));
       fn(k, (uint64_t{b.hash_tag} << 32) | e.hash_low, v, (e.flags & kEntryErased) != 0);
     }
+  }
+
+  // A position in the own table's entry region: the offset of the next entry to look at (0: the
+  // first) and the live entries passed.
+  struct OwnCursor {
+    uint64_t offset = 0;
+    uint64_t live = 0;
+  };
+  // The own table's next live entry (dead ones skipped) after *at, advancing it; false at the end
+  // (or at an entry out of bounds).
+  bool NextOwn(OwnCursor* at, std::string_view* key, ValueView* value, bool* erased) const {
+    if (at->offset == 0) at->offset = header_->entries_offset;
+    const uint64_t end = header_->entries_offset + header_->entries_bytes;
+    while (at->live < header_->entry_count && at->offset < end) {
+      const uint64_t off = at->offset;
+      if (!EntryAt(off, key, value)) return false;
+      at->offset = off + EntrySize(key->size(), value->data.size());
+      const uint8_t flags = map_.data()[off + offsetof(SnapshotEntry, flags)];
+      if ((flags & kEntryDead) == 0) {
+        *erased = (flags & kEntryErased) != 0;
+        ++at->live;
+        return true;
+      }
+    }
+    return false;
   }
 
   bool IsErasedMarker(uint64_t off) const {

@@ -193,7 +193,7 @@ int LockRmw(const Args& args) {
   for (uint64_t i = 0; i < count; ++i) {
     Result<LockGuard> guard = dict.Lock();
     if (!guard.ok()) Fail("lock", guard.status());
-    std::optional<Value> old = dict.Get(key);
+    std::optional<Value> old = *dict.Get(key);
     int64_t n = 0;
     if (old.has_value()) {
       if (!old->AsInt().has_value()) Fail("value of " + key + " is not an int");
@@ -252,7 +252,9 @@ int Watch(const Args& args) {
   Need(args, 2, "watch NAME UNTIL_REV");
   Dict dict = Attach(args.positional[0], args);
   const uint64_t until = ToU64(args.positional[1]);
-  Watcher watcher = dict.Watch(0);
+  Result<std::unique_ptr<Watcher>> watched = dict.Watch(0);
+  if (!watched.ok()) Fail("watch", watched.status());
+  Watcher& watcher = **watched;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   std::map<std::string, Value> state;
   uint64_t last = 0;
@@ -263,18 +265,26 @@ int Watch(const Args& args) {
     Result<ChangeBatch> batch = watcher.Next(4096, std::chrono::seconds(1));
     if (!batch.ok()) Fail("watch next", batch.status());
     if (batch->is_snapshot) {
-      if (delivered_any && batch->snapshot_revision <= last) {
-        Fail("snapshot at revision " + std::to_string(batch->snapshot_revision) +
-             " after revision " + std::to_string(last) + " was delivered");
+      // A snapshot comes in chunks: the first clears the state, the last completes it.
+      if (batch->snapshot_begins) {
+        if (delivered_any && batch->snapshot_revision <= last) {
+          Fail("snapshot at revision " + std::to_string(batch->snapshot_revision) +
+               " after revision " + std::to_string(last) + " was delivered");
+        }
+        state.clear();
       }
-      state.clear();
+      if (batch->revision != last && (delivered_any || batch->revision != 0) &&
+          !batch->snapshot_ends) {
+        Fail("a snapshot chunk moved the revision to " + std::to_string(batch->revision));
+      }
       for (auto& [key, value] : batch->snapshot_items) {
         std::optional<ParsedKey> parsed = ParseKey(key);
         if (!parsed || !ValueMatchesIndex(value.view(), parsed->index)) {
           Fail("snapshot has wrong value for " + key + ": " + value.ToText());
         }
-        state.emplace(key, value);
+        if (!state.emplace(key, value).second) Fail("snapshot repeats " + key);
       }
+      if (!batch->snapshot_ends) continue;
       if (state.size() != batch->snapshot_revision) {
         Fail("snapshot at revision " + std::to_string(batch->snapshot_revision) + " has " +
              std::to_string(state.size()) + " entries");
@@ -341,10 +351,10 @@ int RefreshObserve(const Args& args) {
       Fail("revision went back from " + std::to_string(last) + " to " + std::to_string(r1));
     if (r1 == last) continue;
     const std::string newest = KeyFor(prefix, static_cast<int64_t>(r1 - 1));
-    if (!dict.Get(newest, &value) || !ValueMatchesIndex(value.view(), r1 - 1)) {
+    if (!*dict.Get(newest, &value) || !ValueMatchesIndex(value.view(), r1 - 1)) {
       Fail("at revision " + std::to_string(r1) + " " + newest + " is missing or wrong");
     }
-    const uint64_t size = dict.Size();
+    const uint64_t size = *dict.Size();
     const uint64_t r2 = dict.revision();
     if (size < r1 || size > r2) {
       Fail("Size() " + std::to_string(size) + " between revisions " + std::to_string(r1) + " and " +
@@ -428,7 +438,7 @@ int BigValue(const Args& args) {
     Say("acked " + std::to_string(*rev));
     return 0;
   }
-  std::optional<Value> got = dict.Get(key);
+  std::optional<Value> got = *dict.Get(key);
   if (!got.has_value()) Fail(key + " is missing");
   if (got->type() != ValueType::kBytes) Fail(key + " has type " + TypeName(got->type()));
   if (got->data() != expected) {
@@ -545,7 +555,7 @@ int Probe(const Args& args) {
   }
   Dict dict = std::move(*opened);
   if (args.Has("pause")) {
-    Say("opened " + std::to_string(dict.revision()) + " " + std::to_string(dict.Size()));
+    Say("opened " + std::to_string(dict.revision()) + " " + std::to_string(*dict.Size()));
     ReadStdinLine();
   }
 
@@ -553,15 +563,15 @@ int Probe(const Args& args) {
   step("refresh", dict.Refresh(false));
 
   Say("begin reads");
-  const uint64_t size = dict.Size();
-  const std::vector<std::string> keys = dict.Keys();
+  const uint64_t size = *dict.Size();
+  const std::vector<std::string> keys = *dict.Keys();
   const std::map<std::string, Value> items = dict.Export();
   uint64_t visited = 0;
   dict.ForEach([&](std::string_view, ValueView) { ++visited; });
   uint64_t wrong = 0;
   const std::string prefix = args.Str("prefix");
   for (const std::string& key : keys) {
-    std::optional<Value> v = dict.Get(key);
+    std::optional<Value> v = *dict.Get(key);
     std::optional<ParsedKey> parsed = ParseKey(key);
     if (!prefix.empty() && parsed && parsed->prefix == prefix &&
         (!v || !ValueMatchesIndex(v->view(), parsed->index))) {
@@ -578,9 +588,9 @@ int Probe(const Args& args) {
 
   Say("begin watch");
   {
-    Watcher watcher = dict.Watch(0);
-    Result<ChangeBatch> batch = watcher.Next(1 << 20, std::chrono::nanoseconds(0));
-    step("watch", batch.status());
+    Result<std::unique_ptr<Watcher>> watcher = dict.Watch(0);
+    step("watch", watcher.ok() ? (*watcher)->Next(1 << 20, std::chrono::nanoseconds(0)).status()
+                               : watcher.status());
   }
 
   Say("begin status");

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -360,7 +361,7 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
   // The handle catches up first, so the value is at least as new as cache_revision: if it is
   // newer, the published revision has moved on and the next read drops the cache.
   Value value;
-  if (!h->dict->Get(encoded.bytes, &value)) return nullptr;
+  if (!*h->dict->Get(encoded.bytes, &value)) return nullptr;  // local reads are always OK
   PyObject* decoded = DecodeValue(self, value.view());
   if (decoded != nullptr && cacheable_key && IsCacheableValue(value.type())) {
     if (PyDict_GET_SIZE(s->cache) >= kMaxCachedKeys) PyDict_Clear(s->cache);
@@ -422,7 +423,7 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
 Py_ssize_t Length(PyObject* self) {
   ThreadHandle* h = HandleFor(self);
   if (h == nullptr) return -1;
-  return static_cast<Py_ssize_t>(h->dict->Size());
+  return static_cast<Py_ssize_t>(*h->dict->Size());
 }
 
 // `key in d`: from the cache when it knows the key, else from the core without decoding the
@@ -440,7 +441,7 @@ int Contains(PyObject* self, PyObject* key) {
   EncodedKey encoded;
   if (!EncodeKey(self, key, &encoded)) return -1;
   if ((h = HandleFor(self)) == nullptr) return -1;  // encoding may have run Python
-  return h->dict->Contains(encoded.bytes) ? 1 : 0;
+  return *h->dict->Contains(encoded.bytes) ? 1 : 0;
 }
 
 void Dealloc(PyObject* self) {
@@ -622,7 +623,7 @@ py::object Get(py::handle self, py::handle key, py::object default_value) {
 // the core first, then decoded: decoding may run Python code (see the rule above).
 enum class Part { kItems, kKeys, kValues };
 py::list Entries(py::handle self, Part part) {
-  std::vector<std::pair<std::string, Value>> items = HandleOrThrow(self).dict->Items();
+  std::vector<std::pair<std::string, Value>> items = *HandleOrThrow(self).dict->Items();
   py::list out(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     py::object k, v;
@@ -685,7 +686,7 @@ py::tuple Pop(py::handle self, py::handle key) {
   EncodedKey k;
   if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
   while (true) {
-    std::optional<Value> current = HandleOrThrow(self).dict->Get(k.bytes);
+    std::optional<Value> current = *HandleOrThrow(self).dict->Get(k.bytes);
     if (!current) return py::make_tuple(false, py::none());
     PyObject* v = DecodeValue(self.ptr(), current->view());
     if (v == nullptr) throw py::error_already_set();
@@ -920,16 +921,18 @@ class WatchStream {
     options.auto_unlink = false;
     options.background_compaction = false;  // a watcher never writes
     dict_ = std::make_unique<Dict>(ValueOrThrow(Dict::Open(options)));
-    watcher_ = std::make_unique<Watcher>(dict_->Watch(from_revision));
+    watcher_ = ValueOrThrow(dict_->Watch(from_revision));
   }
 
   // Returns (is_snapshot, snapshot_revision, snapshot_items, changes, revision), where changes
-  // are (revision, op, key, value) with op 'set', 'delete' or 'clear'; None on timeout.
+  // are (revision, op, key, value) with op 'set', 'delete' or 'clear'; None on timeout. A
+  // snapshot, which the core delivers in chunks, is returned whole.
   py::object Next(py::handle owner, size_t max_changes, std::optional<double> timeout) {
     std::unique_lock lock(mu_, std::try_to_lock);
     if (!lock.owns_lock()) throw py::value_error("a watch stream is being read by another thread");
     timeout = CheckedTimeout(timeout, "timeout");
     std::optional<ChangeBatch> batch;
+    std::optional<ChangeBatch> snapshot;  // the chunks received so far
     Status error;
     const auto start = Clock::now();
     while (true) {
@@ -942,12 +945,23 @@ class WatchStream {
       {
         py::gil_scoped_release unlocked;
         Result<ChangeBatch> r = watcher_->Next(max_changes, slice);
-        if (!r.ok())
+        if (!r.ok()) {
           error = r.status();
-        else if (r->is_snapshot || !r->changes.empty())
+        } else if (r->is_snapshot) {
+          if (r->snapshot_begins || !snapshot) {
+            snapshot = std::move(*r);
+          } else {
+            std::move(r->snapshot_items.begin(), r->snapshot_items.end(),
+                      std::back_inserter(snapshot->snapshot_items));
+            snapshot->revision = r->revision;
+          }
+          if (r->snapshot_ends) batch = std::move(snapshot);
+        } else if (!r->changes.empty()) {
           batch = std::move(*r);
+        }
       }
       if (!error.ok()) ThrowStatus(error);
+      if (snapshot && !batch) continue;  // the rest of the snapshot is ready: no wait
       if (batch) break;
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();
       if (timeout && Clock::now() - start >= std::chrono::duration<double>(*timeout)) {

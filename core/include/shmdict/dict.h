@@ -10,18 +10,21 @@
 //   auto dict = shmdict::Dict::Open({.name = "orders"});
 //   if (!dict.ok()) { /* dict.status().message() names the cause */ }
 //   dict->Set("apples", shmdict::Value::Int(3)).IgnoreError();
-//   std::optional<shmdict::Value> v = dict->Get("apples");
+//   std::optional<shmdict::Value> v = *dict->Get("apples");  // a local read is always OK
 //
 // Thread-safety: a Dict handle is thread-compatible, like std::unordered_map: concurrent calls on
 // one handle need external synchronization. Open one handle per thread instead; handles are cheap
 // (the snapshot index is mapped, not copied) and every write from any handle in any process is
-// serialized by the dict's cross-process writer lock. Watcher follows the same rule.
+// serialized by the dict's cross-process writer lock. A Watcher (Watch) is an object of its own:
+// several watchers of one handle may run on different threads, concurrently with each other and
+// with the handle; each watcher is thread-compatible, except Cancel() (any thread).
 //
 // Lifetime: the handle owns its mappings; destroying it closes it. When the handle created the
 // dict and Options::auto_unlink is true, destroying (or Close()) also unlinks the dict's names
 // (other processes keep working on their mappings; new opens no longer find it). Values returned
 // by copy (Value, std::string) are owned by the caller; ValueView passed to ForEach callbacks is
-// valid only during the callback.
+// valid only during the callback. A Watcher maps what it reads itself, so it may outlive its Dict:
+// once the Dict is closed or destroyed, its Next() returns kFailedPrecondition.
 //
 // Fork: a handle may be used in a child made by fork() (Python's multiprocessing does so). The
 // child never inherits the writer lock, even if the parent held it at the fork (a LockGuard from
@@ -57,6 +60,7 @@
 
 #include "shmdict/log_sink.h"
 #include "shmdict/status.h"
+#include "shmdict/store.h"
 #include "shmdict/value.h"
 
 namespace shmdict {
@@ -91,26 +95,6 @@ struct Options {
   bool background_compaction = true;
   // Where the library reports snapshot builds and lock recoveries (log_sink.h). Null: nowhere.
   std::shared_ptr<LogSink> log_sink;
-};
-
-enum class ChangeOp : uint8_t { kSet = 1, kErase = 2, kClear = 3 };
-
-struct Change {
-  uint64_t revision = 0;  // the changes of one atomic batch share a revision
-  ChangeOp op = ChangeOp::kSet;
-  std::string key;  // empty for kClear
-  Value value;      // only for kSet
-};
-
-// What Watcher::Next returns: either changes following the caller's revision, or, when those are
-// older than the log holds, a full snapshot at `snapshot_revision` followed by later changes.
-struct ChangeBatch {
-  bool is_snapshot = false;
-  uint64_t snapshot_revision = 0;
-  std::vector<std::pair<std::string, Value>> snapshot_items;
-  std::vector<Change> changes;
-  // Everything up to and including this revision has been delivered.
-  uint64_t revision = 0;
 };
 
 struct DictStatus {
@@ -164,29 +148,10 @@ class LockGuard {
   Holder* dict_ = nullptr;
 };
 
-// Streams the changes of a dict from a revision on, in revision order with no gaps or duplicates.
-// Obtained from Dict::Watch; must not outlive its Dict.
-class Watcher {
- public:
-  Watcher(Watcher&&) noexcept;
-  Watcher& operator=(Watcher&&) noexcept;
-  ~Watcher();
-
-  // Waits up to `timeout` for changes after revision(), then returns up to about `max_changes` of
-  // them (a batch is never split). An empty `changes` with is_snapshot false means the timeout
-  // passed with no change. kDataLoss if the log is corrupted.
-  Result<ChangeBatch> Next(size_t max_changes, std::chrono::nanoseconds timeout);
-  // The last revision delivered.
-  uint64_t revision() const;
-
- private:
-  friend class Dict;
-  struct State;
-  explicit Watcher(std::unique_ptr<State> state);
-  std::unique_ptr<State> state_;
-};
-
-class Dict {
+// The local implementation of Store (store.h): final, so calls through a Dict (not a Store&)
+// are direct and the allocation-free Get stays as cheap as a plain function call. Reads never
+// fail (they return OK); see the header comment for the errors of the other calls.
+class Dict final : public Store {
  public:
   // Creates or attaches per options.create_mode. See the header comment for the errors.
   static Result<Dict> Open(const Options& options);
@@ -199,53 +164,67 @@ class Dict {
   static Result<std::vector<std::string>> ListNames();
   // kInvalidArgument naming the problem, or OK.
   static Status ValidateName(std::string_view name);
+  // The incarnation (see incarnation()) of the dict now named `name`, without attaching: one
+  // stat of its main segment. kNotFound if there is none; kInvalidArgument for a bad name.
+  static Result<uint64_t> IncarnationOf(std::string_view name);
 
   Dict(Dict&& other) noexcept;
   Dict& operator=(Dict&& other) noexcept;
   Dict(const Dict&) = delete;
   Dict& operator=(const Dict&) = delete;
-  ~Dict();
+  ~Dict() override;
 
-  const std::string& name() const;
+  const std::string& name() const override;
   // True if this handle created the dict.
   bool created() const;
+  // Identifies this creation of the dict's name: the main segment's inode, taken when the handle
+  // opened it. A dict unlinked and created again under the same name has another one (while
+  // anyone maps the old segment its inode cannot be reused), so a server holding a handle can
+  // compare it with IncarnationOf(name()) to notice that its handle reads a dict nobody else
+  // finds any more.
+  uint64_t incarnation() const;
 
   // ---- Reads: catch up with the log first (one atomic load when nothing changed). A corrupted
-  // log makes reads return what the handle last knew; Refresh() reports the kDataLoss.
-  std::optional<Value> Get(std::string_view key);
+  // log makes reads return what the handle last knew; Refresh() reports the kDataLoss. Always OK.
+  Result<std::optional<Value>> Get(std::string_view key) override;
   // Allocation-free variant: copies into *out (reusing its capacity); false when missing.
-  bool Get(std::string_view key, Value* out);
-  bool Contains(std::string_view key);
-  uint64_t Size();
-  // Calls fn for every entry of one consistent revision, in unspecified order.
-  void ForEach(const std::function<void(std::string_view key, ValueView value)>& fn);
-  std::vector<std::string> Keys();
-  std::vector<std::pair<std::string, Value>> Items();
+  Result<bool> Get(std::string_view key, Value* out) override;
+  Result<bool> Contains(std::string_view key) override;
+  Result<uint64_t> Size() override;
+  // Calls fn for every entry of one consistent revision, in unspecified order; returns that
+  // revision.
+  uint64_t ForEach(const std::function<void(std::string_view key, ValueView value)>& fn);
+  Result<std::vector<std::string>> Keys() override;
+  Result<std::vector<std::pair<std::string, Value>>> Items() override;
   std::map<std::string, Value> Export();
 
   // ---- Writes: each commits one revision (returned) under the cross-process writer lock.
-  Result<uint64_t> Set(std::string_view key, const Value& value);
+  Result<uint64_t> Set(std::string_view key, const Value& value) override;
   // Atomically sets all items as one revision.
-  Result<uint64_t> Update(const std::vector<std::pair<std::string, Value>>& items);
+  Result<uint64_t> Update(const std::vector<std::pair<std::string, Value>>& items) override;
   Result<uint64_t> Update(const std::map<std::string, Value>& items);
+  // Applies kSet/kErase/kClear in order as one revision; erasing a key that is missing at that
+  // point of the batch is skipped. Returns the revision, or the current one when nothing changed.
+  // kInvalidArgument for an op outside ChangeOp.
+  Result<uint64_t> Apply(const std::vector<Change>& changes) override;
   // True if the key existed (and a revision was committed); false if it was missing.
-  Result<bool> Erase(std::string_view key);
+  Result<bool> Erase(std::string_view key) override;
   // Removes and returns the value; nullopt if missing.
-  Result<std::optional<Value>> Pop(std::string_view key);
+  Result<std::optional<Value>> Pop(std::string_view key) override;
   // Removes and returns some entry; nullopt if the dict is empty.
-  Result<std::optional<std::pair<std::string, Value>>> PopItem();
+  Result<std::optional<std::pair<std::string, Value>>> PopItem() override;
   // Returns the existing value, or stores and returns `default_value`.
-  Result<Value> SetDefault(std::string_view key, const Value& default_value);
-  Result<uint64_t> Clear();
+  Result<Value> SetDefault(std::string_view key, const Value& default_value) override;
+  Result<uint64_t> Clear() override;
   // Sets `desired` (nullopt: erase) only if the current value equals `expected` (nullopt: the
   // key must be absent). True if it swapped.
   Result<bool> CompareAndSet(std::string_view key, const std::optional<Value>& expected,
-                             const std::optional<Value>& desired);
+                             const std::optional<Value>& desired) override;
   // Adds delta to an int64 value (a missing key counts as 0) and returns the new value.
   // kFailedPrecondition if the value is not kInt64; kOutOfRange on overflow.
-  Result<int64_t> Increment(std::string_view key, int64_t delta = 1);
+  Result<int64_t> Increment(std::string_view key, int64_t delta = 1) override;
   // The revision of this handle's latest commit (0 if none).
-  uint64_t last_commit_revision() const;
+  uint64_t last_commit_revision() const override;
 
   // ---- Nested dicts: the value under `key` names a child dict, unlinked with this one.
   // Opens the child, creating it (and the reference) if the key is missing.
@@ -259,7 +238,7 @@ class Dict {
 
   // ---- Revisions and change streaming.
   // The handle's revision after catching up.
-  uint64_t revision();
+  uint64_t revision() override;
   // The latest committed revision (one atomic load, no catch-up).
   uint64_t published_revision() const;
   // Catches up with the log (UltraDict's apply_update / load). force: reload from the latest
@@ -268,17 +247,22 @@ class Dict {
   Status Refresh(bool force = false);
   // Blocks (futex, no polling) until the published revision exceeds `after_revision`; returns it.
   // kDeadlineExceeded when the timeout passes first.
-  Result<uint64_t> WaitForChange(uint64_t after_revision, std::chrono::nanoseconds timeout);
+  Result<uint64_t> WaitForChange(uint64_t after_revision,
+                                 std::chrono::nanoseconds timeout) override;
   // A stream of changes after `from_revision`. When the log no longer holds the revision after
-  // it (or from_revision is 0 and a snapshot exists), the stream starts with a snapshot.
-  Watcher Watch(uint64_t from_revision);
+  // it (or from_revision is 0 and a snapshot exists), the stream starts with a snapshot, sent in
+  // chunks. The watcher maps the dict itself (it never touches this handle's state): it may run on
+  // another thread and outlive the handle (then its Next returns kFailedPrecondition).
+  // kResourceExhausted / kInternal if the dict cannot be mapped again.
+  Result<std::unique_ptr<Watcher>> Watch(uint64_t from_revision) override;
   // Builds and publishes a snapshot of the current state now (UltraDict's dump()); returns its
   // generation.
   Result<uint64_t> Dump();
 
   DictStatus GetStatus();
   // Closes the handle (and unlinks if auto_unlink applies). Waits for this handle's background
-  // snapshot builder. Any later call other than Close() or destruction aborts. Idempotent.
+  // snapshot builder; watchers blocked in Next wake and fail with kFailedPrecondition. Any later
+  // call other than Close() or destruction aborts. Idempotent.
   Status Close();
   // Unlinks this dict's names now (as UnlinkByName); the handle stays usable.
   Status Unlink();
@@ -287,7 +271,6 @@ class Dict {
 
  private:
   friend class LockGuard;
-  friend class Watcher;
   explicit Dict(std::unique_ptr<Impl> impl);
   // Open, where allow_reserved_name lets OpenNested create "parent@c..." children.
   static Result<Dict> OpenWithNameRules(const Options& options, bool allow_reserved_name);
