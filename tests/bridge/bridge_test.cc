@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <map>
@@ -99,7 +100,9 @@ TEST_F(BridgeTest, EveryOperationThroughTheBridgeIsSeenLocallyAndBack) {
     // Local writes reach the remote side.
     ASSERT_OK(local_->Set("from-local", Value::Str("hello")));
     const uint64_t local_revision = local_->published_revision();
-    if (mirror) ASSERT_OK(r.WaitForChange(local_revision - 1, 10s));
+    if (mirror) {
+      ASSERT_OK(r.WaitForChange(local_revision - 1, 10s));
+    }
     EXPECT_EQ(*r.Get("from-local"), std::optional<Value>(Value::Str("hello")));
 
     auto items = r.Items();
@@ -123,7 +126,7 @@ TEST_F(BridgeTest, GetWithMinRevisionWaitsForTheRevision) {
   const uint64_t now = local_->published_revision();
   std::thread writer([&] {
     std::this_thread::sleep_for(100ms);
-    local_->Set("late", Value::Str("arrived")).IgnoreError();
+    local_->Set("late", Value::Str("arrived")).status().IgnoreError();
   });
   v1::GetRequest request;
   request.set_dict(name_);
@@ -218,7 +221,7 @@ TEST_F(BridgeTest, BadInputGetsTheRightCodeChangesNothingAndTheBridgeServesOn) {
   }
 
   // Garbage bytes on the bridge's socket: the connection is dropped, nothing else happens.
-  for (const std::string garbage :
+  for (const std::string& garbage :
        {std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), std::string(4096, '\xff'),
         std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string(64, '\0')}) {
     const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -339,7 +342,7 @@ TEST_F(BridgeTest, AClientWithoutDevShmOrNetworkReachesTheDictThroughTheSocket) 
     const Deadline deadline = DeadlineIn(kWorkerTimeout);
     while (!*local_->Contains(wanted)) {
       ASSERT_LT(Clock::now(), deadline) << wanted << " never arrived: " << client.output();
-      local_->WaitForChange(local_->published_revision(), 100ms).IgnoreError();
+      local_->WaitForChange(local_->published_revision(), 100ms).status().IgnoreError();
     }
     ASSERT_OK(local_->Set("local-" + std::to_string(i), Value::Int(i)));
   }
@@ -378,7 +381,8 @@ TEST_F(BridgeTest, AStalledSubscriberIsResyncedWhileAFastOneKeepsUp) {
   ASSERT_OK((*fast)->WaitForChange(last - 1, 60s));
   auto fast_items = (*fast)->Items();
   ASSERT_OK(fast_items);
-  EXPECT_EQ(std::map<std::string, Value>(fast_items->begin(), fast_items->end()), dict->Export());
+  const std::map<std::string, Value> fast_state(fast_items->begin(), fast_items->end());
+  EXPECT_EQ(fast_state, dict->Export());
 
   // Now the slow one reads: it must have been resynced (a snapshot), and end at the same state.
   std::map<std::string, Value> state;

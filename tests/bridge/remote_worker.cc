@@ -100,7 +100,10 @@ int PingPong(const std::string& address, const std::string& dict, int rounds) {
       if (!found.ok()) return Fail(found.status().ToString());
       if (*found) break;
       if (std::chrono::steady_clock::now() > deadline) return Fail(wanted + " never arrived");
-      (*remote)->WaitForChange((*remote)->revision(), std::chrono::milliseconds(200)).IgnoreError();
+      (*remote)
+          ->WaitForChange((*remote)->revision(), std::chrono::milliseconds(200))
+          .status()
+          .IgnoreError();
     }
   }
   std::printf("done\n");

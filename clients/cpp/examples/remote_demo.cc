@@ -52,7 +52,7 @@ int Client(const std::string& address, const std::string& name) {
     for (int tries = 0; tries < 100; ++tries) {
       auto answer = remote.Get("from-host");
       if (answer.ok() && answer->has_value() && (*answer)->ToText() == wanted) break;
-      remote.WaitForChange(remote.revision(), 100ms).IgnoreError();
+      remote.WaitForChange(remote.revision(), 100ms).status().IgnoreError();
     }
     auto answer = remote.Get("from-host");
     if (!answer.ok() || !answer->has_value()) return 2;
@@ -135,7 +135,7 @@ int Orchestrate(const std::string& self) {
     for (int tries = 0; tries < 200; ++tries) {
       auto got = dict->Get("from-container");
       if (got.ok() && got->has_value() && (*got)->AsInt() == round) break;
-      dict->WaitForChange(dict->published_revision(), 50ms).IgnoreError();
+      dict->WaitForChange(dict->published_revision(), 50ms).status().IgnoreError();
     }
     auto got = dict->Get("from-container");
     if (!got.ok() || !got->has_value() || (*got)->AsInt() != round) break;
