@@ -20,7 +20,11 @@
 #include <spdlog/spdlog.h>
 
 #include "shmdict/dict.h"
+#ifdef SHMDICT_CLI_REMOTE
+#include "shmdict/remote_dict.h"
+#endif
 #include "shmdict/status.h"
+#include "shmdict/store.h"
 #include "shmdict/value.h"
 #include "value_json.h"
 
@@ -116,6 +120,56 @@ Result<Dict> OpenExisting(const CommandLine& cl) {
   return dict;
 }
 
+// The dict the data commands work on: this host's shared memory, or with --remote (or
+// $SHMDICT_REMOTE) the dict of that name on a bridge's host. Both are a Store, so every command
+// behaves the same either way.
+Result<std::unique_ptr<Store>> OpenStore(const CommandLine& cl) {
+  if (cl.remote.empty()) {
+    Result<Dict> dict = OpenExisting(cl);
+    if (!dict.ok()) return dict.status();
+    return std::unique_ptr<Store>(std::make_unique<Dict>(std::move(*dict)));
+  }
+#ifdef SHMDICT_CLI_REMOTE
+  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return valid;
+  RemoteOptions options;
+  options.address = cl.remote;
+  options.dict = cl.name;
+  options.mirror = false;  // one command, a few calls: a copy of the dict would only cost
+  options.open_timeout = std::chrono::seconds(5);
+  Result<std::unique_ptr<RemoteDict>> remote = RemoteDict::Open(options);
+  if (!remote.ok()) {
+    if (remote.status().code() == StatusCode::kNotFound) {
+      return Status(StatusCode::kNotFound, "dict " + Quoted(cl.name) +
+                                               " does not exist on the host of the bridge at " +
+                                               cl.remote + " (a bridge never creates dicts)");
+    }
+    return remote.status();
+  }
+  return std::unique_ptr<Store>(std::move(*remote));
+#else
+  return Status(StatusCode::kUnimplemented,
+                "--remote needs the bridge client, and this shmdict was built without it "
+                "(-DSHMDICT_BUILD_BRIDGE=OFF)");
+#endif
+}
+
+// Every entry, sorted by key, from either kind of Store.
+Result<std::map<std::string, Value>> SortedItems(Store& dict) {
+  Result<std::vector<std::pair<std::string, Value>>> items = dict.Items();
+  if (!items.ok()) return items.status();
+  return std::map<std::string, Value>(std::make_move_iterator(items->begin()),
+                                      std::make_move_iterator(items->end()));
+}
+
+// create and unlink act on this host's shared memory only.
+int LocalOnly(const CommandLine& cl, std::string_view command) {
+  return Fail(cl.name, Status(StatusCode::kFailedPrecondition,
+                              std::string(command) +
+                                  " works on this host's shared memory only: a bridge never "
+                                  "creates or removes dicts (run it on the bridge's host, "
+                                  "without --remote)"));
+}
+
 // ParseValue, plus the JSON check it leaves to callers.
 std::optional<Value> ParseCliValue(ValueType type, std::string_view text) {
   if (type == ValueType::kJson && !Json::accept(text)) return std::nullopt;
@@ -164,9 +218,28 @@ bool PrintChange(bool json, uint64_t revision, std::string_view op, const std::s
   return PrintLine(line);
 }
 
+// A value the bridge did not send (over its message limit) is shown as such, never as empty.
+bool PrintOmitted(bool json, uint64_t revision, std::string_view op, const Change& change) {
+  if (json) {
+    Json line = Json::object();
+    line["revision"] = revision;
+    line["op"] = std::string(op);
+    EncodeKey(change.key, &line);
+    line["type"] = TypeName(change.value.type());
+    line["value"] = nullptr;
+    line["value_too_large"] = true;
+    line["value_size"] = change.value_size;
+    return PrintLine(line.dump());
+  }
+  return PrintLine(std::to_string(revision) + "\t" + std::string(op) + "\t" + change.key + "\t<" +
+                   std::to_string(change.value_size) +
+                   " bytes: larger than the bridge's message limit>");
+}
+
 bool PrintChange(bool json, const Change& change) {
   switch (change.op) {
     case ChangeOp::kSet:
+      if (change.value_too_large) return PrintOmitted(json, change.revision, "set", change);
       return PrintChange(json, change.revision, "set", &change.key, &change.value);
     case ChangeOp::kErase:
       return PrintChange(json, change.revision, "del", &change.key, nullptr);
@@ -221,6 +294,79 @@ Json StatusJson(const DictStatus& s) {
   return j;
 }
 
+#ifdef SHMDICT_CLI_REMOTE
+RemoteOptions RemoteFor(const CommandLine& cl) {
+  RemoteOptions options;
+  options.address = cl.remote;
+  options.dict = cl.name;
+  return options;
+}
+
+// status --remote: what the bridge reports (a subset of the local fields, plus the bridge).
+int RunRemoteStatus(const CommandLine& cl) {
+  Result<RemoteDictStatus> status = RemoteDict::Inspect(RemoteFor(cl));
+  if (!status.ok()) return Fail(cl.name, status.status());
+  Json fields = Json::object();
+  fields["name"] = status->name;
+  fields["bridge"] = cl.remote;
+  fields["layout_version"] = status->layout_version;
+  fields["revision"] = status->revision;
+  fields["entries"] = status->entries;
+  fields["log_capacity"] = status->log_capacity;
+  fields["log_used"] = status->log_used;
+  fields["snapshot_revision"] = status->snapshot_revision;
+  fields["lock_held"] = status->lock_held;
+  fields["segment_bytes"] = status->segment_bytes;
+  if (cl.json) {
+    std::cout << fields.dump() << '\n';
+    return kExitOk;
+  }
+  for (const auto& [field, value] : fields.items()) {
+    std::cout << field << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
+              << '\n';
+  }
+  return kExitOk;
+}
+
+// ls --remote: the dicts on the bridge's host; STATE is "remote" (liveness is the host's to see).
+int RunRemoteLs(const CommandLine& cl) {
+  RemoteOptions options = RemoteFor(cl);
+  Result<std::vector<std::string>> names = RemoteDict::ListNames(options);
+  if (!names.ok()) return FailWithoutDict("cannot list dicts: " + names.status().ToString());
+  Json all = Json::array();
+  for (const std::string& name : *names) {
+    options.dict = name;
+    Result<RemoteDictStatus> status = RemoteDict::Inspect(options);
+    if (!status.ok() && status.status().code() == StatusCode::kNotFound) continue;
+    Json row = Json::object();
+    row["name"] = name;
+    if (!status.ok()) {
+      row["error"] = status.status().ToString();
+    } else {
+      row["entries"] = status->entries;
+      row["revision"] = status->revision;
+    }
+    all.push_back(std::move(row));
+  }
+  if (cl.json) {
+    std::cout << all.dump() << '\n';
+    return kExitOk;
+  }
+  for (const Json& row : all) {
+    std::cout << row["name"].get<std::string>() << '\t';
+    if (row.contains("error")) {
+      std::cout << "-\t-\tunreadable (" << row["error"].get<std::string>() << ")\n";
+    } else {
+      std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << "\tremote\n";
+    }
+  }
+  return kExitOk;
+}
+#else
+int RunRemoteStatus(const CommandLine& cl) { return LocalOnly(cl, "status"); }
+int RunRemoteLs(const CommandLine& cl) { return LocalOnly(cl, "ls"); }
+#endif
+
 }  // namespace
 
 int FailWithoutDict(std::string cause) {
@@ -229,6 +375,7 @@ int FailWithoutDict(std::string cause) {
 }
 
 int RunCreate(const CommandLine& cl) {
+  if (!cl.remote.empty()) return LocalOnly(cl, "create");
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
   std::optional<mode_t> mode = ParseOctalMode(cl.mode);
   if (!mode) {
@@ -258,45 +405,53 @@ int RunSet(const CommandLine& cl) {
                                 Quoted(Abbreviate(cl.value)) + " is not a valid " + cl.type +
                                     " value; key " + Quoted(cl.key) + " was not changed"));
   }
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  Result<uint64_t> revision = dict->Set(cl.key, *value);
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
+  Result<uint64_t> revision = dict.Set(cl.key, *value);
   if (!revision.ok()) return Fail(cl.name, revision.status());
   if (cl.logger) cl.logger->info("dict '{}': set '{}' at revision {}", cl.name, cl.key, *revision);
   return kExitOk;
 }
 
 int RunGet(const CommandLine& cl) {
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  std::optional<Value> value = *dict->Get(cl.key);  // a local read is always OK
-  if (!value) return KeyMissing(cl.name, cl.key);
-  std::cout << value->ToText() << '\n';
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
+  Result<std::optional<Value>> value = dict.Get(cl.key);  // remote: may be UNAVAILABLE
+  if (!value.ok()) return Fail(cl.name, value.status());
+  if (!value->has_value()) return KeyMissing(cl.name, cl.key);
+  std::cout << (*value)->ToText() << '\n';
   return kExitOk;
 }
 
 int RunDel(const CommandLine& cl) {
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  Result<bool> erased = dict->Erase(cl.key);
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
+  Result<bool> erased = dict.Erase(cl.key);
   if (!erased.ok()) return Fail(cl.name, erased.status());
   if (!*erased) return KeyMissing(cl.name, cl.key);
   return kExitOk;
 }
 
 int RunIncr(const CommandLine& cl) {
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  Result<int64_t> value = dict->Increment(cl.key, cl.delta);
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
+  Result<int64_t> value = dict.Increment(cl.key, cl.delta);
   if (!value.ok()) return Fail(cl.name, value.status());
   std::cout << *value << '\n';
   return kExitOk;
 }
 
 int RunList(const CommandLine& cl) {
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  const std::map<std::string, Value> items = dict->Export();
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
+  Result<std::map<std::string, Value>> sorted = SortedItems(dict);
+  if (!sorted.ok()) return Fail(cl.name, sorted.status());
+  const std::map<std::string, Value>& items = *sorted;
   if (!cl.json) {
     for (const auto& [key, value] : items) std::cout << key << '\t' << value.ToText() << '\n';
     return kExitOk;
@@ -324,8 +479,9 @@ int RunImport(const CommandLine& cl) {
     }
     in = &file;
   }
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
 
   std::vector<std::pair<std::string, Value>> batch;
   size_t batch_bytes = 0;
@@ -339,7 +495,7 @@ int RunImport(const CommandLine& cl) {
   // Each batch is one atomic revision, so whatever stops the import leaves a prefix of the input.
   auto commit = [&]() -> Status {
     if (batch.empty()) return Status();
-    Result<uint64_t> committed = dict->Update(batch);
+    Result<uint64_t> committed = dict.Update(batch);
     if (!committed.ok()) {
       return Status(committed.status().code(), "line " + std::to_string(batch_first_line) + ": " +
                                                    committed.status().message() + "; " +
@@ -378,15 +534,18 @@ int RunImport(const CommandLine& cl) {
                                 "reading " + Quoted(cl.file) + " failed after line " +
                                     std::to_string(line_number) + "; the " + progress()));
   }
-  if (imported == 0) revision = dict->revision();
+  if (imported == 0) revision = dict.revision();
   std::cout << "imported " << imported << " entries, revision " << revision << '\n';
   return kExitOk;
 }
 
 int RunExport(const CommandLine& cl) {
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  for (const auto& [key, value] : dict->Export()) {
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
+  Result<std::map<std::string, Value>> sorted = SortedItems(dict);
+  if (!sorted.ok()) return Fail(cl.name, sorted.status());
+  for (const auto& [key, value] : *sorted) {
     Json line = Json::object();
     EncodeEntry(key, value, &line);
     std::cout << line.dump() << '\n';
@@ -395,8 +554,9 @@ int RunExport(const CommandLine& cl) {
 }
 
 int RunWatch(const CommandLine& cl) {
-  Result<Dict> dict = OpenExisting(cl);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
+  Result<std::unique_ptr<Store>> opened = OpenStore(cl);
+  if (!opened.ok()) return Fail(cl.name, opened.status());
+  Store& dict = **opened;
 
   struct sigaction action = {};
   action.sa_handler = RequestStop;
@@ -404,15 +564,16 @@ int RunWatch(const CommandLine& cl) {
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
 
-  const uint64_t start = cl.from_given ? cl.from : dict->revision();
-  Result<std::unique_ptr<Watcher>> watched = dict->Watch(start);
+  const uint64_t start = cl.from_given ? cl.from : dict.revision();
+  Result<std::unique_ptr<Watcher>> watched = dict.Watch(start);
   if (!watched.ok()) return Fail(cl.name, watched.status());
   Watcher& watcher = **watched;
   if (cl.logger) cl.logger->info("dict '{}': watching changes after revision {}", cl.name, start);
 
   uint64_t changes_seen = 0;
-  // A snapshot comes in chunks; it is printed whole, sorted, once its last chunk arrived.
-  std::vector<std::pair<std::string, Value>> snapshot;
+  // A snapshot comes in chunks; it is printed whole, sorted, once its last chunk arrived. Entries
+  // a bridge could not send (too large) come as markers in a chunk's `changes`.
+  std::vector<Change> snapshot;
   while (!g_stop_requested) {
     const size_t max_changes = cl.count != 0 ? cl.count - changes_seen : 1024;
     Result<ChangeBatch> batch = watcher.Next(max_changes, kWatchStopCheck);
@@ -420,18 +581,24 @@ int RunWatch(const CommandLine& cl) {
     const Status stdout_gone(StatusCode::kUnavailable, "cannot write to stdout");
     if (batch->is_snapshot) {
       if (batch->snapshot_begins) snapshot.clear();
-      std::move(batch->snapshot_items.begin(), batch->snapshot_items.end(),
-                std::back_inserter(snapshot));
-    }
-    if (batch->is_snapshot && batch->snapshot_ends) {
+      for (auto& [key, value] : batch->snapshot_items) {
+        snapshot.push_back(
+            Change{.op = ChangeOp::kSet, .key = std::move(key), .value = std::move(value)});
+      }
+      std::move(batch->changes.begin(), batch->changes.end(), std::back_inserter(snapshot));
+      if (!batch->snapshot_ends) continue;
       std::sort(snapshot.begin(), snapshot.end(),
-                [](const auto& a, const auto& b) { return a.first < b.first; });
-      for (const auto& [key, value] : snapshot) {
-        if (!PrintChange(cl.json, batch->snapshot_revision, "snapshot", &key, &value)) {
-          return Fail(cl.name, stdout_gone);
-        }
+                [](const Change& a, const Change& b) { return a.key < b.key; });
+      for (const Change& entry : snapshot) {
+        const bool printed =
+            entry.value_too_large
+                ? PrintOmitted(cl.json, batch->snapshot_revision, "snapshot", entry)
+                : PrintChange(cl.json, batch->snapshot_revision, "snapshot", &entry.key,
+                              &entry.value);
+        if (!printed) return Fail(cl.name, stdout_gone);
       }
       snapshot.clear();
+      continue;
     }
     for (const Change& change : batch->changes) {
       if (!PrintChange(cl.json, change)) return Fail(cl.name, stdout_gone);
@@ -444,6 +611,7 @@ int RunWatch(const CommandLine& cl) {
 
 int RunStatus(const CommandLine& cl) {
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
+  if (!cl.remote.empty()) return RunRemoteStatus(cl);
   Result<DictStatus> status = Dict::Inspect(cl.name);
   if (!status.ok()) return Fail(cl.name, ExplainNotFound(cl.name, status.status()));
   const Json fields = StatusJson(*status);
@@ -459,6 +627,7 @@ int RunStatus(const CommandLine& cl) {
 }
 
 int RunLs(const CommandLine& cl) {
+  if (!cl.remote.empty()) return RunRemoteLs(cl);
   Result<std::vector<std::string>> names = Dict::ListNames();
   if (!names.ok()) return FailWithoutDict("cannot list dicts: " + names.status().ToString());
   Json all = Json::array();
@@ -497,6 +666,7 @@ int RunLs(const CommandLine& cl) {
 }
 
 int RunUnlink(const CommandLine& cl) {
+  if (!cl.remote.empty()) return LocalOnly(cl, "unlink");
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
   if (Status unlinked = Dict::UnlinkByName(cl.name); !unlinked.ok()) {
     return Fail(cl.name, ExplainNotFound(cl.name, unlinked));

@@ -25,6 +25,8 @@ inline constexpr int kExitError = 2;
 
 // Everything the user gave on the command line; each command reads the fields it declares.
 struct CommandLine {
+  // The bridge address of --remote / $SHMDICT_REMOTE; empty: this host's shared memory.
+  std::string remote;
   std::string name;
   std::string key;
   std::string value;

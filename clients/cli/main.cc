@@ -49,6 +49,11 @@ int main(int argc, char** argv) {
   app.fallthrough();
   CommandLine cl;
   bool verbose = false;
+  app.add_option("--remote", cl.remote,
+                 "Work on the dict through the shmdict-bridge at ADDR (HOST:PORT or unix:PATH) "
+                 "instead of this host's shared memory; every data command, status and ls")
+      ->envname("SHMDICT_REMOTE")
+      ->type_name("ADDR");
   app.add_flag("-v,--verbose", verbose,
                "Log the library's activity (opens, compactions, lock recoveries) to stderr");
 

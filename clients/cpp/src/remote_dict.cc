@@ -174,11 +174,9 @@ RemoteDict::~RemoteDict() {
   }
 }
 
-Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& options) {
-  if (options.address.empty() || options.dict.empty()) {
-    return Status(StatusCode::kInvalidArgument,
-                  "RemoteDict needs a bridge address and a dict name");
-  }
+namespace {
+
+std::shared_ptr<Connection> Connect(const RemoteOptions& options) {
   auto connection = std::make_shared<Connection>();
   connection->options = options;
   connection->description = "dict '" + options.dict + "' via " + options.address;
@@ -198,6 +196,60 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   connection->channel = grpc::CreateCustomChannel(options.address, credentials, arguments);
   connection->stub = v1::Dict::NewStub(connection->channel);
 
+  return connection;
+}
+
+}  // namespace
+
+Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
+  if (options.address.empty() || options.dict.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "RemoteDict needs a bridge address and a dict name");
+  }
+  std::shared_ptr<Connection> connection = Connect(options);
+  v1::StatusRequest request;
+  request.set_dict(options.dict);
+  v1::StatusResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + options.call_timeout);
+  grpc::Status status = connection->stub->Status(&context, request, &response);
+  if (!status.ok()) return connection->Describe(status);
+  RemoteDictStatus out;
+  out.name = response.dict();
+  out.revision = response.revision();
+  out.entries = response.entries();
+  out.layout_version = response.layout_version();
+  out.log_capacity = response.log_capacity();
+  out.log_used = response.log_used();
+  out.snapshot_revision = response.snapshot_revision();
+  out.lock_held = response.lock_held();
+  out.segment_bytes = response.segment_bytes();
+  return out;
+}
+
+Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& options) {
+  if (options.address.empty()) {
+    return Status(StatusCode::kInvalidArgument, "RemoteDict needs a bridge address");
+  }
+  RemoteOptions named = options;
+  if (named.dict.empty()) named.dict = "*";
+  std::shared_ptr<Connection> connection = Connect(named);
+  connection->description = "bridge " + options.address;
+  v1::ListDictsResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + options.call_timeout);
+  grpc::Status status = connection->stub->ListDicts(&context, v1::ListDictsRequest(), &response);
+  if (!status.ok()) return connection->Describe(status);
+  return std::vector<std::string>(response.dicts().begin(), response.dicts().end());
+}
+
+Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& options) {
+  if (options.address.empty() || options.dict.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "RemoteDict needs a bridge address and a dict name");
+  }
+  std::shared_ptr<Connection> connection = Connect(options);
+
   // The dict must exist: Status answers NOT_FOUND otherwise. Waits for the bridge up to
   // open_timeout (it may be starting).
   v1::StatusRequest status_request;
@@ -207,6 +259,14 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   context.set_deadline(std::chrono::system_clock::now() + options.open_timeout);
   context.set_wait_for_ready(true);
   grpc::Status opened = connection->stub->Status(&context, status_request, &status_response);
+  if (opened.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+      connection->channel->GetState(false) != GRPC_CHANNEL_READY) {
+    // Waiting for a connection that never came is "unreachable", not a slow call.
+    return Status(StatusCode::kUnavailable,
+                  connection->description + ": no bridge answered within " +
+                      std::to_string(options.open_timeout.count()) +
+                      " ms (is shmdict-bridge running there?)");
+  }
   if (!opened.ok()) return connection->Describe(opened);
 
   auto impl = std::make_unique<Impl>();

@@ -62,8 +62,26 @@ struct RemoteOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
+// A dict's state as the bridge reports it (shmdict.v1.StatusResponse).
+struct RemoteDictStatus {
+  std::string name;
+  uint64_t revision = 0;
+  uint64_t entries = 0;
+  uint32_t layout_version = 0;
+  uint64_t log_capacity = 0;
+  uint64_t log_used = 0;
+  uint64_t snapshot_revision = 0;
+  bool lock_held = false;
+  uint64_t segment_bytes = 0;
+};
+
 class RemoteDict final : public Store {
  public:
+  // The status of options.dict, without opening a RemoteDict (one call). kNotFound, kUnavailable.
+  static Result<RemoteDictStatus> Inspect(const RemoteOptions& options);
+  // The names of the dicts on the bridge's host, sorted (options.dict is ignored).
+  static Result<std::vector<std::string>> ListNames(const RemoteOptions& options);
+
   // Connects and checks that the dict exists; with a mirror, returns once the mirror holds the
   // dict at least at its revision at the time of the call. kNotFound, kUnavailable,
   // kDeadlineExceeded (open_timeout), kInvalidArgument (empty address or dict name).
