@@ -262,10 +262,10 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   if (opened.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
       connection->channel->GetState(false) != GRPC_CHANNEL_READY) {
     // Waiting for a connection that never came is "unreachable", not a slow call.
-    return Status(StatusCode::kUnavailable,
-                  connection->description + ": no bridge answered within " +
-                      std::to_string(options.open_timeout.count()) +
-                      " ms (is shmdict-bridge running there?)");
+    return Status(StatusCode::kUnavailable, connection->description +
+                                                ": no bridge answered within " +
+                                                std::to_string(options.open_timeout.count()) +
+                                                " ms (is shmdict-bridge running there?)");
   }
   if (!opened.ok()) return connection->Describe(opened);
 
