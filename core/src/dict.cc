@@ -242,7 +242,7 @@ Result<std::optional<Value>> Dict::Get(std::string_view key) {
   return std::optional<Value>(Value(v));
 }
 
-Result<bool> Dict::Get(std::string_view key, Value* out) {
+bool Dict::CopyValue(std::string_view key, Value* out) {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
   ValueView v;

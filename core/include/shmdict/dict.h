@@ -188,7 +188,8 @@ class Dict final : public Store {
   // log makes reads return what the handle last knew; Refresh() reports the kDataLoss. Always OK.
   Result<std::optional<Value>> Get(std::string_view key) override;
   // Allocation-free variant: copies into *out (reusing its capacity); false when missing.
-  Result<bool> Get(std::string_view key, Value* out) override;
+  // Inline, so that a direct call folds the Result away and costs what a bool-returning call did.
+  Result<bool> Get(std::string_view key, Value* out) override { return CopyValue(key, out); }
   Result<bool> Contains(std::string_view key) override;
   Result<uint64_t> Size() override;
   // Calls fn for every entry of one consistent revision, in unspecified order; returns that
@@ -272,6 +273,8 @@ class Dict final : public Store {
  private:
   friend class LockGuard;
   explicit Dict(std::unique_ptr<Impl> impl);
+  // Get(key, out) without the Result: the read path itself, out of line.
+  bool CopyValue(std::string_view key, Value* out);
   // Open, where allow_reserved_name lets OpenNested create "parent@c..." children.
   static Result<Dict> OpenWithNameRules(const Options& options, bool allow_reserved_name);
   std::unique_ptr<Impl> impl_;
