@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
   }
   health.store(server->GetHealthCheckService());
   server->GetHealthCheckService()->SetServingStatus(true);
+  server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   for (const std::string& dict : registry.AttachedNames()) {
     server->GetHealthCheckService()->SetServingStatus(DictHealthName(dict), true);
   }
