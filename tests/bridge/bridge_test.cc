@@ -456,6 +456,109 @@ TEST_F(BridgeTest, ADictDeletedAndCreatedAgainIsServedAnew) {
   EXPECT_EQ(*(*remote)->Get("new"), std::optional<Value>(Value::Int(2)));
 }
 
+TEST_F(BridgeTest, ProgressComesAfterEveryChangeSentAndOnRequest) {
+  for (int i = 0; i < 3; ++i) ASSERT_OK(local_->Set("k" + std::to_string(i), Value::Int(i)));
+  auto stub = RawStub();
+  grpc::ClientContext context;
+  auto stream = stub->Watch(&context);
+  v1::WatchRequest request;
+  request.mutable_start()->set_dict(name_);
+  request.mutable_start()->set_progress_interval_ms(600000);  // only on request
+  ASSERT_TRUE(stream->Write(request));
+  v1::WatchResponse message;
+  uint64_t received = 0;
+  while (received < 3 && stream->Read(&message)) {
+    ASSERT_EQ(message.kind(), v1::WatchResponse::KIND_CHANGES);
+    for (const auto& change : message.changes()) received = change.revision();
+  }
+  ASSERT_EQ(received, 3u);
+  request.Clear();
+  request.mutable_progress();
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&message));
+  EXPECT_EQ(message.kind(), v1::WatchResponse::KIND_PROGRESS);
+  EXPECT_EQ(message.revision(), 3u);
+  ASSERT_OK(local_->Set("k3", Value::Int(3)));
+  ASSERT_TRUE(stream->Read(&message));
+  ASSERT_EQ(message.kind(), v1::WatchResponse::KIND_CHANGES);
+  ASSERT_EQ(message.changes_size(), 1);
+  EXPECT_EQ(message.changes(0).revision(), 4u);
+  context.TryCancel();
+  stream->Finish().IgnoreError();
+}
+
+TEST_F(BridgeTest, ABatchLargerThanAMessageComesInFragmentsAndAHugeValueAsAMarker) {
+  BridgeProcess small({}, {"--max-message-bytes", "65536"});
+  ASSERT_TRUE(small.Start());
+  const uint64_t before = local_->published_revision();
+  // One revision of 120 KB: more than a message, so it must be fragmented.
+  std::vector<std::pair<std::string, Value>> batch;
+  for (int i = 0; i < 3; ++i) {
+    batch.emplace_back("part" + std::to_string(i), Value::Bytes(std::string(40000, 'a' + i)));
+  }
+  ASSERT_OK(local_->Update(batch));
+  // One value larger than a message: announced, not sent.
+  ASSERT_OK(local_->Set("huge", Value::Bytes(std::string(100000, 'h'))));
+
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(-1);
+  auto stub = v1::Dict::NewStub(
+      grpc::CreateCustomChannel(small.address(), grpc::InsecureChannelCredentials(), arguments));
+  grpc::ClientContext context;
+  auto stream = stub->Watch(&context);
+  v1::WatchRequest request;
+  request.mutable_start()->set_dict(name_);
+  request.mutable_start()->set_after_revision(before);
+  ASSERT_TRUE(stream->Write(request));
+  v1::WatchResponse message;
+  int fragments = 0;
+  int parts = 0;
+  bool marker = false;
+  while (!marker && stream->Read(&message)) {
+    if (message.kind() != v1::WatchResponse::KIND_CHANGES) continue;
+    if (message.more_fragments()) {
+      ++fragments;
+      EXPECT_EQ(message.revision(), before) << "a fragmented revision is not complete yet";
+    }
+    for (const auto& change : message.changes()) {
+      if (change.key().rfind("part", 0) == 0) ++parts;
+      if (change.key() == "huge") {
+        marker = true;
+        EXPECT_TRUE(change.value_too_large());
+        EXPECT_EQ(change.value_size(), 100000u);
+        EXPECT_FALSE(change.has_value());
+      }
+    }
+  }
+  EXPECT_GE(fragments, 1);
+  EXPECT_EQ(parts, 3);
+  EXPECT_TRUE(marker);
+  context.TryCancel();
+  stream->Finish().IgnoreError();
+
+  // RemoteWatcher puts the fragments back together: the batch arrives whole, as one revision.
+  RemoteOptions options = Remote();
+  options.address = small.address();
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  auto watcher = (*remote)->Watch(before);
+  ASSERT_OK(watcher);
+  std::vector<Change> seen;
+  while (seen.size() < 4) {
+    auto next = (*watcher)->Next(WatchLimits{}, std::chrono::seconds(30));
+    ASSERT_OK(next);
+    seen.insert(seen.end(), next->changes.begin(), next->changes.end());
+    if (next->changes.empty()) break;
+  }
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].revision, before + 1);
+  EXPECT_EQ(seen[2].revision, before + 1);
+  EXPECT_EQ(seen[2].value, batch[2].second);
+  EXPECT_TRUE(seen[3].value_too_large);
+  // The mirror knows the key exists and reads it from the bridge when asked.
+  EXPECT_TRUE(*(*remote)->Contains("huge"));
+}
+
 // grpc.health.v1.Health/Check by hand (Debian has no generated health stubs): the request is
 // field 1 (service, a string), the response field 1 (status: 1 SERVING, 2 NOT_SERVING).
 std::pair<grpc::StatusCode, int> CheckHealth(const std::string& address,
