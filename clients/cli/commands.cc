@@ -294,6 +294,40 @@ Json StatusJson(const DictStatus& s) {
   return j;
 }
 
+// status: one JSON object, or "field: value" lines.
+int PrintFields(const CommandLine& cl, const Json& fields) {
+  if (cl.json) {
+    std::cout << fields.dump() << '\n';
+    return kExitOk;
+  }
+  for (const auto& [field, value] : fields.items()) {
+    std::cout << field << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
+              << '\n';
+  }
+  return kExitOk;
+}
+
+// ls: one JSON array, or NAME, ENTRIES, REVISION, STATE lines (STATE "remote" for a row a
+// bridge reported: whether its creator lives is for the bridge's host to see).
+int PrintLsRows(const CommandLine& cl, const Json& all) {
+  if (cl.json) {
+    std::cout << all.dump() << '\n';
+    return kExitOk;
+  }
+  for (const Json& row : all) {
+    std::cout << row["name"].get<std::string>() << '\t';
+    if (row.contains("error")) {
+      std::cout << "-\t-\tunreadable (" << row["error"].get<std::string>() << ")\n";
+      continue;
+    }
+    const char* state = !row.contains("abandoned")     ? "remote"
+                        : row["abandoned"].get<bool>() ? "abandoned"
+                                                       : "in-use";
+    std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << '\t' << state << '\n';
+  }
+  return kExitOk;
+}
+
 #ifdef SHMDICT_CLI_REMOTE
 RemoteOptions RemoteFor(const CommandLine& cl) {
   RemoteOptions options;
@@ -317,15 +351,7 @@ int RunRemoteStatus(const CommandLine& cl) {
   fields["snapshot_revision"] = status->snapshot_revision;
   fields["lock_held"] = status->lock_held;
   fields["segment_bytes"] = status->segment_bytes;
-  if (cl.json) {
-    std::cout << fields.dump() << '\n';
-    return kExitOk;
-  }
-  for (const auto& [field, value] : fields.items()) {
-    std::cout << field << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
-              << '\n';
-  }
-  return kExitOk;
+  return PrintFields(cl, fields);
 }
 
 // ls --remote: the dicts on the bridge's host; STATE is "remote" (liveness is the host's to see).
@@ -348,19 +374,7 @@ int RunRemoteLs(const CommandLine& cl) {
     }
     all.push_back(std::move(row));
   }
-  if (cl.json) {
-    std::cout << all.dump() << '\n';
-    return kExitOk;
-  }
-  for (const Json& row : all) {
-    std::cout << row["name"].get<std::string>() << '\t';
-    if (row.contains("error")) {
-      std::cout << "-\t-\tunreadable (" << row["error"].get<std::string>() << ")\n";
-    } else {
-      std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << "\tremote\n";
-    }
-  }
-  return kExitOk;
+  return PrintLsRows(cl, all);
 }
 #else
 int RunRemoteStatus(const CommandLine& cl) { return LocalOnly(cl, "status"); }
@@ -615,15 +629,7 @@ int RunStatus(const CommandLine& cl) {
   Result<DictStatus> status = Dict::Inspect(cl.name);
   if (!status.ok()) return Fail(cl.name, ExplainNotFound(cl.name, status.status()));
   const Json fields = StatusJson(*status);
-  if (cl.json) {
-    std::cout << fields.dump() << '\n';
-    return kExitOk;
-  }
-  for (const auto& [field, value] : fields.items()) {
-    std::cout << field << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
-              << '\n';
-  }
-  return kExitOk;
+  return PrintFields(cl, fields);
 }
 
 int RunLs(const CommandLine& cl) {
@@ -649,20 +655,7 @@ int RunLs(const CommandLine& cl) {
     }
     all.push_back(std::move(row));
   }
-  if (cl.json) {
-    std::cout << all.dump() << '\n';
-    return kExitOk;
-  }
-  for (const Json& row : all) {
-    std::cout << row["name"].get<std::string>() << '\t';
-    if (row.contains("error")) {
-      std::cout << "-\t-\tunreadable (" << row["error"].get<std::string>() << ")\n";
-    } else {
-      std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << '\t'
-                << (row["abandoned"].get<bool>() ? "abandoned" : "in-use") << '\n';
-    }
-  }
-  return kExitOk;
+  return PrintLsRows(cl, all);
 }
 
 int RunUnlink(const CommandLine& cl) {
