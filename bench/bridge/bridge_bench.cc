@@ -278,6 +278,7 @@ class Redis {
 struct Fanout {
   Figure min, mean;
   double writer_rate = NAN;
+  double max_lag_ns = 0;  // the slowest subscriber's delay after the writer's last Set
   bool snapshot_seen = false;
 };
 
@@ -367,11 +368,31 @@ Fanout MeasureFanout(const Bridge& bridge, const Config& c, int subscribers, int
     const double rate = static_cast<double>(c.changes) / (static_cast<double>(s->done_ns()) * 1e-9);
     sum += rate;
     min = std::min(min, rate);
+    f.max_lag_ns = std::max(f.max_lag_ns, static_cast<double>(s->done_ns() - written));
     f.snapshot_seen = f.snapshot_seen || s->snapshot_seen();
   }
   f.min.value = min;
   f.mean.value = sum / subscribers;
   return f;
+}
+
+// Stage breakdown: the local writer alone (no subscriber, no bridge attached), N Sets.
+double MeasureWriterAlone(const Config& c) {
+  uint64_t log_bytes = uint64_t{1} << 20;
+  while (log_bytes < c.changes * 512) log_bytes <<= 1;
+  shmdict::Dict dict = OpenDict("writer", log_bytes);
+  std::vector<std::string> keys, values;
+  for (uint64_t i = 0; i < c.changes; ++i) {
+    keys.push_back(Key(i));
+    values.push_back(ValueFor(i));
+  }
+  shmdict::Value value;
+  const int64_t begin = MonotonicNs();
+  for (uint64_t i = 0; i < c.changes; ++i) {
+    value.assign(shmdict::ValueType::kBytes, values[i]);
+    Check(dict.Set(keys[i], value), "writer Set");
+  }
+  return static_cast<double>(c.changes) / (static_cast<double>(MonotonicNs() - begin) * 1e-9);
 }
 
 struct OpStats {
@@ -454,6 +475,7 @@ Figure MeasureBridgeBatch(const Bridge& bridge, const Config& c) {
 
 struct Propagation {
   Figure from_call_p50, from_call_p99, from_return_p50, from_return_p99;
+  double set_alone_p50 = NAN, set_alone_p99 = NAN;  // the same Sets on a dict nobody watches
 };
 
 Propagation Summarize(Latencies& from_call, Latencies& from_return) {
@@ -462,6 +484,18 @@ Propagation Summarize(Latencies& from_call, Latencies& from_return) {
 }
 
 Propagation MeasureMirrorLatency(const Bridge& bridge, const Config& c) {
+  Latencies alone;
+  {
+    shmdict::Dict quiet = OpenDict("unwatched", uint64_t{64} << 20);
+    shmdict::Value value;
+    for (uint64_t i = 0; i < c.samples; ++i) {
+      value.assign(shmdict::ValueType::kBytes, ValueFor(i));
+      const int64_t call = MonotonicNs();
+      Check(quiet.Set(Key(i), value), "unwatched Set");
+      alone.ns.push_back(MonotonicNs() - call);
+      peers::SleepNs(c.pause_ns);
+    }
+  }
   shmdict::Dict dict = OpenDict("mirror", uint64_t{64} << 20);
   auto remote = OpenRemote(bridge, dict, /*mirror=*/true);
   Latencies from_call, from_return;
@@ -481,7 +515,10 @@ Propagation MeasureMirrorLatency(const Bridge& bridge, const Config& c) {
     from_return.ns.push_back(seen - returned);
     peers::SleepNs(c.pause_ns);
   }
-  return Summarize(from_call, from_return);
+  Propagation p = Summarize(from_call, from_return);
+  p.set_alone_p50 = alone.Percentile(50);
+  p.set_alone_p99 = alone.Percentile(99);
+  return p;
 }
 
 struct MirrorReads {
@@ -807,6 +844,7 @@ int Run(const Config& c) {
   std::fprintf(stderr, "1/5 Watch fan-out (%" PRIu64 " changes)\n", c.changes);
   const Fanout one = MeasureFanout(bridge, c, 1, 1);
   const Fanout eight = MeasureFanout(bridge, c, 8, 8);
+  const double writer_alone = MeasureWriterAlone(c);
 
   std::fprintf(stderr, "2/5 unary Set/Get (%" PRIu64 " each)\n", c.ops);
   const Unary bridge_unary = MeasureBridgeUnary(bridge, c);
@@ -883,6 +921,11 @@ int Run(const Config& c) {
             {"fanout_writer_rate_1", one.writer_rate},
             {"fanout_writer_rate_8", eight.writer_rate},
             {"fanout_snapshot_seen", one.snapshot_seen || eight.snapshot_seen},
+            {"fanout_writer_alone_rate", writer_alone},
+            {"fanout_lag_after_writer_ns_1", one.max_lag_ns},
+            {"fanout_lag_after_writer_ns_8", eight.max_lag_ns},
+            {"mirror_set_unwatched_p50_ns", mirror.set_alone_p50},
+            {"mirror_set_unwatched_p99_ns", mirror.set_alone_p99},
             {"redis", redis_na.empty() ? json("redis-server " +
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
                                               Redis::Version()
@@ -893,9 +936,17 @@ int Run(const Config& c) {
                                        : json("n/a: " + redis_na)}};
   const std::string md = Markdown(rows);
   std::printf("%s", md.c_str());
-  std::printf("\nfan-out writer (local Dict Sets): %s with 1 subscriber, %s with 8\n",
-              FormatFigure(Figure{one.writer_rate}, "changes/s").c_str(),
-              FormatFigure(Figure{eight.writer_rate}, "changes/s").c_str());
+  const std::string stages =
+      "Stages: the fan-out writer (local Dict Sets) ran at " +
+      FormatFigure(Figure{one.writer_rate}, "changes/s") + " with 1 subscriber, " +
+      FormatFigure(Figure{eight.writer_rate}, "changes/s") + " with 8, " +
+      FormatFigure(Figure{writer_alone}, "changes/s") + " alone; the slowest subscriber finished " +
+      shmdict::bench::FormatNs(one.max_lag_ns, 0, "-") + " (1) and " +
+      shmdict::bench::FormatNs(eight.max_lag_ns, 0, "-") +
+      " (8) after the writer's last Set. A local Set on a dict nobody watches took " +
+      shmdict::bench::FormatNs(mirror.set_alone_p50, 0, "-") + " p50, " +
+      shmdict::bench::FormatNs(mirror.set_alone_p99, 0, "-") + " p99.\n";
+  std::printf("\n%s", stages.c_str());
   if (!c.out_dir.empty()) {
     std::filesystem::create_directories(c.out_dir);
     std::ofstream(c.out_dir + "/bridge.md")
@@ -906,7 +957,8 @@ int Run(const Config& c) {
         << " mirror keys; keys \"key-%08d\", " << kValueBytes << "-byte values; "
         << meta["cpus"].get<unsigned>() << " CPUs; " << meta["redis"].get<std::string>()
         << ". Ratio: shmdict's advantage (> 1: shmdict faster, for rates and latencies alike).\n\n"
-        << md;
+        << md << "\n"
+        << stages;
     std::ofstream(c.out_dir + "/bridge.json") << ReportJson(rows, meta).dump(2) << "\n";
   }
   return 0;
