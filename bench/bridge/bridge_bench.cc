@@ -141,6 +141,16 @@ class Bridge {
   std::string address_;
 };
 
+// A log that holds `changes` changes of these sizes without reaching half full: no snapshot is
+// built during a measurement (subscribers that fall behind get changes, not a resync), and none
+// is being built by the bridge's handle when the dict is unlinked (a snapshot segment created
+// after the unlink would be left behind in /dev/shm).
+uint64_t LogBytesFor(uint64_t changes) {
+  uint64_t bytes = uint64_t{1} << 20;
+  while (bytes < changes * 512) bytes <<= 1;
+  return bytes;
+}
+
 shmdict::Dict OpenDict(const std::string& tag, uint64_t buffer_size) {
   shmdict::Options options;
   options.name = peers::NewName(tag);
@@ -168,6 +178,11 @@ T Check(shmdict::Result<T> result, const char* what) {
   if (!result.ok()) Fail(std::string(what) + ": " + result.status().ToString());
   return std::move(*result);
 }
+
+// For a dict the bridge wrote to: the bridge's handle builds a snapshot once its writes pause,
+// and a snapshot segment it creates after this handle unlinked the dict would stay in /dev/shm.
+// Publishing one from here first leaves the bridge nothing to build.
+void SettleBeforeClose(shmdict::Dict& dict) { Check(dict.Dump(), "Dump"); }
 
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
 struct ReplyDeleter {
@@ -335,10 +350,7 @@ class Subscriber {
 };
 
 Fanout MeasureFanout(const Bridge& bridge, const Config& c, int subscribers, int run) {
-  // A log large enough for every change: subscribers that fall behind get changes, not snapshots.
-  uint64_t log_bytes = uint64_t{1} << 20;
-  while (log_bytes < c.changes * 512) log_bytes <<= 1;
-  shmdict::Dict dict = OpenDict("fanout" + std::to_string(run), log_bytes);
+  shmdict::Dict dict = OpenDict("fanout" + std::to_string(run), LogBytesFor(c.changes));
   std::vector<std::unique_ptr<Subscriber>> subs;
   for (int i = 0; i < subscribers; ++i) {
     subs.push_back(std::make_unique<Subscriber>(bridge, run * 100 + i, dict.name()));
@@ -378,9 +390,7 @@ Fanout MeasureFanout(const Bridge& bridge, const Config& c, int subscribers, int
 
 // Stage breakdown: the local writer alone (no subscriber, no bridge attached), N Sets.
 double MeasureWriterAlone(const Config& c) {
-  uint64_t log_bytes = uint64_t{1} << 20;
-  while (log_bytes < c.changes * 512) log_bytes <<= 1;
-  shmdict::Dict dict = OpenDict("writer", log_bytes);
+  shmdict::Dict dict = OpenDict("writer", LogBytesFor(c.changes));
   std::vector<std::string> keys, values;
   for (uint64_t i = 0; i < c.changes; ++i) {
     keys.push_back(Key(i));
@@ -423,7 +433,7 @@ struct Unary {
 };
 
 Unary MeasureBridgeUnary(const Bridge& bridge, const Config& c) {
-  shmdict::Dict dict = OpenDict("unary", uint64_t{64} << 20);
+  shmdict::Dict dict = OpenDict("unary", LogBytesFor(c.ops));
   auto remote = OpenRemote(bridge, dict, /*mirror=*/false);
   std::vector<std::string> keys, values;
   for (uint64_t i = 0; i < c.ops; ++i) {
@@ -441,11 +451,12 @@ Unary MeasureBridgeUnary(const Bridge& bridge, const Config& c) {
       Fail("RemoteDict::Get " + keys[i] + ": wrong value");
     }
   });
+  SettleBeforeClose(dict);
   return u;
 }
 
 Figure MeasureBridgeBatch(const Bridge& bridge, const Config& c) {
-  shmdict::Dict dict = OpenDict("batch", uint64_t{64} << 20);
+  shmdict::Dict dict = OpenDict("batch", LogBytesFor(c.batch_changes));
   auto stub = shmdict::v1::Dict::NewStub(bridge.NewChannel(-1));
   const uint64_t calls = std::max<uint64_t>(1, c.batch_changes / kBatchSize);
   std::vector<shmdict::v1::BatchRequest> requests(calls);
@@ -470,6 +481,7 @@ Figure MeasureBridgeBatch(const Bridge& bridge, const Config& c) {
   }
   const int64_t elapsed = MonotonicNs() - begin;
   if (Check(dict.Size(), "Size") != calls * kBatchSize) Fail("Batch: entries missing");
+  SettleBeforeClose(dict);
   return Figure{static_cast<double>(calls * kBatchSize) / (static_cast<double>(elapsed) * 1e-9)};
 }
 
@@ -486,7 +498,7 @@ Propagation Summarize(Latencies& from_call, Latencies& from_return) {
 Propagation MeasureMirrorLatency(const Bridge& bridge, const Config& c) {
   Latencies alone;
   {
-    shmdict::Dict quiet = OpenDict("unwatched", uint64_t{64} << 20);
+    shmdict::Dict quiet = OpenDict("unwatched", LogBytesFor(c.samples));
     shmdict::Value value;
     for (uint64_t i = 0; i < c.samples; ++i) {
       value.assign(shmdict::ValueType::kBytes, ValueFor(i));
@@ -496,7 +508,7 @@ Propagation MeasureMirrorLatency(const Bridge& bridge, const Config& c) {
       peers::SleepNs(c.pause_ns);
     }
   }
-  shmdict::Dict dict = OpenDict("mirror", uint64_t{64} << 20);
+  shmdict::Dict dict = OpenDict("mirror", LogBytesFor(c.samples));
   auto remote = OpenRemote(bridge, dict, /*mirror=*/true);
   Latencies from_call, from_return;
   shmdict::Value value;
@@ -539,7 +551,7 @@ double BestRate(const std::vector<uint32_t>& order, Op&& op) {
 }
 
 MirrorReads MeasureMirrorReads(const Bridge& bridge, const Config& c) {
-  shmdict::Dict dict = OpenDict("reads", uint64_t{64} << 20);
+  shmdict::Dict dict = OpenDict("reads", LogBytesFor(c.keys));
   std::vector<std::string> keys, values;
   std::unordered_map<std::string, std::string> map;
   std::vector<shmdict::Change> batch;
@@ -979,6 +991,13 @@ int main(int argc, char** argv) {
   const int exit_code = shmdict::bench::RunReportingErrors<BenchError>("shmdict_bridge_bench",
                                                                        [&] { return Run(config); });
   // Every server and dict handle is gone here: what is left in /dev/shm is a leak.
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ignored)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(peers::RunPrefix()) != std::string::npos) {
+      std::fprintf(stderr, "shmdict_bridge_bench: left in /dev/shm: %s\n", name.c_str());
+    }
+  }
   if (const int leaked = peers::SweepRunFiles(); leaked > 0) {
     std::fprintf(stderr, "shmdict_bridge_bench: %d entries named %s* were left in /dev/shm\n",
                  leaked, peers::RunPrefix().c_str());
