@@ -1,5 +1,7 @@
 #include "compactor.h"
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <new>
 #include <utility>
@@ -32,8 +34,9 @@ constexpr uint64_t kEarlyBuildFraction = 8;
 }  // namespace
 
 void Compactor::Bind(const Options& options, MainHeader* header, uint64_t log_capacity,
-                     const LogReader* reader, WriterLock* lock) {
+                     const LogReader* reader, WriterLock* lock, uint64_t incarnation) {
   name_ = reader->name();
+  incarnation_ = incarnation;
   mode_ = options.mode;
   background_ = options.background_compaction;
   lock_timeout_ = options.lock_timeout;
@@ -153,7 +156,20 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
 // and then cannot find its base knows the delta was retired and retries (SnapshotView::Open).
 // A cleanup running late cannot hit a newer chain's base: generations are published in
 // increasing order, so that base lies above this publication.
+bool Compactor::StillNamed() const {
+  struct stat st {};
+  const std::string path = std::string(kShmDir) + std::string(kShmPrefix) + name_;
+  return stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_ino) == incarnation_;
+}
+
 void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
+  if (!StillNamed()) {
+    // Unlinked while we built: the unlink's sweep may have run before our segment existed, so
+    // remove it ourselves, and leave every other segment of the name alone (it may belong to a
+    // dict created again under that name).
+    UnlinkSegmentQuietly(SnapshotSegment(name_, snap.generation()));
+    return;
+  }
   const auto published = ListNumberedSegments(name_ + "@s");
   for (auto it = published.rbegin(); it != published.rend(); ++it) {
     const auto& [old, segment] = *it;
@@ -239,6 +255,7 @@ void Compactor::IdleThenBuild() {
 }
 
 void Compactor::BuildInBackground(uint64_t target_revision) {
+  if (!StillNamed()) return;  // nobody can attach to it any more: a snapshot would be garbage
   RobustLockWord* claim = &header_->compaction.compaction_lock;
   // One builder at a time host-wide; others skip (their writers keep appending meanwhile). A
   // builder that died mid-way left nothing to repair: its unpublished segment is removed by the

@@ -37,8 +37,10 @@ class Compactor {
   Compactor& operator=(const Compactor&) = delete;
   ~Compactor() { Stop(); }
 
+  // `incarnation`: the main segment's inode, to tell whether the dict's name still means this
+  // dict (StillNamed).
   void Bind(const Options& options, MainHeader* header, uint64_t log_capacity,
-            const LogReader* reader, WriterLock* lock);
+            const LogReader* reader, WriterLock* lock, uint64_t incarnation);
 
   // Log bytes (and large-change bytes) committed since the published snapshot: what schedules
   // the next one. Read from the shared bookkeeping, so any thread may ask.
@@ -78,7 +80,14 @@ class Compactor {
   void AfterPublish(const SnapshotView& snap, const char* how) const;
   uint64_t NextGeneration();
 
+  // Whether /dev/shm still holds this dict under its name (not unlinked, not replaced by a dict
+  // created again under the same name). A handle can outlive its dict's unlink (a bridge's
+  // pooled handle, any process that keeps it open): its builder must then neither publish a
+  // snapshot nobody will ever remove nor clean up segments by name, which would be the new dict's.
+  bool StillNamed() const;
+
   std::string name_;
+  uint64_t incarnation_ = 0;
   mode_t mode_ = 0600;
   bool background_ = true;
   std::chrono::nanoseconds lock_timeout_{0};

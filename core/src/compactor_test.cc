@@ -9,6 +9,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "segment.h"
 #include "shmdict/dict.h"
@@ -98,6 +99,55 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
   }
   EXPECT_GT(deltas, 10) << "small changes to a big dict should be published as deltas";
   EXPECT_GT(new_bases, 0) << "the deltas never outgrew their base";
+}
+
+}  // namespace
+}  // namespace shmdict::internal
+
+namespace shmdict::internal {
+namespace {
+
+// A handle that outlives its dict's unlink (a bridge's pooled handle) must not leave a snapshot
+// behind, nor touch the segments of a dict created again under the same name: its builder checks
+// that the name still means its dict. Before the check, the quiet-period build published
+// NAME@s1 after the unlink's sweep, and it stayed in /dev/shm forever.
+TEST_F(CompactorTest, AHandleOutlivingItsDictsUnlinkLeavesNothingBehind) {
+  Options creator_options = Opts();
+  creator_options.buffer_size = 64 * 1024;
+  creator_options.background_compaction = true;
+  auto creator = Dict::Open(creator_options);
+  ASSERT_TRUE(creator.ok()) << creator.status().ToString();
+  Options attach = creator_options;
+  attach.create_mode = CreateMode::kMustAttach;
+  auto survivor = Dict::Open(attach);
+  ASSERT_TRUE(survivor.ok()) << survivor.status().ToString();
+  // Enough unpublished log for a quiet-period snapshot (1/16 of the log), no log-full build.
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(survivor->Set("k" + std::to_string(i), Value::Str(std::string(100, 'v'))).ok());
+  }
+  ASSERT_TRUE(creator->Close().ok());  // unlinks (auto_unlink) while survivor's builder waits
+  ASSERT_FALSE(Dict::Inspect(name_).ok());
+  // A dict created again under the name: the old handle must leave its segments alone.
+  Options again = Opts();
+  auto replacement = Dict::Open(again);
+  ASSERT_TRUE(replacement.ok()) << replacement.status().ToString();
+  ASSERT_TRUE(replacement->Set("new", Value::Int(1)).ok());
+  ASSERT_TRUE(replacement->Dump().ok());
+  const uint64_t generation = replacement->GetStatus().snapshot_generation;
+  ASSERT_TRUE(SnapshotNamed(generation));
+  // The survivor keeps writing to its (unlinked) dict and goes quiet: its builder wakes.
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(survivor->Set("more" + std::to_string(i), Value::Str(std::string(100, 'v'))).ok());
+  }
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(survivor->Close().ok());
+  EXPECT_TRUE(SnapshotNamed(generation)) << "the old handle removed the new dict's snapshot";
+  auto reopened = Dict::Open(attach);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ(*reopened->Get("new"), std::optional<Value>(Value::Int(1)));
+  ASSERT_TRUE(reopened->Close().ok());
+  ASSERT_TRUE(replacement->Close().ok());  // unlinks the replacement
+  EXPECT_TRUE(ListSegments(name_).empty()) << "the unlinked dict's handle left segments behind";
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ Status Dict::Impl::Attach() {
   reader = internal::LogReader(name, header, &ring);
   Status s = writer_lock.Claim(fd.get(), header, &reader, options.log_sink);
   if (!s.ok()) return s;
-  compactor.Bind(options, header, ring.capacity(), &reader, &writer_lock);
+  compactor.Bind(options, header, ring.capacity(), &reader, &writer_lock, incarnation);
   s = reader.LoadLatestSnapshot(&view);
   if (!s.ok()) return s;
   return CatchUp(false);
