@@ -179,10 +179,6 @@ T Check(shmdict::Result<T> result, const char* what) {
   return std::move(*result);
 }
 
-// For a dict the bridge wrote to: the bridge's handle builds a snapshot once its writes pause,
-// and a snapshot segment it creates after this handle unlinked the dict would stay in /dev/shm.
-// Publishing one from here first leaves the bridge nothing to build.
-void SettleBeforeClose(shmdict::Dict& dict) { Check(dict.Dump(), "Dump"); }
 
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
 struct ReplyDeleter {
@@ -463,7 +459,6 @@ Unary MeasureBridgeUnary(const Bridge& bridge, const Config& c) {
       Fail("RemoteDict::Get " + keys[i] + ": wrong value");
     }
   });
-  SettleBeforeClose(dict);
   return u;
 }
 
@@ -493,7 +488,6 @@ Figure MeasureBridgeBatch(const Bridge& bridge, const Config& c) {
   }
   const int64_t elapsed = MonotonicNs() - begin;
   if (Check(dict.Size(), "Size") != calls * kBatchSize) Fail("Batch: entries missing");
-  SettleBeforeClose(dict);
   return Figure{static_cast<double>(calls * kBatchSize) / (static_cast<double>(elapsed) * 1e-9)};
 }
 
