@@ -55,4 +55,10 @@ BlobReadOutcome ReadBlobSegment(std::string_view dict, uint64_t revision,
   return BlobReadOutcome::kOk;
 }
 
+void UnlinkUnneededBlobSegments(std::string_view dict, uint64_t covered, uint64_t committed) {
+  for (const auto& [revision, segment] : ListNumberedSegments(std::string(dict) + "@b")) {
+    if (revision <= covered || revision > committed) UnlinkSegmentQuietly(segment);
+  }
+}
+
 }  // namespace shmdict::internal

@@ -37,6 +37,15 @@ enum class BlobReadOutcome {
 BlobReadOutcome ReadBlobSegment(std::string_view dict, uint64_t revision,
                                 std::string_view record_payload, std::string* out);
 
+// Unlinks the large-value segments of `dict` that no reader needs: those of revisions up to
+// `covered` (a published snapshot at that revision holds their changes; a reader that still
+// looks for one gets kGone and loads it) and those above `committed` (written by a writer that
+// died before its commit; the next writer of that revision would replace it, but a small change
+// does not). Only the writer lock's holder knows that nothing above `committed` is being written:
+// others pass UINT64_MAX. Idempotent: the sweep after a publication, and the repair after a dead
+// writer, which finishes the sweep of a publisher killed before it.
+void UnlinkUnneededBlobSegments(std::string_view dict, uint64_t covered, uint64_t committed);
+
 }  // namespace shmdict::internal
 
 #endif  // SHMDICT_CORE_BLOB_SEGMENT_H_

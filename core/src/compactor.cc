@@ -6,6 +6,7 @@
 #include <new>
 #include <utility>
 
+#include "blob_segment.h"
 #include "robust_lock.h"
 #include "segment.h"
 
@@ -93,14 +94,40 @@ void Compactor::AfterCommit(LocalView* writer_view) {
 }
 
 Status Compactor::CompactLocked(LocalView* view) {
+  Status moved = MoveOntoPublishedSnapshot(view);
+  if (!moved.ok()) return moved;
   const uint64_t generation = NextGeneration();
   auto snap = SnapshotView::Build(name_, generation, view->revision, view->position, mode_,
                                   view->SnapshotBase(), view->OverlayDelta());
   if (!snap.ok()) return snap.status();
-  if (!PublishLocked(*snap)) return Status::Ok();
+  if (!PublishLocked(*snap)) {
+    // Under the lock only a snapshot at this very revision, built in the background, beats this
+    // one. Its publisher may have been killed before its cleanup: the large values it covers
+    // are swept here, since no later publication may come for them.
+    UnlinkUnneededBlobSegments(
+        name_, header_->writer.snapshot_revision.load(std::memory_order_relaxed), UINT64_MAX);
+    return Status::Ok();
+  }
   view->ResetTo(*snap);
   AfterPublish(**snap, "inline");
   return Status::Ok();
+}
+
+// A handle's view stays on the snapshot it loaded until its overlay grows or a read is lapped,
+// while other processes publish newer ones. Built from such a view, a delta lies over a base that
+// is no longer the published chain's: PublishLocked refuses it, so however often the handle dumps
+// nothing is published, and nothing a publication retires (covered large values, old snapshots)
+// is reclaimed. The published chain cannot change under the writer lock: move onto it first.
+Status Compactor::MoveOntoPublishedSnapshot(LocalView* view) const {
+  const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_acquire);
+  if (published == 0 || view->generation() == published) return Status::Ok();
+  auto newer = reader_->OpenLatestSnapshot();
+  if (!newer.ok()) return newer.status();
+  if (view->RebaseOnto(*newer)) return Status::Ok();
+  const uint64_t revision = view->revision;
+  view->ResetTo(std::move(*newer));
+  std::string scratch;
+  return reader_->ReplayLog(view, revision, &scratch);
 }
 
 void Compactor::WaitForBuilder() {
@@ -180,10 +207,7 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
   for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
     UnlinkSegmentQuietly(retired[i].second);
   }
-  for (const auto& [blob_revision, segment] : ListNumberedSegments(name_ + "@b")) {
-    if (blob_revision > snap.revision()) break;
-    UnlinkSegmentQuietly(segment);
-  }
+  UnlinkUnneededBlobSegments(name_, snap.revision(), UINT64_MAX);
   if (log_sink_) {
     log_sink_->Log(LogLevel::kInfo, "dict '" + name_ + "': snapshot generation " +
                                         std::to_string(snap.generation()) + " at revision " +

@@ -78,6 +78,8 @@ class Compactor {
   // After a publication, outside the lock: retires older snapshots (never the published chain's
   // base: see compactor.cc) and covered large values.
   void AfterPublish(const SnapshotView& snap, const char* how) const;
+  // Under the writer lock: moves *view onto the published snapshot when it is on an older one.
+  Status MoveOntoPublishedSnapshot(LocalView* view) const;
   uint64_t NextGeneration();
 
   // Whether /dev/shm still holds this dict under its name (not unlinked, not replaced by a dict

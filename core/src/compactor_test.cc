@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "blob_segment.h"
 #include "segment.h"
 #include "shmdict/dict.h"
 #include "snapshot.h"
@@ -99,6 +100,44 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
   }
   EXPECT_GT(deltas, 10) << "small changes to a big dict should be published as deltas";
   EXPECT_GT(new_bases, 0) << "the deltas never outgrew their base";
+}
+
+// A handle keeps the snapshot it loaded while another process publishes a new base. Its Dump must
+// still publish (a delta over its old base would be refused as an orphan) and reclaim what the
+// publication covers: here a large value whose publisher was killed before sweeping it, found
+// by the crash test as a "@b" segment left after Erase and Dump.
+TEST_F(CompactorTest, ADumpFromAHandleOnAnOlderChainPublishesAndReclaimsWhatItCovers) {
+  auto first = Dict::Open(Opts());
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_TRUE(first->Set("k", Value::Int(0)).ok());
+  ASSERT_TRUE(first->Set("big", Value::Bytes(std::string(100000, 'a'))).ok());
+  ASSERT_TRUE(first->Dump().ok());
+  auto second = Dict::Open(Opts());
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  ASSERT_TRUE((*second->Get("k")).has_value());  // its view is on the first base
+  // Rewriting the whole value folds the next snapshot into a new base.
+  ASSERT_TRUE(first->Set("big", Value::Bytes(std::string(100000, 'b'))).ok());
+  auto new_base = first->Dump();
+  ASSERT_TRUE(new_base.ok()) << new_base.status().ToString();
+  auto snap = SnapshotView::Open(name_, *new_base);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  ASSERT_EQ((*snap)->base_generation(), 0u) << "the setup needs a new base";
+  snap->reset();
+  // What a publisher killed between publishing the new base and its cleanup leaves behind.
+  ASSERT_TRUE(WriteBlobSegment(name_, first->revision(), std::string(1 << 16, 'x'), 0600).ok());
+
+  // The second handle's changes since its snapshot are small: built over its view, they would
+  // make a delta over the first base, which is no longer the published chain's.
+  ASSERT_TRUE(second->Erase("big").ok());
+  auto dumped = second->Dump();
+  ASSERT_TRUE(dumped.ok()) << dumped.status().ToString();
+  EXPECT_GT(*dumped, *new_base);
+  EXPECT_EQ(second->GetStatus().snapshot_generation, *dumped) << "the dump was not published";
+  EXPECT_TRUE(ListNumberedSegments(name_ + "@b").empty()) << "a covered large value was kept";
+  auto attacher = Dict::Open(Opts());
+  ASSERT_TRUE(attacher.ok()) << attacher.status().ToString();
+  EXPECT_EQ(*attacher->Size(), 1u);
+  EXPECT_FALSE((*attacher->Get("big")).has_value());
 }
 
 }  // namespace

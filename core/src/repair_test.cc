@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "blob_segment.h"
 #include "layout.h"
 #include "robust_lock.h"
 #include "segment.h"
@@ -153,6 +154,25 @@ TEST_F(RepairTest, AChildRetiredByADeadWriterIsUnlinkedByTheNextLockHolder) {
   ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
+}
+
+// A writer killed after storing a large value in its own segment but before its commit: the next
+// change takes the same revision, and when it is small nothing replaces that segment. The next
+// lock holder's repair unlinks it (found by the crash test as a "@b" segment left in /dev/shm).
+TEST_F(RepairTest, ALargeValueADeadWriterNeverCommittedIsUnlinkedByTheNextLockHolder) {
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  const std::string blob = "/dev/shm/shmdict." + internal::BlobSegment(name_, 2);
+  ASSERT_TRUE(internal::WriteBlobSegment(name_, 2, std::string(1 << 16, 'x'), 0600).ok());
+  DieHoldingTheLock();
+
+  Result<Dict> other = AttachAnotherHandle();
+  ASSERT_TRUE(other.ok());
+  auto rev = other->Set("b", Value::Int(2));
+  ASSERT_TRUE(rev.ok()) << rev.status().ToString();
+  EXPECT_EQ(*rev, 2u);
+  EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
+  EXPECT_FALSE(std::filesystem::exists(blob)) << "the dead writer's large value was kept";
+  EXPECT_EQ((*other->Get("b"))->AsInt(), 2);
 }
 
 // A process SIGKILLed while asleep in WaitForChange leaves the "someone may be waiting" flag set.

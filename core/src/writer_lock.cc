@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "blob_segment.h"
 #include "segment.h"
 
 namespace shmdict::internal {
@@ -115,6 +116,10 @@ Status WriterLock::RepairAfterDeadHolder() {
         ForEachRetiredChild(payload, [](std::string_view child) { UnlinkDictSegments(child); });
       });
   if (!tail.ok()) return tail.status();
+  // Large values no reader needs: one the dead writer stored for a revision it never committed
+  // (the next change of that revision replaces it only when it is large too), and those covered
+  // by the published snapshot when its publisher was killed before sweeping them.
+  UnlinkUnneededBlobSegments(reader_->name(), snap_revision, committed);
   w.writer_tail.store(*tail, std::memory_order_relaxed);
   w.writer_tail_revision.store(committed, std::memory_order_relaxed);
   w.snapshot_log_position.store(snap_position, std::memory_order_relaxed);
