@@ -294,3 +294,15 @@ def test_closed_remote_dict_raises_value_error(bridge, local):
     assert r.closed
     with pytest.raises(ValueError):
         r["a"]
+
+
+def test_ctrl_c_interrupts_a_remote_wait(remote):
+    import signal
+    import threading
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            remote.wait_for_change(timeout=None)
+    finally:
+        timer.cancel()
