@@ -61,7 +61,9 @@ struct RemoteDict::Impl {
   }
 
   // A committed write: remembered, and with a mirror, returned once the mirror holds it (unless
-  // the stream is down: a committed write is never reported as failed).
+  // the stream went down: a committed write is never reported as failed). A stream that has not
+  // received its first message yet is not down: Open returns before that for a dict at revision
+  // 0, and a write right after it must still be read back from the mirror.
   uint64_t Committed(uint64_t revision) {
     uint64_t known = last_commit.load();
     while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
@@ -70,7 +72,8 @@ struct RemoteDict::Impl {
     if (!feed) return revision;
     const auto deadline = std::chrono::steady_clock::now() + connection->options.call_timeout;
     std::unique_lock lock(progress_mu);
-    while (mirror_revision.load() < revision && !mirror_stopped && feed->connected() &&
+    while (mirror_revision.load() < revision && !mirror_stopped &&
+           (feed->connected() || !feed->ever_connected()) &&
            std::chrono::steady_clock::now() < deadline) {
       progress_cv.wait_for(lock, std::chrono::milliseconds(20));
     }

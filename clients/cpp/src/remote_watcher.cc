@@ -123,6 +123,7 @@ void RemoteWatcher::Run() {
     bool cancelled = false;
     while (!cancelled && stream->Read(&message)) {
       connected_.store(true, std::memory_order_release);
+      ever_connected_.store(true, std::memory_order_release);
       first_connection = false;
       backoff = options.initial_backoff;
       switch (message.kind()) {

@@ -48,6 +48,9 @@ class RemoteWatcher final : public Watcher {
   uint64_t revision() const override;
 
   bool connected() const { return connected_.load(std::memory_order_acquire); }
+  // Whether the stream has received anything yet (a first connection may take until the bridge's
+  // first message: a progress interval for a dict with nothing to send).
+  bool ever_connected() const { return ever_connected_.load(std::memory_order_acquire); }
 
  private:
   void Run();
@@ -61,6 +64,7 @@ class RemoteWatcher final : public Watcher {
   const bool from_current_;
   uint64_t resume_after_;  // reader thread only: the last complete revision received
   std::atomic<bool> connected_{false};
+  std::atomic<bool> ever_connected_{false};
 
   mutable std::mutex mu_;
   std::condition_variable changed_;

@@ -6,6 +6,8 @@
     with d.lock:                        # cross-process read-modify-write
         d["apples"] += 1
 
+    r = shmdict.connect("unix:/run/shmdict/bridge.sock", "orders")  # through shmdict-bridge
+
 `shmdict.ultradict.UltraDict` runs UltraDict programs on the same engine.
 """
 
@@ -22,18 +24,19 @@ from ._core import (
     PermissionDenied,
     ResourceExhausted,
     Timeout,
+    Unavailable,
     WrongType,
 )
 from ._core import inspect as _inspect
 from ._core import list_names as _list_names
 from ._core import unlink_by_name as _unlink_by_name
-from ._dict import ABSENT, Change, Dict, Lock
+from ._dict import ABSENT, Change, Dict, Lock, RemoteDict, connect
 
 __all__ = [
     "ABSENT", "AlreadyExists", "Change", "Closed", "DataLoss", "Dict", "Error",
     "FailedPrecondition", "InvalidArgument", "Lock", "LockHeld", "NotFound", "OutOfRange",
-    "PermissionDenied", "ResourceExhausted", "Timeout", "WrongType", "inspect", "list_names",
-    "unlink_by_name",
+    "PermissionDenied", "RemoteDict", "ResourceExhausted", "Timeout", "Unavailable", "WrongType",
+    "connect", "inspect", "list_names", "unlink_by_name",
 ]
 
 

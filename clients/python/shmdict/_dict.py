@@ -1,9 +1,12 @@
-"""shmdict.Dict: a dict in shared memory, shared by every process on the host that opens its name.
+"""shmdict.Dict: a dict in shared memory, shared by every process on the host that opens its name;
+shmdict.RemoteDict (shmdict.connect): the same dict reached through shmdict-bridge.
 
 The engine is the C++ core (shmdict._core.DictBase, whose C slots serve d[k], d[k] = v, del,
-`in` and len); this module adds the rest of the MutableMapping API, the value encodings that need
-Python (JSON, pickle, a pluggable serializer), the cross-process lock shaped like threading.Lock,
-change watching (blocking and asyncio), and pickling for `spawn`ed processes.
+`in` and len; for a remote dict it holds the C++ RemoteDict, with its mirror and resume logic);
+this module adds the rest of the MutableMapping API, the value encodings that need Python (JSON,
+pickle, a pluggable serializer), the cross-process lock shaped like threading.Lock (local only),
+change watching (blocking and asyncio), and pickling for `spawn`ed processes. Both classes share
+_Mapping; Dict adds what only shared memory offers (lock, nested, dump, refresh, unlink).
 """
 
 import asyncio
@@ -187,76 +190,50 @@ class _ModuleRef(NamedTuple):
     name: str
 
 
-def _reattach(cls, name, kwargs):
+def _serializer_for_pickle(settings):
+    if isinstance(settings.get("serializer"), types.ModuleType):
+        settings["serializer"] = _ModuleRef(settings["serializer"].__name__)
+    return settings
+
+
+def _serializer_from_pickle(kwargs):
     serializer = kwargs.get("serializer")
     if isinstance(serializer, _ModuleRef):
         kwargs = dict(kwargs, serializer=importlib.import_module(serializer.name))
-    return cls(name=name, create=False, auto_unlink=False, **kwargs)
+    return kwargs
 
 
-class Dict(_core.DictBase, MutableMapping):
-    """A dict in shared memory; see the package documentation.
+def _reconnect(address, name, kwargs):
+    return RemoteDict(address, name, **_serializer_from_pickle(kwargs))
 
-    Dict(name=None, *, create=None, buffer_size=4 MiB, mode=0o600, auto_unlink=True,
-         lock_timeout=10.0, serializer=pickle, serializer_tag=128)
 
-    name: 1..200 characters of [A-Za-z0-9_.-]; None picks a random one (see .name).
-    create: None attaches or creates; True must create (FileExistsError / shmdict.AlreadyExists
-        if it exists); False must attach (FileNotFoundError / shmdict.NotFound if missing).
-    buffer_size: the change log's size in bytes, used when creating.
-    auto_unlink: when this handle created the dict, unlink it when the handle is closed or the
-        interpreter exits.
-    lock_timeout: seconds a write, or `with d.lock:`, waits for another holder of the lock.
-    serializer: a module or object with dumps/loads for values that are neither native (None,
-        bool, int within int64, float, str, bytes) nor exact JSON (dicts with str keys, lists);
-        pickle by default (tag "pickle"), else stored under serializer_tag (128..255).
+def _reattach(cls, name, kwargs):
+    return cls(name=name, create=False, auto_unlink=False, **_serializer_from_pickle(kwargs))
 
-    Thread-safety: a Dict may be shared by threads; each thread gets its own core handle.
-    """
 
-    def __init__(self, name=None, *, create=None, buffer_size=4 << 20, mode=0o600,
-                 auto_unlink=True, lock_timeout=10.0, serializer=pickle, serializer_tag=None):
-        if serializer_tag is not None and not TAG_USER_FIRST <= serializer_tag <= 255:
-            raise ValueError("serializer_tag must be in 128..255")
-        self._open(name or "", create, int(buffer_size), int(mode), bool(auto_unlink),
-                   float(lock_timeout))
+class _Mapping(_core.DictBase, MutableMapping):
+    """What Dict and RemoteDict share: the MutableMapping API, compare_and_set, revisions and
+    watching, the value codec hooks. The C++ side (shmdict._core) runs each call on the local
+    dict or the RemoteDict through one interface (shmdict::Store)."""
+
+    def _init_codec(self, serializer, serializer_tag):
+        """After the subclass checked serializer_tag (before opening)."""
         self._serializer = serializer
         if serializer is pickle:
             self._serializer_tag = TAG_PICKLE
         else:
             self._serializer_tag = TAG_USER_FIRST if serializer_tag is None else serializer_tag
-        self._lock_timeout = float(lock_timeout)
-        self._settings = {"buffer_size": buffer_size, "mode": mode, "lock_timeout": lock_timeout,
-                          "serializer": serializer, "serializer_tag": serializer_tag}
         self._children = {}
-        self.lock = Lock(self)
-        _live[id(self)] = self
 
     # ---- identity
     @property
     def name(self) -> str:
         return self._name()
 
-    @property
-    def created(self) -> bool:
-        """True if this handle created the dict."""
-        return self._created()
-
     def __repr__(self):
         if self._closed():
-            return "<shmdict.Dict (closed)>"
-        return f"shmdict.Dict({self.name!r}, {dict(self._items())!r})"
-
-    def __reduce__(self):
-        # A `spawn`ed process (or any pickle) gets a handle attached by name, never an owner.
-        settings = self._reattach_settings()
-        if isinstance(settings.get("serializer"), types.ModuleType):
-            settings["serializer"] = _ModuleRef(settings["serializer"].__name__)
-        return (_reattach, (self.__class__, self.name, settings))
-
-    def _reattach_settings(self) -> dict:
-        """The constructor's keyword arguments that a re-attached copy needs."""
-        return dict(self._settings)
+            return f"<shmdict.{type(self).__name__} (closed)>"
+        return f"shmdict.{type(self).__name__}({self.name!r}, {dict(self._items())!r})"
 
     # ---- the mapping API (d[k], d[k] = v, del d[k], `in`, len and get are C slots/methods)
     def __iter__(self):
@@ -300,31 +277,20 @@ class Dict(_core.DictBase, MutableMapping):
         Returns True if it swapped.
 
         Native values (None, bool, int within int64, float, str, bytes) compare by their stored
-        bytes, in one write. Others compare with Python's == under the dict's lock: their
-        encodings are not canonical (JSON keeps a dict's key order, pickles of equal sets differ
-        between processes with other hash seeds), so comparing bytes could fail forever."""
+        bytes, in one write. Others compare with Python's ==: their encodings are not canonical
+        (JSON keeps a dict's key order, pickles of equal sets differ between processes with other
+        hash seeds), so the current value is read and compared decoded, then swapped only if its
+        stored bytes did not change meanwhile (retrying if they did)."""
+        desired = () if desired is ABSENT else (desired,)
         if expected is ABSENT or _is_native(expected):
-            return self._compare_and_set(key, () if expected is ABSENT else (expected,),
-                                         () if desired is ABSENT else (desired,))
-        with self.lock:
-            current = self.get(key, _MISSING)
-            if current is _MISSING or not current == expected:
-                return False
-            if desired is ABSENT:
-                del self[key]
-            else:
-                self[key] = desired
-            return True
-
-    def nested(self, key) -> "Dict":
-        """The child dict stored under key, created (with the reference) if the key is missing.
-        Children are unlinked with their parent. shmdict.WrongType if key holds another value."""
-        return self._child(self._nested(key))
+            return self._compare_and_set(key, () if expected is ABSENT else (expected,), desired)
+        return self._compare_and_set_equal(key, expected, desired)
 
     # ---- revisions and changes
     @property
     def revision(self) -> int:
-        """The revision this handle has caught up with (it catches up first)."""
+        """The revision reads reflect: a local handle catches up first; a remote one with a
+        mirror reports the mirror's, without one the latest it saw (its writes and reads)."""
         return self._revision()
 
     def wait_for_change(self, after: Optional[int] = None, timeout: Optional[float] = None):
@@ -335,8 +301,9 @@ class Dict(_core.DictBase, MutableMapping):
     def watch(self, after_revision: int = 0, timeout: Optional[float] = None):
         """Yields every change after after_revision as Change(revision, op, key, value), in
         revision order, without gaps; a Change with op 'snapshot' first when the log no longer
-        holds those revisions. Stops when timeout seconds pass without a change (None: never)."""
-        stream = _core.WatchStream(self.name, after_revision)
+        holds those revisions. Stops when timeout seconds pass without a change (None: never).
+        A remote dict's watch reconnects and resumes by itself when the bridge goes away."""
+        stream = _core.WatchStream(self, after_revision)
         while True:
             batch = stream.next(self, 1024, timeout)
             if batch is None:
@@ -359,7 +326,7 @@ class Dict(_core.DictBase, MutableMapping):
 
     async def awatch(self, after_revision: int = 0):
         """asyncio: `async for change in d.awatch(...)`, as watch()."""
-        stream = _core.WatchStream(self.name, after_revision)
+        stream = _core.WatchStream(self, after_revision)
         loop = asyncio.get_running_loop()
         while True:
             batch = await loop.run_in_executor(None, stream.next, self, 1024, 0.25)
@@ -379,16 +346,8 @@ class Dict(_core.DictBase, MutableMapping):
     def status(self) -> dict:
         return self._status()
 
-    def dump(self) -> int:
-        """Publishes a snapshot of the current state now; returns its generation."""
-        return self._dump()
-
-    def refresh(self, force: bool = False) -> None:
-        """Catches up with the log now; force reloads from the latest snapshot and verifies it."""
-        self._refresh(force)
-
     def close(self) -> None:
-        """Closes the handles (unlinking the dict when this handle created it with
+        """Closes the handles (a local Dict unlinks the dict when this handle created it with
         auto_unlink). Idempotent. Nested dicts opened through it are closed too."""
         for child in self._children.values():
             child.close()
@@ -398,10 +357,6 @@ class Dict(_core.DictBase, MutableMapping):
     @property
     def closed(self) -> bool:
         return self._closed()
-
-    def unlink(self) -> None:
-        """Removes the dict's names (and its children's) now; handles stay usable."""
-        self._unlink()
 
     def __enter__(self):
         return self
@@ -449,6 +404,122 @@ class Dict(_core.DictBase, MutableMapping):
             self._children[name] = child
         return child
 
+
+class Dict(_Mapping):
+    """A dict in shared memory; see the package documentation.
+
+    Dict(name=None, *, create=None, buffer_size=4 MiB, mode=0o600, auto_unlink=True,
+         lock_timeout=10.0, serializer=pickle, serializer_tag=128)
+
+    name: 1..200 characters of [A-Za-z0-9_.-]; None picks a random one (see .name).
+    create: None attaches or creates; True must create (FileExistsError / shmdict.AlreadyExists
+        if it exists); False must attach (FileNotFoundError / shmdict.NotFound if missing).
+    buffer_size: the change log's size in bytes, used when creating.
+    auto_unlink: when this handle created the dict, unlink it when the handle is closed or the
+        interpreter exits.
+    lock_timeout: seconds a write, or `with d.lock:`, waits for another holder of the lock.
+    serializer: a module or object with dumps/loads for values that are neither native (None,
+        bool, int within int64, float, str, bytes) nor exact JSON (dicts with str keys, lists);
+        pickle by default (tag "pickle"), else stored under serializer_tag (128..255).
+
+    Thread-safety: a Dict may be shared by threads; each thread gets its own core handle.
+    """
+
+    def __init__(self, name=None, *, create=None, buffer_size=4 << 20, mode=0o600,
+                 auto_unlink=True, lock_timeout=10.0, serializer=pickle, serializer_tag=None):
+        if serializer_tag is not None and not TAG_USER_FIRST <= serializer_tag <= 255:
+            raise ValueError("serializer_tag must be in 128..255")
+        self._open(name or "", create, int(buffer_size), int(mode), bool(auto_unlink),
+                   float(lock_timeout))
+        self._init_codec(serializer, serializer_tag)
+        self._lock_timeout = float(lock_timeout)
+        self._settings = {"buffer_size": buffer_size, "mode": mode, "lock_timeout": lock_timeout,
+                          "serializer": serializer, "serializer_tag": serializer_tag}
+        self.lock = Lock(self)
+        _live[id(self)] = self
+
+    @property
+    def created(self) -> bool:
+        """True if this handle created the dict."""
+        return self._created()
+
+    def __reduce__(self):
+        # A `spawn`ed process (or any pickle) gets a handle attached by name, never an owner.
+        settings = _serializer_for_pickle(self._reattach_settings())
+        return (_reattach, (self.__class__, self.name, settings))
+
+    def _reattach_settings(self) -> dict:
+        """The constructor's keyword arguments that a re-attached copy needs."""
+        return dict(self._settings)
+
+    def nested(self, key) -> "Dict":
+        """The child dict stored under key, created (with the reference) if the key is missing.
+        Children are unlinked with their parent. shmdict.WrongType if key holds another value."""
+        return self._child(self._nested(key))
+
+    # ---- administration (local only)
+    def dump(self) -> int:
+        """Publishes a snapshot of the current state now; returns its generation."""
+        return self._dump()
+
+    def refresh(self, force: bool = False) -> None:
+        """Catches up with the log now; force reloads from the latest snapshot and verifies it."""
+        self._refresh(force)
+
+    def unlink(self) -> None:
+        """Removes the dict's names (and its children's) now; handles stay usable."""
+        self._unlink()
+
     def _open_child(self, name):
         return Dict(name, create=False, auto_unlink=False, lock_timeout=self._lock_timeout,
                     serializer=self._serializer, serializer_tag=self._settings["serializer_tag"])
+
+
+class RemoteDict(_Mapping):
+    """A dict on another host or outside this container, reached through shmdict-bridge: the
+    C++ RemoteDict (clients/cpp) bound as a MutableMapping. Returned by shmdict.connect().
+
+    It offers Dict's mapping API, increment, compare_and_set, revision, wait_for_change, watch,
+    changed/awatch, status and close, with the same value and key encodings, so both clients and
+    C++ read each other's values. Not offered (they need shared memory): lock, nested() (reading
+    a nested dict's value opens the child remotely), dump, refresh, unlink, created.
+
+    mirror=True keeps a local copy fed by a Watch stream: reads are local and trail other
+    clients' writes by the propagation delay, never this handle's own. mirror=False: every read
+    asks the bridge. When the bridge goes away the handle reconnects by itself (reads serve the
+    mirror meanwhile); calls that need the bridge raise shmdict.Unavailable (a ConnectionError).
+    A missing dict raises NotFound (a FileNotFoundError): the bridge never creates one.
+
+    Thread-safety: a RemoteDict may be shared by threads (they share one connection); calls
+    release the GIL. After fork() the child must connect() again.
+    """
+
+    def __init__(self, address, name, *, mirror=True, timeout=10.0, serializer=pickle,
+                 serializer_tag=None):
+        if serializer_tag is not None and not TAG_USER_FIRST <= serializer_tag <= 255:
+            raise ValueError("serializer_tag must be in 128..255")
+        self._connect(str(address), str(name), bool(mirror),
+                      None if timeout is None else float(timeout))
+        self._init_codec(serializer, serializer_tag)
+        self._settings = {"mirror": mirror, "timeout": timeout, "serializer": serializer,
+                          "serializer_tag": serializer_tag}
+        self.address = str(address)
+        _live[id(self)] = self
+
+    def __reduce__(self):
+        # A `spawn`ed process (or any pickle) connects again.
+        return (_reconnect, (self.address, self.name, _serializer_for_pickle(dict(self._settings))))
+
+    def _open_child(self, name):
+        return RemoteDict(self.address, name, **self._settings)
+
+
+def connect(address: str, name: str, *, mirror: bool = True, timeout: Optional[float] = 10.0,
+            serializer=pickle, serializer_tag=None) -> RemoteDict:
+    """Opens the dict `name` through the shmdict-bridge at `address` ("unix:/path/to/socket",
+    "host:port"). timeout: seconds for connecting (with a mirror: until it holds the whole
+    dict) and for each call (None: no limit). NotFound (a FileNotFoundError) if the dict does
+    not exist, Unavailable (a ConnectionError) if the bridge cannot be reached, ImportError if
+    this shmdict was built without the bridge client (-DSHMDICT_BUILD_BRIDGE=ON)."""
+    return RemoteDict(address, name, mirror=mirror, timeout=timeout, serializer=serializer,
+                      serializer_tag=serializer_tag)

@@ -16,6 +16,13 @@
 // cache. This also gives `with d.lock:` threading.Lock's meaning: the lock is held by one
 // thread's handle, and other threads' writes wait for it like other processes' do.
 //
+// Remote dicts (shmdict.connect, when built with the bridge). The same DictBase holds a
+// RemoteDict instead of local handles, and every operation below goes through `Store`, the
+// interface both implement, so local and remote share these code paths; only the local hot reads
+// (d[k], `in`) call the Dict directly (non-virtual, it is final). A RemoteDict is thread-safe, so
+// all threads share its one handle (the primary), and calls release the GIL: they may wait on the
+// network. It cannot cross fork() (gRPC's threads do not), so a forked child must connect again.
+//
 // Fork. A forked child may use and close its copies of the parent's handles (dict.h, "Fork");
 // closing the creator's copy does not unlink the dict. What the child must not inherit is this
 // module's bookkeeping of the parent's locks and calls in progress, which SyncFork drops.
@@ -33,12 +40,16 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "codec.h"
 #include "shmdict/dict.h"
+#ifdef SHMDICT_PYTHON_REMOTE
+#include "shmdict/remote_dict.h"
+#endif
 
 namespace py = pybind11;
 
@@ -99,19 +110,30 @@ ErrorClass g_errors[] = {
     {StatusCode::kResourceExhausted, "ResourceExhausted", PyExc_MemoryError, nullptr},
     {StatusCode::kDataLoss, "DataLoss", nullptr, nullptr},
 };
+// shmdict.Unavailable: a remote dict's UNAVAILABLE (the bridge cannot be reached), a
+// ConnectionError. Locally UNAVAILABLE means a held lock (LockHeld).
+PyObject* g_unavailable = nullptr;
 PyObject* g_closed = nullptr;  // shmdict.Closed: a ValueError, like I/O on a closed file
 // shmdict.WrongType: a FailedPrecondition that is a TypeError, for the calls whose only
 // precondition is the type of the stored value (increment, nested).
 PyObject* g_wrong_type = nullptr;
 
+// How a status maps to an exception class, beyond its code.
+struct ErrorContext {
+  // The call's FAILED_PRECONDITION means "the stored value has the wrong type".
+  bool type_check = false;
+  // The status came from a remote dict (UNAVAILABLE is then a ConnectionError).
+  bool remote = false;
+};
+
 // Sets the Python exception for a non-OK status; the instance carries `.code` ("NOT_FOUND").
-// `type_check`: the call's FAILED_PRECONDITION means "the stored value has the wrong type".
-void SetStatusError(const Status& status, bool type_check = false) {
+void SetStatusError(const Status& status, ErrorContext context = {}) {
   PyObject* cls = g_error;
   for (const ErrorClass& e : g_errors) {
     if (e.code == status.code()) cls = e.cls;
   }
-  if (type_check && status.code() == StatusCode::kFailedPrecondition) cls = g_wrong_type;
+  if (context.type_check && status.code() == StatusCode::kFailedPrecondition) cls = g_wrong_type;
+  if (context.remote && status.code() == StatusCode::kUnavailable) cls = g_unavailable;
   PyObject* exc = PyObject_CallFunction(cls, "s", status.message().c_str());
   if (exc == nullptr) return;
   PyObject* code = PyUnicode_FromStringAndSize(StatusCodeName(status.code()).data(),
@@ -124,20 +146,22 @@ void SetStatusError(const Status& status, bool type_check = false) {
   Py_DECREF(exc);
 }
 
-[[noreturn]] void ThrowStatus(const Status& status, bool type_check = false) {
-  SetStatusError(status, type_check);
+[[noreturn]] void ThrowStatus(const Status& status, ErrorContext context = {}) {
+  SetStatusError(status, context);
   throw py::error_already_set();
 }
 
 template <typename T>
-T ValueOrThrow(Result<T> result, bool type_check = false) {
-  if (!result.ok()) ThrowStatus(result.status(), type_check);
+T ValueOrThrow(Result<T> result, ErrorContext context = {}) {
+  if (!result.ok()) ThrowStatus(result.status(), context);
   return std::move(*result);
 }
 
 // ---- The per-thread handle and the object's state.
 struct ThreadHandle {
-  std::unique_ptr<Dict> dict;
+  std::unique_ptr<Dict> dict;      // a local dict's handle; null for a remote one
+  std::unique_ptr<Store> remote;   // a remote dict's (shared by all threads)
+  Store* store = nullptr;          // whichever of the two is set
   std::optional<LockGuard> guard;  // the user lock, taken by this thread
   int lock_depth = 0;              // re-entrant acquisitions by this thread
 };
@@ -162,7 +186,16 @@ struct State {
   int busy_calls = 0;
   bool created = false;  // the primary handle created the dict
   bool closed = false;
+  // A remote dict: one thread-safe handle (the primary) for every thread.
+  bool remote = false;
+  bool mirror = false;         // remote with a local mirror: the read cache follows its revision
+  std::string address;         // the bridge (remote)
+  double call_timeout = 10.0;  // seconds (remote)
 };
+
+ErrorContext ContextOf(const State* s, bool type_check = false) {
+  return ErrorContext{type_check, s != nullptr && s->remote};
+}
 
 struct CoreObject {
   PyObject_HEAD State* state;
@@ -176,6 +209,7 @@ void Leak(std::unique_ptr<ThreadHandle>& h) {
   if (h->guard) new LockGuard(std::move(*h->guard));  // never released by this process
   h->guard.reset();
   (void)h->dict.release();
+  (void)h->remote.release();
   (void)h.release();
 }
 
@@ -200,9 +234,11 @@ Status CloseWithoutGil(std::vector<std::unique_ptr<ThreadHandle>> handles) {
   Py_BEGIN_ALLOW_THREADS;
   for (std::unique_ptr<ThreadHandle>& h : handles) {
     h->guard.reset();
-    Status st = h->dict->Close();
-    if (first.ok() && !st.ok()) first = st;
-    h.reset();
+    if (h->dict != nullptr) {
+      Status st = h->dict->Close();
+      if (first.ok() && !st.ok()) first = st;
+    }
+    h.reset();  // a RemoteDict stops its mirror: joins threads, so also without the GIL
   }
   Py_END_ALLOW_THREADS;
   return first;
@@ -215,6 +251,13 @@ bool LockedByOtherThread(unsigned long thread, const std::unique_ptr<ThreadHandl
 }
 
 std::unique_ptr<ThreadHandle> Attach(State* s) {
+  if (s->remote) {  // only after a fork (SyncFork)
+    PyErr_Format(g_closed,
+                 "remote dict '%s' was connected before fork(): call shmdict.connect() again in "
+                 "the child",
+                 s->name.c_str());
+    return nullptr;
+  }
   Result<Dict> dict = Dict::Open(s->attach_options);
   if (!dict.ok()) {
     SetStatusError(dict.status());
@@ -222,6 +265,7 @@ std::unique_ptr<ThreadHandle> Attach(State* s) {
   }
   auto handle = std::make_unique<ThreadHandle>();
   handle->dict = std::make_unique<Dict>(std::move(*dict));
+  handle->store = handle->dict.get();
   return handle;
 }
 
@@ -236,7 +280,9 @@ void SyncFork(State* s) {
   if (s->fork_generation == generation) return;
   const unsigned long forking = g_forking_thread.load(std::memory_order_relaxed);
   std::unique_ptr<ThreadHandle> kept;
-  if (forking == s->primary_thread) {
+  if (s->remote) {
+    // Leaked below: its gRPC threads are not in the child.
+  } else if (forking == s->primary_thread) {
     kept = std::move(s->primary);
   } else if (auto it = s->others.find(forking); it != s->others.end()) {
     kept = std::move(it->second);
@@ -268,7 +314,7 @@ State* Ready(PyObject* self) {
 // This thread's handle, attached on its first use. Needs the GIL.
 ThreadHandle* ForThread(State* s) {
   const unsigned long thread = PyThread_get_thread_ident();
-  if (thread == s->primary_thread) {
+  if (thread == s->primary_thread || s->remote) {
     if (s->primary == nullptr) s->primary = Attach(s);  // after a fork (SyncFork)
     return s->primary.get();
   }
@@ -317,6 +363,24 @@ class WithoutGil {
   PyThreadState* saved_;
 };
 
+// Calls `f(store)` on the handle's store and returns its result: with the GIL for a local dict,
+// without it for a remote one (which may wait on the network). Marks the dict busy meanwhile.
+template <typename F>
+auto CallStore(State* s, ThreadHandle* h, F&& f) -> decltype(f(*h->store)) {
+  if (!s->remote) return f(*h->store);
+  WithoutGil unlocked(s);
+  return f(*h->store);
+}
+
+// The revision the read cache follows: the local dict's published revision (one atomic load), a
+// mirror's revision; nullopt when the cache is off (a remote dict without a mirror, whose reads
+// each ask the bridge).
+std::optional<uint64_t> CacheRevision(State* s, ThreadHandle* h) {
+  if (h->dict != nullptr) return h->dict->published_revision();
+  if (s->mirror) return h->store->revision();
+  return std::nullopt;
+}
+
 // Makes the cache describe `revision`, dropping it when that is not the revision it describes.
 void SyncCache(State* s, uint64_t revision) {
   if (revision != s->cache_revision) {
@@ -328,6 +392,7 @@ void SyncCache(State* s, uint64_t revision) {
 // After this process committed `revision` for `key`: when nothing else was committed since the
 // cache's revision, the cache stays valid with the new value; otherwise it is dropped lazily.
 void CacheOwnWrite(State* s, uint64_t revision, PyObject* key, PyObject* value, ValueType type) {
+  if (s->remote && !s->mirror) return;
   if (revision != s->cache_revision + 1) return;
   s->cache_revision = revision;
   if (value != nullptr && IsCacheableKey(key) && IsCacheableValue(type)) {
@@ -345,10 +410,11 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
   if (s == nullptr) return nullptr;
   ThreadHandle* h = ForThread(s);
   if (h == nullptr) return nullptr;
-  const bool cacheable_key = IsCacheableKey(key);
+  const std::optional<uint64_t> cache_revision = CacheRevision(s, h);
+  const bool cacheable_key = cache_revision && IsCacheableKey(key);
   if (cacheable_key) {
     // One atomic load: when nothing was committed, the cached object is the current value.
-    SyncCache(s, h->dict->published_revision());
+    SyncCache(s, *cache_revision);
     if (PyObject* cached = PyDict_GetItemWithError(s->cache, key)) {
       Py_INCREF(cached);
       return cached;
@@ -361,7 +427,16 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
   // The handle catches up first, so the value is at least as new as cache_revision: if it is
   // newer, the published revision has moved on and the next read drops the cache.
   Value value;
-  if (!*h->dict->Get(encoded.bytes, &value)) return nullptr;  // local reads are always OK
+  if (h->dict != nullptr) {
+    if (!*h->dict->Get(encoded.bytes, &value)) return nullptr;  // local reads are always OK
+  } else {
+    Result<bool> found = CallStore(s, h, [&](Store& d) { return d.Get(encoded.bytes, &value); });
+    if (!found.ok()) {
+      SetStatusError(found.status(), ContextOf(s));
+      return nullptr;
+    }
+    if (!*found) return nullptr;
+  }
   PyObject* decoded = DecodeValue(self, value.view());
   if (decoded != nullptr && cacheable_key && IsCacheableValue(value.type())) {
     if (PyDict_GET_SIZE(s->cache) >= kMaxCachedKeys) PyDict_Clear(s->cache);
@@ -394,22 +469,22 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
     std::optional<WithoutGil> unlocked;
     if (h->lock_depth == 0) unlocked.emplace(s);
     if (value != nullptr) {
-      Result<uint64_t> r = h->dict->Set(encoded_key.bytes, encoded_value);
+      Result<uint64_t> r = h->store->Set(encoded_key.bytes, encoded_value);
       if (r.ok())
         revision = *r;
       else
         error = r.status();
     } else {
-      Result<bool> r = h->dict->Erase(encoded_key.bytes);
+      Result<bool> r = h->store->Erase(encoded_key.bytes);
       if (r.ok())
         existed = *r;
       else
         error = r.status();
-      if (r.ok() && *r) revision = h->dict->last_commit_revision();
+      if (r.ok() && *r) revision = h->store->last_commit_revision();
     }
   }
   if (!error.ok()) {
-    SetStatusError(error);
+    SetStatusError(error, ContextOf(s));
     return -1;
   }
   if (!existed) {
@@ -421,9 +496,15 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
 }
 
 Py_ssize_t Length(PyObject* self) {
-  ThreadHandle* h = HandleFor(self);
+  State* s = Ready(self);
+  ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
   if (h == nullptr) return -1;
-  return static_cast<Py_ssize_t>(*h->dict->Size());
+  Result<uint64_t> size = CallStore(s, h, [](Store& d) { return d.Size(); });
+  if (!size.ok()) {
+    SetStatusError(size.status(), ContextOf(s));
+    return -1;
+  }
+  return static_cast<Py_ssize_t>(*size);
 }
 
 // `key in d`: from the cache when it knows the key, else from the core without decoding the
@@ -433,15 +514,22 @@ int Contains(PyObject* self, PyObject* key) {
   if (s == nullptr) return -1;
   ThreadHandle* h = ForThread(s);
   if (h == nullptr) return -1;
-  if (IsCacheableKey(key)) {
-    SyncCache(s, h->dict->published_revision());
+  const std::optional<uint64_t> cache_revision = CacheRevision(s, h);
+  if (cache_revision && IsCacheableKey(key)) {
+    SyncCache(s, *cache_revision);
     if (PyDict_GetItemWithError(s->cache, key) != nullptr) return 1;
     if (PyErr_Occurred()) return -1;
   }
   EncodedKey encoded;
   if (!EncodeKey(self, key, &encoded)) return -1;
   if ((h = HandleFor(self)) == nullptr) return -1;  // encoding may have run Python
-  return *h->dict->Contains(encoded.bytes) ? 1 : 0;
+  if (h->dict != nullptr) return *h->dict->Contains(encoded.bytes) ? 1 : 0;
+  Result<bool> found = CallStore(s, h, [&](Store& d) { return d.Contains(encoded.bytes); });
+  if (!found.ok()) {
+    SetStatusError(found.status(), ContextOf(s));
+    return -1;
+  }
+  return *found ? 1 : 0;
 }
 
 void Dealloc(PyObject* self) {
@@ -509,6 +597,7 @@ PyObject* LockEnter(PyObject* self, PyObject*) {
   if (PyObject* dict = LockedDict(self)) {
     ThreadHandle* h = HandleFor(dict);
     if (h == nullptr) return nullptr;
+    if (h->dict == nullptr) return PyObject_CallMethod(self, "_enter_slow", nullptr);  // remote
     if (h->lock_depth > 0) {
       ++h->lock_depth;
       return Py_NewRef(self);
@@ -599,6 +688,7 @@ void Open(py::handle self, const std::string& name, const py::object& create, ui
   auto state = std::make_unique<State>();
   state->primary = std::make_unique<ThreadHandle>();
   state->primary->dict = std::make_unique<Dict>(ValueOrThrow(std::move(*dict)));
+  state->primary->store = state->primary->dict.get();
   state->name = state->primary->dict->name();
   state->created = state->primary->dict->created();
   state->attach_options = options;
@@ -623,7 +713,11 @@ py::object Get(py::handle self, py::handle key, py::object default_value) {
 // the core first, then decoded: decoding may run Python code (see the rule above).
 enum class Part { kItems, kKeys, kValues };
 py::list Entries(py::handle self, Part part) {
-  std::vector<std::pair<std::string, Value>> items = *HandleOrThrow(self).dict->Items();
+  State* s = Ready(self.ptr());
+  ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+  if (h == nullptr) throw py::error_already_set();
+  std::vector<std::pair<std::string, Value>> items =
+      ValueOrThrow(CallStore(s, h, [](Store& d) { return d.Items(); }), ContextOf(s));
   py::list out(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     py::object k, v;
@@ -656,27 +750,42 @@ std::vector<std::pair<std::string, Value>> EncodeItems(py::handle self, const py
   return encoded;
 }
 
-// Runs a write on this thread's handle without the GIL; throws its error.
-// Runs a write on this thread's handle without the GIL; throws its error (see SetStatusError for
-// type_check).
-template <typename T, typename F>
+// The local Dict behind a handle; shmdict.Error for a remote dict (Python's RemoteDict does not
+// offer the calls that need it).
+Dict& LocalDict(const State* s, ThreadHandle* h) {
+  if (h->dict == nullptr) {
+    PyErr_Format(g_error, "dict '%s' is remote: this call needs a local dict", s->name.c_str());
+    throw py::error_already_set();
+  }
+  return *h->dict;
+}
+
+// Runs a write on this thread's handle without the GIL; throws its error (see ErrorContext for
+// type_check). `write` takes the Store, or the local Dict when Target is Dict.
+template <typename T, typename Target = Store, typename F>
 T Write(py::handle self, F&& write, bool type_check = false) {
   State* s = Ready(self.ptr());
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
   if (h == nullptr) throw py::error_already_set();
+  Target* target;
+  if constexpr (std::is_same_v<Target, Dict>) {
+    target = &LocalDict(s, h);
+  } else {
+    target = h->store;
+  }
   std::optional<Result<T>> result;
   {
     WithoutGil unlocked(s);
-    result.emplace(write(*h->dict));
+    result.emplace(write(*target));
   }
-  return ValueOrThrow(std::move(*result), type_check);
+  return ValueOrThrow(std::move(*result), ContextOf(s, type_check));
 }
 
 uint64_t Update(py::handle self, const py::iterable& items) {
   auto encoded = EncodeItems(self, items);
   if (encoded.empty()) return 0;
-  return Write<uint64_t>(self, [&](Dict& d) { return d.Update(encoded); });
+  return Write<uint64_t>(self, [&](Store& d) { return d.Update(encoded); });
 }
 
 // Returns (True, value), or (False, None) when the key was missing. The value is read and
@@ -686,13 +795,17 @@ py::tuple Pop(py::handle self, py::handle key) {
   EncodedKey k;
   if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
   while (true) {
-    std::optional<Value> current = *HandleOrThrow(self).dict->Get(k.bytes);
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+    if (h == nullptr) throw py::error_already_set();
+    std::optional<Value> current =
+        ValueOrThrow(CallStore(s, h, [&](Store& d) { return d.Get(k.bytes); }), ContextOf(s));
     if (!current) return py::make_tuple(false, py::none());
     PyObject* v = DecodeValue(self.ptr(), current->view());
     if (v == nullptr) throw py::error_already_set();
     auto value = py::reinterpret_steal<py::object>(v);
     if (Write<bool>(self,
-                    [&](Dict& d) { return d.CompareAndSet(k.bytes, current, std::nullopt); })) {
+                    [&](Store& d) { return d.CompareAndSet(k.bytes, current, std::nullopt); })) {
       return py::make_tuple(true, value);
     }
   }
@@ -703,7 +816,7 @@ py::tuple Pop(py::handle self, py::handle key) {
 // put back (unless the key was set again meanwhile) before the error is raised.
 py::object PopItem(py::handle self) {
   auto item = Write<std::optional<std::pair<std::string, Value>>>(
-      self, [&](Dict& d) { return d.PopItem(); });
+      self, [&](Store& d) { return d.PopItem(); });
   if (!item) {
     PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
     throw py::error_already_set();
@@ -718,7 +831,7 @@ py::object PopItem(py::handle self) {
     ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
     if (h != nullptr) {
       WithoutGil unlocked(s);
-      (void)h->dict->CompareAndSet(item->first, std::nullopt, restored);
+      (void)h->store->CompareAndSet(item->first, std::nullopt, restored);
     }
     PyErr_Clear();
     throw error;
@@ -732,7 +845,7 @@ py::object SetDefault(py::handle self, py::handle key, py::handle default_value)
   if (!EncodeKey(self.ptr(), key.ptr(), &k) || !EncodeValue(self.ptr(), default_value.ptr(), &v)) {
     throw py::error_already_set();
   }
-  Value stored = Write<Value>(self, [&](Dict& d) { return d.SetDefault(k.bytes, v); });
+  Value stored = Write<Value>(self, [&](Store& d) { return d.SetDefault(k.bytes, v); });
   PyObject* decoded = DecodeValue(self.ptr(), stored.view());
   if (decoded == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<py::object>(decoded);
@@ -742,7 +855,7 @@ int64_t Increment(py::handle self, py::handle key, int64_t delta) {
   EncodedKey k;
   if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
   return Write<int64_t>(
-      self, [&](Dict& d) { return d.Increment(k.bytes, delta); }, /*type_check=*/true);
+      self, [&](Store& d) { return d.Increment(k.bytes, delta); }, /*type_check=*/true);
 }
 
 // expected / desired: a 1-tuple holding the value, or () for "absent".
@@ -758,11 +871,42 @@ bool CompareAndSet(py::handle self, py::handle key, const py::tuple& expected,
   };
   const std::optional<Value> e = encode(expected);
   const std::optional<Value> d = encode(desired);
-  return Write<bool>(self, [&](Dict& dict) { return dict.CompareAndSet(k.bytes, e, d); });
+  return Write<bool>(self, [&](Store& dict) { return dict.CompareAndSet(k.bytes, e, d); });
+}
+
+// compare_and_set for a value compared with Python's == (a non-native `expected`, whose
+// encodings are not canonical): reads the current value, compares it decoded, and swaps only if
+// the stored bytes are still the ones it read, retrying when they changed meanwhile. Needs no
+// lock, so a remote dict uses it too. desired: as for CompareAndSet.
+bool CompareAndSetEqual(py::handle self, py::handle key, py::handle expected,
+                        const py::tuple& desired) {
+  EncodedKey k;
+  if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
+  std::optional<Value> d;
+  if (!desired.empty()) {
+    d.emplace();
+    if (!EncodeValue(self.ptr(), desired[0].ptr(), &*d)) throw py::error_already_set();
+  }
+  while (true) {
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+    if (h == nullptr) throw py::error_already_set();
+    std::optional<Value> current =
+        ValueOrThrow(CallStore(s, h, [&](Store& st) { return st.Get(k.bytes); }), ContextOf(s));
+    if (!current) return false;
+    auto value = py::reinterpret_steal<py::object>(DecodeValue(self.ptr(), current->view()));
+    if (!value) throw py::error_already_set();
+    const int equal = PyObject_RichCompareBool(value.ptr(), expected.ptr(), Py_EQ);
+    if (equal < 0) throw py::error_already_set();
+    if (equal == 0) return false;
+    if (Write<bool>(self, [&](Store& st) { return st.CompareAndSet(k.bytes, current, d); })) {
+      return true;
+    }
+  }
 }
 
 uint64_t Clear(py::handle self) {
-  return Write<uint64_t>(self, [&](Dict& d) { return d.Clear(); });
+  return Write<uint64_t>(self, [&](Store& d) { return d.Clear(); });
 }
 
 // Waits in slices so that signal handlers (KeyboardInterrupt) run; returns false on timeout.
@@ -801,14 +945,14 @@ py::object WaitForChange(py::handle self, uint64_t after, std::optional<double> 
   Status error;
   uint64_t revision = 0;
   const bool changed = WaitInterruptibly(s, timeout, [&](nanoseconds slice) {
-    Result<uint64_t> r = h->dict->WaitForChange(after, slice);
+    Result<uint64_t> r = h->store->WaitForChange(after, slice);
     if (r.ok())
       revision = *r;
     else if (r.status().code() != StatusCode::kDeadlineExceeded)
       error = r.status();
     return r.ok() || !error.ok();
   });
-  if (!error.ok()) ThrowStatus(error);
+  if (!error.ok()) ThrowStatus(error, ContextOf(s));
   if (!changed) return py::none();
   return py::int_(revision);
 }
@@ -820,6 +964,7 @@ bool LockAcquire(py::handle self, bool blocking, std::optional<double> timeout) 
   if (s == nullptr) throw py::error_already_set();
   ThreadHandle* h = ForThread(s);
   if (h == nullptr) throw py::error_already_set();
+  Dict& dict = LocalDict(s, h);
   if (h->lock_depth > 0) {
     ++h->lock_depth;
     return true;
@@ -830,7 +975,7 @@ bool LockAcquire(py::handle self, bool blocking, std::optional<double> timeout) 
   auto attempt = [&](nanoseconds slice) {
     // Lock(0 ms) is a try-lock in the core.
     Result<LockGuard> r =
-        h->dict->Lock(std::chrono::ceil<milliseconds>(std::max(slice, nanoseconds(0))));
+        dict.Lock(std::chrono::ceil<milliseconds>(std::max(slice, nanoseconds(0))));
     if (r.ok())
       taken.emplace(std::move(*r));
     else if (r.status().code() != StatusCode::kDeadlineExceeded &&
@@ -886,6 +1031,82 @@ py::dict StatusToDict(const DictStatus& st) {
   return d;
 }
 
+// Opens a remote dict through shmdict-bridge into `self` (shmdict.connect).
+void Connect(py::handle self, const std::string& address, const std::string& name, bool mirror,
+             std::optional<double> timeout) {
+  if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
+#ifdef SHMDICT_PYTHON_REMOTE
+  const double seconds = CheckedTimeout(timeout, "timeout").value_or(kForeverSeconds);
+  RemoteOptions options;
+  options.address = address;
+  options.dict = name;
+  options.mirror = mirror;
+  options.call_timeout = milliseconds(static_cast<int64_t>(std::ceil(seconds * 1000)));
+  options.open_timeout = options.call_timeout;
+  std::optional<Result<std::unique_ptr<RemoteDict>>> remote;
+  {
+    py::gil_scoped_release unlocked;
+    remote.emplace(RemoteDict::Open(options));
+  }
+  auto state = std::make_unique<State>();
+  state->remote = true;
+  state->primary = std::make_unique<ThreadHandle>();
+  state->primary->remote = ValueOrThrow(std::move(*remote), ErrorContext{.remote = true});
+  state->primary->store = state->primary->remote.get();
+  state->name = name;
+  state->mirror = mirror;
+  state->address = address;
+  state->call_timeout = seconds;
+  state->primary_thread = PyThread_get_thread_ident();
+  state->fork_generation = g_fork_generation.load(std::memory_order_relaxed);
+  state->cache = PyDict_New();
+  if (state->cache == nullptr) throw py::error_already_set();
+  reinterpret_cast<CoreObject*>(self.ptr())->state = state.release();
+#else
+  (void)address, (void)name, (void)mirror, (void)timeout;
+  PyErr_SetString(PyExc_ImportError,
+                  "shmdict.connect needs the bridge client: this shmdict was built without it "
+                  "(rebuild with -DSHMDICT_BUILD_BRIDGE=ON, which needs gRPC)");
+  throw py::error_already_set();
+#endif
+}
+
+// A remote dict's status as the bridge reports it (one call), plus the mirror's state.
+py::dict RemoteStatus(State* s, ThreadHandle& h) {
+#ifdef SHMDICT_PYTHON_REMOTE
+  auto& remote = static_cast<RemoteDict&>(*h.store);
+  RemoteOptions options;
+  options.address = s->address;
+  options.dict = s->name;
+  options.call_timeout = milliseconds(static_cast<int64_t>(std::ceil(s->call_timeout * 1000)));
+  std::optional<Result<RemoteDictStatus>> status;
+  {
+    WithoutGil unlocked(s);
+    status.emplace(RemoteDict::Inspect(options));
+  }
+  const RemoteDictStatus st = ValueOrThrow(std::move(*status), ContextOf(s));
+  py::dict d;
+  d["name"] = st.name;
+  d["layout_version"] = st.layout_version;
+  d["revision"] = st.revision;
+  d["entries"] = st.entries;
+  d["log_capacity"] = st.log_capacity;
+  d["log_used"] = st.log_used;
+  d["snapshot_revision"] = st.snapshot_revision;
+  d["lock_held"] = st.lock_held;
+  d["segment_bytes"] = st.segment_bytes;
+  d["address"] = s->address;
+  d["mirror"] = s->mirror;
+  d["mirror_revision"] = s->mirror ? py::object(py::int_(remote.revision())) : py::none();
+  d["mirror_connected"] = remote.mirror_connected();
+  d["mirror_resyncs"] = remote.mirror_resyncs();
+  return d;
+#else
+  (void)h;
+  ThrowStatus(Status(StatusCode::kInternal, "dict '" + s->name + "' is not remote"));
+#endif
+}
+
 void Close(py::handle self) {
   State* s = StateOf(self.ptr());
   if (s == nullptr || s->closed) return;
@@ -911,12 +1132,23 @@ void Close(py::handle self) {
 }
 
 // ---- Watching: a stream with its own handle, so that it does not depend on which thread
-// advances a generator, and so that a slow consumer costs only its own position in the log.
+// advances a generator, and so that a slow consumer costs only its own position in the log. A
+// remote dict's watcher has its own Watch stream to the bridge, which resumes after the last
+// revision it delivered when the connection breaks (RemoteDict::Watch).
 class WatchStream {
  public:
-  WatchStream(const std::string& name, uint64_t from_revision) {
+  WatchStream(py::handle dict, uint64_t from_revision) {
+    State* s = Ready(dict.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+    if (h == nullptr) throw py::error_already_set();
+    context_ = ContextOf(s);
+    if (s->remote) {
+      watcher_ =
+          ValueOrThrow(CallStore(s, h, [&](Store& d) { return d.Watch(from_revision); }), context_);
+      return;
+    }
     Options options;
-    options.name = name;
+    options.name = s->name;
     options.create_mode = CreateMode::kMustAttach;
     options.auto_unlink = false;
     options.background_compaction = false;  // a watcher never writes
@@ -953,6 +1185,8 @@ class WatchStream {
           } else {
             std::move(r->snapshot_items.begin(), r->snapshot_items.end(),
                       std::back_inserter(snapshot->snapshot_items));
+            // A remote snapshot's entries too large to send.
+            std::move(r->changes.begin(), r->changes.end(), std::back_inserter(snapshot->changes));
             snapshot->revision = r->revision;
           }
           if (r->snapshot_ends) batch = std::move(snapshot);
@@ -960,7 +1194,7 @@ class WatchStream {
           batch = std::move(*r);
         }
       }
-      if (!error.ok()) ThrowStatus(error);
+      if (!error.ok()) ThrowStatus(error, context_);
       if (snapshot && !batch) continue;  // the rest of the snapshot is ready: no wait
       if (batch) break;
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();
@@ -978,13 +1212,26 @@ class WatchStream {
       if (!o) throw py::error_already_set();
       return o;
     };
+    // A value the bridge left out as too large (remote only) is read from the dict: it is the
+    // key's value now, which may be newer than the change's.
+    auto large_value = [&](const py::object& k) { return owner.attr("get")(k); };
     py::list items;
     for (const auto& [k, v] : batch->snapshot_items) items.append(py::make_tuple(key(k), value(v)));
     py::list changes;
     for (const Change& c : batch->changes) {
+      if (batch->is_snapshot) {
+        py::object k = key(c.key);
+        items.append(py::make_tuple(k, large_value(k)));
+        continue;
+      }
       switch (c.op) {
         case ChangeOp::kSet:
-          changes.append(py::make_tuple(c.revision, "set", key(c.key), value(c.value)));
+          if (c.value_too_large) {
+            py::object k = key(c.key);
+            changes.append(py::make_tuple(c.revision, "set", k, large_value(k)));
+          } else {
+            changes.append(py::make_tuple(c.revision, "set", key(c.key), value(c.value)));
+          }
           break;
         case ChangeOp::kErase:
           changes.append(py::make_tuple(c.revision, "delete", key(c.key), py::none()));
@@ -1002,7 +1249,8 @@ class WatchStream {
 
  private:
   std::mutex mu_;  // one reader at a time; try-locked, never waited for with the GIL held
-  std::unique_ptr<Dict> dict_;
+  ErrorContext context_;
+  std::unique_ptr<Dict> dict_;        // local only
   std::unique_ptr<Watcher> watcher_;  // declared after dict_: destroyed before it
 };
 
@@ -1044,6 +1292,16 @@ void DefineModule(py::module_& m) {
       py::make_tuple(py::handle(failed_precondition), py::handle(PyExc_TypeError)).ptr(), nullptr);
   if (g_wrong_type == nullptr) throw py::error_already_set();
   m.add_object("WrongType", py::handle(g_wrong_type));
+  g_unavailable = PyErr_NewException(
+      "shmdict.Unavailable",
+      py::make_tuple(py::handle(g_error), py::handle(PyExc_ConnectionError)).ptr(), nullptr);
+  if (g_unavailable == nullptr) throw py::error_already_set();
+  m.add_object("Unavailable", py::handle(g_unavailable));
+#ifdef SHMDICT_PYTHON_REMOTE
+  m.attr("HAS_REMOTE") = true;
+#else
+  m.attr("HAS_REMOTE") = false;
+#endif
 
   auto type = py::reinterpret_steal<py::object>(PyType_FromSpec(&g_spec));
   if (!type) throw py::error_already_set();
@@ -1081,23 +1339,33 @@ void DefineModule(py::module_& m) {
             "processes; returns the new value. WrongType (a TypeError) if the value is not an "
             "int, OutOfRange (an OverflowError) on int64 overflow.");
   AddMethod(type, "_compare_and_set", &CompareAndSet);
+  AddMethod(type, "_compare_and_set_equal", &CompareAndSetEqual);
   AddMethod(type, "clear", &Clear, "Removes every key as one revision; returns it.");
-  AddMethod(type, "_revision",
-            [](py::handle self) { return HandleOrThrow(self).dict->revision(); });
+  AddMethod(type, "_revision", [](py::handle self) {
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : ForThread(s);
+    if (h == nullptr) throw py::error_already_set();
+    return h->store->revision();  // remote: an atomic load, no call
+  });
   AddMethod(type, "_wait_for_change", &WaitForChange);
   AddMethod(type, "_refresh", [](py::handle self, bool force) {
-    Status st = HandleOrThrow(self).dict->Refresh(force);
+    ThreadHandle& h = HandleOrThrow(self);
+    Status st = LocalDict(StateOf(self.ptr()), &h).Refresh(force);
     if (!st.ok()) ThrowStatus(st);
   });
   AddMethod(type, "_dump", [](py::handle self) {
-    return Write<uint64_t>(self, [](Dict& d) { return d.Dump(); });
+    return Write<uint64_t, Dict>(self, [](Dict& d) { return d.Dump(); });
   });
-  AddMethod(type, "_status",
-            [](py::handle self) { return StatusToDict(HandleOrThrow(self).dict->GetStatus()); });
+  AddMethod(type, "_status", [](py::handle self) {
+    ThreadHandle& h = HandleOrThrow(self);
+    State* s = StateOf(self.ptr());
+    if (s->remote) return RemoteStatus(s, h);
+    return StatusToDict(h.dict->GetStatus());
+  });
   AddMethod(type, "_nested", [](py::handle self, py::handle key) {
     EncodedKey k;
     if (!EncodeKey(self.ptr(), key.ptr(), &k)) throw py::error_already_set();
-    Dict child = Write<Dict>(
+    Dict child = Write<Dict, Dict>(
         self, [&](Dict& d) { return d.OpenNested(k.bytes); }, /*type_check=*/true);
     return child.name();
   });
@@ -1106,17 +1374,20 @@ void DefineModule(py::module_& m) {
   AddMethod(type, "_lock_owned",
             [](py::handle self) { return HandleOrThrow(self).lock_depth > 0; });
   AddMethod(type, "_unlink", [](py::handle self) {
-    Status st = HandleOrThrow(self).dict->Unlink();
+    ThreadHandle& h = HandleOrThrow(self);
+    Status st = LocalDict(StateOf(self.ptr()), &h).Unlink();
     if (!st.ok()) ThrowStatus(st);
   });
   AddMethod(type, "_close", &Close);
+  AddMethod(type, "_connect", &Connect, py::arg("address"), py::arg("name"), py::arg("mirror"),
+            py::arg("timeout"));
   AddMethod(type, "_closed", [](py::handle self) {
     State* s = StateOf(self.ptr());
     return s == nullptr || s->closed;
   });
 
   py::class_<WatchStream>(m, "WatchStream")
-      .def(py::init<const std::string&, uint64_t>())
+      .def(py::init<py::handle, uint64_t>())
       .def("next", &WatchStream::Next)
       .def_property_readonly("revision", &WatchStream::revision);
 
