@@ -134,11 +134,13 @@ bool WatchStream::FillLocked() {
 void WatchStream::FillChangesLocked() {
   response_.Clear();
   response_.set_kind(v1::WatchResponse::KIND_CHANGES);
-  const std::vector<Change>& changes = pending_.changes;
+  // The changes are moved into the message: each is sent once, and copies of every key and value
+  // were a third of the bridge's time at full fan-out.
+  std::vector<Change>& changes = pending_.changes;
   size_t bytes = 0;
   size_t i = pending_next_;
   for (; i < changes.size(); ++i) {
-    const Change& change = changes[i];
+    Change& change = changes[i];
     const size_t value_bytes = change.value.data().size();
     const bool too_large =
         change.op == ChangeOp::kSet &&
@@ -149,14 +151,14 @@ void WatchStream::FillChangesLocked() {
     v1::Change* out = response_.add_changes();
     out->set_revision(change.revision);
     out->set_op(wire::ToProto(change.op));
-    out->set_key(change.key);
+    out->set_key(std::move(change.key));
     if (change.op != ChangeOp::kSet) continue;
     if (too_large) {
       out->set_value_too_large(true);
       out->set_value_size(value_bytes);
       out->set_value_type(static_cast<uint32_t>(change.value.type()));
     } else {
-      wire::ToProto(change.value, out->mutable_value());
+      wire::ToProto(std::move(change.value), out->mutable_value());
     }
   }
   uint64_t complete = 0;

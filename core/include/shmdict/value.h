@@ -69,6 +69,9 @@ class Value {
   ValueType type() const { return type_; }
   const std::string& data() const { return data_; }
   ValueView view() const { return {type_, data_}; }
+  // Moves the bytes out, leaving the value empty with its tag: a server hands them to a message
+  // without copying them.
+  std::string TakeData() && { return std::move(data_); }
 
   // Typed access: nullopt when the tag is different or the encoding has the wrong size.
   std::optional<int64_t> AsInt() const;

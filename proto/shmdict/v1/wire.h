@@ -10,6 +10,7 @@
 #include <grpcpp/support/status.h>
 
 #include <string_view>
+#include <utility>
 
 #include "shmdict/status.h"
 #include "shmdict/store.h"
@@ -29,6 +30,11 @@ Status FromGrpc(const grpc::Status& status);
 bool IsKnownTypeTag(uint32_t tag);
 void ToProto(ValueView value, v1::Value* out);
 inline void ToProto(const Value& value, v1::Value* out) { ToProto(value.view(), out); }
+// Moves the bytes into the message (no copy).
+inline void ToProto(Value&& value, v1::Value* out) {
+  out->set_type(static_cast<uint32_t>(value.type()));
+  out->set_data(std::move(value).TakeData());
+}
 Status FromProto(const v1::Value& value, Value* out);
 
 v1::Op ToProto(ChangeOp op);
