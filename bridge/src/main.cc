@@ -4,9 +4,12 @@
 //
 //   shmdict-bridge [--listen ADDR]...      ADDR: HOST:PORT or unix:PATH (default 127.0.0.1:7377)
 //
+//                  [--dict NAME]... [--read-only] [--max-value-bytes N] [--token-file FILE]
+//
 // On start it prints one line per address, "listening on ADDR" (a port of 0 is replaced by the
-// port chosen), then "ready". SIGTERM or SIGINT: health turns NOT_SERVING, Watch streams end with
-// UNAVAILABLE (clients resume elsewhere or after a restart), calls in progress get up to 5 s.
+// port chosen), then "ready". SIGHUP re-reads the token file. SIGTERM or SIGINT: health turns
+// NOT_SERVING, Watch streams end with UNAVAILABLE (clients resume elsewhere or after a restart),
+// calls in progress get up to 5 s.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -21,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "authorizer.h"
 #include "dict_registry.h"
 #include "listen.h"
 #include "service.h"
@@ -49,6 +53,9 @@ int main(int argc, char** argv) {
   size_t batch_bytes = size_t{1} << 20;
   uint32_t progress_interval_ms = 1000;
   std::string log_level = "info";
+  shmdict::bridge::Authorizer::Options access;
+  bool read_only = false;
+  size_t max_value_bytes = 0;
   app.add_option("--listen", listen, "HOST:PORT or unix:PATH (repeatable; default 127.0.0.1:7377)");
   app.add_option("--max-message-bytes", max_message_bytes,
                  "largest message sent or accepted; larger values are announced, not sent")
@@ -59,11 +66,21 @@ int main(int argc, char** argv) {
   app.add_option("--progress-interval-ms", progress_interval_ms,
                  "default idle time before a Watch progress message")
       ->check(CLI::Range(50, 3600 * 1000));
+  app.add_option("--dict", access.dicts,
+                 "serve only this dict and its nested children (repeatable; default: every dict "
+                 "this user can open)");
+  app.add_flag("--read-only", read_only, "refuse every write (PERMISSION_DENIED)");
+  app.add_option("--token-file", access.token_file,
+                 "lines \"TOKEN rw\" or \"TOKEN ro\": every call then needs metadata "
+                 "\"authorization: Bearer TOKEN\"; re-read on SIGHUP");
+  app.add_option("--max-value-bytes", max_value_bytes,
+                 "refuse larger keys and values (RESOURCE_EXHAUSTED); 0: no limit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   CLI11_PARSE(app, argc, argv);
   if (listen.empty()) listen.push_back("127.0.0.1:7377");
   batch_bytes = std::min(batch_bytes, max_message_bytes);
+  access.read_only = read_only;
 
   auto logger = spdlog::stderr_color_mt("shmdict-bridge");
   spdlog::set_default_logger(logger);
@@ -75,6 +92,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -90,6 +108,9 @@ int main(int argc, char** argv) {
     addresses.push_back(*address);
   }
 
+  auto authorizer = shmdict::bridge::Authorizer::Create(access);
+  if (!authorizer.ok()) return Fail(authorizer.status().message());
+
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
   shmdict::bridge::DictRegistry registry(
       shmdict::bridge::DictRegistry::Limits{}, [&health](const std::string& dict, bool serving) {
@@ -100,7 +121,7 @@ int main(int argc, char** argv) {
   limits.max_message_bytes = max_message_bytes;
   limits.batch_bytes = batch_bytes;
   limits.default_progress_interval = std::chrono::milliseconds(progress_interval_ms);
-  shmdict::bridge::DictService service(&registry, limits);
+  shmdict::bridge::DictService service(&registry, limits, authorizer->get(), max_value_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -155,7 +176,17 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    // SIGHUP: re-read the token file; a bad one leaves the tokens in force.
+    shmdict::Status reloaded = (*authorizer)->ReloadTokens();
+    if (reloaded.ok()) {
+      spdlog::info("tokens reloaded file={}", access.token_file);
+    } else {
+      spdlog::error("tokens not reloaded, the previous ones stay in force: {}", reloaded.message());
+    }
+  }
   spdlog::info("shutting down signal={}", signal_number);
   server->GetHealthCheckService()->SetServingStatus(false);
   registry.Shutdown(
