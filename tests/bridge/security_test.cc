@@ -1,13 +1,16 @@
 // The bridge's security: allow-list, --read-only, --max-value-bytes, tokens, TLS and mTLS, the
 // health listener. Every refused call must return its code, change nothing, and leave the bridge
 // serving.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <algorithm>
 #include <fstream>
+#include <future>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "bridge_process.h"
@@ -393,6 +396,196 @@ TEST_F(SecurityTest, SighupReloadsTheTokenFileAndABadFileKeepsTheOldTokens) {
   ASSERT_TRUE(bridge.AwaitLog("tokens not reloaded"));
   EXPECT_TRUE(new_client.Get(name_, "a").ok());
   EXPECT_EQ(old_client.Get(name_, "a").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A tiny PKI made with openssl: ca (server.pem for 127.0.0.1, client.pem) and other-ca (rogue.pem,
+// a client certificate the bridge's client CA never signed).
+class Pki {
+ public:
+  explicit Pki(const std::string& dir) : dir_(dir) {
+    const std::string script = R"(set -e
+cd "$0"
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
+ca() { key "$1"; openssl req -x509 -new -key "$1.key" -out "$1.pem" -days 2 -subj "/CN=$1"; }
+leaf() {  # name ca extension
+  key "$1"
+  openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$1"
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -out "$1.pem" \
+    -days 2 -extfile "$1.ext" 2>/dev/null
+}
+ca ca
+ca other-ca
+leaf server ca 'subjectAltName=IP:127.0.0.1'
+leaf client ca 'extendedKeyUsage=clientAuth'
+leaf rogue other-ca 'extendedKeyUsage=clientAuth'
+)";
+    WorkerProcess openssl("/bin/sh", {"-c", script, dir_});
+    ExitInfo exit = openssl.Wait(DeadlineIn(kWorkerTimeout));
+    EXPECT_TRUE(exit.Succeeded()) << "openssl failed: " << exit.ToString();
+  }
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+  std::string Read(const std::string& name) const {
+    std::ifstream in(Path(name));
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+  // TLS credentials trusting `ca`, presenting `client` (a name such as "client", or none).
+  std::shared_ptr<grpc::ChannelCredentials> Credentials(const std::string& client = "",
+                                                        const std::string& ca = "ca") const {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = Read(ca + ".pem");
+    if (!client.empty()) {
+      ssl.pem_cert_chain = Read(client + ".pem");
+      ssl.pem_private_key = Read(client + ".key");
+    }
+    return grpc::SslCredentials(ssl);
+  }
+  std::vector<std::string> ServerArgs() const {
+    return {"--tls-cert", Path("server.pem"), "--tls-key", Path("server.key")};
+  }
+
+ private:
+  std::string dir_;
+};
+
+class TlsTest : public SecurityTest {
+ protected:
+  void SetUp() override {
+    SecurityTest::SetUp();
+    pki_.emplace(dir_.path());
+    WriteFile(tokens_, kTokens);
+  }
+  BridgeProcess& StartTlsBridge(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = pki_->ServerArgs();
+    args.insert(args.end(), extra.begin(), extra.end());
+    return StartBridge(args, {"127.0.0.1:0"});
+  }
+  RemoteOptions Remote() const {
+    RemoteOptions options{.address = bridge_->address(), .dict = name_, .mirror = true};
+    options.tls_ca = pki_->Path("ca.pem");
+    options.open_timeout = 5s;
+    return options;
+  }
+
+  std::optional<Pki> pki_;
+  const std::string tokens_ = dir_.path() + "/tokens";
+};
+
+TEST_F(TlsTest, TokensAreCheckedOverTlsToo) {
+  StartTlsBridge({"--token-file", tokens_});
+  const auto before = local_->Export();
+  for (const std::string token : {"", "wrong-secret"}) {
+    SCOPED_TRACE("token '" + token + "'");
+    Client client(bridge_->address(), pki_->Credentials(), token);
+    ExpectAll(client.EveryWrite(name_), grpc::StatusCode::UNAUTHENTICATED);
+    ExpectAll(client.EveryRead(name_), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  Client reader(bridge_->address(), pki_->Credentials(), "ro-secret");
+  ExpectAll(reader.EveryWrite(name_), grpc::StatusCode::PERMISSION_DENIED, "read-only");
+  ExpectAll(reader.EveryRead(name_), grpc::StatusCode::OK);
+  EXPECT_EQ(local_->Export(), before);
+
+  // RemoteDict: TLS and the token from its options, on every call and its mirror's Watch.
+  RemoteOptions options = Remote();
+  auto refused = RemoteDict::Open(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kPermissionDenied) << refused.status().ToString();
+  options.token = "ro-secret";
+  auto read_only = RemoteDict::Open(options);
+  ASSERT_OK(read_only);
+  EXPECT_EQ(*(*read_only)->Get("a"), std::optional<Value>(Value::Str("1")));
+  EXPECT_EQ((*read_only)->Set("k", Value::Int(1)).status().code(), StatusCode::kPermissionDenied);
+  options.token = "rw-secret";
+  auto writer = RemoteDict::Open(options);
+  ASSERT_OK(writer);
+  ASSERT_OK((*writer)->Set("k", Value::Int(2)));
+  EXPECT_EQ(*local_->Get("k"), std::optional<Value>(Value::Int(2)));
+  // The read-only client's mirror (a Watch with its token) sees the write.
+  ASSERT_OK((*read_only)->WaitForChange(local_->revision() - 1, 10s));
+  EXPECT_EQ(*(*read_only)->Get("k"), std::optional<Value>(Value::Int(2)));
+}
+
+TEST_F(TlsTest, APlaintextClientOfATlsBridgeIsRefused) {
+  StartTlsBridge();
+  const auto before = local_->Export();
+  Client plaintext(bridge_->address());
+  ExpectAll(plaintext.EveryWrite(name_), grpc::StatusCode::UNAVAILABLE);
+  ExpectAll(plaintext.EveryRead(name_), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(local_->Export(), before);
+  // A client trusting another CA is refused too.
+  Client distrustful(bridge_->address(), pki_->Credentials("", "other-ca"));
+  EXPECT_EQ(distrustful.Set(name_, "k", "v").error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(local_->Export(), before);
+  // The bridge still serves TLS clients.
+  Client client(bridge_->address(), pki_->Credentials());
+  ExpectAll(client.EveryRead(name_), grpc::StatusCode::OK);
+  EXPECT_TRUE(client.Set(name_, "k", "v").ok());
+}
+
+TEST_F(TlsTest, UnderMtlsOnlyClientsWithACertificateOfTheClientCaAreServed) {
+  StartTlsBridge({"--tls-client-ca", pki_->Path("ca.pem")});
+  const auto before = local_->Export();
+  for (const std::string certificate : {"", "rogue"}) {
+    SCOPED_TRACE("client certificate '" + certificate + "'");
+    Client client(bridge_->address(), pki_->Credentials(certificate));
+    ExpectAll(client.EveryWrite(name_), grpc::StatusCode::UNAVAILABLE);
+    ExpectAll(client.EveryRead(name_), grpc::StatusCode::UNAVAILABLE);
+  }
+  EXPECT_EQ(local_->Export(), before);
+  Client client(bridge_->address(), pki_->Credentials("client"));
+  ExpectAll(client.EveryRead(name_), grpc::StatusCode::OK);
+  EXPECT_TRUE(client.Set(name_, "k", "v").ok());
+
+  RemoteOptions options = Remote();
+  options.tls_cert = pki_->Path("client.pem");
+  options.tls_key = pki_->Path("client.key");
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  ASSERT_OK((*remote)->Set("k", Value::Str("w")));
+  EXPECT_EQ(*local_->Get("k"), std::optional<Value>(Value::Str("w")));
+  options.tls_key = pki_->Path("missing.key");
+  EXPECT_EQ(RemoteDict::Open(options).status().code(), StatusCode::kInvalidArgument);
+}
+
+// grpc.health.v1.Health/Check by hand (no generated health stubs): serving status, or -1.
+std::pair<grpc::StatusCode, int> CheckHealth(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::Slice slice(std::string(""));
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 10s);
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status status) { done.set_value(status); });
+  grpc::Status status = done.get_future().get();
+  if (!status.ok()) return {status.error_code(), 0};
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return {grpc::StatusCode::OK, bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : -1};
+}
+
+TEST_F(SecurityTest, TheHealthPortAnswersWithoutATokenWhileTheMainPortDemandsOne) {
+  const std::string tokens = dir_.path() + "/tokens";
+  WriteFile(tokens, kTokens);
+  const std::string health = "unix:" + dir_.path() + "/health.sock";
+  StartBridge({"--token-file", tokens, "--health-listen", health});
+  EXPECT_EQ(CheckHealth(health), std::make_pair(grpc::StatusCode::OK, 1));
+  Client anonymous(bridge_->address());
+  EXPECT_EQ(anonymous.Get(name_, "a").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // The health port serves nothing else.
+  Client through_health(health, grpc::InsecureChannelCredentials(), "rw-secret");
+  EXPECT_EQ(through_health.Get(name_, "a").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  Client client(bridge_->address(), grpc::InsecureChannelCredentials(), "rw-secret");
+  EXPECT_TRUE(client.Get(name_, "a").ok());
+  // Both servers shut down on SIGTERM.
+  EXPECT_TRUE(bridge_->Terminate().Succeeded());
 }
 
 }  // namespace

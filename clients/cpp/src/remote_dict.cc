@@ -4,8 +4,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <shared_mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -55,7 +57,7 @@ struct RemoteDict::Impl {
   template <typename Request, typename Response, typename Call>
   Status Unary(Call call, const Request& request, Response* response) const {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + connection->options.call_timeout);
+    connection->Prepare(&context, connection->options.call_timeout);
     grpc::Status status = (connection->stub.get()->*call)(&context, request, response);
     return status.ok() ? Status::Ok() : connection->Describe(status);
   }
@@ -176,7 +178,47 @@ RemoteDict::~RemoteDict() {
 
 namespace {
 
-std::shared_ptr<Connection> Connect(const RemoteOptions& options) {
+Result<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(what) + " '" + path + "' cannot be read (or is empty)");
+  }
+  return text.str();
+}
+
+// The channel's credentials: options.credentials, TLS from the tls_* files, or plaintext.
+Result<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const RemoteOptions& options) {
+  if (options.credentials) return options.credentials;
+  if (options.tls_ca.empty() && options.tls_cert.empty() && options.tls_key.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "a client certificate needs both tls_cert and tls_key");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca.empty()) {
+    auto ca = ReadPem(options.tls_ca, "TLS CA file");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = std::move(*ca);
+  }
+  if (!options.tls_cert.empty()) {
+    auto cert = ReadPem(options.tls_cert, "TLS certificate file");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(options.tls_key, "TLS key file");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = std::move(*cert);
+    ssl.pem_private_key = std::move(*key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+Result<std::shared_ptr<Connection>> Connect(const RemoteOptions& options) {
+  auto credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
   auto connection = std::make_shared<Connection>();
   connection->options = options;
   connection->description = "dict '" + options.dict + "' via " + options.address;
@@ -192,8 +234,7 @@ std::shared_ptr<Connection> Connect(const RemoteOptions& options) {
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                    static_cast<int>(options.max_backoff.count()));
-  auto credentials = options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
-  connection->channel = grpc::CreateCustomChannel(options.address, credentials, arguments);
+  connection->channel = grpc::CreateCustomChannel(options.address, *credentials, arguments);
   connection->stub = v1::Dict::NewStub(connection->channel);
 
   return connection;
@@ -206,12 +247,14 @@ Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
     return Status(StatusCode::kInvalidArgument,
                   "RemoteDict needs a bridge address and a dict name");
   }
-  std::shared_ptr<Connection> connection = Connect(options);
+  auto connected = Connect(options);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
   v1::StatusRequest request;
   request.set_dict(options.dict);
   v1::StatusResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + options.call_timeout);
+  connection->Prepare(&context, options.call_timeout);
   grpc::Status status = connection->stub->Status(&context, request, &response);
   if (!status.ok()) return connection->Describe(status);
   RemoteDictStatus out;
@@ -233,11 +276,13 @@ Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& opti
   }
   RemoteOptions named = options;
   if (named.dict.empty()) named.dict = "*";
-  std::shared_ptr<Connection> connection = Connect(named);
+  auto connected = Connect(named);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
   connection->description = "bridge " + options.address;
   v1::ListDictsResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + options.call_timeout);
+  connection->Prepare(&context, options.call_timeout);
   grpc::Status status = connection->stub->ListDicts(&context, v1::ListDictsRequest(), &response);
   if (!status.ok()) return connection->Describe(status);
   return std::vector<std::string>(response.dicts().begin(), response.dicts().end());
@@ -248,7 +293,9 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
     return Status(StatusCode::kInvalidArgument,
                   "RemoteDict needs a bridge address and a dict name");
   }
-  std::shared_ptr<Connection> connection = Connect(options);
+  auto connected = Connect(options);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
 
   // The dict must exist: Status answers NOT_FOUND otherwise. Waits for the bridge up to
   // open_timeout (it may be starting).
@@ -256,7 +303,7 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   status_request.set_dict(options.dict);
   v1::StatusResponse status_response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + options.open_timeout);
+  connection->Prepare(&context, options.open_timeout);
   context.set_wait_for_ready(true);
   grpc::Status opened = connection->stub->Status(&context, status_request, &status_response);
   if (opened.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
@@ -352,7 +399,7 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
     return items;
   }
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + d.connection->options.call_timeout);
+  d.connection->Prepare(&context, d.connection->options.call_timeout);
   v1::ListRequest request;
   request.set_dict(d.connection->options.dict);
   auto reader = d.connection->stub->List(&context, request);

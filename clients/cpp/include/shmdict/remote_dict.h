@@ -58,7 +58,18 @@ struct RemoteOptions {
   // (client-go's 0.8 s -> 30 s).
   std::chrono::milliseconds initial_backoff{800};
   std::chrono::milliseconds max_backoff{30000};
-  // Null: plaintext (loopback and Unix sockets). TLS credentials plug in here.
+  // Sent on every call, Watch included, as metadata "authorization: Bearer TOKEN" (a bridge
+  // started with --token-file needs one). Empty: none.
+  std::string token;
+  // TLS, by file (PEM): tls_ca verifies the bridge's certificate (empty: the system's roots);
+  // tls_cert and tls_key, both or neither, present a client certificate (mTLS). Any of them set
+  // makes the channel TLS; a file that cannot be read fails Open/Inspect/ListNames with
+  // kInvalidArgument.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // Null: plaintext (loopback and Unix sockets), or TLS from the files above. Set: these
+  // credentials, and the tls_* files are ignored.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
