@@ -215,6 +215,21 @@ struct LoggedBridge {
   std::unique_ptr<WorkerProcess> process;
 };
 
+struct Ran {
+  int code = -1;
+  std::string out;
+};
+
+// Runs the shmdict CLI with `args` and `env` ("NAME=value" assignments); stderr joins stdout.
+Ran RunCli(std::vector<std::string> args, const std::string& env = "") {
+  std::vector<std::string> sh = {"-c", env + " exec \"$0\" \"$@\" 2>&1", SHMDICT_CLI_PATH};
+  sh.insert(sh.end(), args.begin(), args.end());
+  WorkerProcess process("/bin/sh", sh);
+  process.CloseStdin();
+  ExitInfo exit = process.Wait(DeadlineIn(kWorkerTimeout));
+  return Ran{exit.exited ? exit.exit_code : -1, process.output()};
+}
+
 class SecurityTest : public DictTestBase {
  protected:
   void SetUp() override {
@@ -586,6 +601,55 @@ TEST_F(SecurityTest, TheHealthPortAnswersWithoutATokenWhileTheMainPortDemandsOne
   EXPECT_TRUE(client.Get(name_, "a").ok());
   // Both servers shut down on SIGTERM.
   EXPECT_TRUE(bridge_->Terminate().Succeeded());
+}
+
+TEST_F(SecurityTest, TheHealthCommandExitsByTheServingStatus) {
+  if (std::string_view(SHMDICT_CLI_PATH).empty()) GTEST_SKIP() << "the CLI is not built";
+  const std::string tokens = dir_.path() + "/tokens";
+  WriteFile(tokens, kTokens);
+  const std::string health = "unix:" + dir_.path() + "/health.sock";
+  StartBridge({"--token-file", tokens, "--health-listen", health});
+  Ran ran = RunCli({"health", "--remote", health});
+  EXPECT_EQ(ran.code, 0) << ran.out;
+  EXPECT_EQ(ran.out, "SERVING\n");
+  ran = RunCli({"health", "--remote", health, "--service", "shmdict.v1.Dict"});
+  EXPECT_EQ(ran.code, 0) << ran.out;
+  ran = RunCli({"health", "--remote", health, "--service", "no.such.Service"});
+  EXPECT_EQ(ran.code, 1) << ran.out;
+  EXPECT_EQ(ran.out, "SERVICE_UNKNOWN\n");
+  // The main port's health service needs no token either (only shmdict.v1.Dict does).
+  EXPECT_EQ(RunCli({"health", "--remote", bridge_->address()}).code, 0);
+  ran = RunCli({"health", "--remote", "unix:" + dir_.path() + "/nobody.sock"});
+  EXPECT_EQ(ran.code, 2) << ran.out;
+  EXPECT_NE(ran.out.find("UNAVAILABLE"), std::string::npos) << ran.out;
+}
+
+TEST_F(TlsTest, TheCliReachesAnMtlsBridgeWithItsTokenAndCertificate) {
+  if (std::string_view(SHMDICT_CLI_PATH).empty()) GTEST_SKIP() << "the CLI is not built";
+  StartTlsBridge({"--tls-client-ca", pki_->Path("ca.pem"), "--token-file", tokens_});
+  const std::vector<std::string> tls = {
+      "--remote",   bridge_->address(),       "--tls-ca",  pki_->Path("ca.pem"),
+      "--tls-cert", pki_->Path("client.pem"), "--tls-key", pki_->Path("client.key")};
+  auto with = [&](std::vector<std::string> args) {
+    std::vector<std::string> all = tls;
+    all.insert(all.end(), args.begin(), args.end());
+    return all;
+  };
+  Ran ran = RunCli(with({"--token", "rw-secret", "set", name_, "k", "v"}));
+  EXPECT_EQ(ran.code, 0) << ran.out;
+  EXPECT_EQ(*local_->Get("k"), std::optional<Value>(Value::Str("v")));
+  ran = RunCli(with({"get", name_, "k"}), "SHMDICT_TOKEN=ro-secret");
+  EXPECT_EQ(ran.code, 0) << ran.out;
+  EXPECT_EQ(ran.out, "v\n");
+  ran = RunCli(with({"set", name_, "k", "w"}), "SHMDICT_TOKEN=ro-secret");
+  EXPECT_EQ(ran.code, 2) << ran.out;
+  EXPECT_NE(ran.out.find("PERMISSION_DENIED"), std::string::npos) << ran.out;
+  ran = RunCli(with({"get", name_, "k"}));
+  EXPECT_EQ(ran.code, 2) << ran.out;
+  EXPECT_NE(ran.out.find("token"), std::string::npos) << ran.out;
+  EXPECT_EQ(*local_->Get("k"), std::optional<Value>(Value::Str("v")));
+  ran = RunCli(with({"health"}));
+  EXPECT_EQ(ran.code, 0) << ran.out;
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 #include "shmdict/remote_dict.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <shared_mutex>
 #include <sstream>
@@ -286,6 +288,51 @@ Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& opti
   grpc::Status status = connection->stub->ListDicts(&context, v1::ListDictsRequest(), &response);
   if (!status.ok()) return connection->Describe(status);
   return std::vector<std::string>(response.dicts().begin(), response.dicts().end());
+}
+
+Result<bool> RemoteDict::CheckHealth(const RemoteOptions& options, const std::string& service) {
+  if (options.address.empty()) {
+    return Status(StatusCode::kInvalidArgument, "a health check needs a bridge address");
+  }
+  RemoteOptions named = options;
+  named.dict = "*";
+  auto connected = Connect(named);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
+  connection->description = "bridge " + options.address;
+  // HealthCheckRequest{string service = 1}, encoded by hand: no generated health stubs needed.
+  std::string request = "\x0a";
+  for (size_t n = service.size();; n >>= 7) {  // the length as a varint
+    request.push_back(static_cast<char>((n & 0x7F) | (n > 0x7F ? 0x80 : 0)));
+    if (n <= 0x7F) break;
+  }
+  request += service;
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  grpc::ByteBuffer response_buffer;
+  grpc::ClientContext context;
+  connection->Prepare(&context, options.call_timeout);
+  grpc::GenericStub stub(connection->channel);
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request_buffer,
+                 &response_buffer, [&done](grpc::Status status) { done.set_value(status); });
+  grpc::Status status = done.get_future().get();
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return Status(StatusCode::kUnavailable, connection->description + ": no answer within " +
+                                                std::to_string(options.call_timeout.count()) +
+                                                " ms");
+  }
+  if (!status.ok()) return connection->Describe(status);
+  // HealthCheckResponse{ServingStatus status = 1}: SERVING is 1; absent means UNKNOWN (0).
+  std::vector<grpc::Slice> slices;
+  if (!response_buffer.Dump(&slices).ok()) {
+    return Status(StatusCode::kInternal, connection->description + ": unreadable health answer");
+  }
+  std::string response;
+  for (const grpc::Slice& s : slices) {
+    response.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return response.size() == 2 && response[0] == 0x08 && response[1] == 1;
 }
 
 Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& options) {

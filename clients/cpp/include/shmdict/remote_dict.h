@@ -92,6 +92,11 @@ class RemoteDict final : public Store {
   static Result<RemoteDictStatus> Inspect(const RemoteOptions& options);
   // The names of the dicts on the bridge's host, sorted (options.dict is ignored).
   static Result<std::vector<std::string>> ListNames(const RemoteOptions& options);
+  // grpc.health.v1.Health/Check of `service` ("": the bridge; "shmdict.v1.Dict/NAME": a dict) at
+  // options.address (a bridge's --listen or --health-listen; options.dict is ignored): true when
+  // SERVING, false for NOT_SERVING or UNKNOWN. kNotFound when the bridge does not know the
+  // service, kUnavailable when nothing answered within options.call_timeout.
+  static Result<bool> CheckHealth(const RemoteOptions& options, const std::string& service);
 
   // Connects and checks that the dict exists; with a mirror, returns once the mirror holds the
   // dict at least at its revision at the time of the call. kNotFound, kUnavailable,
