@@ -213,8 +213,9 @@ int main(int argc, char** argv) {
   shmdict::bridge::DictService service(&registry, limits, authorizer->get(), max_value_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
-  // The probe server: plaintext, the health service alone (built before reflection is
-  // registered, so it serves nothing else), no token.
+  // The probe server: plaintext, no token, no shmdict.v1.Dict: the health service (and server
+  // reflection, which gRPC's plugin adds to every server of the process; it describes the API
+  // and serves no data).
   std::unique_ptr<grpc::Server> health_server;
   if (health_address) {
     grpc::ServerBuilder health_builder;
