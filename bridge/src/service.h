@@ -9,6 +9,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "authorizer.h"
 #include "dict_registry.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 #include "watch_stream.h"
@@ -17,7 +18,15 @@ namespace shmdict::bridge {
 
 class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Service> {
  public:
-  DictService(DictRegistry* registry, StreamLimits limits) : registry_(registry), limits_(limits) {}
+  // `authorizer` is asked before every call touches a dict (it outlives the service).
+  // `max_value_bytes`: a key or value larger than this is refused with RESOURCE_EXHAUSTED before
+  // anything is written (0: no limit beyond the message size).
+  DictService(DictRegistry* registry, StreamLimits limits, const Authorizer* authorizer,
+              size_t max_value_bytes = 0)
+      : registry_(registry),
+        limits_(limits),
+        authorizer_(authorizer),
+        max_value_bytes_(max_value_bytes) {}
 
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
@@ -50,8 +59,15 @@ class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Se
       grpc::CallbackServerContext* context) override;
 
  private:
+  // RESOURCE_EXHAUSTED when the key or the value (null: none) exceeds --max-value-bytes; the
+  // message starts with `where`.
+  shmdict::Status CheckKeyAndValue(std::string_view key, const Value* value,
+                                   const std::string& where = "") const;
+
   DictRegistry* const registry_;
   const StreamLimits limits_;
+  const Authorizer* const authorizer_;
+  const size_t max_value_bytes_;
 };
 
 }  // namespace shmdict::bridge

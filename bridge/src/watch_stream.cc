@@ -14,8 +14,18 @@ namespace {
 constexpr size_t kPerItemOverhead = 32;
 }  // namespace
 
-WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits, std::string peer)
-    : registry_(registry), limits_(limits), peer_(std::move(peer)) {
+WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
+                         const Authorizer* authorizer, const grpc::CallbackServerContext& context)
+    : registry_(registry), limits_(limits), authorizer_(authorizer), peer_(context.peer()) {
+  // Writes are not asked for: a read-only token may watch.
+  Access granted = Access::kRead;
+  grpc::Status allowed = authorizer_->Authenticate(context, &granted);
+  if (!allowed.ok()) {
+    spdlog::info("Watch refused peer={}: {}", peer_, allowed.error_message());
+    std::lock_guard lock(mu_);
+    FinishLocked(allowed);
+    return;
+  }
   StartRead(&request_);
 }
 
@@ -56,6 +66,10 @@ void WatchStream::OnReadDone(bool ok) {
 }
 
 Status WatchStream::Start(const v1::WatchRequest::Start& start) {
+  if (!authorizer_->DictAllowed(start.dict())) {
+    spdlog::info("Watch refused dict={} peer={}: not in the --dict list", start.dict(), peer_);
+    return wire::FromGrpc(authorizer_->CheckDict(start.dict()));
+  }
   Result<DictRegistry::Lease> lease = registry_->Acquire(start.dict());
   if (!lease.ok()) return lease.status();
   Dict& dict = lease->dict();

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <string>
 
+#include "authorizer.h"
 #include "dict_registry.h"
 #include "shmdict/store.h"
 #include "shmdict/v1/dict.grpc.pb.h"
@@ -41,7 +42,10 @@ struct StreamLimits {
 class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>,
                           public Subscriber {
  public:
-  WatchStream(DictRegistry* registry, const StreamLimits& limits, std::string peer);
+  // Checks the caller's token (authorizer) first: a refused stream finishes at once; the dict of
+  // its start message is checked against the allow-list when it arrives.
+  WatchStream(DictRegistry* registry, const StreamLimits& limits, const Authorizer* authorizer,
+              const grpc::CallbackServerContext& context);
 
   void Pump() override;
   void End(const Status& status) override;
@@ -62,6 +66,7 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
 
   DictRegistry* const registry_;
   const StreamLimits limits_;
+  const Authorizer* const authorizer_;
   const std::string peer_;
 
   std::mutex mu_;

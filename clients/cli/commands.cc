@@ -120,6 +120,19 @@ Result<Dict> OpenExisting(const CommandLine& cl) {
   return dict;
 }
 
+#ifdef SHMDICT_CLI_REMOTE
+RemoteOptions RemoteFor(const CommandLine& cl) {
+  RemoteOptions options;
+  options.address = cl.remote;
+  options.dict = cl.name;
+  options.token = cl.token;
+  options.tls_ca = cl.tls_ca;
+  options.tls_cert = cl.tls_cert;
+  options.tls_key = cl.tls_key;
+  return options;
+}
+#endif
+
 // The dict the data commands work on: this host's shared memory, or with --remote (or
 // $SHMDICT_REMOTE) the dict of that name on a bridge's host. Both are a Store, so every command
 // behaves the same either way.
@@ -131,9 +144,7 @@ Result<std::unique_ptr<Store>> OpenStore(const CommandLine& cl) {
   }
 #ifdef SHMDICT_CLI_REMOTE
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return valid;
-  RemoteOptions options;
-  options.address = cl.remote;
-  options.dict = cl.name;
+  RemoteOptions options = RemoteFor(cl);
   options.mirror = false;  // one command, a few calls: a copy of the dict would only cost
   options.open_timeout = std::chrono::seconds(5);
   Result<std::unique_ptr<RemoteDict>> remote = RemoteDict::Open(options);
@@ -329,13 +340,6 @@ int PrintLsRows(const CommandLine& cl, const Json& all) {
 }
 
 #ifdef SHMDICT_CLI_REMOTE
-RemoteOptions RemoteFor(const CommandLine& cl) {
-  RemoteOptions options;
-  options.address = cl.remote;
-  options.dict = cl.name;
-  return options;
-}
-
 // status --remote: what the bridge reports (a subset of the local fields, plus the bridge).
 int RunRemoteStatus(const CommandLine& cl) {
   Result<RemoteDictStatus> status = RemoteDict::Inspect(RemoteFor(cl));
@@ -665,6 +669,29 @@ int RunUnlink(const CommandLine& cl) {
     return Fail(cl.name, ExplainNotFound(cl.name, unlinked));
   }
   return kExitOk;
+}
+
+int RunHealth(const CommandLine& cl) {
+#ifdef SHMDICT_CLI_REMOTE
+  // For container HEALTHCHECKs and probes: Debian ships no grpc_health_probe.
+  RemoteOptions options = RemoteFor(cl);
+  if (options.address.empty()) options.address = "127.0.0.1:7377";  // the bridge's default
+  options.call_timeout = std::chrono::seconds(5);
+  Result<bool> serving = RemoteDict::CheckHealth(options, cl.service);
+  const std::string what = "'" + cl.service + "' at " + options.address;
+  if (serving.ok()) {
+    std::cout << (*serving ? "SERVING" : "NOT_SERVING") << '\n';
+    return *serving ? kExitOk : kExitKeyMissing;
+  }
+  if (serving.status().code() == StatusCode::kNotFound) {
+    std::cout << "SERVICE_UNKNOWN\n";
+    return kExitKeyMissing;
+  }
+  return FailWithoutDict("health of " + what + ": " + serving.status().ToString());
+#else
+  (void)cl;
+  return FailWithoutDict("this shmdict was built without bridge support: health is unavailable");
+#endif
 }
 
 }  // namespace shmdict::cli

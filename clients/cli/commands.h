@@ -27,6 +27,13 @@ inline constexpr int kExitError = 2;
 struct CommandLine {
   // The bridge address of --remote / $SHMDICT_REMOTE; empty: this host's shared memory.
   std::string remote;
+  // --token / $SHMDICT_TOKEN, --tls-ca, --tls-cert, --tls-key: how to reach the bridge.
+  std::string token;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // health --service.
+  std::string service;
   std::string name;
   std::string key;
   std::string value;
@@ -56,6 +63,9 @@ int RunWatch(const CommandLine& cl);
 int RunStatus(const CommandLine& cl);
 int RunLs(const CommandLine& cl);
 int RunUnlink(const CommandLine& cl);
+// Exit 0 when the bridge reports `service` SERVING, 1 when NOT_SERVING or unknown, 2 when it
+// cannot be reached.
+int RunHealth(const CommandLine& cl);
 
 // Prints "shmdict: <cause>" as one line on stderr; returns kExitError.
 int FailWithoutDict(std::string cause);

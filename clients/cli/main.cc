@@ -54,6 +54,18 @@ int main(int argc, char** argv) {
                  "instead of this host's shared memory; every data command, status and ls")
       ->envname("SHMDICT_REMOTE")
       ->type_name("ADDR");
+  app.add_option("--token", cl.token,
+                 "Send 'authorization: Bearer TOKEN' to the bridge (one started with --token-file)")
+      ->envname("SHMDICT_TOKEN")
+      ->type_name("TOKEN");
+  app.add_option("--tls-ca", cl.tls_ca, "Reach the bridge over TLS, trusting this PEM CA")
+      ->type_name("FILE");
+  app.add_option("--tls-cert", cl.tls_cert, "PEM client certificate for mTLS (with --tls-key)")
+      ->type_name("FILE");
+  CLI::Option* tls_key =
+      app.add_option("--tls-key", cl.tls_key, "PEM key of --tls-cert")->type_name("FILE");
+  app.get_option("--tls-cert")->needs(tls_key);
+  tls_key->needs(app.get_option("--tls-cert"));
   app.add_flag("-v,--verbose", verbose,
                "Log the library's activity (opens, compactions, lock recoveries) to stderr");
 
@@ -183,6 +195,18 @@ int main(int argc, char** argv) {
       "open keep working on their mappings.",
       RunUnlink);
   AddName(unlink_command, &cl);
+
+  CLI::App* health = add_command(
+      "health", "Ask a bridge whether it serves (grpc.health.v1): for probes and HEALTHCHECKs", "",
+      RunHealth);
+  // Its own exit statuses, not the data commands'.
+  health->footer(
+      "Prints SERVING, NOT_SERVING or SERVICE_UNKNOWN. Asks --remote ADDR (default "
+      "127.0.0.1:7377: a bridge's --listen or --health-listen).\n\n"
+      "Exit status: 0 SERVING, 1 NOT_SERVING or an unknown service, 2 the bridge cannot be "
+      "reached (one line on stderr).");
+  health->add_option("--service", cl.service,
+                     "\"\" (the bridge), shmdict.v1.Dict, or shmdict.v1.Dict/NAME (a dict)");
 
   try {
     app.parse(argc, argv);

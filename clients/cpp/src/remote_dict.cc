@@ -1,11 +1,15 @@
 #include "shmdict/remote_dict.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
+#include <future>
 #include <mutex>
 #include <shared_mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -55,7 +59,7 @@ struct RemoteDict::Impl {
   template <typename Request, typename Response, typename Call>
   Status Unary(Call call, const Request& request, Response* response) const {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + connection->options.call_timeout);
+    connection->Prepare(&context, connection->options.call_timeout);
     grpc::Status status = (connection->stub.get()->*call)(&context, request, response);
     return status.ok() ? Status::Ok() : connection->Describe(status);
   }
@@ -179,7 +183,47 @@ RemoteDict::~RemoteDict() {
 
 namespace {
 
-std::shared_ptr<Connection> Connect(const RemoteOptions& options) {
+Result<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(what) + " '" + path + "' cannot be read (or is empty)");
+  }
+  return text.str();
+}
+
+// The channel's credentials: options.credentials, TLS from the tls_* files, or plaintext.
+Result<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const RemoteOptions& options) {
+  if (options.credentials) return options.credentials;
+  if (options.tls_ca.empty() && options.tls_cert.empty() && options.tls_key.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "a client certificate needs both tls_cert and tls_key");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca.empty()) {
+    auto ca = ReadPem(options.tls_ca, "TLS CA file");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = std::move(*ca);
+  }
+  if (!options.tls_cert.empty()) {
+    auto cert = ReadPem(options.tls_cert, "TLS certificate file");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(options.tls_key, "TLS key file");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = std::move(*cert);
+    ssl.pem_private_key = std::move(*key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+Result<std::shared_ptr<Connection>> Connect(const RemoteOptions& options) {
+  auto credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
   auto connection = std::make_shared<Connection>();
   connection->options = options;
   connection->description = "dict '" + options.dict + "' via " + options.address;
@@ -195,8 +239,7 @@ std::shared_ptr<Connection> Connect(const RemoteOptions& options) {
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                    static_cast<int>(options.max_backoff.count()));
-  auto credentials = options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
-  connection->channel = grpc::CreateCustomChannel(options.address, credentials, arguments);
+  connection->channel = grpc::CreateCustomChannel(options.address, *credentials, arguments);
   connection->stub = v1::Dict::NewStub(connection->channel);
 
   return connection;
@@ -209,12 +252,14 @@ Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
     return Status(StatusCode::kInvalidArgument,
                   "RemoteDict needs a bridge address and a dict name");
   }
-  std::shared_ptr<Connection> connection = Connect(options);
+  auto connected = Connect(options);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
   v1::StatusRequest request;
   request.set_dict(options.dict);
   v1::StatusResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + options.call_timeout);
+  connection->Prepare(&context, options.call_timeout);
   grpc::Status status = connection->stub->Status(&context, request, &response);
   if (!status.ok()) return connection->Describe(status);
   RemoteDictStatus out;
@@ -236,14 +281,61 @@ Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& opti
   }
   RemoteOptions named = options;
   if (named.dict.empty()) named.dict = "*";
-  std::shared_ptr<Connection> connection = Connect(named);
+  auto connected = Connect(named);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
   connection->description = "bridge " + options.address;
   v1::ListDictsResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + options.call_timeout);
+  connection->Prepare(&context, options.call_timeout);
   grpc::Status status = connection->stub->ListDicts(&context, v1::ListDictsRequest(), &response);
   if (!status.ok()) return connection->Describe(status);
   return std::vector<std::string>(response.dicts().begin(), response.dicts().end());
+}
+
+Result<bool> RemoteDict::CheckHealth(const RemoteOptions& options, const std::string& service) {
+  if (options.address.empty()) {
+    return Status(StatusCode::kInvalidArgument, "a health check needs a bridge address");
+  }
+  RemoteOptions named = options;
+  named.dict = "*";
+  auto connected = Connect(named);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
+  connection->description = "bridge " + options.address;
+  // HealthCheckRequest{string service = 1}, encoded by hand: no generated health stubs needed.
+  std::string request = "\x0a";
+  for (size_t n = service.size();; n >>= 7) {  // the length as a varint
+    request.push_back(static_cast<char>((n & 0x7F) | (n > 0x7F ? 0x80 : 0)));
+    if (n <= 0x7F) break;
+  }
+  request += service;
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  grpc::ByteBuffer response_buffer;
+  grpc::ClientContext context;
+  connection->Prepare(&context, options.call_timeout);
+  grpc::GenericStub stub(connection->channel);
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request_buffer,
+                 &response_buffer, [&done](grpc::Status status) { done.set_value(status); });
+  grpc::Status status = done.get_future().get();
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return Status(StatusCode::kUnavailable, connection->description + ": no answer within " +
+                                                std::to_string(options.call_timeout.count()) +
+                                                " ms");
+  }
+  if (!status.ok()) return connection->Describe(status);
+  // HealthCheckResponse{ServingStatus status = 1}: SERVING is 1; absent means UNKNOWN (0).
+  std::vector<grpc::Slice> slices;
+  if (!response_buffer.Dump(&slices).ok()) {
+    return Status(StatusCode::kInternal, connection->description + ": unreadable health answer");
+  }
+  std::string response;
+  for (const grpc::Slice& s : slices) {
+    response.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return response.size() == 2 && response[0] == 0x08 && response[1] == 1;
 }
 
 Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& options) {
@@ -251,7 +343,9 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
     return Status(StatusCode::kInvalidArgument,
                   "RemoteDict needs a bridge address and a dict name");
   }
-  std::shared_ptr<Connection> connection = Connect(options);
+  auto connected = Connect(options);
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<Connection> connection = std::move(*connected);
 
   // The dict must exist: Status answers NOT_FOUND otherwise. Waits for the bridge up to
   // open_timeout (it may be starting).
@@ -259,7 +353,7 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   status_request.set_dict(options.dict);
   v1::StatusResponse status_response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + options.open_timeout);
+  connection->Prepare(&context, options.open_timeout);
   context.set_wait_for_ready(true);
   grpc::Status opened = connection->stub->Status(&context, status_request, &status_response);
   if (opened.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
@@ -355,7 +449,7 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
     return items;
   }
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + d.connection->options.call_timeout);
+  d.connection->Prepare(&context, d.connection->options.call_timeout);
   v1::ListRequest request;
   request.set_dict(d.connection->options.dict);
   auto reader = d.connection->stub->List(&context, request);

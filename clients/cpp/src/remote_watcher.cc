@@ -36,6 +36,11 @@ Status Connection::Describe(const grpc::Status& status) const {
   return Status(converted.code(), description + ": " + converted.message());
 }
 
+void Connection::Prepare(grpc::ClientContext* context, std::chrono::milliseconds timeout) const {
+  if (timeout.count() > 0) context->set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!options.token.empty()) context->AddMetadata("authorization", "Bearer " + options.token);
+}
+
 RemoteWatcher::RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,
                              uint32_t max_changes_per_message, bool from_current)
     : connection_(std::move(connection)),
@@ -108,6 +113,7 @@ void RemoteWatcher::Run() {
       if (cancelled_) return;
       live_context_ = &context;
     }
+    connection_->Prepare(&context, std::chrono::milliseconds::zero());
     auto stream = connection_->stub->Watch(&context);
     v1::WatchRequest request;
     v1::WatchRequest::Start* start = request.mutable_start();

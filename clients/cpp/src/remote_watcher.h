@@ -34,6 +34,8 @@ struct Connection {
   std::string description;
   // A transport error (UNAVAILABLE "failed to connect"...) rewritten to name the dict.
   Status Describe(const grpc::Status& status) const;
+  // Prepares a call's context: the deadline (none when `timeout` is zero) and the token.
+  void Prepare(grpc::ClientContext* context, std::chrono::milliseconds timeout) const;
 };
 
 class RemoteWatcher final : public Watcher {

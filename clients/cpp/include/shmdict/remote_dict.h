@@ -58,7 +58,18 @@ struct RemoteOptions {
   // (client-go's 0.8 s -> 30 s).
   std::chrono::milliseconds initial_backoff{800};
   std::chrono::milliseconds max_backoff{30000};
-  // Null: plaintext (loopback and Unix sockets). TLS credentials plug in here.
+  // Sent on every call, Watch included, as metadata "authorization: Bearer TOKEN" (a bridge
+  // started with --token-file needs one). Empty: none.
+  std::string token;
+  // TLS, by file (PEM): tls_ca verifies the bridge's certificate (empty: the system's roots);
+  // tls_cert and tls_key, both or neither, present a client certificate (mTLS). Any of them set
+  // makes the channel TLS; a file that cannot be read fails Open/Inspect/ListNames with
+  // kInvalidArgument.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // Null: plaintext (loopback and Unix sockets), or TLS from the files above. Set: these
+  // credentials, and the tls_* files are ignored.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
@@ -81,6 +92,11 @@ class RemoteDict final : public Store {
   static Result<RemoteDictStatus> Inspect(const RemoteOptions& options);
   // The names of the dicts on the bridge's host, sorted (options.dict is ignored).
   static Result<std::vector<std::string>> ListNames(const RemoteOptions& options);
+  // grpc.health.v1.Health/Check of `service` ("": the bridge; "shmdict.v1.Dict/NAME": a dict) at
+  // options.address (a bridge's --listen or --health-listen; options.dict is ignored): true when
+  // SERVING, false for NOT_SERVING or UNKNOWN. kNotFound when the bridge does not know the
+  // service, kUnavailable when nothing answered within options.call_timeout.
+  static Result<bool> CheckHealth(const RemoteOptions& options, const std::string& service);
 
   // Connects and checks that the dict exists; with a mirror, returns once the mirror holds the
   // dict at least at its revision at the time of the call. kNotFound, kUnavailable,

@@ -1,0 +1,76 @@
+// Authorizer: who may do what through this bridge. Every handler of DictService and Watch's start
+// asks it before touching a dict: the caller's token (metadata "authorization: Bearer TOKEN",
+// when the bridge has a --token-file), the dict against the --dict allow-list, and whether a
+// write is allowed (--read-only, or a read-only token).
+//
+// Checked in the service, not in gRPC: gRPC 1.51's AuthMetadataProcessor aborts with insecure
+// server credentials and its server interceptors are experimental.
+//
+// Thread-safety: thread-safe. ReloadTokens may run concurrently with checks; a check sees either
+// the old or the new token set, never a mix. Tokens are compared in constant time and never
+// logged or put into a message.
+#ifndef SHMDICT_BRIDGE_AUTHORIZER_H_
+#define SHMDICT_BRIDGE_AUTHORIZER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shmdict/status.h"
+
+namespace shmdict::bridge {
+
+enum class Access { kRead, kWrite };
+
+class Authorizer {
+ public:
+  struct Options {
+    // Dicts that may be served (nested children come with their parent); empty: every dict.
+    std::set<std::string> dicts;
+    // Every write is refused.
+    bool read_only = false;
+    // Lines "TOKEN rw" / "TOKEN ro"; empty: no token needed.
+    std::string token_file;
+  };
+
+  // Reads the token file, if any: kInvalidArgument naming the file and line when it is malformed,
+  // kNotFound/kPermissionDenied when it cannot be read.
+  static Result<std::unique_ptr<Authorizer>> Create(Options options);
+
+  // OK, or UNAUTHENTICATED (no or unknown token), PERMISSION_DENIED (the dict is not allowed, or
+  // a write by a read-only token or through a --read-only bridge). `dict` empty: no dict check.
+  grpc::Status Check(const grpc::ServerContextBase& context, const std::string& dict,
+                     Access access) const;
+  // The token part of Check alone (Watch checks it when the stream opens, before its dict).
+  grpc::Status Authenticate(const grpc::ServerContextBase& context, Access* granted) const;
+  // Whether `dict` (or, for a nested child "PARENT@c...", its parent) is on the allow-list.
+  bool DictAllowed(const std::string& dict) const;
+  // PERMISSION_DENIED naming the dict when it is not allowed.
+  grpc::Status CheckDict(const std::string& dict) const;
+
+  // Re-reads the token file (SIGHUP). On error the previous tokens stay in force.
+  Status ReloadTokens();
+  bool needs_token() const { return !options_.token_file.empty(); }
+
+ private:
+  struct Token {
+    std::string secret;
+    Access access;
+  };
+  using TokenSet = std::vector<Token>;
+
+  explicit Authorizer(Options options) : options_(std::move(options)) {}
+  static Result<std::shared_ptr<const TokenSet>> ReadTokenFile(const std::string& path);
+
+  const Options options_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const TokenSet> tokens_;  // guarded by mu_ (the pointer; the set is immutable)
+};
+
+}  // namespace shmdict::bridge
+
+#endif  // SHMDICT_BRIDGE_AUTHORIZER_H_
