@@ -179,7 +179,6 @@ T Check(shmdict::Result<T> result, const char* what) {
   return std::move(*result);
 }
 
-
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
 struct ReplyDeleter {
   void operator()(redisReply* r) const { freeReplyObject(r); }
