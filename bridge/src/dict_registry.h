@@ -71,6 +71,9 @@ class DictRegistry {
     Lease& operator=(Lease&&) noexcept = default;
     ~Lease();
     Dict& dict() { return *dict_; }
+    // Takes the handle for good (it never returns to the pool): a Watch stream keeps the handle
+    // its watcher came from for the stream's life, since a watcher fails once its handle closes.
+    std::unique_ptr<Dict> Release() { return std::move(dict_); }
     const std::shared_ptr<DictEntry>& entry() const { return entry_; }
 
    private:

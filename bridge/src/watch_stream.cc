@@ -81,6 +81,7 @@ Status WatchStream::Start(const v1::WatchRequest::Start& start) {
     dict_name_ = start.dict();
     watcher_ = std::move(*watcher);
     entry_ = lease->entry();
+    dict_ = lease->Release();
     watch_limits_.max_changes = start.max_changes_per_message() ? start.max_changes_per_message()
                                                                 : limits_.default_max_changes;
     watch_limits_.max_bytes = limits_.batch_bytes;

@@ -74,6 +74,8 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
   v1::WatchResponse response_;
   std::string dict_name_;
   std::shared_ptr<DictEntry> entry_;  // set once subscribed
+  // Declared before watcher_, so destroyed after it: the watcher fails once its handle closes.
+  std::unique_ptr<Dict> dict_;
   std::unique_ptr<Watcher> watcher_;
   WatchLimits watch_limits_;
   std::chrono::milliseconds progress_interval_{1000};

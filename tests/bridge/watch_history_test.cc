@@ -197,14 +197,21 @@ TEST_F(WatchHistoryTest, HistoriesStayOrderedUniqueAtomicAndGapFreeAcrossBridgeK
   WorkerProcess remote_writer(RemoteWorkerProgram(), {"remote-write", bridge.address(), name_, "r",
                                                       std::to_string(remote_writes)});
   std::vector<WorkerProcess*> writers = {&local_a, &local_b, &remote_writer};
+  // Progress is awaited, never assumed from elapsed time: under a sanitizer on a loaded machine
+  // a worker takes seconds to start.
+  auto await_revision = [&](uint64_t target, const char* what) {
+    const Deadline deadline = DeadlineIn(std::chrono::seconds(120));
+    while (dict->published_revision() < target && Clock::now() < deadline) {
+      Pump(writers, DeadlineIn(20ms));
+    }
+    EXPECT_GE(dict->published_revision(), target) << what;
+  };
   for (int kill = 0; kill < 2; ++kill) {
-    Pump(writers, DeadlineIn(600ms));
+    await_revision(dict->published_revision() + 2000, "the writers are not writing");
     if (kill == 0) start_watcher(dict->published_revision());
     bridge.Kill();
     // Writes made while no bridge runs.
-    const uint64_t before = dict->published_revision();
-    Pump(writers, DeadlineIn(300ms));
-    EXPECT_GT(dict->published_revision(), before) << "no write happened while the bridge was down";
+    await_revision(dict->published_revision() + 500, "no write happened while the bridge was down");
     ASSERT_TRUE(bridge.Start());
   }
   for (const ExitInfo& exit : WaitAll(writers, DeadlineIn(std::chrono::seconds(300)))) {
