@@ -214,8 +214,13 @@ TEST_F(WatchHistoryTest, HistoriesStayOrderedUniqueAtomicAndGapFreeAcrossBridgeK
     await_revision(dict->published_revision() + 500, "no write happened while the bridge was down");
     ASSERT_TRUE(bridge.Start());
   }
-  for (const ExitInfo& exit : WaitAll(writers, DeadlineIn(std::chrono::seconds(300)))) {
-    EXPECT_TRUE(exit.Succeeded()) << exit.ToString();
+  const std::vector<ExitInfo> exits = WaitAll(writers, DeadlineIn(std::chrono::seconds(300)));
+  for (size_t i = 0; i < exits.size(); ++i) {
+    const std::string& output = writers[i]->output();
+    const size_t error = output.rfind("error ");
+    EXPECT_TRUE(exits[i].Succeeded())
+        << writers[i]->description() << ": " << exits[i].ToString() << ": "
+        << (error == std::string::npos ? "" : output.substr(error));
   }
   const uint64_t final_revision = dict->published_revision();
   const Deadline deadline = DeadlineIn(std::chrono::seconds(120));

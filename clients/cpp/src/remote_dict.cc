@@ -3,6 +3,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <fstream>
@@ -348,14 +349,27 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   std::shared_ptr<Connection> connection = std::move(*connected);
 
   // The dict must exist: Status answers NOT_FOUND otherwise. Waits for the bridge up to
-  // open_timeout (it may be starting).
+  // open_timeout (it may be starting). Status is idempotent, so a connection lost with the call
+  // in flight (a bridge killed or restarting: UNAVAILABLE despite wait_for_ready) is retried
+  // until open_timeout, as a bridge not yet listening is waited for.
   v1::StatusRequest status_request;
   status_request.set_dict(options.dict);
   v1::StatusResponse status_response;
-  grpc::ClientContext context;
-  connection->Prepare(&context, options.open_timeout);
-  context.set_wait_for_ready(true);
-  grpc::Status opened = connection->stub->Status(&context, status_request, &status_response);
+  const auto open_deadline = std::chrono::steady_clock::now() + options.open_timeout;
+  grpc::Status opened;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        open_deadline - std::chrono::steady_clock::now());
+    grpc::ClientContext context;
+    connection->Prepare(&context, std::max(left, std::chrono::milliseconds(1)));
+    context.set_wait_for_ready(true);
+    opened = connection->stub->Status(&context, status_request, &status_response);
+    if (opened.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        left <= std::chrono::milliseconds(100)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   if (opened.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
       connection->channel->GetState(false) != GRPC_CHANNEL_READY) {
     // Waiting for a connection that never came is "unreachable", not a slow call.
