@@ -1,5 +1,7 @@
 #include "dict_registry.h"
 
+#include <algorithm>
+
 #include <utility>
 
 namespace shmdict::bridge {
@@ -187,6 +189,34 @@ std::vector<std::string> DictRegistry::AttachedNames() {
   std::vector<std::string> names;
   for (const auto& [name, entry] : entries_) names.push_back(name);
   return names;
+}
+
+std::vector<DictStats> DictRegistry::Stats() {
+  std::vector<std::shared_ptr<DictEntry>> entries;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, entry] : entries_) entries.push_back(entry);
+  }
+  std::vector<DictStats> stats;
+  for (const auto& entry : entries) {
+    DictStats dict;
+    dict.name = entry->name;
+    Result<Lease> lease = Acquire(entry->name);
+    if (lease.ok()) dict.revision = lease->dict().published_revision();
+    dict.writes = entry->writes.load(std::memory_order_relaxed);
+    dict.changes_sent = entry->changes_sent.load(std::memory_order_relaxed);
+    {
+      std::lock_guard lock(entry->subscribers_mu);
+      dict.subscribers = entry->subscribers.size();
+      for (Subscriber* subscriber : entry->subscribers) {
+        const uint64_t sent = subscriber->SentRevision();
+        if (sent < dict.revision)
+          dict.slowest_lag = std::max(dict.slowest_lag, dict.revision - sent);
+      }
+    }
+    stats.push_back(std::move(dict));
+  }
+  return stats;
 }
 
 }  // namespace shmdict::bridge

@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "metrics.h"
 #include "shmdict/dict.h"
 
 namespace shmdict::bridge {
@@ -44,6 +45,8 @@ class Subscriber {
   virtual void Pump() = 0;
   // Ends the stream with `status` (after the write in flight, if any).
   virtual void End(const Status& status) = 0;
+  // Every revision up to this one was sent completely (metrics: the slowest subscriber's lag).
+  virtual uint64_t SentRevision() const = 0;
 };
 
 struct DictEntry;
@@ -100,6 +103,9 @@ class DictRegistry {
   // Names of the dicts currently attached.
   std::vector<std::string> AttachedNames();
 
+  // Figures of every attached dict (metrics); reads each dict's revision through a lease.
+  std::vector<DictStats> Stats();
+
  private:
   void Retire(const std::shared_ptr<DictEntry>& entry, const Status& why);
   void RunNotifier(std::shared_ptr<DictEntry> entry);
@@ -125,6 +131,10 @@ struct DictEntry {
   std::mutex subscribers_mu;
   std::set<Subscriber*> subscribers;
   std::thread notifier;
+
+  // Metrics (relaxed counters).
+  std::atomic<uint64_t> writes{0};
+  std::atomic<uint64_t> changes_sent{0};
   bool notifier_stop = false;  // guarded by subscribers_mu
 };
 

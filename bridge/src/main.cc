@@ -6,20 +6,29 @@
 //
 //                  [--dict NAME]... [--read-only] [--max-value-bytes N] [--token-file FILE]
 //                  [--tls-cert F --tls-key F [--tls-client-ca F]] [--health-listen ADDR]
+//                  [--metrics-listen HOST:PORT] [--ensure] [--idle-exit SECONDS]
+//                  [--exit-with-parent] [--log-file FILE]
 //
 // On start it prints one line per address, "listening on ADDR" (a port of 0 is replaced by the
 // port chosen), then "ready". SIGHUP re-reads the token file. SIGTERM or SIGINT: health turns
 // NOT_SERVING, Watch streams end with UNAVAILABLE (clients resume elsewhere or after a restart),
-// calls in progress get up to 5 s.
+// calls in progress get up to 5 s. --idle-exit ends the same way once no call or Watch stream has
+// been in flight for that long. Started by systemd socket activation (LISTEN_FDS), it serves the
+// sockets passed (plaintext only: gRPC 1.51 cannot speak TLS on adopted sockets).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <httplib.h>
 #include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -31,6 +40,8 @@
 #include "authorizer.h"
 #include "dict_registry.h"
 #include "listen.h"
+#include "metrics.h"
+#include "on_demand.h"
 #include "service.h"
 #include "shmdict/dict.h"
 
@@ -87,6 +98,85 @@ std::string Shown(const shmdict::bridge::ListenAddress& address, int port) {
   return address.spec.substr(0, address.spec.rfind(':') + 1) + std::to_string(port);
 }
 
+// --metrics-listen: Prometheus text at /metrics over plain HTTP (cpp-httplib), from its own thread.
+class MetricsServer {
+ public:
+  MetricsServer(shmdict::bridge::Metrics* metrics, shmdict::bridge::DictRegistry* registry)
+      : metrics_(metrics), registry_(registry) {}
+  ~MetricsServer() { Stop(); }
+
+  // The port bound (0: failed, with *error set).
+  int Start(const std::string& spec, std::string* error) {
+    const size_t colon = spec.rfind(':');
+    if (spec.rfind("unix:", 0) == 0 || colon == std::string::npos || colon == 0) {
+      *error = "--metrics-listen '" + spec + "' must be HOST:PORT (plain HTTP over TCP)";
+      return 0;
+    }
+    std::string host = spec.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    const int wanted = std::atoi(spec.c_str() + colon + 1);
+    server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+      response.set_content(metrics_->Render(registry_->Stats()),
+                           "text/plain; version=0.0.4; charset=utf-8");
+    });
+    const int port = wanted == 0 ? server_.bind_to_any_port(host)
+                                 : (server_.bind_to_port(host, wanted) ? wanted : -1);
+    if (port <= 0) {
+      *error = "cannot listen on " + spec + " for metrics (in use, or not an address of this host)";
+      return 0;
+    }
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    return port;
+  }
+  void Stop() {
+    if (!thread_.joinable()) return;
+    server_.stop();
+    thread_.join();
+  }
+
+ private:
+  shmdict::bridge::Metrics* const metrics_;
+  shmdict::bridge::DictRegistry* const registry_;
+  httplib::Server server_;
+  std::thread thread_;
+};
+
+// --idle-exit: raises SIGTERM (the ordinary, graceful way out) once nothing has been in flight for
+// `idle`.
+class IdleExit {
+ public:
+  IdleExit(const shmdict::bridge::Metrics* metrics, std::chrono::seconds idle)
+      : thread_([this, metrics, idle] {
+          std::unique_lock lock(mu_);
+          const auto tick = std::min<std::chrono::milliseconds>(
+              idle / 4 + std::chrono::milliseconds(1), std::chrono::seconds(1));
+          while (!stop_) {
+            cv_.wait_for(lock, tick);
+            if (!stop_ && metrics->IdleFor() >= idle) {
+              spdlog::info("no call or stream for {} s: exiting (--idle-exit)", idle.count());
+              kill(getpid(), SIGTERM);
+              return;
+            }
+          }
+        }) {}
+  ~IdleExit() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;  // last: started once the rest is constructed
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,6 +193,11 @@ int main(int argc, char** argv) {
   std::string tls_key;
   std::string tls_client_ca;
   std::string health_listen;
+  std::string metrics_listen;
+  bool ensure = false;
+  unsigned idle_exit_seconds = 0;
+  bool exit_with_parent = false;
+  std::string log_file;
   app.add_option("--listen", listen, "HOST:PORT or unix:PATH (repeatable; default 127.0.0.1:7377)");
   app.add_option("--max-message-bytes", max_message_bytes,
                  "largest message sent or accepted; larger values are announced, not sent")
@@ -129,14 +224,58 @@ int main(int argc, char** argv) {
   app.add_option("--health-listen", health_listen,
                  "HOST:PORT or unix:PATH of a plaintext server with the health service only, "
                  "needing no token (for probes)");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "HOST:PORT: Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)");
+  app.add_flag(
+      "--ensure", ensure,
+      "start a detached bridge unless one already answers at the (first) --listen address");
+  app.add_option("--idle-exit", idle_exit_seconds,
+                 "exit once no call or Watch stream has been in flight for SECONDS (0: never)");
+  app.add_flag("--exit-with-parent", exit_with_parent,
+               "exit (as on SIGTERM) when the process that started the bridge dies");
+  app.add_option("--log-file", log_file, "append the log to FILE instead of stderr");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   CLI11_PARSE(app, argc, argv);
-  if (listen.empty()) listen.push_back("127.0.0.1:7377");
+
+  // Socket activation first: the fds are ours only if LISTEN_PID names this process.
+  auto activated = shmdict::bridge::TakeActivationSockets();
+  if (!activated.ok()) return Fail(activated.status().message());
+  const bool tls = !tls_cert.empty() || !tls_key.empty() || !tls_client_ca.empty();
+  if (!activated->empty() && tls) {
+    return Fail(
+        "socket activation serves plaintext only (gRPC 1.51 cannot speak TLS on an adopted "
+        "socket): give TLS listeners with --listen and start the bridge without LISTEN_FDS");
+  }
+  if (listen.empty() && activated->empty()) listen.push_back("127.0.0.1:7377");
+  if (ensure) {
+    if (listen.empty()) return Fail("--ensure needs a --listen address to probe");
+    if (exit_with_parent) return Fail("--ensure starts a detached bridge: drop --exit-with-parent");
+    auto address = shmdict::bridge::ParseListenAddress(listen.front());
+    if (!address.ok()) return Fail(address.status().message());
+    // Before any thread exists: it spawns this program again, without --ensure.
+    return shmdict::bridge::EnsureBridge(*address, argc, argv);
+  }
+  if (exit_with_parent) {
+    // Tests and supervisors that die without cleaning up (a SIGKILLed test binary) must not
+    // leave a bridge behind. The parent may already be gone: then exit at once.
+    const pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) return 0;
+  }
   batch_bytes = std::min(batch_bytes, max_message_bytes);
   access.read_only = read_only;
 
-  auto logger = spdlog::stderr_color_mt("shmdict-bridge");
+  std::shared_ptr<spdlog::logger> logger;
+  if (log_file.empty()) {
+    logger = spdlog::stderr_color_mt("shmdict-bridge");
+  } else {
+    try {
+      logger = spdlog::basic_logger_mt("shmdict-bridge", log_file);
+    } catch (const spdlog::spdlog_ex& error) {
+      return Fail("--log-file '" + log_file + "': " + error.what());
+    }
+    logger->flush_on(spdlog::level::info);
+  }
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -153,7 +292,7 @@ int main(int argc, char** argv) {
   // TLS for TCP listeners. Unix sockets stay plaintext: whoever can reach the socket file is
   // on this host, where the file's mode decides.
   std::shared_ptr<grpc::ServerCredentials> tcp_credentials = grpc::InsecureServerCredentials();
-  if (!tls_cert.empty() || !tls_key.empty() || !tls_client_ca.empty()) {
+  if (tls) {
     if (tls_cert.empty() || tls_key.empty()) {
       return Fail("TLS needs both --tls-cert and --tls-key (--tls-client-ca adds mTLS to them)");
     }
@@ -200,6 +339,7 @@ int main(int argc, char** argv) {
   auto authorizer = shmdict::bridge::Authorizer::Create(access);
   if (!authorizer.ok()) return Fail(authorizer.status().message());
 
+  shmdict::bridge::Metrics metrics;
   HealthServices health;
   shmdict::bridge::DictRegistry registry(
       shmdict::bridge::DictRegistry::Limits{}, [&health](const std::string& dict, bool serving) {
@@ -210,7 +350,8 @@ int main(int argc, char** argv) {
   limits.max_message_bytes = max_message_bytes;
   limits.batch_bytes = batch_bytes;
   limits.default_progress_interval = std::chrono::milliseconds(progress_interval_ms);
-  shmdict::bridge::DictService service(&registry, limits, authorizer->get(), max_value_bytes);
+  shmdict::bridge::DictService service(&registry, limits, authorizer->get(), max_value_bytes,
+                                       &metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   // The probe server: plaintext, no token, no shmdict.v1.Dict: the health service (and server
@@ -256,6 +397,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
+    if (addresses.empty()) return Fail("the gRPC server did not start");
     std::string all;
     for (const auto& address : addresses) all += (all.empty() ? "" : ", ") + address.spec;
     return Fail("cannot listen on " + all +
@@ -269,6 +411,28 @@ int main(int argc, char** argv) {
                   " (in use by another process, or not an address of this host)");
     }
   }
+  std::unique_ptr<shmdict::bridge::ActivatedListeners> adopted;
+  if (!activated->empty()) {
+    for (int fd : *activated) {
+      const std::string shown = shmdict::bridge::DescribeSocket(fd);
+      std::printf("listening on %s\n", shown.c_str());
+      spdlog::info("listening address={} (socket activation, fd {})", shown, fd);
+    }
+    adopted = std::make_unique<shmdict::bridge::ActivatedListeners>(*activated, server.get());
+  }
+  MetricsServer metrics_server(&metrics, &registry);
+  if (!metrics_listen.empty()) {
+    std::string error;
+    const int port = metrics_server.Start(metrics_listen, &error);
+    if (port == 0) {
+      server->Shutdown();
+      return Fail(error);
+    }
+    const std::string shown =
+        metrics_listen.substr(0, metrics_listen.rfind(':') + 1) + std::to_string(port);
+    std::printf("metrics listening on %s\n", shown.c_str());
+    spdlog::info("metrics listening address={}", shown);
+  }
   health.Add(server->GetHealthCheckService());
   health.SetAll(true);
   health.Set(kServiceName, true);
@@ -280,6 +444,8 @@ int main(int argc, char** argv) {
   }
   std::printf("ready\n");
   std::fflush(stdout);
+  std::optional<IdleExit> idle_exit;
+  if (idle_exit_seconds > 0) idle_exit.emplace(&metrics, std::chrono::seconds(idle_exit_seconds));
 
   int signal_number = 0;
   for (;;) {
@@ -294,11 +460,14 @@ int main(int argc, char** argv) {
     }
   }
   spdlog::info("shutting down signal={}", signal_number);
+  idle_exit.reset();
+  if (adopted) adopted->Stop();
   health.SetAll(false);
   registry.Shutdown(
       shmdict::Status(shmdict::StatusCode::kUnavailable, "the bridge is shutting down: reconnect"));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (health_server) health_server->Shutdown(std::chrono::system_clock::now());
+  metrics_server.Stop();
   spdlog::info("stopped");
   return 0;
 }

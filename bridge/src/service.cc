@@ -28,21 +28,27 @@ grpc::Status Fail(const Status& status, const std::string& dict) {
 
 // Asks the authorizer, then leases a handle of `name` and runs fn(Dict&) -> Status with it; logs
 // failures with the peer.
+// Records the call in `metrics` with the size of `response` (null: a stream that counts its own
+// messages).
 template <typename Fn>
-grpc::Status WithDict(DictRegistry* registry, const Authorizer& authorizer,
+grpc::Status WithDict(DictRegistry* registry, const Authorizer& authorizer, Metrics* metrics,
                       grpc::ServerContext* context, const char* method, const std::string& name,
-                      Access access, Fn&& fn) {
+                      Access access, const google::protobuf::MessageLite* response, Fn&& fn) {
+  Metrics::Call call(metrics, method);
   grpc::Status allowed = authorizer.Check(*context, name, access);
   if (!allowed.ok()) {
     spdlog::info("{} refused dict={} peer={}: {}", method, name, context->peer(),
                  allowed.error_message());
-    return allowed;
+    return call.Finish(allowed, 0);
   }
   Result<DictRegistry::Lease> lease = registry->Acquire(name);
   Status status = lease.ok() ? fn(lease->dict()) : lease.status();
-  if (status.ok()) return grpc::Status::OK;
+  if (status.ok()) {
+    if (access == Access::kWrite) lease->entry()->writes.fetch_add(1, std::memory_order_relaxed);
+    return call.Finish(grpc::Status::OK, response != nullptr ? response->ByteSizeLong() : 0);
+  }
   spdlog::info("{} failed dict={} peer={}: {}", method, name, context->peer(), status.ToString());
-  return Fail(status, name);
+  return call.Finish(Fail(status, name), 0);
 }
 
 Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
@@ -72,7 +78,7 @@ CoreStatus DictService::CheckKeyAndValue(std::string_view key, const Value* valu
 grpc::Status DictService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
                               v1::GetResponse* response) {
   return WithDict(
-      registry_, *authorizer_, context, "Get", request->dict(), Access::kRead,
+      registry_, *authorizer_, metrics_, context, "Get", request->dict(), Access::kRead, response,
       [&](Dict& dict) -> CoreStatus {
         const uint64_t wanted = request->min_revision();
         while (dict.published_revision() < wanted) {
@@ -105,8 +111,8 @@ grpc::Status DictService::Get(grpc::ServerContext* context, const v1::GetRequest
 
 grpc::Status DictService::Set(grpc::ServerContext* context, const v1::SetRequest* request,
                               v1::WriteResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "Set", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "Set", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     Value value;
                     CoreStatus decoded = DecodeValue(request->value(), &value, "value");
                     if (!decoded.ok()) return decoded;
@@ -122,8 +128,8 @@ grpc::Status DictService::Set(grpc::ServerContext* context, const v1::SetRequest
 grpc::Status DictService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
                                  v1::DeleteResponse* response) {
   return WithDict(
-      registry_, *authorizer_, context, "Delete", request->dict(), Access::kWrite,
-      [&](Dict& dict) -> CoreStatus {
+      registry_, *authorizer_, metrics_, context, "Delete", request->dict(), Access::kWrite,
+      response, [&](Dict& dict) -> CoreStatus {
         Result<bool> existed = dict.Erase(request->key());
         if (!existed.ok()) return existed.status();
         response->set_existed(*existed);
@@ -134,8 +140,8 @@ grpc::Status DictService::Delete(grpc::ServerContext* context, const v1::DeleteR
 
 grpc::Status DictService::Pop(grpc::ServerContext* context, const v1::PopRequest* request,
                               v1::PopResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "Pop", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "Pop", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     Result<std::optional<Value>> popped = dict.Pop(request->key());
                     if (!popped.ok()) return popped.status();
                     response->set_key(request->key());
@@ -152,8 +158,8 @@ grpc::Status DictService::Pop(grpc::ServerContext* context, const v1::PopRequest
 
 grpc::Status DictService::PopItem(grpc::ServerContext* context, const v1::PopItemRequest* request,
                                   v1::PopResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "PopItem", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "PopItem", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     auto popped = dict.PopItem();
                     if (!popped.ok()) return popped.status();
                     response->set_found(popped->has_value());
@@ -171,8 +177,8 @@ grpc::Status DictService::PopItem(grpc::ServerContext* context, const v1::PopIte
 grpc::Status DictService::SetDefault(grpc::ServerContext* context,
                                      const v1::SetDefaultRequest* request,
                                      v1::SetDefaultResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "SetDefault", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "SetDefault", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     Value fallback;
                     CoreStatus decoded =
                         DecodeValue(request->default_value(), &fallback, "default_value");
@@ -189,8 +195,8 @@ grpc::Status DictService::SetDefault(grpc::ServerContext* context,
 
 grpc::Status DictService::Clear(grpc::ServerContext* context, const v1::ClearRequest* request,
                                 v1::WriteResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "Clear", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "Clear", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     Result<uint64_t> revision = dict.Clear();
                     if (!revision.ok()) return revision.status();
                     response->set_revision(*revision);
@@ -200,8 +206,8 @@ grpc::Status DictService::Clear(grpc::ServerContext* context, const v1::ClearReq
 
 grpc::Status DictService::Batch(grpc::ServerContext* context, const v1::BatchRequest* request,
                                 v1::WriteResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "Batch", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "Batch", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     // Decode everything before writing anything: a bad mutation changes nothing.
                     std::vector<Change> changes(request->mutations_size());
                     for (int i = 0; i < request->mutations_size(); ++i) {
@@ -234,8 +240,8 @@ grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
                                         const v1::CompareAndSetRequest* request,
                                         v1::CompareAndSetResponse* response) {
   return WithDict(
-      registry_, *authorizer_, context, "CompareAndSet", request->dict(), Access::kWrite,
-      [&](Dict& dict) -> CoreStatus {
+      registry_, *authorizer_, metrics_, context, "CompareAndSet", request->dict(), Access::kWrite,
+      response, [&](Dict& dict) -> CoreStatus {
         std::optional<Value> expected;
         std::optional<Value> desired;
         if (request->has_expected()) {
@@ -260,8 +266,8 @@ grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
 grpc::Status DictService::Increment(grpc::ServerContext* context,
                                     const v1::IncrementRequest* request,
                                     v1::IncrementResponse* response) {
-  return WithDict(registry_, *authorizer_, context, "Increment", request->dict(), Access::kWrite,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "Increment", request->dict(),
+                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
                     CoreStatus sized = CheckKeyAndValue(request->key(), nullptr);
                     if (!sized.ok()) return sized;
                     Result<int64_t> value = dict.Increment(request->key(), request->delta());
@@ -274,8 +280,8 @@ grpc::Status DictService::Increment(grpc::ServerContext* context,
 
 grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListRequest* request,
                                grpc::ServerWriter<v1::ListResponse>* writer) {
-  return WithDict(registry_, *authorizer_, context, "List", request->dict(), Access::kRead,
-                  [&](Dict& dict) -> CoreStatus {
+  return WithDict(registry_, *authorizer_, metrics_, context, "List", request->dict(),
+                  Access::kRead, nullptr, [&](Dict& dict) -> CoreStatus {
                     const uint32_t per_message = request->max_entries_per_message()
                                                      ? request->max_entries_per_message()
                                                      : kDefaultListEntriesPerMessage;
@@ -291,6 +297,7 @@ grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListReque
                           bytes += key.size() + value.data.size();
                           if (message.entries_size() >= static_cast<int>(per_message) ||
                               bytes >= limits_.batch_bytes) {
+                            if (metrics_ != nullptr) metrics_->AddBytesSent(message.ByteSizeLong());
                             client_gone = !writer->Write(message);
                             message.Clear();
                             bytes = 0;
@@ -300,6 +307,7 @@ grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListReque
                       return CoreStatus(StatusCode::kCancelled, "the client went away");
                     message.set_revision(revision);
                     message.set_last(true);
+                    if (metrics_ != nullptr) metrics_->AddBytesSent(message.ByteSizeLong());
                     writer->Write(message);
                     return CoreStatus::Ok();
                   });
@@ -307,13 +315,14 @@ grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListReque
 
 grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusRequest* request,
                                  v1::StatusResponse* response) {
+  Metrics::Call call(metrics_, "Status");
   grpc::Status allowed = authorizer_->Check(*context, request->dict(), Access::kRead);
-  if (!allowed.ok()) return allowed;
+  if (!allowed.ok()) return call.Finish(allowed, 0);
   Result<DictStatus> status = Dict::Inspect(request->dict());
   if (!status.ok()) {
-    spdlog::info("CoreStatus failed dict={} peer={}: {}", request->dict(), context->peer(),
+    spdlog::info("Status failed dict={} peer={}: {}", request->dict(), context->peer(),
                  status.status().ToString());
-    return Fail(status.status(), request->dict());
+    return call.Finish(Fail(status.status(), request->dict()), 0);
   }
   response->set_dict(status->name);
   response->set_revision(status->revision);
@@ -324,24 +333,25 @@ grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusR
   response->set_snapshot_revision(status->snapshot_revision);
   response->set_lock_held(status->lock_held);
   response->set_segment_bytes(status->segment_bytes);
-  return grpc::Status::OK;
+  return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
 grpc::Status DictService::ListDicts(grpc::ServerContext* context, const v1::ListDictsRequest*,
                                     v1::ListDictsResponse* response) {
+  Metrics::Call call(metrics_, "ListDicts");
   grpc::Status allowed = authorizer_->Check(*context, "", Access::kRead);
-  if (!allowed.ok()) return allowed;
+  if (!allowed.ok()) return call.Finish(allowed, 0);
   Result<std::vector<std::string>> names = Dict::ListNames();
-  if (!names.ok()) return wire::ToGrpc(names.status());
+  if (!names.ok()) return call.Finish(wire::ToGrpc(names.status()), 0);
   for (const std::string& name : *names) {
     if (authorizer_->DictAllowed(name)) response->add_dicts(name);
   }
-  return grpc::Status::OK;
+  return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
 grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* DictService::Watch(
     grpc::CallbackServerContext* context) {
-  return new WatchStream(registry_, limits_, authorizer_, *context);
+  return new WatchStream(registry_, limits_, authorizer_, metrics_, *context);
 }
 
 }  // namespace shmdict::bridge

@@ -11,6 +11,7 @@
 
 #include "authorizer.h"
 #include "dict_registry.h"
+#include "metrics.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 #include "watch_stream.h"
 
@@ -21,12 +22,14 @@ class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Se
   // `authorizer` is asked before every call touches a dict (it outlives the service).
   // `max_value_bytes`: a key or value larger than this is refused with RESOURCE_EXHAUSTED before
   // anything is written (0: no limit beyond the message size).
+  // `metrics` (may be null) records every call.
   DictService(DictRegistry* registry, StreamLimits limits, const Authorizer* authorizer,
-              size_t max_value_bytes = 0)
+              size_t max_value_bytes = 0, Metrics* metrics = nullptr)
       : registry_(registry),
         limits_(limits),
         authorizer_(authorizer),
-        max_value_bytes_(max_value_bytes) {}
+        max_value_bytes_(max_value_bytes),
+        metrics_(metrics) {}
 
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
@@ -68,6 +71,7 @@ class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Se
   const StreamLimits limits_;
   const Authorizer* const authorizer_;
   const size_t max_value_bytes_;
+  Metrics* const metrics_;
 };
 
 }  // namespace shmdict::bridge

@@ -15,8 +15,14 @@ constexpr size_t kPerItemOverhead = 32;
 }  // namespace
 
 WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
-                         const Authorizer* authorizer, const grpc::CallbackServerContext& context)
-    : registry_(registry), limits_(limits), authorizer_(authorizer), peer_(context.peer()) {
+                         const Authorizer* authorizer, Metrics* metrics,
+                         const grpc::CallbackServerContext& context)
+    : registry_(registry),
+      limits_(limits),
+      authorizer_(authorizer),
+      metrics_(metrics),
+      call_(metrics, "Watch"),
+      peer_(context.peer()) {
   // Writes are not asked for: a read-only token may watch.
   Access granted = Access::kRead;
   grpc::Status allowed = authorizer_->Authenticate(context, &granted);
@@ -90,6 +96,7 @@ Status WatchStream::Start(const v1::WatchRequest::Start& start) {
                                         limits_.min_progress_interval)
                              : limits_.default_progress_interval;
     sent_revision_ = after;
+    published_sent_revision_.store(after, std::memory_order_relaxed);
     progress_requested_ = start.from_current();
     last_sent_ = std::chrono::steady_clock::now();
     started_ = true;
@@ -107,6 +114,8 @@ void WatchStream::Pump() {
 void WatchStream::PumpLocked() {
   if (!started_ || finished_ || finish_after_write_ || write_in_flight_) return;
   if (!FillLocked()) return;
+  published_sent_revision_.store(sent_revision_, std::memory_order_relaxed);
+  if (metrics_ != nullptr) metrics_->AddBytesSent(response_.ByteSizeLong());
   write_in_flight_ = true;
   last_sent_ = std::chrono::steady_clock::now();
   StartWrite(&response_);
@@ -176,6 +185,7 @@ void WatchStream::FillChangesLocked() {
       wire::ToProto(std::move(change.value), out->mutable_value());
     }
   }
+  if (entry_) entry_->changes_sent.fetch_add(i - pending_next_, std::memory_order_relaxed);
   uint64_t complete = 0;
   if (i == changes.size()) {
     complete = pending_.revision;
@@ -241,6 +251,7 @@ void WatchStream::End(const Status& status) {
 
 void WatchStream::FinishLocked(const grpc::Status& status) {
   if (finished_ || finish_after_write_) return;
+  final_status_ = status;
   if (watcher_) watcher_->Cancel();
   if (write_in_flight_) {
     finish_after_write_ = true;
@@ -264,6 +275,7 @@ void WatchStream::OnDone() {
   }
   if (entry) registry_->Unsubscribe(entry, this);
   spdlog::debug("watch done dict={} peer={} revision={}", dict_name_, peer_, sent_revision_);
+  call_.Finish(final_status_, 0);
   delete this;
 }
 

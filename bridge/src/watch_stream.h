@@ -16,6 +16,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,7 @@
 
 #include "authorizer.h"
 #include "dict_registry.h"
+#include "metrics.h"
 #include "shmdict/store.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 
@@ -44,11 +46,15 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
  public:
   // Checks the caller's token (authorizer) first: a refused stream finishes at once; the dict of
   // its start message is checked against the allow-list when it arrives.
+  // `metrics` (may be null) counts the stream as a call in flight until it is done.
   WatchStream(DictRegistry* registry, const StreamLimits& limits, const Authorizer* authorizer,
-              const grpc::CallbackServerContext& context);
+              Metrics* metrics, const grpc::CallbackServerContext& context);
 
   void Pump() override;
   void End(const Status& status) override;
+  uint64_t SentRevision() const override {
+    return published_sent_revision_.load(std::memory_order_relaxed);
+  }
 
  private:
   void OnReadDone(bool ok) override;
@@ -67,6 +73,8 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
   DictRegistry* const registry_;
   const StreamLimits limits_;
   const Authorizer* const authorizer_;
+  Metrics* const metrics_;
+  Metrics::Call call_;
   const std::string peer_;
 
   std::mutex mu_;
@@ -90,6 +98,8 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
   ChangeBatch pending_;
   size_t pending_next_ = 0;
   uint64_t sent_revision_ = 0;  // every revision up to here went out completely
+  std::atomic<uint64_t> published_sent_revision_{0};  // sent_revision_, for SentRevision()
+  grpc::Status final_status_;                         // how the stream finished (metrics)
 };
 
 }  // namespace shmdict::bridge

@@ -1,5 +1,7 @@
 #include "bridge_process.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -41,8 +43,13 @@ bool BridgeProcess::Start() {
     args.push_back("--listen");
     args.push_back(address);
   }
-  args.push_back("--log-level");
-  args.push_back("warn");
+  // Quiet unless a test asks for more (CLI11 refuses the option twice).
+  if (std::find(extra_args_.begin(), extra_args_.end(), "--log-level") == extra_args_.end()) {
+    args.push_back("--log-level");
+    args.push_back("warn");
+  }
+  // A test binary killed by its timeout runs no destructor: the bridge must not outlive it.
+  args.push_back("--exit-with-parent");
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   process_ = std::make_unique<WorkerProcess>(BridgeProgram(), args);
   const Deadline deadline = DeadlineIn(kWorkerTimeout);
