@@ -189,4 +189,19 @@ std::vector<std::string> DictRegistry::AttachedNames() {
   return names;
 }
 
+std::map<std::string, uint64_t> DictRegistry::SubscriberCounts() {
+  std::vector<std::shared_ptr<DictEntry>> entries;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, entry] : entries_) entries.push_back(entry);
+  }
+  // Each entry's lock after mu_ is released: nothing holds both.
+  std::map<std::string, uint64_t> counts;
+  for (const auto& entry : entries) {
+    std::lock_guard lock(entry->subscribers_mu);
+    counts[entry->name] = entry->subscribers.size();
+  }
+  return counts;
+}
+
 }  // namespace shmdict::bridge

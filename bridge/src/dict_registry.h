@@ -99,6 +99,9 @@ class DictRegistry {
 
   // Names of the dicts currently attached.
   std::vector<std::string> AttachedNames();
+  // The dicts currently attached, each with its number of Watch streams (for the bridge's
+  // presence record).
+  std::map<std::string, uint64_t> SubscriberCounts();
 
  private:
   void Retire(const std::shared_ptr<DictEntry>& entry, const Status& why);

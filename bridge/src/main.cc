@@ -31,6 +31,7 @@
 #include "authorizer.h"
 #include "dict_registry.h"
 #include "listen.h"
+#include "presence.h"
 #include "service.h"
 #include "shmdict/dict.h"
 
@@ -278,6 +279,16 @@ int main(int argc, char** argv) {
     std::printf("listening on %s\n", shown.c_str());
     spdlog::info("listening address={}", shown);
   }
+  // Advisory: `shmdict ls` / `status` show this bridge while it lives; serving does not need it.
+  // Listed before "ready", so that whoever waited for "ready" finds it listed.
+  std::vector<std::string> shown_addresses;
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    shown_addresses.push_back(Shown(addresses[i], ports[i]));
+  }
+  auto presence = shmdict::bridge::PresencePublisher::Start(
+      {.addresses = shown_addresses,
+       .counts = [&registry] { return registry.SubscriberCounts(); }});
+  if (!presence.ok()) spdlog::warn("not listed in `shmdict ls`: {}", presence.status().message());
   std::printf("ready\n");
   std::fflush(stdout);
 
@@ -294,6 +305,7 @@ int main(int argc, char** argv) {
     }
   }
   spdlog::info("shutting down signal={}", signal_number);
+  if (presence.ok()) presence->reset();  // no longer listed as serving
   health.SetAll(false);
   registry.Shutdown(
       shmdict::Status(shmdict::StatusCode::kUnavailable, "the bridge is shutting down: reconnect"));
