@@ -191,12 +191,16 @@ std::vector<std::string> DictRegistry::AttachedNames() {
   return names;
 }
 
-std::vector<DictStats> DictRegistry::Stats() {
+std::vector<std::shared_ptr<DictEntry>> DictRegistry::Entries() {
+  std::lock_guard lock(mu_);
   std::vector<std::shared_ptr<DictEntry>> entries;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [name, entry] : entries_) entries.push_back(entry);
-  }
+  for (const auto& [name, entry] : entries_) entries.push_back(entry);
+  return entries;
+}
+
+std::vector<DictStats> DictRegistry::Stats() {
+  // Each entry's locks are taken after mu_ is released: nothing holds both.
+  const std::vector<std::shared_ptr<DictEntry>> entries = Entries();
   std::vector<DictStats> stats;
   for (const auto& entry : entries) {
     DictStats dict;
@@ -217,6 +221,16 @@ std::vector<DictStats> DictRegistry::Stats() {
     stats.push_back(std::move(dict));
   }
   return stats;
+}
+
+std::map<std::string, uint64_t> DictRegistry::SubscriberCounts() {
+  const std::vector<std::shared_ptr<DictEntry>> entries = Entries();
+  std::map<std::string, uint64_t> counts;
+  for (const auto& entry : entries) {
+    std::lock_guard lock(entry->subscribers_mu);
+    counts[entry->name] = entry->subscribers.size();
+  }
+  return counts;
 }
 
 }  // namespace shmdict::bridge

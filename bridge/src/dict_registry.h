@@ -102,11 +102,16 @@ class DictRegistry {
 
   // Names of the dicts currently attached.
   std::vector<std::string> AttachedNames();
+  // The dicts currently attached, each with its number of Watch streams (for the bridge's
+  // presence record).
+  std::map<std::string, uint64_t> SubscriberCounts();
 
   // Figures of every attached dict (metrics); reads each dict's revision through a lease.
   std::vector<DictStats> Stats();
 
  private:
+  // A copy of the attached entries, taken under mu_.
+  std::vector<std::shared_ptr<DictEntry>> Entries();
   void Retire(const std::shared_ptr<DictEntry>& entry, const Status& why);
   void RunNotifier(std::shared_ptr<DictEntry> entry);
 

@@ -42,6 +42,7 @@
 #include "listen.h"
 #include "metrics.h"
 #include "on_demand.h"
+#include "presence.h"
 #include "service.h"
 #include "shmdict/dict.h"
 
@@ -442,6 +443,17 @@ int main(int argc, char** argv) {
     std::printf("listening on %s\n", shown.c_str());
     spdlog::info("listening address={}", shown);
   }
+  // Advisory: `shmdict ls` / `status` show this bridge while it lives; serving does not need it.
+  // Listed before "ready", so that whoever waited for "ready" finds it listed.
+  std::vector<std::string> shown_addresses;
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    shown_addresses.push_back(Shown(addresses[i], ports[i]));
+  }
+  for (int fd : *activated) shown_addresses.push_back(shmdict::bridge::DescribeSocket(fd));
+  auto presence = shmdict::bridge::PresencePublisher::Start(
+      {.addresses = shown_addresses,
+       .counts = [&registry] { return registry.SubscriberCounts(); }});
+  if (!presence.ok()) spdlog::warn("not listed in `shmdict ls`: {}", presence.status().message());
   std::printf("ready\n");
   std::fflush(stdout);
   std::optional<IdleExit> idle_exit;
@@ -462,6 +474,7 @@ int main(int argc, char** argv) {
   spdlog::info("shutting down signal={}", signal_number);
   idle_exit.reset();
   if (adopted) adopted->Stop();
+  if (presence.ok()) presence->reset();  // no longer listed as serving
   health.SetAll(false);
   registry.Shutdown(
       shmdict::Status(shmdict::StatusCode::kUnavailable, "the bridge is shutting down: reconnect"));

@@ -20,6 +20,9 @@
 #include <spdlog/spdlog.h>
 
 #include "shmdict/dict.h"
+#ifdef SHMDICT_CLI_PRESENCE
+#include "presence.h"
+#endif
 #ifdef SHMDICT_CLI_REMOTE
 #include "shmdict/remote_dict.h"
 #endif
@@ -318,8 +321,43 @@ int PrintFields(const CommandLine& cl, const Json& fields) {
   return kExitOk;
 }
 
-// ls: one JSON array, or NAME, ENTRIES, REVISION, STATE lines (STATE "remote" for a row a
-// bridge reported: whether its creator lives is for the bridge's host to see).
+#ifdef SHMDICT_CLI_PRESENCE
+// The live bridges of this host, from their advisory records (bridge/src/presence.h): shown, never
+// trusted for anything else. `dict`: only those that have it attached, with its subscribers.
+Json BridgesJson(const std::vector<bridge::BridgeRecord>& bridges, const std::string* dict) {
+  Json all = Json::array();
+  for (const bridge::BridgeRecord& record : bridges) {
+    auto served = dict != nullptr ? record.dicts.find(*dict) : record.dicts.end();
+    if (dict != nullptr && served == record.dicts.end()) continue;
+    Json one = Json::object();
+    one["pid"] = record.pid;
+    one["since"] = bridge::FormatUtc(record.since_unix);
+    one["since_unix"] = record.since_unix;
+    one["addresses"] = record.addresses;
+    if (dict != nullptr) {
+      one["subscribers"] = served->second;
+    } else {
+      Json dicts = Json::object();
+      for (const auto& [name, subscribers] : record.dicts) dicts[name] = subscribers;
+      one["dicts"] = std::move(dicts);
+    }
+    all.push_back(std::move(one));
+  }
+  return all;
+}
+
+std::string Joined(const Json& strings, std::string_view separator) {
+  std::string text;
+  for (const Json& s : strings) {
+    text += (text.empty() ? "" : std::string(separator)) + s.get<std::string>();
+  }
+  return text.empty() ? "-" : text;
+}
+#endif
+
+// ls: one JSON array, or NAME, ENTRIES, REVISION, STATE[, BRIDGES] lines (STATE "remote" for a
+// row a bridge reported: whether its creator lives is for the bridge's host to see; BRIDGES, the
+// number of live local bridges serving the dict, for local rows in builds with the bridge).
 int PrintLsRows(const CommandLine& cl, const Json& all) {
   if (cl.json) {
     std::cout << all.dump() << '\n';
@@ -334,7 +372,9 @@ int PrintLsRows(const CommandLine& cl, const Json& all) {
     const char* state = !row.contains("abandoned")     ? "remote"
                         : row["abandoned"].get<bool>() ? "abandoned"
                                                        : "in-use";
-    std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << '\t' << state << '\n';
+    std::cout << row["entries"].dump() << '\t' << row["revision"].dump() << '\t' << state;
+    if (row.contains("bridges")) std::cout << '\t' << row["bridges"].dump();
+    std::cout << '\n';
   }
   return kExitOk;
 }
@@ -632,14 +672,32 @@ int RunStatus(const CommandLine& cl) {
   if (!cl.remote.empty()) return RunRemoteStatus(cl);
   Result<DictStatus> status = Dict::Inspect(cl.name);
   if (!status.ok()) return Fail(cl.name, ExplainNotFound(cl.name, status.status()));
-  const Json fields = StatusJson(*status);
+  Json fields = StatusJson(*status);
+#ifdef SHMDICT_CLI_PRESENCE
+  // Plain: "bridges: N", then one "bridge: ..." line per bridge after the fields.
+  const Json bridges = BridgesJson(bridge::ListLiveBridges(), &cl.name);
+  fields["bridges"] = cl.json ? bridges : Json(bridges.size());
+  PrintFields(cl, fields);
+  if (!cl.json) {
+    for (const Json& b : bridges) {
+      std::cout << "bridge: " << Joined(b["addresses"], ",") << " pid=" << b["pid"].dump()
+                << " since=" << b["since"].get<std::string>()
+                << " subscribers=" << b["subscribers"].dump() << '\n';
+    }
+  }
+  return kExitOk;
+#else
   return PrintFields(cl, fields);
+#endif
 }
 
 int RunLs(const CommandLine& cl) {
   if (!cl.remote.empty()) return RunRemoteLs(cl);
   Result<std::vector<std::string>> names = Dict::ListNames();
   if (!names.ok()) return FailWithoutDict("cannot list dicts: " + names.status().ToString());
+#ifdef SHMDICT_CLI_PRESENCE
+  const std::vector<bridge::BridgeRecord> bridges = bridge::ListLiveBridges();
+#endif
   Json all = Json::array();
   for (const std::string& name : *names) {
     Result<DictStatus> status = Dict::Inspect(name);
@@ -656,10 +714,41 @@ int RunLs(const CommandLine& cl) {
       row["creator_pid"] = status->creator_pid;
       row["creator_alive"] = status->creator_alive;
       row["attached"] = status->attached;
+#ifdef SHMDICT_CLI_PRESENCE
+      row["bridges"] = std::count_if(bridges.begin(), bridges.end(),
+                                     [&](const auto& b) { return b.dicts.contains(name); });
+#endif
     }
     all.push_back(std::move(row));
   }
   return PrintLsRows(cl, all);
+}
+
+int RunBridges(const CommandLine& cl) {
+  if (!cl.remote.empty()) {
+    return FailWithoutDict(
+        "bridges lists the bridges of this host only (run it on the bridge's host, without "
+        "--remote)");
+  }
+#ifdef SHMDICT_CLI_PRESENCE
+  const Json all = BridgesJson(bridge::ListLiveBridges(), nullptr);
+  if (cl.json) {
+    std::cout << all.dump() << '\n';
+    return kExitOk;
+  }
+  for (const Json& b : all) {
+    std::string dicts;
+    for (const auto& [name, subscribers] : b["dicts"].items()) {
+      dicts += (dicts.empty() ? "" : ",") + name + ":" + subscribers.dump();
+    }
+    std::cout << b["pid"].dump() << '\t' << b["since"].get<std::string>() << '\t'
+              << Joined(b["addresses"], ",") << '\t' << (dicts.empty() ? "-" : dicts) << '\n';
+  }
+  return kExitOk;
+#else
+  (void)cl;
+  return FailWithoutDict("this shmdict was built without bridge support: bridges is unavailable");
+#endif
 }
 
 int RunUnlink(const CommandLine& cl) {

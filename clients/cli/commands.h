@@ -63,6 +63,8 @@ int RunWatch(const CommandLine& cl);
 int RunStatus(const CommandLine& cl);
 int RunLs(const CommandLine& cl);
 int RunUnlink(const CommandLine& cl);
+// The live shmdict-bridge processes of this host (their advisory records).
+int RunBridges(const CommandLine& cl);
 // Exit 0 when the bridge reports `service` SERVING, 1 when NOT_SERVING or unknown, 2 when it
 // cannot be reached.
 int RunHealth(const CommandLine& cl);

@@ -176,18 +176,31 @@ int main(int argc, char** argv) {
               "One JSON object per line: {\"revision\", \"op\", \"key\", \"type\", \"value\"} "
               "with key and value in export's exact form");
 
-  CLI::App* status =
-      add_command("status", "Print every status field of a dict",
-                  "Plain: 'field: value' lines. Does not attach to the dict.", RunStatus);
+  CLI::App* status = add_command(
+      "status", "Print every status field of a dict",
+      "Plain: 'field: value' lines. Does not attach to the dict. 'bridges: N' counts the live "
+      "bridges of this host serving the dict (one that has attached it); a line 'bridge: "
+      "ADDRESSES pid=PID since=TIME subscribers=N' follows for each (--json: an array).",
+      RunStatus);
   AddName(status, &cl);
   AddJsonFlag(status, &cl, "Print one JSON object");
 
   CLI::App* ls = add_command(
       "ls", "List the dicts on this host",
-      "Plain: 'NAME<tab>ENTRIES<tab>REVISION<tab>STATE' lines; STATE is 'abandoned' when the "
-      "dict's creator is gone and no process has it open, else 'in-use'.",
+      "Plain: 'NAME<tab>ENTRIES<tab>REVISION<tab>STATE<tab>BRIDGES' lines; STATE is "
+      "'abandoned' when the dict's creator is gone and no process has it open, else 'in-use'; "
+      "BRIDGES is the number of live bridges of this host serving the dict.",
       RunLs);
   AddJsonFlag(ls, &cl, "Print one JSON array of objects");
+
+  CLI::App* bridges = add_command(
+      "bridges", "List the live shmdict-bridge processes of this host",
+      "Plain: 'PID<tab>SINCE<tab>ADDRESSES<tab>DICTS' lines, DICTS as 'NAME:SUBSCRIBERS,...' "
+      "(the dicts the bridge has attached, with their Watch streams). From the bridges' "
+      "advisory records in /dev/shm/shmdict-bridges ($SHMDICT_BRIDGE_REGISTRY_DIR): a bridge "
+      "that was killed is never listed.",
+      RunBridges);
+  AddJsonFlag(bridges, &cl, "Print one JSON array of objects");
 
   CLI::App* unlink_command = add_command(
       "unlink", "Remove a dict and every segment it owns",

@@ -27,6 +27,21 @@ class TempDir {
   std::string path_;
 };
 
+// The bridge presence registry (bridge/src/presence.h) of this test process: a fresh directory
+// in $SHMDICT_BRIDGE_REGISTRY_DIR, set before main so that every bridge and CLI a test starts
+// registers and looks there, never in /dev/shm (tests SIGKILL bridges, whose records stay until
+// a reader removes them). Removed at exit.
+const std::string& BridgeRegistryDir();
+
+// What `shmdict ARGS` printed and how it exited (code -1: it did not exit by itself).
+struct CliRun {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs the CLI (SHMDICT_CLI_PATH) with `input` on its stdin, to completion.
+CliRun RunCli(const std::vector<std::string>& args, const std::string& input = "");
+
 inline std::string BridgeProgram() { return SHMDICT_BRIDGE_PATH; }
 inline std::string RemoteWorkerProgram() { return SHMDICT_REMOTE_WORKER_PATH; }
 

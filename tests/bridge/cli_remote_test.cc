@@ -17,11 +17,7 @@
 namespace shmdict::testing {
 namespace {
 
-struct Ran {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using Ran = CliRun;
 
 class CliRemoteTest : public DictTestBase {
  protected:
@@ -31,20 +27,7 @@ class CliRemoteTest : public DictTestBase {
   }
 
   Ran Run(std::vector<std::string> args, const std::string& input = "") {
-    const std::string err_path = dir_.path() + "/stderr";
-    std::vector<std::string> sh = {"-c", "exec \"$0\" \"$@\" 2>'" + err_path + "'",
-                                   SHMDICT_CLI_PATH};
-    sh.insert(sh.end(), args.begin(), args.end());
-    WorkerProcess process("/bin/sh", sh);
-    if (!input.empty()) process.SendLine(input);
-    process.CloseStdin();
-    ExitInfo exit = process.Wait(DeadlineIn(kWorkerTimeout));
-    Ran ran;
-    ran.code = exit.exited ? exit.exit_code : -1;
-    ran.out = process.output();
-    std::ifstream err(err_path);
-    ran.err.assign(std::istreambuf_iterator<char>(err), std::istreambuf_iterator<char>());
-    return ran;
+    return RunCli(args, input);
   }
 
   BridgeProcess bridge_;

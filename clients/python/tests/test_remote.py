@@ -35,7 +35,9 @@ class Bridge:
     def start(self, timeout=60):
         self.process = subprocess.Popen(
             [BRIDGE, "--listen", self.address, "--log-level", "warn"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={})
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # Its presence record in the test's directory, not /dev/shm: it is SIGKILLed.
+            env={"SHMDICT_BRIDGE_REGISTRY_DIR": self.dir})
         deadline = time.monotonic() + timeout
         output = []
         while time.monotonic() < deadline:
