@@ -6,7 +6,8 @@
 //
 //                  [--dict NAME]... [--read-only] [--max-value-bytes N] [--token-file FILE]
 //                  [--tls-cert F --tls-key F [--tls-client-ca F]] [--health-listen ADDR]
-//                  [--metrics-listen HOST:PORT] [--ensure] [--idle-exit SECONDS]
+//                  [--allow-create [--create-mode OCTAL]] [--metrics-listen HOST:PORT] [--ensure]
+//                  [--idle-exit SECONDS]
 //                  [--exit-with-parent] [--log-file FILE]
 //
 // On start it prints one line per address, "listening on ADDR" (a port of 0 is replaced by the
@@ -30,6 +31,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -195,6 +197,8 @@ int main(int argc, char** argv) {
   std::string tls_client_ca;
   std::string health_listen;
   std::string metrics_listen;
+  bool allow_create = false;
+  std::string create_mode = "0600";
   bool ensure = false;
   unsigned idle_exit_seconds = 0;
   bool exit_with_parent = false;
@@ -225,6 +229,10 @@ int main(int argc, char** argv) {
   app.add_option("--health-listen", health_listen,
                  "HOST:PORT or unix:PATH of a plaintext server with the health service only, "
                  "needing no token (for probes)");
+  app.add_flag("--allow-create", allow_create,
+               "let clients Create and Unlink dicts (with write access; refused otherwise)");
+  app.add_option("--create-mode", create_mode,
+                 "octal file mode of the dicts clients create (default 0600: the bridge's uid)");
   app.add_option("--metrics-listen", metrics_listen,
                  "HOST:PORT: Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)");
   app.add_flag(
@@ -265,6 +273,16 @@ int main(int argc, char** argv) {
   }
   batch_bytes = std::min(batch_bytes, max_message_bytes);
   access.read_only = read_only;
+  shmdict::bridge::CreationPolicy creation;
+  creation.allowed = allow_create;
+  {
+    char* end = nullptr;
+    const unsigned long mode = std::strtoul(create_mode.c_str(), &end, 8);
+    if (create_mode.empty() || *end != '\0' || mode > 0777) {
+      return Fail("--create-mode '" + create_mode + "' is not an octal file mode such as 0660");
+    }
+    creation.mode = static_cast<mode_t>(mode);
+  }
 
   std::shared_ptr<spdlog::logger> logger;
   if (log_file.empty()) {
@@ -352,7 +370,7 @@ int main(int argc, char** argv) {
   limits.batch_bytes = batch_bytes;
   limits.default_progress_interval = std::chrono::milliseconds(progress_interval_ms);
   shmdict::bridge::DictService service(&registry, limits, authorizer->get(), max_value_bytes,
-                                       &metrics);
+                                       &metrics, creation);
 
   grpc::EnableDefaultHealthCheckService(true);
   // The probe server: plaintext, no token, no shmdict.v1.Dict: the health service (and server
@@ -419,7 +437,8 @@ int main(int argc, char** argv) {
       std::printf("listening on %s\n", shown.c_str());
       spdlog::info("listening address={} (socket activation, fd {})", shown, fd);
     }
-    adopted = std::make_unique<shmdict::bridge::ActivatedListeners>(*activated, server.get());
+    adopted = std::make_unique<shmdict::bridge::ActivatedListeners>(
+        *activated, server.get(), [&metrics] { metrics.Touch(); });
   }
   MetricsServer metrics_server(&metrics, &registry);
   if (!metrics_listen.empty()) {

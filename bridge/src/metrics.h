@@ -37,9 +37,10 @@ struct DictStats {
 class Metrics {
  public:
   // The methods of shmdict.v1.Dict, in the order counters are kept (and rendered).
-  static constexpr std::array<std::string_view, 14> kMethods = {
-      "Get",   "Set",           "Delete",    "Pop",  "PopItem", "SetDefault", "Clear",
-      "Batch", "CompareAndSet", "Increment", "List", "Status",  "ListDicts",  "Watch"};
+  static constexpr std::array<std::string_view, 16> kMethods = {
+      "Get",       "Set",    "Delete",        "Pop",       "PopItem", "SetDefault",
+      "Clear",     "Batch",  "CompareAndSet", "Increment", "List",    "Status",
+      "ListDicts", "Create", "Unlink",        "Watch"};
 
   Metrics();
 
@@ -62,6 +63,9 @@ class Metrics {
 
   // Bytes of a streamed response (List, Watch), as it is sent.
   void AddBytesSent(size_t bytes) { bytes_sent_.fetch_add(bytes, std::memory_order_relaxed); }
+
+  // Activity without a call (a connection accepted): restarts the idle clock.
+  void Touch() { last_activity_ns_.store(NowNs(), std::memory_order_relaxed); }
 
   // How long no call or stream has been in flight; zero while one is.
   std::chrono::steady_clock::duration IdleFor() const;

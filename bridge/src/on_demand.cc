@@ -241,8 +241,9 @@ std::string DescribeSocket(int fd) {
   }
 }
 
-ActivatedListeners::ActivatedListeners(std::vector<int> fds, grpc::Server* server)
-    : fds_(std::move(fds)), server_(server) {
+ActivatedListeners::ActivatedListeners(std::vector<int> fds, grpc::Server* server,
+                                       std::function<void()> on_accept)
+    : fds_(std::move(fds)), server_(server), on_accept_(std::move(on_accept)) {
   if (pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
     spdlog::error("socket activation: pipe: {}", std::strerror(errno));
     return;
@@ -291,6 +292,7 @@ void ActivatedListeners::Run() {
           }
           break;
         }
+        if (on_accept_) on_accept_();
         grpc::AddInsecureChannelFromFd(server_, connection);  // the server owns it now
       }
     }

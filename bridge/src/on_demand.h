@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,7 +43,9 @@ std::string DescribeSocket(int fd);
 // read) and handed to the server.
 class ActivatedListeners {
  public:
-  ActivatedListeners(std::vector<int> fds, grpc::Server* server);
+  // `on_accept` runs for every connection handed over (--idle-exit counts it as activity: the
+  // connection that started a socket-activated bridge must not find it gone).
+  ActivatedListeners(std::vector<int> fds, grpc::Server* server, std::function<void()> on_accept);
   ~ActivatedListeners();  // Stop()
   ActivatedListeners(const ActivatedListeners&) = delete;
   ActivatedListeners& operator=(const ActivatedListeners&) = delete;
@@ -53,6 +56,7 @@ class ActivatedListeners {
   void Run();
   std::vector<int> fds_;
   grpc::Server* const server_;
+  const std::function<void()> on_accept_;
   int wake_[2] = {-1, -1};
   std::thread thread_;
 };

@@ -349,6 +349,66 @@ grpc::Status DictService::ListDicts(grpc::ServerContext* context, const v1::List
   return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
+grpc::Status DictService::CheckCreation(grpc::ServerContext* context, const char* method,
+                                        const std::string& dict) const {
+  grpc::Status allowed = authorizer_->Check(*context, dict, Access::kWrite);
+  if (allowed.ok() && !creation_.allowed) {
+    allowed = grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                           "dict '" + dict + "': this bridge does not create or unlink dicts " +
+                               "(start it with --allow-create)");
+  }
+  if (!allowed.ok()) {
+    spdlog::info("{} refused dict={} peer={}: {}", method, dict, context->peer(),
+                 allowed.error_message());
+  }
+  return allowed;
+}
+
+grpc::Status DictService::Create(grpc::ServerContext* context, const v1::CreateRequest* request,
+                                 v1::CreateResponse* response) {
+  Metrics::Call call(metrics_, "Create");
+  grpc::Status allowed = CheckCreation(context, "Create", request->dict());
+  if (!allowed.ok()) return call.Finish(allowed, 0);
+  Options options;
+  options.name = request->dict();
+  if (options.name.empty()) {
+    return call.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "Create needs a dict name"),
+                       0);
+  }
+  options.create_mode =
+      request->exclusive() ? CreateMode::kMustCreate : CreateMode::kAttachOrCreate;
+  if (request->buffer_size() != 0) options.buffer_size = request->buffer_size();
+  options.mode = creation_.mode;
+  options.auto_unlink = false;  // the dict outlives this call, as `shmdict create` makes it
+  Result<Dict> dict = Dict::Open(options);
+  if (!dict.ok()) {
+    spdlog::info("Create failed dict={} peer={}: {}", request->dict(), context->peer(),
+                 dict.status().ToString());
+    return call.Finish(Fail(dict.status(), request->dict()), 0);
+  }
+  response->set_dict(dict->name());
+  response->set_created(dict->created());
+  response->set_revision(dict->revision());
+  spdlog::info("Create dict={} created={} peer={}", request->dict(), dict->created(),
+               context->peer());
+  return call.Finish(grpc::Status::OK, response->ByteSizeLong());
+}
+
+grpc::Status DictService::Unlink(grpc::ServerContext* context, const v1::UnlinkRequest* request,
+                                 v1::UnlinkResponse*) {
+  Metrics::Call call(metrics_, "Unlink");
+  grpc::Status allowed = CheckCreation(context, "Unlink", request->dict());
+  if (!allowed.ok()) return call.Finish(allowed, 0);
+  CoreStatus unlinked = Dict::UnlinkByName(request->dict());
+  if (!unlinked.ok()) {
+    spdlog::info("Unlink failed dict={} peer={}: {}", request->dict(), context->peer(),
+                 unlinked.ToString());
+    return call.Finish(Fail(unlinked, request->dict()), 0);
+  }
+  spdlog::info("Unlink dict={} peer={}", request->dict(), context->peer());
+  return call.Finish(grpc::Status::OK, 0);
+}
+
 grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* DictService::Watch(
     grpc::CallbackServerContext* context) {
   return new WatchStream(registry_, limits_, authorizer_, metrics_, *context);

@@ -17,19 +17,27 @@
 
 namespace shmdict::bridge {
 
+// Whether clients may Create and Unlink dicts (--allow-create), and with what file mode.
+struct CreationPolicy {
+  bool allowed = false;
+  mode_t mode = 0600;  // --create-mode: the segments' file mode
+};
+
 class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Service> {
  public:
   // `authorizer` is asked before every call touches a dict (it outlives the service).
   // `max_value_bytes`: a key or value larger than this is refused with RESOURCE_EXHAUSTED before
   // anything is written (0: no limit beyond the message size).
   // `metrics` (may be null) records every call.
+  // Create and Unlink are refused unless `creation` allows them (--allow-create).
   DictService(DictRegistry* registry, StreamLimits limits, const Authorizer* authorizer,
-              size_t max_value_bytes = 0, Metrics* metrics = nullptr)
+              size_t max_value_bytes = 0, Metrics* metrics = nullptr, CreationPolicy creation = {})
       : registry_(registry),
         limits_(limits),
         authorizer_(authorizer),
         max_value_bytes_(max_value_bytes),
-        metrics_(metrics) {}
+        metrics_(metrics),
+        creation_(creation) {}
 
   grpc::Status Get(grpc::ServerContext* context, const v1::GetRequest* request,
                    v1::GetResponse* response) override;
@@ -57,11 +65,19 @@ class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Se
                       v1::StatusResponse* response) override;
   grpc::Status ListDicts(grpc::ServerContext* context, const v1::ListDictsRequest* request,
                          v1::ListDictsResponse* response) override;
+  grpc::Status Create(grpc::ServerContext* context, const v1::CreateRequest* request,
+                      v1::CreateResponse* response) override;
+  grpc::Status Unlink(grpc::ServerContext* context, const v1::UnlinkRequest* request,
+                      v1::UnlinkResponse* response) override;
 
   grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* Watch(
       grpc::CallbackServerContext* context) override;
 
  private:
+  // Create and Unlink: a write to `dict` (token, --read-only, allow-list) on a bridge with
+  // --allow-create; logs a refusal.
+  grpc::Status CheckCreation(grpc::ServerContext* context, const char* method,
+                             const std::string& dict) const;
   // RESOURCE_EXHAUSTED when the key or the value (null: none) exceeds --max-value-bytes; the
   // message starts with `where`.
   shmdict::Status CheckKeyAndValue(std::string_view key, const Value* value,
@@ -72,6 +88,7 @@ class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Se
   const Authorizer* const authorizer_;
   const size_t max_value_bytes_;
   Metrics* const metrics_;
+  const CreationPolicy creation_;
 };
 
 }  // namespace shmdict::bridge

@@ -155,7 +155,9 @@ Result<std::unique_ptr<Store>> OpenStore(const CommandLine& cl) {
     if (remote.status().code() == StatusCode::kNotFound) {
       return Status(StatusCode::kNotFound, "dict " + Quoted(cl.name) +
                                                " does not exist on the host of the bridge at " +
-                                               cl.remote + " (a bridge never creates dicts)");
+                                               cl.remote +
+                                               " (create it there, or with `shmdict --remote "
+                                               "ADDR create` on a bridge with --allow-create)");
     }
     return remote.status();
   }
@@ -173,15 +175,6 @@ Result<std::map<std::string, Value>> SortedItems(Store& dict) {
   if (!items.ok()) return items.status();
   return std::map<std::string, Value>(std::make_move_iterator(items->begin()),
                                       std::make_move_iterator(items->end()));
-}
-
-// create and unlink act on this host's shared memory only.
-int LocalOnly(const CommandLine& cl, std::string_view command) {
-  return Fail(cl.name, Status(StatusCode::kFailedPrecondition,
-                              std::string(command) +
-                                  " works on this host's shared memory only: a bridge never "
-                                  "creates or removes dicts (run it on the bridge's host, "
-                                  "without --remote)"));
 }
 
 // ParseValue, plus the JSON check it leaves to callers.
@@ -420,9 +413,39 @@ int RunRemoteLs(const CommandLine& cl) {
   }
   return PrintLsRows(cl, all);
 }
+
+// create and unlink --remote: only a bridge started with --allow-create does them, and the file
+// mode is the bridge's --create-mode (a client must not widen who can map the host's memory).
+int RunRemoteCreate(const CommandLine& cl) {
+  if (cl.mode != CommandLine{}.mode) {
+    return Fail(cl.name, Status(StatusCode::kInvalidArgument,
+                                "--mode applies to local dicts only: a bridge creates dicts "
+                                "with its own --create-mode"));
+  }
+  Result<bool> created = RemoteDict::Create(RemoteFor(cl), cl.exclusive, cl.buffer_size);
+  if (!created.ok()) return Fail(cl.name, created.status());
+  std::cout << (*created ? "created dict " : "dict ") << Quoted(cl.name)
+            << (*created ? "" : " already exists") << '\n';
+  return kExitOk;
+}
+int RunRemoteUnlink(const CommandLine& cl) {
+  if (Status unlinked = RemoteDict::Unlink(RemoteFor(cl)); !unlinked.ok()) {
+    return Fail(cl.name, unlinked);
+  }
+  return kExitOk;
+}
 #else
+// Commands a CLI built without bridge support runs only on this host's shared memory.
+int LocalOnly(const CommandLine& cl, std::string_view command) {
+  return Fail(cl.name, Status(StatusCode::kFailedPrecondition,
+                              std::string(command) +
+                                  " --remote needs a shmdict built with bridge support (run it "
+                                  "on the dict's host, without --remote)"));
+}
 int RunRemoteStatus(const CommandLine& cl) { return LocalOnly(cl, "status"); }
 int RunRemoteLs(const CommandLine& cl) { return LocalOnly(cl, "ls"); }
+int RunRemoteCreate(const CommandLine& cl) { return LocalOnly(cl, "create"); }
+int RunRemoteUnlink(const CommandLine& cl) { return LocalOnly(cl, "unlink"); }
 #endif
 
 }  // namespace
@@ -433,7 +456,7 @@ int FailWithoutDict(std::string cause) {
 }
 
 int RunCreate(const CommandLine& cl) {
-  if (!cl.remote.empty()) return LocalOnly(cl, "create");
+  if (!cl.remote.empty()) return RunRemoteCreate(cl);
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
   std::optional<mode_t> mode = ParseOctalMode(cl.mode);
   if (!mode) {
@@ -752,7 +775,7 @@ int RunBridges(const CommandLine& cl) {
 }
 
 int RunUnlink(const CommandLine& cl) {
-  if (!cl.remote.empty()) return LocalOnly(cl, "unlink");
+  if (!cl.remote.empty()) return RunRemoteUnlink(cl);
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
   if (Status unlinked = Dict::UnlinkByName(cl.name); !unlinked.ok()) {
     return Fail(cl.name, ExplainNotFound(cl.name, unlinked));

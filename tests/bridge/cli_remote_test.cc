@@ -107,6 +107,7 @@ TEST_F(CliRemoteTest, ErrorsAreOneLineWithExitStatusTwo) {
 
   ran = Run({"--remote", bridge_.address(), "create", missing});
   EXPECT_EQ(ran.code, 2);
+  EXPECT_NE(ran.err.find("--allow-create"), std::string::npos) << ran.err;
   EXPECT_FALSE(Dict::Inspect(missing).ok());
 
   // No bridge there: UNAVAILABLE, never "key missing".

@@ -276,6 +276,43 @@ Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
   return out;
 }
 
+Result<bool> RemoteDict::Create(const RemoteOptions& options, bool exclusive,
+                                uint64_t buffer_size) {
+  if (options.address.empty() || options.dict.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "RemoteDict needs a bridge address and a dict name");
+  }
+  auto connection = Connect(options);
+  if (!connection.ok()) return connection.status();
+  v1::CreateRequest request;
+  request.set_dict(options.dict);
+  request.set_exclusive(exclusive);
+  request.set_buffer_size(buffer_size);
+  v1::CreateResponse response;
+  grpc::ClientContext context;
+  (*connection)->Prepare(&context, options.call_timeout);
+  grpc::Status status = (*connection)->stub->Create(&context, request, &response);
+  if (!status.ok()) return (*connection)->Describe(status);
+  return response.created();
+}
+
+Status RemoteDict::Unlink(const RemoteOptions& options) {
+  if (options.address.empty() || options.dict.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "RemoteDict needs a bridge address and a dict name");
+  }
+  auto connection = Connect(options);
+  if (!connection.ok()) return connection.status();
+  v1::UnlinkRequest request;
+  request.set_dict(options.dict);
+  v1::UnlinkResponse response;
+  grpc::ClientContext context;
+  (*connection)->Prepare(&context, options.call_timeout);
+  grpc::Status status = (*connection)->stub->Unlink(&context, request, &response);
+  if (!status.ok()) return (*connection)->Describe(status);
+  return Status::Ok();
+}
+
 Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& options) {
   if (options.address.empty()) {
     return Status(StatusCode::kInvalidArgument, "RemoteDict needs a bridge address");

@@ -97,6 +97,16 @@ class RemoteDict final : public Store {
   // SERVING, false for NOT_SERVING or UNKNOWN. kNotFound when the bridge does not know the
   // service, kUnavailable when nothing answered within options.call_timeout.
   static Result<bool> CheckHealth(const RemoteOptions& options, const std::string& service);
+  // Creates options.dict on the bridge's host, or finds it there: true if this call created it.
+  // `exclusive`: kAlreadyExists if it exists. `buffer_size` 0: the core's default log size. The
+  // bridge must run with --allow-create and the caller needs write access (kPermissionDenied
+  // otherwise); the segments get the bridge's --create-mode and uid. kUnimplemented from a
+  // bridge older than shmdict.v1.1.
+  static Result<bool> Create(const RemoteOptions& options, bool exclusive = false,
+                             uint64_t buffer_size = 0);
+  // Removes options.dict's name on the bridge's host (as `shmdict unlink`); same conditions as
+  // Create. kNotFound if it does not exist.
+  static Status Unlink(const RemoteOptions& options);
 
   // Connects and checks that the dict exists; with a mirror, returns once the mirror holds the
   // dict at least at its revision at the time of the call. kNotFound, kUnavailable,
