@@ -23,6 +23,11 @@ WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
       metrics_(metrics),
       call_(metrics, "Watch"),
       peer_(context.peer()) {
+  // gRPC hands this reactor to its other threads through synchronization ThreadSanitizer cannot
+  // see (libgrpc is uninstrumented), so the notifier's first Pump looked like a race with this
+  // constructor's writes (the vtable pointers). Releasing mu_ here, which Start() acquires before
+  // subscribing, makes the publication visible; it costs one uncontended lock per stream.
+  { std::lock_guard publish(mu_); }
   // Writes are not asked for: a read-only token may watch.
   Access granted = Access::kRead;
   grpc::Status allowed = authorizer_->Authenticate(context, &granted);

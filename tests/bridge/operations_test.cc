@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -170,6 +171,20 @@ std::unique_ptr<WorkerProcess> StartMerged(const std::string& program,
   return std::make_unique<WorkerProcess>("/bin/sh", args);
 }
 
+// systemd-socket-activate starts its program with a clean environment, as systemd does: pass on
+// what the bridge needs from this test's (the presence registry's directory, and the sanitizers'
+// options: without its suppressions a TSan bridge floods its stderr pipe and stalls).
+std::vector<std::string> ActivatorArgs(const std::string& socket, std::vector<std::string> bridge) {
+  std::vector<std::string> args = {"-l", socket};
+  for (const char* name :
+       {"SHMDICT_BRIDGE_REGISTRY_DIR", "TSAN_OPTIONS", "ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
+    if (std::getenv(name) != nullptr) args.insert(args.end(), {"-E", name});
+  }
+  args.push_back(BridgeProgram());
+  args.insert(args.end(), bridge.begin(), bridge.end());
+  return args;
+}
+
 // Reads lines until the process exits; returns them.
 std::string AllOutput(WorkerProcess* process) {
   ExitInfo exit = process->Wait(DeadlineIn(kWorkerTimeout));
@@ -224,9 +239,9 @@ TEST_F(OperationsTest, ASocketActivatedBridgeStartedByItsFirstConnectionServesIt
   TempDir dir;
   const std::string socket = dir.path() + "/activated.sock";
   // systemd-socket-activate listens, and execs the bridge (same pid) on the first connection.
-  auto started = StartMerged("/usr/bin/systemd-socket-activate",
-                             {"-l", socket, BridgeProgram(), "--log-level", "warn", "--idle-exit",
-                              "3", "--exit-with-parent"});
+  auto started = StartMerged(
+      "/usr/bin/systemd-socket-activate",
+      ActivatorArgs(socket, {"--log-level", "warn", "--idle-exit", "3", "--exit-with-parent"}));
   WorkerProcess& activator = *started;
   const Deadline deadline = DeadlineIn(kWorkerTimeout);
   struct stat info {};
@@ -236,7 +251,7 @@ TEST_F(OperationsTest, ASocketActivatedBridgeStartedByItsFirstConnectionServesIt
   ASSERT_EQ(stat(socket.c_str(), &info), 0) << activator.output();
   {
     auto remote = Connect("unix:" + socket);
-    ASSERT_OK(remote);
+    ASSERT_OK(remote) << activator.output();
     ASSERT_OK((*remote)->Set("activated", Value::Int(7)));
     Value value;
     ASSERT_OK((*remote)->Get("activated", &value));
@@ -256,9 +271,10 @@ TEST_F(OperationsTest, SocketActivationWithTlsIsRefusedWithAClearMessage) {
   }
   TempDir dir;
   const std::string socket = dir.path() + "/activated.sock";
-  auto started = StartMerged("/usr/bin/systemd-socket-activate",
-                             {"-l", socket, BridgeProgram(), "--tls-cert", dir.path() + "/c.pem",
-                              "--tls-key", dir.path() + "/k.pem", "--exit-with-parent"});
+  auto started =
+      StartMerged("/usr/bin/systemd-socket-activate",
+                  ActivatorArgs(socket, {"--tls-cert", dir.path() + "/c.pem", "--tls-key",
+                                         dir.path() + "/k.pem", "--exit-with-parent"}));
   WorkerProcess& activator = *started;
   const Deadline deadline = DeadlineIn(kWorkerTimeout);
   struct stat info {};
