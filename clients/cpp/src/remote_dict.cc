@@ -248,69 +248,70 @@ Result<std::shared_ptr<Connection>> Connect(const RemoteOptions& options) {
 
 }  // namespace
 
-Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
+namespace {
+
+// One unary call about options.dict on a connection of its own (the static helpers: Inspect,
+// Create, Unlink). `call(stub, context, response)` issues it.
+template <typename Response, typename Call>
+Result<Response> CallAboutDict(const RemoteOptions& options, Call&& call) {
   if (options.address.empty() || options.dict.empty()) {
     return Status(StatusCode::kInvalidArgument,
                   "RemoteDict needs a bridge address and a dict name");
   }
-  auto connected = Connect(options);
-  if (!connected.ok()) return connected.status();
-  std::shared_ptr<Connection> connection = std::move(*connected);
+  auto connection = Connect(options);
+  if (!connection.ok()) return connection.status();
+  Response response;
+  grpc::ClientContext context;
+  (*connection)->Prepare(&context, options.call_timeout);
+  grpc::Status status = call(*(*connection)->stub, &context, &response);
+  if (!status.ok()) return (*connection)->Describe(status);
+  return response;
+}
+
+}  // namespace
+
+Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
   v1::StatusRequest request;
   request.set_dict(options.dict);
-  v1::StatusResponse response;
-  grpc::ClientContext context;
-  connection->Prepare(&context, options.call_timeout);
-  grpc::Status status = connection->stub->Status(&context, request, &response);
-  if (!status.ok()) return connection->Describe(status);
+  Result<v1::StatusResponse> response = CallAboutDict<v1::StatusResponse>(
+      options, [&](v1::Dict::Stub& stub, grpc::ClientContext* context, v1::StatusResponse* out) {
+        return stub.Status(context, request, out);
+      });
+  if (!response.ok()) return response.status();
   RemoteDictStatus out;
-  out.name = response.dict();
-  out.revision = response.revision();
-  out.entries = response.entries();
-  out.layout_version = response.layout_version();
-  out.log_capacity = response.log_capacity();
-  out.log_used = response.log_used();
-  out.snapshot_revision = response.snapshot_revision();
-  out.lock_held = response.lock_held();
-  out.segment_bytes = response.segment_bytes();
+  out.name = response->dict();
+  out.revision = response->revision();
+  out.entries = response->entries();
+  out.layout_version = response->layout_version();
+  out.log_capacity = response->log_capacity();
+  out.log_used = response->log_used();
+  out.snapshot_revision = response->snapshot_revision();
+  out.lock_held = response->lock_held();
+  out.segment_bytes = response->segment_bytes();
   return out;
 }
 
 Result<bool> RemoteDict::Create(const RemoteOptions& options, bool exclusive,
                                 uint64_t buffer_size) {
-  if (options.address.empty() || options.dict.empty()) {
-    return Status(StatusCode::kInvalidArgument,
-                  "RemoteDict needs a bridge address and a dict name");
-  }
-  auto connection = Connect(options);
-  if (!connection.ok()) return connection.status();
   v1::CreateRequest request;
   request.set_dict(options.dict);
   request.set_exclusive(exclusive);
   request.set_buffer_size(buffer_size);
-  v1::CreateResponse response;
-  grpc::ClientContext context;
-  (*connection)->Prepare(&context, options.call_timeout);
-  grpc::Status status = (*connection)->stub->Create(&context, request, &response);
-  if (!status.ok()) return (*connection)->Describe(status);
-  return response.created();
+  Result<v1::CreateResponse> response = CallAboutDict<v1::CreateResponse>(
+      options, [&](v1::Dict::Stub& stub, grpc::ClientContext* context, v1::CreateResponse* out) {
+        return stub.Create(context, request, out);
+      });
+  if (!response.ok()) return response.status();
+  return response->created();
 }
 
 Status RemoteDict::Unlink(const RemoteOptions& options) {
-  if (options.address.empty() || options.dict.empty()) {
-    return Status(StatusCode::kInvalidArgument,
-                  "RemoteDict needs a bridge address and a dict name");
-  }
-  auto connection = Connect(options);
-  if (!connection.ok()) return connection.status();
   v1::UnlinkRequest request;
   request.set_dict(options.dict);
-  v1::UnlinkResponse response;
-  grpc::ClientContext context;
-  (*connection)->Prepare(&context, options.call_timeout);
-  grpc::Status status = (*connection)->stub->Unlink(&context, request, &response);
-  if (!status.ok()) return (*connection)->Describe(status);
-  return Status::Ok();
+  return CallAboutDict<v1::UnlinkResponse>(
+             options, [&](v1::Dict::Stub& stub, grpc::ClientContext* context,
+                          v1::UnlinkResponse* out) { return stub.Unlink(context, request, out); })
+      .status();
 }
 
 Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& options) {
