@@ -35,7 +35,8 @@ from ._dict import ABSENT, Change, Dict, Lock, RemoteDict, connect
 __all__ = [
     "ABSENT", "AlreadyExists", "Change", "Closed", "DataLoss", "Dict", "Error",
     "FailedPrecondition", "InvalidArgument", "Lock", "LockHeld", "NotFound", "OutOfRange",
-    "PermissionDenied", "RemoteDict", "ResourceExhausted", "Timeout", "Unavailable", "WrongType",
+    "PermissionDenied", "RemoteDict", "ResourceExhausted", "Timeout", "Unavailable",
+    "WrongType",
     "connect", "inspect", "list_names", "unlink_by_name",
 ]
 

@@ -495,14 +495,17 @@ class RemoteDict(_Mapping):
     """
 
     def __init__(self, address, name, *, mirror=True, timeout=10.0, serializer=pickle,
-                 serializer_tag=None):
+                 serializer_tag=None, token=None, tls_ca=None, tls_cert=None, tls_key=None):
         if serializer_tag is not None and not TAG_USER_FIRST <= serializer_tag <= 255:
             raise ValueError("serializer_tag must be in 128..255")
         self._connect(str(address), str(name), bool(mirror),
-                      None if timeout is None else float(timeout))
+                      None if timeout is None else float(timeout), token or "",
+                      str(tls_ca or ""), str(tls_cert or ""), str(tls_key or ""))
         self._init_codec(serializer, serializer_tag)
+        # Kept to reconnect (children, pickles): the token travels with a pickled handle.
         self._settings = {"mirror": mirror, "timeout": timeout, "serializer": serializer,
-                          "serializer_tag": serializer_tag}
+                          "serializer_tag": serializer_tag, "token": token, "tls_ca": tls_ca,
+                          "tls_cert": tls_cert, "tls_key": tls_key}
         self.address = str(address)
         _live[id(self)] = self
 
@@ -515,11 +518,19 @@ class RemoteDict(_Mapping):
 
 
 def connect(address: str, name: str, *, mirror: bool = True, timeout: Optional[float] = 10.0,
-            serializer=pickle, serializer_tag=None) -> RemoteDict:
+            serializer=pickle, serializer_tag=None, token: Optional[str] = None,
+            tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+            tls_key: Optional[str] = None) -> RemoteDict:
     """Opens the dict `name` through the shmdict-bridge at `address` ("unix:/path/to/socket",
     "host:port"). timeout: seconds for connecting (with a mirror: until it holds the whole
     dict) and for each call (None: no limit). NotFound (a FileNotFoundError) if the dict does
     not exist, Unavailable (a ConnectionError) if the bridge cannot be reached, ImportError if
-    this shmdict was built without the bridge client (-DSHMDICT_BUILD_BRIDGE=ON)."""
+    this shmdict was built without the bridge client (-DSHMDICT_BUILD_BRIDGE=ON).
+
+    token: sent as "authorization: Bearer TOKEN" to a bridge started with --token-file
+    (PermissionDenied, a PermissionError, without a known one, and for a write with a
+    read-only token). tls_ca: PEM file of the CA that signed a TLS bridge's certificate;
+    tls_cert and tls_key: this client's certificate for a bridge that demands mTLS."""
     return RemoteDict(address, name, mirror=mirror, timeout=timeout, serializer=serializer,
-                      serializer_tag=serializer_tag)
+                      serializer_tag=serializer_tag, token=token, tls_ca=tls_ca,
+                      tls_cert=tls_cert, tls_key=tls_key)

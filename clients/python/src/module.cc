@@ -1033,7 +1033,8 @@ py::dict StatusToDict(const DictStatus& st) {
 
 // Opens a remote dict through shmdict-bridge into `self` (shmdict.connect).
 void Connect(py::handle self, const std::string& address, const std::string& name, bool mirror,
-             std::optional<double> timeout) {
+             std::optional<double> timeout, const std::string& token, const std::string& tls_ca,
+             const std::string& tls_cert, const std::string& tls_key) {
   if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
 #ifdef SHMDICT_PYTHON_REMOTE
   const double seconds = CheckedTimeout(timeout, "timeout").value_or(kForeverSeconds);
@@ -1041,6 +1042,10 @@ void Connect(py::handle self, const std::string& address, const std::string& nam
   options.address = address;
   options.dict = name;
   options.mirror = mirror;
+  options.token = token;
+  options.tls_ca = tls_ca;
+  options.tls_cert = tls_cert;
+  options.tls_key = tls_key;
   options.call_timeout = milliseconds(static_cast<int64_t>(std::ceil(seconds * 1000)));
   options.open_timeout = options.call_timeout;
   std::optional<Result<std::unique_ptr<RemoteDict>>> remote;
@@ -1063,7 +1068,8 @@ void Connect(py::handle self, const std::string& address, const std::string& nam
   if (state->cache == nullptr) throw py::error_already_set();
   reinterpret_cast<CoreObject*>(self.ptr())->state = state.release();
 #else
-  (void)address, (void)name, (void)mirror, (void)timeout;
+  (void)address, (void)name, (void)mirror, (void)timeout, (void)token, (void)tls_ca, (void)tls_cert,
+      (void)tls_key;
   PyErr_SetString(PyExc_ImportError,
                   "shmdict.connect needs the bridge client: this shmdict was built without it "
                   "(rebuild with -DSHMDICT_BUILD_BRIDGE=ON, which needs gRPC)");
@@ -1380,7 +1386,8 @@ void DefineModule(py::module_& m) {
   });
   AddMethod(type, "_close", &Close);
   AddMethod(type, "_connect", &Connect, py::arg("address"), py::arg("name"), py::arg("mirror"),
-            py::arg("timeout"));
+            py::arg("timeout"), py::arg("token"), py::arg("tls_ca"), py::arg("tls_cert"),
+            py::arg("tls_key"));
   AddMethod(type, "_closed", [](py::handle self) {
     State* s = StateOf(self.ptr());
     return s == nullptr || s->closed;

@@ -32,9 +32,9 @@ class Bridge:
         self.address = f"unix:{self.dir}/bridge.sock"
         self.process = None
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, extra_args=()):
         self.process = subprocess.Popen(
-            [BRIDGE, "--listen", self.address, "--log-level", "warn"],
+            [BRIDGE, "--listen", self.address, "--log-level", "warn", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             # Its presence record in the test's directory, not /dev/shm: it is SIGKILLed.
             env={"SHMDICT_BRIDGE_REGISTRY_DIR": self.dir})
@@ -309,3 +309,29 @@ def test_ctrl_c_interrupts_a_remote_wait(remote):
             remote.wait_for_change(timeout=None)
     finally:
         timer.cancel()
+
+
+def test_a_token_bridge_needs_the_token_and_a_read_only_token_cannot_write(name):
+    """connect(token=...) reaches a bridge started with --token-file; without a token the
+    bridge refuses (PermissionDenied: the core has no UNAUTHENTICATED), and a read-only token
+    reads but cannot write."""
+    b = Bridge()
+    try:
+        with open(os.path.join(b.dir, "tokens"), "w") as tokens:
+            tokens.write("writer-secret rw\nreader-secret ro\n")
+        b.start(extra_args=("--token-file", os.path.join(b.dir, "tokens")))
+        with shmdict.Dict(name, create=True) as local:
+            local["k"] = 1
+            with pytest.raises(shmdict.PermissionDenied):
+                shmdict.connect(b.address, name, mirror=False, timeout=10)
+            with pytest.raises(PermissionError):
+                shmdict.connect(b.address, name, mirror=False, timeout=10, token="wrong")
+            with shmdict.connect(b.address, name, mirror=False, token="writer-secret") as writer:
+                writer["k"] = 2
+            with shmdict.connect(b.address, name, token="reader-secret") as reader:
+                assert reader["k"] == 2
+                with pytest.raises(shmdict.PermissionDenied):
+                    reader["k"] = 3
+            assert local["k"] == 2
+    finally:
+        b.cleanup()
