@@ -170,6 +170,7 @@ std::vector<BridgeRecord> ListLiveBridges(const std::string& dir) {
   }
   closedir(listing);
 
+  bool removed_stale = false;
   for (const std::string& name : names) {
     const std::string path = dir + "/" + name;
     // O_NONBLOCK: a FIFO planted under a record's name must not hang the reader.
@@ -184,7 +185,10 @@ std::vector<BridgeRecord> ListLiveBridges(const std::string& dir) {
       // Nobody holds its lock: its bridge is gone. Remove it unless the name was meanwhile given
       // to another file (it cannot be: names are unique per bridge; the check is cheap).
       struct stat named = {};
-      if (stat(path.c_str(), &named) == 0 && SameFile(opened, named)) unlink(path.c_str());
+      if (stat(path.c_str(), &named) == 0 && SameFile(opened, named)) {
+        unlink(path.c_str());
+        removed_stale = true;
+      }
       close(fd);
       continue;
     }
@@ -204,6 +208,8 @@ std::vector<BridgeRecord> ListLiveBridges(const std::string& dir) {
     record->path = path;
     live.push_back(std::move(*record));
   }
+  // As a bridge's exit does: no empty directory left behind (a starting bridge makes it again).
+  if (removed_stale && live.empty()) rmdir(dir.c_str());
   std::sort(live.begin(), live.end(), [](const BridgeRecord& a, const BridgeRecord& b) {
     return std::tie(a.since_unix, a.pid, a.path) < std::tie(b.since_unix, b.pid, b.path);
   });
@@ -211,16 +217,19 @@ std::vector<BridgeRecord> ListLiveBridges(const std::string& dir) {
 }
 
 Result<std::unique_ptr<PresencePublisher>> PresencePublisher::Start(Options options) {
-  if (mkdir(options.dir.c_str(), options.dir == kDefaultDir ? 01777 : 0755) == 0) {
-    // mkdir's mode is cut by the umask; the shared default directory must be usable by every
-    // user's bridges, with the sticky bit so that none removes another's live record.
-    if (options.dir == kDefaultDir) chmod(options.dir.c_str(), 01777);
-  } else if (errno != EEXIST) {
-    return Errno("create the directory", options.dir);
-  }
   std::random_device entropy;
   const int64_t pid = getpid();
   for (int attempt = 0;; ++attempt) {
+    // Inside the loop: the last bridge to exit removes the empty directory (no leftover in
+    // /dev/shm), possibly between this mkdir and the open below; the open then fails with
+    // ENOENT and the next attempt makes the directory again.
+    if (mkdir(options.dir.c_str(), options.dir == kDefaultDir ? 01777 : 0755) == 0) {
+      // mkdir's mode is cut by the umask; the shared default directory must be usable by every
+      // user's bridges, with the sticky bit so that none removes another's live record.
+      if (options.dir == kDefaultDir) chmod(options.dir.c_str(), 01777);
+    } else if (errno != EEXIST) {
+      return Errno("create the directory", options.dir);
+    }
     const uint64_t nonce = (uint64_t{entropy()} << 32) | entropy();
     const std::string path = options.dir + "/" + std::to_string(pid) + "-" + Hex(nonce) + kSuffix;
     // O_CLOEXEC: a child process inheriting the descriptor would keep the lock, and so the
@@ -228,7 +237,7 @@ Result<std::unique_ptr<PresencePublisher>> PresencePublisher::Start(Options opti
     // 0600 until locked: no other user can open it, and so none can take its lock first.
     const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-      if (errno == EEXIST && attempt < 3) continue;
+      if ((errno == EEXIST || errno == ENOENT) && attempt < 3) continue;
       return Errno("create", path);
     }
     // Until this lock is held, a reader (of this user) may find the new, empty file unlocked and
@@ -284,6 +293,8 @@ PresencePublisher::~PresencePublisher() {
   // Removed while still locked, so no reader ever sees it unlocked under its name.
   unlink(path_.c_str());
   close(fd_);
+  // The last one out removes the directory; it fails (ENOTEMPTY, EPERM) while others are there.
+  rmdir(options_.dir.c_str());
 }
 
 void PresencePublisher::Publish() {
