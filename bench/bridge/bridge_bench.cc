@@ -18,6 +18,7 @@
 //
 // Timing is reported, never asserted: the ratios compare systems measured in the same run.
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -124,7 +125,12 @@ class Bridge {
     }
     if (address_.empty()) Fail("shmdict-bridge printed no \"listening on ADDR\" line");
   }
-  ~Bridge() { process_->Kill(); }
+  // SIGTERM, not SIGKILL: a killed bridge would leave its record in the registry of live bridges
+  // (/dev/shm/shmdict-bridges) until the next `shmdict ls`.
+  ~Bridge() {
+    if (process_->running()) kill(process_->pid(), SIGTERM);
+    process_->Wait(10'000'000'000);
+  }
   const std::string& address() const { return address_; }
 
   // A channel of its own (not shared with other channels to the same address), so that each
