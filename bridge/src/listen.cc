@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace shmdict::bridge {
@@ -31,6 +32,16 @@ Result<ListenAddress> ParseListenAddress(const std::string& spec) {
     return Status(StatusCode::kInvalidArgument,
                   "listen address '" + spec + "' is neither HOST:PORT nor unix:PATH");
   }
+  address.host = spec.substr(0, colon);
+  if (address.host.size() >= 2 && address.host.front() == '[' && address.host.back() == ']') {
+    address.host = address.host.substr(1, address.host.size() - 2);
+  }
+  const unsigned long port = std::strtoul(spec.c_str() + colon + 1, nullptr, 10);
+  if (port > 65535) {
+    return Status(StatusCode::kInvalidArgument,
+                  "listen address '" + spec + "': the port must be 0 to 65535");
+  }
+  address.port = static_cast<int>(port);
   return address;
 }
 

@@ -21,6 +21,9 @@ struct ListenAddress {
   std::string spec;  // as given: "127.0.0.1:7377", "[::1]:0", "unix:/run/shmdict/bridge.sock"
   bool is_unix = false;
   std::string unix_path;
+  // TCP only: the host without IPv6 brackets ("::1"), and the port (0: any free one).
+  std::string host;
+  int port = 0;
 };
 
 // kInvalidArgument for an address that is neither form.

@@ -110,22 +110,19 @@ class MetricsServer {
 
   // The port bound (0: failed, with *error set).
   int Start(const std::string& spec, std::string* error) {
-    const size_t colon = spec.rfind(':');
-    if (spec.rfind("unix:", 0) == 0 || colon == std::string::npos || colon == 0) {
+    auto address = shmdict::bridge::ParseListenAddress(spec);
+    if (!address.ok() || address->is_unix) {
       *error = "--metrics-listen '" + spec + "' must be HOST:PORT (plain HTTP over TCP)";
       return 0;
     }
-    std::string host = spec.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
-    }
-    const int wanted = std::atoi(spec.c_str() + colon + 1);
     server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
       response.set_content(metrics_->Render(registry_->Stats()),
                            "text/plain; version=0.0.4; charset=utf-8");
     });
-    const int port = wanted == 0 ? server_.bind_to_any_port(host)
-                                 : (server_.bind_to_port(host, wanted) ? wanted : -1);
+    const int port =
+        address->port == 0
+            ? server_.bind_to_any_port(address->host)
+            : (server_.bind_to_port(address->host, address->port) ? address->port : -1);
     if (port <= 0) {
       *error = "cannot listen on " + spec + " for metrics (in use, or not an address of this host)";
       return 0;

@@ -46,16 +46,11 @@ bool Answers(const ListenAddress& address) {
     close(fd);
     return answered;
   }
-  const size_t colon = address.spec.rfind(':');
-  std::string host = address.spec.substr(0, colon);
-  const std::string port = address.spec.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
+  const std::string port = std::to_string(address.port);
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return false;
+  if (getaddrinfo(address.host.c_str(), port.c_str(), &hints, &found) != 0) return false;
   bool answered = false;
   for (addrinfo* ai = found; ai != nullptr && !answered; ai = ai->ai_next) {
     const int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -96,7 +91,7 @@ int EnsureFail(const std::string& message) {
 }  // namespace
 
 int EnsureBridge(const ListenAddress& address, int argc, char** argv) {
-  if (!address.is_unix && address.spec.substr(address.spec.rfind(':') + 1) == "0") {
+  if (!address.is_unix && address.port == 0) {
     return EnsureFail(
         "needs a fixed --listen address: with port 0 every call would start a bridge");
   }
