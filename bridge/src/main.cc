@@ -181,6 +181,12 @@ class IdleExit {
 
 int main(int argc, char** argv) {
   CLI::App app{"shmdict-bridge: serve this host's shmdict dicts over gRPC"};
+  // The layout version must match the applications' (README, "Deploying": version skew); the wire
+  // API's revision is the newest docs/API.md lists.
+  app.set_version_flag("--version", std::string("shmdict-bridge ") + SHMDICT_VERSION +
+                                        ", layout version " +
+                                        std::to_string(shmdict::Dict::LayoutVersion()) +
+                                        ", wire API shmdict.v1 (revision 1.1)");
   std::vector<std::string> listen;
   size_t max_message_bytes = size_t{64} << 20;
   size_t batch_bytes = size_t{1} << 20;

@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "shmdict/dict.h"
 
 namespace {
 
@@ -44,6 +45,10 @@ int main(int argc, char** argv) {
   CLI::App app{"Create, inspect, edit and watch shmdict shared-memory dictionaries on this host.",
                "shmdict"};
   app.footer(kExitStatusHelp);
+  // Version skew between containers sharing a dict shows here: the layout version must match.
+  app.set_version_flag("--version", std::string("shmdict ") + SHMDICT_VERSION +
+                                        ", layout version " +
+                                        std::to_string(shmdict::Dict::LayoutVersion()));
   app.require_subcommand(1);
   // Lets --verbose follow the command as well as precede it.
   app.fallthrough();

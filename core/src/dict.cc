@@ -159,6 +159,8 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
   return Dict(std::move(impl));
 }
 
+uint32_t Dict::LayoutVersion() { return internal::kLayoutVersion; }
+
 Status Dict::UnlinkByName(std::string_view name) {
   Status valid = ValidateNameInternal(name, true);
   if (!valid.ok()) return valid;

@@ -167,6 +167,10 @@ class Dict final : public Store {
   // The incarnation (see incarnation()) of the dict now named `name`, without attaching: one
   // stat of its main segment. kNotFound if there is none; kInvalidArgument for a bad name.
   static Result<uint64_t> IncarnationOf(std::string_view name);
+  // The shared-memory layout version this build creates and attaches (docs/LAYOUT.md; `shmdict
+  // --version`, `shmdict-bridge --version`). Every process that maps a dict must read the same
+  // one: Open of a dict of another version is kFailedPrecondition. Constant; thread-safe.
+  static uint32_t LayoutVersion();
 
   Dict(Dict&& other) noexcept;
   Dict& operator=(Dict&& other) noexcept;
