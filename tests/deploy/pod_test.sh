@@ -91,6 +91,7 @@ remote_writer=$!
 # Kill the bridge mid-run, from outside, as the kernel's OOM killer or a crash would.
 until_ok 60 "no remote write went through" '[ "$(wc -l <"$tmp/remote.acked")" -ge $((writes / 3)) ]'
 bridge_pid=$(podman inspect "$pod-bridge" --format '{{.State.Pid}}')
+# shellcheck disable=SC2034  # read by the until_ok condition below
 restarts_before=$(podman inspect "$pod-bridge" --format '{{.RestartCount}}')
 kill -KILL "$bridge_pid"
 killed_at=$(wc -l <"$tmp/remote.acked")
@@ -105,7 +106,7 @@ wait "$remote_writer" || fail "the client's remote writes failed"
 [ "$(wc -l <"$tmp/remote.acked")" -eq "$writes" ] || fail "remote writes missing"
 
 # The watcher must reach a last write made after everything else.
-in_client shmdict --remote "$remote" set example sentinel done >/dev/null
+in_client shmdict --remote "$remote" set example sentinel "done" >/dev/null
 until_ok 60 "the watcher never saw the last write" 'grep -q "$(printf "\tset\tsentinel\tdone")\$" "$tmp/watch"'
 kill %1 2>/dev/null || true
 
