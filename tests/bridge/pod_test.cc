@@ -178,7 +178,8 @@ TEST_F(PodTest, SidecarRestartsLoseNoAcknowledgedWriteAndBothSidesEndEqual) {
       EXPECT_EQ(found->second, value) << key;
     }
   }
-  EXPECT_EQ(local.size(), expected.size()) << "a write nobody acknowledged is in the dict";
+  EXPECT_EQ(local.size(), expected.size())
+      << "the dict must hold the acknowledged writes and nothing else";
 
   // Both sides hold the same state: through shared memory, through the bridge, and as the remote
   // pod's watch built it from revision 0 up to the final revision (checked in the worker: every
