@@ -4,7 +4,9 @@
 //   incr NAME KEY COUNT                  Increment(KEY) COUNT times; "done <last value>"
 //   write NAME PREFIX COUNT              Set PREFIX.i -> ValueFor(i) for i in [0, COUNT), printing
 //                                        "acked <i> <revision>" after each commit returned
-//       [--value-bytes=N] [--hold-lock]  (--hold-lock: take Lock() first and never release it)
+//       [--value-bytes=N] [--hold-lock]  (--hold-lock: take Lock() first and never release it;
+//       [--step=N]                       --step: wait for a line on stdin before every N writes,
+//                                        and write the rest at once after EOF or an empty line)
 //   lockrmw NAME KEY COUNT               COUNT times under Lock(): Get, yield, Set(old + 1)
 //   lockhold NAME                        Lock(), "locked <pid>", hold until stdin says "unlock"
 //                                        or closes (or the test SIGKILLs it)
@@ -175,7 +177,10 @@ int Write(const Args& args) {
     guard = std::move(*locked);
     Say("locked");
   }
+  // Lets a test choose what happens meanwhile (a bridge down, then back) without sleeping.
+  int64_t step = args.Int("step", 0);
   for (int64_t i = 0; i < count; ++i) {
+    if (step > 0 && i % step == 0 && ReadStdinLine().empty()) step = 0;
     Result<uint64_t> rev = dict.Set(KeyFor(prefix, i), ValueFor(i, value_bytes));
     if (!rev.ok()) Fail("set " + KeyFor(prefix, i), rev.status());
     Say("acked " + std::to_string(i) + " " + std::to_string(*rev));
