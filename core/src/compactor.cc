@@ -295,7 +295,6 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
   // cannot be reclaimed before a newer snapshot is published, and then a lapped read just moves
   // the view to that snapshot.
   LocalView frozen;
-  frozen.count_entries = false;
   std::string scratch;
   Status caught_up = reader_->LoadLatestSnapshot(&frozen);
   if (caught_up.ok()) caught_up = reader_->ReplayLog(&frozen, target_revision, &scratch);

@@ -263,7 +263,7 @@ Result<bool> Dict::Contains(std::string_view key) {
 Result<uint64_t> Dict::Size() {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
-  return d.view.size;
+  return d.view.Size();
 }
 
 uint64_t Dict::ForEach(const std::function<void(std::string_view key, ValueView value)>& fn) {
@@ -560,7 +560,7 @@ DictStatus Dict::GetStatus() {
   d.CatchUp(false).IgnoreError();
   DictStatus st = internal::StatusFromHeader(d.name, *d.header, d.map.size());
   // The handle's own view is exact at its revision; the header's count may trail a dead writer.
-  if (st.revision == d.view.revision) st.entries = d.view.size;
+  if (st.revision == d.view.revision) st.entries = d.view.Size();
   st.attached = true;
   return st;
 }

@@ -133,7 +133,7 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
   header->commit.commit_revision.store(revision, std::memory_order_seq_cst);
   w.writer_tail.store(new_tail, std::memory_order_relaxed);
   w.writer_tail_revision.store(revision, std::memory_order_relaxed);
-  header->commit.entry_count.store(view.size, std::memory_order_relaxed);
+  header->commit.entry_count.store(view.Size(), std::memory_order_relaxed);
   internal::WakeChangeWaiters(header);
   last_commit = revision;
   // Retired children go now, under the lock; if this process dies first, the next lock holder's

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "segment.h"
@@ -200,6 +201,49 @@ TEST_F(DictTest, ManySnapshotsLaterAnAttacherSeesTheExactState) {
   ASSERT_EQ(got.size(), expected.size());
   for (const auto& [k, v] : expected) EXPECT_EQ(got.at(k).AsInt(), v) << k;
   EXPECT_EQ(reader.revision(), writer.revision());
+}
+
+// A reader counts its entries only when asked (LocalView::Size), then keeps counting: both ways
+// must agree with the writer's exact count, over a snapshot, through erasures, new keys,
+// overwrites and a clear().
+TEST_F(DictTest, AReaderThatCountsLateAgreesWithTheWriter) {
+  Options o = Opts(64 * 1024);
+  o.background_compaction = false;
+  Dict writer = OpenOrDie(o);
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_TRUE(writer.Set("k" + std::to_string(i), Value::Int(i)).ok());
+  ASSERT_TRUE(writer.Dump().ok());
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict reader = OpenOrDie(attach);
+  Dict late = OpenOrDie(attach);  // asks for its size only at the end
+  std::set<std::string> expected;
+  for (int i = 0; i < 1000; ++i) expected.insert("k" + std::to_string(i));
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 1500; ++i) {
+      const std::string key = "k" + std::to_string((i * 7 + round * 13) % 1600);
+      if (i % 5 == 2) {
+        ASSERT_TRUE(writer.Erase(key).ok());
+        expected.erase(key);
+      } else {
+        ASSERT_TRUE(writer.Set(key, Value::Int(i)).ok());
+        expected.insert(key);
+      }
+      if (i % 250 == 0) {
+        ASSERT_EQ(*reader.Size(), expected.size()) << "round " << round << " op " << i;
+      }
+    }
+    EXPECT_EQ(writer.GetStatus().entries, expected.size());
+    EXPECT_EQ(*reader.Size(), expected.size());
+    if (round == 1) {
+      ASSERT_TRUE(writer.Clear().ok());
+      expected.clear();
+      ASSERT_TRUE(writer.Set("after-clear", Value::Int(1)).ok());
+      expected.insert("after-clear");
+    }
+  }
+  EXPECT_EQ(*late.Size(), expected.size());
+  EXPECT_EQ(late.Keys()->size(), expected.size());
 }
 
 TEST_F(DictTest, BackgroundSnapshotsKeepALaggingReaderCorrect) {

@@ -13,11 +13,15 @@ void LocalView::Apply(const OpRef& op, uint64_t op_revision) {
       bool had_entry = false;
       bool was_present = false;
       overlay.Put(op.key, hash, op_revision, &value, &had_entry, &was_present);
-      if (!count_entries) break;
+      if (!size_known_) break;
+      const bool needs_probe = !had_entry && !snapshot_hidden && snapshot;
+      if (needs_probe && !counting_) {
+        size_known_ = false;  // Size() counts when asked
+        break;
+      }
       const bool existed =
-          had_entry ? was_present
-                    : !snapshot_hidden && snapshot && snapshot->Find(op.key, hash, &existing);
-      if (!existed) ++size;
+          had_entry ? was_present : needs_probe && snapshot->Find(op.key, hash, &existing);
+      if (!existed) ++size_;
       break;
     }
     case ChangeOp::kErase: {
@@ -30,13 +34,14 @@ void LocalView::Apply(const OpRef& op, uint64_t op_revision) {
         bool was_present = false;
         overlay.Put(op.key, hash, op_revision, nullptr, &had_entry, &was_present);
       }
-      --size;
+      if (size_known_) --size_;
       break;
     }
     case ChangeOp::kClear:
       overlay.Clear();
       snapshot_hidden = snapshot != nullptr;
-      size = 0;
+      size_ = 0;
+      size_known_ = true;
       break;
   }
 }
@@ -46,8 +51,28 @@ void LocalView::ResetTo(std::shared_ptr<const SnapshotView> snap) {
   snapshot_hidden = false;
   revision = snap ? snap->revision() : 0;
   position = snap ? snap->log_position() : 0;
-  size = snap ? snap->entry_count() : 0;
+  size_ = snap ? snap->entry_count() : 0;
+  size_known_ = true;
   snapshot = std::move(snap);
+}
+
+uint64_t LocalView::Size() {
+  if (!size_known_) {
+    // The snapshot's count, corrected by every key the overlay changed since: a value where the
+    // snapshot has none adds one, a tombstone over the snapshot's entry removes one.
+    const bool visible = !snapshot_hidden && snapshot;
+    uint64_t n = visible ? snapshot->entry_count() : 0;
+    ValueView existing;
+    overlay.ForEach([&](uint64_t hash, const Overlay::Entry& e) {
+      const bool in_snapshot = visible && snapshot->Find(e.key(), hash, &existing);
+      if (e.present && !in_snapshot) ++n;
+      if (!e.present && in_snapshot) --n;
+    });
+    size_ = n;
+    size_known_ = true;
+  }
+  counting_ = true;
+  return size_;
 }
 
 bool LocalView::RebaseOnto(std::shared_ptr<const SnapshotView> newer) {

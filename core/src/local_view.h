@@ -24,10 +24,14 @@ struct LocalView {
   bool snapshot_hidden = false;  // a clear() since the snapshot: only the overlay counts
   uint64_t revision = 0;
   uint64_t position = 0;  // log position just after `revision`'s record
-  uint64_t size = 0;
-  // False for a view that never reports its size (the background builder's: the snapshot counts
-  // its own entries). A set of a key the overlay lacks then skips probing the snapshot for it.
-  bool count_entries = true;
+
+  // Entries at `revision`. Counted lazily: knowing whether a set adds a key takes a probe of the
+  // snapshot for every key the overlay lacks — a cache miss, and in a snapshot this process has
+  // just mapped a page fault — which was most of an attacher's replay and of a reader's
+  // catch-up, for a count they seldom ask for. The first call counts the overlay's keys against
+  // the snapshot, O(overlay); from then on Apply keeps the count current (a handle that asks
+  // once, or writes, asks again: CommitLocked publishes it with every commit).
+  uint64_t Size();
 
   uint64_t generation() const { return snapshot ? snapshot->generation() : 0; }
 
@@ -79,6 +83,13 @@ struct LocalView {
       if (overlay.empty() || overlay.Find(key, Hash64(key)) == nullptr) fn(key, value);
     });
   }
+
+ private:
+  // Size() is exact from size_ when size_known_; Apply keeps it so only while counting_ (or when
+  // the answer needs no snapshot probe). Invariant: counting_ implies size_known_.
+  uint64_t size_ = 0;
+  bool size_known_ = true;
+  bool counting_ = false;
 };
 
 }  // namespace shmdict::internal

@@ -1,5 +1,6 @@
 #include "log_reader.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "blob_segment.h"
@@ -10,6 +11,12 @@ namespace {
 
 // Retries when snapshots are replaced faster than a reader can map them; practically never hit.
 constexpr int kSnapshotRetries = 1000;
+// ReplayLog's guess of the overlay's growth: the log bytes of one small change (a record's op
+// header, a short key, a short value: 58 bytes for a 14-byte key and a 32-byte value), and a cap
+// on the guess (two 32-byte slots per key: 1 MiB of slots).
+constexpr uint64_t kReplayBytesPerKey = 64;
+constexpr uint64_t kMaxReplayReservation = 1 << 14;
+constexpr uint64_t kReplayReserveRevisions = 8;
 
 }  // namespace
 
@@ -90,6 +97,18 @@ ReadOutcome LogReader::ReadRecord(uint64_t position, uint64_t expected_revision,
 }
 
 Status LogReader::ReplayLog(LocalView* view, uint64_t target, std::string* scratch) const {
+  // An attacher (or a reader far behind) replays up to a log's worth of changes: size the overlay
+  // for them once. The estimate, one key per kReplayBytesPerKey log bytes, errs low for tiny
+  // changes (the overlay then grows once more) and is capped, so big values over-reserve little.
+  // A reader a few revisions behind (the common catch-up) skips it: the writer's line is hot.
+  const uint64_t tail = target - view->revision >= kReplayReserveRevisions
+                            ? header_->writer.writer_tail.load(std::memory_order_relaxed)
+                            : 0;
+  if (tail > view->position) {
+    view->overlay.Reserve(
+        view->overlay.size() +
+        std::min<uint64_t>((tail - view->position) / kReplayBytesPerKey, kMaxReplayReservation));
+  }
   int laps = 0;
   while (view->revision < target) {
     uint64_t next = 0;

@@ -57,9 +57,14 @@ void Overlay::RebuildFilter() {
   }
 }
 
-void Overlay::Grow() {
+void Overlay::Reserve(size_t keys) {
+  if (keys * 2 > slots_.size()) Grow(keys * 2);
+}
+
+void Overlay::Grow(size_t min_capacity) {
   std::vector<Slot> old = std::move(slots_);
-  const size_t capacity = old.empty() ? 64 : old.size() * 2;
+  size_t capacity = old.empty() ? 64 : old.size() * 2;
+  while (capacity < min_capacity) capacity *= 2;
   slots_.assign(capacity, Slot{});
   mask_ = capacity - 1;
   for (const Slot& s : old) {

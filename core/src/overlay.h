@@ -87,6 +87,9 @@ class Overlay {
   // was present, through *had_entry / *was_present.
   void Put(std::string_view key, uint64_t hash, uint64_t revision, const ValueView* value,
            bool* had_entry, bool* was_present);
+  // Makes room for `keys` entries in all, so that inserting them never rehashes (a replay of a
+  // long log would otherwise grow the slot array a dozen times, moving every entry each time).
+  void Reserve(size_t keys);
   // Removes key's entry, if any.
   void Erase(std::string_view key, uint64_t hash);
   void Clear();
@@ -136,7 +139,8 @@ class Overlay {
   // Sizes the filter for the slot array and refills it from the slots.
   void RebuildFilter();
   Entry* NewEntry(std::string_view key, uint64_t value_bytes, uint64_t* bytes);
-  void Grow();
+  // Doubles the slot array, or more, to at least min_capacity slots.
+  void Grow(size_t min_capacity = 0);
   void EraseSlot(size_t i);
   // Moves the live entries into a fresh arena, leaving the garbage behind.
   void CompactArena();

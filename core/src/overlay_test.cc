@@ -106,5 +106,27 @@ TEST(OverlayTest, OverwriteWithItsOwnValueIsSafe) {
   EXPECT_TRUE(was);
 }
 
+TEST(OverlayTest, ReservingRoomKeepsEveryEntry) {
+  Overlay overlay;
+  std::map<std::string, ModelEntry> model;
+  bool had = false;
+  bool was = false;
+  uint64_t revision = 0;
+  auto put = [&](int i) {
+    const std::string key = "k" + std::to_string(i);
+    const std::string value = "v" + std::to_string(i);
+    const ValueView view{ValueType::kString, value};
+    overlay.Put(key, Hash64(key), ++revision, &view, &had, &was);
+    model[key] = {true, value, revision};
+  };
+  overlay.Reserve(10);  // on an empty overlay
+  for (int i = 0; i < 100; ++i) put(i);
+  overlay.Reserve(5000);  // moves the entries it holds
+  ExpectSame(overlay, model);
+  for (int i = 100; i < 6000; ++i) put(i);  // past the reservation: grows as before
+  overlay.Reserve(10);                      // smaller than what it holds: nothing changes
+  ExpectSame(overlay, model);
+}
+
 }  // namespace
 }  // namespace shmdict::internal
