@@ -266,14 +266,14 @@ Process::Process(const Spec& spec) {
   process_ = shmdict::internal::Subprocess::Start(options, &error);
   if (process_ == nullptr) Fail(error);
   RegisterGroup(process_->pid());
-  registered_ = true;
+  running_ = true;
 }
 
 Process::~Process() { Kill(); }
 
-void Process::Unregister() {
-  if (registered_) UnregisterGroup(process_->pid());
-  registered_ = false;
+void Process::Finished() {
+  if (running_) UnregisterGroup(process_->pid());
+  running_ = false;
 }
 
 std::optional<std::string> Process::ReadLine(int64_t timeout_ns) {
@@ -300,7 +300,7 @@ std::string Process::Wait(int64_t timeout_ns) {
   if (!running()) return "not running";
   const shmdict::internal::ExitInfo exit =
       process_->Wait(shmdict::internal::DeadlineIn(std::chrono::nanoseconds(timeout_ns)));
-  Unregister();
+  Finished();
   if (exit.timed_out) return "did not exit in time; killed";
   if (!exit.reaped) return "could not be reaped";
   if (exit.exited && exit.exit_code == 0) return "";
@@ -310,7 +310,7 @@ std::string Process::Wait(int64_t timeout_ns) {
 
 void Process::Kill() {
   process_->Kill();
-  Unregister();
+  Finished();
 }
 
 std::unique_ptr<Process> SpawnSelf(const std::vector<std::string>& args) {

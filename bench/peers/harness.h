@@ -170,13 +170,14 @@ class Process {
   std::string Wait(int64_t timeout_ns);
   // SIGKILLs the whole group and reaps the child.
   void Kill();
-  bool running() const { return !process_->reaped(); }
+  // Until Wait or Kill (the child may have exited already).
+  bool running() const { return running_; }
 
  private:
-  void Unregister();
+  void Finished();
 
   std::unique_ptr<shmdict::internal::Subprocess> process_;
-  bool registered_ = false;  // in the fatal-signal handler's list of groups
+  bool running_ = false;  // also: in the fatal-signal handler's list of groups
 };
 
 // This binary re-executed with a hidden subcommand (children see a fresh process: their memory
