@@ -168,6 +168,8 @@ class Process {
   // Reaps the child, waiting up to timeout_ns (then kills it). Empty if it exited with status 0,
   // else how it ended.
   std::string Wait(int64_t timeout_ns);
+  // Sends `sig` to the child if it has not been reaped (so never to a reused pid).
+  void Signal(int sig) { process_->Signal(sig); }
   // SIGKILLs the whole group and reaps the child.
   void Kill();
   // Until Wait or Kill (the child may have exited already).
