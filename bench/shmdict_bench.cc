@@ -19,9 +19,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -47,6 +46,7 @@
 #include "shmdict/dict.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
+#include "subprocess.h"
 #include "support/bench_support.h"
 
 namespace {
@@ -250,80 +250,45 @@ using shmdict::bench::ReadSmapsRollup;
 
 // ---------------------------------------------------------------------------- child processes
 
-// A copy of this binary running a hidden subcommand, its stdout connected to a pipe. The child
-// dies with us (PR_SET_PDEATHSIG) and after kChildAlarmSeconds at the latest.
+// A copy of this binary running a hidden subcommand, its stdout connected to a pipe (a
+// Subprocess, subprocess.h). The child dies with us (kill_with_parent) and after
+// kChildAlarmSeconds at the latest; we wait a little longer than that for it.
 class Child {
  public:
   explicit Child(const std::vector<std::string>& args) {
-    // Everything the child needs is built before fork: a multi-threaded parent's child may only
-    // make async-signal-safe calls until exec.
-    std::vector<std::string> argv_storage = {"shmdict_bench"};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& arg : argv_storage) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) Fail(std::string("pipe2: ") + std::strerror(errno));
-    pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ < 0) {
-      int error = errno;
-      close(fds[0]);
-      close(fds[1]);
-      Fail(std::string("fork: ") + std::strerror(error));
-    }
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(126);
-      dup2(fds[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC on the new descriptor
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    out_ = fds[0];
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  ~Child() {
-    if (pid_ > 0) {  // not waited for: an error path
-      kill(pid_, SIGKILL);
-      Wait().IgnoreError();
-    }
-    if (out_ >= 0) close(out_);
+    shmdict::internal::SpawnOptions options;
+    options.path = "/proc/self/exe";
+    options.argv = {"shmdict_bench"};
+    options.argv.insert(options.argv.end(), args.begin(), args.end());
+    options.pipe_stdout = true;
+    options.kill_with_parent = true;
+    std::string error;
+    process_ = shmdict::internal::Subprocess::Start(options, &error);
+    if (process_ == nullptr) Fail(error);
   }
 
   // The next line of the child's stdout without its newline; nullopt at end of file.
   std::optional<std::string> ReadLine() {
-    for (;;) {
-      if (size_t newline = buffer_.find('\n'); newline != std::string::npos) {
-        std::string line = buffer_.substr(0, newline);
-        buffer_.erase(0, newline + 1);
-        return line;
-      }
-      char chunk[512];
-      ssize_t n = read(out_, chunk, sizeof chunk);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return std::nullopt;
-      buffer_.append(chunk, static_cast<size_t>(n));
+    std::string line;
+    if (process_->ReadLine(&line, Deadline()) == shmdict::internal::LineStatus::kLine) {
+      return line;
     }
+    return std::nullopt;
   }
 
   // Reaps the child; an error unless it exited with status 0.
   shmdict::Status Wait() {
-    int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return shmdict::Status::Ok();
-    std::string how = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                                        : "signal " + std::to_string(WTERMSIG(status));
-    return shmdict::Status(shmdict::StatusCode::kInternal, "child process ended with " + how);
+    const shmdict::internal::ExitInfo exit = process_->Wait(Deadline());
+    if (exit.Succeeded()) return shmdict::Status::Ok();
+    return shmdict::Status(shmdict::StatusCode::kInternal, "child process " + exit.ToString());
   }
 
  private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-  std::string buffer_;
+  static shmdict::internal::Deadline Deadline() {
+    return shmdict::internal::DeadlineIn(std::chrono::seconds(kChildAlarmSeconds + 10));
+  }
+
+  std::unique_ptr<shmdict::internal::Subprocess> process_;  // SIGKILLed and reaped with us
 };
 
 // Parses "k1=v1 k2=v2 ..." as printed by the children.

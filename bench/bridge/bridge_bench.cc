@@ -128,7 +128,7 @@ class Bridge {
   // SIGTERM, not SIGKILL: a killed bridge would leave its record in the registry of live bridges
   // (/dev/shm/shmdict-bridges) until the next `shmdict ls`.
   ~Bridge() {
-    if (process_->running()) kill(process_->pid(), SIGTERM);
+    process_->Signal(SIGTERM);
     process_->Wait(10'000'000'000);
   }
   const std::string& address() const { return address_; }

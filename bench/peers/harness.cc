@@ -4,12 +4,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -262,140 +259,58 @@ void RemoveShmEntry(const std::string& name) {
 // ---------------------------------------------------------------------------------- children
 
 Process::Process(const Spec& spec) {
-  // Everything the child needs is built before fork: a multi-threaded parent's child may only
-  // make async-signal-safe calls until exec.
-  std::vector<std::string> argv_storage = spec.argv;
-  std::vector<char*> argv;
-  for (std::string& arg : argv_storage) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  std::string path = spec.path;
-  std::vector<std::string> env_storage;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    const bool replaced = std::any_of(spec.env.begin(), spec.env.end(), [&](const std::string& x) {
-      const size_t eq = x.find('=');
-      return entry.substr(0, eq + 1) == std::string_view(x).substr(0, eq + 1);
-    });
-    if (!replaced) env_storage.emplace_back(entry);
-  }
-  env_storage.insert(env_storage.end(), spec.env.begin(), spec.env.end());
-  std::vector<char*> envp;
-  for (std::string& entry : env_storage) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-  int in_fds[2] = {-1, -1};
-  int out_fds[2] = {-1, -1};
-  if ((spec.pipe_stdin && pipe2(in_fds, O_CLOEXEC) != 0) ||
-      (spec.pipe_stdout && pipe2(out_fds, O_CLOEXEC) != 0)) {
-    Fail(std::string("pipe2: ") + std::strerror(errno));
-  }
-  const int dev_null = spec.quiet ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
-  const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ < 0) {
-    const int error = errno;
-    for (int fd : {in_fds[0], in_fds[1], out_fds[0], out_fds[1], dev_null}) {
-      if (fd >= 0) close(fd);
-    }
-    Fail(std::string("fork: ") + std::strerror(error));
-  }
-  if (pid_ == 0) {
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(126);
-    // The harness may ignore or catch signals; a fresh program starts with the defaults.
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) ::signal(s, SIG_DFL);
-    if (in_fds[0] >= 0) dup2(in_fds[0], STDIN_FILENO);  // dup2 clears O_CLOEXEC on the copy
-    if (out_fds[1] >= 0) dup2(out_fds[1], STDOUT_FILENO);
-    if (dev_null >= 0) {
-      if (out_fds[1] < 0) dup2(dev_null, STDOUT_FILENO);
-      dup2(dev_null, STDERR_FILENO);
-    }
-    execve(path.c_str(), argv.data(), envp.data());
-    _exit(127);
-  }
-  setpgid(pid_, pid_);  // also here, so the group exists before we might signal it
-  RegisterGroup(pid_);
-  if (dev_null >= 0) close(dev_null);
-  if (in_fds[0] >= 0) close(in_fds[0]);
-  if (out_fds[1] >= 0) close(out_fds[1]);
-  in_ = in_fds[1];
-  out_ = out_fds[0];
+  Spec options = spec;
+  options.new_process_group = true;
+  options.kill_with_parent = true;
+  std::string error;
+  process_ = shmdict::internal::Subprocess::Start(options, &error);
+  if (process_ == nullptr) Fail(error);
+  RegisterGroup(process_->pid());
+  running_ = true;
 }
 
-Process::~Process() {
-  if (pid_ > 0) Kill();
-  if (in_ >= 0) close(in_);
-  if (out_ >= 0) close(out_);
+Process::~Process() { Kill(); }
+
+void Process::Finished() {
+  if (running_) UnregisterGroup(process_->pid());
+  running_ = false;
 }
 
 std::optional<std::string> Process::ReadLine(int64_t timeout_ns) {
-  const int64_t deadline = MonotonicNs() + timeout_ns;
-  for (;;) {
-    if (size_t newline = buffer_.find('\n'); newline != std::string::npos) {
-      std::string line = buffer_.substr(0, newline);
-      buffer_.erase(0, newline + 1);
+  std::string line;
+  switch (process_->ReadLine(&line,
+                             shmdict::internal::DeadlineIn(std::chrono::nanoseconds(timeout_ns)))) {
+    case shmdict::internal::LineStatus::kLine:
       return line;
-    }
-    if (out_ < 0) return std::nullopt;
-    const int64_t left = deadline - MonotonicNs();
-    if (left <= 0) {
-      Fail("child " + std::to_string(pid_) + " (" + std::to_string(timeout_ns / 1'000'000'000) +
-           " s timeout) did not answer");
-    }
-    pollfd p{out_, POLLIN, 0};
-    const int ready = poll(&p, 1, static_cast<int>(std::min<int64_t>(left / 1'000'000 + 1, 1000)));
-    if (ready < 0 && errno != EINTR) Fail(std::string("poll: ") + std::strerror(errno));
-    if (ready <= 0) continue;
-    char chunk[4096];
-    const ssize_t n = read(out_, chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return std::nullopt;
-    buffer_.append(chunk, static_cast<size_t>(n));
+    case shmdict::internal::LineStatus::kEof:
+      return std::nullopt;
+    case shmdict::internal::LineStatus::kTimeout:
+      break;
   }
+  Fail("child " + std::to_string(pid()) + " (" + std::to_string(timeout_ns / 1'000'000'000) +
+       " s timeout) did not answer");
 }
 
 void Process::WriteLine(std::string_view line) {
-  std::string data(line);
-  data += '\n';
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = write(in_, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) Fail("child " + std::to_string(pid_) + " does not read its input");
-    done += static_cast<size_t>(n);
-  }
+  if (!process_->WriteLine(line))
+    Fail("child " + std::to_string(pid()) + " does not read its input");
 }
 
 std::string Process::Wait(int64_t timeout_ns) {
-  if (pid_ <= 0) return "not running";
-  const int64_t deadline = MonotonicNs() + timeout_ns;
-  int status = 0;
-  for (;;) {
-    const pid_t got = waitpid(pid_, &status, WNOHANG);
-    if (got == pid_) break;
-    if (got < 0 && errno != EINTR) return std::string("waitpid: ") + std::strerror(errno);
-    if (MonotonicNs() >= deadline) {
-      Kill();
-      return "did not exit in time; killed";
-    }
-    SleepNs(1'000'000);
-  }
-  kill(-pid_, SIGKILL);  // anything it left in its group (a server's helpers)
-  UnregisterGroup(pid_);
-  pid_ = -1;
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
-  return WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                           : "signal " + std::to_string(WTERMSIG(status));
+  if (!running()) return "not running";
+  const shmdict::internal::ExitInfo exit =
+      process_->Wait(shmdict::internal::DeadlineIn(std::chrono::nanoseconds(timeout_ns)));
+  Finished();
+  if (exit.timed_out) return "did not exit in time; killed";
+  if (!exit.reaped) return "could not be reaped";
+  if (exit.exited && exit.exit_code == 0) return "";
+  return exit.exited ? "exit status " + std::to_string(exit.exit_code)
+                     : "signal " + std::to_string(exit.signal);
 }
 
 void Process::Kill() {
-  if (pid_ <= 0) return;
-  kill(-pid_, SIGKILL);
-  kill(pid_, SIGKILL);
-  while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-  }
-  UnregisterGroup(pid_);
-  pid_ = -1;
+  process_->Kill();
+  Finished();
 }
 
 std::unique_ptr<Process> SpawnSelf(const std::vector<std::string>& args) {

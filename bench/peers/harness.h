@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "subprocess.h"
 #include "support/bench_support.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -147,39 +148,38 @@ void RemoveShmEntry(const std::string& name);
 
 // ---------------------------------------------------------------------------------- children
 
-// A child process in its own process group, killed with the group when this object goes away,
-// when the harness dies (PR_SET_PDEATHSIG) and from the harness's fatal-signal handler.
+// A child process (a Subprocess, subprocess.h) in its own process group, killed with the group
+// when this object goes away, when the harness dies (kill_with_parent) and from the harness's
+// fatal-signal handler. Errors throw BenchError.
 class Process {
  public:
-  struct Spec {
-    std::string path;               // executable; "/proc/self/exe" re-executes the harness
-    std::vector<std::string> argv;  // argv[0] included
-    bool pipe_stdin = false;
-    bool pipe_stdout = false;
-    bool quiet = false;            // stdout and stderr to /dev/null (servers' chatter)
-    std::vector<std::string> env;  // "NAME=value" added to (or replacing in) our environment
-  };
+  // path, argv, env, pipe_stdin, pipe_stdout, quiet; the group and the parent-death signal are
+  // always on.
+  using Spec = shmdict::internal::SpawnOptions;
   explicit Process(const Spec& spec);
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
   ~Process();
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_->pid(); }
   // The next line of stdout without its newline; nullopt at end of file. Fails after timeout_ns.
   std::optional<std::string> ReadLine(int64_t timeout_ns);
   void WriteLine(std::string_view line);
   // Reaps the child, waiting up to timeout_ns (then kills it). Empty if it exited with status 0,
   // else how it ended.
   std::string Wait(int64_t timeout_ns);
+  // Sends `sig` to the child if it has not been reaped (so never to a reused pid).
+  void Signal(int sig) { process_->Signal(sig); }
   // SIGKILLs the whole group and reaps the child.
   void Kill();
-  bool running() const { return pid_ > 0; }
+  // Until Wait or Kill (the child may have exited already).
+  bool running() const { return running_; }
 
  private:
-  pid_t pid_ = -1;
-  int in_ = -1;
-  int out_ = -1;
-  std::string buffer_;
+  void Finished();
+
+  std::unique_ptr<shmdict::internal::Subprocess> process_;
+  bool running_ = false;  // also: in the fatal-signal handler's list of groups
 };
 
 // This binary re-executed with a hidden subcommand (children see a fresh process: their memory

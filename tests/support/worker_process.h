@@ -1,18 +1,16 @@
-// WorkerProcess: a real, unrelated helper process (posix_spawn + exec, never a bare fork) whose
-// stdout is captured line by line through a pipe and whose stdin is a pipe the test can write
-// to. Every wait has a deadline: a worker that does not answer in time is SIGKILLed, reaped and
-// reported as a test failure, so a broken engine fails the test instead of hanging it.
+// WorkerProcess: a real, unrelated helper process for a test: a Subprocess (subprocess.h:
+// posix_spawn + exec, stdout captured line by line, a stdin pipe, deadlines) whose failures are
+// gtest failures. A worker that does not answer in time is SIGKILLed, reaped and reported as a
+// test failure, so a broken engine fails the test instead of hanging it.
 //
 //   auto worker = SpawnWorker({"incr", name, "counter", "1000"});
 //   ExitInfo exit = worker->Wait(DeadlineIn(kWorkerTimeout));
 //   EXPECT_TRUE(exit.Succeeded()) << exit.ToString();
 //
-// Exit is observed through a pidfd (no polling), output through poll(2); a stdin pipe lets tests
-// release workers (barriers, "unlock") without sleeps.
+// A stdin pipe lets tests release workers (barriers, "unlock") without sleeps.
 //
 // Thread-safety: thread-compatible; use a WorkerProcess from one thread. Lifetime: destroying a
-// WorkerProcess that still runs SIGKILLs and reaps it, so no test leaves processes behind. All
-// pipes are close-on-exec, so a worker never inherits another worker's pipes.
+// WorkerProcess that still runs SIGKILLs and reaps it, so no test leaves processes behind.
 #ifndef SHMDICT_TESTS_SUPPORT_WORKER_PROCESS_H_
 #define SHMDICT_TESTS_SUPPORT_WORKER_PROCESS_H_
 
@@ -25,29 +23,18 @@
 #include <string_view>
 #include <vector>
 
+#include "subprocess.h"
+
 namespace shmdict::testing {
 
-using Clock = std::chrono::steady_clock;
-using Deadline = Clock::time_point;
+using internal::Clock;
+using internal::Deadline;
+using internal::DeadlineIn;
+using internal::ExitInfo;
+using internal::LineStatus;
 
 // Generous: CI machines are slow and loaded; a correct worker finishes far sooner.
 inline constexpr std::chrono::seconds kWorkerTimeout{60};
-
-inline Deadline DeadlineIn(Clock::duration d) { return Clock::now() + d; }
-
-struct ExitInfo {
-  bool reaped = false;     // false only if the process could not be waited for
-  bool exited = false;     // terminated by exit()/return from main
-  int exit_code = -1;      // valid when exited
-  int signal = 0;          // the terminating signal when !exited
-  bool timed_out = false;  // the deadline passed and the worker was SIGKILLed
-
-  bool Succeeded() const { return reaped && exited && exit_code == 0 && !timed_out; }
-  bool KilledBy(int sig) const { return reaped && !exited && signal == sig && !timed_out; }
-  std::string ToString() const;
-};
-
-enum class LineStatus { kLine, kEof, kTimeout };
 
 class WorkerProcess {
  public:
@@ -58,10 +45,12 @@ class WorkerProcess {
   WorkerProcess& operator=(const WorkerProcess&) = delete;
   ~WorkerProcess();
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_ != nullptr ? process_->pid() : -1; }
   // "pid 123: shmdict_worker incr d counter 10", for failure messages.
   const std::string& description() const { return description_; }
-  bool reaped() const { return reaped_; }
+  bool reaped() const { return process_ != nullptr && process_->reaped(); }
+  // The process itself; null when it could not be started.
+  internal::Subprocess* subprocess() const { return process_.get(); }
 
   // The next complete stdout line, without its '\n'. kEof when stdout is closed and no complete
   // line is left; kTimeout when the deadline passed first (not a test failure by itself).
@@ -72,40 +61,23 @@ class WorkerProcess {
   // Every complete line not yet returned by ReadLine/AwaitLine, plus an unterminated last line.
   std::vector<std::string> TakeLines();
   // Everything the worker printed so far (for failure messages).
-  const std::string& output() const { return output_; }
+  const std::string& output() const { return process_ != nullptr ? process_->output() : kNoOutput; }
 
   // Writes `line` + '\n' to the worker's stdin. False if the worker closed it.
   bool SendLine(std::string_view line);
   void CloseStdin();
 
-  // Sends `sig` if the worker is still running (it is not reaped before Wait).
+  // As Subprocess::Signal and Subprocess::Wait; a worker still running at the deadline is also
+  // a test failure.
   void Signal(int sig);
-  // Waits until the worker exited and its stdout reached EOF, reading (and keeping) its output
-  // meanwhile so that it never blocks on a full pipe. At the deadline: SIGKILL, reap, report a
-  // test failure, and return timed_out.
   ExitInfo Wait(Deadline deadline);
   // SIGKILL, then Wait. The output printed before death stays readable (TakeLines).
   ExitInfo KillAndWait();
 
  private:
-  friend std::vector<ExitInfo> WaitAll(const std::vector<WorkerProcess*>& workers,
-                                       Deadline deadline);
-  friend void Pump(const std::vector<WorkerProcess*>& workers, Deadline until);
-
-  bool Done() const { return reaped_ && stdout_fd_ < 0; }
-  void ReadAvailable();
-  void TryReap();
-  void CloseFd(int* fd);
-
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-  int stdout_fd_ = -1;
-  int stdin_fd_ = -1;
-  bool reaped_ = false;
-  int wait_status_ = 0;
+  std::unique_ptr<internal::Subprocess> process_;
   std::string description_;
-  std::string output_;
-  size_t consumed_ = 0;  // bytes of output_ already returned as lines
+  static const std::string kNoOutput;
 };
 
 // Waits for all workers together (draining every pipe, so none blocks on a full pipe), with one
