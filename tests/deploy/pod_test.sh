@@ -25,15 +25,18 @@ tmp=$(mktemp -d)
 manifest="$tmp/pod.yaml"
 kubectl kustomize deploy/kubernetes/overlays/podman >"$manifest"
 
+remove_pod() {  # the pod, the client and the volume; also leftovers of an interrupted run
+  podman rm -f -t 0 "$client" >/dev/null 2>&1 || true
+  podman kube down "$manifest" >/dev/null 2>&1 || true
+  podman pod rm -f -t 0 "$pod" >/dev/null 2>&1 || true
+  podman volume rm -f dshm >/dev/null 2>&1 || true
+}
 cleanup() {
   local pids
   pids=$(jobs -p)
   [ -n "$pids" ] && kill $pids 2>/dev/null
   wait 2>/dev/null
-  podman rm -f -t 0 "$client" >/dev/null 2>&1 || true
-  podman kube down "$manifest" >/dev/null 2>&1 || true
-  podman pod rm -f -t 0 "$pod" >/dev/null 2>&1 || true
-  podman volume rm -f dshm >/dev/null 2>&1 || true
+  remove_pod
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -44,8 +47,7 @@ fail() {
   done
   exit 1
 }
-cleanup_quiet() { cleanup; mkdir -p "$tmp"; kubectl kustomize deploy/kubernetes/overlays/podman >"$manifest"; }
-cleanup_quiet  # leftovers of an interrupted run
+remove_pod
 
 # kube play would make the emptyDir a root-owned 0755 directory volume, which uid 10001 cannot
 # write (fsGroup is ignored). A tmpfs volume of that name, owned by the dicts' uid, is what
