@@ -97,8 +97,9 @@ Status Compactor::CompactLocked(LocalView* view) {
   Status moved = MoveOntoPublishedSnapshot(view);
   if (!moved.ok()) return moved;
   const uint64_t generation = NextGeneration();
+  const HeldSegmentSource held = HeldRetiredSegments();
   auto snap = SnapshotView::Build(name_, generation, view->revision, view->position, mode_,
-                                  view->SnapshotBase(), view->OverlayDelta());
+                                  view->SnapshotBase(), view->OverlayDelta(), &held);
   if (!snap.ok()) return snap.status();
   if (!PublishLocked(*snap)) {
     // Under the lock only a snapshot at this very revision, built in the background, beats this
@@ -108,9 +109,22 @@ Status Compactor::CompactLocked(LocalView* view) {
         name_, header_->writer.snapshot_revision.load(std::memory_order_relaxed), UINT64_MAX);
     return Status::Ok();
   }
+  built_.Add(*snap);
   view->ResetTo(*snap);
   AfterPublish(**snap, "inline");
   return Status::Ok();
+}
+
+HeldSegmentSource Compactor::HeldRetiredSegments() {
+  return [this](const std::string& segment, uint64_t bytes) {
+    // Neither the published snapshot nor its chain's base, nor anything newer, is retired;
+    // anything else is, or its retired name is gone (TakeRetired then drops it).
+    const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_acquire);
+    const uint64_t chain_base = header_->writer.snapshot_chain_base.load(std::memory_order_relaxed);
+    return built_.TakeRetired(
+        [&](uint64_t generation) { return generation < published && generation != chain_base; },
+        [&](uint64_t generation) { return RetiredSegment(name_, generation); }, segment, bytes);
+  };
 }
 
 // A handle's view stays on the snapshot it loaded until its overlay grows or a read is lapped,
@@ -276,6 +290,10 @@ void Compactor::IdleThenBuild() {
   for (const auto& [old, segment] : ListNumberedSegments(name_ + "@r")) {
     UnlinkSegmentQuietly(segment);
   }
+  const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_acquire);
+  const uint64_t chain_base = header_->writer.snapshot_chain_base.load(std::memory_order_relaxed);
+  built_.Clear(
+      [&](uint64_t generation) { return generation < published && generation != chain_base; });
 }
 
 void Compactor::BuildInBackground(uint64_t target_revision) {
@@ -299,10 +317,12 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
   Status caught_up = reader_->LoadLatestSnapshot(&frozen);
   if (caught_up.ok()) caught_up = reader_->ReplayLog(&frozen, target_revision, &scratch);
   const uint64_t generation = NextGeneration();
+  const HeldSegmentSource held = HeldRetiredSegments();
   Result<std::shared_ptr<const SnapshotView>> snap =
-      caught_up.ok() ? SnapshotView::Build(name_, generation, frozen.revision, frozen.position,
-                                           mode_, frozen.SnapshotBase(), frozen.OverlayDelta())
-                     : Result<std::shared_ptr<const SnapshotView>>(caught_up);
+      caught_up.ok()
+          ? SnapshotView::Build(name_, generation, frozen.revision, frozen.position, mode_,
+                                frozen.SnapshotBase(), frozen.OverlayDelta(), &held)
+          : Result<std::shared_ptr<const SnapshotView>>(caught_up);
   bool published = false;
   if (!snap.ok()) {
     if (log_sink_) {
@@ -316,6 +336,7 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
   }
   ReleaseRobustLock(claim, lock_->identity());
   if (published) {
+    built_.Add(*snap);
     AfterPublish(**snap, "background");
   } else {
     UnlinkSegmentQuietly(SnapshotSegment(name_, generation));  // never published (or half built)
@@ -330,6 +351,7 @@ void Compactor::Stop() {
     wake_.notify_all();
   }
   if (builder_.joinable()) builder_.join();
+  built_.Clear();
 }
 
 void Compactor::ForgetParentsBuilder() {
@@ -344,6 +366,7 @@ void Compactor::ForgetParentsBuilder() {
   waiting_for_quiet_.store(false, std::memory_order_relaxed);
   closing_ = false;
   urgent_target_ = 0;
+  built_.ForgetAfterFork();
 }
 
 }  // namespace shmdict::internal

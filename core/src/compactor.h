@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 
+#include "built_snapshots.h"
 #include "layout.h"
 #include "local_view.h"
 #include "log_reader.h"
@@ -59,8 +60,11 @@ class Compactor {
   void WaitForBuilder();
   // Wakes and joins this handle's builder thread. Idempotent.
   void Stop();
-  // In a forked child: the parent's builder thread does not exist here.
+  // In a forked child: the parent's builder thread does not exist here, and the snapshots it
+  // built are the parent's to reuse.
   void ForgetParentsBuilder();
+  // The snapshots this handle built, still mapped: the handle's LogReader looks there first.
+  const BuiltSnapshots& built_snapshots() const { return built_; }
 
  private:
   void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
@@ -81,6 +85,9 @@ class Compactor {
   // Under the writer lock: moves *view onto the published snapshot when it is on an older one.
   Status MoveOntoPublishedSnapshot(LocalView* view) const;
   uint64_t NextGeneration();
+  // For SnapshotView::Build: a retired snapshot this handle built, through the mapping that wrote
+  // it (BuiltSnapshots).
+  HeldSegmentSource HeldRetiredSegments();
 
   // Whether /dev/shm still holds this dict under its name (not unlinked, not replaced by a dict
   // created again under the same name). A handle can outlive its dict's unlink (a bridge's
@@ -99,6 +106,7 @@ class Compactor {
   const LogReader* reader_ = nullptr;
   WriterLock* lock_ = nullptr;
 
+  BuiltSnapshots built_;
   std::thread builder_;
   std::atomic<bool> running_{false};
   std::mutex mu_;

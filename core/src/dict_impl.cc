@@ -28,6 +28,7 @@ Status Dict::Impl::Attach() {
   Status s = writer_lock.Claim(fd.get(), header, &reader, options.log_sink);
   if (!s.ok()) return s;
   compactor.Bind(options, header, ring.capacity(), &reader, &writer_lock, incarnation);
+  reader.UseBuiltSnapshots(&compactor.built_snapshots());
   s = reader.LoadLatestSnapshot(&view);
   if (!s.ok()) return s;
   return CatchUp(false);

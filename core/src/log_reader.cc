@@ -36,6 +36,9 @@ Result<std::shared_ptr<const SnapshotView>> LogReader::OpenLatestSnapshot() cons
                      " was never issued");
     }
     if (generation == 0) return std::shared_ptr<const SnapshotView>();
+    if (built_ != nullptr) {
+      if (auto ours = built_->Find(generation)) return ours;
+    }
     auto snap = SnapshotView::Open(name_, generation);
     if (snap.ok()) return snap;
     // Not found: a newer snapshot replaced it between our load and the open; try the newer one.

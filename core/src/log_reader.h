@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "built_snapshots.h"
 #include "layout.h"
 #include "local_view.h"
 #include "log_ring.h"
@@ -29,6 +30,10 @@ class LogReader {
   LogReader() = default;
   LogReader(std::string name, const MainHeader* header, const LogRing* ring)
       : name_(std::move(name)), header_(header), ring_(ring) {}
+
+  // The handle's builder's snapshots (compactor.h): OpenLatestSnapshot takes the published one
+  // from there, mapped already, when this process built it. Must outlive the reader's use.
+  void UseBuiltSnapshots(const BuiltSnapshots* built) { built_ = built; }
 
   // kDataLoss "dict 'x': WHAT: the segment is corrupted; unlink the dict".
   Status Corrupt(const std::string& what) const;
@@ -78,6 +83,7 @@ class LogReader {
   std::string name_;
   const MainHeader* header_ = nullptr;
   const LogRing* ring_ = nullptr;
+  const BuiltSnapshots* built_ = nullptr;
 };
 
 }  // namespace shmdict::internal

@@ -46,6 +46,15 @@ Mapping::~Mapping() {
   if (addr_ != nullptr) munmap(addr_, bytes_);
 }
 
+Status Mapping::Resize(size_t bytes) {
+  if (bytes == bytes_) return Status::Ok();
+  void* addr = mremap(addr_, bytes_, bytes, MREMAP_MAYMOVE);
+  if (addr == MAP_FAILED) return ErrnoStatus(errno, "mremap");
+  addr_ = addr;
+  bytes_ = bytes;
+  return Status::Ok();
+}
+
 Fd& Fd::operator=(Fd&& o) noexcept {
   if (this != &o) {
     if (fd_ >= 0) close(fd_);
@@ -161,6 +170,39 @@ Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string
     return map.status();
   }
   return std::make_pair(std::move(*fd), std::move(*map));
+}
+
+Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
+                                                  std::string_view from, std::string_view to,
+                                                  size_t bytes) {
+  auto& [fd, map] = held;
+  // Converting our shared flock: fails while any other process holds one (it maps the segment).
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    return Status(StatusCode::kUnavailable, "segment '" + std::string(from) + "' is still mapped");
+  }
+  // The name must still lead to our file: cleanup in another process may have unlinked it, and a
+  // newer segment may carry the name since.
+  struct stat ours, named;
+  auto by_name = OpenSegment(from, O_RDONLY, 0);
+  if (!by_name.ok() || fstat(fd.get(), &ours) != 0 || fstat(by_name->get(), &named) != 0 ||
+      ours.st_ino != named.st_ino || ours.st_dev != named.st_dev) {
+    return Status(StatusCode::kNotFound, "segment '" + std::string(from) + "' is gone");
+  }
+  if (Status renamed = RenameSegment(from, to); !renamed.ok()) return renamed;
+  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    UnlinkSegmentQuietly(to);
+    return ErrnoStatus(err, "sizing segment '" + std::string(to) + "'");
+  }
+  if (Status reserved = Reserve(fd.get(), bytes, to); !reserved.ok()) {
+    UnlinkSegmentQuietly(to);
+    return reserved;
+  }
+  if (Status resized = map.Resize(bytes); !resized.ok()) {
+    UnlinkSegmentQuietly(to);
+    return resized;
+  }
+  return held;
 }
 
 Result<uint64_t> SegmentSize(int fd) {

@@ -44,6 +44,9 @@ class Mapping {
   uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
   size_t size() const { return bytes_; }
   bool valid() const { return addr_ != nullptr; }
+  // Grows or shrinks the mapping to `bytes` (mremap, which may move it): the pages it keeps stay
+  // in this process's page tables. The file behind it must be at least `bytes` long.
+  Status Resize(size_t bytes);
 
  private:
   void* addr_ = nullptr;
@@ -88,6 +91,17 @@ Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t by
 // holds an exclusive flock.
 Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string_view to,
                                               size_t bytes);
+// RecycleSegment for a retired segment this process still maps writable (`held`: the fd it
+// opened it with, holding a shared flock, and that mapping): the mapping is kept and resized
+// instead of made anew, so a build writes into pages already in this process's page tables. On
+// the VMs we measured, the first touch of a page through a new mapping costs 10-20 us even when
+// the page is in tmpfs (shadow page tables), so copying 10 MiB into a recycled segment took 12-40
+// ms through a fresh mapping and under 1 ms through a held one. UNAVAILABLE while another process
+// maps `from`; NOT_FOUND when `from` no longer names the held file (someone unlinked it). On
+// failure `held` is released.
+Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
+                                                  std::string_view from, std::string_view to,
+                                                  size_t bytes);
 // Current size of the file behind fd.
 Result<uint64_t> SegmentSize(int fd);
 // Unlinks; ENOENT is OK (someone else did it).

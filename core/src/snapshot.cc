@@ -155,7 +155,8 @@ SnapshotView::DeltaPlan SnapshotView::PlanDelta(const SnapshotView* base,
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
     std::string_view dict, uint64_t generation, uint64_t revision, uint64_t log_position,
-    mode_t mode, const SnapshotView* previous, const SnapshotDelta& delta) {
+    mode_t mode, const SnapshotView* previous, const SnapshotDelta& delta,
+    const HeldSegmentSource* held) {
   SnapshotHeader h{};
   h.magic = kSnapshotMagic;
   h.header_size = sizeof(SnapshotHeader);
@@ -165,7 +166,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
   if (previous == nullptr) {
     DeltaPlan plan = PlanDelta(nullptr, delta);
     h.total_entry_count = plan.count;
-    return WriteTable(dict, mode, nullptr, delta, plan, &h);
+    return WriteTable(dict, mode, nullptr, delta, plan, &h, held);
   }
   const SnapshotView* chain_base = previous->base_ ? previous->base_.get() : previous;
   const SnapshotView* own = previous->base_ ? previous : nullptr;
@@ -191,7 +192,7 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
     h.base_generation = chain_base->generation();
     h.total_entry_count = total;
     plan.chain_base = previous->base_ ? previous->base_ : chain_base->shared_from_this();
-    return WriteTable(dict, mode, own, layered, plan, &h);
+    return WriteTable(dict, mode, own, layered, plan, &h, held);
   }
   // A new base: the chain's base with the previous delta's changes not overridden by `delta`,
   // then `delta`, applied (each key once, as a plan needs).
@@ -211,12 +212,12 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
                              nullptr};
   plan = PlanDelta(chain_base, merged);
   h.total_entry_count = plan.count;
-  return WriteTable(dict, mode, chain_base, merged, plan, &h);
+  return WriteTable(dict, mode, chain_base, merged, plan, &h, held);
 }
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::WriteTable(
     std::string_view dict, mode_t mode, const SnapshotView* base, const SnapshotDelta& delta,
-    const DeltaPlan& plan, SnapshotHeader* h) {
+    const DeltaPlan& plan, SnapshotHeader* h, const HeldSegmentSource* held) {
   h->entry_count = plan.count;
   h->live_bytes = plan.live_bytes;
   // Load factor <= 0.7 keeps linear-probe chains short.
@@ -230,22 +231,26 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::WriteTable(
             buckets <= 4 * compact_buckets;
   }
   const std::string segment = SnapshotSegment(dict, h->generation);
-  if (patch) return Patch(dict, segment, mode, *base, delta, plan, h);
+  if (patch) return Patch(dict, segment, mode, *base, delta, plan, h, held);
   h->bucket_count = compact_buckets;
-  return Rewrite(dict, segment, mode, base, delta, plan, h);
+  return Rewrite(dict, segment, mode, base, delta, plan, h, held);
 }
 
 namespace {
 
-// The segment for a new snapshot: a retired snapshot's pages when one is no longer mapped by
-// anyone, fresh pages otherwise. The fd holds an exclusive flock until Seal.
+// The segment for a new snapshot: in order of preference, a retired snapshot this process still
+// maps (`held`), a retired snapshot's pages when one is no longer mapped by anyone, fresh pages.
+// The fd holds an exclusive flock until Seal.
 Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
                                                       const std::string& segment, uint64_t total,
-                                                      mode_t mode) {
+                                                      mode_t mode, const HeldSegmentSource* held) {
   if (total / 8 > UINT32_MAX) {
     return Status(StatusCode::kResourceExhausted, "dict '" + std::string(dict) +
                                                       "': a snapshot of " + std::to_string(total) +
                                                       " bytes exceeds the 32 GiB snapshot limit");
+  }
+  if (held != nullptr && *held) {
+    if (auto warm = (*held)(segment, total)) return std::move(*warm);
   }
   for (const auto& [old_generation, retired] : ListNumberedSegments(std::string(dict) + "@r")) {
     auto recycled = RecycleSegment(retired, segment, total);
@@ -287,11 +292,12 @@ Status Inconsistent(std::string_view dict) {
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
     std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView& base,
-    const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* h) {
+    const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* h,
+    const HeldSegmentSource* held) {
   const SnapshotHeader& bh = *base.header_;
   const uint64_t copied_end = bh.entries_offset + bh.entries_bytes;
   const uint64_t total = copied_end + plan.appended_bytes;
-  auto acquired = AcquireSnapshotSegment(dict, segment, total, mode);
+  auto acquired = AcquireSnapshotSegment(dict, segment, total, mode, held);
   if (!acquired.ok()) return acquired.status();
   uint8_t* out = acquired->second.data();
   // One block copy: buckets and entries keep their offsets, so every bucket stays valid.
@@ -368,12 +374,13 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
 
 Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
     std::string_view dict, const std::string& segment, mode_t mode, const SnapshotView* base,
-    const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* h) {
+    const SnapshotDelta& delta, const DeltaPlan& plan, SnapshotHeader* h,
+    const HeldSegmentSource* held) {
   const uint64_t buckets = h->bucket_count;
   const uint64_t buckets_offset = sizeof(SnapshotHeader);
   const uint64_t entries_offset = buckets_offset + buckets * sizeof(SnapshotBucket);
   const uint64_t total = entries_offset + plan.live_bytes;
-  auto acquired = AcquireSnapshotSegment(dict, segment, total, mode);
+  auto acquired = AcquireSnapshotSegment(dict, segment, total, mode, held);
   if (!acquired.ok()) return acquired.status();
   uint8_t* out = acquired->second.data();
   auto* bucket_array = reinterpret_cast<SnapshotBucket*>(out + buckets_offset);
@@ -442,7 +449,19 @@ std::shared_ptr<const SnapshotView> SnapshotView::Seal(std::pair<Fd, Mapping> se
   flock(fd.get(), LOCK_SH);  // from writing it to mapping it, like every reader
   std::shared_ptr<SnapshotView> view(new SnapshotView(std::move(map), std::move(fd)));
   view->base_ = std::move(base);
+  view->built_here_ = true;
   return view;
+}
+
+std::optional<std::pair<Fd, Mapping>> SnapshotView::ReleaseSegment(
+    std::shared_ptr<const SnapshotView>* view) {
+  std::shared_ptr<const SnapshotView> only = std::move(*view);
+  // use_count is exact here: nobody else holds a reference, so nobody can make another one.
+  if (only == nullptr || !only->built_here_ || only.use_count() != 1) return std::nullopt;
+  // The object is about to be destroyed and nobody else sees it: taking its members is safe.
+  auto* self = const_cast<SnapshotView*>(only.get());
+  std::pair<Fd, Mapping> segment(std::move(self->fd_), std::move(self->map_));
+  return segment;
 }
 
 }  // namespace shmdict::internal

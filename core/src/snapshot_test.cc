@@ -1,7 +1,10 @@
 #include "snapshot.h"
 
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <map>
 #include <optional>
@@ -9,6 +12,7 @@
 #include <string>
 
 #include "hash.h"
+#include "segment.h"
 
 namespace shmdict::internal {
 namespace {
@@ -223,6 +227,79 @@ TEST_F(SnapshotBuildTest, ADeltaWhoseBaseIsMissingIsDataLossUnlessTheDeltaWasRet
   auto retired = SnapshotView::Open(dict_, 2);
   EXPECT_EQ(retired.status().code(), StatusCode::kNotFound) << retired.status().ToString();
   UnlinkSegmentQuietly(SnapshotSegment(dict_, 1) + "x");
+}
+
+// A build takes over a retired segment through the mapping it already has: the mapping follows
+// the resize and the rename, and writes through it are the segment's contents. It must refuse
+// while another mapper holds the segment's shared flock, and when the name no longer leads to the
+// held file.
+TEST_F(SnapshotBuildTest, RecycleHeldSegmentKeepsTheMappingOnlyWhenNobodyElseMapsIt) {
+  auto hold = [&](const std::string& segment, size_t bytes) {
+    auto created = CreateSegment(segment, bytes, 0600, true);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    flock(created->first.get(), LOCK_SH);
+    std::memset(created->second.data(), 'x', bytes);
+    return std::move(*created);
+  };
+  const std::string retired = RetiredSegment(dict_, 1);
+  const std::string fresh = SnapshotSegment(dict_, 2);
+  for (size_t new_bytes : {size_t{3} << 16, size_t{1} << 16}) {  // grown, then shrunk
+    auto taken = RecycleHeldSegment(hold(retired, size_t{2} << 16), retired, fresh, new_bytes);
+    ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+    ASSERT_EQ(taken->second.size(), new_bytes);
+    std::memset(taken->second.data(), 'y', new_bytes);
+    auto by_name = OpenSegment(fresh, O_RDONLY, 0);
+    ASSERT_TRUE(by_name.ok()) << "the segment was not renamed";
+    EXPECT_EQ(*SegmentSize(by_name->get()), new_bytes);
+    auto map = MapSegment(by_name->get(), new_bytes, false);
+    ASSERT_TRUE(map.ok());
+    EXPECT_EQ(map->data()[0], 'y');
+    EXPECT_EQ(map->data()[new_bytes - 1], 'y');
+    EXPECT_FALSE(OpenSegment(retired, O_RDONLY, 0).ok()) << "the retired name is still there";
+    UnlinkSegmentQuietly(fresh);
+  }
+
+  // Another mapper's shared flock (its own open file description): refused, nothing renamed.
+  auto held = hold(retired, 1 << 16);
+  auto other = OpenSegment(retired, O_RDONLY, 0);
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(flock(other->get(), LOCK_SH | LOCK_NB), 0);
+  auto refused = RecycleHeldSegment(std::move(held), retired, fresh, 1 << 16);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(OpenSegment(retired, O_RDONLY, 0).ok());
+  EXPECT_FALSE(OpenSegment(fresh, O_RDONLY, 0).ok());
+  other = Fd();
+  UnlinkSegmentQuietly(retired);
+
+  // The name now leads to another file (cleanup unlinked ours, a new segment took the name).
+  held = hold(retired, 1 << 16);
+  UnlinkSegmentQuietly(retired);
+  auto replacement = CreateSegment(retired, 1 << 16, 0600, true);
+  ASSERT_TRUE(replacement.ok());
+  auto gone = RecycleHeldSegment(std::move(held), retired, fresh, 1 << 16);
+  EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(OpenSegment(retired, O_RDONLY, 0).ok()) << "the replacement lost its name";
+  EXPECT_FALSE(OpenSegment(fresh, O_RDONLY, 0).ok());
+}
+
+// Only a view this process built, referenced nowhere else, gives up its segment.
+TEST_F(SnapshotBuildTest, OnlyAnUnsharedViewBuiltHereReleasesItsSegment) {
+  Delta delta{{"a", "1"}, {"b", "2"}};
+  auto built = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(delta));
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  std::shared_ptr<const SnapshotView> view = *built;
+  built->reset();
+  std::shared_ptr<const SnapshotView> shared = view;
+  EXPECT_FALSE(SnapshotView::ReleaseSegment(&view).has_value()) << "released while shared";
+  EXPECT_EQ(view, nullptr);
+  auto opened = SnapshotView::Open(dict_, 1);
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<const SnapshotView> mapped = *opened;
+  opened->reset();
+  EXPECT_FALSE(SnapshotView::ReleaseSegment(&mapped).has_value()) << "a read-only mapping";
+  auto released = SnapshotView::ReleaseSegment(&shared);
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->second.size(), *SegmentSize(released->first.get()));
 }
 
 }  // namespace

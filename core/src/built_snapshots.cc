@@ -1,0 +1,70 @@
+#include "built_snapshots.h"
+
+#include <new>
+
+namespace shmdict::internal {
+
+void BuiltSnapshots::Add(std::shared_ptr<const SnapshotView> view) {
+  std::vector<std::shared_ptr<const SnapshotView>> dropped;  // unmapped outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  views_.push_back(std::move(view));
+  while (views_.size() > kHeld) {
+    dropped.push_back(std::move(views_.front()));
+    views_.erase(views_.begin());
+  }
+}
+
+std::shared_ptr<const SnapshotView> BuiltSnapshots::Find(uint64_t generation) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& view : views_) {
+    if (view->generation() == generation) return view;
+  }
+  return nullptr;
+}
+
+std::optional<std::pair<Fd, Mapping>> BuiltSnapshots::TakeRetired(
+    const std::function<bool(uint64_t generation)>& retired,
+    const std::function<std::string(uint64_t generation)>& retired_name, const std::string& segment,
+    uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = views_.begin(); it != views_.end();) {
+    const uint64_t generation = (*it)->generation();
+    // Under mu_, a view referenced only here cannot gain a reference (Find takes mu_ too).
+    if (!retired(generation) || it->use_count() != 1) {
+      ++it;
+      continue;
+    }
+    std::optional<std::pair<Fd, Mapping>> held = SnapshotView::ReleaseSegment(&*it);
+    it = views_.erase(it);
+    if (!held) continue;
+    auto taken = RecycleHeldSegment(std::move(*held), retired_name(generation), segment, bytes);
+    if (taken.ok()) return std::move(*taken);
+  }
+  return std::nullopt;
+}
+
+void BuiltSnapshots::Clear(const std::function<bool(uint64_t generation)>& drop) {
+  std::vector<std::shared_ptr<const SnapshotView>> dropped;  // unmapped outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = views_.begin(); it != views_.end();) {
+    if (!drop || drop((*it)->generation())) {
+      dropped.push_back(std::move(*it));
+      it = views_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void BuiltSnapshots::ForgetAfterFork() {
+  if (mu_.try_lock()) {
+    std::vector<std::shared_ptr<const SnapshotView>> dropped = std::move(views_);
+    views_.clear();
+    mu_.unlock();
+    return;
+  }
+  new (&mu_) std::mutex();
+  new (&views_) std::vector<std::shared_ptr<const SnapshotView>>();
+}
+
+}  // namespace shmdict::internal
