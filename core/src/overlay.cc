@@ -1,5 +1,6 @@
 #include "overlay.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -22,12 +23,17 @@ void* Overlay::Arena::Allocate(size_t bytes) {
   if (bytes > left_) {
     // An entry bigger than a chunk gets a chunk of its own; the current chunk stays current.
     if (bytes > kChunkBytes / 4) {
-      chunks_.push_back(std::make_unique<char[]>(bytes));
+      chunks_.emplace_back(std::make_unique<char[]>(bytes), bytes);
       bytes_ += bytes;
-      return chunks_.back().get();
+      return chunks_.back().first.get();
     }
-    chunks_.push_back(std::make_unique<char[]>(kChunkBytes));
-    next_ = chunks_.back().get();
+    if (spare_.empty()) {
+      chunks_.emplace_back(std::make_unique<char[]>(kChunkBytes), kChunkBytes);
+    } else {
+      chunks_.emplace_back(std::move(spare_.back()), kChunkBytes);
+      spare_.pop_back();
+    }
+    next_ = chunks_.back().first.get();
     left_ = kChunkBytes;
   }
   void* out = next_;
@@ -35,6 +41,25 @@ void* Overlay::Arena::Allocate(size_t bytes) {
   left_ -= bytes;
   bytes_ += bytes;
   return out;
+}
+
+void Overlay::Arena::KeepSpare(std::unique_ptr<char[]> chunk, size_t chunk_bytes) {
+  if (chunk_bytes == kChunkBytes && spare_.size() < kSpareChunks)
+    spare_.push_back(std::move(chunk));
+}
+
+void Overlay::Arena::Reset() {
+  for (auto& [chunk, chunk_bytes] : chunks_) KeepSpare(std::move(chunk), chunk_bytes);
+  chunks_.clear();
+  next_ = nullptr;
+  left_ = 0;
+  bytes_ = 0;
+}
+
+void Overlay::Arena::AdoptChunks(Arena&& other) {
+  other.Reset();
+  for (auto& chunk : other.spare_) KeepSpare(std::move(chunk), kChunkBytes);
+  other.spare_.clear();
 }
 
 Overlay::Entry* Overlay::NewEntry(std::string_view key, uint64_t value_bytes, uint64_t* bytes) {
@@ -138,38 +163,35 @@ void Overlay::Erase(std::string_view key, uint64_t hash) {
   }
 }
 
+// The slot array, the filter and the arena's chunks keep their memory (see Arena): an overlay
+// holds at most a log's worth of changes, so what it keeps is bounded by the log, not the dict.
 void Overlay::Clear() {
-  slots_.clear();
-  filter_.clear();
-  filter_mask_ = 0;
-  mask_ = 0;
+  std::fill(slots_.begin(), slots_.end(), Slot{});
+  std::fill(filter_.begin(), filter_.end(), 0);
   size_ = 0;
-  arena_ = Arena();
+  arena_.Reset();
   live_bytes_ = 0;
 }
 
 void Overlay::DropUpTo(uint64_t revision) {
-  // Only the slot array is rebuilt: dropped entries become arena garbage, never touched.
-  std::vector<Slot> old = std::move(slots_);
-  slots_.clear();
-  mask_ = 0;
-  size_ = 0;
-  size_t kept = 0;
-  for (const Slot& s : old) kept += s.entry != nullptr && s.revision > revision;
-  if (kept == 0) {
+  // Only the slot array is rebuilt, in place: dropped entries become arena garbage, never
+  // touched.
+  std::vector<Slot> kept;
+  for (const Slot& s : slots_) {
+    if (s.entry == nullptr) continue;
+    if (s.revision > revision) {
+      kept.push_back(s);
+    } else {
+      live_bytes_ -= s.bytes;
+    }
+  }
+  if (kept.empty()) {
     Clear();
     return;
   }
-  size_t capacity = 64;
-  while (capacity < kept * 2) capacity *= 2;
-  slots_.assign(capacity, Slot{});
-  mask_ = capacity - 1;
-  for (const Slot& s : old) {
-    if (s.entry == nullptr) continue;
-    if (s.revision <= revision) {
-      live_bytes_ -= s.bytes;
-      continue;
-    }
+  std::fill(slots_.begin(), slots_.end(), Slot{});
+  size_ = 0;
+  for (const Slot& s : kept) {
     size_t i = s.hash & mask_;
     while (slots_[i].entry != nullptr) i = (i + 1) & mask_;
     slots_[i] = s;
@@ -180,7 +202,7 @@ void Overlay::DropUpTo(uint64_t revision) {
 }
 
 void Overlay::CompactArena() {
-  Arena old_arena = std::move(arena_);  // released, all chunks at once, on return
+  Arena old_arena = std::move(arena_);  // its chunks become spares once the entries are copied
   arena_ = Arena();
   live_bytes_ = 0;
   for (Slot& s : slots_) {
@@ -192,6 +214,7 @@ void Overlay::CompactArena() {
     copy->value_capacity = capacity;
     s.entry = copy;
   }
+  arena_.AdoptChunks(std::move(old_arena));
 }
 
 }  // namespace shmdict::internal

@@ -87,6 +87,32 @@ TEST(OverlayTest, RandomOperationsMatchAMap) {
   EXPECT_EQ(overlay.size(), 0u);  // NOLINT(bugprone-use-after-move): a moved-from overlay is empty
   moved.Clear();
   EXPECT_EQ(moved.Find("k1", Hash64("k1")), nullptr);
+  model.clear();
+
+  // Cleared and cut overlays keep their slot array and arena chunks for reuse: what is written
+  // into that memory next must read back exactly, and nothing from before may show through.
+  for (int round = 0; round < 3; ++round) {
+    for (int step = 0; step < 20000; ++step) {
+      const std::string key = "r" + std::to_string(rng() % 5000);
+      const std::string value(rng() % 300, static_cast<char>('a' + rng() % 26));
+      const ValueView view{ValueType::kString, value};
+      bool had = false;
+      bool was = false;
+      moved.Put(key, Hash64(key), ++revision, &view, &had, &was);
+      EXPECT_EQ(had, model.count(key) != 0) << key;
+      model[key] = {true, value, revision};
+    }
+    ExpectSame(moved, model);
+    if (round % 2 == 0) {
+      moved.Clear();
+      model.clear();
+    } else {
+      const uint64_t keep_after = revision - 3000;
+      moved.DropUpTo(keep_after);
+      std::erase_if(model, [&](const auto& kv) { return kv.second.revision <= keep_after; });
+    }
+    ExpectSame(moved, model);
+  }
 }
 
 TEST(OverlayTest, OverwriteWithItsOwnValueIsSafe) {
