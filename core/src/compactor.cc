@@ -294,6 +294,7 @@ void Compactor::IdleThenBuild() {
   const uint64_t chain_base = header_->writer.snapshot_chain_base.load(std::memory_order_relaxed);
   built_.Clear(
       [&](uint64_t generation) { return generation < published && generation != chain_base; });
+  builder_view_ = LocalView{};
 }
 
 void Compactor::BuildInBackground(uint64_t target_revision) {
@@ -312,7 +313,7 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
   // The builder's own view: the published snapshot plus the log up to the target. The log there
   // cannot be reclaimed before a newer snapshot is published, and then a lapped read just moves
   // the view to that snapshot.
-  LocalView frozen;
+  LocalView& frozen = builder_view_;
   std::string scratch;
   Status caught_up = reader_->LoadLatestSnapshot(&frozen);
   if (caught_up.ok()) caught_up = reader_->ReplayLog(&frozen, target_revision, &scratch);
@@ -335,6 +336,9 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
     lock_->ReleaseUncounted();
   }
   ReleaseRobustLock(claim, lock_->identity());
+  // The overlay's memory is kept for the next build; the snapshot is not: holding it would keep
+  // it from being recycled once retired.
+  frozen.ResetTo(nullptr);
   if (published) {
     built_.Add(*snap);
     AfterPublish(**snap, "background");
@@ -367,6 +371,7 @@ void Compactor::ForgetParentsBuilder() {
   closing_ = false;
   urgent_target_ = 0;
   built_.ForgetAfterFork();
+  new (&builder_view_) LocalView();  // the parent's builder may have been changing it
 }
 
 }  // namespace shmdict::internal
