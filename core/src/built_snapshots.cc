@@ -27,20 +27,32 @@ std::optional<std::pair<Fd, Mapping>> BuiltSnapshots::TakeRetired(
     const std::function<std::string(uint64_t generation)>& retired_name, const std::string& segment,
     uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = views_.begin(); it != views_.end();) {
-    const uint64_t generation = (*it)->generation();
-    // Under mu_, a view referenced only here cannot gain a reference (Find takes mu_ too).
-    if (!retired(generation) || it->use_count() != 1) {
-      ++it;
-      continue;
+  while (true) {
+    // Best fit: the smallest segment at least `bytes` big, else the biggest one. Pages beyond
+    // the held mapping fault like fresh ones, and a big segment shrunk for a small delta is
+    // missed by the next fold into a new base.
+    auto best = views_.end();
+    for (auto it = views_.begin(); it != views_.end(); ++it) {
+      // Under mu_, a view referenced only here cannot gain a reference (Find takes mu_ too).
+      if (!retired((*it)->generation()) || it->use_count() != 1) continue;
+      if (best == views_.end()) {
+        best = it;
+        continue;
+      }
+      const uint64_t size = (*it)->bytes();
+      const uint64_t best_size = (*best)->bytes();
+      const bool fits = size >= bytes;
+      const bool best_fits = best_size >= bytes;
+      if (fits != best_fits ? fits : (fits ? size < best_size : size > best_size)) best = it;
     }
-    std::optional<std::pair<Fd, Mapping>> held = SnapshotView::ReleaseSegment(&*it);
-    it = views_.erase(it);
+    if (best == views_.end()) return std::nullopt;
+    const uint64_t generation = (*best)->generation();
+    std::optional<std::pair<Fd, Mapping>> held = SnapshotView::ReleaseSegment(&*best);
+    views_.erase(best);
     if (!held) continue;
     auto taken = RecycleHeldSegment(std::move(*held), retired_name(generation), segment, bytes);
     if (taken.ok()) return std::move(*taken);
   }
-  return std::nullopt;
 }
 
 void BuiltSnapshots::Clear(const std::function<bool(uint64_t generation)>& drop) {

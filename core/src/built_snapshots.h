@@ -42,8 +42,9 @@ class BuiltSnapshots {
   // The held view of `generation` (shared), or null.
   std::shared_ptr<const SnapshotView> Find(uint64_t generation) const;
   // For a build's new `segment` of `bytes`: the segment of a held view that `retired(generation)`
-  // says is retired and that nobody else references, taken over by RecycleHeldSegment under the
-  // retired name `retired_name(generation)`. Views tried and found gone are dropped.
+  // says is retired and that nobody else references (the best fit for `bytes`), taken over by
+  // RecycleHeldSegment under the retired name `retired_name(generation)`. Views tried and found
+  // gone are dropped.
   std::optional<std::pair<Fd, Mapping>> TakeRetired(
       const std::function<bool(uint64_t generation)>& retired,
       const std::function<std::string(uint64_t generation)>& retired_name,
