@@ -241,6 +241,58 @@ TEST_P(CrashPointTest, WriterKilledThereLosesNothingAndCompactionGoesOn) {
   }
 }
 
+// A publisher killed between storing a new base as the chain's base and publishing its generation:
+// the published snapshot is still the old base or a delta over it. If the chain base were left
+// naming the unpublished base, every delta over the old one would be refused. Usually the next
+// build folds into a new base anyway (the changes since the old base only grew), but not once they
+// shrink, as here where the dead writer's keys are erased: then nothing would be published, and a
+// writer filling the ring would overwrite the log the published snapshot needs (every handle then
+// reports the dict corrupted). The next lock holder's repair must re-derive the chain base.
+TEST_F(CrashPointTest, DeltasArePublishedAgainAfterAPublisherDiedBeforeANewBasesGeneration) {
+  dict_name_ = name_;
+  Options options = CrashOptions();
+  options.buffer_size = kSmallLog;
+  options.background_compaction = false;  // this process builds inline, under the writer lock
+  Result<Dict> dict = Dict::Open(options);
+  ASSERT_OK(dict);
+  for (int64_t i = 0; i < kFill; ++i) {
+    ASSERT_OK(dict->Set(KeyFor("fill", i), ValueFor(i, kValueBytes)));
+  }
+  committed_["fill"] = kFill;
+
+  const int64_t acked =
+      RunUntilKilledAt("compactor.publish.new_chain_base_stored", 1, Builder::kInline, false, "p0");
+  ASSERT_FALSE(HasFailure());
+  // Reads only: the first write must be the erasure, or its build would still fold.
+  ASSERT_NO_FATAL_FAILURE(ExpectAcknowledgedWritesKept(*dict, "p0", acked));
+  std::vector<Change> erase_all;
+  for (int64_t i = 0; i < committed_["p0"]; ++i) {
+    erase_all.push_back(Change{.op = ChangeOp::kErase, .key = KeyFor("p0", i)});
+  }
+  ASSERT_OK(dict->Apply(erase_all));  // the first write after the kill: one revision, one build
+  committed_["p0"] = 0;
+  ASSERT_NO_FATAL_FAILURE(ExpectWritableAndReadable(*dict));
+  ExpectHoldsExactlyTheCommittedWrites(*dict);
+
+  // Small changes, several logs' worth: the builds are deltas over the old base.
+  const uint64_t generation = dict->GetStatus().snapshot_generation;
+  constexpr int kSmallWrites = 6000;
+  for (int64_t i = 0; i < kSmallWrites; ++i) {
+    ASSERT_OK(dict->Set(KeyFor("small", i % 50), ValueFor(i, 0)));
+  }
+  committed_["small"] = 0;
+  for (int64_t i = 0; i < 50; ++i) {
+    Value value;
+    ASSERT_TRUE(*dict->Get(KeyFor("small", i), &value));
+    EXPECT_EQ(value.AsInt(), kSmallWrites - 50 + i);
+    ASSERT_OK(dict->Erase(KeyFor("small", i)));
+  }
+  EXPECT_GT(dict->GetStatus().snapshot_generation, generation)
+      << "no snapshot was published after the kill";
+  ASSERT_NO_FATAL_FAILURE(ExpectOneStateForEveryone(*dict));
+  ExpectHoldsExactlyTheCommittedWrites(*dict);
+}
+
 std::string PointTestName(const ::testing::TestParamInfo<std::string_view>& info) {
   std::string name(info.param);
   std::replace(name.begin(), name.end(), '.', '_');

@@ -174,8 +174,9 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
   // schedules compaction, and the next one comes at most a log's worth of changes later.
   w.external_bytes.store(0, std::memory_order_relaxed);
   CrashPoint("compactor.publish.bookkeeping_stored");
-  // Before the generation (layout.h): a publisher killed in between leaves a chain base that at
-  // worst refuses the next delta, never one that accepts a delta over a retired base.
+  // Before the generation (layout.h): a publisher killed in between leaves a chain base that
+  // refuses deltas until the next lock holder's repair, never one that accepts a delta over a
+  // retired base.
   w.snapshot_chain_base.store(
       snap->base_generation() != 0 ? snap->base_generation() : snap->generation(),
       std::memory_order_relaxed);
