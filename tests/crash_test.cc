@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "dict_test_base.h"
+#include "crash_test_base.h"
 #include "gtest/gtest.h"
 #include "shmdict/dict.h"
 #include "worker_process.h"
@@ -27,114 +27,10 @@
 namespace shmdict::testing {
 namespace {
 
-using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr uint64_t kSmallLog = 64 * 1024;
-constexpr milliseconds kLockTimeout = seconds(5);
-constexpr const char* kForever = "100000000";  // a COUNT the writer never reaches before its kill
-
-class CrashTest : public DictTestBase {
- protected:
-  Options CrashOptions() const {
-    Options options = CreateOptions(name_);
-    options.lock_timeout = kLockTimeout;
-    return options;
-  }
-
-  // Spawns a writer, waits for `first_line` (if any), lets it acknowledge `acks` writes (0: none,
-  // the kill may then land before or while it attaches), SIGKILLs it and returns the highest
-  // index it acknowledged, counting the acks still in the pipe (-1: none).
-  int64_t SpawnAndKill(const std::vector<std::string>& args, int acks,
-                       const char* first_line = nullptr) {
-    auto writer = SpawnWorker(args);
-    const Deadline deadline = DeadlineIn(kWorkerTimeout);
-    if (first_line != nullptr) {
-      EXPECT_TRUE(writer->AwaitLine(first_line, deadline));
-    }
-    int64_t acked = -1;
-    auto take_ack = [&](const std::string& line) {
-      if (line.starts_with("error")) ADD_FAILURE() << writer->description() << ": " << line;
-      if (!line.starts_with("acked ")) return;
-      const int64_t index = std::strtoll(line.c_str() + 6, nullptr, 10);
-      EXPECT_EQ(index, acked + 1) << "the writer acknowledges in order";
-      acked = index;
-    };
-    std::string line;
-    for (int seen = 0; seen < acks && !HasFailure();) {
-      if (writer->ReadLine(&line, deadline) != LineStatus::kLine) {
-        ADD_FAILURE() << writer->description() << " stopped before its kill; output:\n"
-                      << writer->output();
-        break;
-      }
-      take_ack(line);
-      if (line.starts_with("acked ")) ++seen;
-    }
-    const ExitInfo exit = writer->KillAndWait();
-    EXPECT_TRUE(exit.KilledBy(SIGKILL))
-        << writer->description() << " " << exit.ToString() << "; output:\n"
-        << writer->output();
-    for (const std::string& rest : writer->TakeLines()) take_ack(rest);
-    return acked;
-  }
-
-  // Right after a kill: a write from this process goes through within the lock timeout, and the
-  // dict catches up without error.
-  void ExpectWritableAndReadable(Dict& dict) {
-    const auto start = Clock::now();
-    Result<uint64_t> rev =
-        dict.Set(KeyFor("after", writes_after_kills_), ValueFor(writes_after_kills_, 0));
-    const auto elapsed = Clock::now() - start;
-    ASSERT_OK(rev) << " (a write right after the kill)";
-    EXPECT_LT(elapsed, kLockTimeout);
-    committed_["after"] = ++writes_after_kills_;
-    ASSERT_OK(dict.Refresh());
-  }
-
-  // After a writer using `prefix` was killed having acknowledged indexes 0..acked: this process
-  // writes within the lock timeout, and the dict holds every acknowledged write and exactly what
-  // was committed.
-  void ExpectSurvivedKill(Dict& dict, const std::string& prefix, int64_t acked) {
-    ASSERT_NO_FATAL_FAILURE(ExpectWritableAndReadable(dict));
-    Value value;
-    for (int64_t i = 0; i <= acked; ++i) {
-      ASSERT_TRUE(*dict.Get(KeyFor(prefix, i), &value))
-          << "acknowledged write " << KeyFor(prefix, i) << " was lost";
-      ASSERT_TRUE(ValueMatchesIndex(value.view(), i)) << KeyFor(prefix, i) << " has a wrong value";
-    }
-    // The write after the last acknowledged one may have committed before the kill; none later.
-    int64_t committed = acked + 1;
-    if (*dict.Contains(KeyFor(prefix, committed))) ++committed;
-    committed_[prefix] = committed;
-    ExpectHoldsExactlyTheCommittedWrites(dict);
-  }
-
-  // Every key is PREFIX.i with i below committed_[PREFIX], with its value; none is missing.
-  void ExpectHoldsExactlyTheCommittedWrites(Dict& dict) {
-    std::map<std::string, int64_t, std::less<>> seen;
-    std::string wrong;
-    dict.ForEach([&](std::string_view key, ValueView value) {
-      std::optional<ParsedKey> parsed = ParseKey(key);
-      auto it = parsed ? committed_.find(parsed->prefix) : committed_.end();
-      if (it == committed_.end() || parsed->index >= it->second ||
-          !ValueMatchesIndex(value, parsed->index)) {
-        if (wrong.empty()) wrong = std::string(key);
-        return;
-      }
-      ++seen[std::string(parsed->prefix)];
-    });
-    EXPECT_EQ(wrong, "") << "an uncommitted or wrong entry is visible";
-    uint64_t total = 0;
-    for (const auto& [prefix, count] : committed_) {
-      EXPECT_EQ(seen[prefix], count) << "entries of " << prefix;
-      total += static_cast<uint64_t>(count);
-    }
-    EXPECT_EQ(*dict.Size(), total);
-  }
-
-  std::map<std::string, int64_t, std::less<>> committed_;  // prefix -> entries PREFIX.0 ..
-  int64_t writes_after_kills_ = 0;
-};
+// Helpers and constants: support/crash_test_base.h.
+class CrashTest : public CrashTestBase {};
 
 TEST_F(CrashTest, WriterKilledOutsideTheUserLockNeverBlocksOthers) {
   SCOPED_TRACE(SeedTrace());

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "blob_segment.h"
+#include "crash_point.h"
 #include "robust_lock.h"
 #include "segment.h"
 
@@ -101,6 +102,9 @@ Status Compactor::CompactLocked(LocalView* view) {
   auto snap = SnapshotView::Build(name_, generation, view->revision, view->position, mode_,
                                   view->SnapshotBase(), view->OverlayDelta(), &held);
   if (!snap.ok()) return snap.status();
+  // Built and named, under the writer lock, nothing of it published.
+  CrashPoint((*snap)->base_generation() != 0 ? CrashPointName("compactor.inline.delta_built")
+                                             : CrashPointName("compactor.inline.base_built"));
   if (!PublishLocked(*snap)) {
     // Under the lock only a snapshot at this very revision, built in the background, beats this
     // one. Its publisher may have been killed before its cleanup: the large values it covers
@@ -111,6 +115,8 @@ Status Compactor::CompactLocked(LocalView* view) {
   }
   built_.Add(*snap);
   view->ResetTo(*snap);
+  // Published, the writer lock still held, nothing retired.
+  CrashPoint("compactor.inline.published");
   AfterPublish(**snap, "inline");
   return Status::Ok();
 }
@@ -149,6 +155,8 @@ void Compactor::WaitForBuilder() {
   // unpublished segment is removed by the next publication).
   RobustLockWord* claim = &header_->compaction.compaction_lock;
   const LockResult r = AcquireRobustLock(claim, lock_->identity(), lock_timeout_);
+  // The dead builder's claim is ours now, not yet given back.
+  if (r == LockResult::kOwnerDied) CrashPoint("compactor.claim_taken_over");
   if (r == LockResult::kAcquired || r == LockResult::kOwnerDied) {
     ReleaseRobustLock(claim, lock_->identity());
   }
@@ -170,17 +178,26 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
     UnlinkSegmentQuietly(SnapshotSegment(name_, snap->generation()));
     return false;  // a newer snapshot won the race
   }
+  // The writer's bookkeeping first, then the chain base, then the generation: the one store that
+  // publishes. A crash between any two leaves the generation (and the snapshot it names) the
+  // truth, which the next lock holder re-derives the rest from (WriterLock::RepairAfterDeadHolder).
   w.snapshot_log_position.store(snap->log_position(), std::memory_order_relaxed);
+  CrashPoint("compactor.publish.log_position_stored");
   w.snapshot_revision.store(snap->revision(), std::memory_order_relaxed);
   // Large changes committed after the snapshot's revision are forgotten too: the count only
   // schedules compaction, and the next one comes at most a log's worth of changes later.
   w.external_bytes.store(0, std::memory_order_relaxed);
-  // Before the generation (layout.h): a publisher killed in between leaves a chain base that at
-  // worst refuses the next delta, never one that accepts a delta over a retired base.
+  CrashPoint("compactor.publish.bookkeeping_stored");
+  // Before the generation (layout.h): a publisher killed in between leaves a chain base that
+  // refuses deltas until the next lock holder's repair, never one that accepts a delta over a
+  // retired base.
   w.snapshot_chain_base.store(
       snap->base_generation() != 0 ? snap->base_generation() : snap->generation(),
       std::memory_order_relaxed);
+  // Only a new base changes the chain base: then it names a base that is not published yet.
+  if (snap->base_generation() == 0) CrashPoint("compactor.publish.new_chain_base_stored");
   header_->commit.snapshot_generation.store(snap->generation(), std::memory_order_release);
+  CrashPoint("compactor.publish.generation_stored");
   header_->compaction.snapshots_built.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -216,10 +233,13 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
     const auto& [old, segment] = *it;
     if (old >= snap.generation() || old == snap.base_generation()) continue;
     if (!RenameSegment(segment, RetiredSegment(name_, old)).ok()) UnlinkSegmentQuietly(segment);
+    // This one retired, older ones still named (a delta may be retired, its base not yet).
+    CrashPoint("compactor.retire.snapshot_renamed");
   }
   const auto retired = ListNumberedSegments(name_ + "@r");
   for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
     UnlinkSegmentQuietly(retired[i].second);
+    CrashPoint("compactor.retire.retired_unlinked");  // more than kRetiredSnapshots still kept
   }
   UnlinkUnneededBlobSegments(name_, snap.revision(), UINT64_MAX);
   if (log_sink_) {
@@ -305,7 +325,10 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
   // next publication.
   switch (AcquireRobustLock(claim, lock_->identity(), std::chrono::nanoseconds(0))) {
     case LockResult::kAcquired:
+      break;
     case LockResult::kOwnerDied:
+      // The dead builder's claim is ours now, and nothing is built yet.
+      CrashPoint("compactor.claim_taken_over");
       break;
     default:
       return;
@@ -331,9 +354,16 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
                                            std::to_string(generation) +
                                            " failed: " + snap.status().ToString());
     }
-  } else if (lock_->AcquireUncounted(lock_timeout_).ok()) {
-    published = PublishLocked(*snap);
-    lock_->ReleaseUncounted();
+  } else {
+    // Built and named, the claim held, the writer lock not yet taken.
+    CrashPoint((*snap)->base_generation() != 0 ? CrashPointName("compactor.background.delta_built")
+                                               : CrashPointName("compactor.background.base_built"));
+    if (lock_->AcquireUncounted(lock_timeout_).ok()) {
+      published = PublishLocked(*snap);
+      lock_->ReleaseUncounted();
+      // Published (or refused), the writer lock released, the claim still held, nothing retired.
+      if (published) CrashPoint("compactor.background.published");
+    }
   }
   ReleaseRobustLock(claim, lock_->identity());
   // The overlay's memory is kept for the next build; the snapshot is not: holding it would keep

@@ -109,6 +109,14 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
     // of invariant 5).
     Status s = CompactLocked();
     if (!s.ok()) return s;
+    // A publication refused under the lock frees nothing. Only a snapshot at this very revision
+    // can win that race, and it frees the ring as well; anything else is a broken invariant, and
+    // writing on would overwrite the log that the published snapshot still needs.
+    if (tail + needed - w.snapshot_log_position.load(std::memory_order_relaxed) > ring.capacity()) {
+      return Status(
+          StatusCode::kInternal,
+          "dict '" + name + "': the log is full and no snapshot could be published to free it");
+    }
   }
   RecordKind kind = RecordKind::kChange;
   std::string_view record = payload;

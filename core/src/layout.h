@@ -139,9 +139,9 @@ struct alignas(64) WriterBlock {
   // children it might retire (a sticky flag; set before the commit that stores the reference).
   std::atomic<uint64_t> nested_values_written;
   // Base generation of the published snapshot's chain (its own generation when it is a base).
-  // Stored before snapshot_generation, so a publisher killed between the two leaves at worst a
-  // value that makes the next delta's publication fail (never one that lets a delta be published
-  // over a base that is no longer the chain's).
+  // Stored before snapshot_generation, so a publisher killed between the two leaves a value that
+  // refuses deltas (never one that lets a delta be published over a base that is no longer the
+  // chain's) until the next lock holder re-derives it from the published snapshot.
   std::atomic<uint64_t> snapshot_chain_base;
 };
 static_assert(sizeof(WriterBlock) == 128, "layout changed: bump kLayoutVersion");

@@ -6,6 +6,7 @@
 #include <bit>
 #include <vector>
 
+#include "crash_point.h"
 #include "hash.h"
 
 namespace shmdict::internal {
@@ -254,7 +255,13 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
   }
   for (const auto& [old_generation, retired] : ListNumberedSegments(std::string(dict) + "@r")) {
     auto recycled = RecycleSegment(retired, segment, total);
-    if (recycled.ok()) return recycled;  // otherwise still mapped somewhere: try the next one
+    if (recycled.ok()) {
+      // The new generation's name now holds a retired snapshot's complete bytes (with their own
+      // generation): Open refuses it as reused, and it is never published.
+      CrashPoint("snapshot.segment_recycled");
+      return recycled;
+    }
+    // Otherwise still mapped somewhere: try the next one.
   }
   auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true);
   if (!created.ok()) return created.status();
@@ -303,6 +310,9 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Patch(
   // One block copy: buckets and entries keep their offsets, so every bucket stays valid.
   std::memcpy(out + sizeof(SnapshotHeader), base.map_.data() + sizeof(SnapshotHeader),
               copied_end - sizeof(SnapshotHeader));
+  // The base copied, none of the delta's keys patched in; the header not written.
+  CrashPoint(h->base_generation != 0 ? CrashPointName("snapshot.delta_half_written")
+                                     : CrashPointName("snapshot.base_half_written"));
   auto* buckets = reinterpret_cast<SnapshotBucket*>(out + bh.buckets_offset);
   const uint64_t mask = bh.bucket_count - 1;
   uint64_t tombstones = bh.tombstone_count;
@@ -419,6 +429,9 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Rewrite(
       put(k, (uint64_t{b.hash_tag} << 32) | e.hash_low, v.type, v.data, e.flags & kEntryErased);
     }
   }
+  // The base's surviving entries written, none of the delta's; the header not written.
+  CrashPoint(h->base_generation != 0 ? CrashPointName("snapshot.delta_half_written")
+                                     : CrashPointName("snapshot.base_half_written"));
   delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
     if (value != nullptr && !overflow) put(key, hash, value->type, value->data, FlagsOf(value));
   });
@@ -444,6 +457,8 @@ std::shared_ptr<const SnapshotView> SnapshotView::Seal(std::pair<Fd, Mapping> se
   // Copied with its ready word still 0; the word is stored last, with release order.
   header->layout_version.store(0, std::memory_order_relaxed);
   std::memcpy(static_cast<void*>(out), static_cast<const void*>(header), sizeof(*header));
+  // Complete but for the ready word: Open reports it as never finished.
+  CrashPoint("snapshot.sealed_before_ready");
   reinterpret_cast<SnapshotHeader*>(out)->layout_version.store(kLayoutVersion,
                                                                std::memory_order_release);
   flock(fd.get(), LOCK_SH);  // from writing it to mapping it, like every reader

@@ -96,11 +96,13 @@ Status WriterLock::RepairAfterDeadHolder() {
   const uint64_t generation = header_->commit.snapshot_generation.load(std::memory_order_acquire);
   uint64_t snap_position = 0;
   uint64_t snap_revision = 0;
+  uint64_t chain_base = 0;
   if (generation != 0) {
     auto snap = SnapshotView::Open(reader_->name(), generation);
     if (!snap.ok()) return snap.status();
     snap_position = (*snap)->log_position();
     snap_revision = (*snap)->revision();
+    chain_base = (*snap)->base_generation() != 0 ? (*snap)->base_generation() : generation;
   }
   if (snap_revision > committed) {
     return reader_->Corrupt("the published snapshot is ahead of the commit");
@@ -124,6 +126,10 @@ Status WriterLock::RepairAfterDeadHolder() {
   w.writer_tail_revision.store(committed, std::memory_order_relaxed);
   w.snapshot_log_position.store(snap_position, std::memory_order_relaxed);
   w.snapshot_revision.store(snap_revision, std::memory_order_relaxed);
+  // Killed after storing a new base as the chain's base but before its generation, a publisher
+  // leaves a chain base that refuses every delta over the published chain's real base: until a
+  // build happens to fold, nothing is published and a full ring has no room.
+  w.snapshot_chain_base.store(chain_base, std::memory_order_relaxed);
   const uint64_t recoveries = w.lock_recoveries.fetch_add(1, std::memory_order_relaxed) + 1;
   if (log_sink_) {
     log_sink_->Log(LogLevel::kWarning, "dict '" + reader_->name() +

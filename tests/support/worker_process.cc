@@ -25,13 +25,15 @@ std::vector<internal::Subprocess*> Processes(const std::vector<WorkerProcess*>& 
 
 const std::string WorkerProcess::kNoOutput;
 
-WorkerProcess::WorkerProcess(const std::string& program, std::vector<std::string> args) {
+WorkerProcess::WorkerProcess(const std::string& program, std::vector<std::string> args,
+                             std::vector<std::string> env) {
   description_ = program.substr(program.rfind('/') + 1);
   for (const std::string& a : args) description_ += " " + a;
   internal::SpawnOptions options;
   options.path = program;
   options.argv.push_back(program);
   for (std::string& a : args) options.argv.push_back(std::move(a));
+  options.env = std::move(env);
   // stderr is inherited, so that a worker's diagnostics land in the test log.
   options.pipe_stdin = true;
   options.pipe_stdout = true;

@@ -38,9 +38,11 @@ inline constexpr std::chrono::seconds kWorkerTimeout{60};
 
 class WorkerProcess {
  public:
-  // Starts `program` with `args` (argv[1..]). A failure to start is a test failure
-  // (ADD_FAILURE) and leaves pid() == -1; every other call then behaves as for a dead worker.
-  WorkerProcess(const std::string& program, std::vector<std::string> args);
+  // Starts `program` with `args` (argv[1..]) and this process's environment plus `env`
+  // ("NAME=value"). A failure to start is a test failure (ADD_FAILURE) and leaves pid() == -1;
+  // every other call then behaves as for a dead worker.
+  WorkerProcess(const std::string& program, std::vector<std::string> args,
+                std::vector<std::string> env = {});
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
   ~WorkerProcess();
@@ -97,8 +99,9 @@ bool AwaitBlockedInFutex(pid_t pid, Deadline deadline);
 // The worker program built from tests/workers/shmdict_worker.cc.
 inline std::string WorkerProgram() { return std::string(SHMDICT_WORKER_DIR) + "/shmdict_worker"; }
 
-inline std::unique_ptr<WorkerProcess> SpawnWorker(std::vector<std::string> args) {
-  return std::make_unique<WorkerProcess>(WorkerProgram(), std::move(args));
+inline std::unique_ptr<WorkerProcess> SpawnWorker(std::vector<std::string> args,
+                                                  std::vector<std::string> env = {}) {
+  return std::make_unique<WorkerProcess>(WorkerProgram(), std::move(args), std::move(env));
 }
 #endif
 

@@ -7,6 +7,7 @@
 //       [--value-bytes=N] [--hold-lock]  (--hold-lock: take Lock() first and never release it;
 //       [--step=N]                       --step: wait for a line on stdin before every N writes,
 //                                        and write the rest at once after EOF or an empty line)
+//       [--large-every=N --large-bytes=B] every Nth value (i % N == N - 1) B bytes long instead
 //   lockrmw NAME KEY COUNT               COUNT times under Lock(): Get, yield, Set(old + 1)
 //   lockhold NAME                        Lock(), "locked <pid>", hold until stdin says "unlock"
 //                                        or closes (or the test SIGKILLs it)
@@ -170,6 +171,8 @@ int Write(const Args& args) {
   const std::string& prefix = args.positional[1];
   const int64_t count = static_cast<int64_t>(ToU64(args.positional[2]));
   const size_t value_bytes = static_cast<size_t>(args.Int("value-bytes", 0));
+  const int64_t large_every = args.Int("large-every", 0);
+  const size_t large_bytes = static_cast<size_t>(args.Int("large-bytes", 0));
   LockGuard guard;
   if (args.Has("hold-lock")) {
     Result<LockGuard> locked = dict.Lock();
@@ -181,7 +184,9 @@ int Write(const Args& args) {
   int64_t step = args.Int("step", 0);
   for (int64_t i = 0; i < count; ++i) {
     if (step > 0 && i % step == 0 && ReadStdinLine().empty()) step = 0;
-    Result<uint64_t> rev = dict.Set(KeyFor(prefix, i), ValueFor(i, value_bytes));
+    const bool large = large_every > 0 && i % large_every == large_every - 1;
+    Result<uint64_t> rev =
+        dict.Set(KeyFor(prefix, i), ValueFor(i, large ? large_bytes : value_bytes));
     if (!rev.ok()) Fail("set " + KeyFor(prefix, i), rev.status());
     Say("acked " + std::to_string(i) + " " + std::to_string(*rev));
   }
