@@ -29,12 +29,31 @@ Status Dict::Impl::Attach() {
   if (!s.ok()) return s;
   compactor.Bind(options, header, ring.capacity(), &reader, &writer_lock, incarnation);
   reader.UseBuiltSnapshots(&compactor.built_snapshots());
+  s = CheckCommitPoint();
+  if (!s.ok()) return s;
   s = reader.LoadLatestSnapshot(&view);
   if (!s.ok()) return s;
   return CatchUp(false);
 }
 
+Status Dict::Impl::CheckCommitPoint() const {
+  // A writer stores writer_tail_revision (release) only after the commit point of that revision,
+  // and repair only lowers it to the commit point: read in this order, it can never exceed the
+  // commit point. When it does, the commit point was damaged (lowered), and the committed changes
+  // past it would silently disappear.
+  const uint64_t tail_revision =
+      header->writer.writer_tail_revision.load(std::memory_order_acquire);
+  const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
+  if (committed < tail_revision) {
+    return Corrupt("the commit point (revision " + std::to_string(committed) +
+                   ") is behind the last committed record (revision " +
+                   std::to_string(tail_revision) + ")");
+  }
+  return Status::Ok();
+}
+
 Status Dict::Impl::CatchUpSlow(bool force) {
+  if (Status s = CheckCommitPoint(); !s.ok()) return s;
   const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
   if (force) {
     Status s = reader.LoadLatestSnapshot(&view);
@@ -141,7 +160,8 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
   // THE commit point. seq_cst pairs with the waiters' flag (change_notification.h).
   header->commit.commit_revision.store(revision, std::memory_order_seq_cst);
   w.writer_tail.store(new_tail, std::memory_order_relaxed);
-  w.writer_tail_revision.store(revision, std::memory_order_relaxed);
+  // Release, after the commit point: readers check that it never exceeds it (CheckCommitPoint).
+  w.writer_tail_revision.store(revision, std::memory_order_release);
   header->commit.entry_count.store(view.Size(), std::memory_order_relaxed);
   internal::WakeChangeWaiters(header);
   last_commit = revision;

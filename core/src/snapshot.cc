@@ -251,7 +251,10 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
                                                       " bytes exceeds the 32 GiB snapshot limit");
   }
   if (held != nullptr && *held) {
-    if (auto warm = (*held)(segment, total)) return std::move(*warm);
+    if (auto warm = (*held)(segment, total)) {
+      CrashPoint("snapshot.segment_recycled");  // as below, through the mapping we kept
+      return std::move(*warm);
+    }
   }
   for (const auto& [old_generation, retired] : ListNumberedSegments(std::string(dict) + "@r")) {
     auto recycled = RecycleSegment(retired, segment, total);
