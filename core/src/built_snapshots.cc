@@ -1,5 +1,6 @@
 #include "built_snapshots.h"
 
+#include <algorithm>
 #include <new>
 
 namespace shmdict::internal {
@@ -9,8 +10,15 @@ void BuiltSnapshots::Add(std::shared_ptr<const SnapshotView> view) {
   std::lock_guard<std::mutex> lock(mu_);
   views_.push_back(std::move(view));
   while (views_.size() > kHeld) {
-    dropped.push_back(std::move(views_.front()));
-    views_.erase(views_.begin());
+    // The oldest goes, unless it is one of the two biggest (a published base, the previous base
+    // kept for the next fold): small deltas come and go between folds.
+    auto bigger = [](const auto& a, const auto& b) { return a->bytes() > b->bytes(); };
+    std::vector<std::shared_ptr<const SnapshotView>> by_size = views_;
+    std::partial_sort(by_size.begin(), by_size.begin() + 2, by_size.end(), bigger);
+    auto victim = views_.begin();
+    while (*victim == by_size[0] || *victim == by_size[1]) ++victim;
+    dropped.push_back(std::move(*victim));
+    views_.erase(victim);
   }
 }
 

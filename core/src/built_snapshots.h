@@ -6,7 +6,7 @@
 //     reading it, use the builder's mapping instead of mapping the segment again (Find);
 //   - the next build writes into a retired snapshot's segment through the mapping that wrote it
 //     (TakeRetired, RecycleHeldSegment), instead of faulting every page of a fresh mapping.
-// The cost: the retired segments held here (at most kHeldRetired) keep their pages while another
+// The cost: the retired segments held here (at most kHeld) keep their pages while another
 // process's cleanup unlinks their names, until the next build or Clear(); and while held they
 // cannot be recycled by another process's builder, which then takes another retired segment or
 // fresh pages — as when any reader still maps one.
@@ -33,11 +33,13 @@ namespace shmdict::internal {
 
 class BuiltSnapshots {
  public:
-  // The published one, the base under it, and two retired ones (the kRetiredSnapshots the
-  // compactor keeps named).
+  // The two biggest (the published chain's base and the previous base, which the next fold into a
+  // new base rewrites) and the two newest of the others (the deltas the compactor keeps named as
+  // its newest retired snapshots).
   static constexpr size_t kHeld = 4;
 
-  // After a publication: keeps `view` (built by this handle), dropping the oldest beyond kHeld.
+  // After a publication: keeps `view` (built by this handle), dropping beyond kHeld the oldest
+  // that is not one of the two biggest.
   void Add(std::shared_ptr<const SnapshotView> view);
   // The held view of `generation` (shared), or null.
   std::shared_ptr<const SnapshotView> Find(uint64_t generation) const;
