@@ -120,16 +120,17 @@ TEST_F(CrashTest, WriterKilledDuringCompactionLosesNoAcknowledgedWrite) {
   // Snapshots that killed writers were building must not pile up in /dev/shm: after a Dump()
   // there are the main segment, the published snapshot and its base (when it is a delta), at
   // most three retired snapshots kept for their pages (the two newest and the biggest: see
-  // kRetiredSnapshots in compactor.cc), and at most one a builder killed after the last
-  // publication left behind.
+  // kRetiredSnapshots in compactor.cc) plus those this process's builder still maps for its next
+  // builds (BuiltSnapshots::kHeld, 6, less the published ones), and at most one a builder killed
+  // after the last publication left behind.
   ASSERT_OK(dict->Dump());
   const std::vector<std::string> segments = ShmEntriesWithPrefix(name_);
   std::string listing;
   for (const std::string& s : segments) listing += " " + s;
-  EXPECT_LE(segments.size(), 7u) << "segments of the dict after a Dump():" << listing;
+  EXPECT_LE(segments.size(), 12u) << "segments of the dict after a Dump():" << listing;
   size_t retired = 0;
   for (const std::string& s : segments) retired += s.find("@r") != std::string::npos;
-  EXPECT_LE(retired, 3u) << listing;
+  EXPECT_LE(retired, 8u) << listing;
 }
 
 TEST_F(CrashTest, WriterKilledWhileStoringLargeValuesKeepsTheLastAcknowledgedValue) {

@@ -43,6 +43,9 @@ std::optional<std::pair<Fd, Mapping>> BuiltSnapshots::TakeRetired(
     for (auto it = views_.begin(); it != views_.end(); ++it) {
       // Under mu_, a view referenced only here cannot gain a reference (Find takes mu_ too).
       if (!retired((*it)->generation()) || it->use_count() != 1) continue;
+      if ((*it)->bytes() > kMaxOversize * bytes && (*it)->bytes() > bytes + (uint64_t{1} << 20)) {
+        continue;
+      }
       if (best == views_.end()) {
         best = it;
         continue;

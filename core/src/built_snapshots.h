@@ -34,15 +34,21 @@ namespace shmdict::internal {
 class BuiltSnapshots {
  public:
   // The two biggest (the published chain's base and the previous base, which the next fold into a
-  // new base rewrites) and the two newest of the others (the deltas the compactor keeps named as
-  // its newest retired snapshots).
-  static constexpr size_t kHeld = 4;
+  // new base rewrites) and the four newest of the others (deltas: the handle's own view may
+  // still hold the newest retired ones for a while).
+  static constexpr size_t kHeld = 6;
+  // A held segment more than this many times bigger than a build needs (and bigger by over a
+  // MiB) is left for a bigger build: shrunk for a small delta, a retired base would be missing
+  // at the next fold, which then faults in every page of a fresh segment.
+  static constexpr uint64_t kMaxOversize = 4;
 
   // After a publication: keeps `view` (built by this handle), dropping beyond kHeld the oldest
   // that is not one of the two biggest.
   void Add(std::shared_ptr<const SnapshotView> view);
   // The held view of `generation` (shared), or null.
   std::shared_ptr<const SnapshotView> Find(uint64_t generation) const;
+  // Whether a view of `generation` is held (its retired name is worth keeping).
+  bool Holds(uint64_t generation) const { return Find(generation) != nullptr; }
   // For a build's new `segment` of `bytes`: the segment of a held view that `retired(generation)`
   // says is retired and that nobody else references (the best fit for `bytes`), taken over by
   // RecycleHeldSegment under the retired name `retired_name(generation)`. Views tried and found

@@ -19,9 +19,10 @@ namespace {
 // biggest retired segment is kept too (usually the previous base): with layered snapshots the
 // newest retired ones are small deltas, and a fold into a new base that finds no segment of its
 // size faults in every page of a fresh one (a 240 ms stall of the writer for 1M keys on the VMs
-// we measured, where a page's first touch costs 10-20 us). While writers are busy, a dict thus
-// holds up to about twice its snapshot in /dev/shm; IdleThenBuild gives the retired ones back
-// when they pause.
+// we measured, where a page's first touch costs 10-20 us). So are those the builder's process
+// still maps for its next builds (BuiltSnapshots, at most kHeld). While writers are busy, a dict
+// thus holds up to about twice its snapshot in /dev/shm; IdleThenBuild gives the retired ones
+// back when they pause.
 constexpr size_t kRetiredSnapshots = 2;
 // A log holding this fraction of its capacity since the published snapshot gets a snapshot once
 // writes pause for kIdleSnapshotQuiet: attaching to a quiet dict then costs a mapping, not a
@@ -253,7 +254,8 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
     }
   }
   for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
-    if (i == biggest) continue;
+    // The biggest, and those this process's builder still maps for its next builds, stay.
+    if (i == biggest || built_.Holds(retired[i].first)) continue;
     UnlinkSegmentQuietly(retired[i].second);
     CrashPoint("compactor.retire.retired_unlinked");  // more than kRetiredSnapshots still kept
   }
