@@ -74,7 +74,7 @@ class Dict::Impl : public LockGuard::Holder {
     return CatchUpSlow(force);
   }
   Status CatchUpSlow(bool force);
-  // kDataLoss when the commit point lies behind the writer's record of its last commit.
+  // kDataLoss when the commit point lies behind the writer's record of its last commit (Attach).
   Status CheckCommitPoint() const;
 
   // The handle's writer lock (recursive for the handle). After a fork, first drops what belongs

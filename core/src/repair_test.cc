@@ -229,5 +229,27 @@ TEST_F(RepairTest, AFailedRepairIsRetriedByTheNextAcquirer) {
   EXPECT_EQ((*dict_->Get("a"))->AsInt(), 1);
 }
 
+// A commit point that goes back (damaged: nothing lowers it) would make committed changes
+// silently disappear: an attacher compares it with the writer's record of its last commit, and an
+// attached handle with its own revision. Both report kDataLoss.
+TEST_F(RepairTest, ACommitPointThatWentBackIsDataLoss) {
+  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  ASSERT_TRUE(dict_->Set("c", Value::Int(3)).ok());
+  Result<Dict> attached = AttachAnotherHandle();
+  ASSERT_TRUE(attached.ok());
+  header_->commit.commit_revision.store(1);
+
+  Status refreshed = attached->Refresh();
+  EXPECT_EQ(refreshed.code(), StatusCode::kDataLoss) << refreshed.ToString();
+  EXPECT_NE(refreshed.message().find(name_), std::string::npos) << refreshed.ToString();
+  Result<Dict> attacher = AttachAnotherHandle();
+  EXPECT_EQ(attacher.status().code(), StatusCode::kDataLoss) << attacher.status().ToString();
+
+  header_->commit.commit_revision.store(3);  // undamaged again: both work
+  EXPECT_TRUE(attached->Refresh().ok());
+  EXPECT_TRUE(AttachAnotherHandle().ok());
+}
+
 }  // namespace
 }  // namespace shmdict
