@@ -12,6 +12,17 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__SANITIZE_THREAD__)
+#define SHMDICT_UNDER_THREAD_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMDICT_UNDER_THREAD_SANITIZER 1
+#endif
+#endif
+#ifndef SHMDICT_UNDER_THREAD_SANITIZER
+#define SHMDICT_UNDER_THREAD_SANITIZER 0
+#endif
+
 namespace shmdict::internal {
 
 std::string ShmName(std::string_view segment) {
@@ -198,10 +209,25 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
     UnlinkSegmentQuietly(to);
     return reserved;
   }
+#if SHMDICT_UNDER_THREAD_SANITIZER
+  // ThreadSanitizer intercepts mmap and munmap but not mremap: after one, its shadow of the range
+  // still describes whatever this process mapped at that address before, and it reports races
+  // with that. Under it, a size change maps the segment afresh (as RecycleSegment does); the
+  // pages are reused all the same, only not this mapping's page-table entries.
+  if (map.size() != bytes) {
+    auto fresh = MapSegment(fd.get(), bytes, /*writable=*/true, /*populate=*/true);
+    if (!fresh.ok()) {
+      UnlinkSegmentQuietly(to);
+      return fresh.status();
+    }
+    map = std::move(*fresh);
+  }
+#else
   if (Status resized = map.Resize(bytes); !resized.ok()) {
     UnlinkSegmentQuietly(to);
     return resized;
   }
+#endif
   return held;
 }
 
