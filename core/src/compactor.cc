@@ -329,8 +329,8 @@ void Compactor::IdleThenBuild() {
   // Writers paused. The retired snapshots kept for the next builds' pages are given back once the
   // pause lasts kGiveBackQuiet: a burst that resumes sooner reuses them (and this process's
   // mappings of them) instead of faulting fresh pages in — with an immediate give-back, every
-  // burst of a bursty writer started with cold builds (shmdict_bench's overwrite row: ~1.2 us
-  // per write instead of ~0.8).
+  // burst of a bursty writer started with cold builds (shmdict_bench's overwrite row: 1.2-1.5 us
+  // per write instead of 0.9-1.2).
   {
     std::unique_lock<std::mutex> lock(mu_);
     const uint64_t at = committed.load(std::memory_order_acquire);
