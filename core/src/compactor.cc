@@ -130,14 +130,20 @@ Status Compactor::CompactLocked(LocalView* view) {
   return Status::Ok();
 }
 
+std::function<bool(uint64_t)> Compactor::RetiredGenerations() const {
+  // Neither the published snapshot nor its chain's base, nor anything newer, is retired; anything
+  // else is, or its retired name is gone (TakeRetired then drops it).
+  const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_acquire);
+  const uint64_t chain_base = header_->writer.snapshot_chain_base.load(std::memory_order_relaxed);
+  return [published, chain_base](uint64_t generation) {
+    return generation < published && generation != chain_base;
+  };
+}
+
 HeldSegmentSource Compactor::HeldRetiredSegments() {
   return [this](const std::string& segment, uint64_t bytes) {
-    // Neither the published snapshot nor its chain's base, nor anything newer, is retired;
-    // anything else is, or its retired name is gone (TakeRetired then drops it).
-    const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_acquire);
-    const uint64_t chain_base = header_->writer.snapshot_chain_base.load(std::memory_order_relaxed);
     return built_.TakeRetired(
-        [&](uint64_t generation) { return generation < published && generation != chain_base; },
+        RetiredGenerations(),
         [&](uint64_t generation) { return RetiredSegment(name_, generation); }, segment, bytes);
   };
 }
@@ -225,8 +231,8 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
 // increasing order, so that base lies above this publication.
 bool Compactor::StillNamed() const {
   struct stat st {};
-  const std::string path = std::string(kShmDir) + std::string(kShmPrefix) + name_;
-  return stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_ino) == incarnation_;
+  return stat(SegmentPath(name_).c_str(), &st) == 0 &&
+         static_cast<uint64_t>(st.st_ino) == incarnation_;
 }
 
 void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
@@ -250,8 +256,8 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
   uint64_t biggest_bytes = 0;
   for (size_t i = 0; i + kRetiredSnapshots < retired.size(); ++i) {
     struct stat st {};
-    const std::string path = std::string(kShmDir) + std::string(kShmPrefix) + retired[i].second;
-    if (stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) > biggest_bytes) {
+    if (stat(SegmentPath(retired[i].second).c_str(), &st) == 0 &&
+        static_cast<uint64_t>(st.st_size) > biggest_bytes) {
       biggest = i;
       biggest_bytes = static_cast<uint64_t>(st.st_size);
     }
@@ -350,10 +356,7 @@ void Compactor::IdleThenBuild() {
   for (const auto& [old, segment] : ListNumberedSegments(name_ + "@r")) {
     UnlinkSegmentQuietly(segment);
   }
-  const uint64_t published = header_->commit.snapshot_generation.load(std::memory_order_acquire);
-  const uint64_t chain_base = header_->writer.snapshot_chain_base.load(std::memory_order_relaxed);
-  built_.Clear(
-      [&](uint64_t generation) { return generation < published && generation != chain_base; });
+  built_.Clear(RetiredGenerations());
   builder_view_ = LocalView{};
 }
 

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -88,6 +89,8 @@ class Compactor {
   // For SnapshotView::Build: a retired snapshot this handle built, through the mapping that wrote
   // it (BuiltSnapshots).
   HeldSegmentSource HeldRetiredSegments();
+  // Whether a generation is retired by the published chain as it is now (read once, here).
+  std::function<bool(uint64_t)> RetiredGenerations() const;
 
   // Whether /dev/shm still holds this dict under its name (not unlinked, not replaced by a dict
   // created again under the same name). A handle can outlive its dict's unlink (a bridge's

@@ -206,8 +206,7 @@ Result<DictStatus> Dict::Inspect(std::string_view name) {
 Result<uint64_t> Dict::IncarnationOf(std::string_view name) {
   Status valid = ValidateNameInternal(name, true);
   if (!valid.ok()) return valid;
-  const std::string path =
-      std::string(internal::kShmDir) + std::string(internal::kShmPrefix) + std::string(name);
+  const std::string path = internal::SegmentPath(name);
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) {

@@ -32,6 +32,10 @@ std::string ShmName(std::string_view segment) {
   return out;
 }
 
+std::string SegmentPath(std::string_view segment) {
+  return std::string(kShmDir) + std::string(kShmPrefix) + std::string(segment);
+}
+
 std::string SnapshotSegment(std::string_view dict, uint64_t generation) {
   return std::string(dict) + "@s" + std::to_string(generation);
 }
@@ -158,6 +162,26 @@ Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t by
   return std::make_pair(std::move(*fd), std::move(*map));
 }
 
+namespace {
+
+// The step both recycle paths share, with the exclusive flock held: `from` becomes `to`, sized
+// and reserved for `bytes`. On failure after the rename, `to` is unlinked.
+Status RenameAndSize(int fd, std::string_view from, std::string_view to, size_t bytes) {
+  if (Status renamed = RenameSegment(from, to); !renamed.ok()) return renamed;
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    UnlinkSegmentQuietly(to);
+    return ErrnoStatus(err, "sizing segment '" + std::string(to) + "'");
+  }
+  if (Status reserved = Reserve(fd, bytes, to); !reserved.ok()) {
+    UnlinkSegmentQuietly(to);
+    return reserved;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string_view to,
                                               size_t bytes) {
   auto fd = OpenSegment(from, O_RDWR, 0);
@@ -165,16 +189,7 @@ Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string
   if (flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
     return Status(StatusCode::kUnavailable, "segment '" + std::string(from) + "' is still mapped");
   }
-  if (Status renamed = RenameSegment(from, to); !renamed.ok()) return renamed;
-  if (ftruncate(fd->get(), static_cast<off_t>(bytes)) != 0) {
-    const int err = errno;
-    UnlinkSegmentQuietly(to);
-    return ErrnoStatus(err, "sizing segment '" + std::string(to) + "'");
-  }
-  if (Status reserved = Reserve(fd->get(), bytes, to); !reserved.ok()) {
-    UnlinkSegmentQuietly(to);
-    return reserved;
-  }
+  if (Status taken = RenameAndSize(fd->get(), from, to, bytes); !taken.ok()) return taken;
   auto map = MapSegment(fd->get(), bytes, /*writable=*/true, /*populate=*/true);
   if (!map.ok()) {
     UnlinkSegmentQuietly(to);
@@ -199,16 +214,7 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
       ours.st_ino != named.st_ino || ours.st_dev != named.st_dev) {
     return Status(StatusCode::kNotFound, "segment '" + std::string(from) + "' is gone");
   }
-  if (Status renamed = RenameSegment(from, to); !renamed.ok()) return renamed;
-  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
-    const int err = errno;
-    UnlinkSegmentQuietly(to);
-    return ErrnoStatus(err, "sizing segment '" + std::string(to) + "'");
-  }
-  if (Status reserved = Reserve(fd.get(), bytes, to); !reserved.ok()) {
-    UnlinkSegmentQuietly(to);
-    return reserved;
-  }
+  if (Status taken = RenameAndSize(fd.get(), from, to, bytes); !taken.ok()) return taken;
 #if SHMDICT_UNDER_THREAD_SANITIZER
   // ThreadSanitizer intercepts mmap and munmap but not mremap: after one, its shadow of the range
   // still describes whatever this process mapped at that address before, and it reports races
@@ -249,8 +255,7 @@ bool UnlinkDictSegments(std::string_view name) {
 }
 
 Status RenameSegment(std::string_view from, std::string_view to) {
-  const std::string dir = std::string(kShmDir) + std::string(kShmPrefix);
-  if (rename((dir + std::string(from)).c_str(), (dir + std::string(to)).c_str()) != 0) {
+  if (rename(SegmentPath(from).c_str(), SegmentPath(to).c_str()) != 0) {
     return ErrnoStatus(errno, "renaming segment '" + std::string(from) + "'");
   }
   return Status::Ok();

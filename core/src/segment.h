@@ -24,6 +24,8 @@ inline constexpr std::string_view kShmPrefix = "shmdict.";
 
 // "/shmdict.<segment>" for shm_open.
 std::string ShmName(std::string_view segment);
+// "/dev/shm/shmdict.<segment>": the file behind it, for stat and rename.
+std::string SegmentPath(std::string_view segment);
 std::string SnapshotSegment(std::string_view dict, uint64_t generation);
 std::string BlobSegment(std::string_view dict, uint64_t revision);
 // A snapshot segment no longer published, kept so that a builder can reuse its pages.
