@@ -674,7 +674,7 @@ void RunSingleProcess(Bench& b) {
   b.notes.emplace_back(
       "work dict", std::to_string(status.entries) + " entries, revision " +
                        std::to_string(status.revision) + ", " +
-                       std::to_string(status.snapshots_built) + " snapshots built, log capacity " +
+                       std::to_string(status.snapshots_built.value_or(0)) + " snapshots built, log capacity " +
                        std::to_string(status.log_capacity) + " B; " + std::to_string(n * passes) +
                        " timed writes per repetition");
 }
@@ -768,7 +768,7 @@ void RunBigDict(Bench& b) {
   Samples big_ns, empty_ns;
   double big_longest_ns = 0;
   double empty_longest_ns = 0;
-  const uint64_t big_snapshots_before = big.GetStatus().snapshots_built;
+  const uint64_t big_snapshots_before = big.GetStatus().snapshots_built.value();
   for (int rep = 0; rep < c.reps; ++rep) {
     int64_t start = MonotonicNs();
     WriteAll(big, b.work, rep + 1, passes, &big_longest_ns);
@@ -796,7 +796,7 @@ void RunBigDict(Bench& b) {
           std::to_string(before.log_used) + " B; segment " + std::to_string(before.segment_bytes) +
           " B; timed writes: " + std::to_string(b.work.keys.size() * passes) +
           " per repetition, during which " +
-          std::to_string(after.snapshots_built - big_snapshots_before) +
+          std::to_string(after.snapshots_built.value_or(0) - big_snapshots_before) +
           " snapshots were published and the slowest Set took " + FormatNs(big_longest_ns) +
           " (empty dict: " + FormatNs(empty_longest_ns) + ")");
 }

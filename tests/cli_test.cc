@@ -22,6 +22,7 @@
 #include "dict_test_base.h"
 #include "gtest/gtest.h"
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/value.h"
 #include "worker_process.h"
 
@@ -123,7 +124,7 @@ class CliTest : public DictTestBase {
 
   // The latest committed revision, read the way `shmdict status` does.
   uint64_t Revision(const std::string& name) {
-    Result<DictStatus> status = Dict::Inspect(name);
+    Result<DictStatus> status = LocalCatalog().Inspect(name);
     EXPECT_TRUE(status.ok()) << status.status().ToString();
     return status.ok() ? status->revision : 0;
   }

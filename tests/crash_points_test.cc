@@ -152,7 +152,7 @@ class CrashPointTest : public CrashTestBase,
     ASSERT_NO_FATAL_FAILURE(ExpectSurvivedKill(dict, prefix, acked));
     ASSERT_NO_FATAL_FAILURE(ExpectOneStateForEveryone(dict));
 
-    const uint64_t generation = dict.GetStatus().snapshot_generation;
+    const uint64_t generation = dict.GetStatus().snapshot_generation.value();
     const std::string more = prefix + "-more";
     auto next =
         SpawnWorker(WriterArgs(more, std::to_string(kMoreWrites).c_str(), builder, large_values));
@@ -277,7 +277,7 @@ TEST_F(CrashPointTest, DeltasArePublishedAgainAfterAPublisherDiedBeforeANewBases
   ExpectHoldsExactlyTheCommittedWrites(*dict);
 
   // Small changes, several logs' worth: the builds are deltas over the old base.
-  const uint64_t generation = dict->GetStatus().snapshot_generation;
+  const uint64_t generation = dict->GetStatus().snapshot_generation.value();
   constexpr int kSmallWrites = 6000;
   for (int64_t i = 0; i < kSmallWrites; ++i) {
     ASSERT_OK(dict->Set(KeyFor("small", i % 50), ValueFor(i, 0)));

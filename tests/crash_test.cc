@@ -55,7 +55,7 @@ TEST_F(CrashTest, WriterKilledInsideTheUserLockNeverBlocksOthers) {
   for (int i = 0; i < kills && !HasFatalFailure(); ++i) {
     SCOPED_TRACE("kill " + std::to_string(i));
     const std::string prefix = "p" + std::to_string(i);
-    const uint64_t recoveries = dict->GetStatus().lock_recoveries;
+    const uint64_t recoveries = dict->GetStatus().lock_recoveries.value();
     // The worker takes Lock() and writes under it until it dies: every kill lands inside.
     const int64_t acked = SpawnAndKill({"write", name_, prefix, kForever, "--hold-lock"},
                                        static_cast<int>(Random(100)), "locked");
@@ -80,7 +80,7 @@ TEST_F(CrashTest, WriterKilledDuringCompactionLosesNoAcknowledgedWrite) {
     ASSERT_OK(dict->Set(KeyFor("fill", i), ValueFor(i, kValueBytes)));
   }
   committed_["fill"] = kFill;
-  const uint64_t generation_before = dict->GetStatus().snapshot_generation;
+  const uint64_t generation_before = dict->GetStatus().snapshot_generation.value();
 
   for (int i = 0; i < kills && !HasFatalFailure(); ++i) {
     SCOPED_TRACE("kill " + std::to_string(i));
@@ -190,7 +190,7 @@ TEST_F(CrashTest, LockHolderKilledWhileHoldingIsRecoveredByTheNextLock) {
   ASSERT_OK(dict);
   for (int i = 0; i < kills; ++i) {
     SCOPED_TRACE("kill " + std::to_string(i));
-    const uint64_t recoveries = dict->GetStatus().lock_recoveries;
+    const uint64_t recoveries = dict->GetStatus().lock_recoveries.value();
     auto holder = SpawnWorker({"lockhold", name_});
     ASSERT_TRUE(holder->AwaitLine("locked ", DeadlineIn(kWorkerTimeout)));
     EXPECT_EQ(dict->GetStatus().lock_holder_pid, static_cast<uint32_t>(holder->pid()));
@@ -214,7 +214,7 @@ TEST_F(CrashTest, LockHolderKilledWhileHoldingIsRecoveredByTheNextLock) {
 TEST_F(CrashTest, WaiterBlockedOnAKilledHolderAcquiresTheLock) {
   Result<Dict> dict = Dict::Open(CrashOptions());
   ASSERT_OK(dict);
-  const uint64_t recoveries = dict->GetStatus().lock_recoveries;
+  const uint64_t recoveries = dict->GetStatus().lock_recoveries.value();
   auto holder = SpawnWorker({"lockhold", name_});
   ASSERT_TRUE(holder->AwaitLine("locked ", DeadlineIn(kWorkerTimeout)));
   auto waiter = SpawnWorker({"lockwait", name_, "30000"});

@@ -155,7 +155,7 @@ TEST_F(MultiProcessTest, WatchersOfACompactingLogSeeConsistentStatesInOrder) {
   options.buffer_size = kSmallLog;  // ~1.5 MB of records through 64 KiB: dozens of snapshots
   Result<Dict> dict = Dict::Open(options);
   ASSERT_OK(dict);
-  const uint64_t generation_before = dict->GetStatus().snapshot_generation;
+  const uint64_t generation_before = dict->GetStatus().snapshot_generation.value();
 
   Workers watchers;
   for (int i = 0; i < 2; ++i) {
@@ -221,7 +221,7 @@ TEST_F(MultiProcessTest, AttacherAfterManyCompactionsSeesTheExactState) {
   options.buffer_size = kSmallLog;
   Result<Dict> dict = Dict::Open(options);
   ASSERT_OK(dict);
-  const uint64_t generation_before = dict->GetStatus().snapshot_generation;
+  const uint64_t generation_before = dict->GetStatus().snapshot_generation.value();
 
   Workers churn;
   churn.push_back(SpawnWorker({"churn", name_, std::to_string(kSeed), std::to_string(kSteps)}));

@@ -159,7 +159,7 @@ TEST_F(WriterLockTest, WaiterKilledInAnotherPidNamespaceLeavesTheHolderItsLock) 
   const DictStatus status = dict->GetStatus();
   EXPECT_TRUE(status.lock_held);
   EXPECT_EQ(status.lock_holder_pid, 1u);
-  EXPECT_FALSE(status.lock_holder_in_this_pid_namespace);
+  EXPECT_EQ(status.lock_holder_in_this_pid_namespace, false);
   EXPECT_NE(status.lock_holder_pid_namespace, 0u);
 
   ASSERT_TRUE(holder->SendLine("unlock"));

@@ -318,21 +318,13 @@ grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusR
   Metrics::Call call(metrics_, "Status");
   grpc::Status allowed = authorizer_->Check(*context, request->dict(), Access::kRead);
   if (!allowed.ok()) return call.Finish(allowed, 0);
-  Result<DictStatus> status = Dict::Inspect(request->dict());
+  Result<DictStatus> status = catalog_.Inspect(request->dict());
   if (!status.ok()) {
     spdlog::info("Status failed dict={} peer={}: {}", request->dict(), context->peer(),
                  status.status().ToString());
     return call.Finish(Fail(status.status(), request->dict()), 0);
   }
-  response->set_dict(status->name);
-  response->set_revision(status->revision);
-  response->set_entries(status->entries);
-  response->set_layout_version(status->layout_version);
-  response->set_log_capacity(status->log_capacity);
-  response->set_log_used(status->log_used);
-  response->set_snapshot_revision(status->snapshot_revision);
-  response->set_lock_held(status->lock_held);
-  response->set_segment_bytes(status->segment_bytes);
+  wire::ToProto(*status, response);
   return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
@@ -341,7 +333,7 @@ grpc::Status DictService::ListDicts(grpc::ServerContext* context, const v1::List
   Metrics::Call call(metrics_, "ListDicts");
   grpc::Status allowed = authorizer_->Check(*context, "", Access::kRead);
   if (!allowed.ok()) return call.Finish(allowed, 0);
-  Result<std::vector<std::string>> names = Dict::ListNames();
+  Result<std::vector<std::string>> names = catalog_.ListNames();
   if (!names.ok()) return call.Finish(wire::ToGrpc(names.status()), 0);
   for (const std::string& name : *names) {
     if (authorizer_->DictAllowed(name)) response->add_dicts(name);

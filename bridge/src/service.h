@@ -12,6 +12,7 @@
 #include "authorizer.h"
 #include "dict_registry.h"
 #include "metrics.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 #include "watch_stream.h"
 
@@ -89,6 +90,8 @@ class DictService final : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Se
   const size_t max_value_bytes_;
   Metrics* const metrics_;
   const CreationPolicy creation_;
+  // Status and ListDicts: what `shmdict status` and `ls` show on this host. Stateless.
+  LocalCatalog catalog_;
 };
 
 }  // namespace shmdict::bridge

@@ -20,15 +20,12 @@
 #include <spdlog/spdlog.h>
 
 #include "shmdict/dict.h"
-#ifdef SHMDICT_CLI_PRESENCE
-#include "presence.h"
-#endif
-#ifdef SHMDICT_CLI_REMOTE
-#include "shmdict/remote_dict.h"
-#endif
+#include "shmdict/dict_status.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/status.h"
 #include "shmdict/store.h"
 #include "shmdict/value.h"
+#include "transport.h"
 #include "value_json.h"
 
 namespace shmdict::cli {
@@ -72,18 +69,6 @@ int KeyMissing(std::string_view dict, std::string_view key) {
   return kExitKeyMissing;
 }
 
-Status MissingDict(std::string_view name) {
-  return Status(StatusCode::kNotFound, "dict " + Quoted(name) +
-                                           " does not exist (create it with: shmdict create " +
-                                           std::string(name) + ")");
-}
-
-// A kNotFound from the library is about the dict here; say so in the words the user knows.
-Status ExplainNotFound(std::string_view name, Status status) {
-  if (status.code() == StatusCode::kNotFound) return MissingDict(name);
-  return status;
-}
-
 // The library's log lines (snapshot builds, lock recoveries) go to the CLI's own logger.
 class SpdlogSink final : public LogSink {
  public:
@@ -106,67 +91,22 @@ class SpdlogSink final : public LogSink {
   std::shared_ptr<spdlog::logger> logger_;  // spdlog loggers are thread-safe (_mt)
 };
 
-Options BaseOptions(const CommandLine& cl) {
-  Options options;
-  options.name = cl.name;
-  if (cl.logger) options.log_sink = std::make_shared<SpdlogSink>(cl.logger);
-  return options;
+// The dicts the command works on, chosen once: this host's shared memory, or with --remote (or
+// $SHMDICT_REMOTE) the host of a bridge. Every command is written against Catalog and Store, so
+// it behaves the same either way (tests/bridge/cli_remote_test.cc runs both and compares).
+Result<std::unique_ptr<Catalog>> OpenCatalog(const CommandLine& cl) {
+  if (!cl.remote.empty()) return OpenRemoteCatalog(cl);
+  std::shared_ptr<LogSink> sink;
+  if (cl.logger) sink = std::make_shared<SpdlogSink>(cl.logger);
+  return std::unique_ptr<Catalog>(std::make_unique<LocalCatalog>(std::move(sink)));
 }
 
-// Every command but create works on an existing dict and must never create one by accident.
-Result<Dict> OpenExisting(const CommandLine& cl) {
-  if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return valid;
-  Options options = BaseOptions(cl);
-  options.create_mode = CreateMode::kMustAttach;
-  Result<Dict> dict = Dict::Open(options);
-  if (!dict.ok()) return ExplainNotFound(cl.name, dict.status());
-  return dict;
-}
-
-#ifdef SHMDICT_CLI_REMOTE
-RemoteOptions RemoteFor(const CommandLine& cl) {
-  RemoteOptions options;
-  options.address = cl.remote;
-  options.dict = cl.name;
-  options.token = cl.token;
-  options.tls_ca = cl.tls_ca;
-  options.tls_cert = cl.tls_cert;
-  options.tls_key = cl.tls_key;
-  return options;
-}
-#endif
-
-// The dict the data commands work on: this host's shared memory, or with --remote (or
-// $SHMDICT_REMOTE) the dict of that name on a bridge's host. Both are a Store, so every command
-// behaves the same either way.
+// The existing dict cl.name: data commands never create one by accident.
 Result<std::unique_ptr<Store>> OpenStore(const CommandLine& cl) {
-  if (cl.remote.empty()) {
-    Result<Dict> dict = OpenExisting(cl);
-    if (!dict.ok()) return dict.status();
-    return std::unique_ptr<Store>(std::make_unique<Dict>(std::move(*dict)));
-  }
-#ifdef SHMDICT_CLI_REMOTE
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return valid;
-  RemoteOptions options = RemoteFor(cl);
-  options.mirror = false;  // one command, a few calls: a copy of the dict would only cost
-  options.open_timeout = std::chrono::seconds(5);
-  Result<std::unique_ptr<RemoteDict>> remote = RemoteDict::Open(options);
-  if (!remote.ok()) {
-    if (remote.status().code() == StatusCode::kNotFound) {
-      return Status(StatusCode::kNotFound, "dict " + Quoted(cl.name) +
-                                               " does not exist on the host of the bridge at " +
-                                               cl.remote +
-                                               " (create it there, or with `shmdict --remote "
-                                               "ADDR create` on a bridge with --allow-create)");
-    }
-    return remote.status();
-  }
-  return std::unique_ptr<Store>(std::move(*remote));
-#else
-  return Status(StatusCode::kUnimplemented,
-                "--remote needs the bridge client, and this shmdict was built without it "
-                "(-DSHMDICT_BUILD_BRIDGE=OFF)");
-#endif
+  Result<std::unique_ptr<Catalog>> catalog = OpenCatalog(cl);
+  if (!catalog.ok()) return catalog.status();
+  return (*catalog)->OpenStore(cl.name);
 }
 
 // Every entry, sorted by key, from either kind of Store.
@@ -181,13 +121,6 @@ Result<std::map<std::string, Value>> SortedItems(Store& dict) {
 std::optional<Value> ParseCliValue(ValueType type, std::string_view text) {
   if (type == ValueType::kJson && !Json::accept(text)) return std::nullopt;
   return ParseValue(type, text);
-}
-
-std::string OctalMode(mode_t mode) {
-  char buf[16];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), static_cast<unsigned>(mode), 8);
-  std::string digits(buf, ec == std::errc() ? end : buf);
-  return std::string(digits.size() < 4 ? 4 - digits.size() : 0, '0') + digits;
 }
 
 std::optional<mode_t> ParseOctalMode(std::string_view text) {
@@ -277,27 +210,19 @@ Result<std::pair<std::string, Value>> ParseImportLine(const std::string& line) {
   return entry;
 }
 
-Json StatusJson(const DictStatus& s) {
+// Every field the transport reported, in the table's order (dict_status.h); unknown ones are left
+// out rather than shown as zero.
+Json StatusJson(const DictStatus& status) {
   Json j = Json::object();
-  j["name"] = s.name;
-  j["layout_version"] = s.layout_version;
-  j["revision"] = s.revision;
-  j["entries"] = s.entries;
-  j["log_capacity"] = s.log_capacity;
-  j["log_used"] = s.log_used;
-  j["snapshot_generation"] = s.snapshot_generation;
-  j["snapshot_revision"] = s.snapshot_revision;
-  j["snapshots_built"] = s.snapshots_built;
-  j["lock_held"] = s.lock_held;
-  j["lock_holder_pid"] = s.lock_holder_pid;
-  j["lock_holder_pid_namespace"] = s.lock_holder_pid_namespace;
-  j["lock_holder_in_this_pid_namespace"] = s.lock_holder_in_this_pid_namespace;
-  j["lock_recoveries"] = s.lock_recoveries;
-  j["creator_pid"] = s.creator_pid;
-  j["creator_alive"] = s.creator_alive;
-  j["attached"] = s.attached;
-  j["segment_bytes"] = s.segment_bytes;
-  j["mode"] = OctalMode(s.mode);
+  for (const StatusField& field : StatusFields()) {
+    std::optional<StatusFieldValue> value = field.get(status);
+    if (!value) continue;
+    if (field.kind == StatusFieldKind::kFileMode) {
+      j[std::string(field.name)] = OctalFileMode(std::get<uint64_t>(*value));
+    } else {
+      std::visit([&](const auto& v) { j[std::string(field.name)] = v; }, *value);
+    }
+  }
   return j;
 }
 
@@ -314,31 +239,6 @@ int PrintFields(const CommandLine& cl, const Json& fields) {
   return kExitOk;
 }
 
-#ifdef SHMDICT_CLI_PRESENCE
-// The live bridges of this host, from their advisory records (bridge/src/presence.h): shown, never
-// trusted for anything else. `dict`: only those that have it attached, with its subscribers.
-Json BridgesJson(const std::vector<bridge::BridgeRecord>& bridges, const std::string* dict) {
-  Json all = Json::array();
-  for (const bridge::BridgeRecord& record : bridges) {
-    auto served = dict != nullptr ? record.dicts.find(*dict) : record.dicts.end();
-    if (dict != nullptr && served == record.dicts.end()) continue;
-    Json one = Json::object();
-    one["pid"] = record.pid;
-    one["since"] = bridge::FormatUtc(record.since_unix);
-    one["since_unix"] = record.since_unix;
-    one["addresses"] = record.addresses;
-    if (dict != nullptr) {
-      one["subscribers"] = served->second;
-    } else {
-      Json dicts = Json::object();
-      for (const auto& [name, subscribers] : record.dicts) dicts[name] = subscribers;
-      one["dicts"] = std::move(dicts);
-    }
-    all.push_back(std::move(one));
-  }
-  return all;
-}
-
 std::string Joined(const Json& strings, std::string_view separator) {
   std::string text;
   for (const Json& s : strings) {
@@ -346,7 +246,6 @@ std::string Joined(const Json& strings, std::string_view separator) {
   }
   return text.empty() ? "-" : text;
 }
-#endif
 
 // ls: one JSON array, or NAME, ENTRIES, REVISION, STATE[, BRIDGES] lines (STATE "remote" for a
 // row a bridge reported: whether its creator lives is for the bridge's host to see; BRIDGES, the
@@ -372,82 +271,6 @@ int PrintLsRows(const CommandLine& cl, const Json& all) {
   return kExitOk;
 }
 
-#ifdef SHMDICT_CLI_REMOTE
-// status --remote: what the bridge reports (a subset of the local fields, plus the bridge).
-int RunRemoteStatus(const CommandLine& cl) {
-  Result<RemoteDictStatus> status = RemoteDict::Inspect(RemoteFor(cl));
-  if (!status.ok()) return Fail(cl.name, status.status());
-  Json fields = Json::object();
-  fields["name"] = status->name;
-  fields["bridge"] = cl.remote;
-  fields["layout_version"] = status->layout_version;
-  fields["revision"] = status->revision;
-  fields["entries"] = status->entries;
-  fields["log_capacity"] = status->log_capacity;
-  fields["log_used"] = status->log_used;
-  fields["snapshot_revision"] = status->snapshot_revision;
-  fields["lock_held"] = status->lock_held;
-  fields["segment_bytes"] = status->segment_bytes;
-  return PrintFields(cl, fields);
-}
-
-// ls --remote: the dicts on the bridge's host; STATE is "remote" (liveness is the host's to see).
-int RunRemoteLs(const CommandLine& cl) {
-  RemoteOptions options = RemoteFor(cl);
-  Result<std::vector<std::string>> names = RemoteDict::ListNames(options);
-  if (!names.ok()) return FailWithoutDict("cannot list dicts: " + names.status().ToString());
-  Json all = Json::array();
-  for (const std::string& name : *names) {
-    options.dict = name;
-    Result<RemoteDictStatus> status = RemoteDict::Inspect(options);
-    if (!status.ok() && status.status().code() == StatusCode::kNotFound) continue;
-    Json row = Json::object();
-    row["name"] = name;
-    if (!status.ok()) {
-      row["error"] = status.status().ToString();
-    } else {
-      row["entries"] = status->entries;
-      row["revision"] = status->revision;
-    }
-    all.push_back(std::move(row));
-  }
-  return PrintLsRows(cl, all);
-}
-
-// create and unlink --remote: only a bridge started with --allow-create does them, and the file
-// mode is the bridge's --create-mode (a client must not widen who can map the host's memory).
-int RunRemoteCreate(const CommandLine& cl) {
-  if (cl.mode != CommandLine{}.mode) {
-    return Fail(cl.name, Status(StatusCode::kInvalidArgument,
-                                "--mode applies to local dicts only: a bridge creates dicts "
-                                "with its own --create-mode"));
-  }
-  Result<bool> created = RemoteDict::Create(RemoteFor(cl), cl.exclusive, cl.buffer_size);
-  if (!created.ok()) return Fail(cl.name, created.status());
-  std::cout << (*created ? "created dict " : "dict ") << Quoted(cl.name)
-            << (*created ? "" : " already exists") << '\n';
-  return kExitOk;
-}
-int RunRemoteUnlink(const CommandLine& cl) {
-  if (Status unlinked = RemoteDict::Unlink(RemoteFor(cl)); !unlinked.ok()) {
-    return Fail(cl.name, unlinked);
-  }
-  return kExitOk;
-}
-#else
-// Commands a CLI built without bridge support runs only on this host's shared memory.
-int LocalOnly(const CommandLine& cl, std::string_view command) {
-  return Fail(cl.name, Status(StatusCode::kFailedPrecondition,
-                              std::string(command) +
-                                  " --remote needs a shmdict built with bridge support (run it "
-                                  "on the dict's host, without --remote)"));
-}
-int RunRemoteStatus(const CommandLine& cl) { return LocalOnly(cl, "status"); }
-int RunRemoteLs(const CommandLine& cl) { return LocalOnly(cl, "ls"); }
-int RunRemoteCreate(const CommandLine& cl) { return LocalOnly(cl, "create"); }
-int RunRemoteUnlink(const CommandLine& cl) { return LocalOnly(cl, "unlink"); }
-#endif
-
 }  // namespace
 
 int FailWithoutDict(std::string cause) {
@@ -456,24 +279,23 @@ int FailWithoutDict(std::string cause) {
 }
 
 int RunCreate(const CommandLine& cl) {
-  if (!cl.remote.empty()) return RunRemoteCreate(cl);
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
   std::optional<mode_t> mode = ParseOctalMode(cl.mode);
   if (!mode) {
     return Fail(cl.name, Status(StatusCode::kInvalidArgument,
                                 "--mode " + Quoted(cl.mode) + " is not an octal mode like 0600"));
   }
-  Options options = BaseOptions(cl);
-  options.create_mode = cl.exclusive ? CreateMode::kMustCreate : CreateMode::kAttachOrCreate;
+  CreateOptions options;
+  options.exclusive = cl.exclusive;
   options.buffer_size = cl.buffer_size;
-  options.mode = *mode;
-  options.auto_unlink = false;  // the dict must outlive this command
-  Result<Dict> dict = Dict::Open(options);
-  if (!dict.ok()) return Fail(cl.name, dict.status());
-  const bool created = dict->created();
-  if (Status closed = dict->Close(); !closed.ok()) return Fail(cl.name, closed);
-  std::cout << (created ? "created dict " : "dict ") << Quoted(cl.name)
-            << (created ? "" : " already exists") << '\n';
+  // Only a mode the user gave: a bridge creates with its own --create-mode and refuses one.
+  if (cl.mode != CommandLine{}.mode) options.mode = *mode;
+  Result<std::unique_ptr<Catalog>> catalog = OpenCatalog(cl);
+  if (!catalog.ok()) return Fail(cl.name, catalog.status());
+  Result<bool> created = (*catalog)->Create(cl.name, options);
+  if (!created.ok()) return Fail(cl.name, created.status());
+  std::cout << (*created ? "created dict " : "dict ") << Quoted(cl.name)
+            << (*created ? "" : " already exists") << '\n';
   return kExitOk;
 }
 
@@ -692,55 +514,53 @@ int RunWatch(const CommandLine& cl) {
 
 int RunStatus(const CommandLine& cl) {
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
-  if (!cl.remote.empty()) return RunRemoteStatus(cl);
-  Result<DictStatus> status = Dict::Inspect(cl.name);
-  if (!status.ok()) return Fail(cl.name, ExplainNotFound(cl.name, status.status()));
+  Result<std::unique_ptr<Catalog>> catalog = OpenCatalog(cl);
+  if (!catalog.ok()) return Fail(cl.name, catalog.status());
+  Result<DictStatus> status = (*catalog)->Inspect(cl.name);
+  if (!status.ok()) return Fail(cl.name, status.status());
   Json fields = StatusJson(*status);
-#ifdef SHMDICT_CLI_PRESENCE
+  // This host's bridges serving the dict (a remote status names its bridge in a field instead).
   // Plain: "bridges: N", then one "bridge: ..." line per bridge after the fields.
-  const Json bridges = BridgesJson(bridge::ListLiveBridges(), &cl.name);
-  fields["bridges"] = cl.json ? bridges : Json(bridges.size());
+  const std::optional<Json> bridges = cl.remote.empty() ? LiveBridges(&cl.name) : std::nullopt;
+  if (bridges) fields["bridges"] = cl.json ? *bridges : Json(bridges->size());
   PrintFields(cl, fields);
-  if (!cl.json) {
-    for (const Json& b : bridges) {
+  if (bridges && !cl.json) {
+    for (const Json& b : *bridges) {
       std::cout << "bridge: " << Joined(b["addresses"], ",") << " pid=" << b["pid"].dump()
                 << " since=" << b["since"].get<std::string>()
                 << " subscribers=" << b["subscribers"].dump() << '\n';
     }
   }
   return kExitOk;
-#else
-  return PrintFields(cl, fields);
-#endif
 }
 
 int RunLs(const CommandLine& cl) {
-  if (!cl.remote.empty()) return RunRemoteLs(cl);
-  Result<std::vector<std::string>> names = Dict::ListNames();
+  Result<std::unique_ptr<Catalog>> catalog = OpenCatalog(cl);
+  if (!catalog.ok()) return FailWithoutDict("cannot list dicts: " + catalog.status().ToString());
+  Result<std::vector<std::string>> names = (*catalog)->ListNames();
   if (!names.ok()) return FailWithoutDict("cannot list dicts: " + names.status().ToString());
-#ifdef SHMDICT_CLI_PRESENCE
-  const std::vector<bridge::BridgeRecord> bridges = bridge::ListLiveBridges();
-#endif
+  const std::optional<Json> bridges = cl.remote.empty() ? LiveBridges(nullptr) : std::nullopt;
   Json all = Json::array();
   for (const std::string& name : *names) {
-    Result<DictStatus> status = Dict::Inspect(name);
-    // Unlinked between ListNames and Inspect: it is no longer on this host.
+    Result<DictStatus> status = (*catalog)->Inspect(name);
+    // Unlinked between ListNames and Inspect: it is no longer there.
     if (!status.ok() && status.status().code() == StatusCode::kNotFound) continue;
     Json row = Json::object();
     row["name"] = name;
     if (!status.ok()) {
       row["error"] = status.status().ToString();
-    } else {
-      row["entries"] = status->entries;
-      row["revision"] = status->revision;
-      row["abandoned"] = !status->creator_alive && !status->attached;
-      row["creator_pid"] = status->creator_pid;
-      row["creator_alive"] = status->creator_alive;
-      row["attached"] = status->attached;
-#ifdef SHMDICT_CLI_PRESENCE
-      row["bridges"] = std::count_if(bridges.begin(), bridges.end(),
-                                     [&](const auto& b) { return b.dicts.contains(name); });
-#endif
+      all.push_back(std::move(row));
+      continue;
+    }
+    row["entries"] = status->entries;
+    row["revision"] = status->revision;
+    if (std::optional<bool> abandoned = status->abandoned()) row["abandoned"] = *abandoned;
+    if (status->creator_pid) row["creator_pid"] = *status->creator_pid;
+    if (status->creator_alive) row["creator_alive"] = *status->creator_alive;
+    if (status->attached) row["attached"] = *status->attached;
+    if (bridges) {
+      row["bridges"] = std::count_if(bridges->begin(), bridges->end(),
+                                     [&](const Json& b) { return b["dicts"].contains(name); });
     }
     all.push_back(std::move(row));
   }
@@ -753,13 +573,15 @@ int RunBridges(const CommandLine& cl) {
         "bridges lists the bridges of this host only (run it on the bridge's host, without "
         "--remote)");
   }
-#ifdef SHMDICT_CLI_PRESENCE
-  const Json all = BridgesJson(bridge::ListLiveBridges(), nullptr);
+  const std::optional<Json> all = LiveBridges(nullptr);
+  if (!all) {
+    return FailWithoutDict("this shmdict was built without bridge support: bridges is unavailable");
+  }
   if (cl.json) {
-    std::cout << all.dump() << '\n';
+    std::cout << all->dump() << '\n';
     return kExitOk;
   }
-  for (const Json& b : all) {
+  for (const Json& b : *all) {
     std::string dicts;
     for (const auto& [name, subscribers] : b["dicts"].items()) {
       dicts += (dicts.empty() ? "" : ",") + name + ":" + subscribers.dump();
@@ -768,29 +590,22 @@ int RunBridges(const CommandLine& cl) {
               << Joined(b["addresses"], ",") << '\t' << (dicts.empty() ? "-" : dicts) << '\n';
   }
   return kExitOk;
-#else
-  (void)cl;
-  return FailWithoutDict("this shmdict was built without bridge support: bridges is unavailable");
-#endif
 }
 
 int RunUnlink(const CommandLine& cl) {
-  if (!cl.remote.empty()) return RunRemoteUnlink(cl);
   if (Status valid = Dict::ValidateName(cl.name); !valid.ok()) return Fail(cl.name, valid);
-  if (Status unlinked = Dict::UnlinkByName(cl.name); !unlinked.ok()) {
-    return Fail(cl.name, ExplainNotFound(cl.name, unlinked));
+  Result<std::unique_ptr<Catalog>> catalog = OpenCatalog(cl);
+  if (!catalog.ok()) return Fail(cl.name, catalog.status());
+  if (Status unlinked = (*catalog)->Unlink(cl.name); !unlinked.ok()) {
+    return Fail(cl.name, unlinked);
   }
   return kExitOk;
 }
 
 int RunHealth(const CommandLine& cl) {
-#ifdef SHMDICT_CLI_REMOTE
   // For container HEALTHCHECKs and probes: Debian ships no grpc_health_probe.
-  RemoteOptions options = RemoteFor(cl);
-  if (options.address.empty()) options.address = "127.0.0.1:7377";  // the bridge's default
-  options.call_timeout = std::chrono::seconds(5);
-  Result<bool> serving = RemoteDict::CheckHealth(options, cl.service);
-  const std::string what = "'" + cl.service + "' at " + options.address;
+  std::string address;
+  Result<bool> serving = CheckBridgeHealth(cl, &address);
   if (serving.ok()) {
     std::cout << (*serving ? "SERVING" : "NOT_SERVING") << '\n';
     return *serving ? kExitOk : kExitKeyMissing;
@@ -799,11 +614,8 @@ int RunHealth(const CommandLine& cl) {
     std::cout << "SERVICE_UNKNOWN\n";
     return kExitKeyMissing;
   }
-  return FailWithoutDict("health of " + what + ": " + serving.status().ToString());
-#else
-  (void)cl;
-  return FailWithoutDict("this shmdict was built without bridge support: health is unavailable");
-#endif
+  return FailWithoutDict("health of '" + cl.service + "' at " + address + ": " +
+                         serving.status().ToString());
 }
 
 }  // namespace shmdict::cli

@@ -149,8 +149,8 @@ int Orchestrate() {
   std::printf("revision %llu, %llu entries, %llu snapshots built, %llu lock recoveries\n",
               static_cast<unsigned long long>(st.revision),
               static_cast<unsigned long long>(st.entries),
-              static_cast<unsigned long long>(st.snapshots_built),
-              static_cast<unsigned long long>(st.lock_recoveries));
+              static_cast<unsigned long long>(st.snapshots_built.value_or(0)),
+              static_cast<unsigned long long>(st.lock_recoveries.value_or(0)));
   const bool exact = visits == kWorkers * kIncrementsPerWorker;
   std::printf("counter: %lld (expected exactly %d): %s\n", static_cast<long long>(visits),
               kWorkers * kIncrementsPerWorker, exact ? "no lost updates" : "LOST UPDATES");

@@ -15,6 +15,7 @@
 #include "blob_segment.h"
 #include "segment.h"
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 #include "snapshot.h"
 
 namespace shmdict::internal {
@@ -60,7 +61,7 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
     ASSERT_TRUE(dict.Set("key" + std::to_string(i), Value::Str(std::string(40, 'a'))).ok());
   }
   ASSERT_TRUE(dict.Dump().ok());
-  uint64_t base = dict.GetStatus().snapshot_generation;
+  uint64_t base = dict.GetStatus().snapshot_generation.value();
   uint64_t previous = base;
   int deltas = 0;
   int new_bases = 0;
@@ -76,7 +77,7 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
       }
     }
     ASSERT_TRUE(dict.Dump().ok());
-    const uint64_t published = dict.GetStatus().snapshot_generation;
+    const uint64_t published = dict.GetStatus().snapshot_generation.value();
     auto snap = SnapshotView::Open(name_, published);
     ASSERT_TRUE(snap.ok()) << snap.status().ToString();
     if ((*snap)->base_generation() != 0) {
@@ -212,14 +213,14 @@ TEST_F(CompactorTest, AHandleOutlivingItsDictsUnlinkLeavesNothingBehind) {
     ASSERT_TRUE(survivor->Set("k" + std::to_string(i), Value::Str(std::string(100, 'v'))).ok());
   }
   ASSERT_TRUE(creator->Close().ok());  // unlinks (auto_unlink) while survivor's builder waits
-  ASSERT_FALSE(Dict::Inspect(name_).ok());
+  ASSERT_FALSE(LocalCatalog().Inspect(name_).ok());
   // A dict created again under the name: the old handle must leave its segments alone.
   Options again = Opts();
   auto replacement = Dict::Open(again);
   ASSERT_TRUE(replacement.ok()) << replacement.status().ToString();
   ASSERT_TRUE(replacement->Set("new", Value::Int(1)).ok());
   ASSERT_TRUE(replacement->Dump().ok());
-  const uint64_t generation = replacement->GetStatus().snapshot_generation;
+  const uint64_t generation = replacement->GetStatus().snapshot_generation.value();
   ASSERT_TRUE(SnapshotNamed(generation));
   // The survivor keeps writing to its (unlinked) dict and goes quiet: its builder wakes.
   for (int i = 0; i < 60; ++i) {

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "dict_impl.h"
+#include "dict_names.h"
 #include "main_segment.h"
 
 namespace shmdict {
@@ -31,9 +32,11 @@ bool ValidNameChar(char c) {
          c == '-' || c == '.';
 }
 
-// Names with '@' are the engine's own (nested children "parent@c..."); users may attach to them
-// (e.g. from the CLI) but not create them.
-Status ValidateNameInternal(std::string_view name, bool allow_reserved) {
+}  // namespace
+
+namespace internal {
+
+Status ValidateDictName(std::string_view name, bool allow_reserved) {
   auto invalid = [&](const std::string& why) {
     return Status(StatusCode::kInvalidArgument,
                   "invalid dict name '" + std::string(name) + "': " + why);
@@ -54,6 +57,10 @@ Status ValidateNameInternal(std::string_view name, bool allow_reserved) {
   return Status::Ok();
 }
 
+}  // namespace internal
+
+namespace {
+
 std::string RandomHex(size_t digits) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::random_device rd;
@@ -70,7 +77,7 @@ bool SameValue(const std::optional<Value>& a, ValueView* b, bool b_present) {
 
 }  // namespace
 
-Status Dict::ValidateName(std::string_view name) { return ValidateNameInternal(name, false); }
+Status Dict::ValidateName(std::string_view name) { return internal::ValidateDictName(name, false); }
 
 Result<Dict> Dict::Open(const Options& options) {
   return OpenWithNameRules(options, options.create_mode == CreateMode::kMustAttach);
@@ -80,7 +87,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->name = options.name.empty() ? "sd-" + RandomHex(16) : options.name;
-  Status valid = ValidateNameInternal(impl->name, allow_reserved_name);
+  Status valid = internal::ValidateDictName(impl->name, allow_reserved_name);
   if (!valid.ok()) return valid;
   if (options.buffer_size > internal::kMaxLogCapacity) {
     return Status(StatusCode::kInvalidArgument,
@@ -162,7 +169,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved
 uint32_t Dict::LayoutVersion() { return internal::kLayoutVersion; }
 
 Status Dict::UnlinkByName(std::string_view name) {
-  Status valid = ValidateNameInternal(name, true);
+  Status valid = internal::ValidateDictName(name, true);
   if (!valid.ok()) return valid;
   if (!internal::UnlinkDictSegments(name)) {
     return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
@@ -170,41 +177,8 @@ Status Dict::UnlinkByName(std::string_view name) {
   return Status::Ok();
 }
 
-Result<std::vector<std::string>> Dict::ListNames() {
-  std::vector<std::string> names;
-  for (std::string& segment : internal::ListSegments("")) {
-    if (segment.find('@') == std::string::npos) names.push_back(std::move(segment));
-  }
-  return names;
-}
-
-Result<DictStatus> Dict::Inspect(std::string_view name) {
-  Status valid = ValidateNameInternal(name, true);
-  if (!valid.ok()) return valid;
-  auto fd = internal::OpenSegment(name, O_RDONLY, 0);
-  if (!fd.ok()) {
-    if (fd.status().code() == StatusCode::kNotFound) {
-      return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
-    }
-    return Status(fd.status().code(), "dict '" + std::string(name) + "': " + fd.status().message());
-  }
-  auto map = internal::MapExistingMainSegment(name, fd->get(), false);
-  if (!map.ok()) return map.status();
-  const auto* h = reinterpret_cast<const MainHeader*>(map->data());
-  DictStatus st = internal::StatusFromHeader(name, *h, map->size());
-  // Nobody holds a shared flock <=> an exclusive one can be had. The probe is on our own open
-  // file description, so our own handles (if any) count as attached too.
-  if (flock(fd->get(), LOCK_EX | LOCK_NB) == 0) {
-    flock(fd->get(), LOCK_UN);
-    st.attached = false;
-  } else {
-    st.attached = true;
-  }
-  return st;
-}
-
 Result<uint64_t> Dict::IncarnationOf(std::string_view name) {
-  Status valid = ValidateNameInternal(name, true);
+  Status valid = internal::ValidateDictName(name, true);
   if (!valid.ok()) return valid;
   const std::string path = internal::SegmentPath(name);
   struct stat st {};

@@ -1,4 +1,5 @@
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -554,17 +555,17 @@ TEST_F(DictTest, InspectReportsWithoutAttaching) {
   {
     Dict d = OpenOrDie(o);
     ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
-    auto st = Dict::Inspect(name_);
+    auto st = LocalCatalog().Inspect(name_);
     ASSERT_TRUE(st.ok());
-    EXPECT_TRUE(st->attached);
+    EXPECT_EQ(st->attached, true);
     EXPECT_EQ(st->revision, 1u);
     EXPECT_EQ(st->entries, 1u);
     EXPECT_EQ(st->creator_pid, static_cast<uint32_t>(getpid()));
   }
-  auto st = Dict::Inspect(name_);
+  auto st = LocalCatalog().Inspect(name_);
   ASSERT_TRUE(st.ok());
-  EXPECT_FALSE(st->attached);
-  auto names = Dict::ListNames();
+  EXPECT_EQ(st->attached, false);
+  auto names = LocalCatalog().ListNames();
   ASSERT_TRUE(names.ok());
   EXPECT_NE(std::find(names->begin(), names->end(), name_), names->end());
 }

@@ -115,7 +115,7 @@ DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t
   st.lock_holder_in_this_pid_namespace = holder.in_this_pid_namespace;
   st.lock_recoveries = h.writer.lock_recoveries.load(std::memory_order_relaxed);
   st.creator_pid = h.identity.creator_pid;
-  st.creator_alive = ProcessAlive(st.creator_pid);
+  st.creator_alive = ProcessAlive(h.identity.creator_pid);
   st.segment_bytes = segment_bytes;
   st.mode = static_cast<mode_t>(h.identity.mode);
   return st;

@@ -18,6 +18,7 @@
 #include "bridge_process.h"
 #include "dict_test_base.h"
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/remote_dict.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 #include "worker_process.h"
@@ -167,7 +168,7 @@ TEST_F(BridgeTest, BadInputGetsTheRightCodeChangesNothingAndTheBridgeServesOn) {
   grpc::Status status = stub->Set(Context().get(), set, &written);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(status.error_message().find(set.dict()), std::string::npos) << status.error_message();
-  EXPECT_FALSE(Dict::Inspect(set.dict()).ok()) << "the bridge must never create a dict";
+  EXPECT_FALSE(LocalCatalog().Inspect(set.dict()).ok()) << "the bridge must never create a dict";
 
   set.set_dict("bad/name");
   EXPECT_EQ(stub->Set(Context().get(), set, &written).error_code(),

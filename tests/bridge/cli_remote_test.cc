@@ -12,6 +12,8 @@
 #include "bridge_process.h"
 #include "dict_test_base.h"
 #include "shmdict/dict.h"
+#include "shmdict/dict_status.h"
+#include "shmdict/local_catalog.h"
 #include "worker_process.h"
 
 namespace shmdict::testing {
@@ -92,6 +94,27 @@ TEST_F(CliRemoteTest, EveryDataCommandBehavesAsLocally) {
   const Ran status = Run({"--remote", bridge_.address(), "status", remote, "--json"});
   EXPECT_EQ(status.code, 0) << status.err;
   EXPECT_NE(status.out.find("\"name\":\"" + remote + "\""), std::string::npos) << status.out;
+  // One status schema for both transports: a bridge reports every field the local catalog does,
+  // but the one about the caller's own pid namespace, and names itself.
+  const Ran local_status = Run({"status", remote});
+  const Ran remote_status = Run({"--remote", bridge_.address(), "status", remote});
+  ASSERT_EQ(local_status.code, 0) << local_status.err;
+  ASSERT_EQ(remote_status.code, 0) << remote_status.err;
+  for (const StatusField& field : StatusFields()) {
+    const std::string line = "\n" + std::string(field.name) + ": ";
+    // (Locally, "bridge: ..." lines list this host's bridges serving the dict instead.)
+    if (field.name != "bridge") {
+      EXPECT_NE(("\n" + local_status.out).find(line), std::string::npos)
+          << field.name << " locally:\n"
+          << local_status.out;
+    }
+    EXPECT_EQ(("\n" + remote_status.out).find(line) != std::string::npos,
+              field.name != "lock_holder_in_this_pid_namespace")
+        << field.name << " through the bridge:\n"
+        << remote_status.out;
+  }
+  EXPECT_NE(remote_status.out.find("bridge: " + bridge_.address() + "\n"), std::string::npos)
+      << remote_status.out;
   const Ran ls = Run({"--remote", bridge_.address(), "ls"});
   EXPECT_EQ(ls.code, 0) << ls.err;
   EXPECT_NE(ls.out.find(remote + "\t"), std::string::npos) << ls.out;
@@ -103,12 +126,13 @@ TEST_F(CliRemoteTest, ErrorsAreOneLineWithExitStatusTwo) {
   Ran ran = Run({"--remote", bridge_.address(), "get", missing, "k"});
   EXPECT_EQ(ran.code, 2);
   EXPECT_NE(ran.err.find("NOT_FOUND"), std::string::npos) << ran.err;
-  EXPECT_FALSE(Dict::Inspect(missing).ok()) << "a remote command must never create the dict";
+  EXPECT_FALSE(LocalCatalog().Inspect(missing).ok())
+      << "a remote command must never create the dict";
 
   ran = Run({"--remote", bridge_.address(), "create", missing});
   EXPECT_EQ(ran.code, 2);
   EXPECT_NE(ran.err.find("--allow-create"), std::string::npos) << ran.err;
-  EXPECT_FALSE(Dict::Inspect(missing).ok());
+  EXPECT_FALSE(LocalCatalog().Inspect(missing).ok());
 
   // No bridge there: UNAVAILABLE, never "key missing".
   ran = Run({"--remote", "unix:" + dir_.path() + "/nobody.sock", "get", missing, "k"});

@@ -19,6 +19,8 @@
 #include "bridge_process.h"
 #include "dict_test_base.h"
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
+#include "shmdict/remote_catalog.h"
 #include "shmdict/remote_dict.h"
 #include "worker_process.h"
 
@@ -301,11 +303,12 @@ TEST_F(OperationsTest, CreateAndUnlinkAreRefusedWithoutAllowCreateAndChangeNothi
   ASSERT_TRUE(bridge.Start());
   const std::string fresh = name_ + "-fresh";
   RemoteOptions options{.address = bridge.address(), .dict = fresh, .mirror = false};
-  EXPECT_EQ(RemoteDict::Create(options).status().code(), StatusCode::kPermissionDenied);
-  EXPECT_EQ(Dict::Inspect(fresh).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(RemoteCatalog(options).Create(options.dict, {}).status().code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_EQ(LocalCatalog().Inspect(fresh).status().code(), StatusCode::kNotFound);
   options.dict = name_;
-  EXPECT_EQ(RemoteDict::Unlink(options).code(), StatusCode::kPermissionDenied);
-  EXPECT_OK(Dict::Inspect(name_));
+  EXPECT_EQ(RemoteCatalog(options).Unlink(options.dict).code(), StatusCode::kPermissionDenied);
+  EXPECT_OK(LocalCatalog().Inspect(name_));
   auto remote = Connect(bridge.address());  // still serving
   ASSERT_OK(remote);
   EXPECT_OK((*remote)->Set("k", Value::Int(1)));
@@ -314,8 +317,9 @@ TEST_F(OperationsTest, CreateAndUnlinkAreRefusedWithoutAllowCreateAndChangeNothi
   BridgeProcess read_only({}, {"--allow-create", "--read-only"});
   ASSERT_TRUE(read_only.Start());
   RemoteOptions refused{.address = read_only.address(), .dict = fresh, .mirror = false};
-  EXPECT_EQ(RemoteDict::Create(refused).status().code(), StatusCode::kPermissionDenied);
-  EXPECT_EQ(Dict::Inspect(fresh).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(RemoteCatalog(refused).Create(refused.dict, {}).status().code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_EQ(LocalCatalog().Inspect(fresh).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(OperationsTest, WithAllowCreateClientsCreateAndUnlinkDictsWithTheBridgesMode) {
@@ -323,16 +327,16 @@ TEST_F(OperationsTest, WithAllowCreateClientsCreateAndUnlinkDictsWithTheBridgesM
   ASSERT_TRUE(bridge.Start());
   const std::string fresh = name_ + "-fresh";
   RemoteOptions options{.address = bridge.address(), .dict = fresh, .mirror = false};
-  auto created = RemoteDict::Create(options);
+  auto created = RemoteCatalog(options).Create(options.dict, {});
   ASSERT_OK(created);
   EXPECT_TRUE(*created);
   struct stat info {};
   ASSERT_EQ(stat(("/dev/shm/shmdict." + fresh).c_str(), &info), 0);
   EXPECT_EQ(info.st_mode & 0777, 0640u);
-  auto again = RemoteDict::Create(options);
+  auto again = RemoteCatalog(options).Create(options.dict, {});
   ASSERT_OK(again);
   EXPECT_FALSE(*again) << "an existing dict is found, not created";
-  EXPECT_EQ(RemoteDict::Create(options, /*exclusive=*/true).status().code(),
+  EXPECT_EQ(RemoteCatalog(options).Create(options.dict, {.exclusive = true}).status().code(),
             StatusCode::kAlreadyExists);
   {
     auto remote = Connect(bridge.address());
@@ -343,15 +347,16 @@ TEST_F(OperationsTest, WithAllowCreateClientsCreateAndUnlinkDictsWithTheBridgesM
     ASSERT_OK(in_fresh);
     ASSERT_OK((*in_fresh)->Set("k", Value::Int(5)));
   }
-  Result<DictStatus> status = Dict::Inspect(fresh);
+  Result<DictStatus> status = LocalCatalog().Inspect(fresh);
   ASSERT_OK(status);
   EXPECT_EQ(status->entries, 1u);
-  ASSERT_OK(RemoteDict::Unlink(options));
-  EXPECT_EQ(Dict::Inspect(fresh).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(RemoteDict::Unlink(options).code(), StatusCode::kNotFound);
+  ASSERT_OK(RemoteCatalog(options).Unlink(options.dict));
+  EXPECT_EQ(LocalCatalog().Inspect(fresh).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(RemoteCatalog(options).Unlink(options.dict).code(), StatusCode::kNotFound);
   // A name the core refuses is refused before anything is made.
   options.dict = "../escape";
-  EXPECT_EQ(RemoteDict::Create(options).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(RemoteCatalog(options).Create(options.dict, {}).status().code(),
+            StatusCode::kInvalidArgument);
 
   if (std::string_view(SHMDICT_CLI_PATH).empty()) return;  // sanitizer builds have no CLI
   CliRun cli = RunCli({"--remote", bridge.address(), "create", fresh});
@@ -362,7 +367,7 @@ TEST_F(OperationsTest, WithAllowCreateClientsCreateAndUnlinkDictsWithTheBridgesM
   EXPECT_NE(cli.err.find("--create-mode"), std::string::npos) << cli.err;
   cli = RunCli({"--remote", bridge.address(), "unlink", fresh});
   EXPECT_EQ(cli.code, 0) << cli.err;
-  EXPECT_EQ(Dict::Inspect(fresh).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(LocalCatalog().Inspect(fresh).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(OperationsTest, EnsureRefusesPortZero) {

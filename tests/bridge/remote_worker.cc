@@ -41,6 +41,7 @@
 
 #include "../support/workload.h"
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/remote_dict.h"
 
 namespace {
@@ -116,7 +117,7 @@ int LocalWrite(const std::string& name, const std::string& prefix, int count, in
 }
 
 int PingPong(const std::string& address, const std::string& dict, int rounds) {
-  auto local = shmdict::Dict::ListNames();
+  auto local = shmdict::LocalCatalog().ListNames();
   std::printf("isolated dicts=%zu\n", local.ok() ? local->size() : size_t{0});
   std::fflush(stdout);
   shmdict::RemoteOptions options{.address = address, .dict = dict};
@@ -209,7 +210,7 @@ std::optional<std::string> PollStdinLine() {
 
 int Pod(const std::string& address, const std::string& dict, const std::string& prefix,
         int max_writes) {
-  auto local = shmdict::Dict::ListNames();
+  auto local = shmdict::LocalCatalog().ListNames();
   std::printf("isolated dicts=%zu\n", local.ok() ? local->size() : size_t{0});
   auto remote = shmdict::RemoteDict::Open(WriterOptions(address, dict));
   if (!remote.ok()) return Fail(remote.status().ToString());

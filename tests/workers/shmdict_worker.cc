@@ -57,6 +57,7 @@
 
 #include "../support/workload.h"
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
 
@@ -551,7 +552,7 @@ int Probe(const Args& args) {
     Say("step " + what + " " + Describe(status) + (extra.empty() ? "" : " " + extra));
   };
   Say("begin inspect");
-  Result<DictStatus> inspected = Dict::Inspect(name);
+  Result<DictStatus> inspected = LocalCatalog().Inspect(name);
   step("inspect", inspected.status());
 
   Say("begin open");

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "shmdict/dict.h"
+#include "shmdict/local_catalog.h"
 #include "shmdict/remote_dict.h"
 
 extern char** environ;
@@ -33,7 +34,7 @@ using namespace std::chrono_literals;
 constexpr int kRounds = 5;
 
 int Client(const std::string& address, const std::string& name) {
-  auto visible = shmdict::Dict::ListNames();
+  auto visible = shmdict::LocalCatalog().ListNames();
   std::printf("  [client pid %d] dicts visible in my /dev/shm: %zu\n", getpid(),
               visible.ok() ? visible->size() : size_t{0});
   auto dict = shmdict::RemoteDict::Open({.address = address, .dict = name});

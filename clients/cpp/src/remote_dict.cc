@@ -222,12 +222,11 @@ Result<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const RemoteOption
   return grpc::SslCredentials(ssl);
 }
 
-Result<std::shared_ptr<Connection>> Connect(const RemoteOptions& options) {
+}  // namespace
+
+Result<std::shared_ptr<grpc::Channel>> client::OpenChannel(const RemoteOptions& options) {
   auto credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
-  auto connection = std::make_shared<Connection>();
-  connection->options = options;
-  connection->description = "dict '" + options.dict + "' via " + options.address;
   grpc::ChannelArguments arguments;
   // Keepalive agreeing with the bridge's (it accepts pings every 10 s): a dead bridge behind a
   // proxy is noticed in ~30 s instead of minutes.
@@ -240,142 +239,28 @@ Result<std::shared_ptr<Connection>> Connect(const RemoteOptions& options) {
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                    static_cast<int>(options.max_backoff.count()));
-  connection->channel = grpc::CreateCustomChannel(options.address, *credentials, arguments);
-  connection->stub = v1::Dict::NewStub(connection->channel);
+  return grpc::CreateCustomChannel(options.address, *credentials, arguments);
+}
 
+std::shared_ptr<Connection> client::ConnectionOver(std::shared_ptr<grpc::Channel> channel,
+                                                   const RemoteOptions& options) {
+  auto connection = std::make_shared<Connection>();
+  connection->options = options;
+  connection->description = "dict '" + options.dict + "' via " + options.address;
+  connection->channel = std::move(channel);
+  connection->stub = v1::Dict::NewStub(connection->channel);
   return connection;
 }
 
-}  // namespace
-
 namespace {
 
-// One unary call about options.dict on a connection of its own (the static helpers: Inspect,
-// Create, Unlink). `call(stub, context, response)` issues it.
-template <typename Response, typename Call>
-Result<Response> CallAboutDict(const RemoteOptions& options, Call&& call) {
-  if (options.address.empty() || options.dict.empty()) {
-    return Status(StatusCode::kInvalidArgument,
-                  "RemoteDict needs a bridge address and a dict name");
-  }
-  auto connection = Connect(options);
-  if (!connection.ok()) return connection.status();
-  Response response;
-  grpc::ClientContext context;
-  (*connection)->Prepare(&context, options.call_timeout);
-  grpc::Status status = call(*(*connection)->stub, &context, &response);
-  if (!status.ok()) return (*connection)->Describe(status);
-  return response;
+Result<std::shared_ptr<Connection>> Connect(const RemoteOptions& options) {
+  auto channel = client::OpenChannel(options);
+  if (!channel.ok()) return channel.status();
+  return client::ConnectionOver(std::move(*channel), options);
 }
 
 }  // namespace
-
-Result<RemoteDictStatus> RemoteDict::Inspect(const RemoteOptions& options) {
-  v1::StatusRequest request;
-  request.set_dict(options.dict);
-  Result<v1::StatusResponse> response = CallAboutDict<v1::StatusResponse>(
-      options, [&](v1::Dict::Stub& stub, grpc::ClientContext* context, v1::StatusResponse* out) {
-        return stub.Status(context, request, out);
-      });
-  if (!response.ok()) return response.status();
-  RemoteDictStatus out;
-  out.name = response->dict();
-  out.revision = response->revision();
-  out.entries = response->entries();
-  out.layout_version = response->layout_version();
-  out.log_capacity = response->log_capacity();
-  out.log_used = response->log_used();
-  out.snapshot_revision = response->snapshot_revision();
-  out.lock_held = response->lock_held();
-  out.segment_bytes = response->segment_bytes();
-  return out;
-}
-
-Result<bool> RemoteDict::Create(const RemoteOptions& options, bool exclusive,
-                                uint64_t buffer_size) {
-  v1::CreateRequest request;
-  request.set_dict(options.dict);
-  request.set_exclusive(exclusive);
-  request.set_buffer_size(buffer_size);
-  Result<v1::CreateResponse> response = CallAboutDict<v1::CreateResponse>(
-      options, [&](v1::Dict::Stub& stub, grpc::ClientContext* context, v1::CreateResponse* out) {
-        return stub.Create(context, request, out);
-      });
-  if (!response.ok()) return response.status();
-  return response->created();
-}
-
-Status RemoteDict::Unlink(const RemoteOptions& options) {
-  v1::UnlinkRequest request;
-  request.set_dict(options.dict);
-  return CallAboutDict<v1::UnlinkResponse>(
-             options, [&](v1::Dict::Stub& stub, grpc::ClientContext* context,
-                          v1::UnlinkResponse* out) { return stub.Unlink(context, request, out); })
-      .status();
-}
-
-Result<std::vector<std::string>> RemoteDict::ListNames(const RemoteOptions& options) {
-  if (options.address.empty()) {
-    return Status(StatusCode::kInvalidArgument, "RemoteDict needs a bridge address");
-  }
-  RemoteOptions named = options;
-  if (named.dict.empty()) named.dict = "*";
-  auto connected = Connect(named);
-  if (!connected.ok()) return connected.status();
-  std::shared_ptr<Connection> connection = std::move(*connected);
-  connection->description = "bridge " + options.address;
-  v1::ListDictsResponse response;
-  grpc::ClientContext context;
-  connection->Prepare(&context, options.call_timeout);
-  grpc::Status status = connection->stub->ListDicts(&context, v1::ListDictsRequest(), &response);
-  if (!status.ok()) return connection->Describe(status);
-  return std::vector<std::string>(response.dicts().begin(), response.dicts().end());
-}
-
-Result<bool> RemoteDict::CheckHealth(const RemoteOptions& options, const std::string& service) {
-  if (options.address.empty()) {
-    return Status(StatusCode::kInvalidArgument, "a health check needs a bridge address");
-  }
-  RemoteOptions named = options;
-  named.dict = "*";
-  auto connected = Connect(named);
-  if (!connected.ok()) return connected.status();
-  std::shared_ptr<Connection> connection = std::move(*connected);
-  connection->description = "bridge " + options.address;
-  // HealthCheckRequest{string service = 1}, encoded by hand: no generated health stubs needed.
-  std::string request = "\x0a";
-  for (size_t n = service.size();; n >>= 7) {  // the length as a varint
-    request.push_back(static_cast<char>((n & 0x7F) | (n > 0x7F ? 0x80 : 0)));
-    if (n <= 0x7F) break;
-  }
-  request += service;
-  grpc::Slice slice(request);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::ByteBuffer response_buffer;
-  grpc::ClientContext context;
-  connection->Prepare(&context, options.call_timeout);
-  grpc::GenericStub stub(connection->channel);
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request_buffer,
-                 &response_buffer, [&done](grpc::Status status) { done.set_value(status); });
-  grpc::Status status = done.get_future().get();
-  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return Status(StatusCode::kUnavailable, connection->description + ": no answer within " +
-                                                std::to_string(options.call_timeout.count()) +
-                                                " ms");
-  }
-  if (!status.ok()) return connection->Describe(status);
-  // HealthCheckResponse{ServingStatus status = 1}: SERVING is 1; absent means UNKNOWN (0).
-  std::vector<grpc::Slice> slices;
-  if (!response_buffer.Dump(&slices).ok()) {
-    return Status(StatusCode::kInternal, connection->description + ": unreadable health answer");
-  }
-  std::string response;
-  for (const grpc::Slice& s : slices) {
-    response.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return response.size() == 2 && response[0] == 0x08 && response[1] == 1;
-}
 
 Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& options) {
   if (options.address.empty() || options.dict.empty()) {

@@ -38,6 +38,13 @@ struct Connection {
   void Prepare(grpc::ClientContext* context, std::chrono::milliseconds timeout) const;
 };
 
+// A channel to options.address with the client's keepalive, backoff and credentials (TLS files
+// or options.credentials). kInvalidArgument for unreadable TLS files. Connects lazily.
+Result<std::shared_ptr<grpc::Channel>> OpenChannel(const RemoteOptions& options);
+// A connection about options.dict over an existing channel (a stub of its own).
+std::shared_ptr<Connection> ConnectionOver(std::shared_ptr<grpc::Channel> channel,
+                                           const RemoteOptions& options);
+
 class RemoteWatcher final : public Watcher {
  public:
   RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,

@@ -47,7 +47,10 @@
 
 #include "codec.h"
 #include "shmdict/dict.h"
+#include "shmdict/dict_status.h"
+#include "shmdict/local_catalog.h"
 #ifdef SHMDICT_PYTHON_REMOTE
+#include "shmdict/remote_catalog.h"
 #include "shmdict/remote_dict.h"
 #endif
 
@@ -1007,27 +1010,16 @@ void LockRelease(py::handle self) {
   if (--h.lock_depth == 0) h.guard.reset();
 }
 
-py::dict StatusToDict(const DictStatus& st) {
+// Every field the transport reported, from the one table (dict_status.h); a file mode stays a
+// number (Python users write oct(mode)). Unknown fields are left out, never shown as zero.
+py::dict StatusToDict(const DictStatus& status) {
   py::dict d;
-  d["name"] = st.name;
-  d["layout_version"] = st.layout_version;
-  d["revision"] = st.revision;
-  d["entries"] = st.entries;
-  d["log_capacity"] = st.log_capacity;
-  d["log_used"] = st.log_used;
-  d["snapshot_generation"] = st.snapshot_generation;
-  d["snapshot_revision"] = st.snapshot_revision;
-  d["snapshots_built"] = st.snapshots_built;
-  d["lock_held"] = st.lock_held;
-  d["lock_holder_pid"] = st.lock_holder_pid;
-  d["lock_holder_pid_namespace"] = st.lock_holder_pid_namespace;
-  d["lock_holder_in_this_pid_namespace"] = st.lock_holder_in_this_pid_namespace;
-  d["lock_recoveries"] = st.lock_recoveries;
-  d["creator_pid"] = st.creator_pid;
-  d["creator_alive"] = st.creator_alive;
-  d["attached"] = st.attached;
-  d["segment_bytes"] = st.segment_bytes;
-  d["mode"] = static_cast<unsigned>(st.mode);
+  for (const StatusField& field : StatusFields()) {
+    std::optional<StatusFieldValue> value = field.get(status);
+    if (!value) continue;
+    std::visit([&](const auto& v) { d[py::str(field.name.data(), field.name.size())] = v; },
+               *value);
+  }
   return d;
 }
 
@@ -1085,22 +1077,12 @@ py::dict RemoteStatus(State* s, ThreadHandle& h) {
   options.address = s->address;
   options.dict = s->name;
   options.call_timeout = milliseconds(static_cast<int64_t>(std::ceil(s->call_timeout * 1000)));
-  std::optional<Result<RemoteDictStatus>> status;
+  std::optional<Result<DictStatus>> status;
   {
     WithoutGil unlocked(s);
-    status.emplace(RemoteDict::Inspect(options));
+    status.emplace(RemoteCatalog(options).Inspect(s->name));
   }
-  const RemoteDictStatus st = ValueOrThrow(std::move(*status), ContextOf(s));
-  py::dict d;
-  d["name"] = st.name;
-  d["layout_version"] = st.layout_version;
-  d["revision"] = st.revision;
-  d["entries"] = st.entries;
-  d["log_capacity"] = st.log_capacity;
-  d["log_used"] = st.log_used;
-  d["snapshot_revision"] = st.snapshot_revision;
-  d["lock_held"] = st.lock_held;
-  d["segment_bytes"] = st.segment_bytes;
+  py::dict d = StatusToDict(ValueOrThrow(std::move(*status), ContextOf(s)));
   d["address"] = s->address;
   d["mirror"] = s->mirror;
   d["mirror_revision"] = s->mirror ? py::object(py::int_(remote.revision())) : py::none();
@@ -1402,9 +1384,10 @@ void DefineModule(py::module_& m) {
     Status st = Dict::UnlinkByName(name);
     if (!st.ok()) ThrowStatus(st);
   });
-  m.def("inspect",
-        [](const std::string& name) { return StatusToDict(ValueOrThrow(Dict::Inspect(name))); });
-  m.def("list_names", []() { return ValueOrThrow(Dict::ListNames()); });
+  m.def("inspect", [](const std::string& name) {
+    return StatusToDict(ValueOrThrow(LocalCatalog().Inspect(name)));
+  });
+  m.def("list_names", []() { return ValueOrThrow(LocalCatalog().ListNames()); });
 }
 
 }  // namespace

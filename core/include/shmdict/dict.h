@@ -58,6 +58,7 @@
 #include <utility>
 #include <vector>
 
+#include "shmdict/dict_status.h"
 #include "shmdict/log_sink.h"
 #include "shmdict/status.h"
 #include "shmdict/store.h"
@@ -97,31 +98,6 @@ struct Options {
   std::shared_ptr<LogSink> log_sink;
 };
 
-struct DictStatus {
-  std::string name;
-  uint32_t layout_version = 0;
-  uint64_t revision = 0;  // latest committed
-  uint64_t entries = 0;   // at `revision`
-  uint64_t log_capacity = 0;
-  uint64_t log_used = 0;  // bytes written since the latest snapshot
-  uint64_t snapshot_generation = 0;
-  uint64_t snapshot_revision = 0;
-  uint64_t snapshots_built = 0;
-  bool lock_held = false;  // the writer lock (a dead holder counts until a writer takes over)
-  // The holder's pid as its own pid namespace numbers it (0: free, or not recorded yet). Only
-  // comparable with getpid() when lock_holder_in_this_pid_namespace: containers of one pod that
-  // share /dev/shm usually have pid namespaces of their own.
-  uint32_t lock_holder_pid = 0;
-  uint64_t lock_holder_pid_namespace = 0;  // inode of its /proc/PID/ns/pid; 0: unknown
-  bool lock_holder_in_this_pid_namespace = true;
-  uint64_t lock_recoveries = 0;  // times a dead holder's lock was repaired
-  uint32_t creator_pid = 0;
-  bool creator_alive = false;
-  bool attached = false;  // some process (possibly the caller) has it open
-  uint64_t segment_bytes = 0;
-  mode_t mode = 0;
-};
-
 class Dict;
 
 // Holds the dict's cross-process writer lock: every write from any handle waits while it is held,
@@ -158,10 +134,7 @@ class Dict final : public Store {
   // Removes every name of the dict (main segment, snapshots, large-value segments, nested
   // children). Processes that have it open keep their mappings. kNotFound if nothing was there.
   static Status UnlinkByName(std::string_view name);
-  // Status of a dict without attaching to it (read-only). kNotFound if missing.
-  static Result<DictStatus> Inspect(std::string_view name);
-  // Names of the dicts on this host (main segments in /dev/shm), sorted.
-  static Result<std::vector<std::string>> ListNames();
+  // (Listing and inspecting dicts without attaching: LocalCatalog, local_catalog.h.)
   // kInvalidArgument naming the problem, or OK.
   static Status ValidateName(std::string_view name);
   // The incarnation (see incarnation()) of the dict now named `name`, without attaching: one

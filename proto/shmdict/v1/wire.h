@@ -12,6 +12,7 @@
 #include <string_view>
 #include <utility>
 
+#include "shmdict/dict_status.h"
 #include "shmdict/status.h"
 #include "shmdict/store.h"
 #include "shmdict/v1/dict.pb.h"
@@ -40,6 +41,12 @@ Status FromProto(const v1::Value& value, Value* out);
 v1::Op ToProto(ChangeOp op);
 // kInvalidArgument for OP_UNSPECIFIED and unknown numbers.
 Result<ChangeOp> FromProto(v1::Op op);
+
+// The status's fields by their table names (dict_status.h, StatusField::wire_name): every field
+// the status knows and the wire carries is set; unknown ones stay unset.
+void ToProto(const DictStatus& status, v1::StatusResponse* out);
+// Fields an older bridge did not send (proto3 optional, absent) stay unknown (nullopt).
+DictStatus FromProto(const v1::StatusResponse& status);
 
 }  // namespace shmdict::wire
 

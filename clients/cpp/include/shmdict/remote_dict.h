@@ -73,40 +73,10 @@ struct RemoteOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
-// A dict's state as the bridge reports it (shmdict.v1.StatusResponse).
-struct RemoteDictStatus {
-  std::string name;
-  uint64_t revision = 0;
-  uint64_t entries = 0;
-  uint32_t layout_version = 0;
-  uint64_t log_capacity = 0;
-  uint64_t log_used = 0;
-  uint64_t snapshot_revision = 0;
-  bool lock_held = false;
-  uint64_t segment_bytes = 0;
-};
-
 class RemoteDict final : public Store {
  public:
-  // The status of options.dict, without opening a RemoteDict (one call). kNotFound, kUnavailable.
-  static Result<RemoteDictStatus> Inspect(const RemoteOptions& options);
-  // The names of the dicts on the bridge's host, sorted (options.dict is ignored).
-  static Result<std::vector<std::string>> ListNames(const RemoteOptions& options);
-  // grpc.health.v1.Health/Check of `service` ("": the bridge; "shmdict.v1.Dict/NAME": a dict) at
-  // options.address (a bridge's --listen or --health-listen; options.dict is ignored): true when
-  // SERVING, false for NOT_SERVING or UNKNOWN. kNotFound when the bridge does not know the
-  // service, kUnavailable when nothing answered within options.call_timeout.
-  static Result<bool> CheckHealth(const RemoteOptions& options, const std::string& service);
-  // Creates options.dict on the bridge's host, or finds it there: true if this call created it.
-  // `exclusive`: kAlreadyExists if it exists. `buffer_size` 0: the core's default log size. The
-  // bridge must run with --allow-create and the caller needs write access (kPermissionDenied
-  // otherwise); the segments get the bridge's --create-mode and uid. kUnimplemented from a
-  // bridge older than shmdict.v1.1.
-  static Result<bool> Create(const RemoteOptions& options, bool exclusive = false,
-                             uint64_t buffer_size = 0);
-  // Removes options.dict's name on the bridge's host (as `shmdict unlink`); same conditions as
-  // Create. kNotFound if it does not exist.
-  static Status Unlink(const RemoteOptions& options);
+  // (Listing, inspecting, creating and unlinking dicts on the bridge's host, and its health:
+  // RemoteCatalog, remote_catalog.h.)
 
   // Connects and checks that the dict exists; with a mirror, returns once the mirror holds the
   // dict at least at its revision at the time of the call. kNotFound, kUnavailable,

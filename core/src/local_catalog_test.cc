@@ -1,0 +1,125 @@
+#include "shmdict/local_catalog.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "segment.h"
+#include "shmdict/dict.h"
+#include "shmdict/dict_status.h"
+
+namespace shmdict {
+namespace {
+
+class LocalCatalogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    name_ = std::string("ut-catalog-") +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" +
+            std::to_string(getpid());
+  }
+  void TearDown() override {
+    Dict::UnlinkByName(name_).IgnoreError();
+    EXPECT_TRUE(internal::ListSegments(name_).empty()) << "segments left behind for " << name_;
+  }
+  LocalCatalog catalog_;
+  std::string name_;
+};
+
+TEST_F(LocalCatalogTest, CreateFindsAnExistingDictAndExclusiveRefusesIt) {
+  auto created = catalog_.Create(name_, {.mode = 0640});
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_TRUE(*created);
+  auto again = catalog_.Create(name_, {});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_FALSE(*again);
+  EXPECT_EQ(catalog_.Create(name_, {.exclusive = true}).status().code(),
+            StatusCode::kAlreadyExists);
+  auto status = catalog_.Inspect(name_);
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  EXPECT_EQ(status->mode, std::optional<mode_t>(0640));
+  EXPECT_EQ(status->attached, false) << "Create must not keep the dict open";
+}
+
+TEST_F(LocalCatalogTest, InspectFillsEveryFieldButTheBridge) {
+  Options options{.name = name_, .auto_unlink = false};
+  auto dict = Dict::Open(options);
+  ASSERT_TRUE(dict.ok()) << dict.status().ToString();
+  ASSERT_TRUE(dict->Set("a", Value::Int(1)).ok());
+  auto status = catalog_.Inspect(name_);
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  for (const StatusField& field : StatusFields()) {
+    if (field.name == "bridge") {
+      EXPECT_FALSE(field.get(*status).has_value());
+    } else {
+      EXPECT_TRUE(field.get(*status).has_value()) << field.name << " unknown locally";
+    }
+  }
+  EXPECT_EQ(status->entries, 1u);
+  EXPECT_EQ(status->attached, true);
+  EXPECT_EQ(status->abandoned(), false);
+}
+
+TEST_F(LocalCatalogTest, MissingDictsAreNotFoundWithTheCommandThatCreatesThem) {
+  auto status = catalog_.Inspect(name_);
+  EXPECT_EQ(status.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(status.status().message().find("shmdict create " + name_), std::string::npos)
+      << status.status().message();
+  EXPECT_EQ(catalog_.OpenStore(name_).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(catalog_.Unlink(name_).code(), StatusCode::kNotFound);
+  EXPECT_EQ(catalog_.CheckHealth(name_).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(internal::ListSegments(name_).empty()) << "a lookup must never create the dict";
+}
+
+TEST_F(LocalCatalogTest, ListsOpensAndUnlinks) {
+  ASSERT_TRUE(catalog_.Create(name_, {}).ok());
+  auto names = catalog_.ListNames();
+  ASSERT_TRUE(names.ok());
+  EXPECT_NE(std::find(names->begin(), names->end(), name_), names->end());
+  EXPECT_TRUE(std::is_sorted(names->begin(), names->end()));
+  auto healthy = catalog_.CheckHealth(name_);
+  ASSERT_TRUE(healthy.ok());
+  EXPECT_TRUE(*healthy);
+  {
+    auto store = catalog_.OpenStore(name_);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->Set("k", Value::Str("v")).ok());
+  }
+  EXPECT_EQ(catalog_.Inspect(name_)->entries, 1u);
+  EXPECT_TRUE(catalog_.Unlink(name_).ok());
+  EXPECT_EQ(catalog_.Inspect(name_).status().code(), StatusCode::kNotFound);
+}
+
+TEST(StatusFieldsTest, NamesAreUniqueAndEachSetterFeedsItsGetter) {
+  std::set<std::string_view> names;
+  DictStatus status;
+  for (const StatusField& field : StatusFields()) {
+    EXPECT_TRUE(names.insert(field.name).second) << "duplicate field " << field.name;
+    StatusFieldValue value = field.kind == StatusFieldKind::kText   ? StatusFieldValue("x")
+                             : field.kind == StatusFieldKind::kFlag ? StatusFieldValue(true)
+                                                                    : StatusFieldValue(uint64_t{7});
+    field.set(status, value);
+    EXPECT_EQ(field.get(status), std::optional<StatusFieldValue>(value)) << field.name;
+  }
+  EXPECT_TRUE(names.contains("name"));
+  EXPECT_EQ(OctalFileMode(0600), "0600");
+  EXPECT_EQ(OctalFileMode(01777), "1777");
+}
+
+TEST(StatusFieldsTest, AbandonedIsUnknownUnlessBothFactsAreKnown) {
+  DictStatus status;
+  EXPECT_EQ(status.abandoned(), std::nullopt);
+  status.creator_alive = false;
+  EXPECT_EQ(status.abandoned(), std::nullopt);
+  status.attached = false;
+  EXPECT_EQ(status.abandoned(), true);
+  status.attached = true;
+  EXPECT_EQ(status.abandoned(), false);
+}
+
+}  // namespace
+}  // namespace shmdict
