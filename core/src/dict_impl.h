@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "change_record.h"
 #include "compactor.h"
 #include "layout.h"
 #include "local_view.h"
