@@ -3,7 +3,8 @@
 //
 // Rule (iceoryx): if the width, order or meaning of any field changes, bump kLayoutVersion.
 // Every struct here holds only fixed-width integers and lock-free std::atomic integers, never
-// pointers or process-local objects.
+// pointers or process-local objects. The codes a log record carries (RecordKind, RecordOp) and
+// their one encoder and decoder are record_format.h's, under the same rule.
 //
 // Main segment "/shmdict.NAME":
 //
