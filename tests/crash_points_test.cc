@@ -16,7 +16,8 @@
 // handle never holds the builder claim), so which process takes over a dead builder's claim is
 // deterministic.
 //
-// Exists only when the engine is built with SHMDICT_CRASH_POINTS (tests/CMakeLists.txt).
+// The workers link shmdict_core_crashpoints, the test-only engine with the points compiled in
+// (core/CMakeLists.txt); this process links the installed one, which has none.
 #include <signal.h>
 
 #include <algorithm>

@@ -9,6 +9,7 @@
 #include "crash_point.h"
 #include "hash.h"
 #include "layout.h"
+#include "record_format.h"
 #include "segment.h"
 
 namespace shmdict::internal {
@@ -33,8 +34,7 @@ Result<BlobRef> WriteBlobSegment(std::string_view dict, uint64_t revision, std::
 BlobReadOutcome ReadBlobSegment(std::string_view dict, uint64_t revision,
                                 std::string_view record_payload, std::string* out) {
   BlobRef ref;
-  if (record_payload.size() != sizeof(ref)) return BlobReadOutcome::kCorrupt;
-  std::memcpy(&ref, record_payload.data(), sizeof(ref));
+  if (!DecodeBlobRef(record_payload, &ref)) return BlobReadOutcome::kCorrupt;
   auto fd = OpenSegment(BlobSegment(dict, revision), O_RDONLY, 0);
   if (!fd.ok()) return BlobReadOutcome::kGone;
   auto size = SegmentSize(fd->get());

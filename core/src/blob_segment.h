@@ -12,16 +12,10 @@
 #include <string>
 #include <string_view>
 
+#include "layout.h"
 #include "shmdict/status.h"
 
 namespace shmdict::internal {
-
-// What a kExternal log record holds: the payload's size and checksum.
-struct BlobRef {
-  uint64_t payload_bytes = 0;
-  uint64_t payload_checksum = 0;
-};
-static_assert(sizeof(BlobRef) == 16, "a kExternal record's payload: bump kLayoutVersion");
 
 // Writes the payload of `revision` into its segment (replacing one a dead writer left for the
 // same, never committed, revision). kResourceExhausted when /dev/shm is full.
@@ -33,7 +27,8 @@ enum class BlobReadOutcome {
   kGone,     // unlinked: a snapshot at or after its revision replaced it
   kCorrupt,  // the record's reference and the segment disagree, or the bytes fail the checksum
 };
-// Reads the payload a kExternal record (`record_payload`, a BlobRef's bytes) refers to into *out.
+// Reads the payload a kExternal record's body (`record_payload`, a BlobRef's bytes) refers to
+// into *out.
 BlobReadOutcome ReadBlobSegment(std::string_view dict, uint64_t revision,
                                 std::string_view record_payload, std::string* out);
 

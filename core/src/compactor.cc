@@ -44,12 +44,12 @@ constexpr uint64_t kEarlyBuildFraction = 8;
 
 }  // namespace
 
-void Compactor::Bind(const Options& options, MainHeader* header, uint64_t log_capacity,
+void Compactor::Bind(const CompactorOptions& options, MainHeader* header, uint64_t log_capacity,
                      const LogReader* reader, WriterLock* lock, uint64_t incarnation) {
   name_ = reader->name();
   incarnation_ = incarnation;
   mode_ = options.mode;
-  background_ = options.background_compaction;
+  background_ = options.background;
   lock_timeout_ = options.lock_timeout;
   log_sink_ = options.log_sink;
   header_ = header;

@@ -14,7 +14,10 @@
 #ifndef SHMDICT_CORE_COMPACTOR_H_
 #define SHMDICT_CORE_COMPACTOR_H_
 
+#include <sys/types.h>
+
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -27,10 +30,18 @@
 #include "layout.h"
 #include "local_view.h"
 #include "log_reader.h"
-#include "shmdict/dict.h"
+#include "shmdict/log_sink.h"
 #include "writer_lock.h"
 
 namespace shmdict::internal {
+
+// What a handle's options say about snapshot building (shmdict::Options, dict.h).
+struct CompactorOptions {
+  mode_t mode = 0600;      // of the snapshot segments
+  bool background = true;  // build on a thread of this process (false: inline, under the lock)
+  std::chrono::nanoseconds lock_timeout{0};  // how long a builder waits for the writer lock
+  std::shared_ptr<LogSink> log_sink;         // null: report nowhere
+};
 
 class Compactor {
  public:
@@ -41,7 +52,7 @@ class Compactor {
 
   // `incarnation`: the main segment's inode, to tell whether the dict's name still means this
   // dict (StillNamed).
-  void Bind(const Options& options, MainHeader* header, uint64_t log_capacity,
+  void Bind(const CompactorOptions& options, MainHeader* header, uint64_t log_capacity,
             const LogReader* reader, WriterLock* lock, uint64_t incarnation);
 
   // Log bytes (and large-change bytes) committed since the published snapshot: what schedules

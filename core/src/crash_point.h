@@ -13,9 +13,13 @@
 // thread reached the point. An unknown NAME or a malformed NTH aborts the process at startup, so a
 // misspelled test fails instead of never crashing.
 //
-// Compiled in only with the CMake option SHMDICT_CRASH_POINTS (on for test builds that are not
-// Release): otherwise CrashPoint is an empty inline function. Armed or not, a point costs one load
-// of a flag that never changes after startup and a branch predicted not taken.
+// Compiled in only where SHMDICT_CRASH_POINTS is 1: in shmdict_core_crashpoints, the test-only
+// build of the engine that the crash-point test's workers link (core/CMakeLists.txt). The
+// installed shmdict_core compiles them out in every build type: CrashPoint is then an empty
+// inline function, and nothing reads SHMDICT_CRASH_AT. Where compiled in, a point costs one load
+// of a flag that never changes after startup and a branch predicted not taken. Only the sources
+// core/CMakeLists.txt lists in SHMDICT_CORE_CRASH_POINT_SOURCES may place points: the others are
+// compiled once for both libraries, and including this header there is an error.
 //
 // Names are checked at compile time against kCrashPointNames (the list the crash-point test walks:
 // tests/crash_points_test.cc), so a point in the code is always one the test knows.
@@ -28,6 +32,11 @@
 #include <array>
 #include <cstddef>
 #include <string_view>
+
+#ifdef SHMDICT_CRASH_POINTS_FORBIDDEN
+#error \
+    "this source is compiled once for both engine libraries: to place crash points in it, list it in SHMDICT_CORE_CRASH_POINT_SOURCES (core/CMakeLists.txt)"
+#endif
 
 namespace shmdict::internal {
 

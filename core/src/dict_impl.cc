@@ -34,7 +34,11 @@ Status Dict::Impl::Attach() {
   reader = internal::LogReader(name, header, &ring);
   Status s = writer_lock.Claim(fd.get(), header, &reader, options.log_sink);
   if (!s.ok()) return s;
-  compactor.Bind(options, header, ring.capacity(), &reader, &writer_lock, incarnation);
+  compactor.Bind({.mode = options.mode,
+                  .background = options.background_compaction,
+                  .lock_timeout = options.lock_timeout,
+                  .log_sink = options.log_sink},
+                 header, ring.capacity(), &reader, &writer_lock, incarnation);
   reader.UseBuiltSnapshots(&compactor.built_snapshots());
   s = CheckCommitPoint();
   if (!s.ok()) return s;
@@ -160,7 +164,7 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
     blob_ref = *written;
     kind = RecordKind::kExternal;
     w.external_bytes.fetch_add(payload.size(), std::memory_order_relaxed);
-    record = std::string_view(reinterpret_cast<const char*>(&blob_ref), sizeof(blob_ref));
+    record = internal::EncodeBlobRef(blob_ref);
   }
   for (const OpRef& op : ops) {
     if (op.op == ChangeOp::kSet && op.type == ValueType::kNestedDict) {

@@ -4,6 +4,7 @@
 // Rooms (one concept each, one owner each):
 //   main_segment.h         the main segment's header: creation, validation, status
 //   log_ring.h             the bytes of the log ring; blob_segment.h the large changes
+//   record_format.h        a record's codes and bytes; change_record.h its ops as ChangeOps
 //   log_reader.h           reading the log: catch-up, Watch, the builder and the repair alike
 //   local_view.h           a handle's state at one revision: snapshot + overlay
 //   writer_lock.h          the writer lock, the handle's recursion and the dead-holder repair
@@ -32,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "change_record.h"
 #include "compactor.h"
 #include "layout.h"
 #include "local_view.h"

@@ -3,7 +3,8 @@
 //
 // Rule (iceoryx): if the width, order or meaning of any field changes, bump kLayoutVersion.
 // Every struct here holds only fixed-width integers and lock-free std::atomic integers, never
-// pointers or process-local objects.
+// pointers or process-local objects. The codes a log record carries (RecordKind, RecordOp) and
+// their one encoder and decoder are record_format.h's, under the same rule.
 //
 // Main segment "/shmdict.NAME":
 //
@@ -176,32 +177,34 @@ static_assert(offsetof(MainHeader, wait) == 128, "layout changed: bump kLayoutVe
 static_assert(offsetof(MainHeader, writer) == 192, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(MainHeader, compaction) == 320, "layout changed: bump kLayoutVersion");
 
-enum class RecordKind : uint8_t {
-  kChange = 1,    // payload: ops
-  kPadding = 2,   // fills to the ring's end; no revision
-  kExternal = 3,  // payload in segment NAME@b<revision>: {u64 bytes, u64 checksum}
-};
-
 // Every record starts here, at a position that is a multiple of kRecordAlign.
 struct RecordHeader {
   uint64_t position;  // its own log position: stale bytes from an earlier lap never match
   uint64_t revision;  // 0 for padding
   uint32_t length;    // header + payload bytes; the record occupies it rounded up to kRecordAlign
-  uint8_t kind;       // RecordKind
+  uint8_t kind;       // RecordKind (record_format.h)
   uint8_t reserved[3];
   uint64_t checksum;  // Hash64 of the payload, seeded with position ^ revision ^ length ^ kind
 };
 static_assert(sizeof(RecordHeader) == 32, "layout changed: bump kLayoutVersion");
 
-// An op inside a change payload, followed by key bytes then value bytes (unaligned).
+// An op inside a change record's body, followed by key bytes then value bytes (unaligned).
 struct OpHeader {
-  uint8_t op;    // ChangeOp
-  uint8_t type;  // ValueType
+  uint8_t op;    // RecordOp (record_format.h): the format's own codes, not the public ChangeOp
+  uint8_t type;  // the value's type tag
   uint16_t reserved;
   uint32_t key_bytes;
   uint32_t value_bytes;
 };
 static_assert(sizeof(OpHeader) == 12, "layout changed: bump kLayoutVersion");
+
+// The body of a kExternal record: the size and checksum of the ops stored in the large-value
+// segment NAME@b<revision> (blob_segment.h).
+struct BlobRef {
+  uint64_t payload_bytes = 0;
+  uint64_t payload_checksum = 0;  // Hash64 of those bytes, seeded with the revision
+};
+static_assert(sizeof(BlobRef) == 16, "layout changed: bump kLayoutVersion");
 
 struct SnapshotHeader {
   uint64_t magic;

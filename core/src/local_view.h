@@ -10,8 +10,8 @@
 #include <memory>
 #include <string_view>
 
+#include "change_record.h"
 #include "hash.h"
-#include "log_ring.h"
 #include "overlay.h"
 #include "snapshot.h"
 

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "blob_segment.h"
+#include "change_record.h"
 #include "segment.h"
 
 namespace shmdict::internal {
@@ -83,7 +84,7 @@ ReadOutcome LogReader::ReadRecord(uint64_t position, uint64_t expected_revision,
         break;
     }
     if (h.revision != expected_revision) return ReadOutcome::kCorrupt;
-    *next = position + RecordLength(h.length - sizeof(RecordHeader));
+    *next = position + RecordLength(RecordBodyBytes(h));
     if (h.kind != static_cast<uint8_t>(RecordKind::kExternal)) return ReadOutcome::kOk;
     // A large change lives in its own segment; the record carries its size and checksum.
     const std::string reference = std::move(*payload);

@@ -1,8 +1,7 @@
 #include "log_ring.h"
 
 #include <atomic>
-
-#include "hash.h"
+#include <cstring>
 
 namespace shmdict::internal {
 namespace {
@@ -24,32 +23,6 @@ __attribute__((no_sanitize("thread"))) void RacyCopy(void* dst, const void* src,
 
 }  // namespace
 
-void AppendOp(const OpRef& op, std::string* payload) {
-  OpHeader h{};
-  h.op = static_cast<uint8_t>(op.op);
-  h.type = static_cast<uint8_t>(op.type);
-  h.key_bytes = static_cast<uint32_t>(op.key.size());
-  h.value_bytes = static_cast<uint32_t>(op.value.size());
-  payload->append(reinterpret_cast<const char*>(&h), sizeof(h));
-  payload->append(op.key);
-  payload->append(op.value);
-}
-
-void AppendRetireChild(std::string_view child, std::string* payload) {
-  OpHeader h{};
-  h.op = kRetireChildOp;
-  h.type = static_cast<uint8_t>(ValueType::kNestedDict);
-  h.value_bytes = static_cast<uint32_t>(child.size());
-  payload->append(reinterpret_cast<const char*>(&h), sizeof(h));
-  payload->append(child);
-}
-
-uint64_t RecordChecksum(const RecordHeader& h, std::string_view payload) {
-  const uint64_t seed =
-      h.position ^ (h.revision * 0x9E3779B97F4A7C15ull) ^ (uint64_t{h.length} << 8) ^ h.kind;
-  return Hash64(payload.data(), payload.size(), seed);
-}
-
 LogRing::ReadResult LogRing::Read(uint64_t position, RecordHeader* h, std::string* payload) const {
   auto lapped = [&] {
     std::atomic_thread_fence(std::memory_order_acquire);
@@ -57,28 +30,26 @@ LogRing::ReadResult LogRing::Read(uint64_t position, RecordHeader* h, std::strin
   };
   const uint64_t off = position & mask_;
   RacyCopy(h, ring_ + off, sizeof(*h));
-  const uint64_t room = capacity_ - off;
-  if (h->position != position || h->length < sizeof(RecordHeader) ||
-      RecordLength(h->length - sizeof(RecordHeader)) > room) {
+  if (!RecordFramed(*h, position, capacity_ - off)) {
     return lapped() ? ReadResult::kLapped : ReadResult::kCorrupt;
   }
-  const uint64_t payload_bytes = h->length - sizeof(RecordHeader);
-  if (h->kind == static_cast<uint8_t>(RecordKind::kPadding)) {
+  if (IsPadding(*h)) {
     payload->clear();
   } else {
-    payload->resize(payload_bytes);
-    RacyCopy(payload->data(), ring_ + off + sizeof(*h), payload_bytes);
+    payload->resize(RecordBodyBytes(*h));
+    RacyCopy(payload->data(), ring_ + off + sizeof(*h), payload->size());
   }
   if (lapped()) return ReadResult::kLapped;
-  if (h->kind == static_cast<uint8_t>(RecordKind::kPadding)) {
-    return h->revision == 0 ? ReadResult::kPadding : ReadResult::kCorrupt;
+  switch (CheckRecord(*h, *payload)) {
+    case RecordCheck::kChange:
+    case RecordCheck::kExternal:
+      return ReadResult::kRecord;
+    case RecordCheck::kPadding:
+      return ReadResult::kPadding;
+    case RecordCheck::kInvalid:
+      return ReadResult::kCorrupt;
   }
-  if (h->kind != static_cast<uint8_t>(RecordKind::kChange) &&
-      h->kind != static_cast<uint8_t>(RecordKind::kExternal)) {
-    return ReadResult::kCorrupt;
-  }
-  if (RecordChecksum(*h, *payload) != h->checksum) return ReadResult::kCorrupt;
-  return ReadResult::kRecord;
+  return ReadResult::kCorrupt;
 }
 
 uint64_t LogRing::SpaceNeeded(uint64_t tail, uint64_t payload_bytes) const {
@@ -102,20 +73,11 @@ uint64_t LogRing::Write(uint64_t tail, uint64_t revision, RecordKind kind,
   std::atomic_thread_fence(std::memory_order_release);
   const uint64_t room = capacity_ - (tail & mask_);
   if (room < len) {
-    RecordHeader pad{};
-    pad.position = tail;
-    pad.length = static_cast<uint32_t>(room);
-    pad.kind = static_cast<uint8_t>(RecordKind::kPadding);
-    pad.checksum = RecordChecksum(pad, {});
+    const RecordHeader pad = EncodePaddingHeader(tail, room);
     std::memcpy(ring_ + (tail & mask_), &pad, sizeof(pad));
     tail += room;
   }
-  RecordHeader h{};
-  h.position = tail;
-  h.revision = revision;
-  h.length = static_cast<uint32_t>(sizeof(h) + payload.size());
-  h.kind = static_cast<uint8_t>(kind);
-  h.checksum = RecordChecksum(h, payload);
+  const RecordHeader h = EncodeRecordHeader(tail, revision, kind, payload);
   uint8_t* dst = ring_ + (tail & mask_);
   std::memcpy(dst, &h, sizeof(h));
   std::memcpy(dst + sizeof(h), payload.data(), payload.size());

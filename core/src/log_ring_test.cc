@@ -5,6 +5,8 @@
 #include <memory>
 #include <vector>
 
+#include "change_record.h"
+
 namespace shmdict::internal {
 namespace {
 
@@ -30,13 +32,13 @@ TEST(LogRingTest, RecordsReadBackWithTheirOps) {
   std::string payload;
   ASSERT_EQ(t.ring.Read(0, &h, &payload), LogRing::ReadResult::kRecord);
   EXPECT_EQ(h.revision, 1u);
-  const uint64_t second = RecordLength(h.length - sizeof(RecordHeader));
+  const uint64_t second = RecordLength(RecordBodyBytes(h));
   ASSERT_EQ(t.ring.Read(second, &h, &payload), LogRing::ReadResult::kRecord);
   EXPECT_EQ(h.revision, 2u);
   std::vector<std::string> keys;
   ASSERT_TRUE(ForEachOp(payload, [&](const OpRef& op) { keys.emplace_back(op.key); }));
   EXPECT_EQ(keys, std::vector<std::string>{"bb"});
-  EXPECT_EQ(second + RecordLength(h.length - sizeof(RecordHeader)), tail);
+  EXPECT_EQ(second + RecordLength(RecordBodyBytes(h)), tail);
 }
 
 TEST(LogRingTest, ARecordNeverStraddlesTheEndOfTheRing) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "robust_lock.h"
+#include "shmdict/dict.h"  // DictStatus, which StatusFromHeader fills
 
 namespace shmdict::internal {
 namespace {

@@ -13,8 +13,13 @@
 
 #include "layout.h"
 #include "segment.h"
-#include "shmdict/dict.h"
 #include "shmdict/status.h"
+
+namespace shmdict {
+// The public status of a dict (the facade's, shmdict/dict.h): this header only names it, so the
+// engine does not depend on the facade; main_segment.cc, which fills it, includes its definition.
+struct DictStatus;
+}  // namespace shmdict
 
 namespace shmdict::internal {
 

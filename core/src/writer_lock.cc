@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "blob_segment.h"
+#include "change_record.h"
 #include "segment.h"
 
 namespace shmdict::internal {
