@@ -44,7 +44,7 @@
 #include "listen.h"
 #include "metrics.h"
 #include "on_demand.h"
-#include "presence.h"
+#include "shmdict/bridge/presence.h"
 #include "service.h"
 #include "shmdict/dict.h"
 

@@ -21,7 +21,7 @@
 
 #include "shmdict/dict.h"
 #ifdef SHMDICT_CLI_PRESENCE
-#include "presence.h"
+#include "shmdict/bridge/presence.h"
 #endif
 #ifdef SHMDICT_CLI_REMOTE
 #include "shmdict/remote_dict.h"
