@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -223,6 +225,13 @@ struct BridgeServer::State {
   bool stop_requested = false;  // guarded by stop_mu
   bool shut_down = false;       // the owner's
   std::optional<IdleExit> idle_exit;
+
+  // A server that failed to start is destroyed without Shutdown: the registry's streams end (and
+  // its serving callbacks run) while the health services they update still exist.
+  ~State() {
+    idle_exit.reset();
+    if (registry) registry->Shutdown(Status(StatusCode::kUnavailable, "the bridge stopped"));
+  }
 
   void RequestStop() {
     {
