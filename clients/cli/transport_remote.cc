@@ -2,7 +2,7 @@
 #include <chrono>
 #include <utility>
 
-#include "presence.h"
+#include "shmdict/bridge/presence.h"
 #include "shmdict/remote_catalog.h"
 #include "transport.h"
 

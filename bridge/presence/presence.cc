@@ -1,4 +1,4 @@
-#include "presence.h"
+#include "shmdict/bridge/presence.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "presence.h"
+#include "shmdict/bridge/presence.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -1,0 +1,100 @@
+// BridgeConfig: every setting of shmdict-bridge, with its default. The one place a default lives:
+// main.cc binds its command-line flags to these fields (the help shows the values found here), and
+// an in-process test fills the struct directly.
+//
+// docs/BRIDGE.md's flag table describes each field under its flag's name.
+//
+// Thread-safety: a plain value; copy it freely.
+#ifndef SHMDICT_BRIDGE_BRIDGE_CONFIG_H_
+#define SHMDICT_BRIDGE_BRIDGE_CONFIG_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shmdict/status.h"
+
+namespace shmdict::bridge {
+
+struct BridgeConfig {
+  // Served when neither --listen nor socket activation gives an address.
+  static constexpr const char* kDefaultListen = "127.0.0.1:7377";
+
+  // --listen: HOST:PORT or unix:PATH; empty: kDefaultListen (unless `activated_fds` is not empty).
+  std::vector<std::string> listen;
+  // Listening sockets handed over by systemd (TakeActivationSockets(), on_demand.h), served in
+  // plaintext beside `listen`. The server takes ownership of them.
+  std::vector<int> activated_fds;
+
+  // --max-message-bytes: the largest message sent or accepted.
+  size_t max_message_bytes = size_t{64} << 20;
+  // --watch-batch-bytes: how much a Watch message gathers under load (at most max_message_bytes).
+  size_t watch_batch_bytes = size_t{1} << 20;
+  // --progress-interval-ms: default idle time before a Watch progress message.
+  uint32_t progress_interval_ms = 1000;
+
+  // --dict: the allow-list (nested children come with their parent); empty: every dict.
+  std::set<std::string> dicts;
+  // --read-only: every write is refused.
+  bool read_only = false;
+  // --token-file: lines "TOKEN rw" / "TOKEN ro"; empty: no token needed.
+  std::string token_file;
+  // --max-value-bytes: a larger key or value is refused before anything is written; 0: no limit.
+  size_t max_value_bytes = 0;
+
+  // --tls-cert, --tls-key, --tls-client-ca: PEM files; TCP listeners speak TLS when set.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+
+  // --health-listen: a plaintext server with the health service only, needing no token.
+  std::string health_listen;
+  // --metrics-listen: HOST:PORT of Prometheus text over plain HTTP.
+  std::string metrics_listen;
+
+  // --allow-create: clients may Create and Unlink dicts; --create-mode: the mode they get.
+  bool allow_create = false;
+  mode_t create_mode = 0600;
+
+  // Not a flag: the directory of the presence record (`shmdict ls`); empty: RegistryDir() of
+  // presence.h ($SHMDICT_BRIDGE_REGISTRY_DIR, else /dev/shm/shmdict-bridges).
+  std::string presence_dir;
+
+  // --idle-exit: stop once nothing has been in flight this long; zero: never.
+  std::chrono::seconds idle_exit{0};
+  // The next three are the process's, not the server's: main.cc acts on them (BridgeServer
+  // ignores them).
+  // --ensure: start a detached bridge unless one answers at the first address.
+  bool ensure = false;
+  // --exit-with-parent: exit when the process that started the bridge dies.
+  bool exit_with_parent = false;
+  // --log-file (empty: stderr) and --log-level (trace, debug, info, warn, error, off).
+  std::string log_file;
+  std::string log_level = "info";
+
+  // The addresses to listen on: `listen`, or kDefaultListen when it and `activated_fds` are empty.
+  std::vector<std::string> ListenAddresses() const;
+  // Whether any TLS option is set.
+  bool tls() const { return !tls_cert.empty() || !tls_key.empty() || !tls_client_ca.empty(); }
+};
+
+// kInvalidArgument, with a message naming the flag and the fix, for a combination no bridge can
+// serve: TLS with socket activation, a TLS key without a certificate (or the reverse), --ensure
+// without an address or with --exit-with-parent, a create mode above 0777. Files and addresses
+// are checked when the server starts (BridgeServer::Start).
+Status ValidateConfig(const BridgeConfig& config);
+
+// "0600" -> 0600. kInvalidArgument for text that is not an octal file mode (empty, a non-octal
+// digit, above 0777).
+Result<mode_t> ParseFileMode(const std::string& text);
+// 0600 -> "0600".
+std::string FormatFileMode(mode_t mode);
+
+}  // namespace shmdict::bridge
+
+#endif  // SHMDICT_BRIDGE_BRIDGE_CONFIG_H_
