@@ -13,6 +13,7 @@
 
 #include "in_process_bridge.h"
 #include "shmdict/bridge/presence.h"
+#include "shmdict/remote_catalog.h"
 #include "shmdict/remote_dict.h"
 #include "shmdict/v1/wire.h"
 
@@ -169,16 +170,16 @@ TEST_F(BridgeServerTest, HealthReportsTheBridgeAndEachDictItServes) {
   EXPECT_EQ(server_->health_address(), config_.health_listen);
   RemoteOptions options;
   options.address = server_->health_address();
-  auto bridge = RemoteDict::CheckHealth(options, "");
+  auto bridge = RemoteCatalog(options).CheckHealth("");
   ASSERT_OK(bridge);
   EXPECT_TRUE(*bridge);
-  auto service = RemoteDict::CheckHealth(options, "shmdict.v1.Dict");
+  auto service = RemoteCatalog(options).CheckHealthOfService("shmdict.v1.Dict");
   ASSERT_OK(service);
   EXPECT_TRUE(*service);
 
   ASSERT_TRUE(Get(name_).ok());  // attaches the dict
   options.address = server_->addresses()[0];
-  auto dict = RemoteDict::CheckHealth(options, "shmdict.v1.Dict/" + name_);
+  auto dict = RemoteCatalog(options).CheckHealth(name_);
   ASSERT_OK(dict);
   EXPECT_TRUE(*dict);
 }
