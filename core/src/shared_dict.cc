@@ -60,12 +60,19 @@ void AfterForkInChild() {
   live_pools_mu.unlock();
 }
 
-void Register(HandlePool* pool) {
-  static std::once_flag once;
-  std::call_once(once, [] {
+// Installed on first use of either, so that a process counts its forks even before (or without)
+// opening a SharedDict: ForkCount() serves callers with tables of their own.
+void InstallForkHandlers() {
+  static const bool installed = [] {
     live_pools = new std::set<HandlePool*>();
     pthread_atfork(BeforeFork, AfterForkInParent, AfterForkInChild);
-  });
+    return true;
+  }();
+  (void)installed;
+}
+
+void Register(HandlePool* pool) {
+  InstallForkHandlers();
   std::lock_guard lock(live_pools_mu);
   live_pools->insert(pool);
 }
@@ -132,7 +139,10 @@ SharedDict::~SharedDict() {
   if (pool_) Close().IgnoreError();
 }
 
-uint64_t SharedDict::ForkCount() { return internal::fork_count.load(std::memory_order_relaxed); }
+uint64_t SharedDict::ForkCount() {
+  internal::InstallForkHandlers();
+  return internal::fork_count.load(std::memory_order_relaxed);
+}
 
 Result<SharedDict::Lease> SharedDict::Acquire() {
   HandlePool& pool = *pool_;

@@ -121,9 +121,10 @@ class SharedDict {
   // The handles the pool holds and no lease has (the first handle included when it is idle).
   size_t idle_handles() const;
 
-  // How many fork()s separate this process from the one that first loaded this library (0 there).
-  // A caller that keeps leases in its own per-thread table compares it across calls to drop that
-  // table in a child: its entries belong to the parent's threads.
+  // How many fork()s made this process, counted from its ancestor's first call to ForkCount() or
+  // Open() (0 there). A caller that keeps leases in a table of its own (one per thread) compares
+  // it across calls to drop that table in a child: its entries belong to the parent's threads.
+  // Cheap (an atomic load after the first call); thread-safe.
   static uint64_t ForkCount();
 
  private:
