@@ -11,12 +11,19 @@ DictRegistry::DictRegistry(Limits limits, ServingCallback on_serving)
 
 DictRegistry::~DictRegistry() { Shutdown(Status(StatusCode::kUnavailable, "the bridge stopped")); }
 
-DictRegistry::Lease::~Lease() {
-  if (!dict_ || !entry_) return;
-  if (entry_->retired.load(std::memory_order_acquire)) return;  // the dict was replaced
-  std::lock_guard lock(entry_->pool_mu);
-  if (entry_->idle.size() < 8) entry_->idle.push_back(std::move(dict_));
+namespace {
+
+Status Replaced(const std::string& name) {
+  return Status(StatusCode::kAborted,
+                "dict '" + name + "' was deleted or replaced: watch it again from revision 0");
 }
+
+Status ShuttingDown(std::string_view name) {
+  return Status(StatusCode::kUnavailable,
+                "dict '" + std::string(name) + "': the bridge is shutting down");
+}
+
+}  // namespace
 
 Result<DictRegistry::Lease> DictRegistry::Acquire(std::string_view name) {
   // Cheap (a stat): catches a dict unlinked, or unlinked and created again, since the last call.
@@ -24,24 +31,13 @@ Result<DictRegistry::Lease> DictRegistry::Acquire(std::string_view name) {
   std::shared_ptr<DictEntry> entry;
   {
     std::lock_guard lock(mu_);
-    if (shut_down_) {
-      return Status(StatusCode::kUnavailable,
-                    "dict '" + std::string(name) + "': the bridge is shutting down");
-    }
+    if (shut_down_) return ShuttingDown(name);
     auto it = entries_.find(name);
-    if (it != entries_.end()) {
-      if (incarnation.ok() && *incarnation == it->second->incarnation) {
-        entry = it->second;
-      } else {
-        entry = it->second;
-        entries_.erase(it);
-      }
-    }
+    if (it != entries_.end()) entry = it->second;
   }
   if (entry && (!incarnation.ok() || *incarnation != entry->incarnation)) {
-    Retire(entry, Status(StatusCode::kAborted,
-                         "dict '" + std::string(name) +
-                             "' was deleted or replaced: watch it again from revision 0"));
+    Forget(entry);
+    Retire(entry, Replaced(entry->name));
     entry.reset();
   }
   if (!incarnation.ok()) {
@@ -51,35 +47,30 @@ Result<DictRegistry::Lease> DictRegistry::Acquire(std::string_view name) {
     return incarnation.status();
   }
   if (entry) {
-    std::unique_ptr<Dict> dict;
-    {
-      std::lock_guard lock(entry->pool_mu);
-      if (!entry->idle.empty()) {
-        dict = std::move(entry->idle.back());
-        entry->idle.pop_back();
-      }
+    Result<SharedDict::Lease> handle = entry->handles.Acquire();
+    if (handle.ok()) return Lease(entry, std::move(*handle));
+    // Replaced or unlinked since the stat, or retired by another call meanwhile: register the
+    // dict now under the name, if there is one.
+    if (handle.status().code() == StatusCode::kAborted ||
+        handle.status().code() == StatusCode::kNotFound) {
+      Forget(entry);
+      Retire(entry, Replaced(entry->name));
+    } else if (handle.status().code() != StatusCode::kFailedPrecondition) {
+      return handle.status();
     }
-    if (dict) return Lease(entry, std::move(dict));
   }
   Options options;
   options.name = std::string(name);
   options.create_mode = CreateMode::kMustAttach;
   options.auto_unlink = false;
-  Result<Dict> opened = Dict::Open(options);
+  Result<SharedDict> opened = SharedDict::Open(options, limits_.max_idle_handles_per_dict);
   if (!opened.ok()) return opened.status();
-  auto dict = std::make_unique<Dict>(std::move(*opened));
-  if (entry && dict->incarnation() == entry->incarnation) return Lease(entry, std::move(dict));
   // First use of this dict (or of its new incarnation): register it.
-  auto fresh = std::make_shared<DictEntry>();
-  fresh->name = std::string(name);
-  fresh->incarnation = dict->incarnation();
+  auto fresh = std::make_shared<DictEntry>(std::move(*opened));
   bool announce = false;
   {
     std::lock_guard lock(mu_);
-    if (shut_down_) {
-      return Status(StatusCode::kUnavailable,
-                    "dict '" + std::string(name) + "': the bridge is shutting down");
-    }
+    if (shut_down_) return ShuttingDown(name);
     auto [it, inserted] = entries_.try_emplace(fresh->name, fresh);
     if (!inserted && it->second->incarnation != fresh->incarnation) {
       // Another call registered an incarnation meanwhile; the newest one opened wins.
@@ -89,16 +80,24 @@ Result<DictRegistry::Lease> DictRegistry::Acquire(std::string_view name) {
     entry = it->second;
     announce = inserted;
   }
+  // When another call registered the same incarnation first, `fresh` closes here (it attached,
+  // so closing unlinks nothing) and the lease comes from the registered entry.
   if (announce && on_serving_) on_serving_(entry->name, true);
-  return Lease(entry, std::move(dict));
+  Result<SharedDict::Lease> handle = entry->handles.Acquire();
+  if (!handle.ok()) return handle.status();
+  return Lease(entry, std::move(*handle));
+}
+
+void DictRegistry::Forget(const std::shared_ptr<DictEntry>& entry) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(entry->name);
+  if (it != entries_.end() && it->second == entry) entries_.erase(it);
 }
 
 void DictRegistry::Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber) {
   std::lock_guard lock(entry->subscribers_mu);
   if (entry->retired.load()) {
-    subscriber->End(Status(StatusCode::kAborted, "dict '" + entry->name +
-                                                     "' was deleted or replaced: watch it again "
-                                                     "from revision 0"));
+    subscriber->End(Replaced(entry->name));
     return;
   }
   entry->subscribers.insert(subscriber);
@@ -113,14 +112,12 @@ void DictRegistry::Unsubscribe(const std::shared_ptr<DictEntry>& entry, Subscrib
 }
 
 void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
-  // The notifier's own handle: WaitForChange needs one, and it must not be a pooled one.
-  Options options;
-  options.name = entry->name;
-  options.create_mode = CreateMode::kMustAttach;
-  options.auto_unlink = false;
-  Result<Dict> opened = Dict::Open(options);
-  std::optional<Dict> dict;
-  if (opened.ok() && opened->incarnation() == entry->incarnation) dict.emplace(std::move(*opened));
+  // The notifier's own handle, out of the pool for good: WaitForChange sleeps on it between
+  // ticks, and a leased handle would be one fewer for the calls.
+  std::unique_ptr<Dict> dict;
+  if (Result<SharedDict::Lease> lease = entry->handles.Acquire(); lease.ok()) {
+    dict = lease->Release();
+  }
   uint64_t seen = dict ? dict->published_revision() : 0;
   auto next_check = std::chrono::steady_clock::now();
   for (;;) {
@@ -135,14 +132,8 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
       next_check = now + limits_.tick * 4;
       Result<uint64_t> incarnation = Dict::IncarnationOf(entry->name);
       if (!dict || !incarnation.ok() || *incarnation != entry->incarnation) {
-        {
-          std::lock_guard lock(mu_);
-          auto it = entries_.find(entry->name);
-          if (it != entries_.end() && it->second == entry) entries_.erase(it);
-        }
-        Retire(entry, Status(StatusCode::kAborted,
-                             "dict '" + entry->name +
-                                 "' was deleted or replaced: watch it again from revision 0"));
+        Forget(entry);
+        Retire(entry, Replaced(entry->name));
       }
     }
     std::lock_guard lock(entry->subscribers_mu);
@@ -153,10 +144,8 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
 
 void DictRegistry::Retire(const std::shared_ptr<DictEntry>& entry, const Status& why) {
   if (entry->retired.exchange(true)) return;
-  {
-    std::lock_guard lock(entry->pool_mu);
-    entry->idle.clear();
-  }
+  // Leases still out close their handles when they return them.
+  entry->handles.Close().IgnoreError();
   {
     std::lock_guard lock(entry->subscribers_mu);
     for (Subscriber* subscriber : entry->subscribers) subscriber->End(why);

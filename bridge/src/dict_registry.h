@@ -1,9 +1,10 @@
-// DictRegistry: the bridge's dicts, attached lazily by name, each with a pool of handles and the
-// fan-out that feeds its Watch streams.
+// DictRegistry: the bridge's dicts, attached lazily by name, each with its handles (a SharedDict)
+// and the fan-out that feeds its Watch streams.
 //
-// Why a pool: a Dict handle is thread-compatible and attaching costs ~80 us, so a call neither
+// Why leases: a Dict handle is thread-compatible and attaching costs ~80 us, so a call neither
 // shares one handle with every other client (one lock for all) nor attaches per call: it leases
-// an idle handle (or opens one) and returns it when done. Idle handles are capped per dict.
+// a handle from the dict's SharedDict (shmdict/shared_dict.h) and returns it when done. Idle
+// handles are capped per dict (Limits::max_idle_handles_per_dict).
 //
 // Why one notifier thread per watched dict: every Watch stream reads the shared log with its own
 // Watcher at its own pace (no per-subscriber queue grows), but a stream that has caught up must be
@@ -33,6 +34,7 @@
 
 #include "metrics.h"
 #include "shmdict/dict.h"
+#include "shmdict/shared_dict.h"
 
 namespace shmdict::bridge {
 
@@ -54,7 +56,9 @@ struct DictEntry;
 class DictRegistry {
  public:
   struct Limits {
-    size_t max_idle_handles_per_dict = 8;
+    // Idle handles kept per dict for the next calls (beyond the one each dict keeps open); a
+    // handle returned when this many are idle is closed.
+    size_t max_idle_handles_per_dict = SharedDict::kDefaultMaxIdleHandles;
     // How often the notifier checks that the dict was not unlinked or replaced, and pokes idle
     // streams (their progress messages) when nothing changes.
     std::chrono::milliseconds tick{50};
@@ -72,19 +76,18 @@ class DictRegistry {
    public:
     Lease(Lease&&) noexcept = default;
     Lease& operator=(Lease&&) noexcept = default;
-    ~Lease();
-    Dict& dict() { return *dict_; }
+    Dict& dict() { return *handle_; }
     // Takes the handle for good (it never returns to the pool): a Watch stream keeps the handle
     // its watcher came from for the stream's life, since a watcher fails once its handle closes.
-    std::unique_ptr<Dict> Release() { return std::move(dict_); }
+    std::unique_ptr<Dict> Release() { return handle_.Release(); }
     const std::shared_ptr<DictEntry>& entry() const { return entry_; }
 
    private:
     friend class DictRegistry;
-    Lease(std::shared_ptr<DictEntry> entry, std::unique_ptr<Dict> dict)
-        : entry_(std::move(entry)), dict_(std::move(dict)) {}
+    Lease(std::shared_ptr<DictEntry> entry, SharedDict::Lease handle)
+        : entry_(std::move(entry)), handle_(std::move(handle)) {}
     std::shared_ptr<DictEntry> entry_;
-    std::unique_ptr<Dict> dict_;
+    SharedDict::Lease handle_;  // destroyed first: a closed entry's handle closes on return
   };
 
   // Attaches (never creates) the dict. kNotFound if it does not exist, kInvalidArgument for a bad
@@ -113,6 +116,8 @@ class DictRegistry {
   // A copy of the attached entries, taken under mu_.
   std::vector<std::shared_ptr<DictEntry>> Entries();
   void Retire(const std::shared_ptr<DictEntry>& entry, const Status& why);
+  // Removes `entry` from entries_ if it is still the one registered under its name.
+  void Forget(const std::shared_ptr<DictEntry>& entry);
   void RunNotifier(std::shared_ptr<DictEntry> entry);
 
   const Limits limits_;
@@ -124,12 +129,14 @@ class DictRegistry {
 
 // One attached dict. Internal to the registry; streams hold it as an opaque key.
 struct DictEntry {
-  std::string name;
-  uint64_t incarnation = 0;
-  std::atomic<bool> retired{false};
+  explicit DictEntry(SharedDict handles)
+      : name(handles.name()), incarnation(handles.incarnation()), handles(std::move(handles)) {}
 
-  std::mutex pool_mu;
-  std::vector<std::unique_ptr<Dict>> idle;
+  const std::string name;
+  const uint64_t incarnation;
+  std::atomic<bool> retired{false};
+  // Thread-safe; closed when the entry retires (leases still out close their handle on return).
+  SharedDict handles;
 
   // Fan-out: guarded by subscribers_mu; the notifier holds it while poking, so a subscriber that
   // unsubscribed is never poked again.

@@ -49,12 +49,13 @@ def test_pip_install_no_build_isolation_builds_a_working_package(tmp_path):
     if subprocess.run(["/usr/bin/python3", "-m", "pip", "--version"],
                       capture_output=True).returncode != 0:
         pytest.skip("pip is not installed for /usr/bin/python3 (Debian: python3-pip)")
-    # A copy of the two directories setup.py needs, so that the in-tree build leaves nothing in
+    # A copy of what setup.py's CMake build reads, so that the in-tree build leaves nothing in
     # the checkout.
     tree = tmp_path / "src"
-    shutil.copytree(os.path.join(SOURCE, "core"), tree / "core")
-    shutil.copytree(os.path.join(SOURCE, "clients", "python"), tree / "clients" / "python",
-                    symlinks=True)
+    tree.mkdir()
+    shutil.copy(os.path.join(SOURCE, "CMakeLists.txt"), tree)
+    for part in ("cmake", "core", "clients/python"):
+        shutil.copytree(os.path.join(SOURCE, part), tree / part)
     target = tmp_path / "site"
     subprocess.run(["/usr/bin/python3", "-m", "pip", "install", "--disable-pip-version-check",
                     "--no-build-isolation", "--no-deps", "--no-cache-dir", "--target",

@@ -1,0 +1,184 @@
+#include "mapping.h"
+
+#include <optional>
+#include <utility>
+
+#include "codec.h"
+#include "read_cache.h"
+#include "state.h"
+
+namespace shmdict::python {
+
+PyTypeObject* g_dict_type = nullptr;
+
+PyObject* Lookup(PyObject* self, PyObject* key) {
+  State* s = Ready(self);
+  if (s == nullptr) return nullptr;
+  ThreadHandle* h = s->backend->ForThread();
+  if (h == nullptr) return nullptr;
+  const std::optional<uint64_t> cache_revision = s->backend->CacheRevision(*h);
+  const bool cacheable_key = cache_revision && IsCacheableKey(key);
+  if (cacheable_key) {
+    // One atomic load: when nothing was committed, the cached object is the current value.
+    SyncCache(s, *cache_revision);
+    if (PyObject* cached = PyDict_GetItemWithError(s->cache, key)) {
+      Py_INCREF(cached);
+      return cached;
+    }
+    if (PyErr_Occurred()) return nullptr;
+  }
+  EncodedKey encoded;
+  if (!EncodeKey(self, key, &encoded)) return nullptr;
+  if (!cacheable_key && (h = HandleFor(self)) == nullptr) return nullptr;  // Python ran
+  // The handle catches up first, so the value is at least as new as cache_revision: if it is
+  // newer, the published revision has moved on and the next read drops the cache.
+  Value value;
+  if (h->dict != nullptr) {
+    if (!*h->dict->Get(encoded.bytes, &value)) return nullptr;  // local reads are always OK
+  } else {
+    Result<bool> found = CallStore(s, h, [&](Store& d) { return d.Get(encoded.bytes, &value); });
+    if (!found.ok()) {
+      SetStatusError(found.status(), s->backend->error_context());
+      return nullptr;
+    }
+    if (!*found) return nullptr;
+  }
+  PyObject* decoded = DecodeValue(self, value.view());
+  if (decoded != nullptr && cacheable_key && IsCacheableValue(value.type())) {
+    CacheValue(s, key, decoded);
+  }
+  return decoded;
+}
+
+namespace {
+
+PyObject* GetItem(PyObject* self, PyObject* key) {
+  PyObject* value = Lookup(self, key);
+  if (value == nullptr && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+  return value;
+}
+
+int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
+  EncodedKey encoded_key;
+  Value encoded_value;
+  if (!EncodeKey(self, key, &encoded_key)) return -1;
+  if (value != nullptr && !EncodeValue(self, value, &encoded_value)) return -1;
+  State* s = Ready(self);
+  if (s == nullptr) return -1;
+  ThreadHandle* h = s->backend->ForThread();
+  if (h == nullptr) return -1;
+  Status error;
+  uint64_t revision = 0;
+  bool existed = true;
+  {
+    // A thread holding the user lock cannot wait for the lock (the core's lock is recursive for
+    // its holder), so it keeps the GIL and saves the cost of handing it over.
+    std::optional<WithoutGil> unlocked;
+    if (h->lock_depth == 0) unlocked.emplace(s);
+    if (value != nullptr) {
+      Result<uint64_t> r = h->store->Set(encoded_key.bytes, encoded_value);
+      if (r.ok())
+        revision = *r;
+      else
+        error = r.status();
+    } else {
+      Result<bool> r = h->store->Erase(encoded_key.bytes);
+      if (r.ok())
+        existed = *r;
+      else
+        error = r.status();
+      if (r.ok() && *r) revision = h->store->last_commit_revision();
+    }
+  }
+  if (!error.ok()) {
+    SetStatusError(error, s->backend->error_context());
+    return -1;
+  }
+  if (!existed) {
+    PyErr_SetObject(PyExc_KeyError, key);
+    return -1;
+  }
+  CacheOwnWrite(s, revision, key, value, encoded_value.type());
+  return 0;
+}
+
+Py_ssize_t Length(PyObject* self) {
+  State* s = Ready(self);
+  ThreadHandle* h = s == nullptr ? nullptr : s->backend->ForThread();
+  if (h == nullptr) return -1;
+  Result<uint64_t> size = CallStore(s, h, [](Store& d) { return d.Size(); });
+  if (!size.ok()) {
+    SetStatusError(size.status(), s->backend->error_context());
+    return -1;
+  }
+  return static_cast<Py_ssize_t>(*size);
+}
+
+// `key in d`: from the cache when it knows the key, else from the core without decoding the
+// value (which could mean unpickling it).
+int Contains(PyObject* self, PyObject* key) {
+  State* s = Ready(self);
+  if (s == nullptr) return -1;
+  ThreadHandle* h = s->backend->ForThread();
+  if (h == nullptr) return -1;
+  const std::optional<uint64_t> cache_revision = s->backend->CacheRevision(*h);
+  if (cache_revision && IsCacheableKey(key)) {
+    SyncCache(s, *cache_revision);
+    if (PyDict_GetItemWithError(s->cache, key) != nullptr) return 1;
+    if (PyErr_Occurred()) return -1;
+  }
+  EncodedKey encoded;
+  if (!EncodeKey(self, key, &encoded)) return -1;
+  if ((h = HandleFor(self)) == nullptr) return -1;  // encoding may have run Python
+  if (h->dict != nullptr) return *h->dict->Contains(encoded.bytes) ? 1 : 0;
+  Result<bool> found = CallStore(s, h, [&](Store& d) { return d.Contains(encoded.bytes); });
+  if (!found.ok()) {
+    SetStatusError(found.status(), s->backend->error_context());
+    return -1;
+  }
+  return *found ? 1 : 0;
+}
+
+void Dealloc(PyObject* self) {
+  State* s = StateOf(self);
+  if (s != nullptr) {
+    SyncFork(s);
+    // Python code that collects a dict inside another thread's `with d.lock:` does this.
+    s->backend->LeakLockedByOtherThreads();
+    reinterpret_cast<CoreObject*>(self)->state = nullptr;
+    // The creator's handle unlinks when auto_unlink. A dealloc has no caller to report to.
+    if (!s->closed) (void)s->backend->Close();
+    delete s;
+  }
+  PyTypeObject* type = Py_TYPE(self);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyType_Slot g_slots[] = {
+    {Py_tp_doc, const_cast<char*>("The C++ engine under shmdict.Dict; use shmdict.Dict.")},
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(Dealloc)},
+    {Py_mp_subscript, reinterpret_cast<void*>(GetItem)},
+    {Py_mp_ass_subscript, reinterpret_cast<void*>(SetOrDeleteItem)},
+    {Py_mp_length, reinterpret_cast<void*>(Length)},
+    {Py_sq_contains, reinterpret_cast<void*>(Contains)},
+    {0, nullptr},
+};
+PyType_Spec g_spec = {
+    "shmdict._core.DictBase",
+    sizeof(CoreObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_MAPPING,
+    g_slots,
+};
+
+}  // namespace
+
+PyObject* MakeDictType() {
+  PyObject* type = PyType_FromSpec(&g_spec);
+  g_dict_type = reinterpret_cast<PyTypeObject*>(type);
+  return type;
+}
+
+}  // namespace shmdict::python
