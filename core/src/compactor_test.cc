@@ -170,7 +170,7 @@ TEST_F(CompactorTest, BuildsReuseTheirOwnRetiredSnapshotsButNeverOneStillMapped)
     ASSERT_EQ(*attacher->Size(), model.size());
     for (const auto& [key, value] : model) {
       auto got = attacher->Get(key);
-      ASSERT_TRUE(got.ok() && got->has_value()) << key;
+      ASSERT_THAT(got, testing::IsOkAndHolds(::testing::Ne(std::nullopt))) << key;
       ASSERT_EQ((*got)->data(), value) << key << " in round " << round;
     }
   }

@@ -145,28 +145,6 @@ TEST_F(DictTest, DictInterfaceOperationsBehaveLikeAMap) {
   EXPECT_TRUE(d.Keys()->empty());
 }
 
-TEST_F(DictTest, CompareAndSetSwapsOnlyOnMatch) {
-  Dict d = OpenOrDie(Opts());
-  EXPECT_TRUE(*d.CompareAndSet("k", std::nullopt, Value::Str("one")));
-  EXPECT_FALSE(*d.CompareAndSet("k", std::nullopt, Value::Str("two")));
-  EXPECT_FALSE(*d.CompareAndSet("k", Value::Str("zzz"), Value::Str("two")));
-  EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("one"), Value::Str("two")));
-  EXPECT_EQ((*d.Get("k"))->data(), "two");
-  EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("two"), std::nullopt));
-  EXPECT_FALSE(*d.Contains("k"));
-}
-
-TEST_F(DictTest, IncrementCountsFromZeroAndRejectsNonIntegers) {
-  Dict d = OpenOrDie(Opts());
-  EXPECT_EQ(*d.Increment("n"), 1);
-  EXPECT_EQ(*d.Increment("n", 41), 42);
-  ASSERT_OK(d.Set("s", Value::Str("x")));
-  auto bad = d.Increment("s");
-  ASSERT_THAT(bad, StatusIs(StatusCode::kFailedPrecondition));
-  ASSERT_OK(d.Set("max", Value::Int(INT64_MAX)));
-  EXPECT_EQ(d.Increment("max").status().code(), StatusCode::kOutOfRange);
-}
-
 TEST_F(DictTest, ManySnapshotsLaterAnAttacherSeesTheExactState) {
   Options o = Opts(64 * 1024);
   o.background_compaction = false;

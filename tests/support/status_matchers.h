@@ -57,7 +57,7 @@ Status ToStatus(const Result<T>& r) {
     if (const ::shmdict::Status shmdict_status_ = ::shmdict::testing::ToStatus(expr); \
         shmdict_status_.ok()) {                                                       \
     } else                                                                            \
-      on_failure() << #expr << " returned " << shmdict_status_.ToString()
+      on_failure() << #expr << " returned " << shmdict_status_.ToString() << " "
 #define ASSERT_OK(expr) SHMDICT_STATUS_CHECK_(GTEST_FAIL, expr)
 #define EXPECT_OK(expr) SHMDICT_STATUS_CHECK_(ADD_FAILURE, expr)
 
@@ -81,8 +81,8 @@ class StatusIsMatcher {
 
   template <typename T>
   bool MatchAndExplain(const T& value, ::testing::MatchResultListener* listener) const {
+    // (The value itself is printed by gtest through PrintTo.)
     const Status status = ToStatus(value);
-    *listener << "whose status is " << status.ToString();
     if (status.code() != code_) return false;
     const std::string message(status.message());
     return message_.MatchAndExplain(message, listener);
