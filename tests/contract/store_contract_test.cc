@@ -86,8 +86,8 @@ class StoreContractTest : public DictTestBase, public ::testing::WithParamInterf
 #endif
 
   void TearDown() override {
-    // Closed before the fixture's check, so that no handle (the bridge's included) writes a
-    // segment of the dict after its name was unlinked.
+    // This test's handles are closed before the fixture unlinks the dict and checks /dev/shm, so
+    // that none of them writes a segment of it afterwards.
     store_.reset();
     owner_.reset();
     DictTestBase::TearDown();
