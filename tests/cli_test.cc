@@ -125,7 +125,7 @@ class CliTest : public DictTestBase {
   // The latest committed revision, read the way `shmdict status` does.
   uint64_t Revision(const std::string& name) {
     Result<DictStatus> status = LocalCatalog().Inspect(name);
-    EXPECT_TRUE(status.ok()) << status.status().ToString();
+    EXPECT_OK(status);
     return status.ok() ? status->revision : 0;
   }
 
@@ -316,9 +316,9 @@ TEST_F(CliTest, ListJsonIsOneObjectWithTypedValues) {
   std::string child;
   {
     Result<Dict> dict = Dict::Open(AttachOptions(name_));
-    ASSERT_TRUE(dict.ok()) << dict.status().ToString();
+    ASSERT_OK(dict);
     Result<Dict> nested = dict->OpenNested("sub");
-    ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+    ASSERT_OK(nested);
     child = nested->name();
   }
 
@@ -384,9 +384,9 @@ TEST_F(CliTest, ExportThenImportRoundTripsEveryTypeExactly) {
   ASSERT_EQ(imported.code(), 0) << imported.Describe();
   {
     Result<Dict> dict = Dict::Open(AttachOptions(name_));
-    ASSERT_TRUE(dict.ok()) << dict.status().ToString();
+    ASSERT_OK(dict);
     Result<Dict> nested = dict->OpenNested("nested");
-    ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+    ASSERT_OK(nested);
   }
 
   const CliRun exported = Run({"export", name_});
@@ -403,7 +403,8 @@ TEST_F(CliTest, ExportThenImportRoundTripsEveryTypeExactly) {
   EXPECT_EQ(reexported.out, exported.out);
   Result<Dict> original = Dict::Open(AttachOptions(name_));
   Result<Dict> imported_copy = Dict::Open(AttachOptions(copy));
-  ASSERT_TRUE(original.ok() && imported_copy.ok());
+  ASSERT_OK(original);
+  ASSERT_OK(imported_copy);
   EXPECT_TRUE(original->Export() == imported_copy->Export());
 }
 
@@ -452,7 +453,7 @@ TEST_F(CliTest, ImportOfALargeFileKeepsAnExactPrefixAcrossBatches) {
 TEST_F(CliTest, AnImportKilledMidwayLeavesAPrefixOfItsInput) {
   Create(name_);
   Result<Dict> dict = Dict::Open(AttachOptions(name_));
-  ASSERT_TRUE(dict.ok()) << dict.status().ToString();
+  ASSERT_OK(dict);
   const uint64_t before = dict->revision();
   std::string stderr_path;
   std::unique_ptr<WorkerProcess> import = Start({"import", name_}, &stderr_path);
@@ -463,7 +464,7 @@ TEST_F(CliTest, AnImportKilledMidwayLeavesAPrefixOfItsInput) {
                                  std::to_string(i) + "}"));
   }
   Result<uint64_t> changed = dict->WaitForChange(before, std::chrono::seconds(60));
-  ASSERT_TRUE(changed.ok()) << changed.status().ToString() << ReadFile(stderr_path);
+  ASSERT_OK(changed) << ReadFile(stderr_path);
   EXPECT_TRUE(import->KillAndWait().KilledBy(SIGKILL));
 
   const std::vector<std::string> listed = SplitLines(Run({"list", name_}).out);
@@ -525,9 +526,9 @@ TEST_F(CliTest, WatchFromBeforeTheLogStartsWithTheSnapshot) {
   {
     // Enough small writes to wrap the 64 KiB log several times: revision 1 is long gone from it.
     Result<Dict> dict = Dict::Open(AttachOptions(name_));
-    ASSERT_TRUE(dict.ok()) << dict.status().ToString();
-    ASSERT_TRUE(dict->Set("a", Value::Str("1")).ok());
-    for (int i = 1; i <= 5000; ++i) ASSERT_TRUE(dict->Set("churn", Value::Int(i)).ok());
+    ASSERT_OK(dict);
+    ASSERT_OK(dict->Set("a", Value::Str("1")));
+    for (int i = 1; i <= 5000; ++i) ASSERT_OK(dict->Set("churn", Value::Int(i)));
   }
   const uint64_t last_churn = Revision(name_);
   std::string stderr_path;
@@ -650,8 +651,8 @@ TEST_F(CliTest, LsShowsTheDictAndWhetherItIsAbandoned) {
   EXPECT_EQ(row["entries"], 0) << row.dump();
 
   Result<Dict> dict = Dict::Open(AttachOptions(name_));
-  ASSERT_TRUE(dict.ok()) << dict.status().ToString();
-  ASSERT_TRUE(dict->Set("k", Value::Str("v")).ok());
+  ASSERT_OK(dict);
+  ASSERT_OK(dict->Set("k", Value::Str("v")));
   row = find_row(Run({"ls", "--json"}));
   EXPECT_EQ(row["abandoned"], false) << row.dump();
   EXPECT_EQ(row["entries"], 1) << row.dump();
@@ -669,10 +670,10 @@ TEST_F(CliTest, UnlinkRemovesEverySegmentIncludingNestedChildren) {
   Set("a", "1");
   {
     Result<Dict> dict = Dict::Open(AttachOptions(name_));
-    ASSERT_TRUE(dict.ok()) << dict.status().ToString();
+    ASSERT_OK(dict);
     Result<Dict> nested = dict->OpenNested("child");
-    ASSERT_TRUE(nested.ok()) << nested.status().ToString();
-    ASSERT_TRUE(nested->Set("x", Value::Int(1)).ok());
+    ASSERT_OK(nested);
+    ASSERT_OK(nested->Set("x", Value::Int(1)));
   }
   EXPECT_GE(ShmEntriesWithPrefix(name_).size(), 2u);
 

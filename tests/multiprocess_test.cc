@@ -345,8 +345,7 @@ TEST_F(MultiProcessTest, MustCreateAndMustAttachAgreeAcrossProcesses) {
   EXPECT_EQ(OpenInAnotherProcess(name_, "must-create"), "open OK created=1");
 
   Result<Dict> again = Dict::Open(CreateOptions(name_));
-  ASSERT_FALSE(again.ok());
-  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+  ASSERT_THAT(again, StatusIs(StatusCode::kAlreadyExists));
   EXPECT_NE(again.status().message().find(name_), std::string::npos) << again.status().ToString();
 
   Result<Dict> attached = Dict::Open(AttachOptions(name_));
@@ -443,20 +442,18 @@ TEST_F(MultiProcessTest, LockErrorsNameTheHolderPidOfAnotherProcess) {
   const std::string holder_pid = std::to_string(holder->pid());
 
   Result<LockGuard> tried = dict->TryLock();
-  ASSERT_FALSE(tried.ok());
-  EXPECT_EQ(tried.status().code(), StatusCode::kUnavailable);
+  ASSERT_THAT(tried, StatusIs(StatusCode::kUnavailable));
   EXPECT_NE(tried.status().message().find(holder_pid), std::string::npos)
       << tried.status().ToString();
 
   Result<LockGuard> timed = dict->Lock(milliseconds(200));
-  ASSERT_FALSE(timed.ok());
-  EXPECT_EQ(timed.status().code(), StatusCode::kDeadlineExceeded);
+  ASSERT_THAT(timed, StatusIs(StatusCode::kDeadlineExceeded));
   EXPECT_NE(timed.status().message().find(holder_pid), std::string::npos)
       << timed.status().ToString();
 
   Result<uint64_t> write = dict->Set("blocked", Value::Int(1));
-  ASSERT_FALSE(write.ok()) << "a write went through while another process held the lock";
-  EXPECT_EQ(write.status().code(), StatusCode::kDeadlineExceeded);
+  ASSERT_THAT(write, StatusIs(StatusCode::kDeadlineExceeded))
+      << "a write went through while another process held the lock";
   EXPECT_NE(write.status().message().find(holder_pid), std::string::npos)
       << write.status().ToString();
   EXPECT_EQ(dict->GetStatus().lock_holder_pid, static_cast<uint32_t>(holder->pid()));
@@ -490,8 +487,7 @@ TEST_F(MultiProcessTest, WaitForChangeWakesWhenAnotherProcessWrites) {
   const auto start = Clock::now();
   Result<uint64_t> idle = dict->WaitForChange(before, milliseconds(200));
   const auto idle_elapsed = Clock::now() - start;
-  ASSERT_FALSE(idle.ok()) << "woke up although nobody wrote";
-  EXPECT_EQ(idle.status().code(), StatusCode::kDeadlineExceeded);
+  ASSERT_THAT(idle, StatusIs(StatusCode::kDeadlineExceeded)) << "woke up although nobody wrote";
   EXPECT_GE(idle_elapsed, milliseconds(190));
   EXPECT_LT(idle_elapsed, seconds(5));
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "blob_segment.h"
+#include "dict_test_base.h"
 #include "segment.h"
 #include "shmdict/dict.h"
 #include "shmdict/local_catalog.h"
@@ -23,16 +24,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class CompactorTest : public ::testing::Test {
+class CompactorTest : public testing::DictTestBase {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    name_ = std::string("ut-") + info->name() + "-" + std::to_string(getpid());
-  }
-  void TearDown() override {
-    Dict::UnlinkByName(name_).IgnoreError();
-    EXPECT_TRUE(ListSegments(name_).empty()) << "segments left behind for " << name_;
-  }
   Options Opts() const {
     Options o;
     o.name = name_;
@@ -44,7 +37,6 @@ class CompactorTest : public ::testing::Test {
   bool SnapshotNamed(uint64_t generation) const {
     return OpenSegment(SnapshotSegment(name_, generation), O_RDONLY, 0).ok();
   }
-  std::string name_;
 };
 
 // Dumps of a big dict with few changes each publish deltas over one base: that base keeps its
@@ -53,14 +45,14 @@ class CompactorTest : public ::testing::Test {
 // old base is retired with its deltas.
 TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
   auto opened = Dict::Open(Opts());
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  ASSERT_OK(opened);
   Dict& dict = *opened;
   std::map<std::string, std::string> model;
   for (int i = 0; i < 4000; ++i) {
     model["key" + std::to_string(i)] = std::string(40, 'a');
-    ASSERT_TRUE(dict.Set("key" + std::to_string(i), Value::Str(std::string(40, 'a'))).ok());
+    ASSERT_OK(dict.Set("key" + std::to_string(i), Value::Str(std::string(40, 'a'))));
   }
-  ASSERT_TRUE(dict.Dump().ok());
+  ASSERT_OK(dict.Dump());
   uint64_t base = dict.GetStatus().snapshot_generation.value();
   uint64_t previous = base;
   int deltas = 0;
@@ -70,16 +62,16 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
       const std::string key = "key" + std::to_string((round * 97 + i * 13) % 5000);
       if (i % 4 == 0) {
         model.erase(key);
-        ASSERT_TRUE(dict.Erase(key).ok());
+        ASSERT_OK(dict.Erase(key));
       } else {
         model[key] = std::string(40, 'a' + round % 26);
-        ASSERT_TRUE(dict.Set(key, Value::Str(model[key])).ok());
+        ASSERT_OK(dict.Set(key, Value::Str(model[key])));
       }
     }
-    ASSERT_TRUE(dict.Dump().ok());
+    ASSERT_OK(dict.Dump());
     const uint64_t published = dict.GetStatus().snapshot_generation.value();
     auto snap = SnapshotView::Open(name_, published);
-    ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+    ASSERT_OK(snap);
     if ((*snap)->base_generation() != 0) {
       ++deltas;
       EXPECT_EQ((*snap)->base_generation(), base) << "a delta over another base than the chain's";
@@ -96,8 +88,8 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
     previous = published;
     EXPECT_EQ((*snap)->entry_count(), model.size());
     auto attacher = Dict::Open(Opts());
-    ASSERT_TRUE(attacher.ok()) << attacher.status().ToString();
-    ASSERT_TRUE(attacher->Refresh(/*force=*/true).ok());
+    ASSERT_OK(attacher);
+    ASSERT_OK(attacher->Refresh(/*force=*/true));
     EXPECT_EQ(*attacher->Size(), model.size());
   }
   EXPECT_GT(deltas, 10) << "small changes to a big dict should be published as deltas";
@@ -110,34 +102,34 @@ TEST_F(CompactorTest, ThePublishedChainsBaseIsNeverRetired) {
 // by the crash test as a "@b" segment left after Erase and Dump.
 TEST_F(CompactorTest, ADumpFromAHandleOnAnOlderChainPublishesAndReclaimsWhatItCovers) {
   auto first = Dict::Open(Opts());
-  ASSERT_TRUE(first.ok()) << first.status().ToString();
-  ASSERT_TRUE(first->Set("k", Value::Int(0)).ok());
-  ASSERT_TRUE(first->Set("big", Value::Bytes(std::string(100000, 'a'))).ok());
-  ASSERT_TRUE(first->Dump().ok());
+  ASSERT_OK(first);
+  ASSERT_OK(first->Set("k", Value::Int(0)));
+  ASSERT_OK(first->Set("big", Value::Bytes(std::string(100000, 'a'))));
+  ASSERT_OK(first->Dump());
   auto second = Dict::Open(Opts());
-  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  ASSERT_OK(second);
   ASSERT_TRUE((*second->Get("k")).has_value());  // its view is on the first base
   // Rewriting the whole value folds the next snapshot into a new base.
-  ASSERT_TRUE(first->Set("big", Value::Bytes(std::string(100000, 'b'))).ok());
+  ASSERT_OK(first->Set("big", Value::Bytes(std::string(100000, 'b'))));
   auto new_base = first->Dump();
-  ASSERT_TRUE(new_base.ok()) << new_base.status().ToString();
+  ASSERT_OK(new_base);
   auto snap = SnapshotView::Open(name_, *new_base);
-  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  ASSERT_OK(snap);
   ASSERT_EQ((*snap)->base_generation(), 0u) << "the setup needs a new base";
   snap->reset();
   // What a publisher killed between publishing the new base and its cleanup leaves behind.
-  ASSERT_TRUE(WriteBlobSegment(name_, first->revision(), std::string(1 << 16, 'x'), 0600).ok());
+  ASSERT_OK(WriteBlobSegment(name_, first->revision(), std::string(1 << 16, 'x'), 0600));
 
   // The second handle's changes since its snapshot are small: built over its view, they would
   // make a delta over the first base, which is no longer the published chain's.
-  ASSERT_TRUE(second->Erase("big").ok());
+  ASSERT_OK(second->Erase("big"));
   auto dumped = second->Dump();
-  ASSERT_TRUE(dumped.ok()) << dumped.status().ToString();
+  ASSERT_OK(dumped);
   EXPECT_GT(*dumped, *new_base);
   EXPECT_EQ(second->GetStatus().snapshot_generation, *dumped) << "the dump was not published";
   EXPECT_TRUE(ListNumberedSegments(name_ + "@b").empty()) << "a covered large value was kept";
   auto attacher = Dict::Open(Opts());
-  ASSERT_TRUE(attacher.ok()) << attacher.status().ToString();
+  ASSERT_OK(attacher);
   EXPECT_EQ(*attacher->Size(), 1u);
   EXPECT_FALSE((*attacher->Get("big")).has_value());
 }
@@ -148,42 +140,42 @@ TEST_F(CompactorTest, ADumpFromAHandleOnAnOlderChainPublishesAndReclaimsWhatItCo
 // right when a second handle attaches to them.
 TEST_F(CompactorTest, BuildsReuseTheirOwnRetiredSnapshotsButNeverOneStillMapped) {
   auto writer = Dict::Open(Opts());
-  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  ASSERT_OK(writer);
   std::map<std::string, std::string> model;
   auto write_round = [&](int round) {
     // Every key rewritten with a longer value: each dump folds into a new base (a full copy).
     for (int i = 0; i < 2000; ++i) {
       const std::string key = "key:" + std::to_string(i);
       const std::string value(8 + round % 5, static_cast<char>('a' + round % 26));
-      ASSERT_TRUE(writer->Set(key, Value::Bytes(value)).ok());
+      ASSERT_OK(writer->Set(key, Value::Bytes(value)));
       model[key] = value;
     }
   };
   write_round(0);
   auto first = writer->Dump();
-  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_OK(first);
   auto held_by_reader = SnapshotView::Open(name_, *first);  // a reader in another handle
-  ASSERT_TRUE(held_by_reader.ok()) << held_by_reader.status().ToString();
+  ASSERT_OK(held_by_reader);
   std::map<uint64_t, int> inodes;  // snapshot segment inode -> builds that used it
   for (int round = 1; round <= 12; ++round) {
     write_round(round);
     auto generation = writer->Dump();
-    ASSERT_TRUE(generation.ok()) << generation.status().ToString();
+    ASSERT_OK(generation);
     auto fd = OpenSegment(SnapshotSegment(name_, *generation), O_RDONLY, 0);
-    ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+    ASSERT_OK(fd);
     struct stat st {};
     ASSERT_EQ(fstat(fd->get(), &st), 0);
     ++inodes[st.st_ino];
     auto attacher = Dict::Open(Opts());
-    ASSERT_TRUE(attacher.ok()) << attacher.status().ToString();
+    ASSERT_OK(attacher);
     ASSERT_EQ(*attacher->Size(), model.size());
     for (const auto& [key, value] : model) {
       auto got = attacher->Get(key);
-      ASSERT_TRUE(got.ok() && got->has_value()) << key;
+      ASSERT_THAT(got, testing::IsOkAndHolds(::testing::Ne(std::nullopt))) << key;
       ASSERT_EQ((*got)->data(), value) << key << " in round " << round;
     }
   }
-  EXPECT_TRUE((*held_by_reader)->VerifyContents(name_).ok())
+  EXPECT_OK((*held_by_reader)->VerifyContents(name_))
       << "a build wrote into a snapshot another mapper held";
   EXPECT_LT(inodes.size(), 12u) << "no build reused a retired snapshot's segment";
 }
@@ -203,37 +195,37 @@ TEST_F(CompactorTest, AHandleOutlivingItsDictsUnlinkLeavesNothingBehind) {
   creator_options.buffer_size = 64 * 1024;
   creator_options.background_compaction = true;
   auto creator = Dict::Open(creator_options);
-  ASSERT_TRUE(creator.ok()) << creator.status().ToString();
+  ASSERT_OK(creator);
   Options attach = creator_options;
   attach.create_mode = CreateMode::kMustAttach;
   auto survivor = Dict::Open(attach);
-  ASSERT_TRUE(survivor.ok()) << survivor.status().ToString();
+  ASSERT_OK(survivor);
   // Enough unpublished log for a quiet-period snapshot (1/16 of the log), no log-full build.
   for (int i = 0; i < 60; ++i) {
-    ASSERT_TRUE(survivor->Set("k" + std::to_string(i), Value::Str(std::string(100, 'v'))).ok());
+    ASSERT_OK(survivor->Set("k" + std::to_string(i), Value::Str(std::string(100, 'v'))));
   }
-  ASSERT_TRUE(creator->Close().ok());  // unlinks (auto_unlink) while survivor's builder waits
+  ASSERT_OK(creator->Close());  // unlinks (auto_unlink) while survivor's builder waits
   ASSERT_FALSE(LocalCatalog().Inspect(name_).ok());
   // A dict created again under the name: the old handle must leave its segments alone.
   Options again = Opts();
   auto replacement = Dict::Open(again);
-  ASSERT_TRUE(replacement.ok()) << replacement.status().ToString();
-  ASSERT_TRUE(replacement->Set("new", Value::Int(1)).ok());
-  ASSERT_TRUE(replacement->Dump().ok());
+  ASSERT_OK(replacement);
+  ASSERT_OK(replacement->Set("new", Value::Int(1)));
+  ASSERT_OK(replacement->Dump());
   const uint64_t generation = replacement->GetStatus().snapshot_generation.value();
   ASSERT_TRUE(SnapshotNamed(generation));
   // The survivor keeps writing to its (unlinked) dict and goes quiet: its builder wakes.
   for (int i = 0; i < 60; ++i) {
-    ASSERT_TRUE(survivor->Set("more" + std::to_string(i), Value::Str(std::string(100, 'v'))).ok());
+    ASSERT_OK(survivor->Set("more" + std::to_string(i), Value::Str(std::string(100, 'v'))));
   }
   std::this_thread::sleep_for(300ms);
-  ASSERT_TRUE(survivor->Close().ok());
+  ASSERT_OK(survivor->Close());
   EXPECT_TRUE(SnapshotNamed(generation)) << "the old handle removed the new dict's snapshot";
   auto reopened = Dict::Open(attach);
-  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  ASSERT_OK(reopened);
   EXPECT_EQ(*reopened->Get("new"), std::optional<Value>(Value::Int(1)));
-  ASSERT_TRUE(reopened->Close().ok());
-  ASSERT_TRUE(replacement->Close().ok());  // unlinks the replacement
+  ASSERT_OK(reopened->Close());
+  ASSERT_OK(replacement->Close());  // unlinks the replacement
   EXPECT_TRUE(ListSegments(name_).empty()) << "the unlinked dict's handle left segments behind";
 }
 

@@ -10,24 +10,18 @@
 #include <set>
 #include <thread>
 
+#include "dict_test_base.h"
 #include "segment.h"
 
 namespace shmdict {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::StatusIs;
 
-// Each test gets its own dict name and proves it left nothing behind in /dev/shm.
-class DictTest : public ::testing::Test {
+// Each test gets its own dict name and proves it left nothing behind in /dev/shm (DictTestBase).
+class DictTest : public testing::DictTestBase {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    name_ = std::string("ut-") + info->name() + "-" + std::to_string(getpid());
-  }
-  void TearDown() override {
-    Dict::UnlinkByName(name_).IgnoreError();
-    EXPECT_TRUE(internal::ListSegments(name_).empty()) << "segments left behind for " << name_;
-  }
   Options Opts(uint64_t buffer = 64 * 1024) {
     Options o;
     o.name = name_;
@@ -37,18 +31,17 @@ class DictTest : public ::testing::Test {
   }
   Dict OpenOrDie(const Options& o) {
     auto d = Dict::Open(o);
-    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_OK(d);
     return std::move(*d);
   }
-  std::string name_;
 };
 
 TEST_F(DictTest, SetThenGetReturnsTheTypedValue) {
   Dict d = OpenOrDie(Opts());
   ASSERT_EQ(*d.Set("s", Value::Str("hello")), 1u);
   ASSERT_EQ(*d.Set("i", Value::Int(-42)), 2u);
-  ASSERT_TRUE(d.Set("f", Value::Double(2.5)).ok());
-  ASSERT_TRUE(d.Set("b", Value::Bool(true)).ok());
+  ASSERT_OK(d.Set("f", Value::Double(2.5)));
+  ASSERT_OK(d.Set("b", Value::Bool(true)));
   EXPECT_EQ((*d.Get("s"))->AsText(), "hello");
   EXPECT_EQ((*d.Get("i"))->AsInt(), -42);
   EXPECT_EQ((*d.Get("f"))->AsDouble(), 2.5);
@@ -64,9 +57,9 @@ TEST_F(DictTest, SecondHandleSeesWritesOfTheFirst) {
   o.create_mode = CreateMode::kMustAttach;
   Dict b = OpenOrDie(o);
   EXPECT_FALSE(b.created());
-  ASSERT_TRUE(a.Set("k", Value::Str("v1")).ok());
+  ASSERT_OK(a.Set("k", Value::Str("v1")));
   EXPECT_EQ((*b.Get("k"))->data(), "v1");
-  ASSERT_TRUE(b.Set("k", Value::Str("v2")).ok());
+  ASSERT_OK(b.Set("k", Value::Str("v2")));
   EXPECT_EQ((*a.Get("k"))->data(), "v2");
   ASSERT_TRUE(*a.Erase("k"));
   EXPECT_FALSE(*b.Contains("k"));
@@ -77,16 +70,14 @@ TEST_F(DictTest, CreateModesAreEnforced) {
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   auto missing = Dict::Open(attach);
-  ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  ASSERT_THAT(missing, StatusIs(StatusCode::kNotFound));
   EXPECT_NE(missing.status().message().find(name_), std::string::npos);
 
   Dict first = OpenOrDie(Opts());
   Options create = Opts();
   create.create_mode = CreateMode::kMustCreate;
   auto again = Dict::Open(create);
-  ASSERT_FALSE(again.ok());
-  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+  ASSERT_THAT(again, StatusIs(StatusCode::kAlreadyExists));
 }
 
 TEST_F(DictTest, InvalidNamesAreRefused) {
@@ -99,29 +90,29 @@ TEST_F(DictTest, InvalidNamesAreRefused) {
     EXPECT_EQ(d.status().code(), StatusCode::kInvalidArgument) << bad;
   }
   EXPECT_EQ(Dict::ValidateName("").code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(Dict::ValidateName("orders-2024.v1_x").ok());
+  EXPECT_OK(Dict::ValidateName("orders-2024.v1_x"));
 }
 
 TEST_F(DictTest, RandomNameIsChosenWhenNoneIsGiven) {
   Options o;
   auto d = Dict::Open(o);
-  ASSERT_TRUE(d.ok());
-  name_ = d->name();  // TearDown checks this one
-  EXPECT_FALSE(name_.empty());
-  EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + name_));
+  ASSERT_OK(d);
+  TrackDictName(d->name());  // TearDown checks this one
+  EXPECT_FALSE(d->name().empty());
+  EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + d->name()));
 }
 
 TEST_F(DictTest, CreatorUnlinksOnCloseUnlessAutoUnlinkIsOff) {
   {
     Dict d = OpenOrDie(Opts());
-    ASSERT_TRUE(d.Set("k", Value::Str("v")).ok());
+    ASSERT_OK(d.Set("k", Value::Str("v")));
   }
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + name_));
   Options keep = Opts();
   keep.auto_unlink = false;
   { Dict d = OpenOrDie(keep); }
   EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + name_));
-  EXPECT_TRUE(Dict::UnlinkByName(name_).ok());
+  EXPECT_OK(Dict::UnlinkByName(name_));
   EXPECT_EQ(Dict::UnlinkByName(name_).code(), StatusCode::kNotFound);
 }
 
@@ -136,8 +127,7 @@ TEST_F(DictTest, SegmentIsCreatedWithTheRequestedMode) {
 
 TEST_F(DictTest, DictInterfaceOperationsBehaveLikeAMap) {
   Dict d = OpenOrDie(Opts());
-  ASSERT_TRUE(
-      d.Update(std::map<std::string, Value>{{"a", Value::Int(1)}, {"b", Value::Int(2)}}).ok());
+  ASSERT_OK(d.Update(std::map<std::string, Value>{{"a", Value::Int(1)}, {"b", Value::Int(2)}}));
   EXPECT_EQ(d.revision(), 1u) << "a batch is one revision";
   EXPECT_EQ(d.SetDefault("a", Value::Int(9))->AsInt(), 1);
   EXPECT_EQ(d.SetDefault("c", Value::Int(3))->AsInt(), 3);
@@ -150,33 +140,10 @@ TEST_F(DictTest, DictInterfaceOperationsBehaveLikeAMap) {
   auto item = *d.PopItem();
   ASSERT_TRUE(item.has_value());
   EXPECT_EQ(*d.Size(), 1u);
-  ASSERT_TRUE(d.Clear().ok());
+  ASSERT_OK(d.Clear());
   EXPECT_EQ(*d.Size(), 0u);
   EXPECT_FALSE(d.PopItem()->has_value());
   EXPECT_TRUE(d.Keys()->empty());
-}
-
-TEST_F(DictTest, CompareAndSetSwapsOnlyOnMatch) {
-  Dict d = OpenOrDie(Opts());
-  EXPECT_TRUE(*d.CompareAndSet("k", std::nullopt, Value::Str("one")));
-  EXPECT_FALSE(*d.CompareAndSet("k", std::nullopt, Value::Str("two")));
-  EXPECT_FALSE(*d.CompareAndSet("k", Value::Str("zzz"), Value::Str("two")));
-  EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("one"), Value::Str("two")));
-  EXPECT_EQ((*d.Get("k"))->data(), "two");
-  EXPECT_TRUE(*d.CompareAndSet("k", Value::Str("two"), std::nullopt));
-  EXPECT_FALSE(*d.Contains("k"));
-}
-
-TEST_F(DictTest, IncrementCountsFromZeroAndRejectsNonIntegers) {
-  Dict d = OpenOrDie(Opts());
-  EXPECT_EQ(*d.Increment("n"), 1);
-  EXPECT_EQ(*d.Increment("n", 41), 42);
-  ASSERT_TRUE(d.Set("s", Value::Str("x")).ok());
-  auto bad = d.Increment("s");
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(d.Set("max", Value::Int(INT64_MAX)).ok());
-  EXPECT_EQ(d.Increment("max").status().code(), StatusCode::kOutOfRange);
 }
 
 TEST_F(DictTest, ManySnapshotsLaterAnAttacherSeesTheExactState) {
@@ -187,10 +154,10 @@ TEST_F(DictTest, ManySnapshotsLaterAnAttacherSeesTheExactState) {
   for (int i = 0; i < 20000; ++i) {
     std::string key = "k" + std::to_string(i % 1500);
     if (i % 7 == 3) {
-      ASSERT_TRUE(writer.Erase(key).ok());
+      ASSERT_OK(writer.Erase(key));
       expected.erase(key);
     } else {
-      ASSERT_TRUE(writer.Set(key, Value::Int(i)).ok());
+      ASSERT_OK(writer.Set(key, Value::Int(i)));
       expected[key] = i;
     }
   }
@@ -211,9 +178,8 @@ TEST_F(DictTest, AReaderThatCountsLateAgreesWithTheWriter) {
   Options o = Opts(64 * 1024);
   o.background_compaction = false;
   Dict writer = OpenOrDie(o);
-  for (int i = 0; i < 1000; ++i)
-    ASSERT_TRUE(writer.Set("k" + std::to_string(i), Value::Int(i)).ok());
-  ASSERT_TRUE(writer.Dump().ok());
+  for (int i = 0; i < 1000; ++i) ASSERT_OK(writer.Set("k" + std::to_string(i), Value::Int(i)));
+  ASSERT_OK(writer.Dump());
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict reader = OpenOrDie(attach);
@@ -224,10 +190,10 @@ TEST_F(DictTest, AReaderThatCountsLateAgreesWithTheWriter) {
     for (int i = 0; i < 1500; ++i) {
       const std::string key = "k" + std::to_string((i * 7 + round * 13) % 1600);
       if (i % 5 == 2) {
-        ASSERT_TRUE(writer.Erase(key).ok());
+        ASSERT_OK(writer.Erase(key));
         expected.erase(key);
       } else {
-        ASSERT_TRUE(writer.Set(key, Value::Int(i)).ok());
+        ASSERT_OK(writer.Set(key, Value::Int(i)));
         expected.insert(key);
       }
       if (i % 250 == 0) {
@@ -237,9 +203,9 @@ TEST_F(DictTest, AReaderThatCountsLateAgreesWithTheWriter) {
     EXPECT_EQ(writer.GetStatus().entries, expected.size());
     EXPECT_EQ(*reader.Size(), expected.size());
     if (round == 1) {
-      ASSERT_TRUE(writer.Clear().ok());
+      ASSERT_OK(writer.Clear());
       expected.clear();
-      ASSERT_TRUE(writer.Set("after-clear", Value::Int(1)).ok());
+      ASSERT_OK(writer.Set("after-clear", Value::Int(1)));
       expected.insert("after-clear");
     }
   }
@@ -253,10 +219,10 @@ TEST_F(DictTest, BackgroundSnapshotsKeepALaggingReaderCorrect) {
   attach.create_mode = CreateMode::kMustAttach;
   Dict reader = OpenOrDie(attach);
   for (int i = 0; i < 30000; ++i) {
-    ASSERT_TRUE(writer.Set("k" + std::to_string(i % 700), Value::Int(i)).ok());
+    ASSERT_OK(writer.Set("k" + std::to_string(i % 700), Value::Int(i)));
   }
   // The reader lagged many laps behind: it must resync from a snapshot, not parse stale bytes.
-  ASSERT_TRUE(reader.Refresh().ok());
+  ASSERT_OK(reader.Refresh());
   EXPECT_EQ(reader.revision(), 30000u);
   EXPECT_EQ(*reader.Size(), 700u);
   EXPECT_EQ((*reader.Get("k599"))->AsInt(), 29999);
@@ -267,8 +233,8 @@ TEST_F(DictTest, ValueFarLargerThanTheLogRoundTrips) {
   Dict a = OpenOrDie(Opts(64 * 1024));
   std::string big(100 * 64 * 1024, 'x');
   for (size_t i = 0; i < big.size(); i += 4093) big[i] = static_cast<char>('a' + i % 26);
-  ASSERT_TRUE(a.Set("big", Value::Bytes(big)).ok());
-  ASSERT_TRUE(a.Set("small", Value::Str("s")).ok());
+  ASSERT_OK(a.Set("big", Value::Bytes(big)));
+  ASSERT_OK(a.Set("small", Value::Str("s")));
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict b = OpenOrDie(attach);
@@ -285,7 +251,7 @@ TEST_F(DictTest, LargeChangesLeadToSnapshotsAndTheirSegmentsAreRemoved) {
   Dict a = OpenOrDie(options);
   const std::string big(40 * 1024, 'b');  // over a quarter of the log: its own segment
   for (int i = 0; i < 40; ++i) {
-    ASSERT_TRUE(a.Set("big" + std::to_string(i % 5), Value::Bytes(big)).ok());
+    ASSERT_OK(a.Set("big" + std::to_string(i % 5), Value::Bytes(big)));
   }
   EXPECT_GT(a.GetStatus().snapshots_built, 0u);
   size_t blobs = 0;
@@ -306,7 +272,7 @@ TEST_F(DictTest, ADictWhoseWritersPauseGetsASnapshot) {
   Dict a = OpenOrDie(Opts(64 * 1024));
   // Between a sixteenth and half of the log: only the quiet trigger can build a snapshot.
   for (int i = 0; i < 200; ++i) {
-    ASSERT_TRUE(a.Set("key" + std::to_string(i), Value::Str("value")).ok());
+    ASSERT_OK(a.Set("key" + std::to_string(i), Value::Str("value")));
   }
   const DictStatus before = a.GetStatus();
   ASSERT_GE(before.log_used, before.log_capacity / 16);
@@ -327,17 +293,16 @@ TEST_F(DictTest, ADictWhoseWritersPauseGetsASnapshot) {
 TEST_F(DictTest, WatcherDeliversEveryChangeInOrder) {
   Dict d = OpenOrDie(Opts());
   auto watched = d.Watch(0);
-  ASSERT_TRUE(watched.ok());
+  ASSERT_OK(watched);
   Watcher& w = **watched;
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(d.Update(std::vector<std::pair<std::string, Value>>{{"b", Value::Int(2)},
-                                                                  {"c", Value::Int(3)}})
-                  .ok());
-  ASSERT_TRUE(d.Erase("a").ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
+  ASSERT_OK(d.Update(
+      std::vector<std::pair<std::string, Value>>{{"b", Value::Int(2)}, {"c", Value::Int(3)}}));
+  ASSERT_OK(d.Erase("a"));
   std::vector<Change> seen;
   while (seen.size() < 4) {
     auto batch = w.Next(100, 1s);
-    ASSERT_TRUE(batch.ok());
+    ASSERT_OK(batch);
     ASSERT_FALSE(batch->changes.empty()) << "timed out";
     for (auto& c : batch->changes) seen.push_back(c);
   }
@@ -347,7 +312,7 @@ TEST_F(DictTest, WatcherDeliversEveryChangeInOrder) {
   EXPECT_EQ(seen[3].op, ChangeOp::kErase);
   EXPECT_EQ(seen[3].revision, 3u);
   auto idle = w.Next(100, 10ms);
-  ASSERT_TRUE(idle.ok());
+  ASSERT_OK(idle);
   EXPECT_TRUE(idle->changes.empty());
   EXPECT_EQ(idle->revision, 3u);
 }
@@ -356,13 +321,12 @@ TEST_F(DictTest, WatcherFromAnOldRevisionStartsWithASnapshot) {
   Options o = Opts(64 * 1024);
   o.background_compaction = false;
   Dict d = OpenOrDie(o);
-  for (int i = 0; i < 5000; ++i)
-    ASSERT_TRUE(d.Set("k" + std::to_string(i % 50), Value::Int(i)).ok());
+  for (int i = 0; i < 5000; ++i) ASSERT_OK(d.Set("k" + std::to_string(i % 50), Value::Int(i)));
   auto watched = d.Watch(1);
-  ASSERT_TRUE(watched.ok());
+  ASSERT_OK(watched);
   Watcher& w = **watched;
   auto batch = w.Next(1000000, 1s);
-  ASSERT_TRUE(batch.ok());
+  ASSERT_OK(batch);
   ASSERT_TRUE(batch->is_snapshot);
   EXPECT_TRUE(batch->snapshot_begins);
   EXPECT_TRUE(batch->snapshot_ends);  // 50 keys: one chunk
@@ -372,7 +336,7 @@ TEST_F(DictTest, WatcherFromAnOldRevisionStartsWithASnapshot) {
   // The changes after the snapshot follow in later batches.
   while (w.revision() < 5000u) {
     auto more = w.Next(1000000, 1s);
-    ASSERT_TRUE(more.ok());
+    ASSERT_OK(more);
     ASSERT_FALSE(more->is_snapshot);
     ASSERT_FALSE(more->changes.empty()) << "timed out";
     for (auto& c : more->changes) state[c.key] = *c.value.AsInt();
@@ -388,12 +352,12 @@ TEST_F(DictTest, WaitForChangeWakesOnAWriteFromAnotherThread) {
     Options o = Opts();
     o.create_mode = CreateMode::kMustAttach;
     auto w = Dict::Open(o);
-    ASSERT_TRUE(w.ok());
-    ASSERT_TRUE(w->Set("k", Value::Int(1)).ok());
+    ASSERT_OK(w);
+    ASSERT_OK(w->Set("k", Value::Int(1)));
   });
   auto rev = d.WaitForChange(0, 10s);
   writer.join();
-  ASSERT_TRUE(rev.ok());
+  ASSERT_OK(rev);
   EXPECT_EQ(*rev, 1u);
   EXPECT_EQ(d.WaitForChange(1, 5ms).status().code(), StatusCode::kDeadlineExceeded);
 }
@@ -401,17 +365,16 @@ TEST_F(DictTest, WaitForChangeWakesOnAWriteFromAnotherThread) {
 TEST_F(DictTest, TryLockNamesTheHolderPid) {
   Dict a = OpenOrDie(Opts());
   auto guard = a.Lock();
-  ASSERT_TRUE(guard.ok());
-  ASSERT_TRUE(a.Set("inside", Value::Int(1)).ok()) << "the holder's own writes proceed";
+  ASSERT_OK(guard);
+  ASSERT_OK(a.Set("inside", Value::Int(1))) << "the holder's own writes proceed";
   std::thread other([&] {
     Options o = Opts();
     o.create_mode = CreateMode::kMustAttach;
     o.lock_timeout = 20ms;
     auto b = Dict::Open(o);
-    ASSERT_TRUE(b.ok());
+    ASSERT_OK(b);
     auto busy = b->TryLock();
-    ASSERT_FALSE(busy.ok());
-    EXPECT_EQ(busy.status().code(), StatusCode::kUnavailable);
+    ASSERT_THAT(busy, StatusIs(StatusCode::kUnavailable));
     EXPECT_NE(busy.status().message().find("pid " + std::to_string(getpid())), std::string::npos)
         << busy.status().message();
     auto write = b->Set("k", Value::Int(1));
@@ -431,11 +394,11 @@ TEST_F(DictTest, AThreadHoldingTheLockThroughOneHandleIsRefusedAtOnceThroughAnot
   o.lock_timeout = std::chrono::hours(1);  // a wait instead of the error would hang the test
   Dict b = OpenOrDie(o);
   auto guard = a.Lock();
-  ASSERT_TRUE(guard.ok());
+  ASSERT_OK(guard);
   auto write = b.Set("k", Value::Int(1));
   EXPECT_EQ(write.status().code(), StatusCode::kFailedPrecondition) << write.status().ToString();
   guard->Unlock();
-  EXPECT_TRUE(b.Set("k", Value::Int(1)).ok()) << "released: the other handle writes";
+  EXPECT_OK(b.Set("k", Value::Int(1))) << "released: the other handle writes";
 }
 
 // The library reports through the sink it is given, and nowhere else (no global logger).
@@ -452,9 +415,9 @@ TEST_F(DictTest, ASnapshotBuildIsReportedToTheLogSink) {
   Options o = Opts();
   o.log_sink = sink;
   Dict d = OpenOrDie(o);
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(d.Dump().ok());
-  ASSERT_TRUE(d.Close().ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
+  ASSERT_OK(d.Dump());
+  ASSERT_OK(d.Close());
   std::lock_guard<std::mutex> lock(sink->mu);
   ASSERT_FALSE(sink->lines.empty());
   EXPECT_EQ(sink->lines.back().first, LogLevel::kInfo);
@@ -474,11 +437,10 @@ TEST_F(DictTest, OneHandlePerThreadIncrementsReachTheExactTotal) {
       Options o = Opts();
       o.create_mode = CreateMode::kMustAttach;
       auto h = Dict::Open(o);
-      ASSERT_TRUE(h.ok());
+      ASSERT_OK(h);
       for (int i = 0; i < kPerThread; ++i) {
-        ASSERT_TRUE(h->Increment("counter").ok());
-        ASSERT_TRUE(
-            h->Set("filler" + std::to_string(i % 100), Value::Str("xxxxxxxxxxxxxxxx")).ok());
+        ASSERT_OK(h->Increment("counter"));
+        ASSERT_OK(h->Set("filler" + std::to_string(i % 100), Value::Str("xxxxxxxxxxxxxxxx")));
       }
     });
   }
@@ -492,14 +454,14 @@ TEST_F(DictTest, NestedDictIsUnlinkedWithItsParent) {
   {
     Dict parent = OpenOrDie(Opts());
     auto child = parent.OpenNested("settings");
-    ASSERT_TRUE(child.ok()) << child.status().ToString();
-    ASSERT_TRUE(child->Set("depth", Value::Int(2)).ok());
+    ASSERT_OK(child);
+    ASSERT_OK(child->Set("depth", Value::Int(2)));
     child_name = child->name();
     EXPECT_EQ((*parent.Get("settings"))->type(), ValueType::kNestedDict);
     auto again = parent.OpenNested("settings");
-    ASSERT_TRUE(again.ok());
+    ASSERT_OK(again);
     EXPECT_EQ((*again->Get("depth"))->AsInt(), 2);
-    ASSERT_TRUE(parent.Set("plain", Value::Int(1)).ok());
+    ASSERT_OK(parent.Set("plain", Value::Int(1)));
     EXPECT_EQ(parent.OpenNested("plain").status().code(), StatusCode::kFailedPrecondition);
     EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
   }
@@ -512,38 +474,38 @@ TEST_F(DictTest, DroppingTheLastReferenceToANestedDictUnlinksIt) {
   Dict parent = OpenOrDie(Opts());
   auto child_of = [&](const char* key) {
     auto child = parent.OpenNested(key);
-    EXPECT_TRUE(child.ok()) << child.status().ToString();
-    EXPECT_TRUE(child->Set("x", Value::Int(1)).ok());
+    EXPECT_OK(child);
+    EXPECT_OK(child->Set("x", Value::Int(1)));
     return child->name();
   };
   auto exists = [](const std::string& child) {
     return std::filesystem::exists("/dev/shm/shmdict." + child);
   };
   const std::string overwritten = child_of("a");
-  ASSERT_TRUE(parent.Set("a", Value::Int(1)).ok());
+  ASSERT_OK(parent.Set("a", Value::Int(1)));
   EXPECT_FALSE(exists(overwritten)) << "overwritten";
 
   const std::string erased = child_of("b");
-  ASSERT_TRUE(parent.Erase("b").ok());
+  ASSERT_OK(parent.Erase("b"));
   EXPECT_FALSE(exists(erased)) << "erased";
 
   const std::string popped = child_of("c");
-  ASSERT_TRUE(parent.Pop("c").ok());
+  ASSERT_OK(parent.Pop("c"));
   EXPECT_FALSE(exists(popped)) << "popped";
 
   // Copied to another key, then dropped from the first: still referenced.
   const std::string shared = child_of("d");
-  ASSERT_TRUE(parent.Set("e", **parent.Get("d")).ok());
-  ASSERT_TRUE(parent.Erase("d").ok());
+  ASSERT_OK(parent.Set("e", **parent.Get("d")));
+  ASSERT_OK(parent.Erase("d"));
   EXPECT_TRUE(exists(shared)) << "still held by 'e'";
   // Moved within one batch: still referenced.
   const std::vector<std::pair<std::string, Value>> move = {{"f", **parent.Get("e")},
                                                            {"e", Value::Int(0)}};
-  ASSERT_TRUE(parent.Update(move).ok());
+  ASSERT_OK(parent.Update(move));
   EXPECT_TRUE(exists(shared)) << "moved to 'f' in the same batch";
 
   const std::string cleared = child_of("g");
-  ASSERT_TRUE(parent.Clear().ok());
+  ASSERT_OK(parent.Clear());
   EXPECT_FALSE(exists(cleared)) << "cleared";
   EXPECT_FALSE(exists(shared)) << "cleared";
   EXPECT_EQ(*parent.Size(), 0u);
@@ -554,39 +516,39 @@ TEST_F(DictTest, InspectReportsWithoutAttaching) {
   o.auto_unlink = false;
   {
     Dict d = OpenOrDie(o);
-    ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+    ASSERT_OK(d.Set("a", Value::Int(1)));
     auto st = LocalCatalog().Inspect(name_);
-    ASSERT_TRUE(st.ok());
+    ASSERT_OK(st);
     EXPECT_EQ(st->attached, true);
     EXPECT_EQ(st->revision, 1u);
     EXPECT_EQ(st->entries, 1u);
     EXPECT_EQ(st->creator_pid, static_cast<uint32_t>(getpid()));
   }
   auto st = LocalCatalog().Inspect(name_);
-  ASSERT_TRUE(st.ok());
+  ASSERT_OK(st);
   EXPECT_EQ(st->attached, false);
   auto names = LocalCatalog().ListNames();
-  ASSERT_TRUE(names.ok());
+  ASSERT_OK(names);
   EXPECT_NE(std::find(names->begin(), names->end(), name_), names->end());
 }
 
 TEST_F(DictTest, DumpPublishesASnapshotThatRefreshCanLoad) {
   Dict d = OpenOrDie(Opts());
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
   auto gen = d.Dump();
-  ASSERT_TRUE(gen.ok());
+  ASSERT_OK(gen);
   EXPECT_GT(*gen, 0u);
   EXPECT_EQ(d.GetStatus().snapshot_revision, 1u);
-  ASSERT_TRUE(d.Refresh(/*force=*/true).ok());
+  ASSERT_OK(d.Refresh(/*force=*/true));
   EXPECT_EQ((*d.Get("a"))->AsInt(), 1);
 }
 
 TEST_F(DictTest, ClearHidesSnapshotEntriesFromLaterReaders) {
   Dict d = OpenOrDie(Opts());
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(d.Dump().ok());
-  ASSERT_TRUE(d.Clear().ok());
-  ASSERT_TRUE(d.Set("b", Value::Int(2)).ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
+  ASSERT_OK(d.Dump());
+  ASSERT_OK(d.Clear());
+  ASSERT_OK(d.Set("b", Value::Int(2)));
   Options attach = Opts();
   attach.create_mode = CreateMode::kMustAttach;
   Dict r = OpenOrDie(attach);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "blob_segment.h"
+#include "dict_test_base.h"
 #include "layout.h"
 #include "robust_lock.h"
 #include "segment.h"
@@ -18,22 +19,19 @@
 namespace shmdict {
 namespace {
 
-class RepairTest : public ::testing::Test {
+class RepairTest : public testing::DictTestBase {
  protected:
   void SetUp() override {
-    name_ = "ut-repair-" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-            std::to_string(getpid());
     Options o;
     o.name = name_;
     o.lock_timeout = std::chrono::milliseconds(5000);
     auto d = Dict::Open(o);
-    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    ASSERT_OK(d);
     dict_ = std::make_unique<Dict>(std::move(*d));
     auto fd = internal::OpenSegment(name_, O_RDWR, 0);
-    ASSERT_TRUE(fd.ok());
+    ASSERT_OK(fd);
     auto map = internal::MapSegment(fd->get(), internal::kHeaderSize, true);
-    ASSERT_TRUE(map.ok());
+    ASSERT_OK(map);
     fd_ = std::move(*fd);
     map_ = std::move(*map);
     header_ = reinterpret_cast<internal::MainHeader*>(map_.data());
@@ -42,8 +40,7 @@ class RepairTest : public ::testing::Test {
     dict_.reset();
     map_ = internal::Mapping();
     fd_ = internal::Fd();
-    Dict::UnlinkByName(name_).IgnoreError();
-    EXPECT_TRUE(internal::ListSegments(name_).empty());
+    DictTestBase::TearDown();
   }
   Result<Dict> AttachAnotherHandle() {
     Options attach;
@@ -57,14 +54,13 @@ class RepairTest : public ::testing::Test {
   void DieHoldingTheLock() {
     std::thread([this] {
       internal::HolderIdentity doomed;
-      ASSERT_TRUE(doomed.Claim(name_, fd_.get(), header_).ok());
+      ASSERT_OK(doomed.Claim(name_, fd_.get(), header_));
       ASSERT_EQ(internal::AcquireRobustLock(&header_->writer.write_lock, doomed,
                                             std::chrono::nanoseconds(-1)),
                 internal::LockResult::kAcquired);
     }).join();
   }
 
-  std::string name_;
   std::unique_ptr<Dict> dict_;
   internal::Fd fd_;
   internal::Mapping map_;
@@ -72,9 +68,9 @@ class RepairTest : public ::testing::Test {
 };
 
 TEST_F(RepairTest, WriterKilledBetweenCommitAndTailUpdateIsRepairedByTheNextWriter) {
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
   const uint64_t tail_before = header_->writer.writer_tail.load();
-  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  ASSERT_OK(dict_->Set("b", Value::Int(2)));
   // The state of a writer killed right after its commit store: revision 2 is committed, the
   // tail bookkeeping still describes revision 1.
   header_->writer.writer_tail.store(tail_before);
@@ -82,12 +78,12 @@ TEST_F(RepairTest, WriterKilledBetweenCommitAndTailUpdateIsRepairedByTheNextWrit
   DieHoldingTheLock();
 
   Result<Dict> other = AttachAnotherHandle();
-  ASSERT_TRUE(other.ok());
+  ASSERT_OK(other);
   auto rev = other->Set("c", Value::Int(3));
-  ASSERT_TRUE(rev.ok()) << rev.status().ToString();
+  ASSERT_OK(rev);
   EXPECT_EQ(*rev, 3u);
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
-  ASSERT_TRUE(dict_->Set("d", Value::Int(4)).ok()) << "the repaired tail is right";
+  ASSERT_OK(dict_->Set("d", Value::Int(4))) << "the repaired tail is right";
   auto items = other->Export();
   ASSERT_EQ(items.size(), 4u);
   EXPECT_EQ(items.at("b").AsInt(), 2);
@@ -98,17 +94,17 @@ TEST_F(RepairTest, WriterKilledBetweenCommitAndTailUpdateIsRepairedByTheNextWrit
 // already past its record while the revision still names the one before. Found by the crash
 // test at scale 4 ("the record of revision N left by a dead writer is invalid").
 TEST_F(RepairTest, WriterKilledBetweenTheTailAndItsRevisionIsRepairedByTheNextWriter) {
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
+  ASSERT_OK(dict_->Set("b", Value::Int(2)));
   header_->writer.writer_tail_revision.store(1);  // the tail store of revision 2 was made
   DieHoldingTheLock();
 
   Result<Dict> other = AttachAnotherHandle();
-  ASSERT_TRUE(other.ok());
+  ASSERT_OK(other);
   auto rev = other->Set("c", Value::Int(3));
-  ASSERT_TRUE(rev.ok()) << rev.status().ToString();
+  ASSERT_OK(rev);
   EXPECT_EQ(*rev, 3u);
-  ASSERT_TRUE(dict_->Set("d", Value::Int(4)).ok()) << "the repaired tail is right";
+  ASSERT_OK(dict_->Set("d", Value::Int(4))) << "the repaired tail is right";
   auto items = other->Export();
   ASSERT_EQ(items.size(), 4u);
   EXPECT_EQ(items.at("c").AsInt(), 3);
@@ -116,21 +112,21 @@ TEST_F(RepairTest, WriterKilledBetweenTheTailAndItsRevisionIsRepairedByTheNextWr
 }
 
 TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
   // A writer killed after writing its record's bytes but before the commit store.
   auto fd = internal::OpenSegment(name_, O_RDWR, 0);
-  ASSERT_TRUE(fd.ok());
+  ASSERT_OK(fd);
   auto full =
       internal::MapSegment(fd->get(), internal::kHeaderSize + header_->identity.log_capacity, true);
-  ASSERT_TRUE(full.ok());
+  ASSERT_OK(full);
   const uint64_t tail = header_->writer.writer_tail.load();
   std::memset(full->data() + internal::kHeaderSize + tail, 0xAB, 256);
   DieHoldingTheLock();
 
   Result<Dict> other = AttachAnotherHandle();
-  ASSERT_TRUE(other.ok());
+  ASSERT_OK(other);
   EXPECT_EQ(*other->Size(), 1u);
-  ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
+  ASSERT_OK(other->Set("b", Value::Int(2)));
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_EQ(dict_->Export().size(), 2u);
   EXPECT_EQ(dict_->revision(), 2u);
@@ -140,18 +136,18 @@ TEST_F(RepairTest, UncommittedBytesOfADeadWriterStayInvisible) {
 // the next lock holder's repair finds the retirement in the log and unlinks the child.
 TEST_F(RepairTest, AChildRetiredByADeadWriterIsUnlinkedByTheNextLockHolder) {
   auto child = dict_->OpenNested("settings");
-  ASSERT_TRUE(child.ok());
+  ASSERT_OK(child);
   const std::string child_name = child->name();
-  ASSERT_TRUE(child->Close().ok());  // closed: only its segment is left
-  ASSERT_TRUE(dict_->Set("settings", Value::Int(1)).ok());
+  ASSERT_OK(child->Close());  // closed: only its segment is left
+  ASSERT_OK(dict_->Set("settings", Value::Int(1)));
   // The state of a writer killed right after that commit: the child's segment is still there.
-  ASSERT_TRUE(internal::CreateSegment(child_name, 4096, 0600, /*replace_existing=*/false).ok());
+  ASSERT_OK(internal::CreateSegment(child_name, 4096, 0600, /*replace_existing=*/false));
   ASSERT_TRUE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
   DieHoldingTheLock();
 
   Result<Dict> other = AttachAnotherHandle();
-  ASSERT_TRUE(other.ok());
-  ASSERT_TRUE(other->Set("b", Value::Int(2)).ok());
+  ASSERT_OK(other);
+  ASSERT_OK(other->Set("b", Value::Int(2)));
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
 }
@@ -160,15 +156,15 @@ TEST_F(RepairTest, AChildRetiredByADeadWriterIsUnlinkedByTheNextLockHolder) {
 // change takes the same revision, and when it is small nothing replaces that segment. The next
 // lock holder's repair unlinks it (found by the crash test as a "@b" segment left in /dev/shm).
 TEST_F(RepairTest, ALargeValueADeadWriterNeverCommittedIsUnlinkedByTheNextLockHolder) {
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
   const std::string blob = "/dev/shm/shmdict." + internal::BlobSegment(name_, 2);
-  ASSERT_TRUE(internal::WriteBlobSegment(name_, 2, std::string(1 << 16, 'x'), 0600).ok());
+  ASSERT_OK(internal::WriteBlobSegment(name_, 2, std::string(1 << 16, 'x'), 0600));
   DieHoldingTheLock();
 
   Result<Dict> other = AttachAnotherHandle();
-  ASSERT_TRUE(other.ok());
+  ASSERT_OK(other);
   auto rev = other->Set("b", Value::Int(2));
-  ASSERT_TRUE(rev.ok()) << rev.status().ToString();
+  ASSERT_OK(rev);
   EXPECT_EQ(*rev, 2u);
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_FALSE(std::filesystem::exists(blob)) << "the dead writer's large value was kept";
@@ -180,10 +176,10 @@ TEST_F(RepairTest, ALargeValueADeadWriterNeverCommittedIsUnlinkedByTheNextLockHo
 TEST_F(RepairTest, AWaiterKilledInItsSleepCostsWritersOneWakeAtMost) {
   header_->wait.maybe_waiting.store(1);  // what the dead waiter left
   const uint32_t futex_before = header_->wait.change_futex.load();
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
   EXPECT_EQ(header_->wait.maybe_waiting.load(), 0u);
   EXPECT_EQ(header_->wait.change_futex.load(), futex_before + 1) << "one wake";
-  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
+  ASSERT_OK(dict_->Set("b", Value::Int(2)));
   EXPECT_EQ(header_->wait.change_futex.load(), futex_before + 1) << "and no more";
 }
 
@@ -197,7 +193,7 @@ TEST_F(RepairTest, ADamagedLockWordIsDataLossNotATimeout) {
   attach.create_mode = CreateMode::kMustAttach;
   attach.lock_timeout = std::chrono::hours(1);  // a timeout instead of the error hangs the test
   Result<Dict> other = Dict::Open(attach);
-  ASSERT_TRUE(other.ok());
+  ASSERT_OK(other);
   auto write = other->Set("b", Value::Int(2));
   EXPECT_EQ(write.status().code(), StatusCode::kDataLoss);
   EXPECT_NE(write.status().message().find("held by no live process and cannot be recovered"),
@@ -210,21 +206,21 @@ TEST_F(RepairTest, ADamagedLockWordIsDataLossNotATimeout) {
 // A repair that fails (here: the published snapshot is gone) is owed to every later acquirer,
 // each of which reports it, rather than being forgotten after the first.
 TEST_F(RepairTest, AFailedRepairIsRetriedByTheNextAcquirer) {
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(dict_->Dump().ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
+  ASSERT_OK(dict_->Dump());
   const uint64_t generation = header_->commit.snapshot_generation.load();
   ASSERT_GT(generation, 0u);
   const std::string snapshot = internal::SnapshotSegment(name_, generation);
   const std::string hidden = snapshot + "-hidden";
-  ASSERT_TRUE(internal::RenameSegment(snapshot, hidden).ok());
+  ASSERT_OK(internal::RenameSegment(snapshot, hidden));
   DieHoldingTheLock();
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto write = dict_->Set("b", Value::Int(2));
     EXPECT_FALSE(write.ok()) << "attempt " << attempt << ": a write over an unrepaired log";
   }
-  ASSERT_TRUE(internal::RenameSegment(hidden, snapshot).ok());
+  ASSERT_OK(internal::RenameSegment(hidden, snapshot));
   auto write = dict_->Set("b", Value::Int(2));
-  ASSERT_TRUE(write.ok()) << write.status().ToString();
+  ASSERT_OK(write);
   EXPECT_EQ(dict_->GetStatus().lock_recoveries, 1u);
   EXPECT_EQ((*dict_->Get("a"))->AsInt(), 1);
 }
@@ -233,11 +229,11 @@ TEST_F(RepairTest, AFailedRepairIsRetriedByTheNextAcquirer) {
 // silently disappear: an attacher compares it with the writer's record of its last commit, and an
 // attached handle with its own revision. Both report kDataLoss.
 TEST_F(RepairTest, ACommitPointThatWentBackIsDataLoss) {
-  ASSERT_TRUE(dict_->Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(dict_->Set("b", Value::Int(2)).ok());
-  ASSERT_TRUE(dict_->Set("c", Value::Int(3)).ok());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
+  ASSERT_OK(dict_->Set("b", Value::Int(2)));
+  ASSERT_OK(dict_->Set("c", Value::Int(3)));
   Result<Dict> attached = AttachAnotherHandle();
-  ASSERT_TRUE(attached.ok());
+  ASSERT_OK(attached);
   header_->commit.commit_revision.store(1);
 
   Status refreshed = attached->Refresh();
@@ -247,8 +243,8 @@ TEST_F(RepairTest, ACommitPointThatWentBackIsDataLoss) {
   EXPECT_EQ(attacher.status().code(), StatusCode::kDataLoss) << attacher.status().ToString();
 
   header_->commit.commit_revision.store(3);  // undamaged again: both work
-  EXPECT_TRUE(attached->Refresh().ok());
-  EXPECT_TRUE(AttachAnotherHandle().ok());
+  EXPECT_OK(attached->Refresh());
+  EXPECT_OK(AttachAnotherHandle());
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "dict_test_base.h"
 #include "segment.h"
 
 namespace shmdict::internal {
@@ -22,14 +23,11 @@ using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
 // A main-header-sized segment with both locks initialized, as a creator leaves it.
-class RobustLockTest : public ::testing::Test {
+class RobustLockTest : public shmdict::testing::DictTestBase {
  protected:
   void SetUp() override {
-    name_ = "ut-lock-" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-            std::to_string(getpid());
     auto created = CreateSegment(name_, kHeaderSize, 0600, /*replace_existing=*/true);
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    ASSERT_OK(created);
     fd_ = std::move(created->first);
     map_ = std::move(created->second);
     header_ = reinterpret_cast<MainHeader*>(map_.data());
@@ -40,17 +38,16 @@ class RobustLockTest : public ::testing::Test {
     map_ = Mapping();
     fd_ = Fd();
     UnlinkSegmentQuietly(name_);
+    DictTestBase::TearDown();
   }
   // A new identity, as a newly opened handle has.
   std::unique_ptr<HolderIdentity> NewIdentity() {
     auto identity = std::make_unique<HolderIdentity>();
-    Status s = identity->Claim(name_, fd_.get(), header_);
-    EXPECT_TRUE(s.ok()) << s.ToString();
+    EXPECT_OK(identity->Claim(name_, fd_.get(), header_));
     return identity;
   }
   RobustLockWord* lock() { return &header_->writer.write_lock; }
 
-  std::string name_;
   Fd fd_;
   Mapping map_;
   MainHeader* header_ = nullptr;

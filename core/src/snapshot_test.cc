@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "dict_test_base.h"
 #include "hash.h"
 #include "segment.h"
 
@@ -50,12 +51,14 @@ void ExpectHolds(const SnapshotView& snap, const Model& model, const std::string
   EXPECT_EQ(seen, model);
 }
 
-class SnapshotBuildTest : public ::testing::Test {
+// Its snapshots have no main segment, so TearDown removes them before DictTestBase's check.
+class SnapshotBuildTest : public shmdict::testing::DictTestBase {
  protected:
-  ~SnapshotBuildTest() override {
+  void TearDown() override {
     for (const std::string& segment : ListSegments(dict_ + "@")) UnlinkSegmentQuietly(segment);
+    DictTestBase::TearDown();
   }
-  const std::string dict_ = "snapshot_test_" + std::to_string(getpid());
+  const std::string dict_ = name_;
 };
 
 // Chains of snapshots, each built from the previous one, against a plain map: overwrites of the
@@ -95,7 +98,7 @@ TEST_F(SnapshotBuildTest, ChainsOfPatchedAndRewrittenSnapshotsMatchAMap) {
     }
     auto built =
         SnapshotView::Build(dict_, generation, generation, 0, 0600, base.get(), DeltaOf(delta));
-    ASSERT_TRUE(built.ok()) << built.status().ToString();
+    ASSERT_OK(built);
     const auto& snap = *built;
     // The table this one was written from: a delta from the previous delta (or from nothing,
     // over a base), a base from the chain's base.
@@ -114,8 +117,8 @@ TEST_F(SnapshotBuildTest, ChainsOfPatchedAndRewrittenSnapshotsMatchAMap) {
     saw_tombstones |= snap->tombstone_count() > 0;
     ExpectHolds(*snap, model, "never-a-key");
     auto reopened = SnapshotView::Open(dict_, generation);
-    ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
-    EXPECT_TRUE((*reopened)->VerifyContents(dict_).ok());
+    ASSERT_OK(reopened);
+    EXPECT_OK((*reopened)->VerifyContents(dict_));
     ExpectHolds(**reopened, model, "never-a-key");
     // The previous snapshot goes unless it is the new one's base.
     if (base && base->generation() != snap->base_generation()) {
@@ -138,7 +141,7 @@ TEST_F(SnapshotBuildTest, DeltaOverABaseReadsAsTheWholeDict) {
   Delta first;
   for (int i = 0; i < 1000; ++i) first["k" + std::to_string(i)] = "value" + std::to_string(i);
   auto base = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first));
-  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  ASSERT_OK(base);
   for (const auto& [key, value] : first) model[key] = *value;
   EXPECT_EQ((*base)->base_generation(), 0u);
 
@@ -147,7 +150,7 @@ TEST_F(SnapshotBuildTest, DeltaOverABaseReadsAsTheWholeDict) {
                         {"new", "fresh"},      // added
                         {"ghost", std::nullopt}};
   auto delta = SnapshotView::Build(dict_, 2, 2, 0, 0600, base->get(), DeltaOf(second));
-  ASSERT_TRUE(delta.ok()) << delta.status().ToString();
+  ASSERT_OK(delta);
   ASSERT_EQ((*delta)->base_generation(), 1u) << "a small change over a big base is a delta";
   EXPECT_EQ((*delta)->own_entry_count(), 3u) << "marker for k1, k2, new; nothing for ghost";
   model.erase("k1");
@@ -157,15 +160,15 @@ TEST_F(SnapshotBuildTest, DeltaOverABaseReadsAsTheWholeDict) {
 
   const Delta third = {{"k1", "back"}, {"new", std::nullopt}, {"k3", std::nullopt}};
   auto next = SnapshotView::Build(dict_, 3, 3, 0, 0600, delta->get(), DeltaOf(third));
-  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  ASSERT_OK(next);
   ASSERT_EQ((*next)->base_generation(), 1u) << "the next delta lies over the same base";
   model["k1"] = "back";
   model.erase("new");
   model.erase("k3");
   ExpectHolds(**next, model, "new");
   auto reopened = SnapshotView::Open(dict_, 3);
-  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
-  EXPECT_TRUE((*reopened)->VerifyContents(dict_).ok());
+  ASSERT_OK(reopened);
+  EXPECT_OK((*reopened)->VerifyContents(dict_));
   ExpectHolds(**reopened, model, "new");
 }
 
@@ -176,7 +179,7 @@ TEST_F(SnapshotBuildTest, ABigDeltaIsFoldedIntoANewBase) {
   Delta first;
   for (int i = 0; i < 800; ++i) first["k" + std::to_string(i)] = std::string(20, 'a');
   auto snap = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first));
-  ASSERT_TRUE(snap.ok());
+  ASSERT_OK(snap);
   for (const auto& [key, value] : first) model[key] = *value;
   std::shared_ptr<const SnapshotView> previous = *snap;
   bool folded = false;
@@ -199,7 +202,7 @@ TEST_F(SnapshotBuildTest, ABigDeltaIsFoldedIntoANewBase) {
     }
     auto built =
         SnapshotView::Build(dict_, generation, generation, 0, 0600, previous.get(), DeltaOf(delta));
-    ASSERT_TRUE(built.ok()) << built.status().ToString();
+    ASSERT_OK(built);
     folded = (*built)->base_generation() == 0;
     ExpectHolds(**built, model, "k-none");
     previous = *built;
@@ -213,17 +216,17 @@ TEST_F(SnapshotBuildTest, ABigDeltaIsFoldedIntoANewBase) {
 TEST_F(SnapshotBuildTest, ADeltaWhoseBaseIsMissingIsDataLossUnlessTheDeltaWasRetired) {
   Delta first;
   for (int i = 0; i < 200; ++i) first["k" + std::to_string(i)] = "v";
-  ASSERT_TRUE(SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first)).ok());
+  ASSERT_OK(SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first)));
   auto base = SnapshotView::Open(dict_, 1);
-  ASSERT_TRUE(base.ok());
+  ASSERT_OK(base);
   const Delta second = {{"k1", std::nullopt}};
   auto delta = SnapshotView::Build(dict_, 2, 2, 0, 0600, base->get(), DeltaOf(second));
-  ASSERT_TRUE(delta.ok());
+  ASSERT_OK(delta);
   ASSERT_EQ((*delta)->base_generation(), 1u);
-  ASSERT_TRUE(RenameSegment(SnapshotSegment(dict_, 1), SnapshotSegment(dict_, 1) + "x").ok());
+  ASSERT_OK(RenameSegment(SnapshotSegment(dict_, 1), SnapshotSegment(dict_, 1) + "x"));
   auto lost = SnapshotView::Open(dict_, 2);
   EXPECT_EQ(lost.status().code(), StatusCode::kDataLoss) << lost.status().ToString();
-  ASSERT_TRUE(RenameSegment(SnapshotSegment(dict_, 2), RetiredSegment(dict_, 2)).ok());
+  ASSERT_OK(RenameSegment(SnapshotSegment(dict_, 2), RetiredSegment(dict_, 2)));
   auto retired = SnapshotView::Open(dict_, 2);
   EXPECT_EQ(retired.status().code(), StatusCode::kNotFound) << retired.status().ToString();
   UnlinkSegmentQuietly(SnapshotSegment(dict_, 1) + "x");
@@ -236,7 +239,7 @@ TEST_F(SnapshotBuildTest, ADeltaWhoseBaseIsMissingIsDataLossUnlessTheDeltaWasRet
 TEST_F(SnapshotBuildTest, RecycleHeldSegmentKeepsTheMappingOnlyWhenNobodyElseMapsIt) {
   auto hold = [&](const std::string& segment, size_t bytes) {
     auto created = CreateSegment(segment, bytes, 0600, true);
-    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    EXPECT_OK(created);
     flock(created->first.get(), LOCK_SH);
     std::memset(created->second.data(), 'x', bytes);
     return std::move(*created);
@@ -245,14 +248,14 @@ TEST_F(SnapshotBuildTest, RecycleHeldSegmentKeepsTheMappingOnlyWhenNobodyElseMap
   const std::string fresh = SnapshotSegment(dict_, 2);
   for (size_t new_bytes : {size_t{3} << 16, size_t{1} << 16}) {  // grown, then shrunk
     auto taken = RecycleHeldSegment(hold(retired, size_t{2} << 16), retired, fresh, new_bytes);
-    ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+    ASSERT_OK(taken);
     ASSERT_EQ(taken->second.size(), new_bytes);
     std::memset(taken->second.data(), 'y', new_bytes);
     auto by_name = OpenSegment(fresh, O_RDONLY, 0);
-    ASSERT_TRUE(by_name.ok()) << "the segment was not renamed";
+    ASSERT_OK(by_name) << "the segment was not renamed";
     EXPECT_EQ(*SegmentSize(by_name->get()), new_bytes);
     auto map = MapSegment(by_name->get(), new_bytes, false);
-    ASSERT_TRUE(map.ok());
+    ASSERT_OK(map);
     EXPECT_EQ(map->data()[0], 'y');
     EXPECT_EQ(map->data()[new_bytes - 1], 'y');
     EXPECT_FALSE(OpenSegment(retired, O_RDONLY, 0).ok()) << "the retired name is still there";
@@ -262,11 +265,11 @@ TEST_F(SnapshotBuildTest, RecycleHeldSegmentKeepsTheMappingOnlyWhenNobodyElseMap
   // Another mapper's shared flock (its own open file description): refused, nothing renamed.
   auto held = hold(retired, 1 << 16);
   auto other = OpenSegment(retired, O_RDONLY, 0);
-  ASSERT_TRUE(other.ok());
+  ASSERT_OK(other);
   ASSERT_EQ(flock(other->get(), LOCK_SH | LOCK_NB), 0);
   auto refused = RecycleHeldSegment(std::move(held), retired, fresh, 1 << 16);
   EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
-  EXPECT_TRUE(OpenSegment(retired, O_RDONLY, 0).ok());
+  EXPECT_OK(OpenSegment(retired, O_RDONLY, 0));
   EXPECT_FALSE(OpenSegment(fresh, O_RDONLY, 0).ok());
   other = Fd();
   UnlinkSegmentQuietly(retired);
@@ -275,10 +278,10 @@ TEST_F(SnapshotBuildTest, RecycleHeldSegmentKeepsTheMappingOnlyWhenNobodyElseMap
   held = hold(retired, 1 << 16);
   UnlinkSegmentQuietly(retired);
   auto replacement = CreateSegment(retired, 1 << 16, 0600, true);
-  ASSERT_TRUE(replacement.ok());
+  ASSERT_OK(replacement);
   auto gone = RecycleHeldSegment(std::move(held), retired, fresh, 1 << 16);
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
-  EXPECT_TRUE(OpenSegment(retired, O_RDONLY, 0).ok()) << "the replacement lost its name";
+  EXPECT_OK(OpenSegment(retired, O_RDONLY, 0)) << "the replacement lost its name";
   EXPECT_FALSE(OpenSegment(fresh, O_RDONLY, 0).ok());
 }
 
@@ -286,14 +289,14 @@ TEST_F(SnapshotBuildTest, RecycleHeldSegmentKeepsTheMappingOnlyWhenNobodyElseMap
 TEST_F(SnapshotBuildTest, OnlyAnUnsharedViewBuiltHereReleasesItsSegment) {
   Delta delta{{"a", "1"}, {"b", "2"}};
   auto built = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(delta));
-  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  ASSERT_OK(built);
   std::shared_ptr<const SnapshotView> view = *built;
   built->reset();
   std::shared_ptr<const SnapshotView> shared = view;
   EXPECT_FALSE(SnapshotView::ReleaseSegment(&view).has_value()) << "released while shared";
   EXPECT_EQ(view, nullptr);
   auto opened = SnapshotView::Open(dict_, 1);
-  ASSERT_TRUE(opened.ok());
+  ASSERT_OK(opened);
   std::shared_ptr<const SnapshotView> mapped = *opened;
   opened->reset();
   EXPECT_FALSE(SnapshotView::ReleaseSegment(&mapped).has_value()) << "a read-only mapping";

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "dict_test_base.h"
 #include "segment.h"
 #include "shmdict/dict.h"
 #include "shmdict/store.h"
@@ -18,18 +19,11 @@ namespace shmdict {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::StatusIs;
 
-// Each test gets its own dict name and proves it left nothing behind in /dev/shm.
-class WatcherTest : public ::testing::Test {
+// Each test gets its own dict name and proves it left nothing behind in /dev/shm (DictTestBase).
+class WatcherTest : public testing::DictTestBase {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    name_ = std::string("wt-") + info->name() + "-" + std::to_string(getpid());
-  }
-  void TearDown() override {
-    Dict::UnlinkByName(name_).IgnoreError();
-    EXPECT_TRUE(internal::ListSegments(name_).empty()) << "segments left behind for " << name_;
-  }
   Options Opts(uint64_t buffer = 64 * 1024) {
     Options o;
     o.name = name_;
@@ -39,15 +33,14 @@ class WatcherTest : public ::testing::Test {
   }
   Dict OpenOrDie(const Options& o) {
     auto d = Dict::Open(o);
-    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_OK(d);
     return std::move(*d);
   }
   std::unique_ptr<Watcher> WatchOrDie(Dict& d, uint64_t after) {
     auto w = d.Watch(after);
-    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_OK(w);
     return std::move(*w);
   }
-  std::string name_;
 };
 
 std::string Key(int i) { return "key-" + std::to_string(i); }
@@ -60,7 +53,7 @@ std::map<std::string, Value> ReceiveSnapshot(Watcher& w, const WatchLimits& limi
   uint64_t snapshot_revision = 0;
   while (true) {
     auto batch = w.Next(limits, 0s);
-    EXPECT_TRUE(batch.ok()) << batch.status().ToString();
+    EXPECT_OK(batch);
     if (!batch.ok()) return items;
     EXPECT_TRUE(batch->is_snapshot);
     EXPECT_TRUE(batch->changes.empty());
@@ -94,23 +87,21 @@ TEST_F(WatcherTest, AWatcherOutlivesCloseAndDestructionOfItsDict) {
     Dict d = OpenOrDie(Opts());
     std::unique_ptr<Watcher> outlives_close = WatchOrDie(d, 0);
     outlives_destruction = WatchOrDie(d, 0);
-    ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+    ASSERT_OK(d.Set("a", Value::Int(1)));
     auto batch = outlives_close->Next(100, 1s);
-    ASSERT_TRUE(batch.ok());
+    ASSERT_OK(batch);
     ASSERT_EQ(batch->changes.size(), 1u);
 
-    ASSERT_TRUE(d.Close().ok());  // also unlinks the dict: the watchers keep their mappings
+    ASSERT_OK(d.Close());  // also unlinks the dict: the watchers keep their mappings
     auto after_close = outlives_close->Next(100, 1s);
-    ASSERT_FALSE(after_close.ok());
-    EXPECT_EQ(after_close.status().code(), StatusCode::kFailedPrecondition);
+    ASSERT_THAT(after_close, StatusIs(StatusCode::kFailedPrecondition));
     EXPECT_NE(after_close.status().message().find("the handle of dict '" + name_ + "' was closed"),
               std::string::npos)
         << after_close.status().message();
     EXPECT_EQ(outlives_close->revision(), 1u);
   }
   auto after_destruction = outlives_destruction->Next(100, 1s);
-  ASSERT_FALSE(after_destruction.ok());
-  EXPECT_EQ(after_destruction.status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_THAT(after_destruction, StatusIs(StatusCode::kFailedPrecondition));
   outlives_destruction->Cancel();  // still safe: the watcher's own mapping
   outlives_destruction.reset();
 }
@@ -126,7 +117,7 @@ TEST_F(WatcherTest, ClosingTheDictWakesABlockedNext) {
   });
   while (!calling.load()) std::this_thread::yield();
   std::this_thread::sleep_for(20ms);  // lets Next block; the outcome is the same if it has not
-  ASSERT_TRUE(d.Close().ok());
+  ASSERT_OK(d.Close());
   waiter.join();
   EXPECT_EQ(result.code(), StatusCode::kFailedPrecondition) << result.ToString();
 }
@@ -147,7 +138,7 @@ TEST_F(WatcherTest, CancelFromAnotherThreadWakesABlockedNext) {
   waiter.join();
   EXPECT_EQ(result.code(), StatusCode::kCancelled) << result.ToString();
   // Every later call, too, even with changes waiting; Cancel is idempotent.
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
   w->Cancel();
   EXPECT_EQ(w->Next(100, 0s).status().code(), StatusCode::kCancelled);
 }
@@ -159,14 +150,14 @@ TEST_F(WatcherTest, ASnapshotOfTenThousandKeysComesInChunksBoundedByCount) {
   for (int start = 0; start < 10000; start += 500) {
     std::vector<std::pair<std::string, Value>> items;
     for (int i = start; i < start + 500; ++i) items.emplace_back(Key(i), Value::Int(i));
-    ASSERT_TRUE(d.Update(items).ok());
+    ASSERT_OK(d.Update(items));
   }
-  ASSERT_TRUE(d.Dump().ok());
+  ASSERT_OK(d.Dump());
   // A delta over that base: erased, overwritten and new keys.
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE(d.Erase(Key(i)).ok());
-  for (int i = 100; i < 130; ++i) ASSERT_TRUE(d.Set(Key(i), Value::Str("overwritten")).ok());
-  for (int i = 10000; i < 10030; ++i) ASSERT_TRUE(d.Set(Key(i), Value::Int(i)).ok());
-  ASSERT_TRUE(d.Dump().ok());
+  for (int i = 0; i < 30; ++i) ASSERT_OK(d.Erase(Key(i)));
+  for (int i = 100; i < 130; ++i) ASSERT_OK(d.Set(Key(i), Value::Str("overwritten")));
+  for (int i = 10000; i < 10030; ++i) ASSERT_OK(d.Set(Key(i), Value::Int(i)));
+  ASSERT_OK(d.Dump());
   const uint64_t dumped = d.revision();
 
   std::unique_ptr<Watcher> w = WatchOrDie(d, 0);  // 0 with a snapshot: starts with it
@@ -177,9 +168,9 @@ TEST_F(WatcherTest, ASnapshotOfTenThousandKeysComesInChunksBoundedByCount) {
   EXPECT_EQ(chunks, 100u);  // 10,000 items, 100 a chunk: exactly full chunks, the last one ends
   EXPECT_EQ(w->revision(), dumped);
   // Then live changes, after the snapshot's revision.
-  ASSERT_TRUE(d.Set("after", Value::Int(1)).ok());
+  ASSERT_OK(d.Set("after", Value::Int(1)));
   auto batch = w->Next(100, 1s);
-  ASSERT_TRUE(batch.ok());
+  ASSERT_OK(batch);
   EXPECT_FALSE(batch->is_snapshot);
   ASSERT_EQ(batch->changes.size(), 1u);
   EXPECT_EQ(batch->changes[0].revision, dumped + 1);
@@ -191,10 +182,10 @@ TEST_F(WatcherTest, ASnapshotChunkStaysWithinMaxBytesButHoldsAtLeastOneItem) {
   Dict d = OpenOrDie(o);
   std::vector<std::pair<std::string, Value>> items;
   for (int i = 0; i < 10000; ++i) items.emplace_back(Key(i), Value::Int(i));
-  ASSERT_TRUE(d.Update(items).ok());
-  ASSERT_TRUE(d.Set("huge", Value::Bytes(std::string(5000, 'x'))).ok());  // over max_bytes alone
-  ASSERT_TRUE(d.Dump().ok());
-  ASSERT_TRUE(d.Set("after-the-snapshot", Value::Int(1)).ok());
+  ASSERT_OK(d.Update(items));
+  ASSERT_OK(d.Set("huge", Value::Bytes(std::string(5000, 'x'))));  // over max_bytes alone
+  ASSERT_OK(d.Dump());
+  ASSERT_OK(d.Set("after-the-snapshot", Value::Int(1)));
 
   std::unique_ptr<Watcher> w = WatchOrDie(d, 1);  // revision 1 predates the snapshot
   size_t chunks = 0;
@@ -205,7 +196,7 @@ TEST_F(WatcherTest, ASnapshotChunkStaysWithinMaxBytesButHoldsAtLeastOneItem) {
   EXPECT_GT(chunks, 10001u * 12 / 1000);  // about 12 bytes an item
   EXPECT_EQ(w->revision(), 2u);
   auto batch = w->Next(limits, 1s);
-  ASSERT_TRUE(batch.ok());
+  ASSERT_OK(batch);
   ASSERT_EQ(batch->changes.size(), 1u);
   EXPECT_EQ(batch->changes[0].key, "after-the-snapshot");
 }
@@ -214,12 +205,12 @@ TEST_F(WatcherTest, AnEmptyDictsSnapshotIsOneChunkWithBothFlags) {
   Options o = Opts();
   o.background_compaction = false;
   Dict d = OpenOrDie(o);
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(d.Clear().ok());
-  ASSERT_TRUE(d.Dump().ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
+  ASSERT_OK(d.Clear());
+  ASSERT_OK(d.Dump());
   std::unique_ptr<Watcher> w = WatchOrDie(d, 0);
   auto batch = w->Next(100, 1s);
-  ASSERT_TRUE(batch.ok());
+  ASSERT_OK(batch);
   EXPECT_TRUE(batch->is_snapshot);
   EXPECT_TRUE(batch->snapshot_begins);
   EXPECT_TRUE(batch->snapshot_ends);
@@ -232,17 +223,15 @@ TEST_F(WatcherTest, ChangeBatchesRespectMaxBytesWithoutSplittingARevision) {
   Dict d = OpenOrDie(Opts());
   std::unique_ptr<Watcher> w = WatchOrDie(d, 0);
   const std::string value(100, 'v');
-  for (int i = 0; i < 10; ++i) ASSERT_TRUE(d.Set(Key(i), Value::Bytes(value)).ok());
+  for (int i = 0; i < 10; ++i) ASSERT_OK(d.Set(Key(i), Value::Bytes(value)));
   // One revision of three changes, larger than max_bytes by itself.
-  ASSERT_TRUE(d.Update(std::vector<std::pair<std::string, Value>>{{"x", Value::Bytes(value)},
-                                                                  {"y", Value::Bytes(value)},
-                                                                  {"z", Value::Bytes(value)}})
-                  .ok());
+  ASSERT_OK(d.Update(std::vector<std::pair<std::string, Value>>{
+      {"x", Value::Bytes(value)}, {"y", Value::Bytes(value)}, {"z", Value::Bytes(value)}}));
   const WatchLimits limits{100, 250};
   std::vector<Change> seen;
   while (w->revision() < 11) {
     auto batch = w->Next(limits, 1s);
-    ASSERT_TRUE(batch.ok());
+    ASSERT_OK(batch);
     ASSERT_FALSE(batch->changes.empty()) << "timed out";
     size_t bytes = 0;
     for (const Change& c : batch->changes) bytes += c.key.size() + c.value.data().size();
@@ -259,8 +248,8 @@ TEST_F(WatcherTest, ChangeBatchesRespectMaxBytesWithoutSplittingARevision) {
 
 TEST_F(WatcherTest, ApplyCommitsAMixedBatchAsOneRevisionThatAWatcherSeesInOneBatch) {
   Dict d = OpenOrDie(Opts());
-  ASSERT_TRUE(d.Set("a", Value::Int(1)).ok());
-  ASSERT_TRUE(d.Set("b", Value::Int(2)).ok());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
+  ASSERT_OK(d.Set("b", Value::Int(2)));
   std::unique_ptr<Watcher> w = WatchOrDie(d, d.revision());
   auto set = [](std::string key, Value v) {
     return Change{0, ChangeOp::kSet, std::move(key), std::move(v)};
@@ -270,13 +259,13 @@ TEST_F(WatcherTest, ApplyCommitsAMixedBatchAsOneRevisionThatAWatcherSeesInOneBat
   auto applied =
       d.Apply({set("c", Value::Int(3)), erase("a"), erase("missing"), set("a", Value::Int(4)),
                erase("b"), set("n", Value::Int(5)), erase("n")});
-  ASSERT_TRUE(applied.ok()) << applied.status().ToString();
+  ASSERT_OK(applied);
   EXPECT_EQ(*applied, 3u);
   EXPECT_EQ(d.last_commit_revision(), 3u);
   EXPECT_EQ(d.Export(), (std::map<std::string, Value>{{"a", Value::Int(4)}, {"c", Value::Int(3)}}));
 
   auto batch = w->Next(100, 1s);
-  ASSERT_TRUE(batch.ok());
+  ASSERT_OK(batch);
   EXPECT_EQ(batch->revision, 3u);
   std::vector<std::pair<ChangeOp, std::string>> ops;
   for (const Change& c : batch->changes) {
@@ -293,18 +282,18 @@ TEST_F(WatcherTest, ApplyCommitsAMixedBatchAsOneRevisionThatAWatcherSeesInOneBat
 
   // Nothing to change: no revision.
   auto noop = d.Apply({erase("missing"), erase("b")});
-  ASSERT_TRUE(noop.ok());
+  ASSERT_OK(noop);
   EXPECT_EQ(*noop, 3u);
   EXPECT_EQ(d.revision(), 3u);
 
   // A clear in the middle: erasing a key it removed is skipped, a key set after it stays.
   auto cleared =
       d.Apply({Change{0, ChangeOp::kClear, "", {}}, erase("c"), set("x", Value::Int(9))});
-  ASSERT_TRUE(cleared.ok());
+  ASSERT_OK(cleared);
   EXPECT_EQ(*cleared, 4u);
   EXPECT_EQ(d.Export(), (std::map<std::string, Value>{{"x", Value::Int(9)}}));
   batch = w->Next(100, 1s);
-  ASSERT_TRUE(batch.ok());
+  ASSERT_OK(batch);
   ASSERT_EQ(batch->changes.size(), 2u);
   EXPECT_EQ(batch->changes[0].op, ChangeOp::kClear);
   EXPECT_EQ(batch->changes[1].key, "x");
@@ -320,16 +309,16 @@ TEST_F(WatcherTest, TheIncarnationChangesWhenTheNameIsCreatedAgain) {
   o.auto_unlink = false;
   Dict first = OpenOrDie(o);
   auto now = Dict::IncarnationOf(name_);
-  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  ASSERT_OK(now);
   EXPECT_EQ(*now, first.incarnation());
   Dict attached = OpenOrDie(o);
   EXPECT_EQ(attached.incarnation(), first.incarnation());
 
-  ASSERT_TRUE(first.Unlink().ok());
+  ASSERT_OK(first.Unlink());
   EXPECT_EQ(Dict::IncarnationOf(name_).status().code(), StatusCode::kNotFound);
   Dict second = OpenOrDie(o);  // `first` still maps the old segment, so its inode is not reused
   auto again = Dict::IncarnationOf(name_);
-  ASSERT_TRUE(again.ok());
+  ASSERT_OK(again);
   EXPECT_EQ(*again, second.incarnation());
   EXPECT_NE(second.incarnation(), first.incarnation());
   EXPECT_EQ(Dict::IncarnationOf("bad/name").status().code(), StatusCode::kInvalidArgument);
@@ -371,7 +360,7 @@ TEST_F(WatcherTest, FourWatchersOnFourThreadsFollowAWriter) {
     });
   }
   for (int i = 1; i <= kWrites; ++i) {
-    ASSERT_TRUE(d.Set(Key(i % kKeys), Value::Int(i)).ok());
+    ASSERT_OK(d.Set(Key(i % kKeys), Value::Int(i)));
   }
   for (std::thread& t : threads) t.join();
   const std::map<std::string, Value> expected = d.Export();

@@ -168,7 +168,8 @@ TEST_F(BridgeTest, BadInputGetsTheRightCodeChangesNothingAndTheBridgeServesOn) {
   grpc::Status status = stub->Set(Context().get(), set, &written);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(status.error_message().find(set.dict()), std::string::npos) << status.error_message();
-  EXPECT_FALSE(LocalCatalog().Inspect(set.dict()).ok()) << "the bridge must never create a dict";
+  EXPECT_THAT(LocalCatalog().Inspect(set.dict()), StatusIs(StatusCode::kNotFound))
+      << "the bridge must never create a dict";
 
   set.set_dict("bad/name");
   EXPECT_EQ(stub->Set(Context().get(), set, &written).error_code(),

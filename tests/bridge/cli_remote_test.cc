@@ -126,13 +126,13 @@ TEST_F(CliRemoteTest, ErrorsAreOneLineWithExitStatusTwo) {
   Ran ran = Run({"--remote", bridge_.address(), "get", missing, "k"});
   EXPECT_EQ(ran.code, 2);
   EXPECT_NE(ran.err.find("NOT_FOUND"), std::string::npos) << ran.err;
-  EXPECT_FALSE(LocalCatalog().Inspect(missing).ok())
+  EXPECT_THAT(LocalCatalog().Inspect(missing), StatusIs(StatusCode::kNotFound))
       << "a remote command must never create the dict";
 
   ran = Run({"--remote", bridge_.address(), "create", missing});
   EXPECT_EQ(ran.code, 2);
   EXPECT_NE(ran.err.find("--allow-create"), std::string::npos) << ran.err;
-  EXPECT_FALSE(LocalCatalog().Inspect(missing).ok());
+  EXPECT_THAT(LocalCatalog().Inspect(missing), StatusIs(StatusCode::kNotFound));
 
   // No bridge there: UNAVAILABLE, never "key missing".
   ran = Run({"--remote", "unix:" + dir_.path() + "/nobody.sock", "get", missing, "k"});

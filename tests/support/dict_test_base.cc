@@ -95,8 +95,8 @@ Options DictTestBase::AttachOptions(const std::string& name) {
 void DictTestBase::TearDown() {
   for (const std::string& name : names_) {
     const Status unlinked = Dict::UnlinkByName(name);
-    EXPECT_TRUE(unlinked.ok() || unlinked.code() == StatusCode::kNotFound)
-        << "UnlinkByName(" << name << "): " << unlinked.ToString();
+    EXPECT_THAT(unlinked, ::testing::AnyOf(IsOk(), StatusIs(StatusCode::kNotFound)))
+        << "UnlinkByName(" << name << ")";
     const std::vector<std::string> left = ShmEntriesWithPrefix(name);
     std::string listing;
     for (const std::string& entry : left) listing += " " + entry;

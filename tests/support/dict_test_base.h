@@ -1,9 +1,11 @@
-// DictTestBase: the fixture every process/crash/corruption test derives from. It hands out dict
-// names unique to the test and process, and on TearDown unlinks them and asserts that nothing
-// named /dev/shm/shmdict.<name>* is left behind (then removes any leftover so that one failing
-// test does not leak into the next).
+// DictTestBase: the one dict fixture of the shmdict::testing kit, derived from by the core's unit
+// tests, the process/crash/corruption tests, the bridge tests and the Store contract suite. It
+// hands out dict names unique to the test and process, and on TearDown unlinks them and asserts
+// that nothing named /dev/shm/shmdict.<name>* is left behind (then removes any leftover so that
+// one failing test does not leak into the next).
 //
-// Also: status assertion macros and helpers to look at /dev/shm directly.
+// Also: helpers to look at /dev/shm directly, and (through status_matchers.h) ASSERT_OK and the
+// status matchers.
 //
 // Thread-safety: use from the test's main thread.
 #ifndef SHMDICT_TESTS_SUPPORT_DICT_TEST_BASE_H_
@@ -18,27 +20,9 @@
 #include "gtest/gtest.h"
 #include "shmdict/dict.h"
 #include "shmdict/status.h"
+#include "status_matchers.h"
 
 namespace shmdict::testing {
-
-inline const Status& ToStatus(const Status& s) { return s; }
-template <typename T>
-Status ToStatus(const Result<T>& r) {
-  return r.status();
-}
-
-// ASSERT_OK(dict->Set(...)) << "context"; EXPECT_OK(Dict::UnlinkByName(name));
-// (The switch is gtest's guard against a dangling else.)
-#define SHMDICT_STATUS_CHECK_(on_failure, expr)                                       \
-  switch (0)                                                                          \
-  case 0:                                                                             \
-  default:                                                                            \
-    if (const ::shmdict::Status shmdict_status_ = ::shmdict::testing::ToStatus(expr); \
-        shmdict_status_.ok()) {                                                       \
-    } else                                                                            \
-      on_failure() << #expr << " returned " << shmdict_status_.ToString()
-#define ASSERT_OK(expr) SHMDICT_STATUS_CHECK_(GTEST_FAIL, expr)
-#define EXPECT_OK(expr) SHMDICT_STATUS_CHECK_(ADD_FAILURE, expr)
 
 // "/dev/shm/shmdict.NAME": where the main segment of dict NAME lives.
 std::string ShmPath(std::string_view name);
@@ -64,6 +48,8 @@ class DictTestBase : public ::testing::Test {
 
   // Another name for this test, also cleaned up and checked on TearDown.
   std::string NewDictName();
+  // A name this test did not choose (a dict opened without one), cleaned up and checked the same.
+  void TrackDictName(std::string name) { names_.push_back(std::move(name)); }
 
   // Options creating `name` (kMustCreate) with the creator's handle unlinking it on close.
   static Options CreateOptions(const std::string& name);

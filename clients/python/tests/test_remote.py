@@ -4,7 +4,6 @@ Each test starts its own bridge in a temporary directory, creates its dict local
 never creates one), and kills the bridge and unlinks the dict at the end (the `name` fixture
 checks that nothing is left in /dev/shm)."""
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -14,63 +13,11 @@ import time
 import pytest
 
 import shmdict
+from conftest import HAS_REMOTE, NO_REMOTE_REASON, Bridge
 
-BRIDGE = os.environ.get("SHMDICT_BRIDGE")
 CLI = os.environ.get("SHMDICT_CLI")
 
-pytestmark = pytest.mark.skipif(
-    not BRIDGE or not shmdict._core.HAS_REMOTE,
-    reason="shmdict-bridge is not built (SHMDICT_BUILD_BRIDGE=OFF) or not run through ctest")
-
-
-class Bridge:
-    """A shmdict-bridge process on unix:DIR/bridge.sock; start() returns once it printed
-    `ready`, kill() SIGKILLs and reaps it."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="shmdict-pytest-")
-        self.address = f"unix:{self.dir}/bridge.sock"
-        self.process = None
-
-    def start(self, timeout=60, extra_args=()):
-        self.process = subprocess.Popen(
-            [BRIDGE, "--listen", self.address, "--log-level", "warn", *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            # Its presence record in the test's directory, not /dev/shm: it is SIGKILLed.
-            env={"SHMDICT_BRIDGE_REGISTRY_DIR": self.dir})
-        deadline = time.monotonic() + timeout
-        output = []
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()  # the bridge prints `ready` or exits
-            if not line:
-                break
-            output.append(line)
-            if line.strip() == "ready":
-                return
-        self.kill()
-        raise AssertionError(f"shmdict-bridge did not become ready: {''.join(output)}")
-
-    def kill(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait(30)
-            self.process.stdout.close()
-            self.process = None
-
-    def cleanup(self):
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def bridge():
-    b = Bridge()
-    try:
-        b.start()
-        yield b
-    finally:
-        b.cleanup()
+pytestmark = pytest.mark.skipif(not HAS_REMOTE, reason=NO_REMOTE_REASON)
 
 
 @pytest.fixture
@@ -95,57 +42,6 @@ def eventually(predicate, timeout=30):
 
 def run(*args):
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
-
-
-def test_is_a_mutable_mapping_with_the_dict_contract(remote):
-    from collections.abc import MutableMapping
-    assert isinstance(remote, MutableMapping) and isinstance(remote, shmdict.RemoteDict)
-    d = remote
-    d["a"] = 1
-    d.update({"b": 2}, c=3)
-    d.update([("d", 4)])
-    assert len(d) == 4 and "a" in d and "z" not in d
-    assert sorted(d) == ["a", "b", "c", "d"]
-    assert sorted(d.keys()) == ["a", "b", "c", "d"]
-    assert sorted(d.values()) == [1, 2, 3, 4]
-    assert sorted(d.items()) == [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
-    assert ("a", 1) in d.items() and ("a", 2) not in d.items()
-    assert d == {"a": 1, "b": 2, "c": 3, "d": 4} and d != {"a": 1}
-    assert d.get("a") == 1 and d.get("z") is None and d.get("z", 0) == 0
-    assert d.pop("a") == 1 and d.pop("a", "gone") == "gone"
-    with pytest.raises(KeyError):
-        d.pop("a")
-    assert d.setdefault("b", 9) == 2 and d.setdefault("e", 5) == 5 and d["e"] == 5
-    del d["e"]
-    with pytest.raises(KeyError):
-        del d["e"]
-    with pytest.raises(KeyError):
-        d["e"]
-    k, v = d.popitem()
-    assert k in {"b", "c", "d"} and v == {"b": 2, "c": 3, "d": 4}[k] and k not in d
-    copy = d.copy()
-    assert type(copy) is dict and copy == d
-    d.clear()
-    assert len(d) == 0 and d == {}
-    with pytest.raises(KeyError):
-        d.popitem()
-
-
-def test_update_is_one_revision_and_counters(remote):
-    before = remote.revision
-    remote.update({f"k{i}": i for i in range(100)})
-    assert remote.revision == before + 1
-    assert remote.increment("n") == 1 and remote.increment("n", 41) == 42
-    remote["s"] = "x"
-    with pytest.raises(shmdict.WrongType) as e:
-        remote.increment("s")
-    assert isinstance(e.value, TypeError) and remote.name in str(e.value)
-    assert remote.compare_and_set("c", shmdict.ABSENT, "v1")
-    assert not remote.compare_and_set("c", shmdict.ABSENT, "v2")
-    assert remote.compare_and_set("c", "v1", None) and remote["c"] is None
-    assert remote.compare_and_set("c", None, shmdict.ABSENT) and "c" not in remote
-    remote["j"] = {"a": 1, "b": 2}  # non-native: compared with ==
-    assert remote.compare_and_set("j", {"b": 2, "a": 1}, [1]) and remote["j"] == [1]
 
 
 def test_local_only_parts_are_absent(remote):
@@ -179,24 +75,6 @@ def test_values_cross_between_remote_local_and_the_cli(bridge, local):
         assert r.copy() == local.copy()
 
 
-def test_watch_and_wait_for_change(remote, local):
-    rev = remote.revision
-    assert remote.wait_for_change(rev, timeout=0.05) is None
-    remote["a"] = 1
-    assert remote.wait_for_change(rev, timeout=10) == rev + 1
-    remote["b"] = 2
-    del remote["a"]
-    remote.clear()
-    changes = []
-    for c in remote.watch(rev, timeout=10):
-        changes.append(c)
-        if len(changes) == 4:
-            break
-    assert [(c.op, c.key, c.value) for c in changes] == [
-        ("set", "a", 1), ("set", "b", 2), ("delete", "a", None), ("clear", None, None)]
-    assert [c.revision for c in changes] == [rev + 1, rev + 2, rev + 3, rev + 4]
-
-
 def test_watch_resumes_across_a_bridge_sigkill_with_no_gap_and_no_duplicate(bridge, local):
     local["x"] = 0
     with shmdict.connect(bridge.address, local.name) as r:
@@ -226,22 +104,6 @@ def test_watch_from_zero_starts_with_a_flagged_snapshot_when_the_dict_has_one(br
             first = next(r.watch(1, timeout=30))
             assert first.snapshot and first.op == "snapshot"
             assert first.value == local.copy() and first.revision == local.revision
-
-
-def test_asyncio_changed_and_awatch(remote):
-    async def main():
-        rev = remote.revision
-        waiter = asyncio.ensure_future(remote.changed(rev, timeout=10))
-        stream = remote.awatch(rev)
-        await asyncio.sleep(0)
-        remote["a"] = 1
-        assert await waiter == rev + 1
-        change = await asyncio.wait_for(stream.__anext__(), 10)
-        assert (change.revision, change.op, change.key, change.value) == (rev + 1, "set", "a", 1)
-        assert await remote.changed(remote.revision, timeout=0.05) is None
-        await stream.aclose()
-
-    asyncio.run(main())
 
 
 def test_unknown_dict_is_file_not_found(bridge, name):
