@@ -46,6 +46,10 @@ struct BridgeConfig {
   std::string token_file;
   // --max-value-bytes: a larger key or value is refused before anything is written; 0: no limit.
   size_t max_value_bytes = 0;
+  // --max-idle-handles: Dict handles kept open per dict between calls, beyond the one each served
+  // dict keeps (each is a mapping and a file descriptor; a call that finds none idle attaches one,
+  // ~80 us). 0: every call attaches.
+  size_t max_idle_handles_per_dict = 8;
 
   // --tls-cert, --tls-key, --tls-client-ca: PEM files; TCP listeners speak TLS when set.
   std::string tls_cert;

@@ -280,8 +280,10 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(const BridgeConfig& co
   state->token_file = config.token_file;
 
   State* const s = state.get();
+  DictRegistry::Limits registry_limits;
+  registry_limits.max_idle_handles_per_dict = config.max_idle_handles_per_dict;
   state->registry = std::make_unique<DictRegistry>(
-      DictRegistry::Limits{}, [s](const std::string& dict, bool serving) {
+      registry_limits, [s](const std::string& dict, bool serving) {
         s->health.Set(DictHealthName(dict), serving);
         spdlog::info("{} dict={}", serving ? "serving" : "stopped serving", dict);
       });

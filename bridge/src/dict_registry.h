@@ -56,8 +56,9 @@ struct DictEntry;
 class DictRegistry {
  public:
   struct Limits {
-    // Idle handles kept per dict for the next calls (beyond the one each dict keeps open); a
-    // handle returned when this many are idle is closed.
+    // Idle handles kept per dict for the next calls, beyond the handle the dict was attached
+    // with (SharedDict's first, which stays open unless a Watch stream took it with Release());
+    // a handle returned when this many are idle is closed (--max-idle-handles).
     size_t max_idle_handles_per_dict = SharedDict::kDefaultMaxIdleHandles;
     // How often the notifier checks that the dict was not unlinked or replaced, and pokes idle
     // streams (their progress messages) when nothing changes.

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -131,6 +133,40 @@ TEST_F(DictRegistryTest, LeaseAttachesAnExistingDictByNameAndSharesItsWrites) {
 
   EXPECT_EQ(registry_->AttachedNames(), std::vector<std::string>{name_});
   EXPECT_EQ(serving_.Await(1), (std::vector<std::pair<std::string, bool>>{{name_, true}}));
+}
+
+// Open descriptors of this process on the dict's main segment: one per Dict handle.
+int HandlesOpenOn(const std::string& name) {
+  const std::string segment = testing::ShmPath(name);
+  int open = 0;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    if (std::filesystem::read_symlink(fd.path(), error) == segment) ++open;
+  }
+  return open;
+}
+
+TEST_F(DictRegistryTest, IdleHandlesBeyondTheCapAreClosed) {
+  for (size_t cap : {size_t{1}, size_t{8}}) {
+    SCOPED_TRACE("max_idle_handles_per_dict " + std::to_string(cap));
+    DictRegistry::Limits limits;
+    limits.max_idle_handles_per_dict = cap;
+    registry_.emplace(limits, serving_.Callback());
+    const int before = HandlesOpenOn(name_);  // the creator's
+    {
+      std::vector<DictRegistry::Lease> leases;
+      for (int i = 0; i < 4; ++i) {
+        auto lease = registry_->Acquire(name_);
+        ASSERT_OK(lease);
+        leases.push_back(std::move(*lease));
+      }
+      EXPECT_EQ(HandlesOpenOn(name_), before + 4) << "four concurrent calls, four handles";
+    }
+    // Returned: the handle the dict keeps, plus at most `cap` idle ones.
+    EXPECT_EQ(HandlesOpenOn(name_), before + static_cast<int>(std::min<size_t>(4, cap + 1)));
+    registry_.reset();
+    EXPECT_EQ(HandlesOpenOn(name_), before) << "the registry closes every handle it opened";
+  }
 }
 
 TEST_F(DictRegistryTest, LeaseNeverCreatesADict) {

@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
                  "\"authorization: Bearer TOKEN\"; re-read on SIGHUP");
   app.add_option("--max-value-bytes", config.max_value_bytes,
                  "refuse larger keys and values (RESOURCE_EXHAUSTED); 0: no limit");
+  app.add_option("--max-idle-handles", config.max_idle_handles_per_dict,
+                 "Dict handles kept open per dict between calls (each a mapping and a file "
+                 "descriptor); 0: every call attaches");
   app.add_option("--tls-cert", config.tls_cert, "PEM certificate chain: TCP listeners speak TLS");
   app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", config.tls_client_ca,

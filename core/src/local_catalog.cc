@@ -13,11 +13,11 @@
 namespace shmdict {
 namespace {
 
-Status Missing(std::string_view name) {
-  return Status(StatusCode::kNotFound, "dict '" + std::string(name) +
-                                           "' does not exist on this host (create it with: "
-                                           "shmdict create " +
-                                           std::string(name) + ")");
+// `say_how_to_create`: for lookups, not for unlink (the user just wanted it gone).
+Status Missing(std::string_view name, bool say_how_to_create = true) {
+  std::string message = "dict '" + std::string(name) + "' does not exist on this host";
+  if (say_how_to_create) message += " (create it with: shmdict create " + std::string(name) + ")";
+  return Status(StatusCode::kNotFound, std::move(message));
 }
 
 }  // namespace
@@ -74,7 +74,7 @@ Result<bool> LocalCatalog::Create(std::string_view name, const CreateOptions& op
 
 Status LocalCatalog::Unlink(std::string_view name) {
   Status unlinked = Dict::UnlinkByName(name);
-  if (unlinked.code() == StatusCode::kNotFound) return Missing(name);
+  if (unlinked.code() == StatusCode::kNotFound) return Missing(name, false);
   return unlinked;
 }
 

@@ -53,6 +53,21 @@ Result<Response> Unary(const Connection& connection, Call&& call) {
   return response;
 }
 
+// The bridge answers NOT_FOUND in its own host's words ("shmdict create NAME" there); say where
+// the dict is missing, and how a client creates one, in the words of the caller's side.
+Status NotFoundOnBridgeHost(std::string_view name, const std::string& address, Status status,
+                            bool say_how_to_create) {
+  if (status.code() != StatusCode::kNotFound) return status;
+  std::string message =
+      "dict '" + std::string(name) + "' does not exist on the host of the bridge at " + address;
+  if (say_how_to_create) {
+    message +=
+        " (create it there, or with `shmdict --remote ADDR create` on a bridge with "
+        "--allow-create)";
+  }
+  return Status(StatusCode::kNotFound, std::move(message));
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> RemoteCatalog::ListNames() {
@@ -76,7 +91,9 @@ Result<DictStatus> RemoteCatalog::Inspect(std::string_view name) {
       **connection, [&](v1::Dict::Stub& stub, grpc::ClientContext* context, auto* out) {
         return stub.Status(context, request, out);
       });
-  if (!response.ok()) return response.status();
+  if (!response.ok()) {
+    return NotFoundOnBridgeHost(name, options_.address, response.status(), true);
+  }
   DictStatus status = wire::FromProto(*response);
   status.bridge = options_.address;
   return status;

@@ -8,6 +8,7 @@
 #include "state.h"
 #include "status.h"
 #ifdef SHMDICT_PYTHON_REMOTE
+#include "shmdict/remote_catalog.h"
 #include "shmdict/remote_dict.h"
 #endif
 
@@ -109,7 +110,9 @@ void Connect(py::handle self, const std::string& address, const std::string& nam
   }
   std::unique_ptr<RemoteDict> opened =
       ValueOrThrow(std::move(*remote), ErrorContext{.remote = true});
-  RemoteEndpoint endpoint{.address = address, .mirror = mirror, .call_timeout = seconds};
+  RemoteEndpoint endpoint{.address = address,
+                          .mirror = mirror,
+                          .catalog = std::make_shared<RemoteCatalog>(options)};
   Install(self, std::make_unique<State>(
                     name, /*created=*/false,
                     std::make_unique<RemoteBackend>(std::move(opened), std::move(endpoint), name)));

@@ -7,7 +7,6 @@
 #include "errors.h"
 #include "state.h"
 #ifdef SHMDICT_PYTHON_REMOTE
-#include "shmdict/remote_catalog.h"
 #include "shmdict/remote_dict.h"
 #endif
 
@@ -28,19 +27,14 @@ py::dict StatusToDict(const DictStatus& status) {
 
 #ifdef SHMDICT_PYTHON_REMOTE
 py::dict RemoteStatus(State* s, RemoteDict& remote, const RemoteEndpoint& endpoint) {
-  RemoteOptions options;
-  options.address = endpoint.address;
-  options.dict = s->name;
-  options.call_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(std::ceil(endpoint.call_timeout * 1000)));
   std::optional<Result<DictStatus>> status;
   {
     WithoutGil unlocked(s);
-    status.emplace(RemoteCatalog(options).Inspect(s->name));
+    status.emplace(endpoint.catalog->Inspect(s->name));
   }
   // The dict's status as the bridge reports it, plus this handle's mirror.
   py::dict d = StatusToDict(ValueOrThrow(std::move(*status), s->backend->error_context()));
-  d["address"] = endpoint.address;
+  d["address"] = endpoint.address;  // as `bridge`; kept for the scripts that read it
   d["mirror"] = endpoint.mirror;
   d["mirror_revision"] = endpoint.mirror ? py::object(py::int_(remote.revision())) : py::none();
   d["mirror_connected"] = remote.mirror_connected();

@@ -6,8 +6,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <string>
 
+#include "shmdict/catalog.h"
 #include "shmdict/dict.h"
 
 namespace shmdict {
@@ -22,11 +24,13 @@ class State;
 
 py::dict StatusToDict(const DictStatus& st);
 
-// What RemoteStatus needs to ask the bridge about the dict again.
+// What RemoteStatus needs to ask the bridge about the dict again: the bridge's catalog, made with
+// the connection's own address, token, TLS files and timeout (a RemoteCatalog), so status() is
+// allowed wherever the dict's other calls are, and reuses one channel.
 struct RemoteEndpoint {
   std::string address;
   bool mirror = false;
-  double call_timeout = 10.0;  // seconds
+  std::shared_ptr<Catalog> catalog;
 };
 
 // A remote dict's status as the bridge reports it (one call, without the GIL), plus the mirror's

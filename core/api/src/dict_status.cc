@@ -2,6 +2,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstdlib>
 #include <type_traits>
 
 namespace shmdict {
@@ -31,18 +32,15 @@ StatusFieldValue ToFieldValue(const T& value) {
   }
 }
 
+// A value of another kind than the field's is a caller's bug (a wire mapping or a renderer out of
+// step with the table), not data: storing a default would turn it into a "known zero".
 template <typename T>
 T FromFieldValue(const StatusFieldValue& value) {
-  if constexpr (std::is_same_v<T, std::string>) {
-    const std::string* text = std::get_if<std::string>(&value);
-    return text != nullptr ? *text : std::string();
-  } else if constexpr (std::is_same_v<T, bool>) {
-    const bool* flag = std::get_if<bool>(&value);
-    return flag != nullptr && *flag;
-  } else {
-    const uint64_t* number = std::get_if<uint64_t>(&value);
-    return number != nullptr ? static_cast<T>(*number) : T{};
-  }
+  using Alternative = std::conditional_t<std::is_same_v<T, std::string> || std::is_same_v<T, bool>,
+                                         T, uint64_t>;
+  const Alternative* held = std::get_if<Alternative>(&value);
+  if (held == nullptr) std::abort();
+  return static_cast<T>(*held);
 }
 
 // One table row from a member pointer: the getter and setter are written once for every field.
@@ -97,6 +95,13 @@ constexpr std::array kFields = {
     // The transport's own fact, set by the client that asked the bridge.
     Field<&S::bridge>("bridge", "", K::kText),
 };
+
+// A member added to DictStatus needs a row above (or it is never rendered nor sent): this size
+// changes with it. x86-64 / aarch64 LP64 sizes; adjust with the row.
+static_assert(sizeof(void*) != 8 || sizeof(DictStatus) == 240,
+              "DictStatus changed: add its field to kFields (and to StatusResponse), then "
+              "update this size");
+static_assert(kFields.size() == 20, "a row was added or removed: update the count");
 
 }  // namespace
 

@@ -3,7 +3,7 @@
 //
 // Every transport fills the fields without std::optional. An optional field is one a transport
 // may not know: the local catalog (LocalCatalog, Dict::GetStatus) fills all of them; a bridge of
-// shmdict.v1.1 or later fills all but `lock_holder_in_this_pid_namespace` (it is about the
+// shmdict.v1.2 or later fills all but `lock_holder_in_this_pid_namespace` (it is about the
 // caller's own pid namespace, which a remote caller does not share); an older bridge fills only
 // the plain ones. `bridge` is set only when the status came through a bridge.
 //
@@ -78,8 +78,9 @@ struct StatusField {
   StatusFieldKind kind;
   // The value, or nullopt when the transport did not report it.
   std::optional<StatusFieldValue> (*get)(const DictStatus&);
-  // Stores a value of the field's kind (a kCount or kFileMode field takes a uint64_t; a value
-  // out of the member's range is truncated, as the wire's own width already bounds it).
+  // Stores a value of the field's kind: a std::string for kText, a bool for kFlag, a uint64_t for
+  // kCount and kFileMode (truncated to the member's width, which the wire's own width matches).
+  // A value of another alternative aborts: it is a mapping out of step with the table.
   void (*set)(DictStatus&, const StatusFieldValue&);
 };
 
