@@ -43,16 +43,19 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "harness.h"
 #include "shmdict/dict.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
-#include "subprocess.h"
-#include "support/bench_support.h"
 
 namespace {
 
 using shmdict::Dict;
 using shmdict::Value;
+// Keys in the order written, as the report lists them.
+using Json = nlohmann::ordered_json;
 
 constexpr size_t kValueBytes = 32;
 // Log bytes one Set of a workload key takes: a 32-byte record header, a 12-byte op header, the key
@@ -65,15 +68,13 @@ constexpr unsigned kChildAlarmSeconds = 120;
 
 // ------------------------------------------------------------------------------------ errors
 
-// Failures throw so that stack unwinding closes every Dict handle, which stops its background
-// compaction thread, before the names are unlinked. Exiting directly could let a compaction
-// thread publish a fresh snapshot segment after the final sweep.
-class BenchError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-[[noreturn]] void Fail(const std::string& what) { throw BenchError(what); }
+// Failures throw (peers::Fail) so that stack unwinding closes every Dict handle, which stops its
+// background compaction thread, before the names are unlinked. Exiting directly could let a
+// compaction thread publish a fresh snapshot segment after the final sweep.
+using peers::BenchError;
+using peers::Fail;
+using peers::MonotonicNs;
+using peers::SleepNs;
 
 void Check(const shmdict::Status& status, std::string_view what) {
   if (!status.ok()) Fail(std::string(what) + ": " + status.ToString());
@@ -87,34 +88,14 @@ T Check(shmdict::Result<T> result, std::string_view what) {
 
 // ------------------------------------------------------------------------- names and cleanup
 
-// "shmdict.<dict name prefix>": the engine names every segment of dict NAME "shmdict.NAME" or
-// "shmdict.NAME@..." (snapshots, large values, nested children), so this prefix covers them all.
-// Fixed storage because the signal handler reads it.
-shmdict::bench::ShmPrefix g_segment_prefix;
-std::vector<std::string> g_dict_names;  // every dict name this run handed out
-
-std::string DictNamePrefix() { return "shmdict_bench_" + std::to_string(getpid()) + "_"; }
+// Every dict this run created, named "<peers::RunPrefix()><tag>": the engine names every segment
+// of dict NAME "shmdict.NAME" or "shmdict.NAME@...", so peers::SweepRunFiles (run at exit and by
+// the fatal-signal handler, peers::InstallCleanup) covers them all.
+std::vector<std::string> g_dict_names;
 
 std::string NewDictName(std::string_view tag) {
-  g_dict_names.push_back(DictNamePrefix() + std::string(tag));
+  g_dict_names.push_back(peers::NewName(tag));
   return g_dict_names.back();
-}
-
-// Unlinks every /dev/shm entry that starts with g_segment_prefix and returns how many it removed.
-// Async-signal-safe: the fatal-signal handler runs it.
-int SweepSegments() { return shmdict::bench::SweepShmEntries(&g_segment_prefix, 1, false); }
-
-extern "C" void OnFatalSignal(int signal_number) {
-  SweepSegments();
-  // Re-raise with the default action so the exit status (and a core dump) stays truthful.
-  ::signal(signal_number, SIG_DFL);
-  ::raise(signal_number);
-}
-
-void InstallCleanup() {
-  shmdict::bench::SetShmPrefix(&g_segment_prefix, "shmdict." + DictNamePrefix());
-  shmdict::bench::InstallFatalSignalHandler(
-      OnFatalSignal, {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT, SIGSEGV, SIGBUS});
 }
 
 // Called after every handle is closed. Anything still present is an engine defect (auto_unlink
@@ -133,9 +114,10 @@ bool UnlinkEverything() {
       clean = false;
     }
   }
-  if (int leaked = SweepSegments(); leaked > 0) {
-    std::fprintf(stderr, "engine: %d segment(s) named %s* were left in /dev/shm; removed them\n",
-                 leaked, g_segment_prefix.text);
+  if (int leaked = peers::SweepRunFiles(); leaked > 0) {
+    std::fprintf(stderr,
+                 "engine: %d segment(s) named shmdict.%s* were left in /dev/shm; removed them\n",
+                 leaked, peers::RunPrefix().c_str());
     clean = false;
   }
   return clean;
@@ -153,18 +135,6 @@ shmdict::Options DictOptions(const std::string& name, shmdict::CreateMode mode,
 }
 
 // ------------------------------------------------------------------------------ measurement
-
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-void SleepNs(int64_t ns) {
-  timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
-  }
-}
 
 // Keeps the compiler from discarding a computation whose result is otherwise unused.
 template <typename T>
@@ -250,68 +220,21 @@ using shmdict::bench::ReadSmapsRollup;
 
 // ---------------------------------------------------------------------------- child processes
 
-// A copy of this binary running a hidden subcommand, its stdout connected to a pipe (a
-// Subprocess, subprocess.h). The child dies with us (kill_with_parent) and after
-// kChildAlarmSeconds at the latest; we wait a little longer than that for it.
-class Child {
- public:
-  explicit Child(const std::vector<std::string>& args) {
-    shmdict::internal::SpawnOptions options;
-    options.path = "/proc/self/exe";
-    options.argv = {"shmdict_bench"};
-    options.argv.insert(options.argv.end(), args.begin(), args.end());
-    options.pipe_stdout = true;
-    options.kill_with_parent = true;
-    std::string error;
-    process_ = shmdict::internal::Subprocess::Start(options, &error);
-    if (process_ == nullptr) Fail(error);
-  }
+// A copy of this binary running a hidden subcommand (peers::SpawnSelf). The child dies with us
+// and after kChildAlarmSeconds at the latest; we wait a little longer than that for it.
+constexpr int64_t kChildTimeoutNs = (kChildAlarmSeconds + 10) * int64_t{1'000'000'000};
 
-  // The next line of the child's stdout without its newline; nullopt at end of file.
-  std::optional<std::string> ReadLine() {
-    std::string line;
-    if (process_->ReadLine(&line, Deadline()) == shmdict::internal::LineStatus::kLine) {
-      return line;
-    }
-    return std::nullopt;
+// The child's one line of "k=v" fields, once it exited with status 0.
+std::map<std::string, std::string> ChildResult(peers::Process& child, const char* what) {
+  std::optional<std::string> line = child.ReadLine(kChildTimeoutNs);
+  if (const std::string how = child.Wait(kChildTimeoutNs); !how.empty()) {
+    Fail(std::string(what) + " child: " + how);
   }
-
-  // Reaps the child; an error unless it exited with status 0.
-  shmdict::Status Wait() {
-    const shmdict::internal::ExitInfo exit = process_->Wait(Deadline());
-    if (exit.Succeeded()) return shmdict::Status::Ok();
-    return shmdict::Status(shmdict::StatusCode::kInternal, "child process " + exit.ToString());
-  }
-
- private:
-  static shmdict::internal::Deadline Deadline() {
-    return shmdict::internal::DeadlineIn(std::chrono::seconds(kChildAlarmSeconds + 10));
-  }
-
-  std::unique_ptr<shmdict::internal::Subprocess> process_;  // SIGKILLed and reaped with us
-};
-
-// Parses "k1=v1 k2=v2 ..." as printed by the children.
-std::map<std::string, double> ParseFields(std::string_view line) {
-  std::map<std::string, double> fields;
-  while (!line.empty()) {
-    size_t end = line.find(' ');
-    std::string_view token = line.substr(0, end);
-    if (size_t eq = token.find('='); eq != std::string_view::npos) {
-      fields[std::string(token.substr(0, eq))] =
-          std::strtod(std::string(token.substr(eq + 1)).c_str(), nullptr);
-    }
-    if (end == std::string_view::npos) break;
-    line.remove_prefix(end + 1);
-  }
-  return fields;
+  if (!line) Fail(std::string(what) + " child printed nothing");
+  return peers::ParseFields(*line);
 }
 
-double Field(const std::map<std::string, double>& fields, const std::string& name) {
-  auto it = fields.find(name);
-  if (it == fields.end()) Fail("child output lacks '" + name + "'");
-  return it->second;
-}
+using peers::NumberField;
 
 // ------------------------------------------------------------------------------ the workload
 
@@ -481,57 +404,26 @@ void PrintTable(const std::vector<Row>& rows) {
   for (const Row& row : rows) print(cells(row));
 }
 
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-      out += escaped;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
+// NaN (a figure that could not be measured) as null: JSON has no NaN.
+Json Number(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
 
-std::string JsonNumber(double v) { return std::isfinite(v) ? Format("%.17g", v) : "null"; }
-
-// config values are already JSON (numbers, true/false).
-void WriteJson(const std::string& path,
-               const std::vector<std::pair<std::string, std::string>>& config,
+void WriteJson(const std::string& path, Json config,
                const std::vector<std::pair<std::string, std::string>>& notes,
                const std::vector<Row>& rows) {
-  std::string json = "{\n  \"config\": {";
-  for (size_t i = 0; i < config.size(); ++i) {
-    json += (i ? ", " : "") + JsonString(config[i].first) + ": " + config[i].second;
+  Json doc = {{"config", std::move(config)}, {"notes", Json::object()}, {"rows", Json::array()}};
+  for (const auto& [what, text] : notes) doc["notes"][what] = text;
+  for (const Row& row : rows) {
+    Json metrics = Json::object();
+    for (const auto& [name, value] : row.metrics) metrics[name] = Number(value);
+    doc["rows"].push_back({{"operation", row.op},
+                           {"shmdict", row.shm},
+                           {"baseline", row.base},
+                           {"ratio", Number(row.ratio)},
+                           {"target", row.target},
+                           {"result", row.verdict},
+                           {"metrics", std::move(metrics)}});
   }
-  json += "},\n  \"notes\": {";
-  for (size_t i = 0; i < notes.size(); ++i) {
-    json += (i ? ", " : "") + JsonString(notes[i].first) + ": " + JsonString(notes[i].second);
-  }
-  json += "},\n  \"rows\": [\n";
-  for (size_t r = 0; r < rows.size(); ++r) {
-    const Row& row = rows[r];
-    json += "    {\"operation\": " + JsonString(row.op) + ", \"shmdict\": " + JsonString(row.shm) +
-            ", \"baseline\": " + JsonString(row.base) + ", \"ratio\": " + JsonNumber(row.ratio) +
-            ", \"target\": " + JsonString(row.target) + ", \"result\": " + JsonString(row.verdict) +
-            ", \"metrics\": {";
-    for (size_t m = 0; m < row.metrics.size(); ++m) {
-      json += (m ? ", " : "") + JsonString(row.metrics[m].first) + ": " +
-              JsonNumber(row.metrics[m].second);
-    }
-    json += r + 1 < rows.size() ? "}},\n" : "}}\n";
-  }
-  json += "  ]\n}\n";
-  FILE* file = std::fopen(path.c_str(), "w");
-  if (file == nullptr) Fail("cannot write " + path + ": " + std::strerror(errno));
-  bool ok = std::fwrite(json.data(), 1, json.size(), file) == json.size();
-  ok = std::fclose(file) == 0 && ok;
-  if (!ok) Fail("cannot write " + path);
+  peers::WriteFile(path, doc.dump(2) + "\n");
 }
 
 // ---------------------------------------------------------------------------- the scenarios
@@ -692,16 +584,14 @@ AttachResult MeasureAttach(const std::string& name, int reps, const std::string&
                            const std::string& probe_value) {
   AttachResult result;
   for (int rep = 0; rep < reps; ++rep) {
-    Child child({kAttachCommand, name, probe_key, probe_value});
-    std::optional<std::string> line = child.ReadLine();
-    Check(child.Wait(), "attach child");
-    if (!line) Fail("attach child printed nothing");
-    std::map<std::string, double> f = ParseFields(*line);
-    result.open_ns.Add(Field(f, "open_ns"));
-    result.attach_ns.Add(Field(f, "attach_ns"));
-    result.rss_delta_kib.Add(Field(f, "rss_after_kb") - Field(f, "rss_before_kb"));
-    result.pss_delta_kib.Add(Field(f, "pss_after_kb") - Field(f, "pss_before_kb"));
-    result.anon_delta_kib.Add(Field(f, "anon_after_kb") - Field(f, "anon_before_kb"));
+    std::unique_ptr<peers::Process> child =
+        peers::SpawnSelf({kAttachCommand, name, probe_key, probe_value});
+    const std::map<std::string, std::string> f = ChildResult(*child, "attach");
+    result.open_ns.Add(NumberField(f, "open_ns"));
+    result.attach_ns.Add(NumberField(f, "attach_ns"));
+    result.rss_delta_kib.Add(NumberField(f, "rss_after_kb") - NumberField(f, "rss_before_kb"));
+    result.pss_delta_kib.Add(NumberField(f, "pss_after_kb") - NumberField(f, "pss_before_kb"));
+    result.anon_delta_kib.Add(NumberField(f, "anon_after_kb") - NumberField(f, "anon_before_kb"));
   }
   return result;
 }
@@ -818,9 +708,11 @@ void RunLatency(Bench& b, const std::string& mode) {
   const bool pin = c.pin && cpus.size() >= 2;
   std::optional<ScopedPin> writer_pin;
   if (pin) writer_pin.emplace(cpus.front());
-  Child reader({kWatchCommand, name, mode, std::to_string(pin ? cpus.back() : -1)});
-  if (std::optional<std::string> ready = reader.ReadLine(); !ready || *ready != "ready") {
-    Fail("watch child did not start: " + reader.Wait().ToString());
+  std::unique_ptr<peers::Process> reader =
+      peers::SpawnSelf({kWatchCommand, name, mode, std::to_string(pin ? cpus.back() : -1)});
+  if (std::optional<std::string> ready = reader->ReadLine(kChildTimeoutNs);
+      !ready || *ready != "ready") {
+    Fail("watch child did not start: " + reader->Wait(kChildTimeoutNs));
   }
   // Spacing lets the reader return to its idle wait before each write, so every sample measures
   // the wake-up from idle rather than a reader that is still busy with the previous change.
@@ -837,24 +729,21 @@ void RunLatency(Bench& b, const std::string& mode) {
   }
   SleepNs(spacing_ns);  // so the last sample is not coalesced with the stop marker
   Check(writer.Set(key, Value::Int(-1)), "Set (latency stop)");
-  std::optional<std::string> line = reader.ReadLine();
-  Check(reader.Wait(), "watch child");
-  if (!line) Fail("watch child printed nothing");
-  std::map<std::string, double> f = ParseFields(*line);
+  const std::map<std::string, std::string> f = ChildResult(*reader, "watch");
 
-  const double p50 = Field(f, "p50_ns");
+  const double p50 = NumberField(f, "p50_ns");
   const double limit_ns = mode == "spin" ? 1e3 : 20e3;
   Row row;
   row.op = mode == "spin" ? "change visible, spinning reader" : "change visible, futex wait";
-  row.shm = "p50 " + FormatNs(p50) + ", p99 " + FormatNs(Field(f, "p99_ns")) +
-            " (n=" + Format("%.0f", Field(f, "count")) + ")";
+  row.shm = "p50 " + FormatNs(p50) + ", p99 " + FormatNs(NumberField(f, "p99_ns")) +
+            " (n=" + Format("%.0f", NumberField(f, "count")) + ")";
   row.target = "p50 <= " + FormatNs(limit_ns);
   row.verdict = Verdict(p50 <= limit_ns);
   row.metrics = {{"p50_ns", p50},
-                 {"p90_ns", Field(f, "p90_ns")},
-                 {"p99_ns", Field(f, "p99_ns")},
-                 {"max_ns", Field(f, "max_ns")},
-                 {"samples", Field(f, "count")},
+                 {"p90_ns", NumberField(f, "p90_ns")},
+                 {"p99_ns", NumberField(f, "p99_ns")},
+                 {"max_ns", NumberField(f, "max_ns")},
+                 {"samples", NumberField(f, "count")},
                  {"writes", static_cast<double>(c.samples)},
                  {"writer_set_p50_ns", set_ns.Median()},
                  {"writer_set_p99_ns", set_ns.Percentile(99)}};
@@ -1000,22 +889,6 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* config) {
   return std::nullopt;
 }
 
-// "1.02 0.87 0.55": other jobs on this shared machine skew every figure, so the report shows them.
-std::string LoadAverage() {
-  char buffer[64] = {};
-  int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "unknown";
-  ssize_t n = read(fd, buffer, sizeof buffer - 1);
-  close(fd);
-  std::string_view text(buffer, n > 0 ? static_cast<size_t>(n) : 0);
-  // The first three fields: the 1, 5 and 15 minute averages.
-  size_t end = 0;
-  for (int field = 0; field < 3 && end != std::string_view::npos; ++field) {
-    end = text.find(' ', end + (field > 0 ? 1 : 0));
-  }
-  return std::string(text.substr(0, end));
-}
-
 std::string MachineDescription() {
   utsname u{};
   uname(&u);
@@ -1033,15 +906,15 @@ int RunBench(const Config& config) {
   b.config = config;
   b.work = MakeWorkload(config.keys);
   b.notes.emplace_back("machine", MachineDescription());
-  const std::string load_at_start = LoadAverage();
+  const std::string load_at_start = peers::LoadAverage();
 
   RunSingleProcess(b);
   RunBigDict(b);
   RunLatency(b, "spin");
   RunLatency(b, "futex");
-  b.notes.emplace_back("load average (1/5/15 min)", "at start " + load_at_start +
-                                                        " (other jobs), at end " + LoadAverage() +
-                                                        " (includes this run)");
+  b.notes.emplace_back("load average (1/5/15 min)",
+                       "at start " + load_at_start + " (other jobs), at end " +
+                           peers::LoadAverage() + " (includes this run)");
 
   const bool default_buffer = config.buffer_size == shmdict::Options{}.buffer_size;
   std::printf("shmdict_bench: keys=%" PRIu64 " (\"key:<i>\" -> %zu-byte str), big-keys=%" PRIu64
@@ -1057,19 +930,18 @@ int RunBench(const Config& config) {
   for (const auto& [what, text] : b.notes) std::printf("%s: %s\n", what.c_str(), text.c_str());
 
   if (!config.json_path.empty()) {
-    auto number = [](auto v) { return JsonNumber(static_cast<double>(v)); };
     WriteJson(config.json_path,
-              {{"keys", number(config.keys)},
-               {"big_keys", number(config.big_keys)},
-               {"value_bytes", number(kValueBytes)},
-               {"reps", number(config.reps)},
-               {"latency_samples", number(config.samples)},
-               {"latency_spacing_us", number(config.spacing_us)},
-               {"pin", config.pin ? "true" : "false"},
-               {"buffer_size", number(config.buffer_size)},
-               {"buffer_size_is_default", default_buffer ? "true" : "false"},
-               {"background_compaction", "true"},
-               {"quick", config.quick ? "true" : "false"}},
+              {{"keys", config.keys},
+               {"big_keys", config.big_keys},
+               {"value_bytes", kValueBytes},
+               {"reps", config.reps},
+               {"latency_samples", config.samples},
+               {"latency_spacing_us", config.spacing_us},
+               {"pin", config.pin},
+               {"buffer_size", config.buffer_size},
+               {"buffer_size_is_default", default_buffer},
+               {"background_compaction", true},
+               {"quick", config.quick}},
               b.notes, b.rows);
   }
   // A MISS is a result, not a failure of the run: the exit status reports only whether it ran.
@@ -1084,7 +956,7 @@ int main(int argc, char** argv) {
 
   Config config;
   if (auto exit_code = ParseFlags(argc, argv, &config)) return *exit_code;
-  InstallCleanup();
+  peers::InstallCleanup();
   int exit_code = shmdict::bench::RunReportingErrors<BenchError>("shmdict_bench",
                                                                  [&] { return RunBench(config); });
   if (!UnlinkEverything() && exit_code == 0) exit_code = 1;

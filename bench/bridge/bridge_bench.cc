@@ -9,11 +9,12 @@
 //      a SET until its keyspace notification arrives on a psubscribed connection.
 //   5. Mirror reads: RemoteDict::Get(key, &out) against a std::unordered_map lookup and copy.
 //
-//   shmdict_bridge_bench [--quick] [--out DIR] [--changes N] [--samples N] [--ops N] [--keys N]
-//   shmdict_bridge_bench --check-json FILE     (the smoke test's check of a report)
+//   shmdict_bridge_bench [--quick] [--out DIR] [--json FILE] [--changes N] [--samples N] [--ops N]
+//   [--keys N] shmdict_bridge_bench --check-json FILE     (the smoke test's check of a report)
 //
 // It starts its own shmdict-bridge (127.0.0.1:0) and redis-server (127.0.0.1, a free port, no
-// persistence) and kills both at the end, on failure too (Process, harness.h). Its dicts are named
+// persistence) and kills both at the end, on failure too (bridge_launcher.h, redis_launcher.h). Its
+// dicts are named
 // "<RunPrefix()>..." and unlink themselves; a final sweep reports leftovers as a failure.
 //
 // Timing is reported, never asserted: the ratios compare systems measured in the same run.
@@ -37,7 +38,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bridge_launcher.h"
 #include "harness.h"
+#include "redis_launcher.h"
 #include "shmdict/dict.h"
 #include "shmdict/remote_dict.h"
 #include "shmdict/v1/dict.grpc.pb.h"
@@ -52,7 +55,6 @@ using nlohmann::json;
 using peers::BenchError;
 using peers::Fail;
 using peers::MonotonicNs;
-using peers::Process;
 
 constexpr size_t kValueBytes = 100;
 constexpr size_t kBatchSize = 100;  // mutations per Batch RPC, keys per MSET
@@ -63,6 +65,7 @@ constexpr int64_t kStartTimeoutNs = 30'000'000'000;
 struct Config {
   bool quick = false;
   std::string out_dir;
+  std::string json_path;
   uint64_t changes = 500'000;  // fan-out writes
   uint64_t samples = 2'000;    // propagation samples
   uint64_t ops = 20'000;       // unary ops per kind
@@ -112,26 +115,18 @@ Figure NotAvailable(std::string why) { return Figure{NAN, std::move(why)}; }
 class Bridge {
  public:
   Bridge() {
-    Process::Spec spec;
-    spec.path = SHMDICT_BRIDGE_PATH;
-    spec.argv = {"shmdict-bridge", "--listen", "127.0.0.1:0", "--log-level", "warn"};
-    spec.pipe_stdout = true;
-    process_ = std::make_unique<Process>(spec);
-    for (;;) {
-      std::optional<std::string> line = process_->ReadLine(kStartTimeoutNs);
-      if (!line) Fail("shmdict-bridge exited before printing \"ready\"");
-      if (line->rfind("listening on ", 0) == 0) address_ = line->substr(13);
-      if (*line == "ready") break;
-    }
-    if (address_.empty()) Fail("shmdict-bridge printed no \"listening on ADDR\" line");
+    shmdict::internal::BridgeLaunchOptions options;
+    options.program = SHMDICT_BRIDGE_PATH;
+    options.listen = {"127.0.0.1:0"};
+    options.ready_timeout = std::chrono::nanoseconds(kStartTimeoutNs);
+    std::string error;
+    launcher_ = shmdict::internal::BridgeLauncher::Start(options, &error);
+    if (launcher_ == nullptr) Fail(error);
   }
   // SIGTERM, not SIGKILL: a killed bridge would leave its record in the registry of live bridges
   // (/dev/shm/shmdict-bridges) until the next `shmdict ls`.
-  ~Bridge() {
-    process_->Signal(SIGTERM);
-    process_->Wait(10'000'000'000);
-  }
-  const std::string& address() const { return address_; }
+  ~Bridge() { launcher_->Terminate(shmdict::internal::DeadlineIn(std::chrono::seconds(10))); }
+  const std::string& address() const { return launcher_->address(); }
 
   // A channel of its own (not shared with other channels to the same address), so that each
   // subscriber is a separate HTTP/2 connection, as separate clients would be.
@@ -139,12 +134,11 @@ class Bridge {
     grpc::ChannelArguments args;
     args.SetInt("shmdict.bench.channel", id);
     args.SetMaxReceiveMessageSize(-1);
-    return grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+    return grpc::CreateCustomChannel(address(), grpc::InsecureChannelCredentials(), args);
   }
 
  private:
-  std::unique_ptr<Process> process_;
-  std::string address_;
+  std::unique_ptr<shmdict::internal::BridgeLauncher> launcher_;
 };
 
 // A log that holds `changes` changes of these sizes without reaching half full: no snapshot is
@@ -195,14 +189,6 @@ struct ContextDeleter {
 };
 using Connection = std::unique_ptr<redisContext, ContextDeleter>;
 
-std::string RedisServerPath() {
-  for (const char* dir : {"/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin"}) {
-    const std::string candidate = std::string(dir) + "/redis-server";
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 Reply Command(redisContext* c, const char* format, ...) {
   va_list args;
   va_start(args, format);
@@ -221,71 +207,34 @@ Reply GetReply(redisContext* c) {
   return r;
 }
 
-// redis-server on 127.0.0.1 at a free port, in a /dev/shm directory of the run, killed on
-// destruction.
+// redis-server on 127.0.0.1 at a free port (RedisLauncher), in a /dev/shm directory of the run,
+// killed on destruction.
 class Redis {
  public:
-  Redis() {
-    dir_ = peers::NewName("redis");
-    const std::string path = "/dev/shm/" + dir_;
-    std::filesystem::create_directory(path);
-    std::string last_error = "no attempt";
-    for (int attempt = 0; attempt < 5 && port_ == 0; ++attempt) {
-      const int port = peers::FreeLoopbackPort();  // another program may take it first: retry
-      Process::Spec spec;
-      spec.path = RedisServerPath();
-      spec.argv = {"redis-server",
-                   "--port",
-                   std::to_string(port),
-                   "--bind",
-                   "127.0.0.1",
-                   "--save",
-                   "",
-                   "--appendonly",
-                   "no",
-                   "--dir",
-                   path,
-                   "--daemonize",
-                   "no",
-                   "--loglevel",
-                   "warning"};
-      spec.quiet = true;
-      server_ = std::make_unique<Process>(spec);
-      const int64_t deadline = MonotonicNs() + 10'000'000'000;
-      while (MonotonicNs() < deadline && port_ == 0) {
-        Connection c(redisConnect("127.0.0.1", port));
-        if (c && c->err == 0) {
-          Reply pong(static_cast<redisReply*>(redisCommand(c.get(), "PING")));
-          if (pong && pong->type == REDIS_REPLY_STATUS) port_ = port;
-        }
-        if (c && c->err != 0) last_error = c->errstr;
-        if (port_ == 0) peers::SleepNs(5'000'000);
-      }
-      if (port_ == 0) server_->Kill();
+  Redis() : dir_(peers::NewName("redis")) {
+    shmdict::internal::RedisLaunchOptions options;
+    options.dir = "/dev/shm/" + dir_;
+    std::filesystem::create_directory(options.dir);
+    std::string error;
+    server_ = shmdict::internal::RedisLauncher::Start(options, &error);
+    if (server_ == nullptr) {
+      peers::RemoveShmEntry(dir_);
+      Fail(error);
     }
-    if (port_ == 0) Fail("redis-server did not start: " + last_error);
   }
   ~Redis() {
     server_->Kill();
     peers::RemoveShmEntry(dir_);
   }
   Connection Connect() const {
-    Connection c(redisConnect("127.0.0.1", port_));
+    Connection c(redisConnect("127.0.0.1", server_->port()));
     if (!c || c->err != 0) Fail("redis connect: " + std::string(c ? c->errstr : "no memory"));
     return c;
-  }
-  static std::string Version() {
-    std::string v = peers::CommandOutput("'" + RedisServerPath() + "' --version 2>/dev/null");
-    if (const size_t at = v.find("v="); at != std::string::npos) {
-      v = v.substr(at + 2, v.find(' ', at) - at - 2);
-    }
-    return v;
   }
 
  private:
   std::string dir_;
-  int port_ = 0;
-  std::unique_ptr<Process> server_;
+  std::unique_ptr<shmdict::internal::RedisLauncher> server_;
 };
 #endif  // SHMDICT_BRIDGE_BENCH_HAVE_REDIS
 
@@ -812,14 +761,17 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
   using shmdict::bench::AddCountFlag;
   CLI::App app{
       "Measures shmdict-bridge (Watch fan-out, unary and batched writes, mirror latency and "
-      "reads) against Redis on loopback; writes bridge.md and bridge.json. "
+      "reads) against Redis on loopback; writes bridge.md (and JSON with --json). "
       "`shmdict_bridge_bench --check-json FILE` checks a report instead.",
       "shmdict_bridge_bench"};
   uint64_t changes = 0, samples = 0, ops = 0, keys = 0, batch_changes = 0;
   bool changes_given = false, samples_given = false, ops_given = false, keys_given = false,
        batch_given = false;
   app.add_flag("--quick", c->quick, "smoke run: small sizes (explicit flags win)");
-  app.add_option("--out", c->out_dir, "where bridge.md and bridge.json go (default: none)");
+  app.add_option("--out", c->out_dir, "where bridge.md goes (default: none)");
+  app.add_option("--json", c->json_path,
+                 "also write the report as JSON to this file (the input of --check-json; not "
+                 "committed: e.g. build/bridge.json)");
   AddCountFlag(app, "--changes", &changes, &changes_given,
                "Sets of the Watch fan-out (default 500k)");
   AddCountFlag(app, "--samples", &samples, &samples_given,
@@ -856,7 +808,7 @@ int Run(const Config& c) {
   std::string redis_na;
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
   std::unique_ptr<Redis> redis;
-  if (RedisServerPath().empty()) {
+  if (shmdict::internal::RedisLauncher::FindServer().empty()) {
     redis_na = "redis-server not found (package redis-server)";
   } else {
     redis = std::make_unique<Redis>();
@@ -958,7 +910,8 @@ int Run(const Config& c) {
             {"mirror_set_unwatched_p99_ns", mirror.set_alone_p99},
             {"redis", redis_na.empty() ? json("redis-server " +
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
-                                              Redis::Version()
+                                              shmdict::internal::RedisLauncher::Version(
+                                                  shmdict::internal::RedisLauncher::FindServer())
 #else
                                               std::string()
 #endif
@@ -989,8 +942,8 @@ int Run(const Config& c) {
         << ". Ratio: shmdict's advantage (> 1: shmdict faster, for rates and latencies alike).\n\n"
         << md << "\n"
         << stages;
-    std::ofstream(c.out_dir + "/bridge.json") << ReportJson(rows, meta).dump(2) << "\n";
   }
+  if (!c.json_path.empty()) peers::WriteFile(c.json_path, ReportJson(rows, meta).dump(2) + "\n");
   return 0;
 }
 

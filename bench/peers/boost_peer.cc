@@ -43,7 +43,7 @@ using EntryAllocator = bip::allocator<Entry, SegmentManager>;
 using ShmMap = bip::map<ShmString, ShmString, KeyLess, EntryAllocator>;
 using Lock = bip::scoped_lock<bip::interprocess_mutex>;
 
-class BoostClient {
+class BoostClient : public PollingWatch<BoostClient> {
  public:
   static constexpr const char* kName = "boost_interprocess";
   static constexpr bool kCrossProcess = true;
@@ -148,17 +148,6 @@ class BoostClient {
     m.kib = static_cast<double>(TmpfsBytes(NameIsExactly, name_)) / 1024;
     m.how = "tmpfs pages of the managed_shared_memory segment";
     return m;
-  }
-
-  void BeginWatch(WatchMode) {}
-  void EndWatch(WatchMode) {}
-  void PrepareWatch(std::string_view, WatchMode) {}
-
-  std::string_view AwaitChange(std::string_view key, std::string_view last, WatchMode) {
-    for (;;) {
-      if (std::optional<std::string_view> v = Get(key); v && *v != last) return *v;
-      __builtin_ia32_pause();
-    }
   }
 
  private:

@@ -52,6 +52,23 @@ inline constexpr char kChildCommand[] = "--internal-child";
 // The key the change-propagation writer stores its timestamps under (not a workload key).
 inline constexpr char kWatchKey[] = "watch:ts";
 
+// The watch methods of a Client with no change notification (LMDB, a Boost.Interprocess map):
+// the reader polls Get until the value changes. Client derives from PollingWatch<Client>.
+template <typename Client>
+class PollingWatch {
+ public:
+  void BeginWatch(WatchMode) {}
+  void EndWatch(WatchMode) {}
+  void PrepareWatch(std::string_view, WatchMode) {}
+  std::string_view AwaitChange(std::string_view key, std::string_view last, WatchMode) {
+    for (;;) {
+      const std::optional<std::string_view> v = static_cast<Client*>(this)->Get(key);
+      if (v && *v != last) return *v;
+      __builtin_ia32_pause();
+    }
+  }
+};
+
 // argv of a child: --internal-child ROLE SYSTEM WHERE key=value...
 struct ChildArgs {
   std::string role;  // reader, writer, attach, watch

@@ -1,11 +1,8 @@
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -316,7 +313,7 @@ void Process::Kill() {
 std::unique_ptr<Process> SpawnSelf(const std::vector<std::string>& args) {
   Process::Spec spec;
   spec.path = "/proc/self/exe";
-  spec.argv = {"shmdict_peers"};
+  spec.argv = {program_invocation_short_name};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   spec.pipe_stdin = true;
   spec.pipe_stdout = true;
@@ -353,22 +350,19 @@ double NumberField(const std::map<std::string, std::string>& fields, const std::
   return value;
 }
 
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) Fail(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    const int error = errno;
-    close(fd);
-    Fail(std::string("bind 127.0.0.1:0: ") + std::strerror(error));
-  }
-  close(fd);
-  return ntohs(address.sin_port);
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  if (!(in >> a >> b >> c)) return "unknown";
+  return a + " " + b + " " + c;
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  FILE* file = std::fopen(path.c_str(), "w");
+  if (file == nullptr) Fail("cannot write " + path + ": " + std::strerror(errno));
+  bool ok = std::fwrite(text.data(), 1, text.size(), file) == text.size();
+  ok = std::fclose(file) == 0 && ok;
+  if (!ok) Fail("cannot write " + path);
 }
 
 std::string CommandOutput(const std::string& command) {

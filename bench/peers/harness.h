@@ -1,5 +1,6 @@
-// Infrastructure of the peer-comparison harness (shmdict_peers): errors, the per-operation clock,
-// latency histograms, memory readings, child processes and the cleanup that leaves nothing behind.
+// Infrastructure of the benchmarks (shmdict_peers, shmdict_bench, shmdict_bridge_bench): errors,
+// the per-operation clock, latency histograms, memory readings, child processes and the cleanup
+// that leaves nothing behind.
 //
 // Thread-safety: everything here is used from the harness's main thread only, except the
 // async-signal-safe cleanup (SweepRunFiles, the registered process groups), which the fatal-signal
@@ -7,7 +8,7 @@
 //
 // Names: every shared object this run creates is named "<RunPrefix()><tag>" (shmdict dicts,
 // Boost segments, LMDB and Redis directories under /dev/shm), RunPrefix() being
-// "shmdict_bench_<pid>_", as shmdict_bench does. SweepRunFiles removes them all.
+// "shmdict_bench_<pid>_". SweepRunFiles removes them all.
 #ifndef SHMDICT_BENCH_PEERS_HARNESS_H_
 #define SHMDICT_BENCH_PEERS_HARNESS_H_
 
@@ -193,8 +194,12 @@ std::map<std::string, std::string> ParseFields(std::string_view line);
 const std::string& Field(const std::map<std::string, std::string>& fields, const std::string& key);
 double NumberField(const std::map<std::string, std::string>& fields, const std::string& key);
 
-// A port on 127.0.0.1 that nothing listened on a moment ago (bind to port 0, read it, close).
-int FreeLoopbackPort();
+// "1.02 0.87 0.55": the 1, 5 and 15 minute load averages. Other jobs on a shared machine skew
+// every figure, so the reports show them.
+std::string LoadAverage();
+
+// Writes `text` to `path` (created or truncated); fails (BenchError) if it cannot.
+void WriteFile(const std::string& path, const std::string& text);
 
 // The first line of `command`'s output (popen), or "" on failure.
 std::string CommandOutput(const std::string& command);

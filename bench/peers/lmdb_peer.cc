@@ -21,7 +21,7 @@ void CheckMdb(int rc, const char* what) {
 
 MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 
-class LmdbClient {
+class LmdbClient : public PollingWatch<LmdbClient> {
  public:
   static constexpr const char* kName = "lmdb";
   static constexpr bool kCrossProcess = true;
@@ -124,17 +124,6 @@ class LmdbClient {
     m.kib = static_cast<double>(TmpfsBytes(NameIsExactly, owned_dir_)) / 1024;
     m.how = "tmpfs pages of the environment directory (data.mdb + lock.mdb)";
     return m;
-  }
-
-  void BeginWatch(WatchMode) {}
-  void EndWatch(WatchMode) {}
-  void PrepareWatch(std::string_view, WatchMode) {}
-
-  std::string_view AwaitChange(std::string_view key, std::string_view last, WatchMode) {
-    for (;;) {
-      if (std::optional<std::string_view> v = Get(key); v && *v != last) return *v;
-      __builtin_ia32_pause();
-    }
   }
 
  private:

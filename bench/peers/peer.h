@@ -38,6 +38,7 @@ struct Config {
   std::string python = "/usr/bin/python3";
   std::string manager_script;
   std::string out_dir;
+  std::string json_path;   // --json: the report as JSON too; empty: none
   std::string order_file;  // the workload's order for manager_peer.py (written by the driver)
   bool quick = false;
   bool plots = true;

@@ -9,7 +9,8 @@
 //   redis               redis-server on loopback started by the harness, hiredis unpipelined
 //   python_manager      multiprocessing.Manager().dict(), driven by manager_peer.py
 //
-//   shmdict_peers [--quick] [--out DIR] [--keys N] [--big-keys N] [--value-bytes N] [--reps R]
+//   shmdict_peers [--quick] [--out DIR] [--json FILE] [--keys N] [--big-keys N] [--value-bytes N]
+//   [--reps R]
 //                 [--time-box-ms MS] [--batch N] [--samples N] [--spacing-us U] [--readers 1,2]
 //                 [--systems a,b] [--python PATH] [--no-plots]
 //   shmdict_peers --check-json FILE     (the smoke test's check of a peers.json)
@@ -91,8 +92,8 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
   using shmdict::bench::AddCountFlag;
   CLI::App app{
       "Runs the same workloads on shmdict and its peers (LMDB, Boost.Interprocess, Redis, "
-      "Python's Manager().dict(), a std::unordered_map) and writes peers.md, peers.json "
-      "and plots. `shmdict_peers --check-json FILE` checks a report instead.",
+      "Python's Manager().dict(), a std::unordered_map) and writes peers.md and plots "
+      "(and JSON with --json). `shmdict_peers --check-json FILE` checks a report instead.",
       "shmdict_peers"};
   uint64_t keys = 0, big_keys = 0, value_bytes = 0, reps = 0, time_box_ms = 0, batch = 0,
            samples = 0, spacing_us = 0;
@@ -103,8 +104,11 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
   app.add_flag("--quick", c->quick,
                "smoke run: 2000 keys, 20000 big keys, 1 rep, 50 ms time box (explicit flags win)");
   app.add_option("--out", c->out_dir,
-                 "where peers.md, peers.json and the plots go (default: the current directory; "
-                 "the committed report is made with --out docs/bench)");
+                 "where peers.md and the plots go (default: the current directory; the "
+                 "committed report is made with --out docs/bench)");
+  app.add_option("--json", c->json_path,
+                 "also write the report as JSON to this file (the input of --check-json; not "
+                 "committed: e.g. build/peers.json)");
   AddCountFlag(app, "--keys", &keys, &keys_given, "keys of the per-op workloads (default 100k)");
   AddCountFlag(app, "--big-keys", &big_keys, &big_keys_given,
                "keys of the bulk import and attach workloads (default 1M)");
@@ -195,13 +199,6 @@ std::string FirstLineWith(const char* path, const char* prefix) {
     }
   }
   return "unknown";
-}
-
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 std::string Iso8601Now() {
@@ -779,13 +776,14 @@ int Driver::Run(int argc, char** argv) {
   }
   const std::string markdown = RenderMarkdown(report_);
   WriteFile(config_.out_dir + "/peers.md", markdown);
-  WriteFile(config_.out_dir + "/peers.json", RenderJson(report_));
+  if (!config_.json_path.empty()) WriteFile(config_.json_path, RenderJson(report_));
   std::printf("%s", markdown.c_str());
   std::fflush(stdout);
   peers_.clear();  // stops servers and Python before the final sweep
   RemoveShmEntry(NewName("order.bin"));
-  std::fprintf(stderr, "shmdict_peers: wrote %s/peers.md and peers.json%s\n",
-               config_.out_dir.c_str(), failed_ ? "; THE RUN HAD ERRORS (see above)" : "");
+  std::fprintf(stderr, "shmdict_peers: wrote %s/peers.md%s%s%s\n", config_.out_dir.c_str(),
+               config_.json_path.empty() ? "" : " and ", config_.json_path.c_str(),
+               failed_ ? "; THE RUN HAD ERRORS (see above)" : "");
   return failed_ ? 1 : 0;
 }
 

@@ -1,5 +1,6 @@
 // Redis as UltraDict's README uses it for reference: a redis-server the harness starts on
-// 127.0.0.1 with a free port, no persistence (--save "" --appendonly no), and kills afterwards.
+// 127.0.0.1 with a free port, no persistence (--save "" --appendonly no), and kills afterwards
+// (RedisLauncher, tests/support/redis_launcher.h).
 // Client: hiredis over loopback TCP, one synchronous command per operation (unpipelined); the
 // bulk import pipelines MSETs, as a user loading data would.
 #include <hiredis/hiredis.h>
@@ -12,27 +13,13 @@
 #include <vector>
 
 #include "client_peer.h"
+#include "redis_launcher.h"
 #include "systems.h"
 
 namespace peers {
 namespace {
 
 constexpr int kImportWindow = 16;  // MSETs in flight during the bulk import
-
-// redis-server from PATH; empty if there is none.
-std::string RedisServerPath() {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  dirs += ":/usr/sbin:/usr/bin";
-  size_t begin = 0;
-  while (begin <= dirs.size()) {
-    const size_t end = std::min(dirs.find(':', begin), dirs.size());
-    const std::string candidate = dirs.substr(begin, end - begin) + "/redis-server";
-    if (end > begin && access(candidate.c_str(), X_OK) == 0) return candidate;
-    begin = end + 1;
-  }
-  return "";
-}
 
 struct ReplyDeleter {
   void operator()(redisReply* r) const { freeReplyObject(r); }
@@ -56,14 +43,14 @@ class RedisClient {
   static constexpr bool kCrossProcess = true;
 
   static std::string Unavailable() {
-    return RedisServerPath().empty() ? "redis-server not found in PATH (package redis-server)" : "";
+    return shmdict::internal::RedisLauncher::FindServer().empty()
+               ? "redis-server not found in PATH (package redis-server)"
+               : "";
   }
   static std::string Describe() {
     // "Redis server v=7.0.15 sha=... malloc=jemalloc-5.3.0 bits=64 build=...": keep "v=...".
-    std::string version = CommandOutput("'" + RedisServerPath() + "' --version 2>/dev/null");
-    if (const size_t v = version.find("v="); v != std::string::npos) {
-      version = version.substr(v + 2, version.find(' ', v) - v - 2);
-    }
+    const std::string version =
+        shmdict::internal::RedisLauncher::Version(shmdict::internal::RedisLauncher::FindServer());
     return "redis-server " + version + ", hiredis " + std::to_string(HIREDIS_MAJOR) + "." +
            std::to_string(HIREDIS_MINOR) + "." + std::to_string(HIREDIS_PATCH) +
            ". redis-server on 127.0.0.1 (loopback TCP), --save \"\" --appendonly no, started and "
@@ -86,48 +73,13 @@ class RedisClient {
     if (mkdir(path.c_str(), 0700) != 0) Fail("mkdir " + path + " failed");
     auto client = std::unique_ptr<RedisClient>(new RedisClient());
     client->owned_dir_ = dir;
-    std::string last_error;
-    for (int attempt = 0; attempt < 5 && client->ctx_ == nullptr; ++attempt) {
-      const int port = FreeLoopbackPort();  // another program may take it first: then retry
-      Process::Spec spec;
-      spec.path = RedisServerPath();
-      spec.argv = {"redis-server",
-                   "--port",
-                   std::to_string(port),
-                   "--bind",
-                   "127.0.0.1",
-                   "--save",
-                   "",
-                   "--appendonly",
-                   "no",
-                   "--dir",
-                   path,
-                   "--daemonize",
-                   "no",
-                   "--loglevel",
-                   "warning"};
-      spec.quiet = true;
-      client->server_ = std::make_unique<Process>(spec);
-      client->port_ = port;
-      const int64_t deadline = MonotonicNs() + 10'000'000'000;
-      while (MonotonicNs() < deadline) {
-        redisContext* c = redisConnect("127.0.0.1", port);
-        if (c != nullptr && c->err == 0) {
-          Reply pong(static_cast<redisReply*>(redisCommand(c, "PING")));
-          if (pong && pong->type == REDIS_REPLY_STATUS) {
-            client->ctx_ = c;
-            break;
-          }
-        }
-        if (c != nullptr) {
-          last_error = c->errstr;
-          redisFree(c);
-        }
-        SleepNs(5'000'000);
-      }
-      if (client->ctx_ == nullptr) client->server_->Kill();
-    }
-    if (client->ctx_ == nullptr) Fail("redis-server did not start: " + last_error);
+    shmdict::internal::RedisLaunchOptions options;
+    options.dir = path;
+    std::string error;
+    client->server_ = shmdict::internal::RedisLauncher::Start(options, &error);
+    if (client->server_ == nullptr) Fail(error);
+    client->port_ = client->server_->port();
+    client->ctx_ = ConnectTcp(client->port_);
     return client;
   }
 
@@ -199,7 +151,7 @@ class RedisClient {
   Memory StoreMemory() {
     Memory m;
     if (server_ != nullptr) {
-      std::map<std::string, int64_t> f = ReadSmapsRollup(server_->pid());
+      std::map<std::string, int64_t> f = ReadSmapsRollup(server_->process().pid());
       if (auto it = f.find("Rss"); it != f.end()) m.kib = static_cast<double>(it->second);
     }
     m.how = "RSS of the redis-server process (smaps_rollup)";
@@ -254,7 +206,7 @@ class RedisClient {
   int port_ = 0;
   redisContext* ctx_ = nullptr;
   redisContext* sub_ = nullptr;  // the watch reader's subscriber connection
-  std::unique_ptr<Process> server_;
+  std::unique_ptr<shmdict::internal::RedisLauncher> server_;
   std::string owned_dir_;
   std::string out_;
 };

@@ -444,14 +444,6 @@ std::string RenderJson(const Report& r) {
   return j.dump(1) + "\n";
 }
 
-void WriteFile(const std::string& path, const std::string& text) {
-  FILE* file = std::fopen(path.c_str(), "w");
-  if (file == nullptr) Fail("cannot write " + path + ": " + std::strerror(errno));
-  bool ok = std::fwrite(text.data(), 1, text.size(), file) == text.size();
-  ok = std::fclose(file) == 0 && ok;
-  if (!ok) Fail("cannot write " + path);
-}
-
 namespace {
 
 std::string FindInPath(const std::string& program) {

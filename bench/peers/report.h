@@ -80,8 +80,6 @@ std::vector<std::string> WritePlots(const Report& report, const std::string& dir
 // a headline figure > 0 or "n/a" with a reason. Returns the problems (empty: fine).
 std::vector<std::string> CheckJson(const std::string& path);
 
-void WriteFile(const std::string& path, const std::string& text);
-
 }  // namespace peers
 
 #endif  // SHMDICT_BENCH_PEERS_REPORT_H_

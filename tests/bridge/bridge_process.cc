@@ -1,9 +1,6 @@
 #include "bridge_process.h"
 
-#include <algorithm>
-
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <stdlib.h>
 
 #include <cstdlib>
@@ -79,49 +76,32 @@ BridgeProcess::BridgeProcess(std::vector<std::string> listen, std::vector<std::s
   address_ = listen_.front();
 }
 
-BridgeProcess::~BridgeProcess() {
-  if (process_ && !process_->reaped()) process_->KillAndWait();
-}
+BridgeProcess::~BridgeProcess() = default;
 
 bool BridgeProcess::Start() {
-  if (process_ && !process_->reaped()) process_->KillAndWait();
-  std::vector<std::string> args;
-  for (const std::string& address : listen_) {
-    args.push_back("--listen");
-    args.push_back(address);
+  bridge_.reset();  // SIGKILLs a bridge still running
+  internal::BridgeLaunchOptions options;
+  options.program = BridgeProgram();
+  options.listen = listen_;
+  options.extra_args = extra_args_;
+  options.ready_timeout = kWorkerTimeout;
+  std::string error;
+  bridge_ = internal::BridgeLauncher::Start(options, &error);
+  if (bridge_ == nullptr) {
+    ADD_FAILURE() << error;
+    return false;
   }
-  // Quiet unless a test asks for more (CLI11 refuses the option twice).
-  if (std::find(extra_args_.begin(), extra_args_.end(), "--log-level") == extra_args_.end()) {
-    args.push_back("--log-level");
-    args.push_back("warn");
-  }
-  // A test binary killed by its timeout runs no destructor: the bridge must not outlive it.
-  args.push_back("--exit-with-parent");
-  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-  process_ = std::make_unique<WorkerProcess>(BridgeProgram(), args);
-  const Deadline deadline = DeadlineIn(kWorkerTimeout);
-  for (;;) {
-    std::string line;
-    if (process_->ReadLine(&line, deadline) != LineStatus::kLine) {
-      ADD_FAILURE() << "shmdict-bridge did not become ready: " << process_->output();
-      return false;
-    }
-    if (line.rfind("listening on ", 0) == 0 && address_.rfind("unix:", 0) != 0 &&
-        address_.find(":0") == address_.size() - 2) {
-      address_ = line.substr(13);  // the port the bridge chose for ":0"
-    }
-    if (line == "ready") return true;
-  }
+  address_ = bridge_->address();
+  return true;
 }
 
 void BridgeProcess::Kill() {
-  if (process_ && !process_->reaped()) process_->KillAndWait();
+  if (bridge_ != nullptr) bridge_->Kill();
 }
 
 ExitInfo BridgeProcess::Terminate() {
-  if (!process_ || process_->reaped()) return ExitInfo{};
-  process_->Signal(SIGTERM);
-  return process_->Wait(DeadlineIn(kWorkerTimeout));
+  if (bridge_ == nullptr) return ExitInfo{};
+  return bridge_->Terminate(DeadlineIn(kWorkerTimeout));
 }
 
 }  // namespace shmdict::testing

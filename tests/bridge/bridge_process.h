@@ -1,6 +1,8 @@
 // BridgeProcess: a real shmdict-bridge for a test, on a Unix socket in a directory of its own,
 // started, SIGKILLed and restarted at will. Destruction kills it and removes the directory, so
-// no test leaves a bridge or a socket behind.
+// no test leaves a bridge or a socket behind. It starts the bridge through BridgeLauncher
+// (tests/support/bridge_launcher.h, shared with the benchmarks) and turns its errors into test
+// failures.
 //
 // Thread-safety: use from the test's main thread.
 #ifndef SHMDICT_TESTS_BRIDGE_BRIDGE_PROCESS_H_
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bridge_launcher.h"
 #include "worker_process.h"
 
 namespace shmdict::testing {
@@ -58,12 +61,13 @@ class BridgeProcess {
   void Kill();
   // SIGTERM and wait for its exit.
   ExitInfo Terminate();
-  bool running() const { return process_ && !process_->reaped(); }
+  bool running() const { return bridge_ != nullptr && bridge_->running(); }
 
   // "unix:/tmp/shmdict-test-XXXX/bridge.sock", or the first --listen value with its real port.
   const std::string& address() const { return address_; }
   const std::string& socket_path() const { return socket_path_; }
-  WorkerProcess* process() { return process_.get(); }
+  // The bridge's process (pid, output, Wait); null before the first successful Start.
+  internal::Subprocess* process() { return bridge_ != nullptr ? &bridge_->process() : nullptr; }
 
  private:
   TempDir dir_;
@@ -71,7 +75,7 @@ class BridgeProcess {
   std::vector<std::string> extra_args_;
   std::string socket_path_;
   std::string address_;
-  std::unique_ptr<WorkerProcess> process_;
+  std::unique_ptr<internal::BridgeLauncher> bridge_;
 };
 
 }  // namespace shmdict::testing
