@@ -3,7 +3,7 @@
 //
 // Every transport fills the fields without std::optional. An optional field is one a transport
 // may not know: the local catalog (LocalCatalog, Dict::GetStatus) fills all of them; a bridge of
-// shmdict.v1.1 or later fills all but `lock_holder_in_this_pid_namespace` (it is about the
+// shmdict.v1.2 or later fills all but `lock_holder_in_this_pid_namespace` (it is about the
 // caller's own pid namespace, which a remote caller does not share); an older bridge fills only
 // the plain ones. `bridge` is set only when the status came through a bridge.
 //
