@@ -77,7 +77,7 @@ enum class CreateMode {
 };
 
 struct Options {
-  // 1..200 characters of [A-Za-z0-9_.-], not "." or "..". Empty: a random name is chosen
+  // 1..200 characters of [A-Za-z0-9_.-], not "." and without "..". Empty: a random name is chosen
   // (Dict::name() tells it).
   std::string name;
   CreateMode create_mode = CreateMode::kAttachOrCreate;
