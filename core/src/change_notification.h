@@ -1,6 +1,6 @@
 // Change notification: "wait until the published revision exceeds R" on the dict's shared futex,
 // and the writer's wake after a commit. Writers pay for a wake only when someone may be waiting
-// (docs/DESIGN.md, invariant 8); the protocol is in docs/LAYOUT.md (WaitBlock).
+// (docs/DESIGN.md, rule 8); the protocol is in docs/LAYOUT.md (WaitBlock).
 //
 // Thread-safety: free functions, safe from any thread of any process mapping the header.
 #ifndef SHMDICT_CORE_CHANGE_NOTIFICATION_H_

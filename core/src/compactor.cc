@@ -74,7 +74,7 @@ uint64_t Compactor::NextGeneration() {
 }
 
 void Compactor::AfterCommit(LocalView* writer_view) {
-  // Invariant 5: start the snapshot long before writers must wait.
+  // Rule 5 (docs/DESIGN.md): start the snapshot long before writers must wait.
   const uint64_t pending = UnpublishedBytes();
   const SnapshotView* snap = writer_view->snapshot.get();
   const uint64_t base_bytes = snap == nullptr ? 0 : (snap->base() ? snap->base() : snap)->bytes();

@@ -1,13 +1,13 @@
-// Compactor: a handle's share of snapshot building (docs/DESIGN.md, invariants 4 and 5). When the
+// Compactor: a handle's share of snapshot building (docs/DESIGN.md, rules 4 and 5). When the
 // log since the published snapshot reaches an eighth of the ring (half, for a dict smaller than 8
 // logs), a background thread builds the next snapshot from the published one and the log — outside
 // the writer lock, while writers keep appending — and publishes it under the lock in O(1); once
 // writers pause with a sixteenth of the log unpublished, it publishes one more, so attaching to a
 // quiet dict is a mapping. Builds are layered (snapshot.h: usually a small delta over the chain's
 // base), which is what makes building that often affordable. Only when the ring truly fills first
-// does a writer build inline. At most one builder runs per dict host-wide (the compaction claim in
-// the header). Every publication, inline or background, goes through PublishLocked and
-// AfterPublish.
+// does a writer wait for a running builder or, with none running, build inline. At most one builder
+// runs per dict host-wide (the compaction claim in the header). Every publication, inline or
+// background, goes through PublishLocked and AfterPublish.
 //
 // Thread-safety: AfterCommit, CompactLocked, WaitForBuilder, Stop and ForgetParentsBuilder belong
 // to the handle's thread; the builder thread touches only the shared header, the LogReader and
@@ -83,8 +83,8 @@ class Compactor {
   void StartBuilder(uint64_t target_revision, bool wait_for_quiet);
   // On the builder thread once the log holds a sixteenth of its capacity since the published
   // snapshot, and after every build: waits for 10 ms without a commit (up to a second), then
-  // builds if that much is still unpublished. Builds at once when the log reaches an eighth
-  // (urgent_target_).
+  // builds if that much is still unpublished. Builds at once when the log reaches AfterCommit's
+  // trigger (urgent_target_).
   void IdleThenBuild();
   // Builds and publishes a snapshot at `target_revision` or later from the published snapshot and
   // the log, on the builder thread: no copy of the handle's state is taken under the lock.

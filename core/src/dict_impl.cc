@@ -143,7 +143,7 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
       return CommitOutcome::kRingFullWhileBuilding;
     }
     // The ring truly filled and nobody is freeing it: build a snapshot now (the rare, slow path
-    // of invariant 5).
+    // of docs/DESIGN.md's rule 5).
     Status s = CompactLocked();
     if (!s.ok()) return s;
     // A publication refused under the lock frees nothing. Only a snapshot at this very revision

@@ -69,7 +69,7 @@ class Dict::Impl : public LockGuard::Holder {
   // the published snapshot and catches up.
   Status Attach();
 
-  // Catching up with the log: one atomic load when nothing changed (docs/DESIGN.md, invariant 7).
+  // Catching up with the log: one atomic load when nothing changed (docs/DESIGN.md, rule 7).
   Status CatchUp(bool force) {
     const uint64_t committed = header->commit.commit_revision.load(std::memory_order_acquire);
     if (committed == view.revision && !force) return Status::Ok();

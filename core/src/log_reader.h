@@ -2,7 +2,7 @@
 // Watcher streaming, the snapshot builder replaying, the repair after a dead writer stepping over
 // records. It follows the log from a position, fetches large changes from their own segments,
 // and when writers lapped it, moves the reader's view to the newest snapshot (docs/DESIGN.md,
-// invariant 3: never parse bytes that may have been overwritten).
+// rule 3: never parse bytes that may have been overwritten).
 //
 // Thread-safety: const and stateless beyond the mapping: any thread may use one LogReader.
 // Lifetime: must not outlive the mapping of the header and ring it reads.

@@ -30,10 +30,10 @@ class TempDir {
   std::string path_;
 };
 
-// The bridge presence registry (bridge/src/presence.h) of this test process: a fresh directory
-// in $SHMDICT_BRIDGE_REGISTRY_DIR, set before main so that every bridge and CLI a test starts
-// registers and looks there, never in /dev/shm (tests SIGKILL bridges, whose records stay until
-// a reader removes them). Removed at exit.
+// The bridge presence registry (shmdict/bridge/presence.h, bridge/presence/) of this test process:
+// a fresh directory in $SHMDICT_BRIDGE_REGISTRY_DIR, set before main so that every bridge and CLI a
+// test starts registers and looks there, never in /dev/shm (tests SIGKILL bridges, whose records
+// stay until a reader removes them). Removed at exit.
 const std::string& BridgeRegistryDir();
 
 // What `shmdict ARGS` printed and how it exited (code -1: it did not exit by itself).

@@ -1,4 +1,4 @@
-// The Store contract (core/include/shmdict/store.h), written once and run against every
+// The Store contract (core/api/include/shmdict/store.h), written once and run against every
 // implementation: the local Dict and, when the bridge is built, RemoteDict with and without its
 // mirror, through a real shmdict-bridge on a Unix socket. Where the transports legitimately
 // differ (how soon a handle sees another handle's writes), the Transport parameter says so; every

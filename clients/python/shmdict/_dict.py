@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Optional
 
 from . import _core
 
-# The core's type tags (core/include/shmdict/value.h).
+# The core's type tags (core/api/include/shmdict/value.h).
 TAG_JSON = 5
 TAG_NESTED_DICT = 6
 TAG_PICKLE = 8

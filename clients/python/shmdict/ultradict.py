@@ -14,7 +14,8 @@ signatures. Where UltraDict is unsafe this is safe instead; the deliberate diffe
   it holds the lock (Ctrl-C interrupts).
 - buffer_size is a lower bound for the size of the change log, which is at least 1 MiB (and a
   power of two): UltraDict's 10 kB default would make shmdict build a snapshot every few hundred
-  small writes (a build starts when half the log is used), about 25% more per write here.
+  small writes (a build starts when half the log is used, an eighth once the dict is 8 logs
+  big), about 25% more per write here.
   full_dump_size is accepted and ignored (snapshots get segments of their own size), so
   FullDumpMemoryFull is never raised. A value bigger than the buffer goes to its own segment,
   not through a full dump, so full_dump_counter does not move for it.

@@ -77,7 +77,7 @@ enum class CreateMode {
 };
 
 struct Options {
-  // 1..200 characters of [A-Za-z0-9_.-], not "." or "..". Empty: a random name is chosen
+  // 1..200 characters of [A-Za-z0-9_.-], not "." and without "..". Empty: a random name is chosen
   // (Dict::name() tells it).
   std::string name;
   CreateMode create_mode = CreateMode::kAttachOrCreate;
@@ -91,8 +91,10 @@ struct Options {
   bool auto_unlink = true;
   // How long a write (or Lock() without an explicit timeout) waits for the writer lock.
   std::chrono::milliseconds lock_timeout{10000};
-  // Build snapshots on a background thread of this process when the log is half full, so that
-  // writers do not stall on O(n) work. false: build them inline (single-threaded programs).
+  // Build snapshots on a background thread of this process, starting when an eighth of the log is
+  // unpublished (half, while the dict is smaller than 8 logs), so that writers do not stall on
+  // O(n) work. false: build them inline, under the writer lock, once the log is half full
+  // (single-threaded programs).
   bool background_compaction = true;
   // Where the library reports snapshot builds and lock recoveries (log_sink.h). Null: nowhere.
   std::shared_ptr<LogSink> log_sink;

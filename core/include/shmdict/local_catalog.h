@@ -3,7 +3,7 @@
 // Inspect reads a dict's header without attaching to it (no handle, no flock of its own beyond a
 // probe), so `shmdict status` and `ls` never keep a dict alive or block its writers.
 //
-// Thread-safety: thread-safe; it holds only its options. Lifetime: Stores it opens are Dicts that
+// Thread-safety: thread-safe; it holds only its log sink. Lifetime: Stores it opens are Dicts that
 // outlive it.
 #ifndef SHMDICT_LOCAL_CATALOG_H_
 #define SHMDICT_LOCAL_CATALOG_H_

@@ -6,7 +6,7 @@
 //   auto store = host.OpenStore("orders");      // a RemoteDict (options.mirror applies)
 //
 // The status a bridge reports fills every DictStatus field but lock_holder_in_this_pid_namespace
-// (about the caller's namespace); a bridge older than shmdict.v1.1 only the plain ones.
+// (about the caller's namespace); a bridge older than shmdict.v1.2 only the plain ones.
 //
 // Thread-safety: thread-safe. All calls share one channel, opened by the first call. Lifetime:
 // Stores it opens have channels of their own and may outlive it.

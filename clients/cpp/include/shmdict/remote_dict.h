@@ -17,8 +17,8 @@
 // atomically. Meanwhile reads serve the last state (revision() stays put) and writes, which go to
 // the bridge, still return their committed revision.
 //
-// Without a mirror (Options::mirror = false, for dicts too big to copy): every read is a call to
-// the bridge that asks for at least this object's latest commit (read-your-writes).
+// Without a mirror (RemoteOptions::mirror = false, for dicts too big to copy): every read is a call
+// to the bridge that asks for at least this object's latest commit (read-your-writes).
 //
 // Thread-safety: thread-safe; every method may be called concurrently. Watchers it returns are
 // thread-compatible (Cancel() from any thread). Lifetime: destroying it stops the mirror; watchers
@@ -26,8 +26,8 @@
 //
 // Errors: as Store's. kUnavailable when the bridge cannot be reached (never "missing"); kNotFound
 // when the dict does not exist (the bridge never creates one); kDeadlineExceeded when a call
-// exceeded Options::call_timeout. A write that failed with kUnavailable or kDeadlineExceeded may
-// or may not have been committed (the bridge may have died after committing): read to find out.
+// exceeded RemoteOptions::call_timeout. A write that failed with kUnavailable or kDeadlineExceeded
+// may or may not have been committed (the bridge may have died after committing): read to find out.
 #ifndef SHMDICT_REMOTE_DICT_H_
 #define SHMDICT_REMOTE_DICT_H_
 
@@ -63,8 +63,8 @@ struct RemoteOptions {
   std::string token;
   // TLS, by file (PEM): tls_ca verifies the bridge's certificate (empty: the system's roots);
   // tls_cert and tls_key, both or neither, present a client certificate (mTLS). Any of them set
-  // makes the channel TLS; a file that cannot be read fails Open/Inspect/ListNames with
-  // kInvalidArgument.
+  // makes the channel TLS; a file that cannot be read fails Open (and every RemoteCatalog call)
+  // with kInvalidArgument.
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
