@@ -68,6 +68,19 @@ TEST(StatusWireTest, EveryRowWithAWireNameHasAWireFieldOfItsKind) {
   }
 }
 
+TEST(StatusWireTest, OptionalMembersMapToWireFieldsWithPresenceAndPlainOnesToPlainFields) {
+  // A member the transport may not know must be told apart from a reported zero on the wire.
+  const DictStatus empty;
+  for (const StatusField& field : StatusFields()) {
+    if (field.wire_name.empty()) continue;
+    const FieldDescriptor* wire =
+        v1::StatusResponse::descriptor()->FindFieldByName(std::string(field.wire_name));
+    ASSERT_NE(wire, nullptr) << field.name;
+    const bool optional_member = !field.get(empty).has_value();
+    EXPECT_EQ(wire->has_presence(), optional_member) << field.name;
+  }
+}
+
 TEST(StatusWireTest, AFullStatusCrossesTheWireExceptTheCallersOwnNamespaceFlag) {
   v1::StatusResponse wire;
   ToProto(FullStatus(), &wire);

@@ -242,7 +242,7 @@ struct BridgeServer::State {
   }
 };
 
-Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(const BridgeConfig& config) {
+Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
   // The activated sockets are ours from here on: closed on error, adopted otherwise.
   std::vector<int> activated = config.activated_fds;
   struct CloseUnadopted {
@@ -282,8 +282,8 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(const BridgeConfig& co
   State* const s = state.get();
   DictRegistry::Limits registry_limits;
   registry_limits.max_idle_handles_per_dict = config.max_idle_handles_per_dict;
-  state->registry = std::make_unique<DictRegistry>(
-      registry_limits, [s](const std::string& dict, bool serving) {
+  state->registry =
+      std::make_unique<DictRegistry>(registry_limits, [s](const std::string& dict, bool serving) {
         s->health.Set(DictHealthName(dict), serving);
         spdlog::info("{} dict={}", serving ? "serving" : "stopped serving", dict);
       });

@@ -38,8 +38,9 @@ class BridgeServer {
   // unix:PATH, a malformed token file), kNotFound (a TLS or token file that cannot be read),
   // kAlreadyExists (a Unix socket path another bridge or program holds), kUnavailable (an address
   // in use or not of this host). A presence record that cannot be written is logged, not an error.
-  // Takes ownership of config.activated_fds, also on error (it closes them).
-  static Result<std::unique_ptr<BridgeServer>> Start(const BridgeConfig& config);
+  // Takes the config by value because it takes ownership of config.activated_fds, also on error
+  // (it closes them): a caller must not close or reuse those descriptors after the call.
+  static Result<std::unique_ptr<BridgeServer>> Start(BridgeConfig config);
 
   ~BridgeServer();
   BridgeServer(const BridgeServer&) = delete;

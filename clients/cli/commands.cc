@@ -247,9 +247,11 @@ std::string Joined(const Json& strings, std::string_view separator) {
   return text.empty() ? "-" : text;
 }
 
-// ls: one JSON array, or NAME, ENTRIES, REVISION, STATE[, BRIDGES] lines (STATE "remote" for a
-// row a bridge reported: whether its creator lives is for the bridge's host to see; BRIDGES, the
-// number of live local bridges serving the dict, for local rows in builds with the bridge).
+// ls: one JSON array, or NAME, ENTRIES, REVISION, STATE[, BRIDGES] lines. STATE is "in-use" or
+// "abandoned" (nobody has it open and its creator is gone) as the dict's host sees it: through a
+// bridge of shmdict.v1.2 or later, the bridge's host (where the bridge itself has a dict open while
+// it serves it); "remote" when an older bridge did not report it. BRIDGES, the number of live
+// local bridges serving the dict, for local rows in builds with the bridge.
 int PrintLsRows(const CommandLine& cl, const Json& all) {
   if (cl.json) {
     std::cout << all.dump() << '\n';

@@ -193,8 +193,9 @@ int main(int argc, char** argv) {
   CLI::App* ls = add_command(
       "ls", "List the dicts on this host",
       "Plain: 'NAME<tab>ENTRIES<tab>REVISION<tab>STATE<tab>BRIDGES' lines; STATE is "
-      "'abandoned' when the dict's creator is gone and no process has it open, else 'in-use'; "
-      "BRIDGES is the number of live bridges of this host serving the dict.",
+      "'abandoned' when the dict's creator is gone and no process has it open, else 'in-use' (with "
+      "--remote: as the bridge's host sees it, 'remote' from a bridge older than v1.2); BRIDGES is "
+      "the number of live bridges of this host serving the dict.",
       RunLs);
   AddJsonFlag(ls, &cl, "Print one JSON array of objects");
 

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "dict_test_base.h"
 #include "segment.h"
 #include "shmdict/dict.h"
 #include "shmdict/dict_status.h"
@@ -15,32 +16,22 @@
 namespace shmdict {
 namespace {
 
-class LocalCatalogTest : public ::testing::Test {
+class LocalCatalogTest : public testing::DictTestBase {
  protected:
-  void SetUp() override {
-    name_ = std::string("ut-catalog-") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" +
-            std::to_string(getpid());
-  }
-  void TearDown() override {
-    Dict::UnlinkByName(name_).IgnoreError();
-    EXPECT_TRUE(internal::ListSegments(name_).empty()) << "segments left behind for " << name_;
-  }
   LocalCatalog catalog_;
-  std::string name_;
 };
 
 TEST_F(LocalCatalogTest, CreateFindsAnExistingDictAndExclusiveRefusesIt) {
   auto created = catalog_.Create(name_, {.mode = 0640});
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_OK(created);
   EXPECT_TRUE(*created);
   auto again = catalog_.Create(name_, {});
-  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ASSERT_OK(again);
   EXPECT_FALSE(*again);
   EXPECT_EQ(catalog_.Create(name_, {.exclusive = true}).status().code(),
             StatusCode::kAlreadyExists);
   auto status = catalog_.Inspect(name_);
-  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  ASSERT_OK(status);
   EXPECT_EQ(status->mode, std::optional<mode_t>(0640));
   EXPECT_EQ(status->attached, false) << "Create must not keep the dict open";
 }
@@ -48,10 +39,10 @@ TEST_F(LocalCatalogTest, CreateFindsAnExistingDictAndExclusiveRefusesIt) {
 TEST_F(LocalCatalogTest, InspectFillsEveryFieldButTheBridge) {
   Options options{.name = name_, .auto_unlink = false};
   auto dict = Dict::Open(options);
-  ASSERT_TRUE(dict.ok()) << dict.status().ToString();
-  ASSERT_TRUE(dict->Set("a", Value::Int(1)).ok());
+  ASSERT_OK(dict);
+  ASSERT_OK(dict->Set("a", Value::Int(1)));
   auto status = catalog_.Inspect(name_);
-  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  ASSERT_OK(status);
   for (const StatusField& field : StatusFields()) {
     if (field.name == "bridge") {
       EXPECT_FALSE(field.get(*status).has_value());
@@ -76,21 +67,19 @@ TEST_F(LocalCatalogTest, MissingDictsAreNotFoundWithTheCommandThatCreatesThem) {
 }
 
 TEST_F(LocalCatalogTest, ListsOpensAndUnlinks) {
-  ASSERT_TRUE(catalog_.Create(name_, {}).ok());
+  ASSERT_OK(catalog_.Create(name_, {}));
   auto names = catalog_.ListNames();
-  ASSERT_TRUE(names.ok());
+  ASSERT_OK(names);
   EXPECT_NE(std::find(names->begin(), names->end(), name_), names->end());
   EXPECT_TRUE(std::is_sorted(names->begin(), names->end()));
-  auto healthy = catalog_.CheckHealth(name_);
-  ASSERT_TRUE(healthy.ok());
-  EXPECT_TRUE(*healthy);
+  EXPECT_THAT(catalog_.CheckHealth(name_), testing::IsOkAndHolds(true));
   {
     auto store = catalog_.OpenStore(name_);
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    ASSERT_TRUE((*store)->Set("k", Value::Str("v")).ok());
+    ASSERT_OK(store);
+    ASSERT_OK((*store)->Set("k", Value::Str("v")));
   }
   EXPECT_EQ(catalog_.Inspect(name_)->entries, 1u);
-  EXPECT_TRUE(catalog_.Unlink(name_).ok());
+  EXPECT_OK(catalog_.Unlink(name_));
   EXPECT_EQ(catalog_.Inspect(name_).status().code(), StatusCode::kNotFound);
 }
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "robust_lock.h"
-#include "shmdict/dict.h"  // DictStatus, which StatusFromHeader fills
+#include "shmdict/dict_status.h"
 
 namespace shmdict::internal {
 namespace {

@@ -4,10 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include "dict_test_base.h"
 #include "segment.h"
 
 namespace shmdict {
@@ -15,16 +17,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class SharedDictTest : public ::testing::Test {
+class SharedDictTest : public testing::DictTestBase {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    name_ = std::string("ut-") + info->name() + "-" + std::to_string(getpid());
-  }
-  void TearDown() override {
-    Dict::UnlinkByName(name_).IgnoreError();
-    EXPECT_TRUE(internal::ListSegments(name_).empty()) << "segments left behind for " << name_;
-  }
   Options Opts() {
     Options o;
     o.name = name_;
@@ -34,15 +28,14 @@ class SharedDictTest : public ::testing::Test {
   }
   SharedDict OpenOrDie(size_t max_idle = SharedDict::kDefaultMaxIdleHandles) {
     Result<SharedDict> shared = SharedDict::Open(Opts(), max_idle);
-    EXPECT_TRUE(shared.ok()) << shared.status().ToString();
+    EXPECT_OK(shared);
     return std::move(*shared);
   }
   SharedDict::Lease AcquireOrDie(SharedDict& shared) {
     Result<SharedDict::Lease> lease = shared.Acquire();
-    EXPECT_TRUE(lease.ok()) << lease.status().ToString();
+    EXPECT_OK(lease);
     return std::move(*lease);
   }
-  std::string name_;
 };
 
 TEST_F(SharedDictTest, ManyThreadsWritingThroughLeasesLoseNoIncrement) {
@@ -54,8 +47,8 @@ TEST_F(SharedDictTest, ManyThreadsWritingThroughLeasesLoseNoIncrement) {
     threads.emplace_back([&] {
       for (int i = 0; i < kIncrements; ++i) {
         Result<SharedDict::Lease> lease = shared.Acquire();
-        ASSERT_TRUE(lease.ok()) << lease.status().ToString();
-        ASSERT_TRUE((*lease)->Increment("n").ok());
+        ASSERT_OK(lease);
+        ASSERT_OK((*lease)->Increment("n"));
       }
     });
   }
@@ -98,16 +91,16 @@ TEST_F(SharedDictTest, TheCreatorsHandleIsKeptWhateverTheCap) {
   Options o = Opts();
   o.auto_unlink = true;
   Result<SharedDict> shared = SharedDict::Open(o, /*max_idle_handles=*/0);
-  ASSERT_TRUE(shared.ok()) << shared.status().ToString();
+  ASSERT_OK(shared);
   EXPECT_TRUE(shared->created());
   {
     SharedDict::Lease a = AcquireOrDie(*shared);
     SharedDict::Lease b = AcquireOrDie(*shared);
-    ASSERT_TRUE(b->Set("k", Value::Int(1)).ok());
+    ASSERT_OK(b->Set("k", Value::Int(1)));
   }
   EXPECT_EQ(shared->idle_handles(), 1u);
-  EXPECT_TRUE(Dict::IncarnationOf(name_).ok()) << "the dict was unlinked by the cap";
-  ASSERT_TRUE(shared->Close().ok());
+  EXPECT_OK(Dict::IncarnationOf(name_)) << "the dict was unlinked by the cap";
+  ASSERT_OK(shared->Close());
   EXPECT_EQ(Dict::IncarnationOf(name_).status().code(), StatusCode::kNotFound)
       << "Close() did not close the creator's handle";
 }
@@ -116,14 +109,14 @@ TEST_F(SharedDictTest, CloseRefusesLeasesAndClosesHandlesStillOutOnReturn) {
   Options o = Opts();
   o.auto_unlink = true;
   Result<SharedDict> shared = SharedDict::Open(o);
-  ASSERT_TRUE(shared.ok()) << shared.status().ToString();
+  ASSERT_OK(shared);
   {
     SharedDict::Lease creator = AcquireOrDie(*shared);
-    ASSERT_TRUE(shared->Close().ok());
-    EXPECT_TRUE(shared->Close().ok());  // idempotent
+    ASSERT_OK(shared->Close());
+    EXPECT_OK(shared->Close());  // idempotent
     EXPECT_EQ(shared->Acquire().status().code(), StatusCode::kFailedPrecondition);
-    EXPECT_TRUE(creator->Set("still", Value::Int(1)).ok()) << "a lease outlives Close()";
-    EXPECT_TRUE(Dict::IncarnationOf(name_).ok());
+    EXPECT_OK(creator->Set("still", Value::Int(1))) << "a lease outlives Close()";
+    EXPECT_OK(Dict::IncarnationOf(name_));
   }
   EXPECT_EQ(shared->idle_handles(), 0u);
   EXPECT_EQ(Dict::IncarnationOf(name_).status().code(), StatusCode::kNotFound)
@@ -136,20 +129,20 @@ TEST_F(SharedDictTest, ALeaseMayOutliveItsSharedDict) {
     SharedDict shared = OpenOrDie();
     lease.emplace(AcquireOrDie(shared));
   }
-  EXPECT_TRUE((*lease)->Set("k", Value::Int(1)).ok());
+  EXPECT_OK((*lease)->Set("k", Value::Int(1)));
   EXPECT_EQ((*lease)->Get("k")->value().AsInt(), 1);
 }
 
 TEST_F(SharedDictTest, ADictCreatedAgainUnderTheSameNameIsRefused) {
   SharedDict shared = OpenOrDie();
   SharedDict::Lease first = AcquireOrDie(shared);  // the next Acquire must attach by name
-  ASSERT_TRUE(Dict::UnlinkByName(name_).ok());
+  ASSERT_OK(Dict::UnlinkByName(name_));
   Result<Dict> again = Dict::Open(Opts());
-  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ASSERT_OK(again);
   ASSERT_NE(again->incarnation(), shared.incarnation());
   Result<SharedDict::Lease> lease = shared.Acquire();
   EXPECT_EQ(lease.status().code(), StatusCode::kAborted) << lease.status().ToString();
-  ASSERT_TRUE(Dict::UnlinkByName(name_).ok());
+  ASSERT_OK(Dict::UnlinkByName(name_));
   EXPECT_EQ(shared.Acquire().status().code(), StatusCode::kNotFound);
 }
 
@@ -162,7 +155,7 @@ TEST_F(SharedDictTest, ReleaseTakesTheHandleOutOfThePoolForGood) {
   }
   EXPECT_EQ(shared.idle_handles(), 0u);
   ASSERT_NE(owned, nullptr);
-  EXPECT_TRUE(owned->Set("k", Value::Int(1)).ok());
+  EXPECT_OK(owned->Set("k", Value::Int(1)));
   SharedDict::Lease other = AcquireOrDie(shared);
   EXPECT_NE(&*other, owned.get());
 }
@@ -222,6 +215,36 @@ TEST_F(SharedDictTest, AForkedChildAttachesHandlesOfItsOwn) {
   EXPECT_EQ(held->Get("child")->value().AsInt(), 1);
   held = AcquireOrDie(shared);  // the parent's pool is untouched by the child
   EXPECT_TRUE(parents.count(&*held) != 0);
+}
+
+TEST_F(SharedDictTest, AutoUnlinkStaysWithTheParentAcrossAFork) {
+  Options options = Opts();
+  options.create_mode = CreateMode::kMustCreate;
+  options.auto_unlink = true;
+  Result<SharedDict> opened = SharedDict::Open(options);
+  ASSERT_OK(opened);
+  SharedDict shared = std::move(*opened);
+  ASSERT_TRUE(shared.created());
+  std::optional<SharedDict::Lease> first(AcquireOrDie(shared));  // the creator's handle
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // Everything the child inherited is released the way a child's own code would: the lease
+    // taken before the fork, then the pool itself. Neither may unlink the parent's dict.
+    first.reset();
+    const bool closed = shared.Close().ok();
+    _exit(closed && Dict::IncarnationOf(name_).ok() ? 0 : 1);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's Close() unlinked the parent's dict";
+  EXPECT_OK(Dict::IncarnationOf(name_));
+  ASSERT_OK((*first)->Set("parent", Value::Int(1)));
+  first.reset();
+  ASSERT_OK(shared.Close());
+  EXPECT_THAT(Dict::IncarnationOf(name_), testing::StatusIs(StatusCode::kNotFound))
+      << "the creator's Close() in the parent unlinks the dict";
 }
 
 }  // namespace

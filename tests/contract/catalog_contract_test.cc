@@ -3,7 +3,9 @@
 // shmdict-bridge started with --allow-create. The local catalog of this process is the ground
 // truth: what the catalog under test reports must match it, and what it changes must show there.
 #include <algorithm>
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -140,6 +142,36 @@ TEST_P(CatalogContractTest, OpenStoreReachesTheSameDict) {
 TEST_P(CatalogContractTest, TheCatalogItselfIsHealthy) {
   EXPECT_THAT(catalog_->CheckHealth(""), IsOkAndHolds(true));
 }
+
+TEST_P(CatalogContractTest, ABadNameIsAnInvalidArgumentAndCreatesNothing) {
+  EXPECT_THAT(catalog_->Inspect("../escape"), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(catalog_->Create("../escape", {}), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(catalog_->Create("has/slash", {}), StatusIs(StatusCode::kInvalidArgument));
+}
+
+TEST_P(CatalogContractTest, AFileModeIsHonouredLocallyAndRefusedRemotely) {
+  // A remote client must not widen who maps the bridge host's memory: the bridge's
+  // --create-mode decides there.
+  Result<bool> created = catalog_->Create(name_, {.mode = 0640});
+  if (GetParam().remote) {
+    EXPECT_THAT(created, StatusIs(StatusCode::kInvalidArgument, HasSubstr("--create-mode")));
+    EXPECT_THAT(truth_.Inspect(name_), StatusIs(StatusCode::kNotFound));
+    return;
+  }
+  ASSERT_THAT(created, IsOkAndHolds(true));
+  EXPECT_EQ(truth_.Inspect(name_)->mode, std::optional<mode_t>(0640));
+  ASSERT_OK(truth_.Unlink(name_));
+}
+
+#if SHMDICT_CONTRACT_REMOTE
+TEST(RemoteCatalogTest, NoBridgeThereIsUnavailableNeverNotFound) {
+  RemoteCatalog nowhere(RemoteOptions{.address = "unix:/nonexistent/shmdict-no-bridge.sock",
+                                      .call_timeout = std::chrono::milliseconds(500)});
+  EXPECT_THAT(nowhere.ListNames(), StatusIs(StatusCode::kUnavailable));
+  EXPECT_THAT(nowhere.Inspect("orders"), StatusIs(StatusCode::kUnavailable));
+  EXPECT_THAT(nowhere.Unlink("orders"), StatusIs(StatusCode::kUnavailable));
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Catalogs, CatalogContractTest, ::testing::ValuesIn(kCatalogs),
                          [](const auto& info) { return std::string(info.param.name); });
