@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <string>
