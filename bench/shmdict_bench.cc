@@ -563,12 +563,12 @@ void RunSingleProcess(Bench& b) {
                                  "std::mutex", std::nullopt));
 
   shmdict::DictStatus status = dict.GetStatus();
-  b.notes.emplace_back(
-      "work dict", std::to_string(status.entries) + " entries, revision " +
-                       std::to_string(status.revision) + ", " +
-                       std::to_string(status.snapshots_built.value_or(0)) + " snapshots built, log capacity " +
-                       std::to_string(status.log_capacity) + " B; " + std::to_string(n * passes) +
-                       " timed writes per repetition");
+  b.notes.emplace_back("work dict",
+                       std::to_string(status.entries) + " entries, revision " +
+                           std::to_string(status.revision) + ", " +
+                           std::to_string(status.snapshots_built.value_or(0)) +
+                           " snapshots built, log capacity " + std::to_string(status.log_capacity) +
+                           " B; " + std::to_string(n * passes) + " timed writes per repetition");
 }
 
 struct AttachResult {

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -135,7 +135,8 @@ TEST_F(DictRegistryTest, LeaseAttachesAnExistingDictByNameAndSharesItsWrites) {
   EXPECT_EQ(serving_.Await(1), (std::vector<std::pair<std::string, bool>>{{name_, true}}));
 }
 
-// Open descriptors of this process on the dict's main segment: one per Dict handle.
+// Open descriptors of this process on the dict's main segment: the same number for every Dict
+// handle (the creator's handle gives that number).
 int HandlesOpenOn(const std::string& name) {
   const std::string segment = testing::ShmPath(name);
   int open = 0;
@@ -152,7 +153,9 @@ TEST_F(DictRegistryTest, IdleHandlesBeyondTheCapAreClosed) {
     DictRegistry::Limits limits;
     limits.max_idle_handles_per_dict = cap;
     registry_.emplace(limits, serving_.Callback());
-    const int before = HandlesOpenOn(name_);  // the creator's
+    const int per_handle = HandlesOpenOn(name_);  // only the creator's handle is open
+    ASSERT_GT(per_handle, 0);
+    const int before = per_handle;
     {
       std::vector<DictRegistry::Lease> leases;
       for (int i = 0; i < 4; ++i) {
@@ -160,10 +163,12 @@ TEST_F(DictRegistryTest, IdleHandlesBeyondTheCapAreClosed) {
         ASSERT_OK(lease);
         leases.push_back(std::move(*lease));
       }
-      EXPECT_EQ(HandlesOpenOn(name_), before + 4) << "four concurrent calls, four handles";
+      EXPECT_EQ(HandlesOpenOn(name_), before + 4 * per_handle)
+          << "four concurrent calls, four handles";
     }
     // Returned: the handle the dict keeps, plus at most `cap` idle ones.
-    EXPECT_EQ(HandlesOpenOn(name_), before + static_cast<int>(std::min<size_t>(4, cap + 1)));
+    EXPECT_EQ(HandlesOpenOn(name_),
+              before + per_handle * static_cast<int>(std::min<size_t>(4, cap + 1)));
     registry_.reset();
     EXPECT_EQ(HandlesOpenOn(name_), before) << "the registry closes every handle it opened";
   }

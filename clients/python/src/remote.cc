@@ -110,9 +110,8 @@ void Connect(py::handle self, const std::string& address, const std::string& nam
   }
   std::unique_ptr<RemoteDict> opened =
       ValueOrThrow(std::move(*remote), ErrorContext{.remote = true});
-  RemoteEndpoint endpoint{.address = address,
-                          .mirror = mirror,
-                          .catalog = std::make_shared<RemoteCatalog>(options)};
+  RemoteEndpoint endpoint{
+      .address = address, .mirror = mirror, .catalog = std::make_shared<RemoteCatalog>(options)};
   Install(self, std::make_unique<State>(
                     name, /*created=*/false,
                     std::make_unique<RemoteBackend>(std::move(opened), std::move(endpoint), name)));

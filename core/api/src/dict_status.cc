@@ -36,8 +36,8 @@ StatusFieldValue ToFieldValue(const T& value) {
 // step with the table), not data: storing a default would turn it into a "known zero".
 template <typename T>
 T FromFieldValue(const StatusFieldValue& value) {
-  using Alternative = std::conditional_t<std::is_same_v<T, std::string> || std::is_same_v<T, bool>,
-                                         T, uint64_t>;
+  using Alternative =
+      std::conditional_t<std::is_same_v<T, std::string> || std::is_same_v<T, bool>, T, uint64_t>;
   const Alternative* held = std::get_if<Alternative>(&value);
   if (held == nullptr) std::abort();
   return static_cast<T>(*held);
