@@ -8,7 +8,6 @@
 #include <fstream>
 #include <functional>
 #include <future>
-#include <regex>
 #include <string>
 
 #include "in_process_bridge.h"
@@ -74,10 +73,15 @@ TEST_F(BridgeServerTest, TcpPortZeroIsShownAsThePortChosen) {
   config_.listen = {"127.0.0.1:0"};
   StartBridge();
   ASSERT_EQ(server_->addresses().size(), 1u);
-  std::smatch match;
-  ASSERT_TRUE(std::regex_match(server_->addresses()[0], match, std::regex(R"(127\.0\.0\.1:(\d+))")))
-      << server_->addresses()[0];
-  EXPECT_NE(std::stoi(match[1]), 0);
+  // (Parsed by hand: GCC 12 under -fsanitize=address,undefined warns inside <regex>, an error
+  // with -Werror.)
+  const std::string& address = server_->addresses()[0];
+  const std::string prefix = "127.0.0.1:";
+  ASSERT_EQ(address.rfind(prefix, 0), 0u) << address;
+  const std::string port = address.substr(prefix.size());
+  ASSERT_FALSE(port.empty()) << address;
+  ASSERT_EQ(port.find_first_not_of("0123456789"), std::string::npos) << address;
+  EXPECT_NE(std::stoi(port), 0);
   EXPECT_TRUE(Get(name_).ok()) << "nothing serves at " << server_->addresses()[0];
 }
 
