@@ -51,6 +51,26 @@ struct BridgeConfig {
   // ~80 us). 0: every call attaches.
   size_t max_idle_handles_per_dict = 8;
 
+  // Limits on the work one call may cause (docs/BRIDGE.md, "Threat model"). Over a limit a call is
+  // refused with RESOURCE_EXHAUSTED naming the flag, before anything is written.
+  // --max-batch-ops: mutations in one Batch.
+  size_t max_batch_ops = 10000;
+  // --max-batch-bytes: keys and values in one Batch, summed.
+  size_t max_batch_bytes = size_t{32} << 20;
+  // --max-waiting-calls: calls waiting for the dict at once (Get with a min_revision ahead of it,
+  // Watch streams), over every client.
+  size_t max_waiting_calls = 1024;
+  // --max-wait-ms: the longest a Get waits for its min_revision when the client set no (or a
+  // longer) deadline; then DEADLINE_EXCEEDED.
+  std::chrono::milliseconds max_wait{60000};
+  // --max-create-bytes: the largest log a client may ask Create for (buffer_size).
+  uint64_t max_create_bytes = uint64_t{64} << 20;
+  // --allow-pickle: accept values tagged pickle (8). Any writer can then run code in every Python
+  // reader of the dict: only for writers trusted with that.
+  bool allow_pickle = false;
+  // --socket-mode: the file mode of Unix listening sockets, set explicitly (not from the umask).
+  mode_t socket_mode = 0660;
+
   // --tls-cert, --tls-key, --tls-client-ca: PEM files; TCP listeners speak TLS when set.
   std::string tls_cert;
   std::string tls_key;

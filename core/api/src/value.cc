@@ -5,6 +5,8 @@
 #include <cstring>
 #include <system_error>
 
+#include <nlohmann/json.hpp>
+
 namespace shmdict {
 namespace {
 
@@ -32,7 +34,117 @@ bool IsPrintableText(std::string_view s) {
   return true;
 }
 
+// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.
+bool IsValidUtf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t length = 0;
+    uint32_t min = 0;
+    uint32_t code = 0;
+    if ((c & 0xE0) == 0xC0) {
+      length = 2, min = 0x80, code = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      length = 3, min = 0x800, code = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      length = 4, min = 0x10000, code = c & 0x07;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) < length) return false;
+    for (size_t i = 1; i < length; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      code = (code << 6) | (p[i] & 0x3F);
+    }
+    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    p += length;
+  }
+  return true;
+}
+
+constexpr size_t kMaxChildSuffixDigits = 32;
+
+// Length of one "@c" + hex component at the start of `rest`, or 0.
+size_t ChildComponentLength(std::string_view rest) {
+  if (!rest.starts_with("@c")) return 0;
+  size_t digits = 0;
+  while (2 + digits < rest.size() && digits <= kMaxChildSuffixDigits) {
+    const char c = rest[2 + digits];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) break;
+    ++digits;
+  }
+  if (digits == 0 || digits > kMaxChildSuffixDigits) return 0;
+  return 2 + digits;
+}
+
 }  // namespace
+
+bool IsNestedChildName(std::string_view name) {
+  const size_t at = name.find('@');
+  if (at == 0 || at == std::string_view::npos) return false;
+  std::string_view rest = name.substr(at);
+  while (!rest.empty()) {
+    const size_t length = ChildComponentLength(rest);
+    if (length == 0) return false;
+    rest.remove_prefix(length);
+  }
+  return true;
+}
+
+Status CheckNestedReference(std::string_view dict, std::string_view reference) {
+  if (reference.size() > dict.size() && reference.starts_with(dict) &&
+      ChildComponentLength(reference.substr(dict.size())) == reference.size() - dict.size()) {
+    return Status::Ok();
+  }
+  return Status(StatusCode::kInvalidArgument,
+                "a nested-dict value in dict '" + std::string(dict) +
+                    "' must name one of its own children ('" + std::string(dict) +
+                    "@c' and hex digits); this one names another dict");
+}
+
+Status ValidateEncoding(ValueView value) {
+  auto invalid = [&](const std::string& why) {
+    return Status(StatusCode::kInvalidArgument,
+                  "a value tagged " + TypeName(value.type) + " " + why);
+  };
+  const std::string_view data = value.data;
+  switch (value.type) {
+    case ValueType::kInt64:
+    case ValueType::kDouble:
+      if (data.size() != 8) {
+        return invalid("must hold 8 bytes, not " + std::to_string(data.size()));
+      }
+      return Status::Ok();
+    case ValueType::kBool:
+      if (data.size() != 1 || (data[0] != 0 && data[0] != 1)) {
+        return invalid("must hold one byte, 0 or 1");
+      }
+      return Status::Ok();
+    case ValueType::kNull:
+      if (!data.empty()) return invalid("must be empty");
+      return Status::Ok();
+    case ValueType::kString:
+      if (!IsValidUtf8(data)) return invalid("must be UTF-8 text");
+      return Status::Ok();
+    case ValueType::kJson:
+      if (!IsValidUtf8(data)) return invalid("must be UTF-8 text");
+      if (!nlohmann::json::accept(data.begin(), data.end()))
+        return invalid("must be one JSON text");
+      return Status::Ok();
+    case ValueType::kNestedDict:
+      if (!IsNestedChildName(data)) {
+        return invalid("must name a nested child dict (PARENT@c and hex digits)");
+      }
+      return Status::Ok();
+    default:  // kBytes, kPickle and user tags are opaque
+      return Status::Ok();
+  }
+}
 
 std::string TypeName(ValueType type) {
   switch (type) {

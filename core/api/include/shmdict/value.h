@@ -17,6 +17,8 @@
 #include <string>
 #include <string_view>
 
+#include "shmdict/status.h"
+
 namespace shmdict {
 
 enum class ValueType : uint8_t {
@@ -92,6 +94,28 @@ class Value {
   ValueType type_ = ValueType::kBytes;
   std::string data_;
 };
+
+// OK when `value`'s bytes are a valid encoding of its tag; kInvalidArgument naming the tag and the
+// fault otherwise. kInt64 and kDouble: exactly 8 bytes; kBool: one byte, 0 or 1; kString: UTF-8;
+// kJson: one JSON text (RFC 8259) in UTF-8; kNull: empty; kNestedDict: a nested child's name
+// ("PARENT@c" and 1..32 lowercase hex digits, repeated for a child's child) -- whether it is a
+// child of the dict it is stored in is CheckNestedReference's question; kBytes, kPickle and user
+// tags: any bytes. Every path that stores bytes from outside the process (the bridge, the CLI's
+// --type, Python's raw API) calls this before writing: readers trust a tag to describe its bytes.
+// Cost: O(size) for kString and kJson, O(1) otherwise.
+Status ValidateEncoding(ValueView value);
+
+// OK when `reference` (the bytes of a kNestedDict value) names a direct nested child of the dict
+// `dict`: `dict` + "@c" + 1..32 lowercase hex digits. kInvalidArgument naming both otherwise. A
+// reference to any other dict would make a reader open, and the engine retire (unlink), a dict the
+// writer was never given: the bridge refuses to store one, readers refuse to follow one and the
+// engine retires only references that pass.
+Status CheckNestedReference(std::string_view dict, std::string_view reference);
+
+// Whether `name` is a nested child's name: a top-level name followed by one or more "@c" + 1..32
+// lowercase hex digit components. The other names holding '@' belong to a dict's internal
+// segments (snapshots "@s", retired "@r", large values "@b") and are never a dict.
+bool IsNestedChildName(std::string_view name);
 
 // Parses text as `type` (the CLI's --type): "int" needs a full decimal int64, "float" a full
 // double, "bool" true/false/1/0, "null" the text "null" or nothing. Returns nullopt when the text
