@@ -36,7 +36,7 @@ bool ValidNameChar(char c) {
 
 namespace internal {
 
-Status ValidateDictName(std::string_view name, bool allow_reserved) {
+Status ValidateDictName(std::string_view name, bool allow_nested_child) {
   auto invalid = [&](const std::string& why) {
     return Status(StatusCode::kInvalidArgument,
                   "invalid dict name '" + std::string(name) + "': " + why);
@@ -48,12 +48,22 @@ Status ValidateDictName(std::string_view name, bool allow_reserved) {
   if (name.find('/') != std::string_view::npos) return invalid("it contains '/'");
   if (name.find("..") != std::string_view::npos) return invalid("it contains '..'");
   if (name == ".") return invalid("'.' is not a name");
-  for (char c : name) {
-    if (c == '@' && allow_reserved) continue;
-    if (c == '@') return invalid("'@' is reserved for the segments a dict owns");
-    if (!ValidNameChar(c)) return invalid("use only letters, digits, '_', '-' and '.'");
-  }
   if (name.front() == '@') return invalid("it starts with '@'");
+  // Every command line (the CLI's, the bridge's, a shell's) would read it as a flag.
+  if (name.front() == '-') return invalid("it starts with '-'");
+  if (name.find('@') != std::string_view::npos) {
+    if (!allow_nested_child) return invalid("'@' is reserved for the segments a dict owns");
+    // Snapshots, retired snapshots and large values are parts of a dict, never one: opening or
+    // unlinking one by name would break the dict that owns it.
+    if (!IsNestedChildName(name)) {
+      return invalid(
+          "it names an internal segment of a dict (only a nested child's name, "
+          "PARENT@c and hex digits, may hold '@')");
+    }
+  }
+  for (char c : name) {
+    if (c != '@' && !ValidNameChar(c)) return invalid("use only letters, digits, '_', '-' and '.'");
+  }
   return Status::Ok();
 }
 
@@ -83,11 +93,11 @@ Result<Dict> Dict::Open(const Options& options) {
   return OpenWithNameRules(options, options.create_mode == CreateMode::kMustAttach);
 }
 
-Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_reserved_name) {
+Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_child_name) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->name = options.name.empty() ? "sd-" + RandomHex(16) : options.name;
-  Status valid = internal::ValidateDictName(impl->name, allow_reserved_name);
+  Status valid = internal::ValidateDictName(impl->name, allow_nested_child_name);
   if (!valid.ok()) return valid;
   if (options.buffer_size > internal::kMaxLogCapacity) {
     return Status(StatusCode::kInvalidArgument,
@@ -467,7 +477,7 @@ Result<Dict> Dict::OpenNested(std::string_view key) {
   child_options.name = child;
   child_options.create_mode = CreateMode::kAttachOrCreate;
   child_options.auto_unlink = false;  // it lives as long as its parent
-  return OpenWithNameRules(child_options, /*allow_reserved_name=*/true);
+  return OpenWithNameRules(child_options, /*allow_nested_child_name=*/true);
 }
 
 Result<LockGuard> Dict::Lock() { return Lock(Live(impl_).options.lock_timeout); }

@@ -17,6 +17,7 @@ namespace shmdict {
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::HasSubstr;
 using testing::StatusIs;
 
 // Each test gets its own dict name and proves it left nothing behind in /dev/shm (DictTestBase).
@@ -81,8 +82,8 @@ TEST_F(DictTest, CreateModesAreEnforced) {
 }
 
 TEST_F(DictTest, InvalidNamesAreRefused) {
-  for (const std::string& bad :
-       std::vector<std::string>{"a/b", "..", "x..y", "has space", "a@b", std::string(300, 'x')}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "a/b", "..", "x..y", "has space", "a@b", std::string(300, 'x'), "-", "-x", "--help"}) {
     Options o;
     o.name = bad;
     auto d = Dict::Open(o);
@@ -91,6 +92,65 @@ TEST_F(DictTest, InvalidNamesAreRefused) {
   }
   EXPECT_EQ(Dict::ValidateName("").code(), StatusCode::kInvalidArgument);
   EXPECT_OK(Dict::ValidateName("orders-2024.v1_x"));
+  EXPECT_THAT(Dict::ValidateName("-orders"),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("'-'")));
+}
+
+// A dict's internal segments (snapshots, retired snapshots, large values) are parts of it, never
+// a dict: attaching to, or unlinking, one by name would break the dict that owns it (an unlinked
+// snapshot makes every later catch-up DATA_LOSS). Nested children stay reachable by name.
+TEST_F(DictTest, InternalSegmentNamesAreRefusedAndNestedChildrenStayReachable) {
+  Dict d = OpenOrDie(Opts());
+  ASSERT_OK(d.Set("a", Value::Int(1)));
+  auto generation = d.Dump();
+  ASSERT_OK(generation);
+  const std::string snapshot = name_ + "@s" + std::to_string(*generation);
+  ASSERT_TRUE(std::filesystem::exists(testing::ShmPath(snapshot)));
+  for (const std::string& segment :
+       {snapshot, name_ + "@r2", name_ + "@b7", name_ + "@x", name_ + "@", name_ + "@c12@s1"}) {
+    Options attach = Opts();
+    attach.name = segment;
+    attach.create_mode = CreateMode::kMustAttach;
+    EXPECT_THAT(Dict::Open(attach),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr("internal segment")))
+        << segment;
+    EXPECT_THAT(Dict::UnlinkByName(segment), StatusIs(StatusCode::kInvalidArgument)) << segment;
+    EXPECT_THAT(Dict::IncarnationOf(segment), StatusIs(StatusCode::kInvalidArgument)) << segment;
+  }
+  EXPECT_TRUE(std::filesystem::exists(testing::ShmPath(snapshot)));
+  ASSERT_OK(d.Refresh(/*force=*/true));
+  EXPECT_EQ((*d.Get("a"))->AsInt(), 1);
+
+  auto child = d.OpenNested("child");
+  ASSERT_OK(child);
+  ASSERT_OK(child->Set("x", Value::Int(2)));
+  Options attach_child = Opts();
+  attach_child.name = child->name();
+  attach_child.create_mode = CreateMode::kMustAttach;
+  auto attached = Dict::Open(attach_child);
+  ASSERT_OK(attached);
+  EXPECT_EQ((*attached->Get("x"))->AsInt(), 2);
+  EXPECT_OK(Dict::IncarnationOf(child->name()));
+  // A name holding '@' is never created by Open: only OpenNested makes children.
+  Options create_child = Opts();
+  create_child.name = name_ + "@c99";
+  create_child.create_mode = CreateMode::kAttachOrCreate;
+  EXPECT_THAT(Dict::Open(create_child), StatusIs(StatusCode::kInvalidArgument));
+}
+
+// A leading '-' reads as a flag to every command line (the CLI's, the bridge's, a shell's).
+TEST_F(DictTest, NamesStartingWithADashAreRefusedEverywhere) {
+  const std::string dashed = "-" + name_;
+  for (CreateMode mode :
+       {CreateMode::kMustCreate, CreateMode::kAttachOrCreate, CreateMode::kMustAttach}) {
+    Options o = Opts();
+    o.name = dashed;
+    o.create_mode = mode;
+    EXPECT_THAT(Dict::Open(o), StatusIs(StatusCode::kInvalidArgument, HasSubstr("'-'")));
+  }
+  EXPECT_THAT(Dict::UnlinkByName(dashed), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(Dict::IncarnationOf(dashed), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_FALSE(std::filesystem::exists(testing::ShmPath(dashed)));
 }
 
 TEST_F(DictTest, RandomNameIsChosenWhenNoneIsGiven) {

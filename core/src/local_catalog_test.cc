@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 #include <string>
 
@@ -108,6 +109,34 @@ TEST(StatusFieldsTest, AbandonedIsUnknownUnlessBothFactsAreKnown) {
   EXPECT_EQ(status.abandoned(), true);
   status.attached = true;
   EXPECT_EQ(status.abandoned(), false);
+}
+
+// The catalog takes dict names only: an internal segment's name is refused by every call, '@' by
+// Create, a leading '-' everywhere; a nested child stays reachable.
+TEST_F(LocalCatalogTest, InternalSegmentAndDashedNamesAreRefused) {
+  Options options{.name = name_, .auto_unlink = false};
+  auto dict = Dict::Open(options);
+  ASSERT_OK(dict);
+  ASSERT_OK(dict->Set("a", Value::Int(1)));
+  auto generation = dict->Dump();
+  ASSERT_OK(generation);
+  const std::string snapshot = name_ + "@s" + std::to_string(*generation);
+  for (const std::string& bad : {snapshot, name_ + "@b3", "-" + name_}) {
+    EXPECT_EQ(catalog_.Inspect(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(catalog_.Unlink(bad).code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(catalog_.Create(bad, {}).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(catalog_.Create(name_ + "@c12", {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(std::filesystem::exists(testing::ShmPath(snapshot)));
+  auto child = dict->OpenNested("child");
+  ASSERT_OK(child);
+  const std::string child_name = child->name();
+  EXPECT_OK(catalog_.Inspect(child_name));
+  ASSERT_OK(child->Close());
+  EXPECT_OK(catalog_.Unlink(child_name));
+  ASSERT_OK(dict->Refresh(/*force=*/true));
+  EXPECT_EQ((*dict->Get("a"))->AsInt(), 1);
+  ASSERT_OK(dict->Close());
 }
 
 }  // namespace

@@ -77,8 +77,11 @@ enum class CreateMode {
 };
 
 struct Options {
-  // 1..200 characters of [A-Za-z0-9_.-], not "." and without "..". Empty: a random name is chosen
-  // (Dict::name() tells it).
+  // 1..200 characters of [A-Za-z0-9_.-], not "." and without "..", not starting with '-' (it would
+  // read as a flag on every command line). kMustAttach also takes a nested child's name
+  // ("PARENT@c" + hex, IsNestedChildName in value.h); any other name holding '@' belongs to a
+  // dict's internal segments and is kInvalidArgument. Empty: a random name is chosen (Dict::name()
+  // tells it).
   std::string name;
   CreateMode create_mode = CreateMode::kAttachOrCreate;
   // Size of the shared change log in bytes (only used when creating); rounded up to a power of
@@ -134,13 +137,16 @@ class Dict final : public Store {
   // Creates or attaches per options.create_mode. See the header comment for the errors.
   static Result<Dict> Open(const Options& options);
   // Removes every name of the dict (main segment, snapshots, large-value segments, nested
-  // children). Processes that have it open keep their mappings. kNotFound if nothing was there.
+  // children). Processes that have it open keep their mappings. kNotFound if nothing was there;
+  // kInvalidArgument for a bad name, including an internal segment's ("NAME@s1"): only dicts
+  // (top-level or nested children) are unlinked by name.
   static Status UnlinkByName(std::string_view name);
   // (Listing and inspecting dicts without attaching: LocalCatalog, local_catalog.h.)
   // kInvalidArgument naming the problem, or OK.
   static Status ValidateName(std::string_view name);
   // The incarnation (see incarnation()) of the dict now named `name`, without attaching: one
-  // stat of its main segment. kNotFound if there is none; kInvalidArgument for a bad name.
+  // stat of its main segment. kNotFound if there is none; kInvalidArgument for a bad name (as for
+  // UnlinkByName: a nested child's name is a dict's, an internal segment's is not).
   static Result<uint64_t> IncarnationOf(std::string_view name);
   // The shared-memory layout version this build creates and attaches (docs/LAYOUT.md; `shmdict
   // --version`, `shmdict-bridge --version`). Every process that maps a dict must read the same
@@ -254,8 +260,8 @@ class Dict final : public Store {
   explicit Dict(std::unique_ptr<Impl> impl);
   // Get(key, out) without the Result: the read path itself, out of line.
   bool CopyValue(std::string_view key, Value* out);
-  // Open, where allow_reserved_name lets OpenNested create "parent@c..." children.
-  static Result<Dict> OpenWithNameRules(const Options& options, bool allow_reserved_name);
+  // Open, where allow_nested_child_name lets OpenNested create "parent@c..." children.
+  static Result<Dict> OpenWithNameRules(const Options& options, bool allow_nested_child_name);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -26,10 +26,11 @@ class LocalCatalog final : public Catalog {
   std::string Where() const override;
   // Main segments in /dev/shm, sorted; names with '@' (a dict's own segments) are not listed.
   Result<std::vector<std::string>> ListNames() override;
-  // Fills every field. kNotFound if missing; kFailedPrecondition (another layout version),
-  // kDataLoss (a damaged header).
+  // Fills every field. kNotFound if missing; kInvalidArgument for a bad name (Dict::UnlinkByName's
+  // rules); kFailedPrecondition (another layout version), kDataLoss (a damaged header).
   Result<DictStatus> Inspect(std::string_view name) override;
-  // options.mode nullopt: 0600. The dict outlives this call (no auto-unlink).
+  // options.mode nullopt: 0600. The dict outlives this call (no auto-unlink). kInvalidArgument for
+  // a name holding '@' (only OpenNested makes nested children) or otherwise bad (Options::name).
   Result<bool> Create(std::string_view name, const CreateOptions& options) override;
   // As Dict::UnlinkByName.
   Status Unlink(std::string_view name) override;
