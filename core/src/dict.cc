@@ -464,6 +464,16 @@ Result<Dict> Dict::OpenNested(std::string_view key) {
                       "dict '" + d.name + "': key '" + std::string(key) + "' holds a " +
                           TypeName(current.type) + ", not a nested dict");
       }
+      // Whoever stored a reference to another dict would make this reader open a dict it was
+      // never given: only this dict's own children are followed.
+      if (Status own = CheckNestedReference(d.name, current.data); !own.ok()) {
+        return Status(StatusCode::kFailedPrecondition,
+                      "dict '" + d.name + "': key '" + std::string(key) +
+                          "' holds a nested-dict reference to '" +
+                          std::string(current.data.substr(0, kMaxNameLength)) +
+                          "', which is not one of its children: not followed (" + own.message() +
+                          ")");
+      }
       child = std::string(current.data);
       return Status::Ok();
     }

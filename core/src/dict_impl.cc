@@ -200,11 +200,14 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
 
 // A nested child is retired when a change drops the last reference to it: the key that held it
 // is overwritten or erased, or the dict is cleared, and no key holds the same reference after the
-// batch. Looks only at the keys the batch touches, except when a candidate exists: then the whole
-// view is scanned for other references (rare: it takes overwriting a nested dict).
+// batch. Only a reference to one of this dict's own children counts (CheckNestedReference): one
+// naming any other dict was stored by a writer who was never given that dict, and dropping it
+// must not unlink it. Looks only at the keys the batch touches, except when a candidate exists:
+// then the whole view is scanned for other references (rare: it takes overwriting a nested dict).
 void Dict::Impl::CollectRetiredChildren(const std::vector<OpRef>& ops) {
   retired_children.clear();
   auto consider = [&](std::string_view child) {
+    if (!CheckNestedReference(name, child).ok()) return;
     for (const std::string& known : retired_children) {
       if (known == child) return;
     }

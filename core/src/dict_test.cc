@@ -571,6 +571,44 @@ TEST_F(DictTest, DroppingTheLastReferenceToANestedDictUnlinksIt) {
   EXPECT_EQ(*parent.Size(), 0u);
 }
 
+// A kNestedDict value naming a dict other than one of this dict's own children (stored by a raw
+// writer) is neither followed by a reader nor retired (unlinked) when a change drops it: the
+// writer was never given that dict.
+TEST_F(DictTest, AReferenceToAnotherDictIsNeitherFollowedNorRetired) {
+  const std::string victim = NewDictName();
+  Dict other = OpenOrDie(CreateOptions(victim));
+  ASSERT_OK(other.Set("x", Value::Int(7)));
+  auto others_child = other.OpenNested("child");
+  ASSERT_OK(others_child);
+  const std::string victims_child = others_child->name();
+
+  Dict d = OpenOrDie(Opts());
+  const std::vector<std::string> foreign = {victim, victims_child};
+  for (const std::string& reference : foreign) {
+    ASSERT_OK(d.Set("ref", Value(ValueType::kNestedDict, reference)));
+    EXPECT_THAT(d.OpenNested("ref"),
+                StatusIs(StatusCode::kFailedPrecondition, HasSubstr("'" + reference + "'")))
+        << "a reader must not open a dict it was never given";
+    ASSERT_OK(d.Set("ref", Value::Int(1)));  // overwritten
+    ASSERT_OK(d.Set("ref", Value(ValueType::kNestedDict, reference)));
+    ASSERT_OK(d.Erase("ref"));  // erased
+    ASSERT_OK(d.Set("ref", Value(ValueType::kNestedDict, reference)));
+    ASSERT_OK(d.Clear());  // cleared
+    ASSERT_OK(d.Set("ref", Value(ValueType::kNestedDict, reference)));
+    ASSERT_OK(d.Apply({Change{.op = ChangeOp::kClear},
+                       Change{.op = ChangeOp::kSet, .key = "y", .value = Value::Int(1)}}));
+    EXPECT_TRUE(std::filesystem::exists(testing::ShmPath(victim))) << reference;
+    EXPECT_TRUE(std::filesystem::exists(testing::ShmPath(victims_child))) << reference;
+  }
+  EXPECT_EQ((*other.Get("x"))->AsInt(), 7);
+  // This dict's own children are still retired as before.
+  auto own = d.OpenNested("own");
+  ASSERT_OK(own);
+  const std::string own_name = own->name();
+  ASSERT_OK(d.Set("own", Value::Int(0)));
+  EXPECT_FALSE(std::filesystem::exists(testing::ShmPath(own_name)));
+}
+
 TEST_F(DictTest, InspectReportsWithoutAttaching) {
   Options o = Opts();
   o.auto_unlink = false;

@@ -10,8 +10,10 @@
 #include <thread>
 
 #include "blob_segment.h"
+#include "change_record.h"
 #include "dict_test_base.h"
 #include "layout.h"
+#include "log_ring.h"
 #include "robust_lock.h"
 #include "segment.h"
 #include "shmdict/dict.h"
@@ -150,6 +152,46 @@ TEST_F(RepairTest, AChildRetiredByADeadWriterIsUnlinkedByTheNextLockHolder) {
   ASSERT_OK(other->Set("b", Value::Int(2)));
   EXPECT_EQ(other->GetStatus().lock_recoveries, 1u);
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/shmdict." + child_name));
+}
+
+// A retire marker naming another dict (left in the log by an older build that retired any
+// reference, or written by hand): the next lock holder's repair replays the markers of the dead
+// writer's records, and must apply the rule the commit applies, unlinking only its own children.
+TEST_F(RepairTest, ARepairUnlinksOnlyThisDictsOwnChildren) {
+  const std::string victim = NewDictName();
+  Options victim_options = CreateOptions(victim);
+  auto other = Dict::Open(victim_options);
+  ASSERT_OK(other);
+  auto own_child = dict_->OpenNested("settings");
+  ASSERT_OK(own_child);
+  const std::string own_child_name = own_child->name();
+  ASSERT_OK(own_child->Close());
+  ASSERT_OK(dict_->Set("a", Value::Int(1)));
+  // A committed record with retire markers for another dict and for this dict's own child, by a
+  // writer killed right after its commit store.
+  auto fd = internal::OpenSegment(name_, O_RDWR, 0);
+  ASSERT_OK(fd);
+  const uint64_t capacity = header_->identity.log_capacity;
+  auto full = internal::MapSegment(fd->get(), internal::kHeaderSize + capacity, true);
+  ASSERT_OK(full);
+  std::string payload;
+  const std::string one = Value::Int(1).data();
+  internal::AppendOp({ChangeOp::kSet, ValueType::kInt64, "b", one}, &payload);
+  internal::AppendRetireChild(victim, &payload);
+  internal::AppendRetireChild(own_child_name, &payload);
+  internal::LogRing ring(header_, full->data() + internal::kHeaderSize, capacity);
+  const uint64_t revision = header_->commit.commit_revision.load() + 1;
+  ring.Write(header_->writer.writer_tail.load(), revision, internal::RecordKind::kChange, payload);
+  header_->commit.commit_revision.store(revision);
+  DieHoldingTheLock();
+
+  Result<Dict> attached = AttachAnotherHandle();
+  ASSERT_OK(attached);
+  ASSERT_OK(attached->Set("c", Value::Int(3)));
+  EXPECT_EQ(attached->GetStatus().lock_recoveries, 1u);
+  EXPECT_EQ((*attached->Get("b"))->AsInt(), 1) << "the dead writer's record was committed";
+  EXPECT_TRUE(std::filesystem::exists(testing::ShmPath(victim))) << "another dict was unlinked";
+  EXPECT_FALSE(std::filesystem::exists(testing::ShmPath(own_child_name)));
 }
 
 // A writer killed after storing a large value in its own segment but before its commit: the next

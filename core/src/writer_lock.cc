@@ -5,6 +5,7 @@
 #include "blob_segment.h"
 #include "change_record.h"
 #include "segment.h"
+#include "shmdict/value.h"
 
 namespace shmdict::internal {
 
@@ -114,10 +115,16 @@ Status WriterLock::RepairAfterDeadHolder() {
   // log's worth of records, once per dead holder).
   // The same walk finishes the dead writer's unlinking of nested children its last change
   // retired (kRetireChildOp): unlinking is idempotent, so earlier records' markers cost nothing.
-  auto tail =
-      reader_->EndOfRecords(snap_position, snap_revision, committed, [](std::string_view payload) {
-        ForEachRetiredChild(payload, [](std::string_view child) { UnlinkDictSegments(child); });
-      });
+  // A marker naming anything but one of this dict's own children was never written by a commit
+  // (CollectRetiredChildren checks the same rule): it is not trusted to unlink another dict.
+  const std::string& dict = reader_->name();
+  auto tail = reader_->EndOfRecords(snap_position, snap_revision, committed,
+                                    [&dict](std::string_view payload) {
+                                      ForEachRetiredChild(payload, [&dict](std::string_view child) {
+                                        if (CheckNestedReference(dict, child).ok())
+                                          UnlinkDictSegments(child);
+                                      });
+                                    });
   if (!tail.ok()) return tail.status();
   // Large values no reader needs: one the dead writer stored for a revision it never committed
   // (the next change of that revision replaces it only when it is large too), and those covered

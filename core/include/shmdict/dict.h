@@ -214,7 +214,10 @@ class Dict final : public Store {
 
   // ---- Nested dicts: the value under `key` names a child dict, unlinked with this one.
   // Opens the child, creating it (and the reference) if the key is missing.
-  // kFailedPrecondition if the key holds a value that is not a nested dict.
+  // kFailedPrecondition if the key holds a value that is not a nested dict, or a nested-dict
+  // reference that is not one of this dict's own children (CheckNestedReference, value.h; the
+  // message names it): such a reference is never followed. Only references to this dict's own
+  // children are retired (unlinked) when a change drops them.
   Result<Dict> OpenNested(std::string_view key);
 
   // ---- The user lock (see LockGuard). kDeadlineExceeded / kUnavailable name the holder's pid.
