@@ -325,7 +325,9 @@ Result<uint64_t> Dict::Apply(const std::vector<Change>& changes) {
         }
         case ChangeOp::kClear:
           ops.push_back({ChangeOp::kClear, ValueType::kBytes, {}, {}});
-          touched.clear();
+          // A fresh map, not clear(): clear() wipes every bucket the map ever grew, so a batch
+          // of many keys and many clears would cost keys * clears.
+          touched = {};
           cleared = true;
           break;
         default:

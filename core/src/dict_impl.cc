@@ -1,6 +1,8 @@
 #include "dict_impl.h"
 
+#include <algorithm>
 #include <cstring>
+#include <unordered_set>
 #include <utility>
 
 #include "blob_segment.h"
@@ -203,42 +205,45 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
 // batch. Only a reference to one of this dict's own children counts (CheckNestedReference): one
 // naming any other dict was stored by a writer who was never given that dict, and dropping it
 // must not unlink it. Looks only at the keys the batch touches, except when a candidate exists:
-// then the whole view is scanned for other references (rare: it takes overwriting a nested dict).
+// then the whole view is scanned once for other references (rare: it takes overwriting a nested
+// dict), and when the batch clears: then the pre-batch view is scanned once, however many clears
+// the batch holds (a batch of clears must cost what one clear costs).
 void Dict::Impl::CollectRetiredChildren(const std::vector<OpRef>& ops) {
   retired_children.clear();
+  // Views into the pre-batch view and into `ops`: neither changes before the commit.
+  std::unordered_set<std::string_view> candidates;
   auto consider = [&](std::string_view child) {
-    if (!CheckNestedReference(name, child).ok()) return;
-    for (const std::string& known : retired_children) {
-      if (known == child) return;
-    }
-    retired_children.emplace_back(child);
+    if (CheckNestedReference(name, child).ok()) candidates.insert(child);
   };
   bool clears = false;
   ValueView current;
   for (const OpRef& op : ops) {
     if (op.op == ChangeOp::kClear) {
       clears = true;
-      view.ForEach([&](std::string_view, ValueView v) {
-        if (v.type == ValueType::kNestedDict) consider(v.data);
-      });
     } else if (view.Find(op.key, &current) && current.type == ValueType::kNestedDict) {
       consider(current.data);
     }
   }
-  if (retired_children.empty()) return;
-  auto keep = [&](std::string_view child) { std::erase(retired_children, child); };
+  if (clears) {
+    view.ForEach([&](std::string_view, ValueView v) {
+      if (v.type == ValueType::kNestedDict) consider(v.data);
+    });
+  }
+  if (candidates.empty()) return;
   // A reference the batch stores keeps its child; so does one under a key the batch leaves alone.
   for (const OpRef& op : ops) {
-    if (op.op == ChangeOp::kSet && op.type == ValueType::kNestedDict) keep(op.value);
+    if (op.op == ChangeOp::kSet && op.type == ValueType::kNestedDict) candidates.erase(op.value);
   }
-  if (clears || retired_children.empty()) return;
-  view.ForEach([&](std::string_view key, ValueView v) {
-    if (v.type != ValueType::kNestedDict) return;
-    for (const OpRef& op : ops) {
-      if (op.key == key) return;  // changed by the batch: its old reference does not count
-    }
-    keep(v.data);
-  });
+  if (!clears && !candidates.empty()) {
+    std::unordered_set<std::string_view> changed;
+    for (const OpRef& op : ops) changed.insert(op.key);
+    view.ForEach([&](std::string_view key, ValueView v) {
+      // A key the batch changes: its old reference does not count.
+      if (v.type == ValueType::kNestedDict && !changed.contains(key)) candidates.erase(v.data);
+    });
+  }
+  retired_children.assign(candidates.begin(), candidates.end());
+  std::sort(retired_children.begin(), retired_children.end());  // the same markers in every run
 }
 
 Result<uint64_t> Dict::Impl::WaitForChange(uint64_t after, std::chrono::nanoseconds timeout) const {

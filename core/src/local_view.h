@@ -13,6 +13,7 @@
 #include "change_record.h"
 #include "hash.h"
 #include "overlay.h"
+#include "pass_counter.h"
 #include "snapshot.h"
 
 namespace shmdict::internal {
@@ -75,6 +76,7 @@ struct LocalView {
 
   template <typename Fn>  // Fn(std::string_view key, ValueView value)
   void ForEach(Fn&& fn) const {
+    ++whole_dict_passes;
     overlay.ForEach([&](uint64_t, const Overlay::Entry& entry) {
       if (entry.present) fn(entry.key(), entry.view());
     });

@@ -5,6 +5,8 @@
 #include <new>
 #include <utility>
 
+#include "pass_counter.h"
+
 namespace shmdict::internal {
 
 namespace {
@@ -166,8 +168,23 @@ void Overlay::Erase(std::string_view key, uint64_t hash) {
 // The slot array, the filter and the arena's chunks keep their memory (see Arena): an overlay
 // holds at most a log's worth of changes, so what it keeps is bounded by the log, not the dict.
 void Overlay::Clear() {
-  std::fill(slots_.begin(), slots_.end(), Slot{});
-  std::fill(filter_.begin(), filter_.end(), 0);
+  // Wiping the slot array and the filter costs their capacity, which never shrinks: a batch of
+  // many clears would pay it once per clear. An overlay already wiped is not wiped again, and a
+  // sparse one gives its arrays up instead (the next Put grows a small one), so a clear costs at
+  // most a few times the entries that the puts since the last one added.
+  if (!wiped_) {
+    if (size_ * 8 >= slots_.size()) {
+      ++whole_dict_passes;
+      std::fill(slots_.begin(), slots_.end(), Slot{});
+      std::fill(filter_.begin(), filter_.end(), 0);
+    } else {
+      slots_ = {};
+      filter_ = {};
+      mask_ = 0;
+      filter_mask_ = 0;
+    }
+    wiped_ = true;
+  }
   size_ = 0;
   arena_.Reset();
   live_bytes_ = 0;

@@ -63,6 +63,7 @@ class Overlay {
       size_ = std::exchange(other.size_, 0);
       arena_ = std::exchange(other.arena_, Arena());
       live_bytes_ = std::exchange(other.live_bytes_, 0);
+      wiped_ = std::exchange(other.wiped_, true);
     }
     return *this;
   }
@@ -92,6 +93,7 @@ class Overlay {
   void Reserve(size_t keys);
   // Removes key's entry, if any.
   void Erase(std::string_view key, uint64_t hash);
+  // Removes every entry. O(entries added since the last Clear), not O(capacity): see overlay.cc.
   void Clear();
   // Drops every entry changed at or before `revision` (they are in a newer snapshot). O(size).
   void DropUpTo(uint64_t revision);
@@ -144,6 +146,7 @@ class Overlay {
     return (filter_[bit / 64] >> (bit % 64)) & 1;
   }
   void AddToFilter(uint64_t hash) {
+    wiped_ = false;
     const uint64_t bit = (hash >> 32) & filter_mask_;
     filter_[bit / 64] |= uint64_t{1} << (bit % 64);
   }
@@ -163,6 +166,9 @@ class Overlay {
   size_t size_ = 0;
   Arena arena_;
   size_t live_bytes_ = 0;  // arena bytes of the entries slots point at
+  // No slot is used and no filter bit set since the last wipe: Clear has nothing to wipe. Every
+  // slot is filled through AddToFilter's caller, so AddToFilter is where it turns false.
+  bool wiped_ = true;
 };
 
 }  // namespace shmdict::internal

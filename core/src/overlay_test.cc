@@ -7,6 +7,7 @@
 #include <string>
 
 #include "hash.h"
+#include "pass_counter.h"
 
 namespace shmdict::internal {
 namespace {
@@ -113,6 +114,39 @@ TEST(OverlayTest, RandomOperationsMatchAMap) {
     }
     ExpectSame(moved, model);
   }
+}
+
+// A batch of many clears, each after a few puts, on an overlay whose slot array grew large: each
+// clear costs what the puts before it added, never the capacity (a wipe of the whole array), and
+// the overlay reads back exactly after each.
+TEST(OverlayTest, ManyClearsOfALargeOverlayWipeItsSlotsAtMostOnce) {
+  Overlay overlay;
+  std::map<std::string, ModelEntry> model;
+  bool had = false;
+  bool was = false;
+  uint64_t revision = 0;
+  auto put = [&](const std::string& key) {
+    const std::string value = "v" + key;
+    const ValueView view{ValueType::kString, value};
+    overlay.Put(key, Hash64(key), ++revision, &view, &had, &was);
+    model[key] = {true, value, revision};
+  };
+  for (int i = 0; i < 50000; ++i) put("k" + std::to_string(i));
+  const uint64_t passes_before = whole_dict_passes;
+  for (int clear = 0; clear < 20000; ++clear) {
+    overlay.Clear();
+    model.clear();
+    if (clear % 1000 == 0) ExpectSame(overlay, model);
+    put("c" + std::to_string(clear));
+    put("d" + std::to_string(clear));
+    if (clear % 1000 == 0) ExpectSame(overlay, model);
+  }
+  ExpectSame(overlay, model);
+  EXPECT_EQ(whole_dict_passes - passes_before, 1u)
+      << "the first clear may wipe the large slot array, no later one";
+  overlay.Erase("c19999", Hash64("c19999"));
+  model.erase("c19999");
+  ExpectSame(overlay, model);
 }
 
 TEST(OverlayTest, OverwriteWithItsOwnValueIsSafe) {
