@@ -123,6 +123,20 @@ std::optional<Value> ParseCliValue(ValueType type, std::string_view text) {
   return ParseValue(type, text);
 }
 
+// A value built from the user's text or bytes is checked before anything is written, as the
+// bridge checks a client's: its tag's encoding (readers trust a tag to describe its bytes), and a
+// nested-dict reference must name one of `dict`'s own children (any other would make readers
+// open, and the engine later unlink, a dict this command was not given). The message names the
+// key.
+Status CheckUserValue(std::string_view dict, std::string_view key, const Value& value) {
+  Status valid = ValidateEncoding(value.view());
+  if (valid.ok() && value.type() == ValueType::kNestedDict) {
+    valid = CheckNestedReference(dict, value.data());
+  }
+  if (valid.ok()) return valid;
+  return Status(valid.code(), "key " + Quoted(Abbreviate(key)) + ": " + valid.message());
+}
+
 std::optional<mode_t> ParseOctalMode(std::string_view text) {
   unsigned mode = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), mode, 8);
@@ -310,6 +324,9 @@ int RunSet(const CommandLine& cl) {
                                 Quoted(Abbreviate(cl.value)) + " is not a valid " + cl.type +
                                     " value; key " + Quoted(cl.key) + " was not changed"));
   }
+  if (Status valid = CheckUserValue(cl.name, cl.key, *value); !valid.ok()) {
+    return Fail(cl.name, Status(valid.code(), valid.message() + "; it was not changed"));
+  }
   Result<std::unique_ptr<Store>> opened = OpenStore(cl);
   if (!opened.ok()) return Fail(cl.name, opened.status());
   Store& dict = **opened;
@@ -419,6 +436,11 @@ int RunImport(const CommandLine& cl) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     Result<std::pair<std::string, Value>> entry = ParseImportLine(line);
+    if (entry.ok()) {
+      if (Status valid = CheckUserValue(cl.name, entry->first, entry->second); !valid.ok()) {
+        entry = Status(valid.code(), valid.message() + ", not imported");
+      }
+    }
     if (!entry.ok()) {
       if (Status committed = commit(); !committed.ok()) return Fail(cl.name, committed);
       return Fail(cl.name, Status(entry.status().code(), "line " + std::to_string(line_number) +
