@@ -384,6 +384,9 @@ class _Mapping(_core.DictBase, MutableMapping):
         if tag == TAG_PICKLE:
             return pickle.loads(data)
         if tag == TAG_NESTED_DICT:
+            # Only a child of this very dict is opened: a reference to any other dict (stored by
+            # a raw writer) would make this reader open a dict it was never given.
+            _core.check_nested_reference(self.name, data)
             return self._child(data.decode("utf-8"))
         if tag == self._serializer_tag:
             return self._serializer.loads(data)

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "errors.h"
+
 namespace shmdict::python {
 namespace {
 
@@ -242,7 +244,38 @@ bool IsCacheableKey(PyObject* key) {
          PyFloat_CheckExact(key) || PyBytes_CheckExact(key);
 }
 
-bool EncodeValue(PyObject* owner, PyObject* value, Value* out) {
+namespace {
+
+// The (tag, bytes) that _encode_other returned (a serializer's, or an override's) are foreign bytes
+// like a bridge client's: readers trust a tag to describe its bytes, so they must be a valid
+// encoding of it (ValidateEncoding). A nested-dict reference is never one: only nested() stores
+// one, naming a child the core made (any other name would make readers open, and the engine
+// later unlink, a dict the writer was never given).
+bool CheckEncodedOther(PyObject* key, const Value& value) {
+  Status valid = ValidateEncoding(value.view());
+  if (valid.ok() && value.type() == ValueType::kNestedDict) {
+    valid = Status(StatusCode::kInvalidArgument,
+                   "a nested-dict reference is stored only by nested(), never as a value");
+  }
+  if (valid.ok()) return true;
+  std::string which = "a value";
+  if (key != nullptr) {
+    if (PyObject* repr = PyObject_Repr(key)) {
+      if (const char* text = PyUnicode_AsUTF8(repr))
+        which = std::string("the value for key ") + text;
+      Py_DECREF(repr);
+    }
+    PyErr_Clear();  // a failing repr only loses the key's name from the message
+  }
+  SetStatusError(Status(valid.code(), which + ": _encode_other returned tag " +
+                                          std::to_string(static_cast<int>(value.type())) + ": " +
+                                          valid.message() + "; nothing was written"));
+  return false;
+}
+
+}  // namespace
+
+bool EncodeValue(PyObject* owner, PyObject* key, PyObject* value, Value* out) {
   if (value == Py_None) {
     out->assign(ValueType::kNull, {});
     return true;
@@ -289,6 +322,10 @@ bool EncodeValue(PyObject* owner, PyObject* value, Value* out) {
       PyTuple_Check(encoded) && PyArg_ParseTuple(encoded, "iy#", &tag, &data, &size);
   if (parsed && tag >= 0 && tag <= 255) {
     out->assign(static_cast<ValueType>(tag), std::string_view(data, static_cast<size_t>(size)));
+    if (!CheckEncodedOther(key, *out)) {
+      Py_DECREF(encoded);
+      return false;
+    }
   } else if (!PyErr_Occurred()) {
     PyErr_SetString(PyExc_TypeError, "_encode_other must return (tag 0..255, bytes)");
   }

@@ -54,8 +54,10 @@ PyObject* DecodeKey(PyObject* owner, std::string_view bytes);
 bool IsCacheableKey(PyObject* key);
 
 // Encodes `value` into *out (reusing its buffer). `owner` provides
-// `_encode_other(value) -> (tag, bytes)` for non-native types.
-bool EncodeValue(PyObject* owner, PyObject* value, Value* out);
+// `_encode_other(value) -> (tag, bytes)` for non-native types; what it returns must be a valid
+// encoding of its tag (ValidateEncoding) and never a nested-dict reference, else
+// shmdict.InvalidArgument names `key` (may be null: "a value") and nothing is encoded.
+bool EncodeValue(PyObject* owner, PyObject* key, PyObject* value, Value* out);
 // Decodes a stored value; `owner` provides `_decode_other(tag, bytes)` for JSON, pickle, user
 // tags and nested dicts. New reference.
 PyObject* DecodeValue(PyObject* owner, ValueView value);

@@ -36,6 +36,27 @@ PyObject* g_wrong_type = nullptr;
 
 }  // namespace
 
+namespace {
+
+// A bridge refuses pickled values unless its operator allowed them (its --allow-pickle: any
+// writer could then run code in every Python reader), and says so in its message. This client
+// pickles the values it cannot store natively, so its user needs to hear what to change.
+std::string RemoteMessage(const Status& status) {
+  const bool refused = status.code() == StatusCode::kInvalidArgument ||
+                       status.code() == StatusCode::kPermissionDenied;
+  if (!refused || status.message().find("--allow-pickle") == std::string::npos) {
+    return status.message();
+  }
+  return "the bridge refused a pickled value: this client pickles values that are not None, "
+         "bool, int, float, str, bytes or exact JSON; store such a type, give connect() "
+         "another serializer (serializer=..., serializer_tag=128..255), or have the bridge's "
+         "operator start it with --allow-pickle (any writer can then run code in every Python "
+         "reader) [bridge: " +
+         status.message() + "]";
+}
+
+}  // namespace
+
 void SetStatusError(const Status& status, ErrorContext context) {
   PyObject* cls = g_error;
   for (const ErrorClass& e : g_errors) {
@@ -43,7 +64,8 @@ void SetStatusError(const Status& status, ErrorContext context) {
   }
   if (context.type_check && status.code() == StatusCode::kFailedPrecondition) cls = g_wrong_type;
   if (context.remote && status.code() == StatusCode::kUnavailable) cls = g_unavailable;
-  PyObject* exc = PyObject_CallFunction(cls, "s", status.message().c_str());
+  const std::string message = context.remote ? RemoteMessage(status) : status.message();
+  PyObject* exc = PyObject_CallFunction(cls, "s", message.c_str());
   if (exc == nullptr) return;
   PyObject* code = PyUnicode_FromStringAndSize(StatusCodeName(status.code()).data(),
                                                StatusCodeName(status.code()).size());

@@ -62,7 +62,7 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
   EncodedKey encoded_key;
   Value encoded_value;
   if (!EncodeKey(self, key, &encoded_key)) return -1;
-  if (value != nullptr && !EncodeValue(self, value, &encoded_value)) return -1;
+  if (value != nullptr && !EncodeValue(self, key, value, &encoded_value)) return -1;
   State* s = Ready(self);
   if (s == nullptr) return -1;
   ThreadHandle* h = s->backend->ForThread();

@@ -93,7 +93,7 @@ std::vector<std::pair<std::string, Value>> EncodeItems(py::handle self, const py
     if (pair.size() != 2) throw py::value_error("update() items must be (key, value) pairs");
     Value value;
     if (!EncodeKey(self.ptr(), pair[0].ptr(), &key) ||
-        !EncodeValue(self.ptr(), pair[1].ptr(), &value)) {
+        !EncodeValue(self.ptr(), pair[0].ptr(), pair[1].ptr(), &value)) {
       throw py::error_already_set();
     }
     encoded.emplace_back(std::string(key.bytes), std::move(value));
@@ -183,7 +183,8 @@ py::object PopItem(py::handle self) {
 py::object SetDefault(py::handle self, py::handle key, py::handle default_value) {
   EncodedKey k;
   Value v;
-  if (!EncodeKey(self.ptr(), key.ptr(), &k) || !EncodeValue(self.ptr(), default_value.ptr(), &v)) {
+  if (!EncodeKey(self.ptr(), key.ptr(), &k) ||
+      !EncodeValue(self.ptr(), key.ptr(), default_value.ptr(), &v)) {
     throw py::error_already_set();
   }
   Value stored = Write<Value>(self, [&](Store& d) { return d.SetDefault(k.bytes, v); });
@@ -207,7 +208,7 @@ bool CompareAndSet(py::handle self, py::handle key, const py::tuple& expected,
   auto encode = [&](const py::tuple& t) -> std::optional<Value> {
     if (t.empty()) return std::nullopt;
     Value v;
-    if (!EncodeValue(self.ptr(), t[0].ptr(), &v)) throw py::error_already_set();
+    if (!EncodeValue(self.ptr(), key.ptr(), t[0].ptr(), &v)) throw py::error_already_set();
     return v;
   };
   const std::optional<Value> e = encode(expected);
@@ -226,7 +227,7 @@ bool CompareAndSetEqual(py::handle self, py::handle key, py::handle expected,
   std::optional<Value> d;
   if (!desired.empty()) {
     d.emplace();
-    if (!EncodeValue(self.ptr(), desired[0].ptr(), &*d)) throw py::error_already_set();
+    if (!EncodeValue(self.ptr(), key.ptr(), desired[0].ptr(), &*d)) throw py::error_already_set();
   }
   while (true) {
     std::optional<Value> current = Current(self, k.bytes);

@@ -21,6 +21,7 @@
 #include "shmdict/dict.h"
 #include "shmdict/local_catalog.h"
 #include "shmdict/shared_dict.h"
+#include "shmdict/value.h"
 #include "status.h"
 #include "watch.h"
 
@@ -62,6 +63,22 @@ void DefineModule(py::module_& m) {
     return StatusToDict(ValueOrThrow(LocalCatalog().Inspect(name)));
   });
   m.def("list_names", []() { return ValueOrThrow(LocalCatalog().ListNames()); });
+  // For the tests: raises what a status with this code and message from a local (remote=False)
+  // or remote dict raises, so the mapping of a bridge's refusals is checked without that bridge.
+  m.def("_raise_status", [](int code, const std::string& message, bool remote) {
+    ThrowStatus(Status(static_cast<StatusCode>(code), message), ErrorContext{.remote = remote});
+  });
+  // For _decode_other: a nested-dict value is followed only when it names a child of the dict it
+  // was read from (as Dict::OpenNested checks); FailedPrecondition naming it otherwise.
+  m.def("check_nested_reference", [](const std::string& dict, const py::bytes& reference) {
+    const std::string name = reference;
+    if (Status own = CheckNestedReference(dict, name); !own.ok()) {
+      ThrowStatus(Status(
+          StatusCode::kFailedPrecondition,
+          "dict '" + dict + "': a nested-dict value names '" + name.substr(0, kMaxNameLength) +
+              "', which is not one of its children: not followed (" + own.message() + ")"));
+    }
+  });
 }
 
 }  // namespace

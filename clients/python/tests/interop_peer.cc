@@ -5,6 +5,9 @@
 //                                 <key as hex> <type name> <value as text (Value::ToText)>
 //   interop_peer write NAME       sets c.str, c.int, c.float, c.bool, c.null, c.bytes, c.json
 //                                 to fixed values the test checks from Python
+//   interop_peer set-ref NAME KEY REFERENCE
+//                                 stores REFERENCE as a nested-dict value under KEY, unchecked:
+//                                 a raw writer, for the readers' refusal of foreign references
 //
 // Exits 2 with a message on stderr when the dict cannot be opened or written.
 #include <cstdio>
@@ -35,11 +38,11 @@ int Fail(const shmdict::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: interop_peer dump|write NAME\n";
+  const std::string_view command = argc > 1 ? argv[1] : "";
+  if (argc != (command == "set-ref" ? 5 : 3)) {
+    std::cerr << "usage: interop_peer dump|write NAME | set-ref NAME KEY REFERENCE\n";
     return 2;
   }
-  const std::string_view command = argv[1];
   auto dict = shmdict::Dict::Open(
       {.name = argv[2], .create_mode = shmdict::CreateMode::kMustAttach, .auto_unlink = false});
   if (!dict.ok()) return Fail(dict.status());
@@ -61,6 +64,12 @@ int main(int argc, char** argv) {
         {"c.bytes", Value::Bytes(std::string("\x00\xff", 2))},
         {"c.json", Value::Json(R"({"a":[1,2]})")},
     });
+    if (!r.ok()) return Fail(r.status());
+    return 0;
+  }
+  if (command == "set-ref") {
+    const auto r =
+        dict->Set(argv[3], shmdict::Value(shmdict::ValueType::kNestedDict, std::string(argv[4])));
     if (!r.ok()) return Fail(r.status());
     return 0;
   }

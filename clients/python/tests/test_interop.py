@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+import shmdict
+
 
 CLI = os.environ.get("SHMDICT_CLI")
 PEER = os.environ.get("SHMDICT_INTEROP_PEER")
@@ -58,3 +60,26 @@ def test_cpp_reads_python_values_and_python_reads_cpp_values(d):
     assert got == {"c.str": "from C++ é", "c.int": -42, "c.float": 2.5, "c.bool": True,
                    "c.null": None, "c.bytes": b"\x00\xff", "c.json": {"a": [1, 2]}}
     assert type(got["c.bool"]) is bool
+
+
+@pytest.mark.skipif(not PEER, reason="SHMDICT_INTEROP_PEER is not set (run through ctest)")
+def test_a_reader_does_not_follow_a_reference_to_a_dict_other_than_its_child(d, name):
+    # A raw writer stored a nested-dict value naming another dict: reading it must not open that
+    # dict (the reader was never given it), and the error names it.
+    victim = name + ".victim"
+    with shmdict.Dict(victim, create=True) as other:
+        other["secret"] = 1
+        for reference in (victim, victim + "@c12ab", d.name + "x@c12"):
+            run(PEER, "set-ref", d.name, "ref", reference)
+            with pytest.raises(shmdict.FailedPrecondition, match=f"'{reference}'"):
+                d["ref"]
+            with pytest.raises(shmdict.FailedPrecondition):
+                d.copy()
+            with pytest.raises(shmdict.FailedPrecondition, match=f"'{reference}'"):
+                d.nested("ref")
+        del d["ref"]
+        assert other["secret"] == 1, "deleting the reference must not unlink the other dict"
+    # A child of its own dict is still followed.
+    child = d.nested("own")
+    child["x"] = 2
+    assert d["own"]["x"] == 2

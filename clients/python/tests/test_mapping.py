@@ -176,6 +176,48 @@ def test_custom_serializer_gets_its_own_tag(name):
         plain.close()
 
 
+class _RawTags(shmdict.Dict):
+    """A Dict whose _encode_other stores the (tag, bytes) of a _Raw value as they are: the raw
+    way a caller hands the core a tag and its bytes."""
+
+    def _encode_other(self, value):
+        if isinstance(value, _Raw):
+            return value.tag, value.data
+        return super()._encode_other(value)
+
+
+class _Raw:
+    def __init__(self, tag, data):
+        self.tag, self.data = tag, data
+
+
+@pytest.mark.parametrize("tag,data", [
+    (2, b"\x01\x02\x03"),        # a 3-byte int
+    (4, b"\x01\x01\x01\x01\x01"),  # a 5-byte bool
+    (4, b"\x02"),                # a bool byte other than 0 and 1
+    (3, b""),                    # a float of no bytes
+    (1, b"\xff"),                # a str that is not UTF-8
+    (1, b"\xed\xa0\x80"),        # a surrogate
+    (5, b"{\"a\": 1} x"),         # JSON with trailing garbage
+    (7, b"x"),                   # a null with bytes
+    (6, b"other"),               # a nested-dict reference: only nested() stores one
+])
+def test_raw_values_must_be_a_valid_encoding_of_their_tag(name, tag, data):
+    with _RawTags(name, create=True) as d:
+        d["kept"] = 1
+        with pytest.raises(shmdict.InvalidArgument, match="'bad'"):
+            d["bad"] = _Raw(tag, data)
+        with pytest.raises(shmdict.InvalidArgument, match="'bad'"):
+            d.update({"other": 2, "bad": _Raw(tag, data)})
+        with pytest.raises(shmdict.InvalidArgument, match="'bad'"):
+            d.setdefault("bad", _Raw(tag, data))
+        assert d.copy() == {"kept": 1}, "nothing was written"
+        d["good"] = _Raw(2, (5).to_bytes(8, "little", signed=True))
+        d["user"] = _Raw(200, b"\xff any bytes")
+        with shmdict.Dict(name, create=False) as reader:  # decodes the stored bytes
+            assert reader["good"] == 5 and reader["user"] == b"\xff any bytes"
+
+
 def test_pickles_by_name(d):
     d["a"] = 1
     other = pickle.loads(pickle.dumps(d))

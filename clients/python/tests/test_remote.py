@@ -13,7 +13,7 @@ import time
 import pytest
 
 import shmdict
-from conftest import HAS_REMOTE, NO_REMOTE_REASON, Bridge
+from conftest import BRIDGE_REFUSES_PICKLES, HAS_REMOTE, NO_REMOTE_REASON, Bridge
 
 CLI = os.environ.get("SHMDICT_CLI")
 
@@ -195,5 +195,36 @@ def test_a_token_bridge_needs_the_token_and_a_read_only_token_cannot_write(name)
                 with pytest.raises(shmdict.PermissionDenied):
                     reader["k"] = 3
             assert local["k"] == 2
+    finally:
+        b.cleanup()
+
+
+def test_a_bridge_refusing_pickles_is_reported_with_what_to_allow():
+    # The bridge's refusal (INVALID_ARGUMENT or PERMISSION_DENIED naming --allow-pickle) becomes
+    # an error that tells this client's user what to change; other errors keep their message.
+    for code, cls in ((3, shmdict.InvalidArgument), (7, shmdict.PermissionDenied)):
+        bridge_says = "dict 'd': key 'k': pickled values are refused (start with --allow-pickle)"
+        with pytest.raises(cls) as refused:
+            shmdict._core._raise_status(code, bridge_says, True)
+        message = str(refused.value)
+        assert "start it with --allow-pickle" in message and "serializer" in message
+        assert bridge_says in message and refused.value.code in ("INVALID_ARGUMENT",
+                                                                "PERMISSION_DENIED")
+    with pytest.raises(shmdict.InvalidArgument) as other:
+        shmdict._core._raise_status(3, "dict 'd': key is empty", True)
+    assert str(other.value) == "dict 'd': key is empty"
+
+
+@pytest.mark.skipif(not BRIDGE_REFUSES_PICKLES,
+                    reason="this shmdict-bridge has no --allow-pickle: it stores pickles")
+def test_a_pickle_refused_by_a_default_bridge_says_what_to_allow(local):
+    b = Bridge()
+    try:
+        b.start()  # without --allow-pickle
+        with shmdict.connect(b.address, local.name, mirror=False) as r:
+            with pytest.raises(shmdict.Error, match="start it with --allow-pickle"):
+                r["t"] = (1, 2)
+            r["n"] = [1, 2]  # exact JSON, not a pickle
+        assert local.copy() == {"n": [1, 2]}
     finally:
         b.cleanup()
