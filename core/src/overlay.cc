@@ -165,8 +165,9 @@ void Overlay::Erase(std::string_view key, uint64_t hash) {
   }
 }
 
-// The slot array, the filter and the arena's chunks keep their memory (see Arena): an overlay
-// holds at most a log's worth of changes, so what it keeps is bounded by the log, not the dict.
+// The arena's chunks keep their memory (see Arena), and so do the slot array and the filter unless
+// they were sparse: an overlay holds at most a log's worth of changes, so what it keeps is bounded
+// by the log, not the dict.
 void Overlay::Clear() {
   // Wiping the slot array and the filter costs their capacity, which never shrinks: a batch of
   // many clears would pay it once per clear. An overlay already wiped is not wiped again, and a
