@@ -402,6 +402,8 @@ Status BridgeServer::ReloadTokens() {
   Status reloaded = state_->authorizer->ReloadTokens();
   if (reloaded.ok()) {
     spdlog::info("tokens reloaded file={}", state_->token_file);
+    // Open Watch streams check their tokens now: those whose token is gone end.
+    state_->registry->PokeAll();
   } else {
     spdlog::error("tokens not reloaded, the previous ones stay in force: {}", reloaded.message());
   }
