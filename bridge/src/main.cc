@@ -185,8 +185,8 @@ int main(int argc, char** argv) {
   const auto stop_deadline = std::chrono::steady_clock::now() + kStopGrace;
   std::thread([stop_deadline] {
     std::this_thread::sleep_until(stop_deadline);
-    std::fprintf(stderr, "shmdict-bridge: calls still in flight after %lld s: exiting anyway\n",
-                 static_cast<long long>(kStopGrace.count()));
+    spdlog::warn("calls still in flight after {} s: exiting anyway", kStopGrace.count());
+    spdlog::default_logger()->flush();
     _exit(0);
   }).detach();
   const int stopped_by = stop_signal.load();  // 0: --idle-exit
