@@ -31,26 +31,32 @@ WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
   { std::lock_guard publish(mu_); }
   // Writes are not asked for: a read-only token may watch. The generation is read first: a
   // reload racing this check makes the first poke check the token again.
-  token_generation_ = authorizer_->generation();
+  const uint64_t generation = authorizer_->generation();
   Access granted = Access::kRead;
-  grpc::Status allowed = authorizer_->Authenticate(context, &granted, &token_);
-  if (!allowed.ok()) {
-    spdlog::info("Watch refused peer={}: {}", peer_, allowed.error_message());
-    std::lock_guard lock(mu_);
-    FinishLocked(allowed);
-    return;
+  std::string token;
+  grpc::Status allowed = authorizer_->Authenticate(context, &granted, &token);
+  WaitingCalls::Slot slot;
+  if (allowed.ok() && waiting != nullptr) {
+    Result<WaitingCalls::Slot> entered = waiting->Enter("Watch");
+    if (entered.ok()) {
+      slot = std::move(*entered);
+    } else {
+      allowed = wire::ToGrpc(entered.status());
+    }
   }
-  if (waiting != nullptr) {
-    Result<WaitingCalls::Slot> slot = waiting->Enter("Watch");
-    if (!slot.ok()) {
-      spdlog::info("Watch refused peer={}: {}", peer_, slot.status().message());
-      std::lock_guard lock(mu_);
-      FinishLocked(wire::ToGrpc(slot.status()));
+  {
+    std::lock_guard lock(mu_);  // what gRPC's and the registry's threads read is set under mu_
+    if (!allowed.ok()) {
+      spdlog::info("Watch refused peer={}: {}", peer_, allowed.error_message());
+      FinishLocked(allowed);
       return;
     }
-    slot_ = std::move(*slot);
+    token_ = std::move(token);
+    token_generation_ = generation;
+    slot_ = std::move(slot);
+    start_deadline_ = std::chrono::steady_clock::now() + limits_.start_timeout;
   }
-  start_deadline_ = std::chrono::steady_clock::now() + limits_.start_timeout;
+  // Outside mu_: the registry pokes tracked streams holding its own lock, which then takes mu_.
   if (!registry_->Track(this)) {
     std::lock_guard lock(mu_);
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the bridge is shutting down"));
@@ -342,7 +348,10 @@ void WatchStream::OnDone() {
   }
   if (entry) registry_->Unsubscribe(entry, this);
   registry_->Untrack(this);
-  slot_.Release();
+  {
+    std::lock_guard lock(mu_);
+    slot_.Release();
+  }
   spdlog::debug("watch done dict={} peer={} revision={}", LogText(dict_name_), peer_,
                 sent_revision_);
   call_.Finish(final_status_, 0);
