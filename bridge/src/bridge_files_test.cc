@@ -48,7 +48,8 @@ TEST_F(BridgeFilesTest, SymlinkAtASocketLockPathIsRefusedNotFollowed) {
   EXPECT_NE(access(target.c_str(), F_OK), 0) << "the bridge created the symlink's target";
 }
 
-// The log lines of the bridge while it lives (spdlog's default logger, replaced).
+// The log lines of the bridge while it lives (spdlog's default logger, replaced: construct it
+// before the bridge starts, destroy it after the bridge stopped, as the swap races with logging).
 class CapturedLog {
  public:
   CapturedLog() : previous_(spdlog::default_logger()) {

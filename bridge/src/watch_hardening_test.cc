@@ -48,7 +48,9 @@ grpc::Status Drain(Stream* stream) {
   return stream->Finish();
 }
 
-// Every log line of the process while it lives, captured from spdlog's default logger.
+// Every log line of the process while it lives, captured from spdlog's default logger. Swapping
+// the default logger races with threads that log: construct it before the bridge starts and
+// destroy it after the bridge stopped.
 class LogCapture {
  public:
   LogCapture() : previous_(spdlog::default_logger()) {
@@ -228,8 +230,8 @@ TEST_F(WatchContractTest, FirstMessageThatDoesNotParseEndsTheStreamWithInvalidAr
 TEST_F(WatchContractTest, UntrustedDictNamesAreLoggedEscapedAndBounded) {
   WriteTokens("good rw\n");
   config_.dicts = {name_};
-  StartBridge();
   LogCapture capture;
+  StartBridge();
   const std::string forged = "x\n2026-01-01T00:00:00.000 level=error forged line";
   const std::string huge(1 << 20, 'n');
   for (const std::string& name : {forged, huge}) {
@@ -243,6 +245,7 @@ TEST_F(WatchContractTest, UntrustedDictNamesAreLoggedEscapedAndBounded) {
     anonymous.stream->Write(StartRequest(name, 0));
     EXPECT_EQ(Drain(anonymous.stream.get()).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
+  StopBridge();
   const std::vector<std::string> lines = capture.Lines();
   size_t refusals = 0;
   for (const std::string& line : lines) {
