@@ -5,6 +5,8 @@
 #include <sstream>
 #include <utility>
 
+#include "log_text.h"
+
 namespace shmdict::bridge {
 
 namespace {
@@ -77,13 +79,42 @@ Status Authorizer::ReloadTokens() {
   if (!needs_token()) return Status::Ok();
   auto tokens = ReadTokenFile(options_.token_file);
   if (!tokens.ok()) return tokens.status();
-  std::lock_guard lock(mu_);
-  tokens_ = std::move(*tokens);
+  {
+    std::lock_guard lock(mu_);
+    tokens_ = std::move(*tokens);
+  }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   return Status::Ok();
 }
 
-grpc::Status Authorizer::Authenticate(const grpc::ServerContextBase& context,
-                                      Access* granted) const {
+grpc::Status Authorizer::Revalidate(const std::string& token, Access needed) const {
+  if (!needs_token()) return grpc::Status::OK;
+  std::shared_ptr<const TokenSet> tokens;
+  {
+    std::lock_guard lock(mu_);
+    tokens = tokens_;
+  }
+  bool found = false;
+  Access access = Access::kRead;
+  for (const Token& known : *tokens) {  // every token is compared: no early exit
+    if (ConstantTimeEqual(token, known.secret)) {
+      found = true;
+      access = known.access;
+    }
+  }
+  if (!found) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the token of this call was revoked (the token file no longer holds it)");
+  }
+  if (needed == Access::kWrite && access != Access::kWrite) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "the token of this call lost write access (it is now \"ro\")");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Authorizer::Authenticate(const grpc::ServerContextBase& context, Access* granted,
+                                      std::string* token) const {
   *granted = Access::kWrite;
   if (!needs_token()) return grpc::Status::OK;
   std::shared_ptr<const TokenSet> tokens;
@@ -113,6 +144,7 @@ grpc::Status Authorizer::Authenticate(const grpc::ServerContextBase& context,
   }
   if (!found) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token");
   *granted = access;
+  if (token != nullptr) token->assign(presented);
   return grpc::Status::OK;
 }
 
@@ -125,8 +157,9 @@ bool Authorizer::DictAllowed(const std::string& dict) const {
 
 grpc::Status Authorizer::CheckDict(const std::string& dict) const {
   if (DictAllowed(dict)) return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                      "dict '" + dict + "' is not served by this bridge (not in its --dict list)");
+  return grpc::Status(
+      grpc::StatusCode::PERMISSION_DENIED,
+      "dict '" + LogText(dict) + "' is not served by this bridge (not in its --dict list)");
 }
 
 grpc::Status Authorizer::Check(const grpc::ServerContextBase& context, const std::string& dict,
@@ -139,7 +172,7 @@ grpc::Status Authorizer::Check(const grpc::ServerContextBase& context, const std
     if (!status.ok()) return status;
   }
   if (access == Access::kWrite) {
-    const std::string what = dict.empty() ? "" : "dict '" + dict + "': ";
+    const std::string what = dict.empty() ? "" : "dict '" + LogText(dict) + "': ";
     if (options_.read_only) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           what + "this bridge is read-only (--read-only): writes are refused");

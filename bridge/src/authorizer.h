@@ -14,6 +14,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -46,7 +48,16 @@ class Authorizer {
   grpc::Status Check(const grpc::ServerContextBase& context, const std::string& dict,
                      Access access) const;
   // The token part of Check alone (Watch checks it when the stream opens, before its dict).
-  grpc::Status Authenticate(const grpc::ServerContextBase& context, Access* granted) const;
+  // `token` (may be null): the token presented, for Revalidate; empty without a token file.
+  grpc::Status Authenticate(const grpc::ServerContextBase& context, Access* granted,
+                            std::string* token = nullptr) const;
+  // Whether a token Authenticate accepted earlier still grants `needed` under the tokens now in
+  // force: OK, UNAUTHENTICATED (the token file was reloaded without it) or PERMISSION_DENIED (it
+  // is now read-only and `needed` is kWrite). A long call (a Watch stream) asks again whenever
+  // generation() moved, so that revoking a token ends the streams opened with it.
+  grpc::Status Revalidate(const std::string& token, Access needed) const;
+  // Changes each time ReloadTokens installs a new token set.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   // Whether `dict` (or, for a nested child "PARENT@c...", its parent) is on the allow-list.
   bool DictAllowed(const std::string& dict) const;
   // PERMISSION_DENIED naming the dict when it is not allowed.
@@ -69,6 +80,7 @@ class Authorizer {
   const Options options_;
   mutable std::mutex mu_;
   std::shared_ptr<const TokenSet> tokens_;  // guarded by mu_ (the pointer; the set is immutable)
+  std::atomic<uint64_t> generation_{0};
 };
 
 }  // namespace shmdict::bridge

@@ -175,5 +175,42 @@ TEST_F(AuthorizerTest, ReloadReplacesTheTokensAndKeepsThemWhenTheNewFileIsBad) {
       << "a bad file dropped the tokens in force";
 }
 
+TEST_F(AuthorizerTest, ATokenAcceptedEarlierIsRevalidatedAgainstTheTokensNowInForce) {
+  WriteTokens("gone rw\nkept rw\n");
+  auto authorizer = Create({.token_file = token_file_});
+  ASSERT_NE(authorizer, nullptr);
+  Call call = WithToken("kept");
+  Access granted = Access::kRead;
+  std::string token;
+  ASSERT_TRUE(authorizer->Authenticate(call.context(), &granted, &token).ok());
+  EXPECT_EQ(token, "kept");
+  const uint64_t generation = authorizer->generation();
+
+  WriteTokens("kept ro\n");
+  ASSERT_TRUE(authorizer->ReloadTokens().ok());
+  EXPECT_NE(authorizer->generation(), generation);
+  EXPECT_TRUE(authorizer->Revalidate("kept", Access::kRead).ok());
+  EXPECT_EQ(authorizer->Revalidate("kept", Access::kWrite).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(authorizer->Revalidate("gone", Access::kRead).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  // A file that does not parse keeps the tokens, and the generation: nothing to recheck.
+  const uint64_t kept_generation = authorizer->generation();
+  WriteTokens("kept sometimes\n");
+  EXPECT_FALSE(authorizer->ReloadTokens().ok());
+  EXPECT_EQ(authorizer->generation(), kept_generation);
+}
+
+TEST_F(AuthorizerTest, RefusalsNameTheDictEscapedAndBounded) {
+  auto authorizer = Create({.dicts = {"allowed"}});
+  ASSERT_NE(authorizer, nullptr);
+  const std::string forged = "x\nlevel=error forged";
+  grpc::Status refused = authorizer->CheckDict(forged);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(refused.error_message().find('\n'), std::string::npos) << refused.error_message();
+  EXPECT_LT(authorizer->CheckDict(std::string(1 << 20, 'n')).error_message().size(), 1024u);
+}
+
 }  // namespace
 }  // namespace shmdict::bridge

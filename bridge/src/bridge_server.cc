@@ -309,6 +309,10 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
     if (!state->health_server || (!health_address->is_unix && port == 0)) {
       return Unusable(health_address->spec);
     }
+    if (health_address->is_unix) {
+      Status mode = SetSocketMode(health_address->unix_path, config.socket_mode);
+      if (!mode.ok()) return mode;
+    }
     state->health.Add(state->health_server->GetHealthCheckService());
     state->health_address = Shown(*health_address, port);
     spdlog::info("health listening address={}", state->health_address);
@@ -344,7 +348,20 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
   }
   for (size_t i = 0; i < addresses.size(); ++i) {
     if (!addresses[i].is_unix && ports[i] == 0) return Unusable(addresses[i].spec);
+    if (addresses[i].is_unix) {
+      // gRPC binds with the umask's mode (0777 under umask 000): --socket-mode decides instead.
+      Status mode = SetSocketMode(addresses[i].unix_path, config.socket_mode);
+      if (!mode.ok()) return mode;
+    }
     state->addresses.push_back(Shown(addresses[i], ports[i]));
+    if (state->authorizer->needs_token() && !config.tls() && !addresses[i].is_unix &&
+        !IsLoopbackHost(addresses[i].host)) {
+      spdlog::warn(
+          "tokens travel in plaintext on {}, an address reachable from other hosts: anyone on the "
+          "path can read them (set --tls-cert and --tls-key, or listen on loopback or a Unix "
+          "socket)",
+          addresses[i].spec);
+    }
   }
   if (!activated.empty()) {
     for (int fd : activated) {
@@ -402,6 +419,8 @@ Status BridgeServer::ReloadTokens() {
   Status reloaded = state_->authorizer->ReloadTokens();
   if (reloaded.ok()) {
     spdlog::info("tokens reloaded file={}", state_->token_file);
+    // Open Watch streams check their tokens now: those whose token is gone end.
+    state_->registry->PokeAll();
   } else {
     spdlog::error("tokens not reloaded, the previous ones stay in force: {}", reloaded.message());
   }

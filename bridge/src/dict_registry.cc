@@ -171,6 +171,45 @@ void DictRegistry::Shutdown(const Status& status) {
     entries.swap(entries_);
   }
   for (auto& [name, entry] : entries) Retire(entry, status);
+  std::thread housekeeping;
+  {
+    // Streams not subscribed to any dict (waiting for their start message) end here; the
+    // subscribed ones already ended above, and End is idempotent.
+    std::lock_guard lock(streams_mu_);
+    streams_closed_ = true;
+    for (Subscriber* stream : streams_) stream->End(status);
+    housekeeping.swap(housekeeping_);
+  }
+  streams_cv_.notify_all();
+  if (housekeeping.joinable()) housekeeping.join();
+}
+
+bool DictRegistry::Track(Subscriber* stream) {
+  std::lock_guard lock(streams_mu_);
+  if (streams_closed_) return false;
+  streams_.insert(stream);
+  if (!housekeeping_.joinable()) housekeeping_ = std::thread([this] { RunHousekeeping(); });
+  return true;
+}
+
+void DictRegistry::Untrack(Subscriber* stream) {
+  std::lock_guard lock(streams_mu_);
+  streams_.erase(stream);
+}
+
+void DictRegistry::PokeAll() {
+  std::lock_guard lock(streams_mu_);
+  for (Subscriber* stream : streams_) stream->Pump();
+}
+
+void DictRegistry::RunHousekeeping() {
+  std::unique_lock lock(streams_mu_);
+  while (!streams_closed_) {
+    // Coarser than the notifiers' tick: only start timeouts and token generations need it.
+    streams_cv_.wait_for(lock, limits_.tick * 4);
+    if (streams_closed_) return;
+    for (Subscriber* stream : streams_) stream->Pump();
+  }
 }
 
 std::vector<std::string> DictRegistry::AttachedNames() {

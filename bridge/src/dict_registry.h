@@ -21,6 +21,7 @@
 #define SHMDICT_BRIDGE_DICT_REGISTRY_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -100,8 +101,18 @@ class DictRegistry {
   // After Unsubscribe returns, the fan-out never calls the subscriber again.
   void Unsubscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber);
 
-  // Ends every stream with `status` and stops the notifiers. Later Acquire calls fail with
-  // kUnavailable.
+  // Every Watch stream from its creation to its end, subscribed to a dict or not (one still
+  // waiting for its start message): shutdown and a token reload must reach them all, and a
+  // housekeeping thread pokes them every few ticks (so that a stream whose start message never
+  // comes times out). Track returns false after Shutdown: the stream must then end itself.
+  // After Untrack returns, the registry never calls the stream again.
+  bool Track(Subscriber* stream);
+  void Untrack(Subscriber* stream);
+  // Pokes every tracked stream now (after a token reload: each rechecks its token).
+  void PokeAll();
+
+  // Ends every stream (subscribed or only tracked) with `status` and stops the notifiers. Later
+  // Acquire calls fail with kUnavailable, later Track calls return false.
   void Shutdown(const Status& status);
 
   // Names of the dicts currently attached.
@@ -120,12 +131,21 @@ class DictRegistry {
   // Removes `entry` from entries_ if it is still the one registered under its name.
   void Forget(const std::shared_ptr<DictEntry>& entry);
   void RunNotifier(std::shared_ptr<DictEntry> entry);
+  void RunHousekeeping();
 
   const Limits limits_;
   const ServingCallback on_serving_;
   std::mutex mu_;
   bool shut_down_ = false;
   std::map<std::string, std::shared_ptr<DictEntry>, std::less<>> entries_;
+
+  // Tracked streams; the housekeeping thread holds streams_mu_ while poking, so an untracked
+  // stream is never poked again. Started by the first Track, stopped by Shutdown.
+  std::mutex streams_mu_;
+  std::condition_variable streams_cv_;
+  std::set<Subscriber*> streams_;
+  bool streams_closed_ = false;  // guarded by streams_mu_
+  std::thread housekeeping_;
 };
 
 // One attached dict. Internal to the registry; streams hold it as an opaque key.

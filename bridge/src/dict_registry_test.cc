@@ -293,5 +293,25 @@ TEST_F(DictRegistryTest, ShutdownEndsEveryStreamAndRefusesLaterLeases) {
   EXPECT_TRUE(late.AwaitEnd().has_value());
 }
 
+TEST_F(DictRegistryTest, TrackedStreamsArePokedAndEndedAtShutdownThoughNotSubscribed) {
+  FakeSubscriber stream;
+  ASSERT_TRUE(registry_->Track(&stream));
+  // The housekeeping thread pokes it on its own; PokeAll at once.
+  ASSERT_TRUE(stream.AwaitPumpsBeyond(0));
+  const int pumps = stream.pumps();
+  registry_->PokeAll();
+  EXPECT_GT(stream.pumps(), pumps);
+
+  FakeSubscriber untracked;
+  ASSERT_TRUE(registry_->Track(&untracked));
+  registry_->Untrack(&untracked);
+  registry_->Shutdown(Status(StatusCode::kUnavailable, "stopping"));
+  std::optional<Status> ended = stream.AwaitEnd();
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_EQ(ended->code(), StatusCode::kUnavailable);
+  FakeSubscriber late;
+  EXPECT_FALSE(registry_->Track(&late)) << "a stream tracked after Shutdown would never end";
+}
+
 }  // namespace
 }  // namespace shmdict::bridge

@@ -1,5 +1,6 @@
 #include "listen.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -45,6 +46,25 @@ Result<ListenAddress> ParseListenAddress(const std::string& spec) {
   return address;
 }
 
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
+
+Status SetSocketMode(const std::string& path, mode_t mode) {
+  // chmod follows symlinks, but the path is ours: claimed (flock) and bound by this process.
+  if (chmod(path.c_str(), mode) != 0) {
+    return Status(StatusCode::kPermissionDenied,
+                  "cannot set the mode of unix:" + path + ": " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
 UnixSocketClaims::~UnixSocketClaims() {
   for (const Claimed& claimed : claimed_) {
     unlink(claimed.path.c_str());
@@ -54,7 +74,8 @@ UnixSocketClaims::~UnixSocketClaims() {
 
 Status UnixSocketClaims::Claim(const std::string& path) {
   const std::string lock_path = path + ".lock";
-  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // O_NOFOLLOW: a symlink planted at PATH.lock must not make the bridge create its target.
+  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock_fd < 0) {
     return Status(StatusCode::kPermissionDenied,
                   "cannot open " + lock_path + ": " + std::strerror(errno));

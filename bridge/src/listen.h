@@ -10,6 +10,8 @@
 #ifndef SHMDICT_BRIDGE_LISTEN_H_
 #define SHMDICT_BRIDGE_LISTEN_H_
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -28,6 +30,14 @@ struct ListenAddress {
 
 // kInvalidArgument for an address that is neither form.
 Result<ListenAddress> ParseListenAddress(const std::string& spec);
+
+// Whether a TCP listener on `host` is reachable from this host only: "localhost", 127.0.0.0/8,
+// ::1 and IPv4-mapped 127.x. A wildcard ("0.0.0.0", "::", "") or any other address is not.
+bool IsLoopbackHost(const std::string& host);
+
+// Sets the mode of the Unix socket at `path` (bound by gRPC with the umask's mode) to `mode`.
+// kPermissionDenied naming the path on failure.
+Status SetSocketMode(const std::string& path, mode_t mode);
 
 // Owns the claims on Unix socket paths; releasing them (destruction) removes the sockets.
 class UnixSocketClaims {

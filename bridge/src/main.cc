@@ -9,9 +9,10 @@
 // On start it prints "health listening on ADDR" and "metrics listening on ADDR" for those
 // servers, one "listening on ADDR" per address of the dict service (a port of 0 replaced by the
 // port chosen), then "ready". SIGHUP re-reads the token file. SIGTERM or SIGINT (or --idle-exit,
-// or the parent's death with --exit-with-parent) stops the server gracefully: calls in progress
-// get up to 5 s, then the process exits 0. Exit status 2 with one stderr line when the server
-// cannot start.
+// or the parent's death with --exit-with-parent) stops the server: waiting calls (Watch streams)
+// end at once with UNAVAILABLE, writes in progress get the rest of a 5 s grace period, and the
+// process exits 0 within it even if a write is stuck (a watchdog ends it). Exit status 2 with one
+// stderr line when a flag is wrong or the server cannot start.
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -20,6 +21,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -36,6 +38,12 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+// The whole stop, from the signal to the exit. Shutdown gets all but the last second of it for
+// writes in flight; the watchdog ends the process at its end whatever is still running (a write
+// stuck behind a dict's writer lock must not keep a stopping bridge alive).
+constexpr auto kStopGrace = std::chrono::seconds(5);
+constexpr auto kShutdownGrace = std::chrono::seconds(4);
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,6 +58,7 @@ int main(int argc, char** argv) {
                                         std::to_string(shmdict::Dict::LayoutVersion()) +
                                         ", wire API shmdict.v1 (revision 1.1)");
   std::string create_mode = shmdict::bridge::FormatFileMode(config.create_mode);
+  std::string socket_mode = shmdict::bridge::FormatFileMode(config.socket_mode);
   unsigned idle_exit_seconds = static_cast<unsigned>(config.idle_exit.count());
   app.add_option("--listen", config.listen,
                  std::string("HOST:PORT or unix:PATH (repeatable; default ") +
@@ -86,6 +95,8 @@ int main(int argc, char** argv) {
                "let clients Create and Unlink dicts (with write access; refused otherwise)");
   app.add_option("--create-mode", create_mode,
                  "octal file mode of the dicts clients create (the default: the bridge's uid)");
+  app.add_option("--socket-mode", socket_mode,
+                 "octal file mode of the Unix listening sockets, set whatever the umask");
   app.add_option("--metrics-listen", config.metrics_listen,
                  "HOST:PORT: Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)");
   app.add_flag(
@@ -98,11 +109,23 @@ int main(int argc, char** argv) {
   app.add_option("--log-file", config.log_file, "append the log to FILE instead of stderr");
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // --help and --version end parsing with status 0; a wrong flag is the documented 2 (CLI11's
+    // own codes, 105 to 113, are not).
+    const int code = app.exit(error);
+    return code == 0 ? 0 : 2;
+  }
   config.idle_exit = std::chrono::seconds(idle_exit_seconds);
   auto mode = shmdict::bridge::ParseFileMode(create_mode);
   if (!mode.ok()) return Fail(mode.status().message());
   config.create_mode = *mode;
+  auto socket_file_mode = shmdict::bridge::ParseFileMode(socket_mode);
+  if (!socket_file_mode.ok()) {
+    return Fail("--socket-mode '" + socket_mode + "' is not an octal file mode such as 0660");
+  }
+  config.socket_mode = *socket_file_mode;
 
   // Socket activation first: the fds are ours only if LISTEN_PID names this process.
   auto activated = shmdict::bridge::TakeActivationSockets();
@@ -159,12 +182,19 @@ int main(int argc, char** argv) {
     }
   });
   (*server)->Wait();
+  const auto stop_deadline = std::chrono::steady_clock::now() + kStopGrace;
+  std::thread([stop_deadline] {
+    std::this_thread::sleep_until(stop_deadline);
+    spdlog::warn("calls still in flight after {} s: exiting anyway", kStopGrace.count());
+    spdlog::default_logger()->flush();
+    _exit(0);
+  }).detach();
   const int stopped_by = stop_signal.load();  // 0: --idle-exit
   // After --idle-exit the signal thread still waits: a SIGTERM of its own (blocked, so it stays
   // pending for sigwait) ends it. A thread that already returned just drops it.
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
   spdlog::info("shutting down signal={}", stopped_by);
-  (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  (*server)->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,17 +71,52 @@ bool Answers(const ListenAddress& address) {
   return answered;
 }
 
-std::string EnsureLockPath(const ListenAddress& address) {
+// A directory only this user can write: `dir` must be one already (not a symlink, owned by the
+// effective uid, no group or other write).
+Status CheckPrivateDir(const std::string& dir, bool exact_0700) {
+  struct stat info {};
+  if (lstat(dir.c_str(), &info) != 0) {
+    return Status(StatusCode::kNotFound, "cannot stat " + dir + ": " + std::strerror(errno));
+  }
+  const mode_t mode = info.st_mode & 07777;
+  if (S_ISLNK(info.st_mode) || !S_ISDIR(info.st_mode) || info.st_uid != geteuid() ||
+      (exact_0700 ? mode != 0700 : (mode & 022) != 0)) {
+    return Status(StatusCode::kPermissionDenied,
+                  dir + " is not a private directory of uid " + std::to_string(geteuid()) +
+                      " (a symlink, another owner, or writable by others): not putting the "
+                      "--ensure lock there");
+  }
+  return Status::Ok();
+}
+
+// Where the lock of `address` lives. Beside a Unix socket (its directory is the operator's
+// choice, as the socket's is); for TCP in a directory of this user's only -- $XDG_RUNTIME_DIR,
+// else $TMPDIR/shmdict-bridge-EUID (else /tmp/...), created 0700 -- never in a shared directory
+// where another user could plant a symlink for a root bridge to follow.
+Result<std::string> EnsureLockPath(const ListenAddress& address) {
   if (address.is_unix) return address.unix_path + ".ensure.lock";
-  const char* dir = std::getenv("XDG_RUNTIME_DIR");
-  if (dir == nullptr || *dir == '\0') dir = std::getenv("TMPDIR");
-  if (dir == nullptr || *dir == '\0') dir = "/tmp";
+  std::string dir;
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  if (runtime != nullptr && *runtime != '\0') {
+    dir = runtime;
+    Status private_dir = CheckPrivateDir(dir, false);
+    if (!private_dir.ok()) return private_dir;
+  } else {
+    const char* tmp = std::getenv("TMPDIR");
+    dir = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/shmdict-bridge-" +
+          std::to_string(geteuid());
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Status(StatusCode::kPermissionDenied,
+                    "cannot create " + dir + ": " + std::strerror(errno));
+    }
+    Status private_dir = CheckPrivateDir(dir, true);
+    if (!private_dir.ok()) return private_dir;
+  }
   std::string name = address.spec;
   for (char& c : name) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') c = '_';
   }
-  return std::string(dir) + "/shmdict-bridge-ensure-" + std::to_string(getuid()) + "-" + name +
-         ".lock";
+  return dir + "/shmdict-bridge-ensure-" + name + ".lock";
 }
 
 int EnsureFail(const std::string& message) {
@@ -95,14 +131,23 @@ int EnsureBridge(const ListenAddress& address, int argc, char** argv) {
     return EnsureFail(
         "needs a fixed --listen address: with port 0 every call would start a bridge");
   }
-  const std::string lock_path = EnsureLockPath(address);
-  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  Result<std::string> where = EnsureLockPath(address);
+  if (!where.ok()) return EnsureFail(where.status().message());
+  const std::string& lock_path = *where;
+  // O_NOFOLLOW: a symlink planted at the lock's path is refused, never followed.
+  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock_fd < 0) return EnsureFail("cannot open " + lock_path + ": " + std::strerror(errno));
   // Closed on every return path, releasing the lock; the bridge never inherits it (O_CLOEXEC).
   struct CloseOnReturn {
     int fd;
     ~CloseOnReturn() { close(fd); }
   } lock_guard{lock_fd};
+  struct stat lock_info {};
+  if (fstat(lock_fd, &lock_info) != 0 || !S_ISREG(lock_info.st_mode) ||
+      lock_info.st_uid != geteuid()) {
+    return EnsureFail(lock_path + " is not a regular file of uid " + std::to_string(geteuid()) +
+                      ": not using it as the --ensure lock");
+  }
   const auto deadline = std::chrono::steady_clock::now() + kEnsureTimeout;
   while (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) return EnsureFail("flock " + lock_path + ": " + std::strerror(errno));

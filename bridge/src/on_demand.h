@@ -25,8 +25,11 @@ namespace shmdict::bridge {
 // it exits (returns 2). A lock file serializes callers, so two --ensure started at the same instant
 // leave exactly one bridge: the second one's probe finds the first one's bridge. (Never relies on
 // bind failing: gRPC sets SO_REUSEPORT, and a second bridge on a Unix path would take it over.)
-// The lock file: PATH.ensure.lock beside a Unix socket; for TCP, in $XDG_RUNTIME_DIR, else $TMPDIR,
-// else /tmp, named after the uid and the address.
+// The lock file: PATH.ensure.lock beside a Unix socket; for TCP, in $XDG_RUNTIME_DIR (which must
+// not be writable by others), else in $TMPDIR/shmdict-bridge-EUID (else /tmp/shmdict-bridge-EUID),
+// created 0700 and checked (a directory, not a symlink, owned by this user, mode 0700), named
+// after the address. The lock is opened with O_NOFOLLOW and must be a regular file of this user:
+// a symlink planted at either path makes --ensure fail (status 2), never follow it.
 int EnsureBridge(const ListenAddress& address, int argc, char** argv);
 
 // The sockets systemd (or systemd-socket-activate) passed: LISTEN_PID must be this process; takes

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "log_text.h"
 #include "shmdict/v1/wire.h"
 
 namespace shmdict::bridge {
@@ -16,7 +17,7 @@ constexpr size_t kPerItemOverhead = 32;
 
 WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
                          const Authorizer* authorizer, Metrics* metrics,
-                         const grpc::CallbackServerContext& context)
+                         const grpc::CallbackServerContext& context, WaitingCalls* waiting)
     : registry_(registry),
       limits_(limits),
       authorizer_(authorizer),
@@ -28,22 +29,54 @@ WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
   // constructor's writes (the vtable pointers). Releasing mu_ here, which Start() acquires before
   // subscribing, makes the publication visible; it costs one uncontended lock per stream.
   { std::lock_guard publish(mu_); }
-  // Writes are not asked for: a read-only token may watch.
+  // Writes are not asked for: a read-only token may watch. The generation is read first: a
+  // reload racing this check makes the first poke check the token again.
+  const uint64_t generation = authorizer_->generation();
   Access granted = Access::kRead;
-  grpc::Status allowed = authorizer_->Authenticate(context, &granted);
-  if (!allowed.ok()) {
-    spdlog::info("Watch refused peer={}: {}", peer_, allowed.error_message());
+  std::string token;
+  grpc::Status allowed = authorizer_->Authenticate(context, &granted, &token);
+  WaitingCalls::Slot slot;
+  if (allowed.ok() && waiting != nullptr) {
+    Result<WaitingCalls::Slot> entered = waiting->Enter("Watch");
+    if (entered.ok()) {
+      slot = std::move(*entered);
+    } else {
+      allowed = wire::ToGrpc(entered.status());
+    }
+  }
+  {
+    std::lock_guard lock(mu_);  // what gRPC's and the registry's threads read is set under mu_
+    if (!allowed.ok()) {
+      spdlog::info("Watch refused peer={}: {}", peer_, allowed.error_message());
+      FinishLocked(allowed);
+      return;
+    }
+    token_ = std::move(token);
+    token_generation_ = generation;
+    slot_ = std::move(slot);
+    start_deadline_ = std::chrono::steady_clock::now() + limits_.start_timeout;
+  }
+  // Outside mu_: the registry pokes tracked streams holding its own lock, which then takes mu_.
+  if (!registry_->Track(this)) {
     std::lock_guard lock(mu_);
-    FinishLocked(allowed);
+    FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the bridge is shutting down"));
     return;
   }
   StartRead(&request_);
 }
 
 void WatchStream::OnReadDone(bool ok) {
-  // !ok: the client half-closed (it has nothing more to ask) or the call ended; keep sending.
-  if (!ok) return;
   std::unique_lock lock(mu_);
+  // !ok: the client half-closed (it has nothing more to ask), the call ended, or a message did
+  // not parse. A started stream keeps sending; one that never started has nothing to send.
+  if (!ok) {
+    if (!started_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the Watch ended, or its first message did not parse, before a "
+                                "`start` message"));
+    }
+    return;
+  }
   if (finished_ || finish_after_write_) return;
   if (request_.has_start()) {
     if (started_) {
@@ -78,15 +111,26 @@ void WatchStream::OnReadDone(bool ok) {
 
 Status WatchStream::Start(const v1::WatchRequest::Start& start) {
   if (!authorizer_->DictAllowed(start.dict())) {
-    spdlog::info("Watch refused dict={} peer={}: not in the --dict list", start.dict(), peer_);
+    spdlog::info("Watch refused dict={} peer={}: not in the --dict list", LogText(start.dict()),
+                 peer_);
     return wire::FromGrpc(authorizer_->CheckDict(start.dict()));
   }
   Result<DictRegistry::Lease> lease = registry_->Acquire(start.dict());
   if (!lease.ok()) return lease.status();
   Dict& dict = lease->dict();
-  const uint64_t after = start.from_current() ? dict.revision() : start.after_revision();
+  const uint64_t current = dict.revision();
+  const uint64_t after = start.from_current() ? current : start.after_revision();
+  if (after > current && after - current > kWatchStartHorizon) {
+    return Status(StatusCode::kOutOfRange,
+                  "dict '" + LogText(start.dict()) + "': after_revision " + std::to_string(after) +
+                      " is more than 2^32 revisions ahead of the dict's revision " +
+                      std::to_string(current));
+  }
   Result<std::unique_ptr<Watcher>> watcher = dict.Watch(after);
   if (!watcher.ok()) return watcher.status();
+  // A start ahead of the dict waits for it: what was "sent" is only what the dict has committed,
+  // so that no progress message claims a revision the dict has not reached.
+  const uint64_t sent = std::min(after, std::max(current, dict.revision()));
   {
     std::lock_guard lock(mu_);
     dict_name_ = start.dict();
@@ -100,13 +144,14 @@ Status WatchStream::Start(const v1::WatchRequest::Start& start) {
                              ? std::max(std::chrono::milliseconds(start.progress_interval_ms()),
                                         limits_.min_progress_interval)
                              : limits_.default_progress_interval;
-    sent_revision_ = after;
-    published_sent_revision_.store(after, std::memory_order_relaxed);
+    sent_revision_ = sent;
+    published_sent_revision_.store(sent, std::memory_order_relaxed);
     progress_requested_ = start.from_current();
     last_sent_ = std::chrono::steady_clock::now();
     started_ = true;
   }
-  spdlog::info("watch started dict={} peer={} after_revision={}", start.dict(), peer_, after);
+  spdlog::info("watch started dict={} peer={} after_revision={}", LogText(start.dict()), peer_,
+               after);
   registry_->Subscribe(lease->entry(), this);
   return Status::Ok();
 }
@@ -117,13 +162,36 @@ void WatchStream::Pump() {
 }
 
 void WatchStream::PumpLocked() {
-  if (!started_ || finished_ || finish_after_write_ || write_in_flight_) return;
+  if (finished_ || finish_after_write_) return;
+  if (!CredentialsValidLocked()) return;
+  if (!started_) {
+    if (std::chrono::steady_clock::now() >= start_deadline_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                "no `start` message within " +
+                                    std::to_string(limits_.start_timeout.count()) +
+                                    " ms of opening the Watch"));
+    }
+    return;
+  }
+  if (write_in_flight_) return;
   if (!FillLocked()) return;
   published_sent_revision_.store(sent_revision_, std::memory_order_relaxed);
   if (metrics_ != nullptr) metrics_->AddBytesSent(response_.ByteSizeLong());
   write_in_flight_ = true;
   last_sent_ = std::chrono::steady_clock::now();
   StartWrite(&response_);
+}
+
+bool WatchStream::CredentialsValidLocked() {
+  const uint64_t generation = authorizer_->generation();
+  if (generation == token_generation_) return true;
+  token_generation_ = generation;
+  grpc::Status valid = authorizer_->Revalidate(token_, Access::kRead);
+  if (valid.ok()) return true;
+  spdlog::info("watch ended dict={} peer={}: {}", LogText(dict_name_), peer_,
+               valid.error_message());
+  FinishLocked(valid);
+  return false;
 }
 
 bool WatchStream::FillLocked() {
@@ -134,8 +202,8 @@ bool WatchStream::FillLocked() {
   Result<ChangeBatch> batch = watcher_->Next(watch_limits_, std::chrono::nanoseconds::zero());
   if (!batch.ok()) {
     Status failed = batch.status();
-    spdlog::warn("watch ended dict={} peer={} revision={}: {}", dict_name_, peer_, sent_revision_,
-                 failed.ToString());
+    spdlog::warn("watch ended dict={} peer={} revision={}: {}", LogText(dict_name_), peer_,
+                 sent_revision_, failed.ToString());
     FinishLocked(wire::ToGrpc(failed));
     return false;
   }
@@ -228,7 +296,7 @@ void WatchStream::FillSnapshotLocked(const ChangeBatch& batch) {
   }
   if (batch.snapshot_ends) {
     sent_revision_ = batch.revision;
-    spdlog::info("watch resynced dict={} peer={} revision={}", dict_name_, peer_,
+    spdlog::info("watch resynced dict={} peer={} revision={}", LogText(dict_name_), peer_,
                  batch.snapshot_revision);
   }
   response_.set_revision(sent_revision_);
@@ -279,7 +347,13 @@ void WatchStream::OnDone() {
     entry = entry_;
   }
   if (entry) registry_->Unsubscribe(entry, this);
-  spdlog::debug("watch done dict={} peer={} revision={}", dict_name_, peer_, sent_revision_);
+  registry_->Untrack(this);
+  {
+    std::lock_guard lock(mu_);
+    slot_.Release();
+  }
+  spdlog::debug("watch done dict={} peer={} revision={}", LogText(dict_name_), peer_,
+                sent_revision_);
   call_.Finish(final_status_, 0);
   delete this;
 }

@@ -10,7 +10,13 @@
 // Who calls Pump: gRPC's reactions (a read or a write done) and the registry's notifier thread
 // (the dict changed, or a tick passed). All state is under one mutex; nothing blocks inside it.
 //
-// Lifetime: gRPC owns the reactor; OnDone unsubscribes and deletes it.
+// The registry also tracks every stream from its creation (DictRegistry::Track): the housekeeping
+// pokes are what end a stream whose start message never comes (StreamLimits::start_timeout), and
+// what make a token reload reach open streams: each stream keeps the token it opened with and
+// asks the authorizer again whenever its token generation moved, ending with UNAUTHENTICATED once
+// the token is gone (a Watch needs read access only, so a token downgraded to "ro" keeps it).
+//
+// Lifetime: gRPC owns the reactor; OnDone unsubscribes, untracks and deletes it.
 #ifndef SHMDICT_BRIDGE_WATCH_STREAM_H_
 #define SHMDICT_BRIDGE_WATCH_STREAM_H_
 
@@ -23,12 +29,18 @@
 #include <string>
 
 #include "authorizer.h"
+#include "call_limits.h"
 #include "dict_registry.h"
 #include "metrics.h"
 #include "shmdict/store.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 
 namespace shmdict::bridge {
+
+// How far ahead of the dict's revision a Watch may start: a start after_revision more than this
+// ahead of the dict when the stream opens ends with OUT_OF_RANGE (a client that far ahead is
+// confused, not early). Within it, the stream waits for the dict, as etcd's future start revision.
+constexpr uint64_t kWatchStartHorizon = uint64_t{1} << 32;
 
 struct StreamLimits {
   // Values larger than this are sent as "too large" markers; a message holding more than this
@@ -39,6 +51,9 @@ struct StreamLimits {
   uint32_t default_max_changes = 4096;
   std::chrono::milliseconds default_progress_interval{1000};
   std::chrono::milliseconds min_progress_interval{50};
+  // A stream whose `start` message has not come this long after it opened ends with
+  // DEADLINE_EXCEEDED (it would otherwise hold its slot, and keep --idle-exit away, forever).
+  std::chrono::milliseconds start_timeout{10000};
 };
 
 class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>,
@@ -47,8 +62,11 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
   // Checks the caller's token (authorizer) first: a refused stream finishes at once; the dict of
   // its start message is checked against the allow-list when it arrives.
   // `metrics` (may be null) counts the stream as a call in flight until it is done.
+  // `waiting` (may be null: no cap) is the bridge's gate on waiting calls: the stream holds a
+  // slot of it for its life, and finishes at once with RESOURCE_EXHAUSTED when none is free.
   WatchStream(DictRegistry* registry, const StreamLimits& limits, const Authorizer* authorizer,
-              Metrics* metrics, const grpc::CallbackServerContext& context);
+              Metrics* metrics, const grpc::CallbackServerContext& context,
+              WaitingCalls* waiting = nullptr);
 
   void Pump() override;
   void End(const Status& status) override;
@@ -68,6 +86,8 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
   void FillChangesLocked();
   void FillSnapshotLocked(const ChangeBatch& batch);
   void PumpLocked();
+  // False (and the stream finishing) when the token it opened with was revoked since.
+  bool CredentialsValidLocked();
   void FinishLocked(const grpc::Status& status);
 
   DictRegistry* const registry_;
@@ -76,8 +96,14 @@ class WatchStream final : public grpc::ServerBidiReactor<v1::WatchRequest, v1::W
   Metrics* const metrics_;
   Metrics::Call call_;
   const std::string peer_;
+  WaitingCalls::Slot slot_;  // set in the constructor, released in OnDone
 
   std::mutex mu_;
+  // The token the stream opened with (empty without a token file), and the authorizer's
+  // generation it was last checked against. Held in memory only; never logged.
+  std::string token_;
+  uint64_t token_generation_ = 0;
+  std::chrono::steady_clock::time_point start_deadline_;
   v1::WatchRequest request_;
   v1::WatchResponse response_;
   std::string dict_name_;
