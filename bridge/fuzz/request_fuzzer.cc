@@ -21,8 +21,10 @@
 // The bridge serves only the fuzzed dict (--dict), never creates or unlinks (no --allow-create),
 // so no input reaches another dict of the host; the dict is unlinked at exit.
 //
-// Build: clang, -DSHMDICT_BUILD_FUZZ=ON (bridge/fuzz/CMakeLists.txt). Run:
-//   request_fuzzer -runs=20000 -detect_leaks=0
+// Build: clang, -DSHMDICT_BUILD_FUZZ=ON (bridge/fuzz/CMakeLists.txt). Run (as CI does), with
+// bridge/fuzz/seeds (one well-formed request per RPC, in the input format above) as read-only
+// seeds and a scratch directory first, where libFuzzer adds what it finds:
+//   request_fuzzer -runs=20000 -seed=1 -detect_leaks=0 CORPUS_DIR bridge/fuzz/seeds
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
