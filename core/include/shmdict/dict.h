@@ -256,7 +256,7 @@ class Dict final : public Store {
   // Unlinks this dict's names now (as UnlinkByName); the handle stays usable.
   Status Unlink();
 
-  struct Impl;  // internal; public only so that the engine's helpers can name it
+  class Impl;  // internal; public only so that the engine's helpers can name it
 
  private:
   friend class LockGuard;
