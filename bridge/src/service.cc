@@ -187,11 +187,20 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
 
   void OnDone() override {
     registry_->Unsubscribe(entry_, this);
-    if (!status_.ok() && status_.error_code() != grpc::StatusCode::CANCELLED) {
-      spdlog::info("Get failed dict={} peer={}: {}", LogText(entry_->name), LogText(peer_),
-                   LoggedStatus(status_.error_message()));
+    grpc::Status status;
+    size_t bytes = 0;
+    {
+      // gRPC runs OnDone after Finish, through synchronization ThreadSanitizer cannot see in an
+      // uninstrumented libgrpc: the lock makes the finishing thread's writes visible to it.
+      std::lock_guard lock(mu_);
+      status = status_;
+      if (status.ok()) bytes = response_->ByteSizeLong();
     }
-    call_->Finish(status_, status_.ok() ? response_->ByteSizeLong() : 0);
+    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+      spdlog::info("Get failed dict={} peer={}: {}", LogText(entry_->name), LogText(peer_),
+                   LoggedStatus(status.error_message()));
+    }
+    call_->Finish(status, bytes);
     delete this;
   }
 
@@ -216,7 +225,7 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
   std::mutex mu_;
   WaitingCalls::Slot slot_;  // guarded by mu_
   bool finished_ = false;    // guarded by mu_
-  grpc::Status status_;      // set once finished_; read by OnDone, which gRPC runs after Finish
+  grpc::Status status_;      // guarded by mu_; set once finished_
 };
 
 Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
@@ -265,23 +274,24 @@ grpc::ServerUnaryReactor* DictService::Get(grpc::CallbackServerContext* context,
                                            v1::GetResponse* response) {
   auto call = std::make_unique<Metrics::Call>(metrics_, "Get");
   const std::string& name = request->dict();
-  grpc::ServerUnaryReactor* const inline_reactor = context->DefaultReactor();
   // Answers from this handler (everything but a wait): the call is recorded and logged here.
   const auto answer = [&](const CoreStatus& status) {
     if (!status.ok()) {
       spdlog::info("Get failed dict={} peer={}: {}", LogText(name), LogText(context->peer()),
                    LoggedStatus(status.ToString()));
     }
-    inline_reactor->Finish(call->Finish(status.ok() ? grpc::Status::OK : Fail(status, name),
-                                        status.ok() ? response->ByteSizeLong() : 0));
-    return inline_reactor;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(call->Finish(status.ok() ? grpc::Status::OK : Fail(status, name),
+                                 status.ok() ? response->ByteSizeLong() : 0));
+    return reactor;
   };
   grpc::Status allowed = authorizer_->Check(*context, name, Access::kRead);
   if (!allowed.ok()) {
     spdlog::info("Get refused dict={} peer={}: {}", LogText(name), LogText(context->peer()),
                  LoggedStatus(allowed.error_message()));
-    inline_reactor->Finish(call->Finish(allowed, 0));
-    return inline_reactor;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(call->Finish(allowed, 0));
+    return reactor;
   }
   CoreStatus key = CheckKey(request->key());
   if (!key.ok()) return answer(key);

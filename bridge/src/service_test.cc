@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "in_process_bridge.h"
+#include "shmdict/remote_dict.h"
 #include "shmdict/v1/wire.h"
 
 namespace shmdict::bridge {
@@ -395,6 +397,21 @@ TEST_F(ServiceTest, ListMarksAValueOverTheMessageLimitAsWatchDoes) {
   EXPECT_TRUE(markers[0].value_too_large());
   EXPECT_EQ(markers[0].value_size(), large.size());
   EXPECT_EQ(markers[0].value_type(), static_cast<uint32_t>(ValueType::kBytes));
+
+  // RemoteDict reads a marked value alone; this one no message carries, and the error names it.
+  RemoteOptions options;
+  options.address = server_->addresses().front();
+  options.dict = name_;
+  options.mirror = false;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+  auto items = (*remote)->Items();
+  ASSERT_FALSE(items.ok());
+  EXPECT_THAT(items.status().message(), HasSubstr("key 'big'"));
+  ASSERT_OK(dict_->Erase("big").status());
+  items = (*remote)->Items();
+  ASSERT_TRUE(items.ok()) << items.status().ToString();
+  EXPECT_EQ(items->size(), 2u);
 }
 
 // Smaller item: max_entries_per_message >= 2^31 was cast to a negative int (a message per entry).
@@ -486,6 +503,7 @@ TEST_F(ServiceTest, AGetWaitsNoLongerThanMaxWait) {
 // Row 6 and the SIGTERM rule, through BridgeServer: a waiting Get ends with UNAVAILABLE as soon as
 // the bridge shuts down, not when the grace period or its deadline ends.
 TEST_F(ServiceTest, ShutdownEndsWaitingGetsWithUnavailable) {
+  config_.metrics_listen = "127.0.0.1:0";
   StartBridge();
   v1::GetRequest request;
   request.set_dict(name_);
@@ -501,11 +519,26 @@ TEST_F(ServiceTest, ShutdownEndsWaitingGetsWithUnavailable) {
     ended = status;
     cv.notify_all();
   });
-  // Whether the Get already waits or still travels, the shutdown ends it with UNAVAILABLE;
-  // WaitingGetTest below sees it waiting first.
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  std::unique_lock lock(mu);
-  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return ended.has_value(); }));
+  // Once its handler runs (the call is in flight on the bridge), the Get ends with UNAVAILABLE
+  // whether it already waits or is about to; before that, gRPC's own shutdown would cancel it.
+  const std::string metrics = server_->metrics_address();
+  httplib::Client http(metrics.substr(0, metrics.rfind(':')),
+                       std::stoi(metrics.substr(metrics.rfind(':') + 1)));
+  ASSERT_TRUE(Eventually([&] {
+    auto page = http.Get("/metrics");
+    return page && page->body.find("\nshmdict_bridge_calls_in_flight 1\n") != std::string::npos;
+  }));
+  // A long grace period: the waiting Get must end at the start of it, not when it runs out.
+  std::thread stopper(
+      [&] { server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(60)); });
+  bool ended_in_grace = false;
+  {
+    std::unique_lock lock(mu);
+    ended_in_grace = cv.wait_for(lock, std::chrono::seconds(30), [&] { return ended.has_value(); });
+  }
+  stopper.join();
+  ASSERT_TRUE(ended_in_grace);
+  std::lock_guard lock(mu);
   EXPECT_EQ(ended->error_code(), grpc::StatusCode::UNAVAILABLE) << ended->error_message();
 }
 
