@@ -93,7 +93,9 @@ def bridge():
         pytest.skip(NO_REMOTE_REASON)
     b = Bridge()
     try:
-        b.start()
+        # The tests store what Python stores (pickles for what JSON cannot say), as a bridge
+        # trusted with that does; a test of the refusal starts a Bridge() of its own without it.
+        b.start(extra_args=("--allow-pickle",))
         yield b
     finally:
         b.cleanup()
