@@ -209,6 +209,8 @@ struct BridgeServer::State {
   Metrics metrics;
   HealthServices health;
   std::unique_ptr<DictRegistry> registry;
+  // --max-waiting-calls: one gate for waiting Gets and Watch streams (the service hands it out).
+  std::unique_ptr<WaitingCalls> waiting;
   std::unique_ptr<DictService> service;
   std::unique_ptr<grpc::Server> health_server;
   std::unique_ptr<grpc::Server> server;
@@ -291,8 +293,15 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
   limits.max_message_bytes = config.max_message_bytes;
   limits.batch_bytes = std::min(config.watch_batch_bytes, config.max_message_bytes);
   limits.default_progress_interval = std::chrono::milliseconds(config.progress_interval_ms);
+  state->waiting = std::make_unique<WaitingCalls>(config.max_waiting_calls);
   state->service = std::make_unique<DictService>(
-      state->registry.get(), limits, state->authorizer.get(), config.max_value_bytes,
+      state->registry.get(), limits, state->authorizer.get(), state->waiting.get(),
+      ServiceLimits{.max_value_bytes = config.max_value_bytes,
+                    .max_batch_ops = config.max_batch_ops,
+                    .max_batch_bytes = config.max_batch_bytes,
+                    .max_wait = config.max_wait,
+                    .max_create_bytes = config.max_create_bytes,
+                    .allow_pickle = config.allow_pickle},
       &state->metrics, CreationPolicy{.allowed = config.allow_create, .mode = config.create_mode});
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -81,6 +81,26 @@ int main(int argc, char** argv) {
                  "\"authorization: Bearer TOKEN\"; re-read on SIGHUP");
   app.add_option("--max-value-bytes", config.max_value_bytes,
                  "refuse larger keys and values (RESOURCE_EXHAUSTED); 0: no limit");
+  // Issue 19's limits on the work one call may cause (docs/BRIDGE.md, "Threat model").
+  unsigned max_wait_ms = static_cast<unsigned>(config.max_wait.count());
+  app.add_option("--max-batch-ops", config.max_batch_ops,
+                 "refuse a Batch of more mutations (RESOURCE_EXHAUSTED, nothing written)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 24));
+  app.add_option("--max-batch-bytes", config.max_batch_bytes,
+                 "refuse a Batch whose keys and values sum to more bytes (RESOURCE_EXHAUSTED)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 32));
+  app.add_option("--max-waiting-calls", config.max_waiting_calls,
+                 "Gets waiting for a min_revision and Watch streams at once, over every client; "
+                 "more are RESOURCE_EXHAUSTED");
+  app.add_option("--max-wait-ms", max_wait_ms,
+                 "the longest a Get waits for its min_revision when the client set no (or a later) "
+                 "deadline; then DEADLINE_EXCEEDED")
+      ->check(CLI::Range(1u, 24u * 3600 * 1000));
+  app.add_option("--max-create-bytes", config.max_create_bytes,
+                 "the largest log (buffer_size) a client may ask Create for (RESOURCE_EXHAUSTED)");
+  app.add_flag("--allow-pickle", config.allow_pickle,
+               "accept values tagged pickle (8): any writer can then run code in every Python "
+               "reader");
   app.add_option("--max-idle-handles", config.max_idle_handles_per_dict,
                  "Dict handles kept open per dict between calls (each a mapping and a file "
                  "descriptor); 0: every call attaches");
@@ -118,6 +138,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   config.idle_exit = std::chrono::seconds(idle_exit_seconds);
+  config.max_wait = std::chrono::milliseconds(max_wait_ms);
   auto mode = shmdict::bridge::ParseFileMode(create_mode);
   if (!mode.ok()) return Fail(mode.status().message());
   config.create_mode = *mode;

@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "log_text.h"
 #include "shmdict/v1/wire.h"
 
 namespace shmdict::bridge {
@@ -19,6 +23,17 @@ namespace {
 using CoreStatus = shmdict::Status;
 
 constexpr uint32_t kDefaultListEntriesPerMessage = 1024;
+// The proto's rule for keys (dict.proto, GetRequest.key).
+constexpr size_t kMaxKeyBytes = 65536;
+// A status message in a log line: it may quote the dict's name or a key, so it is escaped too, and
+// bounded (with the name's own bound) so that one call logs at most about a kilobyte.
+constexpr size_t kMaxLoggedMessageBytes = 512;
+// Bytes an entry adds to a List message beyond its key and value (tags, lengths).
+constexpr size_t kPerEntryOverhead = 32;
+
+std::string LoggedStatus(std::string_view message) {
+  return LogText(message, kMaxLoggedMessageBytes);
+}
 
 // Every error names the dict: a client juggling several must know which one failed.
 grpc::Status Fail(const Status& status, const std::string& dict) {
@@ -32,13 +47,13 @@ grpc::Status Fail(const Status& status, const std::string& dict) {
 // messages).
 template <typename Fn>
 grpc::Status WithDict(DictRegistry* registry, const Authorizer& authorizer, Metrics* metrics,
-                      grpc::ServerContext* context, const char* method, const std::string& name,
+                      grpc::ServerContextBase* context, const char* method, const std::string& name,
                       Access access, const google::protobuf::MessageLite* response, Fn&& fn) {
   Metrics::Call call(metrics, method);
   grpc::Status allowed = authorizer.Check(*context, name, access);
   if (!allowed.ok()) {
-    spdlog::info("{} refused dict={} peer={}: {}", method, name, context->peer(),
-                 allowed.error_message());
+    spdlog::info("{} refused dict={} peer={}: {}", method, LogText(name), LogText(context->peer()),
+                 LoggedStatus(allowed.error_message()));
     return call.Finish(allowed, 0);
   }
   Result<DictRegistry::Lease> lease = registry->Acquire(name);
@@ -47,9 +62,171 @@ grpc::Status WithDict(DictRegistry* registry, const Authorizer& authorizer, Metr
     if (access == Access::kWrite) lease->entry()->writes.fetch_add(1, std::memory_order_relaxed);
     return call.Finish(grpc::Status::OK, response != nullptr ? response->ByteSizeLong() : 0);
   }
-  spdlog::info("{} failed dict={} peer={}: {}", method, name, context->peer(), status.ToString());
+  spdlog::info("{} failed dict={} peer={}: {}", method, LogText(name), LogText(context->peer()),
+               LoggedStatus(status.ToString()));
   return call.Finish(Fail(status, name), 0);
 }
+
+// INVALID_ARGUMENT unless `key` is 1 to kMaxKeyBytes bytes; the message starts with `where`.
+Status CheckKey(std::string_view key, const std::string& where = "") {
+  if (!key.empty() && key.size() <= kMaxKeyBytes) return Status::Ok();
+  return Status(StatusCode::kInvalidArgument,
+                where +
+                    (key.empty() ? std::string("the key is empty")
+                                 : "a key of " + std::to_string(key.size()) + " bytes") +
+                    ": keys are 1 to 65,536 bytes");
+}
+
+// RESOURCE_EXHAUSTED naming the flag when `batch` has more mutations than --max-batch-ops or more
+// key and value bytes than --max-batch-bytes. Reads sizes only: nothing is decoded.
+Status CheckBatchBounds(const v1::BatchRequest& batch, const ServiceLimits& limits) {
+  const size_t ops = static_cast<size_t>(batch.mutations_size());
+  if (ops > limits.max_batch_ops) {
+    return Status(StatusCode::kResourceExhausted,
+                  "a Batch of " + std::to_string(ops) + " mutations is more than this bridge " +
+                      "applies at once (--max-batch-ops " + std::to_string(limits.max_batch_ops) +
+                      "): split it; nothing was written");
+  }
+  size_t bytes = 0;
+  for (const v1::Mutation& mutation : batch.mutations()) {
+    bytes += mutation.key().size() + mutation.value().data().size();
+  }
+  if (bytes > limits.max_batch_bytes) {
+    return Status(StatusCode::kResourceExhausted,
+                  "a Batch of " + std::to_string(bytes) + " bytes of keys and values is more " +
+                      "than this bridge applies at once (--max-batch-bytes " +
+                      std::to_string(limits.max_batch_bytes) + "): split it; nothing was written");
+  }
+  return Status::Ok();
+}
+
+// The answer of a Get from a handle of a dict at (or past) its min_revision.
+Status AnswerGet(Dict& dict, const v1::GetRequest& request, v1::GetResponse* response) {
+  // The revision is read before the value: the answer reflects at least this revision.
+  response->set_revision(dict.revision());
+  thread_local Value value;
+  Result<bool> found = dict.Get(request.key(), &value);
+  if (!found.ok()) return found.status();
+  response->set_found(*found);
+  if (*found) wire::ToProto(value, response->mutable_value());
+  return Status::Ok();
+}
+
+// A Get whose min_revision the dict has not reached. It waits as a subscriber of the dict's
+// fan-out: the registry's notifier thread (one per dict, shared with the Watch streams) pokes it
+// when the dict changes and on every tick, which is also when it notices its deadline. It holds a
+// WaitingCalls slot and no Dict handle (a pumped check leases one for the moment it reads).
+//
+// Finished exactly once, by whichever comes first: Pump (the revision reached, or the deadline
+// passed), End (the registry shuts down or retires the dict), OnCancel (the client gave up).
+// Lifetime: gRPC owns it; OnDone unsubscribes (after which the notifier never calls it again) and
+// deletes it. gRPC runs OnDone only after the handler that made it returned.
+class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
+ public:
+  WaitingGet(DictRegistry* registry, std::shared_ptr<DictEntry> entry, WaitingCalls::Slot slot,
+             std::unique_ptr<Metrics::Call> call, std::string peer, const v1::GetRequest* request,
+             v1::GetResponse* response, std::chrono::steady_clock::time_point deadline,
+             std::chrono::milliseconds max_wait, bool bounded_by_bridge)
+      : registry_(registry),
+        entry_(std::move(entry)),
+        call_(std::move(call)),
+        peer_(std::move(peer)),
+        request_(request),
+        response_(response),
+        deadline_(deadline),
+        max_wait_(max_wait),
+        bounded_by_bridge_(bounded_by_bridge),
+        slot_(std::move(slot)) {}
+
+  // Subscribes, then checks once: a commit between the handler's look and the subscription would
+  // otherwise wait for the next tick. Call from the handler, before it returns the reactor.
+  void Park() {
+    registry_->Subscribe(entry_, this);
+    Pump();
+  }
+
+  void Pump() override {
+    std::lock_guard lock(mu_);
+    if (finished_) return;
+    Result<SharedDict::Lease> lease = entry_->handles.Acquire();
+    // A dict closed meanwhile: the registry ends this call with its reason (End).
+    if (!lease.ok()) return;
+    Dict& dict = lease->dict();
+    if (dict.published_revision() >= request_->min_revision()) {
+      Status answered = AnswerGet(dict, *request_, response_);
+      FinishLocked(answered.ok() ? grpc::Status::OK : Fail(answered, entry_->name));
+      return;
+    }
+    if (std::chrono::steady_clock::now() < deadline_) return;
+    const std::string why = bounded_by_bridge_ ? "the bridge's longest wait (--max-wait-ms " +
+                                                     std::to_string(max_wait_.count()) + ")"
+                                               : "the call's deadline";
+    FinishLocked(Fail(
+        Status(StatusCode::kDeadlineExceeded,
+               "revision " + std::to_string(request_->min_revision()) + " was not reached within " +
+                   why + " (the dict is at " + std::to_string(dict.published_revision()) + ")"),
+        entry_->name));
+  }
+
+  void End(const Status& status) override {
+    std::lock_guard lock(mu_);
+    FinishLocked(Fail(Status(status.code(), "Get waiting for revision " +
+                                                std::to_string(request_->min_revision()) +
+                                                " ended: " + status.message()),
+                      entry_->name));
+  }
+
+  // A Get streams nothing: it never holds the slowest subscriber's lag back.
+  uint64_t SentRevision() const override { return std::numeric_limits<uint64_t>::max(); }
+
+ private:
+  void OnCancel() override {
+    std::lock_guard lock(mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    registry_->Unsubscribe(entry_, this);
+    grpc::Status status;
+    size_t bytes = 0;
+    {
+      // gRPC runs OnDone after Finish, through synchronization ThreadSanitizer cannot see in an
+      // uninstrumented libgrpc: the lock makes the finishing thread's writes visible to it.
+      std::lock_guard lock(mu_);
+      status = status_;
+      if (status.ok()) bytes = response_->ByteSizeLong();
+    }
+    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+      spdlog::info("Get failed dict={} peer={}: {}", LogText(entry_->name), LogText(peer_),
+                   LoggedStatus(status.error_message()));
+    }
+    call_->Finish(status, bytes);
+    delete this;
+  }
+
+  void FinishLocked(grpc::Status status) {
+    if (finished_) return;
+    finished_ = true;
+    slot_.Release();  // the call waits no longer; the next one may
+    status_ = status;
+    Finish(std::move(status));
+  }
+
+  DictRegistry* const registry_;
+  const std::shared_ptr<DictEntry> entry_;
+  const std::unique_ptr<Metrics::Call> call_;
+  const std::string peer_;
+  const v1::GetRequest* const request_;
+  v1::GetResponse* const response_;
+  const std::chrono::steady_clock::time_point deadline_;
+  const std::chrono::milliseconds max_wait_;
+  const bool bounded_by_bridge_;
+
+  std::mutex mu_;
+  WaitingCalls::Slot slot_;  // guarded by mu_
+  bool finished_ = false;    // guarded by mu_
+  grpc::Status status_;      // guarded by mu_; set once finished_
+};
 
 Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
   Status status = wire::FromProto(in, out);
@@ -61,61 +238,110 @@ Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
 
 CoreStatus DictService::CheckKeyAndValue(std::string_view key, const Value* value,
                                          const std::string& where) const {
-  if (max_value_bytes_ == 0) return CoreStatus::Ok();
+  const size_t max_value_bytes = service_limits_.max_value_bytes;
+  if (max_value_bytes == 0) return CoreStatus::Ok();
   const char* what = "key";
   size_t size = key.size();
-  if (size <= max_value_bytes_ && value != nullptr) {
+  if (size <= max_value_bytes && value != nullptr) {
     what = "value";
     size = value->data().size();
   }
-  if (size <= max_value_bytes_) return CoreStatus::Ok();
+  if (size <= max_value_bytes) return CoreStatus::Ok();
   return CoreStatus(StatusCode::kResourceExhausted,
                     where + what + " of " + std::to_string(size) +
                         " bytes is larger than this bridge accepts (--max-value-bytes " +
-                        std::to_string(max_value_bytes_) + "): nothing was written");
+                        std::to_string(max_value_bytes) + "): nothing was written");
 }
 
-grpc::Status DictService::Get(grpc::ServerContext* context, const v1::GetRequest* request,
-                              v1::GetResponse* response) {
-  return WithDict(
-      registry_, *authorizer_, metrics_, context, "Get", request->dict(), Access::kRead, response,
-      [&](Dict& dict) -> CoreStatus {
-        const uint64_t wanted = request->min_revision();
-        while (dict.published_revision() < wanted) {
-          const auto left = context->deadline() - std::chrono::system_clock::now();
-          if (left <= std::chrono::nanoseconds::zero() || context->IsCancelled()) {
-            return CoreStatus(StatusCode::kDeadlineExceeded,
-                              "revision " + std::to_string(wanted) +
-                                  " was not reached within the call's deadline (the dict is at " +
-                                  std::to_string(dict.published_revision()) + ")");
-          }
-          // Slices of at most 100 ms so that a cancelled call stops waiting.
-          const auto slice = std::min<std::chrono::nanoseconds>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(left),
-              std::chrono::milliseconds(100));
-          Result<uint64_t> changed = dict.WaitForChange(dict.published_revision(), slice);
-          if (!changed.ok() && changed.status().code() != StatusCode::kDeadlineExceeded) {
-            return changed.status();
-          }
-        }
-        // The revision is read before the value: the answer reflects at least this revision.
-        response->set_revision(dict.revision());
-        thread_local Value value;
-        Result<bool> found = dict.Get(request->key(), &value);
-        if (!found.ok()) return found.status();
-        response->set_found(*found);
-        if (*found) wire::ToProto(value, response->mutable_value());
-        return CoreStatus::Ok();
-      });
+CoreStatus DictService::CheckValue(const std::string& dict, const Value& value,
+                                   const std::string& where) const {
+  if (value.type() == ValueType::kPickle && !service_limits_.allow_pickle) {
+    return CoreStatus(StatusCode::kPermissionDenied,
+                      where +
+                          "the bridge refuses pickled values (start it with --allow-pickle: any "
+                          "writer can then run code in every Python reader)");
+  }
+  CoreStatus valid = ValidateEncoding(value.view());
+  if (valid.ok() && value.type() == ValueType::kNestedDict) {
+    valid = CheckNestedReference(dict, value.data());
+  }
+  if (valid.ok()) return valid;
+  return CoreStatus(valid.code(), where + valid.message());
+}
+
+grpc::ServerUnaryReactor* DictService::Get(grpc::CallbackServerContext* context,
+                                           const v1::GetRequest* request,
+                                           v1::GetResponse* response) {
+  auto call = std::make_unique<Metrics::Call>(metrics_, "Get");
+  const std::string& name = request->dict();
+  // Answers from this handler (everything but a wait): the call is recorded and logged here.
+  const auto answer = [&](const CoreStatus& status) {
+    if (!status.ok()) {
+      spdlog::info("Get failed dict={} peer={}: {}", LogText(name), LogText(context->peer()),
+                   LoggedStatus(status.ToString()));
+    }
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(call->Finish(status.ok() ? grpc::Status::OK : Fail(status, name),
+                                 status.ok() ? response->ByteSizeLong() : 0));
+    return reactor;
+  };
+  grpc::Status allowed = authorizer_->Check(*context, name, Access::kRead);
+  if (!allowed.ok()) {
+    spdlog::info("Get refused dict={} peer={}: {}", LogText(name), LogText(context->peer()),
+                 LoggedStatus(allowed.error_message()));
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(call->Finish(allowed, 0));
+    return reactor;
+  }
+  CoreStatus key = CheckKey(request->key());
+  if (!key.ok()) return answer(key);
+  const uint64_t wanted = request->min_revision();
+  std::shared_ptr<DictEntry> entry;
+  uint64_t at = 0;
+  {
+    // The handle goes back to the pool before a wait: a waiting call holds none.
+    Result<DictRegistry::Lease> lease = registry_->Acquire(name);
+    if (!lease.ok()) return answer(lease.status());
+    at = lease->dict().published_revision();
+    if (at >= wanted) return answer(AnswerGet(lease->dict(), *request, response));
+    entry = lease->entry();
+  }
+
+  // The wait: until the client's deadline or --max-wait-ms, whichever comes first.
+  const auto now = std::chrono::steady_clock::now();
+  const auto client_left = context->deadline() - std::chrono::system_clock::now();
+  if (client_left <= std::chrono::system_clock::duration::zero()) {
+    return answer(CoreStatus(StatusCode::kDeadlineExceeded,
+                             "revision " + std::to_string(wanted) +
+                                 " was not reached within the call's deadline (the dict is at " +
+                                 std::to_string(at) + ")"));
+  }
+  using SteadyDuration = std::chrono::steady_clock::duration;
+  const bool bounded_by_bridge = client_left > service_limits_.max_wait;
+  const auto deadline =
+      now + (bounded_by_bridge
+                 ? std::chrono::duration_cast<SteadyDuration>(service_limits_.max_wait)
+                 : std::chrono::duration_cast<SteadyDuration>(client_left));
+  Result<WaitingCalls::Slot> slot = waiting_->Enter("Get with a min_revision ahead of the dict");
+  if (!slot.ok()) return answer(slot.status());
+  auto* waiting = new WaitingGet(registry_, std::move(entry), std::move(*slot), std::move(call),
+                                 context->peer(), request, response, deadline,
+                                 service_limits_.max_wait, bounded_by_bridge);
+  waiting->Park();
+  return waiting;
 }
 
 grpc::Status DictService::Set(grpc::ServerContext* context, const v1::SetRequest* request,
                               v1::WriteResponse* response) {
   return WithDict(registry_, *authorizer_, metrics_, context, "Set", request->dict(),
                   Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
+                    CoreStatus key = CheckKey(request->key());
+                    if (!key.ok()) return key;
                     Value value;
                     CoreStatus decoded = DecodeValue(request->value(), &value, "value");
                     if (!decoded.ok()) return decoded;
+                    CoreStatus checked = CheckValue(request->dict(), value, "value: ");
+                    if (!checked.ok()) return checked;
                     CoreStatus sized = CheckKeyAndValue(request->key(), &value);
                     if (!sized.ok()) return sized;
                     Result<uint64_t> revision = dict.Set(request->key(), value);
@@ -130,6 +356,8 @@ grpc::Status DictService::Delete(grpc::ServerContext* context, const v1::DeleteR
   return WithDict(
       registry_, *authorizer_, metrics_, context, "Delete", request->dict(), Access::kWrite,
       response, [&](Dict& dict) -> CoreStatus {
+        CoreStatus key = CheckKey(request->key());
+        if (!key.ok()) return key;
         Result<bool> existed = dict.Erase(request->key());
         if (!existed.ok()) return existed.status();
         response->set_existed(*existed);
@@ -142,6 +370,8 @@ grpc::Status DictService::Pop(grpc::ServerContext* context, const v1::PopRequest
                               v1::PopResponse* response) {
   return WithDict(registry_, *authorizer_, metrics_, context, "Pop", request->dict(),
                   Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
+                    CoreStatus key = CheckKey(request->key());
+                    if (!key.ok()) return key;
                     Result<std::optional<Value>> popped = dict.Pop(request->key());
                     if (!popped.ok()) return popped.status();
                     response->set_key(request->key());
@@ -179,10 +409,14 @@ grpc::Status DictService::SetDefault(grpc::ServerContext* context,
                                      v1::SetDefaultResponse* response) {
   return WithDict(registry_, *authorizer_, metrics_, context, "SetDefault", request->dict(),
                   Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
+                    CoreStatus key = CheckKey(request->key());
+                    if (!key.ok()) return key;
                     Value fallback;
                     CoreStatus decoded =
                         DecodeValue(request->default_value(), &fallback, "default_value");
                     if (!decoded.ok()) return decoded;
+                    CoreStatus checked = CheckValue(request->dict(), fallback, "default_value: ");
+                    if (!checked.ok()) return checked;
                     CoreStatus sized = CheckKeyAndValue(request->key(), &fallback);
                     if (!sized.ok()) return sized;
                     Result<Value> value = dict.SetDefault(request->key(), fallback);
@@ -208,6 +442,9 @@ grpc::Status DictService::Batch(grpc::ServerContext* context, const v1::BatchReq
                                 v1::WriteResponse* response) {
   return WithDict(registry_, *authorizer_, metrics_, context, "Batch", request->dict(),
                   Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
+                    // The caps first, from the sizes alone: an oversized batch costs no decoding.
+                    CoreStatus bounded = CheckBatchBounds(*request, service_limits_);
+                    if (!bounded.ok()) return bounded;
                     // Decode everything before writing anything: a bad mutation changes nothing.
                     std::vector<Change> changes(request->mutations_size());
                     for (int i = 0; i < request->mutations_size(); ++i) {
@@ -219,9 +456,16 @@ grpc::Status DictService::Batch(grpc::ServerContext* context, const v1::BatchReq
                       }
                       changes[i].op = *op;
                       changes[i].key = mutation.key();
+                      const std::string where = "mutation " + std::to_string(i) + ": ";
+                      if (*op != ChangeOp::kClear) {
+                        CoreStatus key = CheckKey(mutation.key(), where);
+                        if (!key.ok()) return key;
+                      }
                       if (*op == ChangeOp::kSet) {
                         CoreStatus decoded = DecodeValue(mutation.value(), &changes[i].value,
                                                          "mutation " + std::to_string(i));
+                        if (decoded.ok())
+                          decoded = CheckValue(request->dict(), changes[i].value, where);
                         if (!decoded.ok()) return decoded;
                       }
                       CoreStatus sized = CheckKeyAndValue(
@@ -242,14 +486,18 @@ grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
   return WithDict(
       registry_, *authorizer_, metrics_, context, "CompareAndSet", request->dict(), Access::kWrite,
       response, [&](Dict& dict) -> CoreStatus {
+        CoreStatus key = CheckKey(request->key());
+        if (!key.ok()) return key;
         std::optional<Value> expected;
         std::optional<Value> desired;
         if (request->has_expected()) {
           CoreStatus decoded = DecodeValue(request->expected(), &expected.emplace(), "expected");
+          if (decoded.ok()) decoded = CheckValue(request->dict(), *expected, "expected: ");
           if (!decoded.ok()) return decoded;
         }
         if (request->has_desired()) {
           CoreStatus decoded = DecodeValue(request->desired(), &desired.emplace(), "desired");
+          if (decoded.ok()) decoded = CheckValue(request->dict(), *desired, "desired: ");
           if (!decoded.ok()) return decoded;
         }
         CoreStatus sized =
@@ -268,6 +516,8 @@ grpc::Status DictService::Increment(grpc::ServerContext* context,
                                     v1::IncrementResponse* response) {
   return WithDict(registry_, *authorizer_, metrics_, context, "Increment", request->dict(),
                   Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
+                    CoreStatus key = CheckKey(request->key());
+                    if (!key.ok()) return key;
                     CoreStatus sized = CheckKeyAndValue(request->key(), nullptr);
                     if (!sized.ok()) return sized;
                     Result<int64_t> value = dict.Increment(request->key(), request->delta());
@@ -280,37 +530,55 @@ grpc::Status DictService::Increment(grpc::ServerContext* context,
 
 grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListRequest* request,
                                grpc::ServerWriter<v1::ListResponse>* writer) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "List", request->dict(),
-                  Access::kRead, nullptr, [&](Dict& dict) -> CoreStatus {
-                    const uint32_t per_message = request->max_entries_per_message()
-                                                     ? request->max_entries_per_message()
-                                                     : kDefaultListEntriesPerMessage;
-                    v1::ListResponse message;
-                    size_t bytes = 0;
-                    bool client_gone = false;
-                    const uint64_t revision =
-                        dict.ForEach([&](std::string_view key, ValueView value) {
-                          if (client_gone) return;
-                          v1::Entry* entry = message.add_entries();
-                          entry->set_key(key.data(), key.size());
-                          wire::ToProto(value, entry->mutable_value());
-                          bytes += key.size() + value.data.size();
-                          if (message.entries_size() >= static_cast<int>(per_message) ||
-                              bytes >= limits_.batch_bytes) {
-                            if (metrics_ != nullptr) metrics_->AddBytesSent(message.ByteSizeLong());
-                            client_gone = !writer->Write(message);
-                            message.Clear();
-                            bytes = 0;
-                          }
-                        });
-                    if (client_gone)
-                      return CoreStatus(StatusCode::kCancelled, "the client went away");
-                    message.set_revision(revision);
-                    message.set_last(true);
-                    if (metrics_ != nullptr) metrics_->AddBytesSent(message.ByteSizeLong());
-                    writer->Write(message);
-                    return CoreStatus::Ok();
-                  });
+  return WithDict(
+      registry_, *authorizer_, metrics_, context, "List", request->dict(), Access::kRead, nullptr,
+      [&](Dict& dict) -> CoreStatus {
+        // Clamped, not cast: a client's 2^31 must not turn negative (a message per entry).
+        const size_t per_message = request->max_entries_per_message()
+                                       ? request->max_entries_per_message()
+                                       : kDefaultListEntriesPerMessage;
+        v1::ListResponse message;
+        size_t bytes = 0;
+        size_t items = 0;
+        bool client_gone = false;
+        const auto flush = [&] {
+          if (metrics_ != nullptr) metrics_->AddBytesSent(message.ByteSizeLong());
+          client_gone = !writer->Write(message);
+          message.Clear();
+          bytes = 0;
+          items = 0;
+        };
+        const uint64_t revision = dict.ForEach([&](std::string_view key, ValueView value) {
+          if (client_gone) return;
+          const bool too_large =
+              key.size() + value.data.size() + kPerEntryOverhead > limits_.max_message_bytes;
+          const size_t size = key.size() + kPerEntryOverhead + (too_large ? 0 : value.data.size());
+          // Sent before it would outgrow a batch: a message stays under the wire's limit.
+          if (items > 0 && bytes + size > limits_.batch_bytes) flush();
+          if (client_gone) return;
+          if (too_large) {
+            // A marker, as Watch sends: the listing goes on, the client learns the key and size.
+            v1::Change* marker = message.add_too_large();
+            marker->set_op(v1::OP_SET);
+            marker->set_key(key.data(), key.size());
+            marker->set_value_too_large(true);
+            marker->set_value_size(value.data.size());
+            marker->set_value_type(static_cast<uint32_t>(value.type));
+          } else {
+            v1::Entry* entry = message.add_entries();
+            entry->set_key(key.data(), key.size());
+            wire::ToProto(value, entry->mutable_value());
+          }
+          bytes += size;
+          if (++items >= per_message) flush();
+        });
+        if (client_gone) return CoreStatus(StatusCode::kCancelled, "the client went away");
+        message.set_revision(revision);
+        message.set_last(true);
+        if (metrics_ != nullptr) metrics_->AddBytesSent(message.ByteSizeLong());
+        writer->Write(message);
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusRequest* request,
@@ -320,8 +588,8 @@ grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusR
   if (!allowed.ok()) return call.Finish(allowed, 0);
   Result<DictStatus> status = catalog_.Inspect(request->dict());
   if (!status.ok()) {
-    spdlog::info("Status failed dict={} peer={}: {}", request->dict(), context->peer(),
-                 status.status().ToString());
+    spdlog::info("Status failed dict={} peer={}: {}", LogText(request->dict()),
+                 LogText(context->peer()), LoggedStatus(status.status().ToString()));
     return call.Finish(Fail(status.status(), request->dict()), 0);
   }
   wire::ToProto(*status, response);
@@ -335,8 +603,10 @@ grpc::Status DictService::ListDicts(grpc::ServerContext* context, const v1::List
   if (!allowed.ok()) return call.Finish(allowed, 0);
   Result<std::vector<std::string>> names = catalog_.ListNames();
   if (!names.ok()) return call.Finish(wire::ToGrpc(names.status()), 0);
+  // Only what a call could open: on the allow-list, and readable by the bridge (a dict of another
+  // user, or of another layout version, would answer every call with an error).
   for (const std::string& name : *names) {
-    if (authorizer_->DictAllowed(name)) response->add_dicts(name);
+    if (authorizer_->DictAllowed(name) && catalog_.Inspect(name).ok()) response->add_dicts(name);
   }
   return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
@@ -350,8 +620,8 @@ grpc::Status DictService::CheckCreation(grpc::ServerContext* context, const char
                                "(start it with --allow-create)");
   }
   if (!allowed.ok()) {
-    spdlog::info("{} refused dict={} peer={}: {}", method, dict, context->peer(),
-                 allowed.error_message());
+    spdlog::info("{} refused dict={} peer={}: {}", method, LogText(dict), LogText(context->peer()),
+                 LoggedStatus(allowed.error_message()));
   }
   return allowed;
 }
@@ -361,11 +631,28 @@ grpc::Status DictService::Create(grpc::ServerContext* context, const v1::CreateR
   Metrics::Call call(metrics_, "Create");
   grpc::Status allowed = CheckCreation(context, "Create", request->dict());
   if (!allowed.ok()) return call.Finish(allowed, 0);
+  const auto refuse = [&](StatusCode code, const std::string& message) {
+    spdlog::info("Create refused dict={} peer={}: {}", LogText(request->dict()),
+                 LogText(context->peer()), LoggedStatus(message));
+    return call.Finish(wire::ToGrpc(CoreStatus(code, message)), 0);
+  };
   Options options;
   options.name = request->dict();
-  if (options.name.empty()) {
-    return call.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "Create needs a dict name"),
-                       0);
+  if (options.name.empty()) return refuse(StatusCode::kInvalidArgument, "Create needs a dict name");
+  // '@' belongs to the names of a dict's own segments and of nested children, which only the
+  // engine makes; the core refuses it too, this message says why.
+  if (options.name.find('@') != std::string::npos) {
+    return refuse(StatusCode::kInvalidArgument,
+                  "dict '" + options.name +
+                      "': '@' is reserved for a dict's internal segments and nested children; "
+                      "Create takes a top-level name");
+  }
+  if (request->buffer_size() > service_limits_.max_create_bytes) {
+    return refuse(StatusCode::kResourceExhausted,
+                  "dict '" + options.name + "': a log of " +
+                      std::to_string(request->buffer_size()) +
+                      " bytes is larger than this bridge creates (--max-create-bytes " +
+                      std::to_string(service_limits_.max_create_bytes) + ")");
   }
   options.create_mode =
       request->exclusive() ? CreateMode::kMustCreate : CreateMode::kAttachOrCreate;
@@ -374,15 +661,15 @@ grpc::Status DictService::Create(grpc::ServerContext* context, const v1::CreateR
   options.auto_unlink = false;  // the dict outlives this call, as `shmdict create` makes it
   Result<Dict> dict = Dict::Open(options);
   if (!dict.ok()) {
-    spdlog::info("Create failed dict={} peer={}: {}", request->dict(), context->peer(),
-                 dict.status().ToString());
+    spdlog::info("Create failed dict={} peer={}: {}", LogText(request->dict()),
+                 LogText(context->peer()), LoggedStatus(dict.status().ToString()));
     return call.Finish(Fail(dict.status(), request->dict()), 0);
   }
   response->set_dict(dict->name());
   response->set_created(dict->created());
   response->set_revision(dict->revision());
-  spdlog::info("Create dict={} created={} peer={}", request->dict(), dict->created(),
-               context->peer());
+  spdlog::info("Create dict={} created={} peer={}", LogText(request->dict()), dict->created(),
+               LogText(context->peer()));
   return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
@@ -391,13 +678,22 @@ grpc::Status DictService::Unlink(grpc::ServerContext* context, const v1::UnlinkR
   Metrics::Call call(metrics_, "Unlink");
   grpc::Status allowed = CheckCreation(context, "Unlink", request->dict());
   if (!allowed.ok()) return call.Finish(allowed, 0);
-  CoreStatus unlinked = Dict::UnlinkByName(request->dict());
+  const std::string& name = request->dict();
+  // A name with '@' that is not a nested child's is one of a dict's own segments (a snapshot, a
+  // large value): unlinking it breaks the dict (DATA_LOSS for every reader) rather than removing
+  // a dict.
+  CoreStatus unlinked =
+      name.find('@') != std::string::npos && !IsNestedChildName(name)
+          ? CoreStatus(StatusCode::kInvalidArgument,
+                       "'" + name + "' names one of a dict's internal segments, not a dict: " +
+                           "unlink the dict itself")
+          : Dict::UnlinkByName(name);
   if (!unlinked.ok()) {
-    spdlog::info("Unlink failed dict={} peer={}: {}", request->dict(), context->peer(),
-                 unlinked.ToString());
+    spdlog::info("Unlink failed dict={} peer={}: {}", LogText(request->dict()),
+                 LogText(context->peer()), LoggedStatus(unlinked.ToString()));
     return call.Finish(Fail(unlinked, request->dict()), 0);
   }
-  spdlog::info("Unlink dict={} peer={}", request->dict(), context->peer());
+  spdlog::info("Unlink dict={} peer={}", LogText(request->dict()), LogText(context->peer()));
   return call.Finish(grpc::Status::OK, 0);
 }
 

@@ -391,16 +391,33 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
   request.set_dict(d.connection->options.dict);
   auto reader = d.connection->stub->List(&context, request);
   v1::ListResponse response;
+  // Values over the bridge's message limit come as markers (v1.3): read each with its own Get, as
+  // the mirror does, and name the key when even that cannot bring it.
+  std::vector<v1::Change> large;
   while (reader->Read(&response)) {
     for (const v1::Entry& entry : response.entries()) {
       auto& item = items.emplace_back(entry.key(), Value());
       Status decoded = wire::FromProto(entry.value(), &item.second);
       if (!decoded.ok()) return decoded;
     }
+    for (v1::Change& marker : *response.mutable_too_large()) large.push_back(std::move(marker));
     if (response.last()) d.Observe(response.revision());
   }
   grpc::Status status = reader->Finish();
   if (!status.ok()) return d.connection->Describe(status);
+  for (const v1::Change& marker : large) {
+    Value value;
+    Result<bool> found = d.GetFromBridge(marker.key(), &value);
+    if (!found.ok()) {
+      return Status(found.status().code(),
+                    "dict '" + d.connection->options.dict + "': the value of key '" + marker.key() +
+                        "' (" + std::to_string(marker.value_size()) +
+                        " bytes) is larger than the bridge sends in a listing and could not be "
+                        "read alone: " +
+                        found.status().message());
+    }
+    if (*found) items.emplace_back(marker.key(), std::move(value));
+  }
   return items;
 }
 

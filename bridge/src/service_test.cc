@@ -1,0 +1,716 @@
+// DictService against a client, in-process: the limits one call meets (Batch's size, Create's log,
+// the waiting calls), what it may store (encodings, pickles, nested references, keys), what List
+// and ListDicts answer, and what the log shows of untrusted text (issue 19).
+#include "service.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "in_process_bridge.h"
+#include "shmdict/remote_dict.h"
+#include "shmdict/v1/wire.h"
+
+namespace shmdict::bridge {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Threads of this process now.
+size_t ThreadCount() {
+  size_t count = 0;
+  for ([[maybe_unused]] const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    ++count;
+  }
+  return count;
+}
+
+v1::Value Raw(ValueType type, std::string data) {
+  v1::Value value;
+  value.set_type(static_cast<uint32_t>(type));
+  value.set_data(std::move(data));
+  return value;
+}
+
+// Polls `done` until it holds or 30 s pass (a condition with a deadline, not a sleep that hopes).
+template <typename Fn>
+bool Eventually(Fn&& done) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+class ServiceTest : public InProcessBridge {
+ protected:
+  void SetUp() override {
+    InProcessBridge::SetUp();
+    auto created = Dict::Open(CreateOptions(name_));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    dict_.emplace(std::move(*created));
+  }
+  void TearDown() override {
+    StopBridge();
+    dict_.reset();
+    InProcessBridge::TearDown();
+  }
+
+  grpc::Status SetRaw(const std::string& key, const v1::Value& value) {
+    v1::SetRequest request;
+    request.set_dict(name_);
+    request.set_key(key);
+    *request.mutable_value() = value;
+    v1::WriteResponse response;
+    return stub_->Set(Context().get(), request, &response);
+  }
+  uint64_t Size() {
+    Result<uint64_t> size = dict_->Size();
+    EXPECT_TRUE(size.ok());
+    return size.ok() ? *size : 0;
+  }
+
+  std::optional<Dict> dict_;
+};
+
+// Row 1: a Batch is bounded in mutations and bytes before anything is decoded or written.
+TEST_F(ServiceTest, BatchOverMaxOpsIsRefusedNamingTheFlagAndWritesNothing) {
+  config_.max_batch_ops = 3;
+  StartBridge();
+  v1::BatchRequest request;
+  request.set_dict(name_);
+  for (int i = 0; i < 4; ++i) {
+    v1::Mutation* mutation = request.add_mutations();
+    mutation->set_op(v1::OP_SET);
+    mutation->set_key("k" + std::to_string(i));
+    *mutation->mutable_value() = Raw(ValueType::kString, "v");
+  }
+  v1::WriteResponse response;
+  grpc::Status status = stub_->Batch(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-batch-ops 3"));
+  EXPECT_EQ(Size(), 0u);
+  // The cap comes before decoding: a malformed mutation in an oversized batch is not looked at.
+  request.mutable_mutations(0)->set_op(v1::OP_UNSPECIFIED);
+  status = stub_->Batch(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  request.mutable_mutations()->RemoveLast();
+  request.mutable_mutations(0)->set_op(v1::OP_SET);
+  ASSERT_TRUE(stub_->Batch(Context().get(), request, &response).ok());
+  EXPECT_EQ(Size(), 3u);
+}
+
+TEST_F(ServiceTest, BatchOverMaxBatchBytesIsRefusedNamingTheFlagAndWritesNothing) {
+  config_.max_batch_bytes = 100;
+  StartBridge();
+  v1::BatchRequest request;
+  request.set_dict(name_);
+  for (int i = 0; i < 2; ++i) {
+    v1::Mutation* mutation = request.add_mutations();
+    mutation->set_op(v1::OP_SET);
+    mutation->set_key("k" + std::to_string(i));
+    *mutation->mutable_value() = Raw(ValueType::kBytes, std::string(60, 'x'));
+  }
+  v1::WriteResponse response;
+  grpc::Status status = stub_->Batch(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-batch-bytes 100"));
+  EXPECT_EQ(Size(), 0u);
+}
+
+// Row 2: a pickle runs code in every Python reader; only an operator's flag lets one in.
+TEST_F(ServiceTest, PicklesAreRefusedInEveryWriteUnlessAllowPickle) {
+  StartBridge();
+  const v1::Value pickle = Raw(ValueType::kPickle, "cos\nsystem\n(S'echo PICKLE-RCE'\ntR.");
+  const std::string message =
+      "the bridge refuses pickled values (start it with --allow-pickle: any writer can then run "
+      "code in every Python reader)";
+  grpc::Status status = SetRaw("p", pickle);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr(message));
+
+  v1::SetDefaultRequest set_default;
+  set_default.set_dict(name_);
+  set_default.set_key("p");
+  *set_default.mutable_default_value() = pickle;
+  v1::SetDefaultResponse set_default_response;
+  EXPECT_EQ(stub_->SetDefault(Context().get(), set_default, &set_default_response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  v1::CompareAndSetRequest cas;
+  cas.set_dict(name_);
+  cas.set_key("p");
+  *cas.mutable_desired() = pickle;
+  v1::CompareAndSetResponse cas_response;
+  EXPECT_EQ(stub_->CompareAndSet(Context().get(), cas, &cas_response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  v1::BatchRequest batch;
+  batch.set_dict(name_);
+  v1::Mutation* mutation = batch.add_mutations();
+  mutation->set_op(v1::OP_SET);
+  mutation->set_key("p");
+  *mutation->mutable_value() = pickle;
+  v1::WriteResponse response;
+  EXPECT_EQ(stub_->Batch(Context().get(), batch, &response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Size(), 0u);
+
+  StopBridge();
+  config_.allow_pickle = true;
+  StartBridge();
+  ASSERT_TRUE(SetRaw("p", pickle).ok());
+  EXPECT_EQ(Size(), 1u);
+}
+
+// Smaller items: a tag describes its bytes, or the value is not stored.
+TEST_F(ServiceTest, MalformedEncodingsAreRefusedInEveryWrite) {
+  StartBridge();
+  const std::vector<v1::Value> malformed = {Raw(ValueType::kInt64, "abc"),
+                                            Raw(ValueType::kBool, std::string(5, '\1')),
+                                            Raw(ValueType::kBool, std::string(1, '\2')),
+                                            Raw(ValueType::kString, "\xff\xfe"),
+                                            Raw(ValueType::kJson, "{\"a\":"),
+                                            Raw(ValueType::kNull, "x"),
+                                            Raw(ValueType::kDouble, "1234567")};
+  for (const v1::Value& value : malformed) {
+    SCOPED_TRACE("type " + std::to_string(value.type()));
+    EXPECT_EQ(SetRaw("k", value).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+    v1::SetDefaultRequest set_default;
+    set_default.set_dict(name_);
+    set_default.set_key("k");
+    *set_default.mutable_default_value() = value;
+    v1::SetDefaultResponse set_default_response;
+    EXPECT_EQ(stub_->SetDefault(Context().get(), set_default, &set_default_response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+
+    v1::CompareAndSetRequest cas;
+    cas.set_dict(name_);
+    cas.set_key("k");
+    *cas.mutable_expected() = value;
+    *cas.mutable_desired() = Raw(ValueType::kString, "fine");
+    v1::CompareAndSetResponse cas_response;
+    EXPECT_EQ(stub_->CompareAndSet(Context().get(), cas, &cas_response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+
+    v1::BatchRequest batch;
+    batch.set_dict(name_);
+    v1::Mutation* good = batch.add_mutations();
+    good->set_op(v1::OP_SET);
+    good->set_key("fine");
+    *good->mutable_value() = Raw(ValueType::kString, "fine");
+    v1::Mutation* bad = batch.add_mutations();
+    bad->set_op(v1::OP_SET);
+    bad->set_key("k");
+    *bad->mutable_value() = value;
+    v1::WriteResponse response;
+    grpc::Status status = stub_->Batch(Context().get(), batch, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("mutation 1"));
+  }
+  EXPECT_EQ(Size(), 0u);
+  ASSERT_TRUE(SetRaw("k", Raw(ValueType::kInt64, std::string(8, '\0'))).ok());
+}
+
+// Row 3: a nested reference may only name a child of the dict it is written to.
+TEST_F(ServiceTest, NestedReferencesToOtherDictsAreRefused) {
+  const std::string other = NewDictName();
+  auto victim = Dict::Open(CreateOptions(other));
+  ASSERT_TRUE(victim.ok()) << victim.status().ToString();
+  StartBridge();
+  for (const std::string& reference :
+       {other, other + "@c1", name_ + "x@c1", name_ + "@s1", std::string("@c1")}) {
+    SCOPED_TRACE(reference);
+    grpc::Status status = SetRaw("n", Raw(ValueType::kNestedDict, reference));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(Size(), 0u);
+}
+
+// The proto's key rule: 1 to 65,536 bytes, in every call that takes a key.
+TEST_F(ServiceTest, EmptyAndOverlongKeysAreRefusedInEveryKeyedCall) {
+  StartBridge();
+  for (const std::string& key : {std::string(), std::string(65537, 'k')}) {
+    SCOPED_TRACE(key.size());
+    const auto expect_invalid = [](const grpc::Status& status) {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+      EXPECT_THAT(status.error_message(), HasSubstr("keys are 1 to 65,536 bytes"));
+    };
+    v1::GetRequest get;
+    get.set_dict(name_);
+    get.set_key(key);
+    v1::GetResponse get_response;
+    expect_invalid(stub_->Get(Context().get(), get, &get_response));
+    expect_invalid(SetRaw(key, Raw(ValueType::kString, "v")));
+    v1::DeleteRequest del;
+    del.set_dict(name_);
+    del.set_key(key);
+    v1::DeleteResponse del_response;
+    expect_invalid(stub_->Delete(Context().get(), del, &del_response));
+    v1::PopRequest pop;
+    pop.set_dict(name_);
+    pop.set_key(key);
+    v1::PopResponse pop_response;
+    expect_invalid(stub_->Pop(Context().get(), pop, &pop_response));
+    v1::SetDefaultRequest set_default;
+    set_default.set_dict(name_);
+    set_default.set_key(key);
+    *set_default.mutable_default_value() = Raw(ValueType::kString, "v");
+    v1::SetDefaultResponse set_default_response;
+    expect_invalid(stub_->SetDefault(Context().get(), set_default, &set_default_response));
+    v1::CompareAndSetRequest cas;
+    cas.set_dict(name_);
+    cas.set_key(key);
+    *cas.mutable_desired() = Raw(ValueType::kString, "v");
+    v1::CompareAndSetResponse cas_response;
+    expect_invalid(stub_->CompareAndSet(Context().get(), cas, &cas_response));
+    v1::IncrementRequest increment;
+    increment.set_dict(name_);
+    increment.set_key(key);
+    increment.set_delta(1);
+    v1::IncrementResponse increment_response;
+    expect_invalid(stub_->Increment(Context().get(), increment, &increment_response));
+    for (v1::Op op : {v1::OP_SET, v1::OP_DELETE}) {
+      v1::BatchRequest batch;
+      batch.set_dict(name_);
+      v1::Mutation* mutation = batch.add_mutations();
+      mutation->set_op(op);
+      mutation->set_key(key);
+      if (op == v1::OP_SET) *mutation->mutable_value() = Raw(ValueType::kString, "v");
+      v1::WriteResponse response;
+      expect_invalid(stub_->Batch(Context().get(), batch, &response));
+    }
+  }
+  EXPECT_EQ(Size(), 0u);
+  // A Batch's OP_CLEAR takes no key.
+  v1::BatchRequest clear;
+  clear.set_dict(name_);
+  clear.add_mutations()->set_op(v1::OP_CLEAR);
+  v1::WriteResponse response;
+  EXPECT_TRUE(stub_->Batch(Context().get(), clear, &response).ok());
+}
+
+// Row 8: a client does not choose how much tmpfs a Create costs.
+TEST_F(ServiceTest, CreateOverMaxCreateBytesIsRefusedNamingTheFlag) {
+  config_.allow_create = true;
+  config_.max_create_bytes = uint64_t{1} << 20;
+  StartBridge();
+  const std::string name = NewDictName();
+  v1::CreateRequest request;
+  request.set_dict(name);
+  request.set_buffer_size(uint64_t{1} << 31);
+  v1::CreateResponse response;
+  grpc::Status status = stub_->Create(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-create-bytes 1048576"));
+  EXPECT_TRUE(testing::ShmEntriesWithPrefix(name).empty());
+
+  request.set_buffer_size(uint64_t{1} << 20);
+  ASSERT_TRUE(stub_->Create(Context().get(), request, &response).ok());
+  v1::UnlinkRequest unlink;
+  unlink.set_dict(name);
+  v1::UnlinkResponse unlinked;
+  EXPECT_TRUE(stub_->Unlink(Context().get(), unlink, &unlinked).ok());
+}
+
+// Names: '@' is the engine's, in Create and (but for nested children) in Unlink (row 9).
+TEST_F(ServiceTest, CreateWithAtAndUnlinkOfAnInternalSegmentAreRefused) {
+  config_.allow_create = true;
+  StartBridge();
+  v1::CreateRequest create;
+  create.set_dict(name_ + "@s1");
+  v1::CreateResponse created;
+  grpc::Status status = stub_->Create(Context().get(), create, &created);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("'@' is reserved"));
+
+  // A snapshot segment stands in for any internal one: unlinking it would break the dict.
+  const std::string segment = name_ + "@s1";
+  const int fd = shm_open(("/shmdict." + segment).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  for (const std::string& name : {segment, name_ + "@r2", name_ + "@b3", name_ + "@c1@s1"}) {
+    SCOPED_TRACE(name);
+    v1::UnlinkRequest unlink;
+    unlink.set_dict(name);
+    v1::UnlinkResponse unlinked;
+    status = stub_->Unlink(Context().get(), unlink, &unlinked);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("internal segments"));
+  }
+  EXPECT_EQ(testing::ShmEntriesWithPrefix(segment).size(), 1u);
+  shm_unlink(("/shmdict." + segment).c_str());
+  // A nested child's name stays a dict's: this one does not exist.
+  v1::UnlinkRequest child;
+  child.set_dict(name_ + "@c1f");
+  v1::UnlinkResponse unlinked;
+  EXPECT_EQ(stub_->Unlink(Context().get(), child, &unlinked).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+// Smaller item: one value over the message limit is marked, the listing goes on.
+TEST_F(ServiceTest, ListMarksAValueOverTheMessageLimitAsWatchDoes) {
+  config_.max_message_bytes = size_t{64} << 10;
+  StartBridge();
+  // Over the limit and over the wire's slack above it (1 MiB): not sendable in any message.
+  const std::string large(size_t{1200} << 10, 'L');
+  ASSERT_OK(dict_->Set("big", Value::Bytes(large)));
+  ASSERT_OK(dict_->Set("a", Value::Str("small")));
+  ASSERT_OK(dict_->Set("b", Value::Str("small")));
+  v1::ListRequest request;
+  request.set_dict(name_);
+  auto context = Context();
+  auto reader = stub_->List(context.get(), request);
+  v1::ListResponse message;
+  std::vector<std::string> keys;
+  std::vector<v1::Change> markers;
+  bool last = false;
+  while (reader->Read(&message)) {
+    for (const v1::Entry& entry : message.entries()) keys.push_back(entry.key());
+    for (const v1::Change& marker : message.too_large()) markers.push_back(marker);
+    last = last || message.last();
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(last);
+  EXPECT_EQ(keys.size(), 2u);
+  ASSERT_EQ(markers.size(), 1u);
+  EXPECT_EQ(markers[0].key(), "big");
+  EXPECT_TRUE(markers[0].value_too_large());
+  EXPECT_EQ(markers[0].value_size(), large.size());
+  EXPECT_EQ(markers[0].value_type(), static_cast<uint32_t>(ValueType::kBytes));
+
+  // RemoteDict reads a marked value alone; this one no message carries, and the error names it.
+  RemoteOptions options;
+  options.address = server_->addresses().front();
+  options.dict = name_;
+  options.mirror = false;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+  auto items = (*remote)->Items();
+  ASSERT_FALSE(items.ok());
+  EXPECT_THAT(items.status().message(), HasSubstr("key 'big'"));
+  ASSERT_OK(dict_->Erase("big").status());
+  items = (*remote)->Items();
+  ASSERT_TRUE(items.ok()) << items.status().ToString();
+  EXPECT_EQ(items->size(), 2u);
+}
+
+// Smaller item: max_entries_per_message >= 2^31 was cast to a negative int (a message per entry).
+TEST_F(ServiceTest, ListClampsAHugeEntriesPerMessage) {
+  StartBridge();
+  for (int i = 0; i < 5; ++i) ASSERT_OK(dict_->Set("k" + std::to_string(i), Value::Int(i)));
+  v1::ListRequest request;
+  request.set_dict(name_);
+  request.set_max_entries_per_message(uint32_t{1} << 31);
+  auto context = Context();
+  auto reader = stub_->List(context.get(), request);
+  v1::ListResponse message;
+  std::vector<int> sizes;
+  while (reader->Read(&message)) sizes.push_back(message.entries_size());
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(sizes, std::vector<int>{5});
+}
+
+// Smaller item: ListDicts names only what a call could open.
+TEST_F(ServiceTest, ListDictsListsOnlyDictsTheBridgeCanOpen) {
+  const std::string junk = NewDictName();
+  const int fd = shm_open(("/shmdict." + junk).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "not a dict", 10), 10);
+  close(fd);
+  StartBridge();
+  v1::ListDictsResponse response;
+  ASSERT_TRUE(stub_->ListDicts(Context().get(), v1::ListDictsRequest(), &response).ok());
+  std::vector<std::string> names(response.dicts().begin(), response.dicts().end());
+  EXPECT_NE(std::find(names.begin(), names.end(), name_), names.end());
+  EXPECT_EQ(std::find(names.begin(), names.end(), junk), names.end());
+  shm_unlink(("/shmdict." + junk).c_str());
+}
+
+// Row 7: a client's name reaches the log escaped and cut, never raw.
+TEST_F(ServiceTest, UntrustedNamesAreLoggedEscapedAndBounded) {
+  config_.dicts = {name_};
+  StartBridge();
+  std::ostringstream log;
+  auto previous = spdlog::default_logger();
+  auto capture = std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+  capture->set_pattern("%v");
+  spdlog::set_default_logger(capture);
+  const std::string forged = "x\nlevel=error FORGED";
+  for (const std::string& name : {forged, std::string(size_t{1} << 20, 'n')}) {
+    v1::GetRequest get;
+    get.set_dict(name);
+    get.set_key("k");
+    v1::GetResponse response;
+    EXPECT_FALSE(stub_->Get(Context().get(), get, &response).ok());
+    v1::SetRequest set;
+    set.set_dict(name);
+    set.set_key("k");
+    *set.mutable_value() = Raw(ValueType::kString, "v");
+    v1::WriteResponse written;
+    EXPECT_FALSE(stub_->Set(Context().get(), set, &written).ok());
+  }
+  // Every handler has returned (and logged) once the server is gone; a client may see its answer
+  // first.
+  StopBridge();
+  spdlog::set_default_logger(previous);
+  const std::string text = log.str();
+  EXPECT_EQ(text.find("\nlevel=error FORGED"), std::string::npos) << text.substr(0, 2000);
+  EXPECT_NE(text.find("level=error FORGED"), std::string::npos);  // logged, escaped
+  std::istringstream lines(text);
+  size_t refused = 0;
+  size_t forged_refused = 0;
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_LT(line.size(), 2048u) << line.substr(0, 200);
+    if (line.find(" refused dict=") == std::string::npos) continue;
+    ++refused;
+    if (line.find("FORGED") != std::string::npos) ++forged_refused;
+  }
+  EXPECT_EQ(forged_refused, 2u);  // one line per call
+  // At most one line per call. The refusal of the 1 MiB name quotes it in full (the authorizer's
+  // message), which the client's HTTP/2 layer may refuse, resetting the connection: the next call
+  // then fails before it reaches the bridge, and logs nothing.
+  EXPECT_LE(refused, 4u);
+  EXPECT_GE(refused, 3u);
+}
+
+// Row 6: --max-wait-ms bounds a wait the client did not bound.
+TEST_F(ServiceTest, AGetWaitsNoLongerThanMaxWait) {
+  config_.max_wait = std::chrono::milliseconds(100);
+  StartBridge();
+  v1::GetRequest request;
+  request.set_dict(name_);
+  request.set_key("k");
+  request.set_min_revision(dict_->revision() + 1000);
+  v1::GetResponse response;
+  grpc::Status status = stub_->Get(Context(std::chrono::seconds(30)).get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-wait-ms 100"));
+}
+
+// Row 6 and the SIGTERM rule, through BridgeServer: a waiting Get ends with UNAVAILABLE as soon as
+// the bridge shuts down, not when the grace period or its deadline ends.
+TEST_F(ServiceTest, ShutdownEndsWaitingGetsWithUnavailable) {
+  config_.metrics_listen = "127.0.0.1:0";
+  StartBridge();
+  v1::GetRequest request;
+  request.set_dict(name_);
+  request.set_key("k");
+  request.set_min_revision(dict_->revision() + 1000);
+  grpc::ClientContext context;  // no deadline: only the shutdown can end it
+  v1::GetResponse response;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<grpc::Status> ended;
+  stub_->async()->Get(&context, &request, &response, [&](grpc::Status status) {
+    std::lock_guard lock(mu);
+    ended = status;
+    cv.notify_all();
+  });
+  // Once its handler runs (the call is in flight on the bridge), the Get ends with UNAVAILABLE
+  // whether it already waits or is about to; before that, gRPC's own shutdown would cancel it.
+  const std::string metrics = server_->metrics_address();
+  httplib::Client http(metrics.substr(0, metrics.rfind(':')),
+                       std::stoi(metrics.substr(metrics.rfind(':') + 1)));
+  ASSERT_TRUE(Eventually([&] {
+    auto page = http.Get("/metrics");
+    return page && page->body.find("\nshmdict_bridge_calls_in_flight 1\n") != std::string::npos;
+  }));
+  // A long grace period: the waiting Get must end at the start of it, not when it runs out.
+  std::thread stopper(
+      [&] { server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(60)); });
+  bool ended_in_grace = false;
+  {
+    std::unique_lock lock(mu);
+    ended_in_grace = cv.wait_for(lock, std::chrono::seconds(30), [&] { return ended.has_value(); });
+  }
+  stopper.join();
+  ASSERT_TRUE(ended_in_grace);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(ended->error_code(), grpc::StatusCode::UNAVAILABLE) << ended->error_message();
+}
+
+// Row 6, against the service with its gate in view: waiting Gets hold no thread each, the gate
+// refuses the one over the cap, a local commit answers them all, a cancel frees its slot, and the
+// registry's shutdown ends them with UNAVAILABLE.
+class WaitingGetTest : public testing::DictTestBase {
+ protected:
+  static constexpr size_t kCap = 256;
+
+  void SetUp() override {
+    char pattern[] = "/tmp/shmdict-service-unit-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    auto created = Dict::Open(CreateOptions(name_));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    dict_.emplace(std::move(*created));
+    auto authorizer = Authorizer::Create({});
+    ASSERT_TRUE(authorizer.ok());
+    authorizer_ = std::move(*authorizer);
+    registry_ = std::make_unique<DictRegistry>(DictRegistry::Limits{});
+    service_ = std::make_unique<DictService>(registry_.get(), StreamLimits{}, authorizer_.get(),
+                                             &waiting_);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("unix:" + dir_ + "/s.sock", grpc::InsecureServerCredentials());
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::Dict::NewStub(
+        grpc::CreateChannel("unix:" + dir_ + "/s.sock", grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    if (registry_) registry_->Shutdown(Status(StatusCode::kUnavailable, "the test ended"));
+    if (server_) server_->Shutdown(std::chrono::system_clock::now());
+    stub_.reset();
+    server_.reset();
+    service_.reset();
+    registry_.reset();
+    dict_.reset();
+    std::filesystem::remove_all(dir_);
+    DictTestBase::TearDown();
+  }
+
+  // `count` Gets of "k" at `min_revision` in flight at once, each with its own context.
+  struct Calls {
+    struct Call {
+      grpc::ClientContext context;
+      v1::GetRequest request;
+      v1::GetResponse response;
+      grpc::Status status;
+    };
+    std::vector<std::unique_ptr<Call>> calls;
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t done = 0;  // guarded by mu
+
+    // A test that failed half-way still waits for its callbacks, which point here.
+    ~Calls() {
+      for (auto& call : calls) call->context.TryCancel();
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return done == calls.size(); });
+    }
+
+    bool WaitAllDone() {
+      std::unique_lock lock(mu);
+      return cv.wait_for(lock, std::chrono::seconds(30), [&] { return done == calls.size(); });
+    }
+  };
+  void Start(Calls* calls, size_t count, uint64_t min_revision) {
+    for (size_t i = 0; i < count; ++i) {
+      auto call = std::make_unique<Calls::Call>();
+      call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+      call->request.set_dict(name_);
+      call->request.set_key("k");
+      call->request.set_min_revision(min_revision);
+      Calls::Call* raw = call.get();
+      calls->calls.push_back(std::move(call));
+      stub_->async()->Get(&raw->context, &raw->request, &raw->response,
+                          [calls, raw](grpc::Status status) {
+                            std::lock_guard lock(calls->mu);
+                            raw->status = std::move(status);
+                            ++calls->done;
+                            calls->cv.notify_all();
+                          });
+    }
+  }
+
+  grpc::Status SyncGet(uint64_t min_revision) {
+    v1::GetRequest request;
+    request.set_dict(name_);
+    request.set_key("k");
+    request.set_min_revision(min_revision);
+    v1::GetResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub_->Get(&context, request, &response);
+  }
+
+  std::string dir_;
+  std::optional<Dict> dict_;
+  WaitingCalls waiting_{kCap};
+  std::unique_ptr<Authorizer> authorizer_;
+  std::unique_ptr<DictRegistry> registry_;
+  std::unique_ptr<DictService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Dict::Stub> stub_;
+};
+
+TEST_F(WaitingGetTest, WaitingGetsHoldNoThreadEachAndACommitAnswersThem) {
+  ASSERT_OK(dict_->Set("k", Value::Str("before")));
+  const uint64_t wanted = dict_->revision() + 1;
+  // Warm up: the first call starts gRPC's threads, which are not the waiting calls' cost.
+  ASSERT_TRUE(SyncGet(0).ok());
+  const size_t threads_before = ThreadCount();
+
+  Calls calls;
+  Start(&calls, kCap, wanted);
+  ASSERT_TRUE(Eventually([&] { return waiting_.in_use() == kCap; }));
+  const size_t threads_waiting = ThreadCount();
+  std::printf("threads: %zu before, %zu with %zu Gets waiting\n", threads_before, threads_waiting,
+              kCap);
+  RecordProperty("threads_before", std::to_string(threads_before));
+  RecordProperty("threads_waiting", std::to_string(threads_waiting));
+  EXPECT_LT(threads_waiting, threads_before + kCap / 8);
+
+  grpc::Status refused = SyncGet(wanted);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("--max-waiting-calls"));
+  // A Get that need not wait is answered at the cap.
+  EXPECT_TRUE(SyncGet(0).ok());
+
+  ASSERT_OK(dict_->Set("k", Value::Str("after")));  // a local writer's commit
+  ASSERT_TRUE(calls.WaitAllDone());
+  for (const auto& call : calls.calls) {
+    ASSERT_TRUE(call->status.ok()) << call->status.error_message();
+    EXPECT_TRUE(call->response.found());
+    EXPECT_EQ(call->response.value().data(), "after");
+    EXPECT_GE(call->response.revision(), wanted);
+  }
+  EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
+}
+
+TEST_F(WaitingGetTest, ACancelledWaitingGetFreesItsSlot) {
+  Calls calls;
+  Start(&calls, 1, dict_->revision() + 1000);
+  ASSERT_TRUE(Eventually([&] { return waiting_.in_use() == 1; }));
+  calls.calls[0]->context.TryCancel();
+  ASSERT_TRUE(calls.WaitAllDone());
+  EXPECT_EQ(calls.calls[0]->status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
+}
+
+TEST_F(WaitingGetTest, RegistryShutdownEndsWaitingGetsWithUnavailable) {
+  Calls calls;
+  Start(&calls, 20, dict_->revision() + 1000);
+  ASSERT_TRUE(Eventually([&] { return waiting_.in_use() == 20; }));
+  registry_->Shutdown(Status(StatusCode::kUnavailable, "the bridge is shutting down: reconnect"));
+  ASSERT_TRUE(calls.WaitAllDone());
+  for (const auto& call : calls.calls) {
+    EXPECT_EQ(call->status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << call->status.error_message();
+  }
+  EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
+}
+
+}  // namespace
+}  // namespace shmdict::bridge
