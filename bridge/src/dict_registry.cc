@@ -239,8 +239,9 @@ std::vector<DictStats> DictRegistry::Stats() {
     dict.changes_sent = entry->changes_sent.load(std::memory_order_relaxed);
     {
       std::lock_guard lock(entry->subscribers_mu);
-      dict.subscribers = entry->subscribers.size();
       for (Subscriber* subscriber : entry->subscribers) {
+        if (!subscriber->IsWatchStream()) continue;
+        ++dict.subscribers;
         const uint64_t sent = subscriber->SentRevision();
         if (sent < dict.revision)
           dict.slowest_lag = std::max(dict.slowest_lag, dict.revision - sent);
@@ -256,7 +257,10 @@ std::map<std::string, uint64_t> DictRegistry::SubscriberCounts() {
   std::map<std::string, uint64_t> counts;
   for (const auto& entry : entries) {
     std::lock_guard lock(entry->subscribers_mu);
-    counts[entry->name] = entry->subscribers.size();
+    uint64_t& streams = counts[entry->name];
+    for (const Subscriber* subscriber : entry->subscribers) {
+      if (subscriber->IsWatchStream()) ++streams;
+    }
   }
   return counts;
 }

@@ -50,6 +50,9 @@ class Subscriber {
   virtual void End(const Status& status) = 0;
   // Every revision up to this one was sent completely (metrics: the slowest subscriber's lag).
   virtual uint64_t SentRevision() const = 0;
+  // Whether this is a Watch stream (the metrics' and presence record's subscriber counts) rather
+  // than a call parked until a revision (a Get with min_revision).
+  virtual bool IsWatchStream() const { return true; }
 };
 
 struct DictEntry;

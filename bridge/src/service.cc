@@ -178,6 +178,7 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
 
   // A Get streams nothing: it never holds the slowest subscriber's lag back.
   uint64_t SentRevision() const override { return std::numeric_limits<uint64_t>::max(); }
+  bool IsWatchStream() const override { return false; }
 
  private:
   void OnCancel() override {
@@ -699,7 +700,7 @@ grpc::Status DictService::Unlink(grpc::ServerContext* context, const v1::UnlinkR
 
 grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* DictService::Watch(
     grpc::CallbackServerContext* context) {
-  return new WatchStream(registry_, limits_, authorizer_, metrics_, *context);
+  return new WatchStream(registry_, limits_, authorizer_, metrics_, *context, waiting_);
 }
 
 }  // namespace shmdict::bridge

@@ -677,6 +677,8 @@ TEST_F(WaitingGetTest, WaitingGetsHoldNoThreadEachAndACommitAnswersThem) {
   EXPECT_THAT(refused.error_message(), HasSubstr("--max-waiting-calls"));
   // A Get that need not wait is answered at the cap.
   EXPECT_TRUE(SyncGet(0).ok());
+  // Parked Gets are not Watch streams: the metrics' and `shmdict ls`'s subscriber counts skip them.
+  EXPECT_EQ(registry_->SubscriberCounts()[dict_->name()], 0u);
 
   ASSERT_OK(dict_->Set("k", Value::Str("after")));  // a local writer's commit
   ASSERT_TRUE(calls.WaitAllDone());

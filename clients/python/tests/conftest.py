@@ -47,22 +47,6 @@ HAS_REMOTE = bool(BRIDGE) and shmdict._core.HAS_REMOTE
 NO_REMOTE_REASON = "shmdict-bridge is not built (SHMDICT_BUILD_BRIDGE=OFF) or not run through ctest"
 
 
-def _bridge_has_flag(flag):
-    if not HAS_REMOTE:
-        return False
-    try:
-        shown = subprocess.run([BRIDGE, "--help"], capture_output=True, text=True, timeout=60)
-    except OSError:
-        return False  # not built: the remote tests fail on starting it, with its path
-    return flag in shown.stdout + shown.stderr
-
-
-# A bridge that refuses pickled values unless started with --allow-pickle: the remote tests store
-# values this client pickles (tuples, dicts with int keys), so their bridge allows them.
-BRIDGE_REFUSES_PICKLES = _bridge_has_flag("--allow-pickle")
-ALLOW_PICKLE = ("--allow-pickle",) if BRIDGE_REFUSES_PICKLES else ()
-
-
 class Bridge:
     """A shmdict-bridge process on unix:DIR/bridge.sock; start() returns once it printed
     `ready`, kill() SIGKILLs and reaps it."""
@@ -109,7 +93,9 @@ def bridge():
         pytest.skip(NO_REMOTE_REASON)
     b = Bridge()
     try:
-        b.start(extra_args=ALLOW_PICKLE)
+        # The tests store what Python stores (pickles for what JSON cannot say), as a bridge
+        # trusted with that does; the test of the refusal starts a Bridge() of its own without it.
+        b.start(extra_args=("--allow-pickle",))
         yield b
     finally:
         b.cleanup()

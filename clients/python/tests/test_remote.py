@@ -13,7 +13,7 @@ import time
 import pytest
 
 import shmdict
-from conftest import BRIDGE_REFUSES_PICKLES, HAS_REMOTE, NO_REMOTE_REASON, Bridge
+from conftest import HAS_REMOTE, NO_REMOTE_REASON, Bridge
 
 CLI = os.environ.get("SHMDICT_CLI")
 
@@ -215,8 +215,6 @@ def test_a_bridge_refusing_pickles_is_reported_with_what_to_allow():
     assert str(other.value) == "dict 'd': key is empty"
 
 
-@pytest.mark.skipif(not BRIDGE_REFUSES_PICKLES,
-                    reason="this shmdict-bridge has no --allow-pickle: it stores pickles")
 def test_a_pickle_refused_by_a_default_bridge_says_what_to_allow(local):
     b = Bridge()
     try:
