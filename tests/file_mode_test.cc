@@ -148,6 +148,10 @@ TEST_F(FileModeTest, AWorldReadableModeLetsOthersReadTheBytesButNotAttach) {
   if (!CanActAsOtherUsers()) return;
   EXPECT_EQ(OpenForReadingAs(kOtherGroup), 0);
   EXPECT_EQ(AttachAndWriteAs(kOtherGroup), kPermissionDenied);
+  // What a bridge run by that user checks before it lists the dict (ListDicts): readable is not
+  // enough.
+  EXPECT_EQ(RunAs(kOtherGroup, [&] { return Dict::MayAttach(name_) ? 1 : 0; }), 0);
+  EXPECT_EQ(RunAs(kCreator, [&] { return Dict::MayAttach(name_) ? 1 : 0; }), 1);
 }
 
 }  // namespace

@@ -604,10 +604,12 @@ grpc::Status DictService::ListDicts(grpc::ServerContext* context, const v1::List
   if (!allowed.ok()) return call.Finish(allowed, 0);
   Result<std::vector<std::string>> names = catalog_.ListNames();
   if (!names.ok()) return call.Finish(wire::ToGrpc(names.status()), 0);
-  // Only what a call could open: on the allow-list, and readable by the bridge (a dict of another
-  // user, or of another layout version, would answer every call with an error).
+  // Only what a call could open: on the allow-list, readable and writable by the bridge (a dict of
+  // another user, or of another layout version, would answer every call with an error).
   for (const std::string& name : *names) {
-    if (authorizer_->DictAllowed(name) && catalog_.Inspect(name).ok()) response->add_dicts(name);
+    if (authorizer_->DictAllowed(name) && Dict::MayAttach(name) && catalog_.Inspect(name).ok()) {
+      response->add_dicts(name);
+    }
   }
   return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }

@@ -178,6 +178,11 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
 
 uint32_t Dict::LayoutVersion() { return internal::kLayoutVersion; }
 
+bool Dict::MayAttach(std::string_view name) {
+  if (!internal::ValidateDictName(name, true).ok()) return false;
+  return faccessat(AT_FDCWD, internal::SegmentPath(name).c_str(), R_OK | W_OK, AT_EACCESS) == 0;
+}
+
 Status Dict::UnlinkByName(std::string_view name) {
   Status valid = internal::ValidateDictName(name, true);
   if (!valid.ok()) return valid;

@@ -148,6 +148,10 @@ class Dict final : public Store {
   // stat of its main segment. kNotFound if there is none; kInvalidArgument for a bad name (as for
   // UnlinkByName: a nested child's name is a dict's, an internal segment's is not).
   static Result<uint64_t> IncarnationOf(std::string_view name);
+  // Whether this process may attach the dict named `name` (read and write its main segment, by
+  // the effective ids): a server lists only what its calls could open. A check, not a promise: the
+  // answer can change at once. False for a bad name or a dict that does not exist.
+  static bool MayAttach(std::string_view name);
   // The shared-memory layout version this build creates and attaches (docs/LAYOUT.md; `shmdict
   // --version`, `shmdict-bridge --version`). Every process that maps a dict must read the same
   // one: Open of a dict of another version is kFailedPrecondition. Constant; thread-safe.
