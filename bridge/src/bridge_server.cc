@@ -7,6 +7,7 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -198,6 +199,27 @@ class IdleExit {
   std::thread thread_;  // last: started once the rest is constructed
 };
 
+// Unix sockets are bound inside BuildAndStart with the umask's mode: 0777 under umask 000, for a
+// moment before the chmod to --socket-mode, when anyone could connect. Under this mask the socket
+// is never wider than --socket-mode. The chmod stays: a mask can only narrow, and the mode must be
+// exactly --socket-mode whatever the umask was (an operator's umask 077 would make 0660 0600).
+// The umask is process-wide: a file another thread creates meanwhile gets the mask too, which
+// only narrows it.
+class SocketUmask {
+ public:
+  SocketUmask(bool needed, mode_t socket_mode)
+      : needed_(needed), previous_(needed ? umask(~socket_mode & 0777) : 0) {}
+  ~SocketUmask() {
+    if (needed_) umask(previous_);
+  }
+  SocketUmask(const SocketUmask&) = delete;
+  SocketUmask& operator=(const SocketUmask&) = delete;
+
+ private:
+  const bool needed_;
+  const mode_t previous_;
+};
+
 }  // namespace
 
 // Declared in the order of construction: each member is destroyed before what it points to.
@@ -314,7 +336,10 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
     int port = 0;
     health_builder.AddListeningPort(health_address->spec, grpc::InsecureServerCredentials(),
                                     health_address->is_unix ? nullptr : &port);
-    state->health_server = health_builder.BuildAndStart();
+    {
+      SocketUmask mask(health_address->is_unix, config.socket_mode);
+      state->health_server = health_builder.BuildAndStart();
+    }
     if (!state->health_server || (!health_address->is_unix && port == 0)) {
       return Unusable(health_address->spec);
     }
@@ -348,7 +373,12 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
         addresses[i].is_unix ? nullptr : &ports[i]);
   }
   builder.RegisterService(state->service.get());
-  state->server = builder.BuildAndStart();
+  {
+    const bool any_unix = std::any_of(addresses.begin(), addresses.end(),
+                                      [](const auto& address) { return address.is_unix; });
+    SocketUmask mask(any_unix, config.socket_mode);
+    state->server = builder.BuildAndStart();
+  }
   if (!state->server) {
     if (addresses.empty()) return Status(StatusCode::kInternal, "the gRPC server did not start");
     std::string all;
@@ -358,7 +388,7 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
   for (size_t i = 0; i < addresses.size(); ++i) {
     if (!addresses[i].is_unix && ports[i] == 0) return Unusable(addresses[i].spec);
     if (addresses[i].is_unix) {
-      // gRPC binds with the umask's mode (0777 under umask 000): --socket-mode decides instead.
+      // Bound under SocketUmask (never wider than --socket-mode); the chmod makes it exactly that.
       Status mode = SetSocketMode(addresses[i].unix_path, config.socket_mode);
       if (!mode.ok()) return mode;
     }

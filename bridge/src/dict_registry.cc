@@ -97,7 +97,9 @@ void DictRegistry::Forget(const std::shared_ptr<DictEntry>& entry) {
 void DictRegistry::Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber) {
   std::lock_guard lock(entry->subscribers_mu);
   if (entry->retired.load()) {
-    subscriber->End(Replaced(entry->name));
+    // The reason it retired: a Get or Watch racing Shutdown ends UNAVAILABLE like the others,
+    // not ABORTED (which would tell its client to resubscribe from revision 0).
+    subscriber->End(entry->retire_status);
     return;
   }
   entry->subscribers.insert(subscriber);
@@ -143,7 +145,13 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
 }
 
 void DictRegistry::Retire(const std::shared_ptr<DictEntry>& entry, const Status& why) {
-  if (entry->retired.exchange(true)) return;
+  {
+    // The status is set before `retired`, under the lock Subscribe reads both under.
+    std::lock_guard lock(entry->subscribers_mu);
+    if (entry->retired.load()) return;
+    entry->retire_status = why;
+    entry->retired.store(true);
+  }
   // Leases still out close their handles when they return them.
   entry->handles.Close().IgnoreError();
   {

@@ -40,7 +40,7 @@
 namespace shmdict::bridge {
 
 // What the fan-out needs of a stream: poke it when the dict may have changed or time passed, and
-// end it. Implemented by the Watch reactor.
+// end it. Implemented by the Watch reactor and by a Get parked until a revision (service.cc).
 class Subscriber {
  public:
   virtual ~Subscriber() = default;
@@ -121,7 +121,7 @@ class DictRegistry {
   // Names of the dicts currently attached.
   std::vector<std::string> AttachedNames();
   // The dicts currently attached, each with its number of Watch streams (for the bridge's
-  // presence record).
+  // presence record); parked Gets, subscribers too, are not counted (Subscriber::IsWatchStream).
   std::map<std::string, uint64_t> SubscriberCounts();
 
   // Figures of every attached dict (metrics); reads each dict's revision through a lease.
@@ -158,7 +158,9 @@ struct DictEntry {
 
   const std::string name;
   const uint64_t incarnation;
+  // Set once, together, under subscribers_mu; `retired` may also be read without it.
   std::atomic<bool> retired{false};
+  Status retire_status;  // why it retired (guarded by subscribers_mu): what a late Subscribe gets
   // Thread-safe; closed when the entry retires (leases still out close their handle on return).
   SharedDict handles;
 

@@ -50,6 +50,10 @@ class FakeSubscriber final : public Subscriber {
     std::lock_guard lock(mu_);
     return pumps_;
   }
+  bool ended() {
+    std::lock_guard lock(mu_);
+    return ended_.has_value();
+  }
   // How the stream was ended; nullopt if it was not by the deadline.
   std::optional<Status> AwaitEnd() {
     std::unique_lock lock(mu_);
@@ -287,10 +291,14 @@ TEST_F(DictRegistryTest, ShutdownEndsEveryStreamAndRefusesLaterLeases) {
   EXPECT_EQ(later.status().code(), StatusCode::kUnavailable) << later.status().ToString();
   EXPECT_TRUE(registry_->AttachedNames().empty());
 
-  // A stream subscribing after the shutdown is ended at once rather than left waiting.
+  // A stream subscribing after the shutdown (a Get or Watch that raced it) is ended at once, with
+  // the shutdown's status: not ABORTED, which would send its client to resubscribe from 0.
   FakeSubscriber late;
   registry_->Subscribe(lease->entry(), &late);
-  EXPECT_TRUE(late.AwaitEnd().has_value());
+  std::optional<Status> late_end = late.AwaitEnd();
+  ASSERT_TRUE(late_end.has_value());
+  EXPECT_EQ(late_end->code(), StatusCode::kUnavailable) << late_end->ToString();
+  EXPECT_EQ(late_end->message(), "going away");
 }
 
 TEST_F(DictRegistryTest, TrackedStreamsArePokedAndEndedAtShutdownThoughNotSubscribed) {
@@ -305,10 +313,16 @@ TEST_F(DictRegistryTest, TrackedStreamsArePokedAndEndedAtShutdownThoughNotSubscr
   FakeSubscriber untracked;
   ASSERT_TRUE(registry_->Track(&untracked));
   registry_->Untrack(&untracked);
+  // The housekeeping thread may have poked it while it was tracked; never after Untrack.
+  const int untracked_pumps = untracked.pumps();
+  registry_->PokeAll();
+  EXPECT_EQ(untracked.pumps(), untracked_pumps);
   registry_->Shutdown(Status(StatusCode::kUnavailable, "stopping"));
   std::optional<Status> ended = stream.AwaitEnd();
   ASSERT_TRUE(ended.has_value());
   EXPECT_EQ(ended->code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(untracked.ended()) << "Shutdown ended a stream that was untracked";
+  EXPECT_EQ(untracked.pumps(), untracked_pumps);
   FakeSubscriber late;
   EXPECT_FALSE(registry_->Track(&late)) << "a stream tracked after Shutdown would never end";
 }

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -38,6 +39,9 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+// The newest revision of the wire API docs/API.md lists ("Compatibility policy"), for --version.
+constexpr const char* kWireApiRevision = "1.3";
+
 // The whole stop, from the signal to the exit. Shutdown gets all but the last second of it for
 // writes in flight; the watchdog ends the process at its end whatever is still running (a write
 // stuck behind a dict's writer lock must not keep a stopping bridge alive).
@@ -52,11 +56,11 @@ int main(int argc, char** argv) {
   CLI::App app{"shmdict-bridge: serve this host's shmdict dicts over gRPC"};
   app.option_defaults()->always_capture_default();
   // The layout version must match the applications' (README, "Deploying": version skew); the wire
-  // API's revision is the newest docs/API.md lists.
-  app.set_version_flag("--version", std::string("shmdict-bridge ") + SHMDICT_VERSION +
-                                        ", layout version " +
-                                        std::to_string(shmdict::Dict::LayoutVersion()) +
-                                        ", wire API shmdict.v1 (revision 1.1)");
+  // API's revision is the newest docs/API.md lists (kWireApiRevision: bump it with that list).
+  app.set_version_flag("--version",
+                       std::string("shmdict-bridge ") + SHMDICT_VERSION + ", layout version " +
+                           std::to_string(shmdict::Dict::LayoutVersion()) +
+                           ", wire API shmdict.v1 (revision " + kWireApiRevision + ")");
   std::string create_mode = shmdict::bridge::FormatFileMode(config.create_mode);
   std::string socket_mode = shmdict::bridge::FormatFileMode(config.socket_mode);
   unsigned idle_exit_seconds = static_cast<unsigned>(config.idle_exit.count());
@@ -91,7 +95,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 32));
   app.add_option("--max-waiting-calls", config.max_waiting_calls,
                  "Gets waiting for a min_revision and Watch streams at once, over every client; "
-                 "more are RESOURCE_EXHAUSTED");
+                 "more are RESOURCE_EXHAUSTED")
+      // 0 would refuse every Watch and every waiting Get: a flag error, not a configuration.
+      ->check(CLI::Range(size_t{1}, std::numeric_limits<size_t>::max()));
   app.add_option("--max-wait-ms", max_wait_ms,
                  "the longest a Get waits for its min_revision when the client set no (or a later) "
                  "deadline; then DEADLINE_EXCEEDED")
@@ -217,5 +223,10 @@ int main(int argc, char** argv) {
   signal_thread.join();
   spdlog::info("shutting down signal={}", stopped_by);
   (*server)->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
-  return 0;
+  server->reset();  // the bridge's own teardown (handles closed) runs; static destructors do not
+  // The watchdog above may still fire: returning would run static destructors (spdlog's registry)
+  // under it, and its warn would crash the exit. Every path ends in _exit instead.
+  spdlog::default_logger()->flush();
+  std::fflush(stdout);
+  _exit(0);
 }

@@ -123,11 +123,15 @@ Status AnswerGet(Dict& dict, const v1::GetRequest& request, v1::GetResponse* res
 // deletes it. gRPC runs OnDone only after the handler that made it returned.
 class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
  public:
-  WaitingGet(DictRegistry* registry, std::shared_ptr<DictEntry> entry, WaitingCalls::Slot slot,
+  // `token` (empty without a token file) was accepted by `authorizer` under its token set of
+  // `token_generation` or a later one: a reload after that makes the next Pump check it again.
+  WaitingGet(DictRegistry* registry, const Authorizer* authorizer, std::string token,
+             uint64_t token_generation, std::shared_ptr<DictEntry> entry, WaitingCalls::Slot slot,
              std::unique_ptr<Metrics::Call> call, std::string peer, const v1::GetRequest* request,
              v1::GetResponse* response, std::chrono::steady_clock::time_point deadline,
              std::chrono::milliseconds max_wait, bool bounded_by_bridge)
       : registry_(registry),
+        authorizer_(authorizer),
         entry_(std::move(entry)),
         call_(std::move(call)),
         peer_(std::move(peer)),
@@ -136,7 +140,9 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
         deadline_(deadline),
         max_wait_(max_wait),
         bounded_by_bridge_(bounded_by_bridge),
-        slot_(std::move(slot)) {}
+        slot_(std::move(slot)),
+        token_(std::move(token)),
+        token_generation_(token_generation) {}
 
   // Subscribes, then checks once: a commit between the handler's look and the subscription would
   // otherwise wait for the next tick. Call from the handler, before it returns the reactor.
@@ -148,16 +154,25 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
   void Pump() override {
     std::lock_guard lock(mu_);
     if (finished_) return;
+    if (!CredentialsValidLocked()) return;
+    // Read before the lease, which may attach (slow): the call is judged by when it was checked.
+    const bool expired = std::chrono::steady_clock::now() >= deadline_;
     Result<SharedDict::Lease> lease = entry_->handles.Acquire();
-    // A dict closed meanwhile: the registry ends this call with its reason (End).
-    if (!lease.ok()) return;
+    if (!lease.ok()) {
+      // A closed entry: the registry retired it and ends this call with its reason (End).
+      if (lease.status().code() == StatusCode::kFailedPrecondition) return;
+      // Anything else (an attach that failed: EMFILE, ENOMEM...) is not retried until the
+      // deadline: nothing says the next attach does better, and the client can retry.
+      FinishLocked(Fail(lease.status(), entry_->name));
+      return;
+    }
     Dict& dict = lease->dict();
     if (dict.published_revision() >= request_->min_revision()) {
       Status answered = AnswerGet(dict, *request_, response_);
       FinishLocked(answered.ok() ? grpc::Status::OK : Fail(answered, entry_->name));
       return;
     }
-    if (std::chrono::steady_clock::now() < deadline_) return;
+    if (!expired) return;
     const std::string why = bounded_by_bridge_ ? "the bridge's longest wait (--max-wait-ms " +
                                                      std::to_string(max_wait_.count()) + ")"
                                                : "the call's deadline";
@@ -205,6 +220,19 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
     delete this;
   }
 
+  // A token reload reaches parked Gets as it reaches Watch streams (the notifier pokes them every
+  // tick): a revoked token's Get ends with UNAUTHENTICATED instead of being answered later. A Get
+  // needs read access only, so a token that became read-only keeps its call.
+  bool CredentialsValidLocked() {
+    const uint64_t generation = authorizer_->generation();
+    if (generation == token_generation_) return true;
+    token_generation_ = generation;
+    grpc::Status valid = authorizer_->Revalidate(token_, Access::kRead);
+    if (valid.ok()) return true;
+    FinishLocked(valid);
+    return false;
+  }
+
   void FinishLocked(grpc::Status status) {
     if (finished_) return;
     finished_ = true;
@@ -214,6 +242,7 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
   }
 
   DictRegistry* const registry_;
+  const Authorizer* const authorizer_;
   const std::shared_ptr<DictEntry> entry_;
   const std::unique_ptr<Metrics::Call> call_;
   const std::string peer_;
@@ -227,6 +256,9 @@ class WaitingGet final : public grpc::ServerUnaryReactor, public Subscriber {
   WaitingCalls::Slot slot_;  // guarded by mu_
   bool finished_ = false;    // guarded by mu_
   grpc::Status status_;      // guarded by mu_; set once finished_
+  // Held in memory only; never logged.
+  const std::string token_;
+  uint64_t token_generation_;  // guarded by mu_
 };
 
 Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
@@ -275,6 +307,8 @@ grpc::ServerUnaryReactor* DictService::Get(grpc::CallbackServerContext* context,
                                            v1::GetResponse* response) {
   auto call = std::make_unique<Metrics::Call>(metrics_, "Get");
   const std::string& name = request->dict();
+  // Read before the token is checked: a reload racing the check makes a parked Get check again.
+  const uint64_t token_generation = authorizer_->generation();
   // Answers from this handler (everything but a wait): the call is recorded and logged here.
   const auto answer = [&](const CoreStatus& status) {
     if (!status.ok()) {
@@ -325,9 +359,19 @@ grpc::ServerUnaryReactor* DictService::Get(grpc::CallbackServerContext* context,
                  : std::chrono::duration_cast<SteadyDuration>(client_left));
   Result<WaitingCalls::Slot> slot = waiting_->Enter("Get with a min_revision ahead of the dict");
   if (!slot.ok()) return answer(slot.status());
-  auto* waiting = new WaitingGet(registry_, std::move(entry), std::move(*slot), std::move(call),
-                                 context->peer(), request, response, deadline,
-                                 service_limits_.max_wait, bounded_by_bridge);
+  // The token Check accepted above, kept for rechecks after a reload (as a Watch stream does).
+  Access granted = Access::kRead;
+  std::string token;
+  grpc::Status authenticated = authorizer_->Authenticate(*context, &granted, &token);
+  if (!authenticated.ok()) {  // revoked by a reload since the check above
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(call->Finish(authenticated, 0));
+    return reactor;
+  }
+  auto* waiting =
+      new WaitingGet(registry_, authorizer_, std::move(token), token_generation, std::move(entry),
+                     std::move(*slot), std::move(call), context->peer(), request, response,
+                     deadline, service_limits_.max_wait, bounded_by_bridge);
   waiting->Park();
   return waiting;
 }

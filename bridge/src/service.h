@@ -79,7 +79,9 @@ class DictService final : public v1::Dict::WithCallbackMethod_Get<
   // Answers at once when the dict is at min_revision; otherwise waits without a thread (see the
   // file comment): RESOURCE_EXHAUSTED when --max-waiting-calls calls already wait,
   // DEADLINE_EXCEEDED after the client's deadline or --max-wait-ms, UNAVAILABLE when the bridge
-  // shuts down meanwhile, ABORTED when the dict is unlinked or replaced meanwhile.
+  // shuts down meanwhile, ABORTED when the dict is unlinked or replaced meanwhile,
+  // UNAUTHENTICATED when a token reload revoked its token meanwhile; a handle that cannot be
+  // attached while it waits ends it with that error.
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
   grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,

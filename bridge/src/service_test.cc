@@ -14,6 +14,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -564,10 +566,10 @@ class WaitingGetTest : public testing::DictTestBase {
     auto created = Dict::Open(CreateOptions(name_));
     ASSERT_TRUE(created.ok()) << created.status().ToString();
     dict_.emplace(std::move(*created));
-    auto authorizer = Authorizer::Create({});
-    ASSERT_TRUE(authorizer.ok());
+    auto authorizer = Authorizer::Create(AuthorizerOptions());
+    ASSERT_TRUE(authorizer.ok()) << authorizer.status().ToString();
     authorizer_ = std::move(*authorizer);
-    registry_ = std::make_unique<DictRegistry>(DictRegistry::Limits{});
+    registry_ = std::make_unique<DictRegistry>(RegistryLimits());
     service_ = std::make_unique<DictService>(registry_.get(), StreamLimits{}, authorizer_.get(),
                                              &waiting_);
     grpc::ServerBuilder builder;
@@ -589,6 +591,10 @@ class WaitingGetTest : public testing::DictTestBase {
     std::filesystem::remove_all(dir_);
     DictTestBase::TearDown();
   }
+
+  // The authorizer's options (a subclass adds a token file); dir_ exists when it is called.
+  virtual Authorizer::Options AuthorizerOptions() { return {}; }
+  virtual DictRegistry::Limits RegistryLimits() { return {}; }
 
   // `count` Gets of "k" at `min_revision` in flight at once, each with its own context.
   struct Calls {
@@ -615,10 +621,12 @@ class WaitingGetTest : public testing::DictTestBase {
       return cv.wait_for(lock, std::chrono::seconds(30), [&] { return done == calls.size(); });
     }
   };
-  void Start(Calls* calls, size_t count, uint64_t min_revision) {
+  // `token`: sent as "authorization: Bearer TOKEN" unless empty.
+  void Start(Calls* calls, size_t count, uint64_t min_revision, const std::string& token = "") {
     for (size_t i = 0; i < count; ++i) {
       auto call = std::make_unique<Calls::Call>();
       call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+      if (!token.empty()) call->context.AddMetadata("authorization", "Bearer " + token);
       call->request.set_dict(name_);
       call->request.set_key("k");
       call->request.set_min_revision(min_revision);
@@ -710,6 +718,108 @@ TEST_F(WaitingGetTest, RegistryShutdownEndsWaitingGetsWithUnavailable) {
   for (const auto& call : calls.calls) {
     EXPECT_EQ(call->status.error_code(), grpc::StatusCode::UNAVAILABLE)
         << call->status.error_message();
+  }
+  EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
+}
+
+// A waiting Get whose check cannot lease a handle (an attach that fails: EMFILE, or here a dict
+// whose snapshot segment was unlinked under it) ends with that error. It used to return quietly
+// and wait for a retirement that never comes, past its deadline and --max-wait-ms.
+class WaitingGetAttachTest : public WaitingGetTest {
+ protected:
+  // No idle handles: with the first one held by the test, every check attaches its own handle.
+  DictRegistry::Limits RegistryLimits() override {
+    DictRegistry::Limits limits;
+    limits.max_idle_handles_per_dict = 0;
+    return limits;
+  }
+};
+
+// Counts the notifier's pokes: once it pokes, the notifier holds its own handle (taken before its
+// loop), so a later failing attach cannot make it retire the dict.
+class NotifierProbe final : public Subscriber {
+ public:
+  void Pump() override { pumps.fetch_add(1); }
+  void End(const Status&) override {}
+  uint64_t SentRevision() const override { return std::numeric_limits<uint64_t>::max(); }
+  bool IsWatchStream() const override { return false; }
+  std::atomic<int> pumps{0};
+};
+
+TEST_F(WaitingGetAttachTest, AWaitingGetWhoseHandleCannotBeAttachedEndsWithTheError) {
+  ASSERT_OK(dict_->Set("k", Value::Str("before")));
+  Result<DictRegistry::Lease> held = registry_->Acquire(name_);  // the pool's first handle
+  ASSERT_OK(held);
+  NotifierProbe probe;
+  registry_->Subscribe(held->entry(), &probe);
+  struct Unsubscribe {  // also when an assertion returns early: the probe dies with this scope
+    DictRegistry* registry;
+    const std::shared_ptr<DictEntry>& entry;
+    Subscriber* probe;
+    ~Unsubscribe() { registry->Unsubscribe(entry, probe); }
+  } unsubscribe{registry_.get(), held->entry(), &probe};
+  ASSERT_TRUE(Eventually([&] { return probe.pumps.load() > 0; }));
+  Calls calls;
+  Start(&calls, 1, dict_->revision() + 1000);
+  ASSERT_TRUE(Eventually([&] { return waiting_.in_use() == 1; }));
+
+  // The dict stays the same incarnation (so the registry retires nothing), but no new handle of
+  // it can be attached (an internal segment unlinked: issue 19, row 9).
+  Result<uint64_t> generation = dict_->Dump();
+  ASSERT_OK(generation);
+  const std::string snapshot = "/shmdict." + name_ + "@s" + std::to_string(*generation);
+  ASSERT_EQ(shm_unlink(snapshot.c_str()), 0) << snapshot;
+  Options attach = CreateOptions(name_);
+  attach.create_mode = CreateMode::kMustAttach;
+  attach.auto_unlink = false;
+  Result<Dict> attached = Dict::Open(attach);
+  ASSERT_FALSE(attached.ok()) << "the test's premise: an attach fails";
+
+  ASSERT_TRUE(calls.WaitAllDone()) << "the waiting Get did not end";
+  const grpc::Status& status = calls.calls[0]->status;
+  EXPECT_EQ(status.error_code(), wire::ToGrpc(attached.status()).error_code())
+      << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr(name_));
+  EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
+}
+
+// Credentials are live for parked Gets too: a token reload ends those whose token is gone with
+// UNAUTHENTICATED instead of answering them at the next commit; a Get needs read access only.
+class WaitingGetTokenTest : public WaitingGetTest {
+ protected:
+  Authorizer::Options AuthorizerOptions() override {
+    WriteTokens("revoked rw\nkept ro\ndowngraded rw\n");
+    Authorizer::Options options;
+    options.token_file = TokenFile();
+    return options;
+  }
+  std::string TokenFile() const { return dir_ + "/tokens"; }
+  void WriteTokens(const std::string& lines) {
+    std::ofstream file(TokenFile(), std::ios::trunc);
+    file << lines;
+    ASSERT_TRUE(file.good());
+  }
+};
+
+TEST_F(WaitingGetTokenTest, AReloadEndsTheParkedGetsOfRevokedTokensOnly) {
+  const uint64_t wanted = dict_->revision() + 1;
+  Calls calls;
+  Start(&calls, 1, wanted, "revoked");
+  Start(&calls, 1, wanted, "kept");
+  Start(&calls, 1, wanted, "downgraded");
+  ASSERT_TRUE(Eventually([&] { return waiting_.in_use() == 3; }));  // all three parked
+
+  WriteTokens("kept ro\ndowngraded ro\n");
+  ASSERT_OK(authorizer_->ReloadTokens());
+  // The commit that would answer them all comes after the reload: the revoked one must not get it.
+  ASSERT_OK(dict_->Set("k", Value::Str("after")));
+  ASSERT_TRUE(calls.WaitAllDone());
+  EXPECT_EQ(calls.calls[0]->status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << calls.calls[0]->status.error_message();
+  EXPECT_FALSE(calls.calls[0]->response.found());
+  for (size_t i : {1, 2}) {
+    ASSERT_TRUE(calls.calls[i]->status.ok()) << calls.calls[i]->status.error_message();
+    EXPECT_EQ(calls.calls[i]->response.value().data(), "after");
   }
   EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
 }

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -25,6 +26,18 @@ namespace shmdict::bridge {
 namespace {
 
 using Stream = grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>;
+
+// Polls `done` until it holds or 30 s pass: a regression fails the test instead of hanging it
+// until ctest's timeout (a deadline for what must happen, never a measured time).
+template <typename Fn>
+bool Eventually(Fn&& done) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 v1::WatchRequest StartRequest(const std::string& dict, uint64_t after) {
   v1::WatchRequest request;
@@ -316,9 +329,8 @@ class WatchStreamLimitsTest : public InProcessBridge {
   }
   // Waits until the server has created `count` streams in all.
   void AwaitOpened(int count) {
-    while (service_->opened.load() < count) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    ASSERT_TRUE(Eventually([&] { return service_->opened.load() >= count; }))
+        << "the server created fewer than " << count << " streams";
   }
 
   Metrics metrics_;
@@ -339,9 +351,9 @@ TEST_F(WatchStreamLimitsTest, StreamWithoutStartEndsAfterTheStartTimeoutAndLeave
   EXPECT_NE(status.error_message().find("no `start` message"), std::string::npos)
       << status.error_message();
   // Its slot and its place among the calls in flight (--idle-exit) are given back.
-  while (gate_->in_use() != 0 || metrics_.IdleFor() == std::chrono::nanoseconds::zero()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  EXPECT_TRUE(Eventually([&] {
+    return gate_->in_use() == 0 && metrics_.IdleFor() != std::chrono::nanoseconds::zero();
+  }));
 }
 
 TEST_F(WatchStreamLimitsTest, StreamsBeyondTheWaitingCallsCapAreRefusedNamingTheFlag) {
@@ -359,7 +371,7 @@ TEST_F(WatchStreamLimitsTest, StreamsBeyondTheWaitingCallsCapAreRefusedNamingThe
   // The slot is given back when the stream ends.
   first_context->TryCancel();
   Drain(first.get());
-  while (gate_->in_use() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(Eventually([&] { return gate_->in_use() == 0; }));
 }
 
 TEST_F(WatchStreamLimitsTest, ShutdownEndsAStreamThatHasNotStartedWithUnavailable) {

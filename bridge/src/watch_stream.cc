@@ -23,7 +23,7 @@ WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
       authorizer_(authorizer),
       metrics_(metrics),
       call_(metrics, "Watch"),
-      peer_(context.peer()) {
+      peer_(LogText(context.peer())) {
   // gRPC hands this reactor to its other threads through synchronization ThreadSanitizer cannot
   // see (libgrpc is uninstrumented), so the notifier's first Pump looked like a race with this
   // constructor's writes (the vtable pointers). Releasing mu_ here, which Start() acquires before

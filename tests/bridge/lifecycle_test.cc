@@ -46,6 +46,7 @@ TEST(BridgeFlagsTest, AFlagErrorExitsWithTheDocumentedStatus2) {
                                                {"--max-message-bytes", "1"},
                                                {"--log-level", "loud"},
                                                {"--socket-mode", "0999"},
+                                               {"--max-waiting-calls", "0"},
                                                {"--listen"}}) {
     Ran ran = RunBridge(args);
     EXPECT_EQ(ran.code, 2) << args.front() << ": " << ran.out;
