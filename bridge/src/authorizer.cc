@@ -5,7 +5,8 @@
 #include <sstream>
 #include <utility>
 
-#include "log_text.h"
+#include "shmdict/dict.h"
+#include "shmdict/v1/wire.h"
 
 namespace shmdict::bridge {
 
@@ -159,7 +160,7 @@ grpc::Status Authorizer::CheckDict(const std::string& dict) const {
   if (DictAllowed(dict)) return grpc::Status::OK;
   return grpc::Status(
       grpc::StatusCode::PERMISSION_DENIED,
-      "dict '" + LogText(dict) + "' is not served by this bridge (not in its --dict list)");
+      "dict " + QuoteForMessage(dict) + " is not served by this bridge (not in its --dict list)");
 }
 
 grpc::Status Authorizer::Check(const grpc::ServerContextBase& context, const std::string& dict,
@@ -168,11 +169,15 @@ grpc::Status Authorizer::Check(const grpc::ServerContextBase& context, const std
   grpc::Status status = Authenticate(context, &granted);
   if (!status.ok()) return status;
   if (!dict.empty()) {
+    // The name before anything that reads or quotes it: a client's junk (a megabyte, a forged
+    // line, an internal segment's name) ends here with a bounded message.
+    const Status valid = Dict::ValidateAttachName(dict);
+    if (!valid.ok()) return wire::ToGrpc(valid);
     status = CheckDict(dict);
     if (!status.ok()) return status;
   }
   if (access == Access::kWrite) {
-    const std::string what = dict.empty() ? "" : "dict '" + LogText(dict) + "': ";
+    const std::string what = dict.empty() ? "" : "dict " + QuoteForMessage(dict) + ": ";
     if (options_.read_only) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           what + "this bridge is read-only (--read-only): writes are refused");

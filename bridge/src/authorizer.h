@@ -1,7 +1,8 @@
 // Authorizer: who may do what through this bridge. Every handler of DictService and Watch's start
 // asks it before touching a dict: the caller's token (metadata "authorization: Bearer TOKEN",
-// when the bridge has a --token-file), the dict against the --dict allow-list, and whether a
-// write is allowed (--read-only, or a read-only token).
+// when the bridge has a --token-file), the dict's name (refused before anything reads it), the
+// dict against the --dict allow-list, and whether a write is allowed (--read-only, or a read-only
+// token).
 //
 // Checked in the service, not in gRPC: gRPC 1.51's AuthMetadataProcessor aborts with insecure
 // server credentials and its server interceptors are experimental.
@@ -43,8 +44,10 @@ class Authorizer {
   // kNotFound/kPermissionDenied when it cannot be read.
   static Result<std::unique_ptr<Authorizer>> Create(Options options);
 
-  // OK, or UNAUTHENTICATED (no or unknown token), PERMISSION_DENIED (the dict is not allowed, or
-  // a write by a read-only token or through a --read-only bridge). `dict` empty: no dict check.
+  // OK, or, in this order: UNAUTHENTICATED (no or unknown token), INVALID_ARGUMENT (`dict` is no
+  // name a dict can have, Dict::ValidateAttachName: a dict's internal segment, a name starting
+  // with '-', ...), PERMISSION_DENIED (the dict is not allowed, or a write by a read-only token or
+  // through a --read-only bridge). `dict` empty: no dict check. Messages quote `dict` bounded.
   grpc::Status Check(const grpc::ServerContextBase& context, const std::string& dict,
                      Access access) const;
   // The token part of Check alone (Watch checks it when the stream opens, before its dict).

@@ -15,8 +15,9 @@ namespace shmdict::bridge {
 // The longest untrusted text a log line carries; longer text ends in "...(N bytes)".
 constexpr size_t kMaxLoggedTextBytes = 128;
 
-// `text` with '\\', '"', control bytes, DEL and bytes >= 0x80 written as \xNN, cut after
-// `max_bytes` input bytes with a note of the full length. Thread-safe (pure).
+// `text` escaped and cut as EscapeUntrustedText (shmdict/status.h) does for status messages:
+// '\\', '"', control bytes, DEL and bytes >= 0x80 written as \xNN, at most `max_bytes`
+// characters of that, then a note of the full length. Thread-safe (pure).
 std::string LogText(std::string_view text, size_t max_bytes = kMaxLoggedTextBytes);
 
 }  // namespace shmdict::bridge

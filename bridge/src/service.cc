@@ -35,10 +35,12 @@ std::string LoggedStatus(std::string_view message) {
   return LogText(message, kMaxLoggedMessageBytes);
 }
 
-// Every error names the dict: a client juggling several must know which one failed.
+// Every error names the dict: a client juggling several must know which one failed. The name is
+// quoted as the core quotes it (bounded: the message travels in a gRPC header).
 grpc::Status Fail(const Status& status, const std::string& dict) {
-  if (status.message().find("'" + dict + "'") != std::string::npos) return wire::ToGrpc(status);
-  return wire::ToGrpc(Status(status.code(), "dict '" + dict + "': " + status.message()));
+  const std::string quoted = QuoteForMessage(dict);
+  if (status.message().find(quoted) != std::string::npos) return wire::ToGrpc(status);
+  return wire::ToGrpc(Status(status.code(), "dict " + quoted + ": " + status.message()));
 }
 
 // Asks the authorizer, then leases a handle of `name` and runs fn(Dict&) -> Status with it; logs
@@ -663,7 +665,8 @@ grpc::Status DictService::CheckCreation(grpc::ServerContext* context, const char
   grpc::Status allowed = authorizer_->Check(*context, dict, Access::kWrite);
   if (allowed.ok() && !creation_.allowed) {
     allowed = grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                           "dict '" + dict + "': this bridge does not create or unlink dicts " +
+                           "dict " + QuoteForMessage(dict) +
+                               ": this bridge does not create or unlink dicts " +
                                "(start it with --allow-create)");
   }
   if (!allowed.ok()) {
@@ -690,13 +693,13 @@ grpc::Status DictService::Create(grpc::ServerContext* context, const v1::CreateR
   // engine makes; the core refuses it too, this message says why.
   if (options.name.find('@') != std::string::npos) {
     return refuse(StatusCode::kInvalidArgument,
-                  "dict '" + options.name +
-                      "': '@' is reserved for a dict's internal segments and nested children; "
+                  "dict " + QuoteForMessage(options.name) +
+                      ": '@' is reserved for a dict's internal segments and nested children; "
                       "Create takes a top-level name");
   }
   if (request->buffer_size() > service_limits_.max_create_bytes) {
     return refuse(StatusCode::kResourceExhausted,
-                  "dict '" + options.name + "': a log of " +
+                  "dict " + QuoteForMessage(options.name) + ": a log of " +
                       std::to_string(request->buffer_size()) +
                       " bytes is larger than this bridge creates (--max-create-bytes " +
                       std::to_string(service_limits_.max_create_bytes) + ")");
@@ -725,16 +728,9 @@ grpc::Status DictService::Unlink(grpc::ServerContext* context, const v1::UnlinkR
   Metrics::Call call(metrics_, "Unlink");
   grpc::Status allowed = CheckCreation(context, "Unlink", request->dict());
   if (!allowed.ok()) return call.Finish(allowed, 0);
-  const std::string& name = request->dict();
-  // A name with '@' that is not a nested child's is one of a dict's own segments (a snapshot, a
-  // large value): unlinking it breaks the dict (DATA_LOSS for every reader) rather than removing
-  // a dict.
-  CoreStatus unlinked =
-      name.find('@') != std::string::npos && !IsNestedChildName(name)
-          ? CoreStatus(StatusCode::kInvalidArgument,
-                       "'" + name + "' names one of a dict's internal segments, not a dict: " +
-                           "unlink the dict itself")
-          : Dict::UnlinkByName(name);
+  // The name was validated by the check above: a dict's internal segment ("NAME@s1", whose unlink
+  // would break the dict) never gets here.
+  const CoreStatus unlinked = Dict::UnlinkByName(request->dict());
   if (!unlinked.ok()) {
     spdlog::info("Unlink failed dict={} peer={}: {}", LogText(request->dict()),
                  LogText(context->peer()), LoggedStatus(unlinked.ToString()));

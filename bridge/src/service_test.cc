@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "in_process_bridge.h"
@@ -86,6 +87,191 @@ class ServiceTest : public InProcessBridge {
     Result<uint64_t> size = dict_->Size();
     EXPECT_TRUE(size.ok());
     return size.ok() ? *size : 0;
+  }
+
+  // Sends a Get and a Set naming a dict with a forged log line and a 1 MiB name: each is refused
+  // with INVALID_ARGUMENT and a short message, and logged once, escaped and cut.
+  void ExpectHostileNamesLoggedEscapedAndBounded() {
+    std::ostringstream log;
+    auto previous = spdlog::default_logger();
+    auto capture = std::make_shared<spdlog::logger>(
+        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+    capture->set_pattern("%v");
+    spdlog::set_default_logger(capture);
+    const std::string forged = "x\nlevel=error FORGED";
+    for (const std::string& name : {forged, std::string(size_t{1} << 20, 'n')}) {
+      v1::GetRequest get;
+      get.set_dict(name);
+      get.set_key("k");
+      v1::GetResponse response;
+      ExpectShortRefusal("Get", stub_->Get(Context().get(), get, &response));
+      v1::SetRequest set;
+      set.set_dict(name);
+      set.set_key("k");
+      *set.mutable_value() = Raw(ValueType::kString, "v");
+      v1::WriteResponse written;
+      ExpectShortRefusal("Set", stub_->Set(Context().get(), set, &written));
+    }
+    // Every handler has returned (and logged) once the server is gone; a client may see its
+    // answer first.
+    StopBridge();
+    spdlog::set_default_logger(previous);
+    const std::string text = log.str();
+    EXPECT_EQ(text.find("\nlevel=error FORGED"), std::string::npos) << text.substr(0, 2000);
+    EXPECT_NE(text.find("level=error FORGED"), std::string::npos);  // logged, escaped
+    std::istringstream lines(text);
+    size_t refused = 0;
+    size_t forged_refused = 0;
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_LT(line.size(), 2048u) << line.substr(0, 200);
+      if (line.find(" refused dict=") == std::string::npos) continue;
+      ++refused;
+      if (line.find("FORGED") != std::string::npos) ++forged_refused;
+    }
+    EXPECT_EQ(forged_refused, 2u);
+    EXPECT_EQ(refused, 4u);  // one line per call
+  }
+
+  // An RPC's name and its answer.
+  using Answer = std::pair<std::string, grpc::Status>;
+
+  // The answer of every RPC that names a dict, each naming `dict` (and `key` where it takes one).
+  std::vector<Answer> CallEveryRpc(const std::string& dict, const std::string& key) {
+    std::vector<Answer> answers = CallEveryKeyedRpc(dict, key);
+    {
+      v1::PopItemRequest request;
+      request.set_dict(dict);
+      v1::PopResponse response;
+      answers.emplace_back("PopItem", stub_->PopItem(Context().get(), request, &response));
+    }
+    {
+      v1::ClearRequest request;
+      request.set_dict(dict);
+      v1::WriteResponse response;
+      answers.emplace_back("Clear", stub_->Clear(Context().get(), request, &response));
+    }
+    {
+      v1::ListRequest request;
+      request.set_dict(dict);
+      auto context = Context();
+      auto reader = stub_->List(context.get(), request);
+      v1::ListResponse message;
+      while (reader->Read(&message)) {
+      }
+      answers.emplace_back("List", reader->Finish());
+    }
+    {
+      v1::StatusRequest request;
+      request.set_dict(dict);
+      v1::StatusResponse response;
+      answers.emplace_back("Status", stub_->Status(Context().get(), request, &response));
+    }
+    {
+      v1::CreateRequest request;
+      request.set_dict(dict);
+      v1::CreateResponse response;
+      answers.emplace_back("Create", stub_->Create(Context().get(), request, &response));
+    }
+    {
+      v1::UnlinkRequest request;
+      request.set_dict(dict);
+      v1::UnlinkResponse response;
+      answers.emplace_back("Unlink", stub_->Unlink(Context().get(), request, &response));
+    }
+    {
+      auto context = Context();
+      auto stream = stub_->Watch(context.get());
+      v1::WatchRequest request;
+      request.mutable_start()->set_dict(dict);
+      request.mutable_start()->set_from_current(true);
+      stream->Write(request);
+      stream->WritesDone();
+      v1::WatchResponse response;
+      while (stream->Read(&response)) {
+      }
+      answers.emplace_back("Watch", stream->Finish());
+    }
+    return answers;
+  }
+
+  // The answer of every RPC that takes a key, each naming `dict` and `key`.
+  std::vector<Answer> CallEveryKeyedRpc(const std::string& dict, const std::string& key) {
+    std::vector<Answer> answers;
+    const v1::Value value = Raw(ValueType::kString, "v");
+    {
+      v1::GetRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      v1::GetResponse response;
+      answers.emplace_back("Get", stub_->Get(Context().get(), request, &response));
+    }
+    {
+      v1::SetRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      *request.mutable_value() = value;
+      v1::WriteResponse response;
+      answers.emplace_back("Set", stub_->Set(Context().get(), request, &response));
+    }
+    {
+      v1::DeleteRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      v1::DeleteResponse response;
+      answers.emplace_back("Delete", stub_->Delete(Context().get(), request, &response));
+    }
+    {
+      v1::PopRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      v1::PopResponse response;
+      answers.emplace_back("Pop", stub_->Pop(Context().get(), request, &response));
+    }
+    {
+      v1::SetDefaultRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      *request.mutable_default_value() = value;
+      v1::SetDefaultResponse response;
+      answers.emplace_back("SetDefault", stub_->SetDefault(Context().get(), request, &response));
+    }
+    {
+      v1::CompareAndSetRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      *request.mutable_desired() = value;
+      v1::CompareAndSetResponse response;
+      answers.emplace_back("CompareAndSet",
+                           stub_->CompareAndSet(Context().get(), request, &response));
+    }
+    {
+      v1::IncrementRequest request;
+      request.set_dict(dict);
+      request.set_key(key);
+      v1::IncrementResponse response;
+      answers.emplace_back("Increment", stub_->Increment(Context().get(), request, &response));
+    }
+    {
+      v1::BatchRequest request;
+      request.set_dict(dict);
+      v1::Mutation* mutation = request.add_mutations();
+      mutation->set_op(v1::OP_SET);
+      mutation->set_key(key);
+      *mutation->mutable_value() = value;
+      v1::WriteResponse response;
+      answers.emplace_back("Batch", stub_->Batch(Context().get(), request, &response));
+    }
+    return answers;
+  }
+
+  // The answer a client gets for a name or key it should not have sent: INVALID_ARGUMENT, with a
+  // message far under what an HTTP/2 peer accepts in a header.
+  static void ExpectShortRefusal(const std::string& what, const grpc::Status& status,
+                                 grpc::StatusCode code = grpc::StatusCode::INVALID_ARGUMENT) {
+    EXPECT_EQ(status.error_code(), code)
+        << what << ": " << status.error_code() << " " << status.error_message().substr(0, 300);
+    EXPECT_LT(status.error_message().size(), 1024u)
+        << what << ": " << status.error_message().substr(0, 300);
   }
 
   std::optional<Dict> dict_;
@@ -448,52 +634,56 @@ TEST_F(ServiceTest, ListDictsListsOnlyDictsTheBridgeCanOpen) {
   shm_unlink(("/shmdict." + junk).c_str());
 }
 
-// Row 7: a client's name reaches the log escaped and cut, never raw.
+// Row 7: a client's name reaches the log escaped and cut, never raw; and finding A1: its answer
+// quotes it bounded, so the client's HTTP/2 layer never refuses the answer's headers.
 TEST_F(ServiceTest, UntrustedNamesAreLoggedEscapedAndBounded) {
   config_.dicts = {name_};
   StartBridge();
-  std::ostringstream log;
-  auto previous = spdlog::default_logger();
-  auto capture = std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
-  capture->set_pattern("%v");
-  spdlog::set_default_logger(capture);
-  const std::string forged = "x\nlevel=error FORGED";
-  for (const std::string& name : {forged, std::string(size_t{1} << 20, 'n')}) {
-    v1::GetRequest get;
-    get.set_dict(name);
-    get.set_key("k");
-    v1::GetResponse response;
-    EXPECT_FALSE(stub_->Get(Context().get(), get, &response).ok());
-    v1::SetRequest set;
-    set.set_dict(name);
-    set.set_key("k");
-    *set.mutable_value() = Raw(ValueType::kString, "v");
-    v1::WriteResponse written;
-    EXPECT_FALSE(stub_->Set(Context().get(), set, &written).ok());
+  ExpectHostileNamesLoggedEscapedAndBounded();
+}
+
+// The same on a bridge without a --dict list, where nothing but the name's own rules refuses them.
+TEST_F(ServiceTest, UntrustedNamesAreLoggedEscapedAndBoundedWithoutADictList) {
+  StartBridge();
+  ExpectHostileNamesLoggedEscapedAndBounded();
+}
+
+// Finding A1: every RPC that names a dict answers a name it refuses with a short message, on a
+// bridge with no --dict list (which would refuse it first) and with --allow-create (which lets
+// Create and Unlink reach the name).
+TEST_F(ServiceTest, EveryRpcRefusesAHugeNameWithAShortMessage) {
+  config_.allow_create = true;
+  StartBridge();
+  const std::string huge(size_t{1} << 20, 'n');
+  for (const auto& [rpc, status] : CallEveryRpc(huge, "k")) {
+    ExpectShortRefusal(rpc + " of a 1 MiB name", status);
   }
-  // Every handler has returned (and logged) once the server is gone; a client may see its answer
-  // first.
-  StopBridge();
-  spdlog::set_default_logger(previous);
-  const std::string text = log.str();
-  EXPECT_EQ(text.find("\nlevel=error FORGED"), std::string::npos) << text.substr(0, 2000);
-  EXPECT_NE(text.find("level=error FORGED"), std::string::npos);  // logged, escaped
-  std::istringstream lines(text);
-  size_t refused = 0;
-  size_t forged_refused = 0;
-  for (std::string line; std::getline(lines, line);) {
-    EXPECT_LT(line.size(), 2048u) << line.substr(0, 200);
-    if (line.find(" refused dict=") == std::string::npos) continue;
-    ++refused;
-    if (line.find("FORGED") != std::string::npos) ++forged_refused;
+}
+
+// Finding A1, for keys: a key over the proto's 65,536 bytes is refused by every RPC that takes
+// one, in a short message.
+TEST_F(ServiceTest, EveryRpcRefusesAnOversizedKeyWithAShortMessage) {
+  StartBridge();
+  const std::string key(kMaxKeyBytes + 1, 'k');
+  for (const auto& [rpc, status] : CallEveryKeyedRpc(name_, key)) {
+    ExpectShortRefusal(rpc + " of a key of 64 KiB + 1", status);
   }
-  EXPECT_EQ(forged_refused, 2u);  // one line per call
-  // At most one line per call. The refusal of the 1 MiB name quotes it in full (the authorizer's
-  // message), which the client's HTTP/2 layer may refuse, resetting the connection: the next call
-  // then fails before it reaches the bridge, and logs nothing.
-  EXPECT_LE(refused, 4u);
-  EXPECT_GE(refused, 3u);
+  EXPECT_EQ(Size(), 0u);
+}
+
+// Finding A1: the engine's own refusal of a valid key (the largest, control bytes in it) quotes
+// the key escaped and cut.
+TEST_F(ServiceTest, AnErrorAboutTheLargestKeyQuotesItShort) {
+  StartBridge();
+  const std::string key(kMaxKeyBytes, '\n');
+  ASSERT_OK(dict_->Set(key, Value::Str("not a number")));
+  v1::IncrementRequest request;
+  request.set_dict(name_);
+  request.set_key(key);
+  v1::IncrementResponse response;
+  const grpc::Status status = stub_->Increment(Context().get(), request, &response);
+  ExpectShortRefusal("Increment of a string", status, grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("\\x0a\\x0a"));
 }
 
 // Row 6: --max-wait-ms bounds a wait the client did not bound.

@@ -110,6 +110,12 @@ void WatchStream::OnReadDone(bool ok) {
 }
 
 Status WatchStream::Start(const v1::WatchRequest::Start& start) {
+  // As Authorizer::Check does for the unary calls: the name first (the token was checked when
+  // the stream opened).
+  if (Status valid = Dict::ValidateAttachName(start.dict()); !valid.ok()) {
+    spdlog::info("Watch refused dict={} peer={}: invalid name", LogText(start.dict()), peer_);
+    return valid;
+  }
   if (!authorizer_->DictAllowed(start.dict())) {
     spdlog::info("Watch refused dict={} peer={}: not in the --dict list", LogText(start.dict()),
                  peer_);

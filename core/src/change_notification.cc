@@ -41,13 +41,13 @@ Result<uint64_t> WaitForRevisionAfter(MainHeader* header, std::string_view dict,
     for (const std::atomic<bool>* interrupt : interrupts) {
       if (interrupt->load(std::memory_order_seq_cst)) {
         return Status(StatusCode::kCancelled,
-                      "dict '" + std::string(dict) + "': the wait was interrupted");
+                      "dict " + QuoteForMessage(dict) + ": the wait was interrupted");
       }
     }
     const auto left = deadline - std::chrono::steady_clock::now();
     if (left <= std::chrono::nanoseconds::zero()) {
       return Status(StatusCode::kDeadlineExceeded,
-                    "dict '" + std::string(dict) + "': no change after revision " +
+                    "dict " + QuoteForMessage(dict) + ": no change after revision " +
                         std::to_string(after) + " within the timeout");
     }
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();

@@ -270,7 +270,7 @@ void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
   }
   UnlinkUnneededBlobSegments(name_, snap.revision(), UINT64_MAX);
   if (log_sink_) {
-    log_sink_->Log(LogLevel::kInfo, "dict '" + name_ + "': snapshot generation " +
+    log_sink_->Log(LogLevel::kInfo, "dict " + QuoteForMessage(name_) + ": snapshot generation " +
                                         std::to_string(snap.generation()) + " at revision " +
                                         std::to_string(snap.revision()) + " (" +
                                         std::to_string(snap.entry_count()) + " entries, " +
@@ -393,9 +393,9 @@ void Compactor::BuildInBackground(uint64_t target_revision) {
   bool published = false;
   if (!snap.ok()) {
     if (log_sink_) {
-      log_sink_->Log(LogLevel::kError, "dict '" + name_ + "': building snapshot generation " +
-                                           std::to_string(generation) +
-                                           " failed: " + snap.status().ToString());
+      log_sink_->Log(LogLevel::kError,
+                     "dict " + QuoteForMessage(name_) + ": building snapshot generation " +
+                         std::to_string(generation) + " failed: " + snap.status().ToString());
     }
   } else {
     // Built and named, the claim held, the writer lock not yet taken.

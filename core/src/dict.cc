@@ -34,12 +34,15 @@ bool ValidNameChar(char c) {
 
 }  // namespace
 
+// A message quotes a name that was valid enough to open whole (and cuts only a client's junk).
+static_assert(kMaxNameLength <= kMaxQuotedBytes, "QuoteForMessage would cut valid dict names");
+
 namespace internal {
 
 Status ValidateDictName(std::string_view name, bool allow_nested_child) {
   auto invalid = [&](const std::string& why) {
     return Status(StatusCode::kInvalidArgument,
-                  "invalid dict name '" + std::string(name) + "': " + why);
+                  "invalid dict name " + QuoteForMessage(name) + ": " + why);
   };
   if (name.empty()) return invalid("it is empty");
   if (name.size() > kMaxNameLength) {
@@ -57,8 +60,8 @@ Status ValidateDictName(std::string_view name, bool allow_nested_child) {
     // unlinking one by name would break the dict that owns it.
     if (!IsNestedChildName(name)) {
       return invalid(
-          "it names an internal segment of a dict (only a nested child's name, "
-          "PARENT@c and hex digits, may hold '@')");
+          "it names one of a dict's internal segments ('@' is reserved for them and for nested "
+          "children, PARENT@c and hex digits)");
     }
   }
   for (char c : name) {
@@ -89,6 +92,10 @@ bool SameValue(const std::optional<Value>& a, ValueView* b, bool b_present) {
 
 Status Dict::ValidateName(std::string_view name) { return internal::ValidateDictName(name, false); }
 
+Status Dict::ValidateAttachName(std::string_view name) {
+  return internal::ValidateDictName(name, true);
+}
+
 Result<Dict> Dict::Open(const Options& options) {
   return OpenWithNameRules(options, options.create_mode == CreateMode::kMustAttach);
 }
@@ -101,12 +108,13 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
   if (!valid.ok()) return valid;
   if (options.buffer_size > internal::kMaxLogCapacity) {
     return Status(StatusCode::kInvalidArgument,
-                  "dict '" + impl->name + "': buffer_size " + std::to_string(options.buffer_size) +
-                      " exceeds the maximum of " + std::to_string(internal::kMaxLogCapacity));
+                  "dict " + QuoteForMessage(impl->name) + ": buffer_size " +
+                      std::to_string(options.buffer_size) + " exceeds the maximum of " +
+                      std::to_string(internal::kMaxLogCapacity));
   }
   if ((options.mode & ~mode_t{0777}) != 0) {
-    return Status(StatusCode::kInvalidArgument,
-                  "dict '" + impl->name + "': mode must be permission bits (0..0777)");
+    return Status(StatusCode::kInvalidArgument, "dict " + QuoteForMessage(impl->name) +
+                                                    ": mode must be permission bits (0..0777)");
   }
   const uint64_t capacity =
       std::bit_ceil(std::max<uint64_t>(options.buffer_size, internal::kMinLogCapacity));
@@ -128,11 +136,13 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
         break;
       }
       if (created.status().code() != StatusCode::kAlreadyExists) {
-        return Status(created.status().code(),
-                      "dict '" + name + "': cannot create: " + created.status().message());
+        return Status(
+            created.status().code(),
+            "dict " + QuoteForMessage(name) + ": cannot create: " + created.status().message());
       }
       if (options.create_mode == CreateMode::kMustCreate) {
-        return Status(StatusCode::kAlreadyExists, "dict '" + name + "' already exists");
+        return Status(StatusCode::kAlreadyExists,
+                      "dict " + QuoteForMessage(name) + " already exists");
       }
     }
     auto fd = internal::OpenSegment(name, O_RDWR, 0);
@@ -143,10 +153,10 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
         continue;
       }
       if (fd.status().code() == StatusCode::kNotFound) {
-        return Status(StatusCode::kNotFound, "dict '" + name + "' does not exist");
+        return Status(StatusCode::kNotFound, "dict " + QuoteForMessage(name) + " does not exist");
       }
       return Status(fd.status().code(),
-                    "dict '" + name + "': cannot open: " + fd.status().message());
+                    "dict " + QuoteForMessage(name) + ": cannot open: " + fd.status().message());
     }
     auto map = internal::MapExistingMainSegment(name, fd->get(), true);
     if (!map.ok()) return map.status();
@@ -155,8 +165,9 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
     break;
   }
   if (!impl->map.valid()) {
-    return Status(StatusCode::kUnavailable,
-                  "dict '" + name + "' is being created and unlinked concurrently; retry");
+    return Status(
+        StatusCode::kUnavailable,
+        "dict " + QuoteForMessage(name) + " is being created and unlinked concurrently; retry");
   }
   // A shared flock marks "some process has this dict open" for `shmdict ls`; the kernel drops it
   // when the process dies, so it never goes stale.
@@ -164,7 +175,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
   struct stat st {};
   if (fstat(impl->fd.get(), &st) != 0) {
     if (impl->created) internal::UnlinkSegmentQuietly(name);
-    return internal::ErrnoStatus(errno, "dict '" + name + "': fstat");
+    return internal::ErrnoStatus(errno, "dict " + QuoteForMessage(name) + ": fstat");
   }
   impl->incarnation = static_cast<uint64_t>(st.st_ino);
   impl->header = reinterpret_cast<MainHeader*>(impl->map.data());
@@ -187,7 +198,7 @@ Status Dict::UnlinkByName(std::string_view name) {
   Status valid = internal::ValidateDictName(name, true);
   if (!valid.ok()) return valid;
   if (!internal::UnlinkDictSegments(name)) {
-    return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
+    return Status(StatusCode::kNotFound, "dict " + QuoteForMessage(name) + " does not exist");
   }
   return Status::Ok();
 }
@@ -199,9 +210,9 @@ Result<uint64_t> Dict::IncarnationOf(std::string_view name) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) {
-      return Status(StatusCode::kNotFound, "dict '" + std::string(name) + "' does not exist");
+      return Status(StatusCode::kNotFound, "dict " + QuoteForMessage(name) + " does not exist");
     }
-    return internal::ErrnoStatus(errno, "dict '" + std::string(name) + "': stat " + path);
+    return internal::ErrnoStatus(errno, "dict " + QuoteForMessage(name) + ": stat " + path);
   }
   return static_cast<uint64_t>(st.st_ino);
 }
@@ -336,7 +347,8 @@ Result<uint64_t> Dict::Apply(const std::vector<Change>& changes) {
           cleared = true;
           break;
         default:
-          return Status(StatusCode::kInvalidArgument, "dict '" + d.name + "': change op " +
+          return Status(StatusCode::kInvalidArgument, "dict " + QuoteForMessage(d.name) +
+                                                          ": change op " +
                                                           std::to_string(static_cast<int>(c.op)) +
                                                           " is not a set, erase or clear");
       }
@@ -440,15 +452,16 @@ Result<int64_t> Dict::Increment(std::string_view key, int64_t delta) {
     if (d.view.Find(key, &current)) {
       std::optional<int64_t> v = Value(current).AsInt();
       if (!v) {
-        return Status(StatusCode::kFailedPrecondition, "dict '" + d.name + "': key '" +
-                                                           std::string(key) + "' holds a " +
-                                                           TypeName(current.type) + ", not an int");
+        return Status(StatusCode::kFailedPrecondition,
+                      "dict " + QuoteForMessage(d.name) + ": key " + QuoteForMessage(key) +
+                          " holds a " + TypeName(current.type) + ", not an int");
       }
       base = *v;
     }
     if (__builtin_add_overflow(base, delta, &result)) {
-      return Status(StatusCode::kOutOfRange, "dict '" + d.name + "': incrementing key '" +
-                                                 std::string(key) + "' overflows int64");
+      return Status(StatusCode::kOutOfRange, "dict " + QuoteForMessage(d.name) +
+                                                 ": incrementing key " + QuoteForMessage(key) +
+                                                 " overflows int64");
     }
     encoded = Value::Int(result).data();
     ops.push_back({ChangeOp::kSet, ValueType::kInt64, key, encoded});
@@ -468,17 +481,16 @@ Result<Dict> Dict::OpenNested(std::string_view key) {
     if (d.view.Find(key, &current)) {
       if (current.type != ValueType::kNestedDict) {
         return Status(StatusCode::kFailedPrecondition,
-                      "dict '" + d.name + "': key '" + std::string(key) + "' holds a " +
-                          TypeName(current.type) + ", not a nested dict");
+                      "dict " + QuoteForMessage(d.name) + ": key " + QuoteForMessage(key) +
+                          " holds a " + TypeName(current.type) + ", not a nested dict");
       }
       // Whoever stored a reference to another dict would make this reader open a dict it was
       // never given: only this dict's own children are followed.
       if (Status own = CheckNestedReference(d.name, current.data); !own.ok()) {
         return Status(StatusCode::kFailedPrecondition,
-                      "dict '" + d.name + "': key '" + std::string(key) +
-                          "' holds a nested-dict reference to '" +
-                          std::string(current.data.substr(0, kMaxNameLength)) +
-                          "', which is not one of its children: not followed (" + own.message() +
+                      "dict " + QuoteForMessage(d.name) + ": key " + QuoteForMessage(key) +
+                          " holds a nested-dict reference to " + QuoteForMessage(current.data) +
+                          ", which is not one of its children: not followed (" + own.message() +
                           ")");
       }
       child = std::string(current.data);

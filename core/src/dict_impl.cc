@@ -117,13 +117,15 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
   for (const OpRef& op : ops) {
     if (op.key.size() > kMaxKeyBytes) {
       return Status(StatusCode::kResourceExhausted,
-                    "dict '" + name + "': a key of " + std::to_string(op.key.size()) +
-                        " bytes exceeds the limit of " + std::to_string(kMaxKeyBytes));
+                    "dict " + QuoteForMessage(name) + ": a key of " +
+                        std::to_string(op.key.size()) + " bytes exceeds the limit of " +
+                        std::to_string(kMaxKeyBytes));
     }
     if (op.value.size() > kMaxValueBytes) {
       return Status(StatusCode::kResourceExhausted,
-                    "dict '" + name + "': a value of " + std::to_string(op.value.size()) +
-                        " bytes exceeds the limit of " + std::to_string(kMaxValueBytes));
+                    "dict " + QuoteForMessage(name) + ": a value of " +
+                        std::to_string(op.value.size()) + " bytes exceeds the limit of " +
+                        std::to_string(kMaxValueBytes));
     }
     internal::AppendOp(op, &payload);
   }
@@ -152,9 +154,9 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
     // can win that race, and it frees the ring as well; anything else is a broken invariant, and
     // writing on would overwrite the log that the published snapshot still needs.
     if (tail + needed - w.snapshot_log_position.load(std::memory_order_relaxed) > ring.capacity()) {
-      return Status(
-          StatusCode::kInternal,
-          "dict '" + name + "': the log is full and no snapshot could be published to free it");
+      return Status(StatusCode::kInternal,
+                    "dict " + QuoteForMessage(name) +
+                        ": the log is full and no snapshot could be published to free it");
     }
   }
   RecordKind kind = RecordKind::kChange;

@@ -99,6 +99,52 @@ TEST_F(DictTest, InvalidNamesAreRefused) {
               StatusIs(StatusCode::kInvalidArgument, HasSubstr("'-'")));
 }
 
+// A name or key is quoted in a message escaped and bounded: a valid name whole, junk cut.
+TEST(QuoteForMessageTest, QuotesValidNamesWholeAndCutsAndEscapesTheRest) {
+  const std::string longest_name(kMaxNameLength, 'n');
+  EXPECT_EQ(QuoteForMessage(longest_name), "'" + longest_name + "'");
+  EXPECT_EQ(QuoteForMessage("a\nb\"c\\d\xff"), "'a\\x0ab\\x22c\\x5cd\\xff'");
+  const std::string huge = QuoteForMessage(std::string(size_t{1} << 20, 'n'));
+  EXPECT_EQ(huge, "'" + std::string(kMaxQuotedBytes, 'n') + "...(1048576 bytes)'");
+  // An escape is never split, and escaping cannot grow a quote past the bound.
+  std::string escapes;
+  for (size_t i = 0; i < kMaxQuotedBytes / 4; ++i) escapes += "\\x0a";
+  EXPECT_EQ(QuoteForMessage(std::string(1000, '\n')), "'" + escapes + "...(1000 bytes)'");
+}
+
+// A client's megabyte name (the bridge passes names through) gets a message of a few hundred
+// bytes from every entry point, never the name echoed whole.
+TEST_F(DictTest, AHugeNameGetsAShortMessageEverywhere) {
+  const std::string huge(size_t{1} << 20, 'n');
+  Options o = Opts();
+  o.name = huge;
+  std::vector<Status> refused = {Dict::ValidateName(huge),
+                                 Dict::ValidateAttachName(huge),
+                                 Dict::Open(o).status(),
+                                 Dict::UnlinkByName(huge),
+                                 Dict::IncarnationOf(huge).status(),
+                                 LocalCatalog().Inspect(huge).status()};
+  o.create_mode = CreateMode::kMustAttach;
+  refused.push_back(Dict::Open(o).status());
+  for (const Status& status : refused) {
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString().substr(0, 300);
+    EXPECT_LT(status.message().size(), 1024u) << status.message().substr(0, 300);
+    EXPECT_THAT(status.message(), HasSubstr("...(1048576 bytes)"));
+  }
+}
+
+// The engine quotes keys too: a key of the largest size, holding control bytes, in a message.
+TEST_F(DictTest, ALargeKeyGetsAShortEscapedMessage) {
+  Dict d = OpenOrDie(Opts(1 << 20));
+  const std::string key(kMaxKeyBytes, '\n');
+  ASSERT_OK(d.Set(key, Value::Str("not a number")));
+  Result<int64_t> incremented = d.Increment(key, 1);
+  ASSERT_THAT(incremented, StatusIs(StatusCode::kFailedPrecondition));
+  EXPECT_LT(incremented.status().message().size(), 1024u);
+  EXPECT_THAT(incremented.status().message(), HasSubstr("\\x0a\\x0a"));
+  EXPECT_EQ(incremented.status().message().find('\n'), std::string::npos);
+}
+
 // A dict's internal segments (snapshots, retired snapshots, large values) are parts of it, never
 // a dict: attaching to, or unlinking, one by name would break the dict that owns it (an unlinked
 // snapshot makes every later catch-up DATA_LOSS). Nested children stay reachable by name.

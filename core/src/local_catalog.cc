@@ -15,7 +15,7 @@ namespace {
 
 // `say_how_to_create`: for lookups, not for unlink (the user just wanted it gone).
 Status Missing(std::string_view name, bool say_how_to_create = true) {
-  std::string message = "dict '" + std::string(name) + "' does not exist on this host";
+  std::string message = "dict " + QuoteForMessage(name) + " does not exist on this host";
   if (say_how_to_create) message += " (create it with: shmdict create " + std::string(name) + ")";
   return Status(StatusCode::kNotFound, std::move(message));
 }
@@ -40,7 +40,8 @@ Result<DictStatus> LocalCatalog::Inspect(std::string_view name) {
   auto fd = internal::OpenSegment(name, O_RDONLY, 0);
   if (!fd.ok()) {
     if (fd.status().code() == StatusCode::kNotFound) return Missing(name);
-    return Status(fd.status().code(), "dict '" + std::string(name) + "': " + fd.status().message());
+    return Status(fd.status().code(),
+                  "dict " + QuoteForMessage(name) + ": " + fd.status().message());
   }
   auto map = internal::MapExistingMainSegment(name, fd->get(), false);
   if (!map.ok()) return map.status();

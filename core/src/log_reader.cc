@@ -22,8 +22,8 @@ constexpr uint64_t kReplayReserveRevisions = 8;
 }  // namespace
 
 Status LogReader::Corrupt(const std::string& what) const {
-  return Status(StatusCode::kDataLoss,
-                "dict '" + name_ + "': " + what + ": the segment is corrupted; unlink the dict");
+  return Status(StatusCode::kDataLoss, "dict " + QuoteForMessage(name_) + ": " + what +
+                                           ": the segment is corrupted; unlink the dict");
 }
 
 Result<std::shared_ptr<const SnapshotView>> LogReader::OpenLatestSnapshot() const {
@@ -48,12 +48,13 @@ Result<std::shared_ptr<const SnapshotView>> LogReader::OpenLatestSnapshot() cons
     missing_count = generation == missing_generation ? missing_count + 1 : 1;
     missing_generation = generation;
     if (missing_count >= 3) {
-      return Corrupt("the published snapshot '" + SnapshotSegment(name_, generation) +
-                     "' is missing");
+      return Corrupt("the published snapshot " +
+                     QuoteForMessage(SnapshotSegment(name_, generation)) + " is missing");
     }
   }
-  return Status(StatusCode::kUnavailable,
-                "dict '" + name_ + "': snapshots are replaced faster than they can be mapped");
+  return Status(
+      StatusCode::kUnavailable,
+      "dict " + QuoteForMessage(name_) + ": snapshots are replaced faster than they can be mapped");
 }
 
 Status LogReader::LoadLatestSnapshot(LocalView* view) const {
@@ -131,7 +132,7 @@ Status LogReader::ReplayLog(LocalView* view, uint64_t target, std::string* scrat
       case ReadOutcome::kLapped: {
         if (++laps > kSnapshotRetries) {
           return Status(StatusCode::kUnavailable,
-                        "dict '" + name_ + "': writers keep lapping this reader");
+                        "dict " + QuoteForMessage(name_) + ": writers keep lapping this reader");
         }
         Status s = LoadLatestSnapshot(view);
         if (!s.ok()) return s;

@@ -35,7 +35,7 @@ uint64_t NowUnixNs() {
 // Maps and validates an existing main segment: a clear status for anything that is not a
 // complete shmdict segment of this layout version, never a crash.
 Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writable) {
-  const std::string who = "dict '" + std::string(name) + "'";
+  const std::string who = "dict " + QuoteForMessage(name);
   const auto deadline = std::chrono::steady_clock::now() + kInitializationWait;
   while (true) {
     auto size = SegmentSize(fd);

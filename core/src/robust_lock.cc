@@ -126,7 +126,8 @@ Status HolderIdentity::Claim(const std::string& dict, int segment_fd, MainHeader
   segment_fd_ = segment_fd;
   header_ = header;
   struct stat st;
-  if (fstat(segment_fd, &st) != 0) return ErrnoStatus(errno, "dict '" + dict + "': fstat");
+  if (fstat(segment_fd, &st) != 0)
+    return ErrnoStatus(errno, "dict " + QuoteForMessage(dict) + ": fstat");
   segment_dev_ = st.st_dev;
   segment_ino_ = st.st_ino;
   return Renew();
@@ -150,12 +151,12 @@ Status HolderIdentity::Renew() {
     if (!by_name.ok() || fstat(by_name->get(), &st) != 0 || st.st_ino != segment_ino_ ||
         st.st_dev != segment_dev_) {
       return Status(StatusCode::kInternal,
-                    "dict '" + dict_ +
-                        "': cannot open a descriptor for the writer lock's liveness record "
+                    "dict " + QuoteForMessage(dict_) +
+                        ": cannot open a descriptor for the writer lock's liveness record "
                         "(neither /proc/self/fd nor the dict's name leads to its segment)");
     }
     fd = dup(by_name->get());
-    if (fd < 0) return ErrnoStatus(errno, "dict '" + dict_ + "': dup");
+    if (fd < 0) return ErrnoStatus(errno, "dict " + QuoteForMessage(dict_) + ": dup");
     fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
@@ -173,13 +174,14 @@ Status HolderIdentity::Renew() {
     if (errno != EAGAIN && errno != EACCES) {
       const int err = errno;
       close(fd);
-      return ErrnoStatus(err, "dict '" + dict_ + "': taking the writer lock's liveness lock");
+      return ErrnoStatus(
+          err, "dict " + QuoteForMessage(dict_) + ": taking the writer lock's liveness lock");
     }
     // Somebody holds this token already: the counter went backwards. Try the next one.
   }
   close(fd);
-  return Status(StatusCode::kDataLoss, "dict '" + dict_ +
-                                           "': the writer lock's token counter is damaged (it "
+  return Status(StatusCode::kDataLoss, "dict " + QuoteForMessage(dict_) +
+                                           ": the writer lock's token counter is damaged (it "
                                            "hands out tokens in use): unlink the dict");
 }
 

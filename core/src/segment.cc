@@ -108,7 +108,7 @@ Status ErrnoStatus(int err, const std::string& what) {
 
 Result<Fd> OpenSegment(std::string_view segment, int flags, mode_t mode) {
   int fd = shm_open(ShmName(segment).c_str(), flags | O_CLOEXEC, mode);
-  if (fd < 0) return ErrnoStatus(errno, "segment '" + std::string(segment) + "'");
+  if (fd < 0) return ErrnoStatus(errno, "segment " + QuoteForMessage(segment));
   return Fd(fd);
 }
 
@@ -127,11 +127,11 @@ Status Reserve(int fd, size_t bytes, std::string_view segment) {
   if (err == EOPNOTSUPP) return Status::Ok();  // not tmpfs: pages come on first touch
   if (err == ENOSPC) {
     return Status(StatusCode::kResourceExhausted,
-                  "no room for " + std::to_string(bytes) + " bytes of segment '" +
-                      std::string(segment) + "' in " + std::string(kShmDir) +
+                  "no room for " + std::to_string(bytes) + " bytes of segment " +
+                      QuoteForMessage(segment) + " in " + std::string(kShmDir) +
                       " (it is full: unlink unused dicts or enlarge it)");
   }
-  return ErrnoStatus(err, "reserving segment '" + std::string(segment) + "'");
+  return ErrnoStatus(err, "reserving segment " + QuoteForMessage(segment));
 }
 
 }  // namespace
@@ -148,7 +148,7 @@ Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t by
   if (fchmod(fd->get(), mode) != 0 || ftruncate(fd->get(), static_cast<off_t>(bytes)) != 0) {
     int err = errno;
     UnlinkSegmentQuietly(segment);
-    return ErrnoStatus(err, "sizing segment '" + std::string(segment) + "'");
+    return ErrnoStatus(err, "sizing segment " + QuoteForMessage(segment));
   }
   if (Status reserved = Reserve(fd->get(), bytes, segment); !reserved.ok()) {
     UnlinkSegmentQuietly(segment);
@@ -171,7 +171,7 @@ Status RenameAndSize(int fd, std::string_view from, std::string_view to, size_t 
   if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
     const int err = errno;
     UnlinkSegmentQuietly(to);
-    return ErrnoStatus(err, "sizing segment '" + std::string(to) + "'");
+    return ErrnoStatus(err, "sizing segment " + QuoteForMessage(to));
   }
   if (Status reserved = Reserve(fd, bytes, to); !reserved.ok()) {
     UnlinkSegmentQuietly(to);
@@ -187,7 +187,8 @@ Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string
   auto fd = OpenSegment(from, O_RDWR, 0);
   if (!fd.ok()) return fd.status();
   if (flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
-    return Status(StatusCode::kUnavailable, "segment '" + std::string(from) + "' is still mapped");
+    return Status(StatusCode::kUnavailable,
+                  "segment " + QuoteForMessage(from) + " is still mapped");
   }
   if (Status taken = RenameAndSize(fd->get(), from, to, bytes); !taken.ok()) return taken;
   auto map = MapSegment(fd->get(), bytes, /*writable=*/true, /*populate=*/true);
@@ -204,7 +205,8 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
   auto& [fd, map] = held;
   // Converting our shared flock: fails while any other process holds one (it maps the segment).
   if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    return Status(StatusCode::kUnavailable, "segment '" + std::string(from) + "' is still mapped");
+    return Status(StatusCode::kUnavailable,
+                  "segment " + QuoteForMessage(from) + " is still mapped");
   }
   // The name must still lead to our file: cleanup in another process may have unlinked it, and a
   // newer segment may carry the name since.
@@ -212,7 +214,7 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
   auto by_name = OpenSegment(from, O_RDONLY, 0);
   if (!by_name.ok() || fstat(fd.get(), &ours) != 0 || fstat(by_name->get(), &named) != 0 ||
       ours.st_ino != named.st_ino || ours.st_dev != named.st_dev) {
-    return Status(StatusCode::kNotFound, "segment '" + std::string(from) + "' is gone");
+    return Status(StatusCode::kNotFound, "segment " + QuoteForMessage(from) + " is gone");
   }
   if (Status taken = RenameAndSize(fd.get(), from, to, bytes); !taken.ok()) return taken;
 #if SHMDICT_UNDER_THREAD_SANITIZER
@@ -256,7 +258,7 @@ bool UnlinkDictSegments(std::string_view name) {
 
 Status RenameSegment(std::string_view from, std::string_view to) {
   if (rename(SegmentPath(from).c_str(), SegmentPath(to).c_str()) != 0) {
-    return ErrnoStatus(errno, "renaming segment '" + std::string(from) + "'");
+    return ErrnoStatus(errno, "renaming segment " + QuoteForMessage(from));
   }
   return Status::Ok();
 }

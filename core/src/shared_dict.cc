@@ -150,7 +150,7 @@ Result<SharedDict::Lease> SharedDict::Acquire() {
     std::lock_guard lock(pool.mu);
     if (pool.closed) {
       return Status(StatusCode::kFailedPrecondition,
-                    "dict '" + pool.name + "': its shared handle is closed");
+                    "dict " + QuoteForMessage(pool.name) + ": its shared handle is closed");
     }
     if (pool.first) return Lease(pool_, std::move(pool.first), /*first=*/true, pool.fork_count);
     if (!pool.idle.empty()) {
@@ -168,8 +168,8 @@ Result<SharedDict::Lease> SharedDict::Acquire() {
   auto handle = std::make_unique<Dict>(std::move(*opened));
   if (handle->incarnation() != pool.incarnation) {
     handle->Close().IgnoreError();  // attached, never created: closing unlinks nothing
-    return Status(StatusCode::kAborted, "dict '" + pool.name +
-                                            "' was deleted and created again since it was "
+    return Status(StatusCode::kAborted, "dict " + QuoteForMessage(pool.name) +
+                                            " was deleted and created again since it was "
                                             "opened: open it again");
   }
   return Lease(pool_, std::move(handle), /*first=*/false, fork_count_before);

@@ -34,13 +34,15 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
   // Held while mapped: a builder reuses a retired segment's pages only when nobody maps it.
   // Failing here means a builder is rewriting this segment for a newer generation right now.
   if (flock(fd->get(), LOCK_SH | LOCK_NB) != 0) {
-    return Status(StatusCode::kNotFound, "snapshot segment '" + segment + "' is being reused");
+    return Status(StatusCode::kNotFound,
+                  "snapshot segment " + QuoteForMessage(segment) + " is being reused");
   }
   auto size = SegmentSize(fd->get());
   if (!size.ok()) return size.status();
   auto corrupt = [&](const std::string& why) {
-    return Status(StatusCode::kDataLoss, "dict '" + std::string(dict) + "': snapshot segment '" +
-                                             segment + "' " + why + ": unlink the dict");
+    return Status(StatusCode::kDataLoss, "dict " + QuoteForMessage(dict) + ": snapshot segment " +
+                                             QuoteForMessage(segment) + " " + why +
+                                             ": unlink the dict");
   };
   if (*size < sizeof(SnapshotHeader)) return corrupt("is truncated");
   auto map = MapSegment(fd->get(), *size, false);
@@ -51,14 +53,15 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
   if (version != kLayoutVersion) {
     if (version == 0) return corrupt("was never finished");
     return Status(StatusCode::kFailedPrecondition,
-                  "dict '" + std::string(dict) + "' snapshot has layout version " +
+                  "dict " + QuoteForMessage(dict) + " snapshot has layout version " +
                       std::to_string(version) + ", this build reads " +
                       std::to_string(kLayoutVersion) + ": upgrade or unlink it");
   }
   if (h->header_checksum != SnapshotHeaderChecksum(*h)) return corrupt("has a corrupted header");
   if (h->generation != generation) {
     // Retired and reused for a newer generation between our open and our lock.
-    return Status(StatusCode::kNotFound, "snapshot segment '" + segment + "' was reused");
+    return Status(StatusCode::kNotFound,
+                  "snapshot segment " + QuoteForMessage(segment) + " was reused");
   }
   if (h->total_bytes != *size) return corrupt("is truncated");
   const uint64_t buckets_end = h->buckets_offset + h->bucket_count * sizeof(SnapshotBucket);
@@ -77,10 +80,12 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Open(std::string_view 
     // Cleanup retires a chain's deltas before its base (Compactor::AfterPublish), so a base gone
     // while its delta still has its name was lost, not retired.
     if (OpenSegment(segment, O_RDONLY, 0).ok()) {
-      return corrupt("lies over base snapshot '" + SnapshotSegment(dict, h->base_generation) +
-                     "', which is missing");
+      return corrupt("lies over base snapshot " +
+                     QuoteForMessage(SnapshotSegment(dict, h->base_generation)) +
+                     ", which is missing");
     }
-    return Status(StatusCode::kNotFound, "snapshot segment '" + segment + "' was retired");
+    return Status(StatusCode::kNotFound,
+                  "snapshot segment " + QuoteForMessage(segment) + " was retired");
   }
   if ((*base)->base_generation() != 0) return corrupt("lies over a snapshot that is not a base");
   view->base_ = std::move(*base);
@@ -92,9 +97,9 @@ Status SnapshotView::VerifyContents(std::string_view dict) const {
     return base_ != nullptr ? base_->VerifyContents(dict) : Status::Ok();
   }
   return Status(StatusCode::kDataLoss,
-                "dict '" + std::string(dict) + "': snapshot segment '" +
-                    SnapshotSegment(dict, generation()) +
-                    "' has corrupted contents (checksum mismatch): unlink the dict");
+                "dict " + QuoteForMessage(dict) + ": snapshot segment " +
+                    QuoteForMessage(SnapshotSegment(dict, generation())) +
+                    " has corrupted contents (checksum mismatch): unlink the dict");
 }
 
 // What the delta does to the base, found in one pass before anything is written.
@@ -246,8 +251,8 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
                                                       const std::string& segment, uint64_t total,
                                                       mode_t mode, const HeldSegmentSource* held) {
   if (total / 8 > UINT32_MAX) {
-    return Status(StatusCode::kResourceExhausted, "dict '" + std::string(dict) +
-                                                      "': a snapshot of " + std::to_string(total) +
+    return Status(StatusCode::kResourceExhausted, "dict " + QuoteForMessage(dict) +
+                                                      ": a snapshot of " + std::to_string(total) +
                                                       " bytes exceeds the 32 GiB snapshot limit");
   }
   if (held != nullptr && *held) {
@@ -293,8 +298,8 @@ void PutEntry(uint8_t* at, std::string_view key, uint64_t hash, ValueType type,
 uint8_t FlagsOf(const ValueView* value) { return value == &kErasedMarker ? kEntryErased : 0; }
 
 Status Inconsistent(std::string_view dict) {
-  return Status(StatusCode::kDataLoss, "dict '" + std::string(dict) +
-                                           "': the snapshot being replaced is inconsistent "
+  return Status(StatusCode::kDataLoss, "dict " + QuoteForMessage(dict) +
+                                           ": the snapshot being replaced is inconsistent "
                                            "(its entries disagree with its header)");
 }
 

@@ -62,10 +62,12 @@ class LocalWatcher final : public Watcher {
         handle_closed_(std::move(closed)) {}
 
   Status Closed() const {
-    return Status(StatusCode::kFailedPrecondition, "the handle of dict '" + name_ + "' was closed");
+    return Status(StatusCode::kFailedPrecondition,
+                  "the handle of dict " + QuoteForMessage(name_) + " was closed");
   }
   Status Cancelled() const {
-    return Status(StatusCode::kCancelled, "the watcher of dict '" + name_ + "' was cancelled");
+    return Status(StatusCode::kCancelled,
+                  "the watcher of dict " + QuoteForMessage(name_) + " was cancelled");
   }
   // Pins the newest snapshot and fills the first chunk of it into *batch.
   Status BeginSnapshot(const WatchLimits& limits, ChangeBatch* batch);
@@ -100,7 +102,8 @@ Result<std::unique_ptr<LocalWatcher>> LocalWatcher::Create(
   auto map = internal::MapSegment(fd, bytes, /*writable=*/true);
   if (!map.ok()) {
     return Status(map.status().code(),
-                  "dict '" + name + "': cannot map it for a watcher: " + map.status().message());
+                  "dict " + QuoteForMessage(name) +
+                      ": cannot map it for a watcher: " + map.status().message());
   }
   return std::unique_ptr<LocalWatcher>(new LocalWatcher(name, std::move(*map), std::move(closed)));
 }

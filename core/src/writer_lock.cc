@@ -56,20 +56,20 @@ Status WriterLock::AcquireUncounted(std::chrono::nanoseconds timeout) {
     }
     case LockResult::kTimedOut:
       return Status(StatusCode::kDeadlineExceeded,
-                    "dict '" + name + "': the writer lock is " + DescribeHolder() +
+                    "dict " + QuoteForMessage(name) + ": the writer lock is " + DescribeHolder() +
                         " and was not released within " +
                         std::to_string(timeout.count() / 1000000) + " ms");
     case LockResult::kBusy:
       return Status(StatusCode::kUnavailable,
-                    "dict '" + name + "': the writer lock is " + DescribeHolder());
+                    "dict " + QuoteForMessage(name) + ": the writer lock is " + DescribeHolder());
     case LockResult::kAlreadyHeld:
-      return Status(
-          StatusCode::kFailedPrecondition,
-          "dict '" + name + "': this thread already holds the writer lock through another handle");
+      return Status(StatusCode::kFailedPrecondition,
+                    "dict " + QuoteForMessage(name) +
+                        ": this thread already holds the writer lock through another handle");
     case LockResult::kDamaged:
       return Status(StatusCode::kDataLoss,
-                    "the writer lock of dict '" + name +
-                        "' is held by no live process and cannot be recovered (its owner word "
+                    "the writer lock of dict " + QuoteForMessage(name) +
+                        " is held by no live process and cannot be recovered (its owner word "
                         "names no handle ever opened): unlink the dict");
   }
   std::abort();
@@ -78,8 +78,8 @@ Status WriterLock::AcquireUncounted(std::chrono::nanoseconds timeout) {
 void WriterLock::ReleaseUncounted() {
   if (!ReleaseRobustLock(&header_->writer.write_lock, identity_) && log_sink_) {
     log_sink_->Log(LogLevel::kError,
-                   "dict '" + reader_->name() +
-                       "': another process took over the writer lock while this handle held it "
+                   "dict " + QuoteForMessage(reader_->name()) +
+                       ": another process took over the writer lock while this handle held it "
                        "(was its liveness descriptor closed behind its back?)");
   }
 }
@@ -140,8 +140,8 @@ Status WriterLock::RepairAfterDeadHolder() {
   w.snapshot_chain_base.store(chain_base, std::memory_order_relaxed);
   const uint64_t recoveries = w.lock_recoveries.fetch_add(1, std::memory_order_relaxed) + 1;
   if (log_sink_) {
-    log_sink_->Log(LogLevel::kWarning, "dict '" + reader_->name() +
-                                           "': recovered the writer lock from a dead holder at "
+    log_sink_->Log(LogLevel::kWarning, "dict " + QuoteForMessage(reader_->name()) +
+                                           ": recovered the writer lock from a dead holder at "
                                            "revision " +
                                            std::to_string(committed) + " (recovery #" +
                                            std::to_string(recoveries) + ")");

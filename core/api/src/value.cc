@@ -101,10 +101,11 @@ Status CheckNestedReference(std::string_view dict, std::string_view reference) {
       ChildComponentLength(reference.substr(dict.size())) == reference.size() - dict.size()) {
     return Status::Ok();
   }
-  return Status(StatusCode::kInvalidArgument,
-                "a nested-dict value in dict '" + std::string(dict) +
-                    "' must name one of its own children ('" + std::string(dict) +
-                    "@c' and hex digits); this one names another dict");
+  return Status(StatusCode::kInvalidArgument, "a nested-dict value in dict " +
+                                                  QuoteForMessage(dict) +
+                                                  " must name one of its own children (" +
+                                                  QuoteForMessage(std::string(dict) + "@c") +
+                                                  " and hex digits); this one names another dict");
 }
 
 Status ValidateEncoding(ValueView value) {

@@ -142,8 +142,13 @@ class Dict final : public Store {
   // (top-level or nested children) are unlinked by name.
   static Status UnlinkByName(std::string_view name);
   // (Listing and inspecting dicts without attaching: LocalCatalog, local_catalog.h.)
-  // kInvalidArgument naming the problem, or OK.
+  // kInvalidArgument naming the problem, or OK: a name Open may create (never with '@').
   static Status ValidateName(std::string_view name);
+  // kInvalidArgument naming the problem, or OK: a name Open with kMustAttach, UnlinkByName,
+  // IncarnationOf and LocalCatalog accept, a top-level dict's or a nested child's ("PARENT@c" +
+  // hex), never a dict's internal segment's. For a server that checks a client's name before
+  // anything else; the message quotes the name bounded (QuoteForMessage).
+  static Status ValidateAttachName(std::string_view name);
   // The incarnation (see incarnation()) of the dict now named `name`, without attaching: one
   // stat of its main segment. kNotFound if there is none; kInvalidArgument for a bad name (as for
   // UnlinkByName: a nested child's name is a dict's, an internal segment's is not).

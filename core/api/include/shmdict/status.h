@@ -9,6 +9,7 @@
 #ifndef SHMDICT_STATUS_H_
 #define SHMDICT_STATUS_H_
 
+#include <cstddef>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -61,6 +62,25 @@ class [[nodiscard]] Status {
   StatusCode code_ = StatusCode::kOk;
   std::string message_;
 };
+
+// Untrusted text in messages. A caller controls every byte of the names and keys it passes, and a
+// status travels on (the bridge sends its message to a client in a gRPC header, which a peer
+// refuses past a few KiB): a message quotes such text only through QuoteForMessage, which escapes
+// it and bounds it. Both functions are pure and thread-safe.
+
+// The most characters of escaped text QuoteForMessage keeps. Every valid dict name
+// (kMaxNameLength, dict.h) fits: a message quotes a name it could open whole.
+inline constexpr size_t kMaxQuotedBytes = 200;
+
+// `text` with '\\', '"', control bytes, DEL and bytes >= 0x80 written as \xNN, so that it can
+// break neither a line nor a "-quoted log field ("'" stays: messages quote with it, and the bridge
+// logs whole messages through this same rule). Cut before the escaped text grows past `max_bytes`
+// characters, and then followed by "...(N bytes)" with the full length of `text`.
+std::string EscapeUntrustedText(std::string_view text, size_t max_bytes);
+
+// `text` quoted for a status message: "'" + EscapeUntrustedText(text, kMaxQuotedBytes) + "'", at
+// most kMaxQuotedBytes + 34 bytes whatever `text` is ("dict 'orders' does not exist").
+std::string QuoteForMessage(std::string_view text);
 
 // Either a T or a non-OK Status.
 template <typename T>
