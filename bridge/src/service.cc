@@ -69,14 +69,19 @@ grpc::Status WithDict(DictRegistry* registry, const Authorizer& authorizer, Metr
   return call.Finish(Fail(status, name), 0);
 }
 
-// INVALID_ARGUMENT unless `key` is 1 to kMaxKeyBytes bytes; the message starts with `where`.
+// OK when `key` is 1 to kMaxKeyBytes bytes (INVALID_ARGUMENT when empty, RESOURCE_EXHAUSTED when
+// longer); the message starts with `where`.
 Status CheckKey(std::string_view key, const std::string& where = "") {
   if (!key.empty() && key.size() <= kMaxKeyBytes) return Status::Ok();
+  // Too long is the engine's RESOURCE_EXHAUSTED (a limit, the code a local Dict answers: one Store
+  // contract for both transports); empty is malformed.
+  if (!key.empty()) {
+    return Status(StatusCode::kResourceExhausted,
+                  where + "a key of " + std::to_string(key.size()) +
+                      " bytes exceeds the limit: keys are 1 to 65,536 bytes");
+  }
   return Status(StatusCode::kInvalidArgument,
-                where +
-                    (key.empty() ? std::string("the key is empty")
-                                 : "a key of " + std::to_string(key.size()) + " bytes") +
-                    ": keys are 1 to 65,536 bytes");
+                where + "the key is empty: keys are 1 to 65,536 bytes");
 }
 
 // RESOURCE_EXHAUSTED naming the flag when `batch` has more mutations than --max-batch-ops or more
