@@ -21,20 +21,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class BridgeServerTest : public InProcessBridge {
+class BridgeServerTest : public InProcessBridgeWithDict {
  protected:
-  void SetUp() override {
-    InProcessBridge::SetUp();
-    auto created = Dict::Open(CreateOptions(name_));
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
-    dict_.emplace(std::move(*created));
-  }
-  void TearDown() override {
-    StopBridge();
-    dict_.reset();
-    InProcessBridge::TearDown();
-  }
-
   // Get of `key` in `dict` with `token` (empty: none) through stub_.
   grpc::Status Get(const std::string& dict, const std::string& token = "") {
     auto context = Context();
@@ -55,8 +43,6 @@ class BridgeServerTest : public InProcessBridge {
     v1::WriteResponse response;
     return stub_->Set(context.get(), request, &response);
   }
-
-  std::optional<Dict> dict_;
 };
 
 TEST_F(BridgeServerTest, ServesTheDictsOfThisHostOnItsUnixSocket) {

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "bridge_config.h"
@@ -66,6 +67,25 @@ class InProcessBridge : public testing::DictTestBase {
   BridgeConfig config_;
   std::unique_ptr<BridgeServer> server_;
   std::unique_ptr<v1::Dict::Stub> stub_;
+};
+
+// InProcessBridge with a dict of its own (name_) created before each test and closed after the
+// server stopped; dict_ is the test's local handle of it.
+class InProcessBridgeWithDict : public InProcessBridge {
+ protected:
+  void SetUp() override {
+    InProcessBridge::SetUp();
+    auto created = Dict::Open(CreateOptions(name_));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    dict_.emplace(std::move(*created));
+  }
+  void TearDown() override {
+    StopBridge();
+    dict_.reset();
+    InProcessBridge::TearDown();
+  }
+
+  std::optional<Dict> dict_;
 };
 
 }  // namespace shmdict::bridge

@@ -88,20 +88,8 @@ class LogCapture {
 };
 
 // A BridgeServer in this process with a dict and, optionally, tokens.
-class WatchContractTest : public InProcessBridge {
+class WatchContractTest : public InProcessBridgeWithDict {
  protected:
-  void SetUp() override {
-    InProcessBridge::SetUp();
-    auto created = Dict::Open(CreateOptions(name_));
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
-    dict_.emplace(std::move(*created));
-  }
-  void TearDown() override {
-    StopBridge();
-    dict_.reset();
-    InProcessBridge::TearDown();
-  }
-
   void WriteTokens(const std::string& lines) {
     std::ofstream(dir_ + "/tokens") << lines;
     config_.token_file = dir_ + "/tokens";
@@ -136,8 +124,6 @@ class WatchContractTest : public InProcessBridge {
       ASSERT_OK(dict_->Set("k" + std::to_string(i), Value::Int(i)));
     }
   }
-
-  std::optional<Dict> dict_;
 };
 
 TEST_F(WatchContractTest, StartAheadOfTheDictWaitsForItAndProgressNeverPassesTheDict) {
