@@ -182,10 +182,13 @@ void DictRegistry::Shutdown(const Status& status) {
   std::thread housekeeping;
   {
     // Streams not subscribed to any dict (waiting for their start message) end here; the
-    // subscribed ones already ended above, and End is idempotent.
+    // subscribed ones already ended above, and End is idempotent. Each is told once and then
+    // forgotten: a second Shutdown (the destructor's) must not call a stream that has since
+    // finished and been freed without untracking itself.
     std::lock_guard lock(streams_mu_);
     streams_closed_ = true;
     for (Subscriber* stream : streams_) stream->End(status);
+    streams_.clear();
     housekeeping.swap(housekeeping_);
   }
   streams_cv_.notify_all();

@@ -114,8 +114,9 @@ class DictRegistry {
   // Pokes every tracked stream now (after a token reload: each rechecks its token).
   void PokeAll();
 
-  // Ends every stream (subscribed or only tracked) with `status` and stops the notifiers. Later
-  // Acquire calls fail with kUnavailable, later Track calls return false.
+  // Ends every stream (subscribed or only tracked) with `status` and stops the notifiers; after
+  // it returns the registry never calls a stream again (the streams may be freed without
+  // Untrack). Later Acquire calls fail with kUnavailable, later Track calls return false.
   void Shutdown(const Status& status);
 
   // Names of the dicts currently attached.
