@@ -88,26 +88,27 @@ Status Authorizer::ReloadTokens() {
   return Status::Ok();
 }
 
-grpc::Status Authorizer::Revalidate(const std::string& token, Access needed) const {
-  if (!needs_token()) return grpc::Status::OK;
+std::optional<Access> Authorizer::LookUp(std::string_view presented) const {
   std::shared_ptr<const TokenSet> tokens;
   {
     std::lock_guard lock(mu_);
     tokens = tokens_;
   }
-  bool found = false;
-  Access access = Access::kRead;
-  for (const Token& known : *tokens) {  // every token is compared: no early exit
-    if (ConstantTimeEqual(token, known.secret)) {
-      found = true;
-      access = known.access;
-    }
+  std::optional<Access> access;
+  for (const Token& token : *tokens) {  // every token is compared: no early exit
+    if (ConstantTimeEqual(presented, token.secret)) access = token.access;
   }
-  if (!found) {
+  return access;
+}
+
+grpc::Status Authorizer::Revalidate(const std::string& token, Access needed) const {
+  if (!needs_token()) return grpc::Status::OK;
+  const std::optional<Access> access = LookUp(token);
+  if (!access) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "the token of this call was revoked (the token file no longer holds it)");
   }
-  if (needed == Access::kWrite && access != Access::kWrite) {
+  if (needed == Access::kWrite && *access != Access::kWrite) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         "the token of this call lost write access (it is now \"ro\")");
   }
@@ -118,11 +119,6 @@ grpc::Status Authorizer::Authenticate(const grpc::ServerContextBase& context, Ac
                                       std::string* token) const {
   *granted = Access::kWrite;
   if (!needs_token()) return grpc::Status::OK;
-  std::shared_ptr<const TokenSet> tokens;
-  {
-    std::lock_guard lock(mu_);
-    tokens = tokens_;
-  }
   const auto& metadata = context.client_metadata();
   auto header = metadata.find("authorization");
   if (header == metadata.end()) {
@@ -135,16 +131,9 @@ grpc::Status Authorizer::Authenticate(const grpc::ServerContextBase& context, Ac
                         "the authorization metadata must be \"Bearer TOKEN\"");
   }
   const std::string_view presented = value.substr(kBearer.size());
-  bool found = false;
-  Access access = Access::kRead;
-  for (const Token& token : *tokens) {  // every token is compared: no early exit
-    if (ConstantTimeEqual(presented, token.secret)) {
-      found = true;
-      access = token.access;
-    }
-  }
-  if (!found) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token");
-  *granted = access;
+  const std::optional<Access> access = LookUp(presented);
+  if (!access) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token");
+  *granted = *access;
   if (token != nullptr) token->assign(presented);
   return grpc::Status::OK;
 }

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -79,6 +80,9 @@ class Authorizer {
 
   explicit Authorizer(Options options) : options_(std::move(options)) {}
   static Result<std::shared_ptr<const TokenSet>> ReadTokenFile(const std::string& path);
+  // The access of `presented` in the current token set, nullopt when it holds no such token.
+  // Compares every token in constant time: the answer's timing says nothing about the secrets.
+  std::optional<Access> LookUp(std::string_view presented) const;
 
   const Options options_;
   mutable std::mutex mu_;
