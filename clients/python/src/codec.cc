@@ -378,18 +378,4 @@ PyObject* DecodeValue(PyObject* owner, ValueView value) {
   return result;
 }
 
-bool IsCacheableValue(ValueType type) {
-  switch (type) {
-    case ValueType::kNull:
-    case ValueType::kBool:
-    case ValueType::kInt64:
-    case ValueType::kDouble:
-    case ValueType::kString:
-    case ValueType::kBytes:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace shmdict::python

@@ -61,8 +61,6 @@ bool EncodeValue(PyObject* owner, PyObject* key, PyObject* value, Value* out);
 // Decodes a stored value; `owner` provides `_decode_other(tag, bytes)` for JSON, pickle, user
 // tags and nested dicts. New reference.
 PyObject* DecodeValue(PyObject* owner, ValueView value);
-// True for the immutable native types, whose decoded objects can be shared between reads.
-bool IsCacheableValue(ValueType type);
 
 }  // namespace shmdict::python
 

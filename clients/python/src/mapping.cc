@@ -18,20 +18,18 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
   if (h == nullptr) return nullptr;
   const std::optional<uint64_t> cache_revision = s->backend->CacheRevision(*h);
   const bool cacheable_key = cache_revision && IsCacheableKey(key);
+  uint64_t epoch = 0;
   if (cacheable_key) {
-    // One atomic load: when nothing was committed, the cached object is the current value.
-    SyncCache(s, *cache_revision);
-    if (PyObject* cached = PyDict_GetItemWithError(s->cache, key)) {
-      Py_INCREF(cached);
-      return cached;
-    }
+    // One atomic load when nothing was committed; else the keys that changed are dropped.
+    s->cache.Sync(s, *h, *cache_revision);
+    if (PyObject* cached = s->cache.Get(key)) return cached;
     if (PyErr_Occurred()) return nullptr;
+    epoch = s->cache.epoch();
   }
   EncodedKey encoded;
   if (!EncodeKey(self, key, &encoded)) return nullptr;
   if (!cacheable_key && (h = HandleFor(self)) == nullptr) return nullptr;  // Python ran
-  // The handle catches up first, so the value is at least as new as cache_revision: if it is
-  // newer, the published revision has moved on and the next read drops the cache.
+  // The handle catches up first, so the value is at least as new as the cache's revision.
   Value value;
   if (h->dict != nullptr) {
     if (!*h->dict->Get(encoded.bytes, &value)) return nullptr;  // local reads are always OK
@@ -44,10 +42,9 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
     if (!*found) return nullptr;
   }
   PyObject* decoded = DecodeValue(self, value.view());
-  if (decoded != nullptr && cacheable_key && IsCacheableValue(value.type())) {
-    CacheValue(s, key, decoded);
-  }
-  return decoded;
+  if (decoded == nullptr || !cacheable_key) return decoded;
+  // Decoding may have run Python code (another thread, a close): Keep checks the epoch.
+  return s->cache.Keep(epoch, key, decoded, value.view().data.size());
 }
 
 namespace {
@@ -68,7 +65,6 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
   ThreadHandle* h = s->backend->ForThread();
   if (h == nullptr) return -1;
   Status error;
-  uint64_t revision = 0;
   bool existed = true;
   {
     // A thread holding the user lock cannot wait for the lock (the core's lock is recursive for
@@ -77,17 +73,13 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
     if (h->lock_depth == 0) unlocked.emplace(s);
     if (value != nullptr) {
       Result<uint64_t> r = h->store->Set(encoded_key.bytes, encoded_value);
-      if (r.ok())
-        revision = *r;
-      else
-        error = r.status();
+      if (!r.ok()) error = r.status();
     } else {
       Result<bool> r = h->store->Erase(encoded_key.bytes);
       if (r.ok())
         existed = *r;
       else
         error = r.status();
-      if (r.ok() && *r) revision = h->store->last_commit_revision();
     }
   }
   if (!error.ok()) {
@@ -98,7 +90,9 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
     PyErr_SetObject(PyExc_KeyError, key);
     return -1;
   }
-  CacheOwnWrite(s, revision, key, value, encoded_value.type());
+  // A local cache would learn of this change from its watcher anyway; a remote mirror may not
+  // have it yet, and the old value must not be read back from the cache meanwhile.
+  if (IsCacheableKey(key)) s->cache.Forget(key);
   return 0;
 }
 
@@ -123,9 +117,9 @@ int Contains(PyObject* self, PyObject* key) {
   if (h == nullptr) return -1;
   const std::optional<uint64_t> cache_revision = s->backend->CacheRevision(*h);
   if (cache_revision && IsCacheableKey(key)) {
-    SyncCache(s, *cache_revision);
-    if (PyDict_GetItemWithError(s->cache, key) != nullptr) return 1;
-    if (PyErr_Occurred()) return -1;
+    s->cache.Sync(s, *h, *cache_revision);
+    const int cached = s->cache.Contains(key);
+    if (cached != 0) return cached;  // 1, or -1 with an exception
   }
   EncodedKey encoded;
   if (!EncodeKey(self, key, &encoded)) return -1;

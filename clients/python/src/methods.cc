@@ -339,6 +339,27 @@ void DefineMethods(py::object type) {
   AddMethod(type, "_connect", &Connect, py::arg("address"), py::arg("name"), py::arg("mirror"),
             py::arg("timeout"), py::arg("token"), py::arg("tls_ca"), py::arg("tls_cert"),
             py::arg("tls_key"));
+  // The read cache's state and bounds (read_cache.h), for tests and tuning.
+  AddMethod(type, "_read_cache_info", [](py::handle self) {
+    State* s = Ready(self.ptr());
+    if (s == nullptr) throw py::error_already_set();
+    py::dict info;
+    info["keys"] = s->cache.size();
+    info["bytes"] = s->cache.bytes();
+    info["revision"] = s->cache.revision();
+    info["max_keys"] = s->cache.max_keys();
+    info["max_bytes"] = s->cache.max_bytes();
+    return info;
+  });
+  AddMethod(
+      type, "_set_read_cache_limits",
+      [](py::handle self, Py_ssize_t max_keys, size_t max_bytes) {
+        State* s = Ready(self.ptr());
+        if (s == nullptr) throw py::error_already_set();
+        if (max_keys < 0) throw py::value_error("max_keys must be >= 0");
+        s->cache.SetLimits(max_keys, max_bytes);
+      },
+      py::arg("max_keys"), py::arg("max_bytes"));
   AddMethod(type, "_closed", [](py::handle self) {
     State* s = StateOf(self.ptr());
     return s == nullptr || s->closed;

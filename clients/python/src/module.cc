@@ -3,7 +3,7 @@
 //   errors      the exception classes and Status → exception
 //   state       a dict object's state: its backend (a handle per thread over a SharedDict, or a
 //               remote dict's one handle), fork handling, close
-//   read_cache  decoded immutable values, valid while the dict's revision stands still
+//   read_cache  decoded values by key, each kept until the log reports its key changed
 //   mapping     DictBase, a CPython heap type: the slots d[k], d[k] = v, del, len, `in`
 //   lock        LockBase (the C part of shmdict.Lock) and the lock methods
 //   methods     DictBase's other methods, bound with pybind11

@@ -58,7 +58,8 @@ class RemoteBackend final : public Backend {
     if (endpoint_.mirror) return h.store->revision();
     return std::nullopt;
   }
-  bool has_read_cache() const override { return endpoint_.mirror; }
+  // A mirror tells only that its revision moved: every move empties the cache.
+  std::unique_ptr<Watcher> CacheWatcher(ThreadHandle&, uint64_t*) override { return nullptr; }
   ErrorContext error_context(bool type_check) const override {
     return ErrorContext{.type_check = type_check, .remote = true};
   }

@@ -111,7 +111,11 @@ class LocalBackend final : public Backend {
   std::optional<uint64_t> CacheRevision(ThreadHandle& h) override {
     return h.dict->published_revision();
   }
-  bool has_read_cache() const override { return true; }
+  std::unique_ptr<Watcher> CacheWatcher(ThreadHandle& h, uint64_t* from) override {
+    *from = h.dict->revision();
+    Result<std::unique_ptr<Watcher>> watcher = h.dict->Watch(*from);
+    return watcher.ok() ? std::move(*watcher) : nullptr;
+  }
   ErrorContext error_context(bool type_check) const override {
     return ErrorContext{.type_check = type_check};
   }
@@ -168,12 +172,9 @@ State::State(std::string name_in, bool created_in, std::unique_ptr<Backend> back
     : name(std::move(name_in)),
       created(created_in),
       backend(std::move(backend_in)),
-      fork_count(SharedDict::ForkCount()) {
-  cache = PyDict_New();
-  if (cache == nullptr) throw py::error_already_set();
-}
+      fork_count(SharedDict::ForkCount()) {}
 
-State::~State() { Py_CLEAR(cache); }
+State::~State() = default;
 
 void Install(py::handle self, std::unique_ptr<State> state) {
   if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
@@ -184,6 +185,8 @@ void SyncFork(State* s) {
   const uint64_t forks = SharedDict::ForkCount();
   if (s->fork_count == forks) return;
   s->backend->ForgetParent();
+  // The cache's watcher belongs to the parent's handles too.
+  s->cache.Reset();
   // The calls that were in progress ran on threads that were not forked.
   s->busy_calls = 0;
   s->fork_count = forks;
@@ -239,7 +242,7 @@ void CloseState(py::handle self) {
   // Closed before the GIL is released: other threads then see a closed dict, not a handle that
   // is going away.
   s->closed = true;
-  PyDict_Clear(s->cache);
+  s->cache.Reset();
   const Status first = s->backend->Close();
   if (!first.ok()) ThrowStatus(first);
 }

@@ -41,6 +41,7 @@
 #include <string>
 
 #include "errors.h"
+#include "read_cache.h"
 #include "shmdict/dict.h"
 #include "shmdict/shared_dict.h"
 #include "shmdict/store.h"
@@ -95,7 +96,9 @@ class Backend {
   // The revision the read cache follows (after `h` caught up): a local dict's published revision
   // (one atomic load), a mirror's revision; nullopt when reads each ask the bridge (no cache).
   virtual std::optional<uint64_t> CacheRevision(ThreadHandle& h) = 0;
-  virtual bool has_read_cache() const = 0;
+  // A watcher for the read cache, on `h`'s dict, starting after *from (set to the handle's
+  // revision after catching up); nullptr when the backend cannot tell which keys changed (remote).
+  virtual std::unique_ptr<Watcher> CacheWatcher(ThreadHandle& h, uint64_t* from) = 0;
   virtual ErrorContext error_context(bool type_check = false) const = 0;
   // A watcher of its own: it does not depend on which thread advances a generator, and a slow
   // consumer costs only its own position in the log.
@@ -115,9 +118,7 @@ class State {
   const std::string name;
   const bool created;  // the first handle created the dict
   const std::unique_ptr<Backend> backend;
-  // Decoded immutable values by key, valid while the cache's revision equals cache_revision.
-  PyObject* cache = nullptr;
-  uint64_t cache_revision = 0;
+  ReadCache cache;  // decoded values by key (read_cache.h)
   // Calls that use a handle across a GIL release or a signal handler; close() refuses meanwhile.
   int busy_calls = 0;
   bool closed = false;
