@@ -14,7 +14,9 @@ import atexit
 import importlib
 import json
 import math
+import os
 import pickle
+import threading
 import types
 import weakref
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
@@ -211,6 +213,106 @@ def _reattach(cls, name, kwargs):
     return cls(name=name, create=False, auto_unlink=False, **_serializer_from_pickle(kwargs))
 
 
+def _resolve(future, result, exc):
+    if not future.done():
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+
+
+class _ChangeNotifier:
+    """Wakes the asyncio waiters of one dict object (changed(), and awatch() through it) without
+    the event loop's default executor: a thread of its own waits on the dict (the core's futex
+    wait, no polling) while any waiter is pending, and hands each new revision to the waiters'
+    loops with call_soon_threadsafe, which writes to the loop's self-pipe, a descriptor the loop
+    watches. N waiters, on any number of loops, cost this one thread and no executor thread; the
+    thread ends within _SLICE seconds of its last waiter leaving (a cancelled or timed-out
+    future counts as gone) and starts again with the next one."""
+
+    _SLICE = 0.25
+
+    def __init__(self, owner):
+        self._owner = weakref.ref(owner)
+        self._lock = threading.Lock()
+        self._waiters = []  # (after, loop, future): resolved when a revision > after commits
+        self._thread = None
+        self._stopping = False
+        self._pid = os.getpid()
+
+    def wait(self, after, loop):
+        future = loop.create_future()
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._pid, self._waiters, self._thread = os.getpid(), [], None
+            if self._stopping:
+                raise _core.Closed("the dict is closed")
+            self._waiters.append((after, loop, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="shmdict-notifier")
+                self._thread.start()
+        return future
+
+    def stop(self):
+        """Fails the pending waiters with shmdict.Closed and waits for the thread to end."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread if self._pid == os.getpid() else None
+        self._fail(_core.Closed("the dict was closed while waiting for a change"))
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _take(self, due):
+        """Removes and returns the waiters for which due(after) holds."""
+        with self._lock:
+            taken = [w for w in self._waiters if due(w[0])]
+            self._waiters = [w for w in self._waiters if not due(w[0])]
+        return taken
+
+    def _fail(self, exc):
+        self._hand_over(self._take(lambda after: True), None, exc)
+
+    @staticmethod
+    def _hand_over(waiters, result, exc):
+        for _, loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future, result, exc)
+            except RuntimeError:
+                pass  # its loop is closed: nobody waits any more
+
+    def _run(self):
+        seen = None  # the latest revision this thread saw
+        while True:
+            with self._lock:
+                # A future that is done was cancelled (a task's cancel, wait_for's timeout).
+                self._waiters = [w for w in self._waiters if not w[2].done()]
+                if self._stopping or not self._waiters:
+                    self._thread = None
+                    return
+                lowest = min(after for after, _, _ in self._waiters)
+            d = self._owner()
+            try:
+                if d is None:
+                    raise _core.Closed("the dict was garbage-collected while waited for")
+                if seen is None:
+                    seen = d._revision()
+                # Any revision after the one seen wakes the thread: a waiter that arrived meanwhile
+                # with a lower `after` than the others is served without delay.
+                revision = d._wait_for_change(min(lowest, seen), self._SLICE)
+            except BaseException as exc:  # noqa: BLE001 -- handed to every waiter
+                with self._lock:
+                    self._thread = None
+                    failed, self._waiters = self._waiters, []
+                self._hand_over(failed, None, exc)
+                return
+            finally:
+                del d
+            if revision is not None:
+                seen = revision
+                self._hand_over(self._take(lambda after: after < revision), revision, None)
+
+
 class _Mapping(_core.DictBase, MutableMapping):
     """What Dict and RemoteDict share: the MutableMapping API, compare_and_set, revisions and
     watching, the value codec hooks. The C++ side (shmdict._core) runs each call on the local
@@ -312,27 +414,40 @@ class _Mapping(_core.DictBase, MutableMapping):
 
     async def changed(self, after: Optional[int] = None, timeout: Optional[float] = None):
         """asyncio: await the next revision after `after`, as wait_for_change()."""
-        after = self._revision() if after is None else after
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            # Short waits in the executor keep a cancelled task from pinning a thread for long.
-            step = 0.25 if deadline is None else max(0.0, min(0.25, deadline - loop.time()))
-            rev = await loop.run_in_executor(None, self._wait_for_change, after, step)
-            if rev is not None:
-                return rev
-            if deadline is not None and loop.time() >= deadline:
-                return None
+        current = self._revision()
+        if after is None:
+            after = current
+        elif current > after:
+            return current
+        notifier = self.__dict__.get("_notifier")
+        if notifier is None:
+            notifier = self.__dict__.setdefault("_notifier", _ChangeNotifier(self))
+        future = notifier.wait(after, asyncio.get_running_loop())
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None  # wait_for cancelled the future: the notifier drops it
 
-    async def awatch(self, after_revision: int = 0):
-        """asyncio: `async for change in d.awatch(...)`, as watch()."""
+    async def awatch(self, after_revision: int = 0, timeout: Optional[float] = None):
+        """asyncio: `async for change in d.awatch(...)`, as watch(): stops when timeout seconds
+        pass without a change (None: never). Waits through changed(), so no executor thread."""
         stream = _core.WatchStream(self, after_revision)
-        loop = asyncio.get_running_loop()
+        lag = 0.0
         while True:
-            batch = await loop.run_in_executor(None, stream.next, self, 1024, 0.25)
+            batch = stream.next(self, 1024, 0)  # what is there now, without waiting
             if batch is not None:
+                lag = 0.0
                 for change in self._changes(batch):
                     yield change
+                continue
+            if lag:
+                # The dict announced a revision the stream has not received yet (a remote
+                # stream behind the mirror): wait a little, longer each time, up to 50 ms.
+                await asyncio.sleep(lag)
+                lag = min(lag * 2, 0.05)
+            if await self.changed(stream.revision, timeout) is None:
+                return
+            lag = lag or 0.001
 
     @staticmethod
     def _changes(batch):
@@ -351,6 +466,9 @@ class _Mapping(_core.DictBase, MutableMapping):
         auto_unlink). Idempotent. Nested dicts opened through it are closed too."""
         for child in self._children.values():
             child.close()
+        notifier = self.__dict__.get("_notifier")
+        if notifier is not None:
+            notifier.stop()  # its thread waits on the dict: close() would find the dict busy
         self._close()
         _live.pop(id(self), None)
 
