@@ -62,6 +62,12 @@ bool IsContainer(PyObject* o) { return PyList_CheckExact(o) || PyDict_CheckExact
 PyObject* CopyTree(PyObject* o) {
   if (PyList_CheckExact(o)) {
     const Py_ssize_t n = PyList_GET_SIZE(o);
+    Py_ssize_t first_container = 0;
+    while (first_container < n && !IsContainer(PyList_GET_ITEM(o, first_container))) {
+      ++first_container;
+    }
+    // A flat list (the common case) is one slice: a copy of the item pointers.
+    if (first_container == n) return PyList_GetSlice(o, 0, n);
     PyObject* copy = PyList_New(n);
     if (copy == nullptr) return nullptr;
     for (Py_ssize_t i = 0; i < n; ++i) {
