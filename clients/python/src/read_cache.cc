@@ -17,6 +17,9 @@ namespace {
 constexpr int kMaxCachedDepth = 64;
 // Counted per entry on top of its encoded value: the key, the entry, the decoded object's header.
 constexpr size_t kEntryOverhead = 128;
+// Counted per object of a decoded list or dict (the pointer to it and a small object), so that
+// the bound follows the decoded size rather than the encoded one.
+constexpr size_t kObjectOverhead = 40;
 
 bool IsLeaf(PyObject* o) {
   return o == Py_None || PyBool_Check(o) || PyLong_CheckExact(o) || PyFloat_CheckExact(o) ||
@@ -26,19 +29,22 @@ bool IsLeaf(PyObject* o) {
 enum class Shape { kImmutable, kMutableTree, kOther };
 
 // kImmutable: may be returned as it is; kMutableTree: lists and dicts (at any level) that
-// CopyTree makes independent; kOther: not cached.
-Shape Classify(PyObject* o, int depth) {
+// CopyTree makes independent; kOther: not cached. Adds the objects below `o` to *objects.
+Shape Classify(PyObject* o, int depth, size_t* objects) {
+  ++*objects;
   if (IsLeaf(o)) return Shape::kImmutable;
   if (depth >= kMaxCachedDepth) return Shape::kOther;
   if (PyTuple_CheckExact(o)) {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o); ++i) {
-      if (Classify(PyTuple_GET_ITEM(o, i), depth + 1) != Shape::kImmutable) return Shape::kOther;
+      if (Classify(PyTuple_GET_ITEM(o, i), depth + 1, objects) != Shape::kImmutable)
+        return Shape::kOther;
     }
     return Shape::kImmutable;
   }
   if (PyList_CheckExact(o)) {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); ++i) {
-      if (Classify(PyList_GET_ITEM(o, i), depth + 1) == Shape::kOther) return Shape::kOther;
+      if (Classify(PyList_GET_ITEM(o, i), depth + 1, objects) == Shape::kOther)
+        return Shape::kOther;
     }
     return Shape::kMutableTree;
   }
@@ -47,8 +53,8 @@ Shape Classify(PyObject* o, int depth) {
     PyObject* key;
     PyObject* value;
     while (PyDict_Next(o, &pos, &key, &value)) {
-      if (Classify(key, depth + 1) != Shape::kImmutable) return Shape::kOther;
-      if (Classify(value, depth + 1) == Shape::kOther) return Shape::kOther;
+      if (Classify(key, depth + 1, objects) != Shape::kImmutable) return Shape::kOther;
+      if (Classify(value, depth + 1, objects) == Shape::kOther) return Shape::kOther;
     }
     return Shape::kMutableTree;
   }
@@ -172,9 +178,11 @@ bool ReadCache::Put(PyObject* key, PyObject* decoded, size_t encoded_bytes) {
   }
   if (PyFloat_Check(key) && std::isnan(PyFloat_AS_DOUBLE(key))) return false;
   if (max_keys_ <= 0) return false;
-  const size_t cost = encoded_bytes + kEntryOverhead;
+  if (encoded_bytes > max_bytes_ / 4) return false;  // before walking a large value
+  size_t objects = 0;
+  if (Classify(decoded, 0, &objects) == Shape::kOther) return false;
+  const size_t cost = encoded_bytes + kEntryOverhead + (objects - 1) * kObjectOverhead;
   if (cost > max_bytes_ / 4) return false;
-  if (Classify(decoded, 0) == Shape::kOther) return false;
   Forget(key);
   if (PyDict_GET_SIZE(entries_) >= max_keys_ || bytes_ + cost > max_bytes_) DropEntries();
   PyObject* size = PyLong_FromSize_t(cost);

@@ -21,11 +21,13 @@
 // decoded object (an arbitrary pickled class, a numpy array, a nested Dict) is decoded on every
 // read, since its mutability is unknown.
 //
-// Bounds. At most max_keys entries and max_bytes bytes of encoded values (kDefaultMaxKeys,
-// kDefaultMaxBytes; _set_read_cache_limits changes them per dict object); a value larger than a
-// quarter of max_bytes is never cached. An insertion that would pass a bound empties the cache
-// first (not LRU: constant bookkeeping, and a workload cycling over more keys than the bound
-// gains nothing from LRU either).
+// Bounds. At most max_keys entries and max_bytes bytes (kDefaultMaxKeys, kDefaultMaxBytes;
+// _set_read_cache_limits changes them per dict object), an entry's bytes estimated as its
+// encoded value plus 128, plus 40 per object of a decoded list or dict (a pointer and a small
+// int: a JSON list of small ints decodes to ~6x its bytes). An entry over a quarter of max_bytes
+// is never cached. An insertion that would pass a bound empties the cache first (not LRU:
+// constant bookkeeping, and a workload cycling over more keys than the bound gains nothing from
+// LRU either).
 //
 // Thread-safety: needs the GIL (every member). Lifetime: owned by its State; the watcher maps the
 // dict itself, so it stays safe to destroy after the handles closed.

@@ -230,3 +230,28 @@ def test_a_forked_child_reads_what_its_parent_wrote_after_caching(d):
         assert helpers.stop([p]) == []
     assert parent_value == "p" and items["a"] == [1]
     assert d["child"] == p.pid
+
+
+def test_a_remote_mirrors_cache_follows_writes_and_hands_out_copies(bridge, name):
+    import time
+    from conftest import HAS_REMOTE  # noqa: F401 -- the bridge fixture skips without it
+
+    with shmdict.Dict(name, create=True) as local, \
+            shmdict.connect(bridge.address, name, mirror=True) as remote:
+        local["l"] = [1, [2]]
+        local["s"] = "same"
+        deadline = time.monotonic() + 30
+        while remote.get("l") != [1, [2]]:  # the mirror catches up
+            assert time.monotonic() < deadline, "the mirror never saw the write"
+            time.sleep(0.01)
+        got = remote["l"]
+        got.append(3)
+        got[1].append(4)
+        assert remote["l"] == [1, [2]]
+        local["l"] = "changed"
+        while remote.get("l") != "changed":
+            assert time.monotonic() < deadline, "the mirror never saw the change"
+            time.sleep(0.01)
+        assert remote["s"] == "same"
+        remote["l"] = [5]  # its own write is read back, not the cached old value
+        assert remote["l"] == [5]
