@@ -240,11 +240,17 @@ class _ChangeNotifier:
         self._stopping = False
         self._pid = os.getpid()
 
+    def _after_fork(self):
+        """In a forked child: the parent's thread and waiters are not here, and the lock may
+        have been held by that thread at the fork."""
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._pid, self._waiters, self._thread = os.getpid(), [], None
+
     def wait(self, after, loop):
         future = loop.create_future()
+        self._after_fork()
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-                self._pid, self._waiters, self._thread = os.getpid(), [], None
             if self._stopping:
                 raise _core.Closed("the dict is closed")
             self._waiters.append((after, loop, future))
@@ -256,9 +262,10 @@ class _ChangeNotifier:
 
     def stop(self):
         """Fails the pending waiters with shmdict.Closed and waits for the thread to end."""
+        self._after_fork()
         with self._lock:
             self._stopping = True
-            thread = self._thread if self._pid == os.getpid() else None
+            thread = self._thread
         self._fail(_core.Closed("the dict was closed while waiting for a change"))
         if thread is not None and thread is not threading.current_thread():
             thread.join()

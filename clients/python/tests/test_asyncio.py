@@ -153,3 +153,44 @@ def test_closing_the_dict_fails_its_waiters_with_closed(name):
             await waiter
 
     asyncio.run(main())
+
+
+def _wait_in_forked_child(d, conn):
+    async def main():
+        waiter = asyncio.create_task(d.changed())
+        await asyncio.sleep(0)
+        d["child"] = 1
+        return await asyncio.wait_for(waiter, 60)
+
+    conn.send(asyncio.run(main()) == d.revision)
+
+
+def test_a_forked_child_waits_with_a_notifier_of_its_own(d):
+    import multiprocessing
+    import helpers
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork")
+    ctx = multiprocessing.get_context("fork")
+    started = threading.Event()
+    parent_result = []
+
+    def parent_loop():
+        async def main():
+            waiter = asyncio.create_task(d.changed())
+            await asyncio.sleep(0)
+            started.set()  # the parent's notifier thread is waiting now
+            parent_result.append(await asyncio.wait_for(waiter, 60))
+        asyncio.run(main())
+
+    t = threading.Thread(target=parent_loop)
+    t.start()
+    assert started.wait(60)
+    parent_end, child_end = ctx.Pipe()
+    p = ctx.Process(target=_wait_in_forked_child, args=(d, child_end))
+    p.start()
+    try:
+        assert parent_end.recv() is True
+    finally:
+        assert helpers.stop([p]) == []
+    t.join(60)
+    assert parent_result and parent_result[0] >= 1
