@@ -11,7 +11,7 @@ namespace shmdict::python {
 
 PyTypeObject* g_dict_type = nullptr;
 
-PyObject* Lookup(PyObject* self, PyObject* key) {
+PyObject* Lookup(PyObject* self, PyObject* key, Sharing sharing) {
   State* s = Ready(self);
   if (s == nullptr) return nullptr;
   ThreadHandle* h = s->backend->ForThread();
@@ -22,7 +22,7 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
   if (cacheable_key) {
     // One atomic load when nothing was committed; else the keys that changed are dropped.
     s->cache.Sync(s, *h, *cache_revision);
-    if (PyObject* cached = s->cache.Get(key)) return cached;
+    if (PyObject* cached = s->cache.Get(key, sharing == Sharing::kShared)) return cached;
     if (PyErr_Occurred()) return nullptr;
     epoch = s->cache.epoch();
   }
@@ -44,7 +44,7 @@ PyObject* Lookup(PyObject* self, PyObject* key) {
   PyObject* decoded = DecodeValue(self, value.view());
   if (decoded == nullptr || !cacheable_key) return decoded;
   // Decoding may have run Python code (another thread, a close): Keep checks the epoch.
-  return s->cache.Keep(epoch, key, decoded, value.view().data.size());
+  return s->cache.Keep(epoch, key, decoded, value.view().data.size(), sharing == Sharing::kShared);
 }
 
 namespace {
@@ -149,6 +149,28 @@ void Dealloc(PyObject* self) {
   Py_DECREF(type);
 }
 
+// d._get_shared(key, default=None): d.get without the copy of a list or dict value.
+PyObject* GetShared(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1 || nargs > 2) {
+    PyErr_SetString(PyExc_TypeError, "_get_shared(key, default=None)");
+    return nullptr;
+  }
+  PyObject* value = Lookup(self, args[0], Sharing::kShared);
+  if (value != nullptr || PyErr_Occurred()) return value;
+  PyObject* fallback = nargs == 2 ? args[1] : Py_None;
+  Py_INCREF(fallback);
+  return fallback;
+}
+
+PyMethodDef g_methods[] = {
+    {"_get_shared", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(GetShared)),
+     METH_FASTCALL,
+     "d._get_shared(key, default=None): as d.get, but a list or dict value is the cached object "
+     "itself, not a copy: mutating it changes what this dict object's later reads of the key "
+     "return, until the key changes (UltraDict's local copy, for the drop-in)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyType_Slot g_slots[] = {
     {Py_tp_doc, const_cast<char*>("The C++ engine under shmdict.Dict; use shmdict.Dict.")},
     {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
@@ -157,6 +179,7 @@ PyType_Slot g_slots[] = {
     {Py_mp_ass_subscript, reinterpret_cast<void*>(SetOrDeleteItem)},
     {Py_mp_length, reinterpret_cast<void*>(Length)},
     {Py_sq_contains, reinterpret_cast<void*>(Contains)},
+    {Py_tp_methods, g_methods},
     {0, nullptr},
 };
 PyType_Spec g_spec = {

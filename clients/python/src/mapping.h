@@ -20,9 +20,17 @@ extern PyTypeObject* g_dict_type;
 // Creates DictBase (a new reference); nullptr with an exception set.
 PyObject* MakeDictType();
 
-// The read path shared by d[k], d.get and `in`. Returns a new reference; nullptr with no
-// exception set when the key is missing.
-PyObject* Lookup(PyObject* self, PyObject* key);
+// How a read hands out a cached list or dict value (read_cache.h).
+enum class Sharing {
+  kCopy,    // a new copy of its lists and dicts: what the caller mutates is its own
+  kShared,  // the cached object itself (d._get_shared, for the UltraDict drop-in: UltraDict hands
+            // out the objects of its local copy, and a mutation shows in later reads of that
+            // handle until the key changes)
+};
+
+// The read path shared by d[k], d.get, d._get_shared and `in`. Returns a new reference; nullptr
+// with no exception set when the key is missing.
+PyObject* Lookup(PyObject* self, PyObject* key, Sharing sharing = Sharing::kCopy);
 
 }  // namespace shmdict::python
 

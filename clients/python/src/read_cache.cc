@@ -145,18 +145,19 @@ ReadCache::~ReadCache() {
   Py_CLEAR(sizes_);
 }
 
-PyObject* ReadCache::Get(PyObject* key) {
+PyObject* ReadCache::Get(PyObject* key, bool shared) {
   PyObject* cached = PyDict_GetItemWithError(entries_, key);
   if (cached == nullptr) return nullptr;
-  if (IsContainer(cached)) return CopyTree(cached);
+  if (!shared && IsContainer(cached)) return CopyTree(cached);
   Py_INCREF(cached);
   return cached;
 }
 
 int ReadCache::Contains(PyObject* key) { return PyDict_Contains(entries_, key); }
 
-PyObject* ReadCache::Keep(uint64_t epoch, PyObject* key, PyObject* decoded, size_t encoded_bytes) {
-  if (epoch != epoch_ || !Put(key, decoded, encoded_bytes) || !IsContainer(decoded)) {
+PyObject* ReadCache::Keep(uint64_t epoch, PyObject* key, PyObject* decoded, size_t encoded_bytes,
+                          bool shared) {
+  if (epoch != epoch_ || !Put(key, decoded, encoded_bytes) || shared || !IsContainer(decoded)) {
     return decoded;
   }
   PyObject* copy = CopyTree(decoded);

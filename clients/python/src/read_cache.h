@@ -68,9 +68,9 @@ class ReadCache {
     if (published != revision_) SyncSlow(s, h, published);
   }
 
-  // The cached value of `key` (a new reference; a fresh copy for lists and dicts), or nullptr:
-  // a miss without an exception, or an error (out of memory) with one.
-  PyObject* Get(PyObject* key);
+  // The cached value of `key` (a new reference; a fresh copy for lists and dicts unless
+  // `shared`), or nullptr: a miss without an exception, or an error (out of memory) with one.
+  PyObject* Get(PyObject* key, bool shared = false);
   // -1 with an exception, 0 or 1.
   int Contains(PyObject* key);
 
@@ -81,9 +81,10 @@ class ReadCache {
   uint64_t epoch() const { return epoch_; }
   // Keeps `decoded` (a reference the call takes over), read from the core after the cache had
   // `epoch`, when it is of a cacheable shape and within the bounds, and returns what the reader
-  // gets: `decoded` itself, or a copy of it when the cache keeps it and it is a list or dict.
-  // Never raises: an error (out of memory) leaves `decoded` uncached and returns it.
-  PyObject* Keep(uint64_t epoch, PyObject* key, PyObject* decoded, size_t encoded_bytes);
+  // gets: `decoded` itself, or a copy of it when the cache keeps it, it is a list or dict and
+  // not `shared`. Never raises: an error (out of memory) leaves `decoded` uncached and returns it.
+  PyObject* Keep(uint64_t epoch, PyObject* key, PyObject* decoded, size_t encoded_bytes,
+                 bool shared = false);
   // Drops `key`'s entry (this process wrote it).
   void Forget(PyObject* key);
   // Drops every entry and the watcher (close, fork: the watcher belongs to the parent's handles).

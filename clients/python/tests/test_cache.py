@@ -255,3 +255,16 @@ def test_a_remote_mirrors_cache_follows_writes_and_hands_out_copies(bridge, name
         assert remote["s"] == "same"
         remote["l"] = [5]  # its own write is read back, not the cached old value
         assert remote["l"] == [5]
+
+
+def test_get_shared_hands_out_the_cached_object_until_its_key_changes(d, name):
+    d["l"] = [1, 2]
+    first = d._get_shared("l")
+    assert first == [1, 2] and d._get_shared("l") is first
+    assert d["l"] is not first  # d[k] still copies
+    in_other_process(name, "d['other'] = 1")
+    assert d._get_shared("l") is first
+    in_other_process(name, "d['l'] = [3]")
+    assert d._get_shared("l") == [3]
+    assert d._get_shared("missing", "default") == "default"
+    assert d._get_shared("missing") is None
