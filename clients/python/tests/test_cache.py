@@ -234,7 +234,6 @@ def test_a_forked_child_reads_what_its_parent_wrote_after_caching(d):
 
 def test_a_remote_mirrors_cache_follows_writes_and_hands_out_copies(bridge, name):
     import time
-    from conftest import HAS_REMOTE  # noqa: F401 -- the bridge fixture skips without it
 
     with shmdict.Dict(name, create=True) as local, \
             shmdict.connect(bridge.address, name, mirror=True) as remote:
