@@ -104,6 +104,7 @@ _COMMIT_REVISION_WORD = 64 // 8  # commit_revision at byte 64, as 8-byte words
 _MAX_STREAM_LAG = 4096
 
 _NOTHING = object()
+_MEASURED = (str, bytes, bytearray)  # the values whose size full_dump_counter checks
 _dict_getitem = dict.__getitem__
 _dict_setitem = dict.__setitem__
 
@@ -558,9 +559,15 @@ class UltraDict(dict):
             return
         before = self._word[_COMMIT_REVISION_WORD]
         self._h[key] = value
-        if type(value) in (str, bytes, bytearray) and len(value) > self._large // 4:
+        if type(value) in _MEASURED and len(value) > self._large // 4:
             self._count_large(value)
-        self._wrote(before, ((key, value),))
+        with self._mutex:  # _wrote() inlined: this is the hot path of every write
+            if self._rev == before and self._word[_COMMIT_REVISION_WORD] == before + 1:
+                _dict_setitem(self, key, value)
+                self.data[key] = value
+                self._rev = before + 1
+                return
+        self._catch_up()
 
     def _count_large(self, value):
         size = len(value.encode("utf-8", "surrogatepass")) if type(value) is str else len(value)

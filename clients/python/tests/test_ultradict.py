@@ -407,3 +407,27 @@ def test_a_forked_child_keeps_a_current_copy(ultra):
         assert helpers.stop([child]) == []
     assert child.exitcode == 0
     assert len(ultra) == 101 and ultra["child99"] == 99
+
+
+def test_threads_sharing_one_ultradict_keep_its_copy_exact(ultra):
+    import threading
+    other = UltraDict(name=ultra.name)  # a second writer: some writes miss the fast path
+
+    def work(handle, t):
+        for i in range(300):
+            handle[(t, i % 7)] = i
+            assert handle[(t, i % 7)] == i
+            if i % 50 == 0:
+                del handle[(t, i % 7)]
+
+    threads = [threading.Thread(target=work, args=(ultra if t % 2 else other, t))
+               for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fresh = UltraDict(name=ultra.name)
+    assert ultra.copy() == other.copy() == fresh.copy() == dict(ultra.data) == dict(other.data)
+    assert len(fresh) == 4 * 7
+    fresh.close()
+    other.close()
