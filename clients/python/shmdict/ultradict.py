@@ -445,6 +445,9 @@ class UltraDict(dict):
                 dict.clear(self)
                 data.clear()
             self._rev = revision
+        # The stream delivered everything up to stream_revision: a revision without a change of
+        # its own (none today) must not leave the copy behind the commit word for ever.
+        self._rev = max(self._rev, stream_revision)
         self._stream_rev = stream_revision
 
     def _wrote(self, before, pairs=(), deleted=()):
