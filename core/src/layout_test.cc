@@ -155,7 +155,7 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   e.flags = kEntryErased;
   EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x02u);
   EXPECT_EQ(ReadAt<uint32_t>(&e, 12), 0x0a0b0c0du);
-  EXPECT_EQ(kLayoutVersion, 3u) << "a layout change must update docs/LAYOUT.md and this test";
+  EXPECT_EQ(kLayoutVersion, 4u) << "a layout change must update docs/LAYOUT.md and this test";
 }
 
 }  // namespace
