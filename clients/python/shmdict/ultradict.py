@@ -75,6 +75,7 @@ write the dict (its owner: segments are created 0600).
 
 import collections
 import collections.abc
+import importlib
 import logging
 import mmap
 import os
@@ -83,6 +84,7 @@ import pprint
 import sys
 import threading
 import time
+import types
 
 from . import _core
 from ._dict import Dict, Lock
@@ -331,8 +333,8 @@ class _Hybrid:
 
 def _reattach(cls, name, kwargs):
     serializer = kwargs.get("serializer")
-    if isinstance(serializer, str):
-        kwargs = dict(kwargs, serializer=__import__(serializer))
+    if isinstance(serializer, str):  # a module (pickle, json, ...), pickled by its import name
+        kwargs = dict(kwargs, serializer=importlib.import_module(serializer))
     return cls(name=name, create=False, auto_unlink=False, **kwargs)
 
 
@@ -803,8 +805,9 @@ class UltraDict(dict):
     def __reduce__(self):
         # A `spawn`ed process (or any pickle) gets a handle attached by name, never an owner.
         serializer = self.serializer
-        kwargs = {"serializer": serializer.__name__ if serializer is pickle else serializer}
-        return (_reattach, (self.__class__, self.name, kwargs))
+        if isinstance(serializer, types.ModuleType):
+            serializer = serializer.__name__
+        return (_reattach, (self.__class__, self.name, {"serializer": serializer}))
 
     def __copy__(self):
         return _reattach(self.__class__, self.name, {"serializer": self.serializer})

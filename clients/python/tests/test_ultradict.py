@@ -2,6 +2,7 @@
 and examples, plus the places where the drop-in is deliberately safer."""
 
 import json
+import marshal
 import multiprocessing
 import os
 import pickle
@@ -140,6 +141,15 @@ def test_recurse_nested_example_and_cleanup(name):
     other.close()
     ultra.close()
     assert segments(name) == []
+
+
+def test_a_serializer_module_pickles_by_name(name):
+    ultra = UltraDict(name=name, serializer=marshal)
+    ultra["t"] = (1, 2)  # not exact JSON: through the serializer
+    copy = pickle.loads(pickle.dumps(ultra))
+    assert copy.serializer is marshal and copy["t"] == (1, 2)
+    copy.close()
+    ultra.close()
 
 
 def test_pickles_for_spawn_without_taking_ownership(ultra):
