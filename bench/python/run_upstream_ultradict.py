@@ -22,9 +22,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
 import shmdict
 import shmdict.ultradict
+
+HEAD_BYTES = 1 << 20
+TAIL_BYTES = 1 << 16
 
 SHIM = '''"""Shim written by run_upstream_ultradict.py: UltraDict's name for shmdict's drop-in."""
 from shmdict.ultradict import Exceptions, UltraDict  # noqa: F401
@@ -53,19 +57,35 @@ def run(cmd, cwd, env, timeout):
     """(exit status or None on timeout, output). The program runs in a session of its own, so
     that on timeout its whole process group (multiprocessing children too) is SIGKILLed; the
     dicts those processes had mapped are unlinked then (an example that loops forever never
-    reaches its own cleanup)."""
+    reaches its own cleanup). The output kept is bounded: its first MiB and its last 64 KiB
+    (some examples print the dict in an endless loop)."""
     p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, start_new_session=True)
+    head, tail = bytearray(), bytearray()
+
+    def drain():
+        while chunk := p.stdout.read1(1 << 16):
+            if len(head) < HEAD_BYTES:
+                head.extend(chunk)
+            else:
+                tail.extend(chunk)
+                del tail[:-TAIL_BYTES]
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
-        out, _ = p.communicate(timeout=timeout)
-        return p.returncode, out.decode(errors="replace")
+        code = p.wait(timeout)
     except subprocess.TimeoutExpired:
         names = mapped_dicts(p.pid)
         os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
+        p.wait()
         for name in names:
             shmdict.unlink_by_name(name, ignore_errors=True)
-        return None, out.decode(errors="replace")
+        code = None
+    reader.join(30)
+    p.stdout.close()
+    cut = b"\n[...]\n" if tail and len(head) >= HEAD_BYTES else b""
+    return code, (bytes(head) + cut + bytes(tail)).decode(errors="replace")
 
 
 def main():

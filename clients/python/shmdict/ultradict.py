@@ -85,6 +85,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 from . import _core
 from ._dict import Dict, Lock
@@ -331,6 +332,18 @@ class _Hybrid:
         return self.func.__get__(obj if obj is not None else cls)
 
 
+# The open UltraDicts of this process, each reset in a forked child (see _after_fork).
+_open_dicts = weakref.WeakValueDictionary()  # by id(): an UltraDict is unhashable
+
+
+def _after_fork_in_child():
+    for ultra in list(_open_dicts.values()):
+        ultra._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _reattach(cls, name, kwargs):
     serializer = kwargs.get("serializer")
     if isinstance(serializer, str):  # a module (pickle, json, ...), pickled by its import name
@@ -361,7 +374,7 @@ class UltraDict(dict):
     RLock = UltraLock
 
     __slots__ = ("_word", "_map", "_rev", "_h", "data", "_mutex", "_stream", "_stream_rev",
-                 "_pid", "_recurse", "_large", "__dict__")
+                 "_pid", "_recurse", "_large", "__dict__", "__weakref__")
 
     __hash__ = None
 
@@ -401,6 +414,7 @@ class UltraDict(dict):
         self._stream_rev = 0
         self._pid = os.getpid()
         self._word, self._map = _map_commit_word(self._h)
+        _open_dicts[id(self)] = self
         self._catch_up()
         if args or kwargs:
             self.update(*args, **kwargs)
@@ -409,8 +423,8 @@ class UltraDict(dict):
     def _catch_up(self):
         """Applies the changes since the local copy's revision (the hot paths call it only when
         the commit word moved)."""
-        if self._pid != os.getpid():  # forked: the parent's stream and mutex are not ours
-            self._pid, self._mutex, self._stream = os.getpid(), threading.Lock(), None
+        if self._pid != os.getpid():  # forked: the parent's stream is not ours
+            self._after_fork()
         with self._mutex:
             target = self._word[_COMMIT_REVISION_WORD]
             if self._stream is None or self._rev - self._stream_rev > _MAX_STREAM_LAG:
@@ -421,6 +435,11 @@ class UltraDict(dict):
                 if batch is None:
                     break  # the commit is visible to the stream within a second, always
                 self._apply(batch)
+
+    def _after_fork(self):
+        # A thread of the parent may have held the mutex at the fork, and the watch stream's
+        # handle belongs to the parent.
+        self._pid, self._mutex, self._stream = os.getpid(), threading.Lock(), None
 
     def _apply(self, batch):
         is_snapshot, snapshot_revision, items, changes, stream_revision = batch
@@ -757,6 +776,7 @@ class UltraDict(dict):
         except _core.Error:
             pass
         self.closed = True
+        _open_dicts.pop(id(self), None)
         if unlink:
             self._h.unlink()
         self._h.close()

@@ -441,3 +441,16 @@ def test_threads_sharing_one_ultradict_keep_its_copy_exact(ultra):
     assert len(fresh) == 4 * 7
     fresh.close()
     other.close()
+
+
+def test_a_child_forked_while_a_thread_updates_the_copy_does_not_hang(ultra):
+    ultra["before"] = 1
+    ctx = multiprocessing.get_context("fork")
+    child = None
+    try:
+        with ultra._mutex:  # as if another thread were catching up at the moment of the fork
+            child = ctx.Process(target=writer_in_child, args=(ultra, 10))
+            child.start()
+    finally:
+        assert helpers.stop([child], 60) == [], "the child hung on the parent's mutex"
+    assert child.exitcode == 0 and ultra["child9"] == 9
