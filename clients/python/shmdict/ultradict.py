@@ -493,20 +493,25 @@ class UltraDict(dict):
             self._catch_up()
 
     # ---- reads: the local copy after a catch-up
+    # The hot reads look into `data`, which holds what the storage holds (a plain dict's
+    # subscript is cheaper than calling dict.__getitem__ on self), as UltraDict reads its data.
     def __getitem__(self, key):
         if self._word[_COMMIT_REVISION_WORD] != self._rev:
             self._catch_up()
-        return _dict_getitem(self, key)
+        try:
+            return self.data[key]
+        except KeyError:
+            return _dict_getitem(self, key)  # a subclass's __missing__, or KeyError
 
     def get(self, key, default=None):
         if self._word[_COMMIT_REVISION_WORD] != self._rev:
             self._catch_up()
-        return dict.get(self, key, default)
+        return self.data.get(key, default)
 
     def __contains__(self, key):
         if self._word[_COMMIT_REVISION_WORD] != self._rev:
             self._catch_up()
-        return dict.__contains__(self, key)
+        return key in self.data
 
     def has_key(self, key):
         """key in d (UltraDict's spelling)."""

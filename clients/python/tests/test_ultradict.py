@@ -454,3 +454,16 @@ def test_a_child_forked_while_a_thread_updates_the_copy_does_not_hang(ultra):
     finally:
         assert helpers.stop([child], 60) == [], "the child hung on the parent's mutex"
     assert child.exitcode == 0 and ultra["child9"] == 9
+
+
+def test_a_subclass_missing_hook_answers_missing_keys(name):
+    class WithDefault(UltraDict):
+        def __missing__(self, key):
+            return f"no {key}"
+
+    ultra = WithDefault(name=name)
+    ultra["a"] = 1
+    assert ultra["a"] == 1 and ultra["b"] == "no b" and "b" not in ultra
+    with pytest.raises(KeyError):
+        UltraDict(name=name)["b"]
+    ultra.close()
