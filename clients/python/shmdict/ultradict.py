@@ -93,6 +93,10 @@ from ._dict import Dict, Lock
 # The smallest change log the drop-in creates (see the module documentation on buffer_size).
 MIN_BUFFER_SIZE = 1 << 20
 # Bit 0 of the core's per-dict user_flags (docs/LAYOUT.md, IdentityBlock): the creator's recurse.
+# Why a word in the main segment's header: its creator writes it before the ready word, so no
+# attacher can ever see the dict without it (a flag set after creating would race the first
+# attachers); a reserved key would show up in len() and iteration for every other client (C++,
+# the CLI, the bridge); a segment of its own would need a name outside the reserved '@' scheme.
 RECURSE_FLAG = 1
 
 # The main segment's identity and commit words (docs/LAYOUT.md, "Main segment"), read directly so
@@ -238,6 +242,7 @@ class UltraLock(Lock):
         return self.holder_pid
 
     def get_remote_lock(self):
+        """1 when some thread of some process holds the lock, else 0."""
         return int(self.locked())
 
     @property
@@ -255,6 +260,7 @@ class UltraLock(Lock):
                 "pid": self.pid, "pid_remote": self.get_remote_pid()}
 
     def print_status(self, status=None):
+        """Pretty-prints status() (or `status`)."""
         pprint.pprint(status or self.status())
 
     def cleanup(self):
@@ -504,6 +510,7 @@ class UltraDict(dict):
             return _dict_getitem(self, key)  # a subclass's __missing__, or KeyError
 
     def get(self, key, default=None):
+        """d[key], or default when the key is missing."""
         if self._word[_COMMIT_REVISION_WORD] != self._rev:
             self._catch_up()
         return self.data.get(key, default)
@@ -536,10 +543,12 @@ class UltraDict(dict):
         return dict.keys(self)
 
     def values(self):
+        """A live view of the local copy's values (as keys())."""
         self._refresh()
         return dict.values(self)
 
     def items(self):
+        """A live view of the local copy's items (as keys())."""
         self._refresh()
         return dict.items(self)
 
