@@ -10,7 +10,8 @@
 //
 //   0      +--------------------------------------------------------------+
 //          | IdentityBlock   magic, layout_version (ready word, last),    |
-//          |                 header_size, log_capacity, creator, mode     |
+//          |                 header_size, log_capacity, creator, mode,    |
+//          |                 user_flags                                   |
 //   64     | CommitBlock     commit_revision (THE commit point),          |
 //          |                 reclaim_position, snapshot_generation, ...   |
 //   128    | WaitBlock       change_futex, maybe_waiting                  |
