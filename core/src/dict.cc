@@ -125,7 +125,7 @@ Result<Dict> Dict::OpenWithNameRules(const Options& options, bool allow_nested_c
                                              /*replace_existing=*/false);
       if (created.ok()) {
         auto* h = reinterpret_cast<MainHeader*>(created->second.data());
-        Status s = internal::InitializeMainHeader(h, capacity, options.mode);
+        Status s = internal::InitializeMainHeader(h, capacity, options.mode, options.user_flags);
         if (!s.ok()) {
           internal::UnlinkSegmentQuietly(name);
           return s;
@@ -232,6 +232,8 @@ Dict::Impl& Live(const std::unique_ptr<Dict::Impl>& impl) {
 
 const std::string& Dict::name() const { return Live(impl_).name; }
 bool Dict::created() const { return Live(impl_).created; }
+
+uint32_t Dict::user_flags() const { return Live(impl_).header->identity.user_flags; }
 
 uint64_t Dict::incarnation() const { return Live(impl_).incarnation; }
 
@@ -505,7 +507,8 @@ Result<Dict> Dict::OpenNested(std::string_view key) {
   Options child_options = d.options;
   child_options.name = child;
   child_options.create_mode = CreateMode::kAttachOrCreate;
-  child_options.auto_unlink = false;  // it lives as long as its parent
+  child_options.auto_unlink = false;                         // it lives as long as its parent
+  child_options.user_flags = d.header->identity.user_flags;  // the parent's, not this handle's
   return OpenWithNameRules(child_options, /*allow_nested_child_name=*/true);
 }
 

@@ -234,6 +234,22 @@ TEST_F(DictTest, SegmentIsCreatedWithTheRequestedMode) {
   EXPECT_EQ(d.GetStatus().mode, 0640u);
 }
 
+TEST_F(DictTest, UserFlagsAreTheCreatorsForEveryAttacherAndNestedChild) {
+  Options create = Opts();
+  create.user_flags = 0x80000001u;
+  Dict creator = OpenOrDie(create);
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  attach.user_flags = 7;  // an attacher's own flags do not count
+  Dict attacher = OpenOrDie(attach);
+  EXPECT_EQ(creator.user_flags(), 0x80000001u);
+  EXPECT_EQ(attacher.user_flags(), 0x80000001u);
+  // A child created through the attacher carries the dict's flags, not the attacher's options'.
+  auto child = attacher.OpenNested("child");
+  ASSERT_OK(child);
+  EXPECT_EQ(child->user_flags(), 0x80000001u);
+}
+
 TEST_F(DictTest, DictInterfaceOperationsBehaveLikeAMap) {
   Dict d = OpenOrDie(Opts());
   ASSERT_OK(d.Update(std::map<std::string, Value>{{"a", Value::Int(1)}, {"b", Value::Int(2)}}));

@@ -10,7 +10,8 @@
 //
 //   0      +--------------------------------------------------------------+
 //          | IdentityBlock   magic, layout_version (ready word, last),    |
-//          |                 header_size, log_capacity, creator, mode     |
+//          |                 header_size, log_capacity, creator, mode,    |
+//          |                 user_flags                                   |
 //   64     | CommitBlock     commit_revision (THE commit point),          |
 //          |                 reclaim_position, snapshot_generation, ...   |
 //   128    | WaitBlock       change_futex, maybe_waiting                  |
@@ -47,7 +48,9 @@ namespace shmdict::internal {
 // count became the maybe_waiting flag. Snapshots became layered (a delta over a base: the header
 // grew to 192 bytes with base_generation and total_entry_count, entries gained kEntryErased,
 // WriterBlock gained snapshot_chain_base).
-inline constexpr uint32_t kLayoutVersion = 3;
+// 4: IdentityBlock gained user_flags (bytes 40..43, reserved before): a version-3 build would
+// attach to a dict whose creator set them and silently ignore them.
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
 inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
 inline constexpr uint64_t kBlobMagic = 0x31424C4244484D53ull;      // "SMHDBLB1"
@@ -71,9 +74,14 @@ struct alignas(64) IdentityBlock {
   uint32_t creator_pid;  // diagnostics only (pids are per namespace and reused)
   uint32_t mode;
   uint64_t created_unix_ns;
-  uint8_t reserved[24];
+  // Options::user_flags of the creator, written before the ready word and never again: a
+  // client's per-dict settings that every attacher must share (the Python UltraDict drop-in's
+  // recurse). The core gives them no meaning.
+  uint32_t user_flags;
+  uint8_t reserved[20];
 };
 static_assert(sizeof(IdentityBlock) == 64, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(IdentityBlock, user_flags) == 40, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(IdentityBlock, layout_version) == 8, "ready word is checked at offset 8");
 
 // Hot: every reader loads commit_revision on every read.

@@ -28,6 +28,7 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   h.identity.creator_pid = 0x55555555;
   h.identity.mode = 0x66666666;
   h.identity.created_unix_ns = 0x7777777777777777;
+  h.identity.user_flags = 0x1a1a1a1a;
   h.commit.commit_revision.store(0x0101010101010101);
   h.commit.reclaim_position.store(0x0202020202020202);
   h.commit.snapshot_generation.store(0x0303030303030303);
@@ -59,6 +60,7 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   EXPECT_EQ(ReadAt<uint32_t>(&h, 24), 0x55555555u);
   EXPECT_EQ(ReadAt<uint32_t>(&h, 28), 0x66666666u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 32), 0x7777777777777777u);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 40), 0x1a1a1a1au);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 64), 0x0101010101010101u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 72), 0x0202020202020202u);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 80), 0x0303030303030303u);
@@ -153,7 +155,7 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   e.flags = kEntryErased;
   EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x02u);
   EXPECT_EQ(ReadAt<uint32_t>(&e, 12), 0x0a0b0c0du);
-  EXPECT_EQ(kLayoutVersion, 3u) << "a layout change must update docs/LAYOUT.md and this test";
+  EXPECT_EQ(kLayoutVersion, 4u) << "a layout change must update docs/LAYOUT.md and this test";
 }
 
 }  // namespace

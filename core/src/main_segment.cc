@@ -83,13 +83,14 @@ Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writa
   }
 }
 
-Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode) {
+Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode, uint32_t user_flags) {
   h->identity.magic = kMainMagic;
   h->identity.header_size = kHeaderSize;
   h->identity.log_capacity = capacity;
   h->identity.creator_pid = static_cast<uint32_t>(getpid());
   h->identity.mode = static_cast<uint32_t>(mode);
   h->identity.created_unix_ns = NowUnixNs();
+  h->identity.user_flags = user_flags;
   InitRobustLock(&h->writer.write_lock);
   InitRobustLock(&h->compaction.compaction_lock);
   h->writer.next_holder_token.store(2, std::memory_order_relaxed);  // 0 and 1 mean "free"

@@ -28,7 +28,7 @@ namespace shmdict::internal {
 // truncated, corrupted or never-initialized segment; never a crash.
 Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writable);
 // Writes a new header for a log of `capacity` bytes, the ready word last (creator only).
-Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode);
+Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode, uint32_t user_flags);
 // What the header says, for Inspect (no attach) and GetStatus (a handle) alike.
 DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes);
 

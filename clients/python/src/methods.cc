@@ -29,7 +29,7 @@ CreateMode ToCreateMode(const py::object& create) {
 }
 
 void Open(py::handle self, const std::string& name, const py::object& create, uint64_t buffer_size,
-          unsigned mode, bool auto_unlink, double lock_timeout) {
+          unsigned mode, bool auto_unlink, double lock_timeout, uint32_t user_flags) {
   if (StateOf(self.ptr()) != nullptr) throw py::value_error("the dict is already open");
   // The core has no "forever": a lock_timeout past kForeverSeconds is clamped to it.
   lock_timeout = CheckedTimeout(lock_timeout, "lock_timeout").value_or(kForeverSeconds);
@@ -39,6 +39,7 @@ void Open(py::handle self, const std::string& name, const py::object& create, ui
   options.buffer_size = buffer_size;
   options.mode = static_cast<mode_t>(mode);
   options.auto_unlink = auto_unlink;
+  options.user_flags = user_flags;
   options.lock_timeout = milliseconds(static_cast<int64_t>(std::ceil(lock_timeout * 1000)));
   std::optional<Result<SharedDict>> shared;
   {
@@ -278,7 +279,16 @@ void AddMethod(py::object type, const char* name, F&& f, const Extra&... extra) 
 
 void DefineMethods(py::object type) {
   AddMethod(type, "_open", &Open, py::arg("name"), py::arg("create"), py::arg("buffer_size"),
-            py::arg("mode"), py::arg("auto_unlink"), py::arg("lock_timeout"));
+            py::arg("mode"), py::arg("auto_unlink"), py::arg("lock_timeout"),
+            py::arg("user_flags") = 0);
+  // The creator's Options::user_flags (the UltraDict drop-in keeps `recurse` there).
+  AddMethod(type, "_user_flags", [](py::handle self) {
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : s->backend->ForThread();
+    if (h == nullptr) throw py::error_already_set();
+    if (h->dict == nullptr) throw py::type_error("a remote dict has no user flags");
+    return h->dict->user_flags();
+  });
   AddMethod(type, "_name", [](py::handle self) {
     if (Ready(self.ptr()) == nullptr) throw py::error_already_set();
     return StateOf(self.ptr())->name;

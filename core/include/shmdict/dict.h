@@ -92,6 +92,10 @@ struct Options {
   mode_t mode = 0600;
   // When this handle created the dict, unlink it when the handle closes.
   bool auto_unlink = true;
+  // Stored in the dict when this handle creates it (ignored when attaching), for every attacher
+  // to read back with Dict::user_flags(): a client's per-dict settings that all its processes
+  // must share. The library gives them no meaning. A nested child is created with its parent's.
+  uint32_t user_flags = 0;
   // How long a write (or Lock() without an explicit timeout) waits for the writer lock.
   std::chrono::milliseconds lock_timeout{10000};
   // Build snapshots on a background thread of this process, starting when an eighth of the log is
@@ -171,6 +175,8 @@ class Dict final : public Store {
   const std::string& name() const override;
   // True if this handle created the dict.
   bool created() const;
+  // The Options::user_flags its creator stored (0 for a dict created without them).
+  uint32_t user_flags() const;
   // Identifies this creation of the dict's name: the main segment's inode, taken when the handle
   // opened it. A dict unlinked and created again under the same name has another one (while
   // anyone maps the old segment its inode cannot be reused), so a server holding a handle can
