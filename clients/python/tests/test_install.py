@@ -84,8 +84,9 @@ def test_the_readmes_pip_commands_install_a_package_that_connects(tmp_path, name
     missing = readme_commands.missing_debian_packages(readme_commands.apt_packages(commands))
     assert not missing, f"the README's apt line names packages not installed here: {missing}"
     before = package_tree()
-    readme_commands.run(commands, SOURCE, readme_commands.newcomer_env(tmp_path))
+    out = readme_commands.run(commands, SOURCE, readme_commands.newcomer_env(tmp_path))
     assert package_tree() == before, "the pip build left files in clients/python"
+    assert out.splitlines()[-1] == project_version()  # the block's last command prints it
 
     python = tmp_path / ".venvs" / "shmdict" / "bin" / "python"
     bridge = Bridge()
