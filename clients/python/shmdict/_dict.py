@@ -62,6 +62,7 @@ class Change(NamedTuple):
 
     @property
     def snapshot(self) -> bool:
+        """True for the resynchronization entry (op 'snapshot')."""
         return self.op == "snapshot"
 
 
@@ -130,6 +131,8 @@ class Lock(_core.LockBase):
         return self._dict()._lock_acquire(blocking, wait)
 
     def release(self) -> None:
+        """Releases one level of the calling thread's hold (it is re-entrant); RuntimeError if
+        this thread does not hold it."""
         self._dict()._lock_release()
 
     def locked(self) -> bool:
@@ -337,28 +340,36 @@ class _Mapping(_core.DictBase, MutableMapping):
     # ---- identity
     @property
     def name(self) -> str:
+        """The dict's name (for Dict(None), the random one it was given)."""
         return self._name()
 
     def __repr__(self):
+        """shmdict.Dict('name', {...}) with the items of one revision."""
         if self._closed():
             return f"<shmdict.{type(self).__name__} (closed)>"
         return f"shmdict.{type(self).__name__}({self.name!r}, {dict(self._items())!r})"
 
     # ---- the mapping API (d[k], d[k] = v, del d[k], `in`, len and get are C slots/methods)
     def __iter__(self):
-        return iter(self._keys())  # the keys of one revision
+        """The keys of one revision: changes made meanwhile do not disturb the iteration."""
+        return iter(self._keys())
 
     def keys(self):
+        """A view of the keys; each iteration reads one revision."""
         return KeysView(self)
 
     def items(self):
+        """A view of the (key, value) pairs; each iteration reads one revision."""
         return _ItemsView(self)
 
     def values(self):
+        """A view of the values; each iteration reads one revision."""
         return _ValuesView(self)
 
     def update(self, other=(), /, **kwargs):
-        """Sets every item as one atomic revision."""
+        """Sets every item of other (a mapping, or (key, value) pairs) and of kwargs as one
+        atomic revision: other processes see all of them or none. Waits for the lock as
+        d[k] = v does."""
         if isinstance(other, Mapping):
             pairs = list(other.items())
         elif hasattr(other, "keys"):
@@ -369,6 +380,8 @@ class _Mapping(_core.DictBase, MutableMapping):
         self._update(pairs)
 
     def pop(self, key, default=_MISSING):
+        """Removes key and returns its value, atomically across processes; default if the key
+        is missing, KeyError when no default is given. Waits for the lock as d[k] = v does."""
         found, value = self._pop(key)
         if found:
             return value
@@ -464,8 +477,9 @@ class _Mapping(_core.DictBase, MutableMapping):
         for revision, op, key, value in changes:
             yield Change(revision, op, key, value)
 
-    # ---- administration
     def status(self) -> dict:
+        """A plain dict of diagnostics: sizes, revision, snapshot generation, lock holder (see
+        docs/ for each field); a remote dict's comes from the bridge."""
         return self._status()
 
     def close(self) -> None:
@@ -481,12 +495,15 @@ class _Mapping(_core.DictBase, MutableMapping):
 
     @property
     def closed(self) -> bool:
+        """True after close()."""
         return self._closed()
 
     def __enter__(self):
+        """`with Dict(...) as d:` closes d at the end of the block."""
         return self
 
     def __exit__(self, *exc_info):
+        """Closes the handle; never suppresses the exception."""
         self.close()
         return False
 
@@ -550,6 +567,10 @@ class Dict(_Mapping):
         bool, int within int64, float, str, bytes) nor exact JSON (dicts with str keys, lists);
         pickle by default (tag "pickle"), else stored under serializer_tag (128..255).
 
+    d[k] = v, del d[k] and the other writes wait while another thread or process holds the
+    lock (`with d.lock:`), up to lock_timeout, then raise shmdict.Timeout (a TimeoutError)
+    naming the holder's pid. Reads never wait.
+
     Thread-safety: a Dict may be shared by threads; each thread gets its own core handle.
     """
 
@@ -585,7 +606,6 @@ class Dict(_Mapping):
         Children are unlinked with their parent. shmdict.WrongType if key holds another value."""
         return self._child(self._nested(key))
 
-    # ---- administration (local only)
     def dump(self) -> int:
         """Publishes a snapshot of the current state now; returns its generation."""
         return self._dump()
@@ -653,7 +673,7 @@ def connect(address: str, name: str, *, mirror: bool = True, timeout: Optional[f
     "host:port"). timeout: seconds for connecting (with a mirror: until it holds the whole
     dict) and for each call (None: no limit). NotFound (a FileNotFoundError) if the dict does
     not exist, Unavailable (a ConnectionError) if the bridge cannot be reached, ImportError if
-    this shmdict was built without the bridge client (-DSHMDICT_BUILD_BRIDGE=ON).
+    this shmdict was built without the bridge client (gRPC; pip install includes it).
 
     token: sent as "authorization: Bearer TOKEN" to a bridge started with --token-file
     (PermissionDenied, a PermissionError, without a known one, and for a write with a

@@ -75,8 +75,14 @@ void LockDealloc(PyObject* self) {
 }
 
 PyMethodDef g_lock_methods[] = {
-    {"__enter__", LockEnter, METH_NOARGS, "Takes the lock (see shmdict.Lock)."},
-    {"__exit__", LockExit, METH_VARARGS, "Releases the lock."},
+    {"__enter__", LockEnter, METH_NOARGS,
+     "__enter__($self, /)\n--\n\n"
+     "Takes the lock, waiting as configured (the dict's lock_timeout, or the timeout and "
+     "blocking given to lock(...)): shmdict.Timeout (a TimeoutError) when the wait ends, "
+     "shmdict.LockHeld (a BlockingIOError) when not blocking; both name the holder's pid."},
+    {"__exit__", LockExit, METH_VARARGS,
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\n"
+     "Releases the lock taken by __enter__; never suppresses the exception."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyMemberDef g_lock_members[] = {
@@ -84,7 +90,8 @@ PyMemberDef g_lock_members[] = {
     {nullptr, 0, 0, 0, nullptr},
 };
 PyType_Slot g_lock_slots[] = {
-    {Py_tp_doc, const_cast<char*>("The C part of shmdict.Lock; use shmdict.Lock.")},
+    {Py_tp_doc, const_cast<char*>("The C part of shmdict.Lock (its fast __enter__ and "
+                                  "__exit__); use shmdict.Lock.")},
     {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
     {Py_tp_dealloc, reinterpret_cast<void*>(LockDealloc)},
     {Py_tp_methods, g_lock_methods},

@@ -172,7 +172,14 @@ PyMethodDef g_methods[] = {
 };
 
 PyType_Slot g_slots[] = {
-    {Py_tp_doc, const_cast<char*>("The C++ engine under shmdict.Dict; use shmdict.Dict.")},
+    {Py_tp_doc,
+     const_cast<char*>(
+         "The C++ engine under shmdict.Dict and shmdict.RemoteDict; use those.\n\n"
+         "Its C slots serve d[k] (KeyError if missing), d[k] = v, del d[k], `in` and "
+         "len(d). Reads never wait for the lock. A local dict's d[k] = v and del d[k] wait while "
+         "another thread or process holds the dict's lock, up to the dict's "
+         "lock_timeout (10 s by default), then raise shmdict.Timeout (a TimeoutError) "
+         "naming the holder's pid. Closed (a ValueError) after close().")},
     {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
     {Py_tp_dealloc, reinterpret_cast<void*>(Dealloc)},
     {Py_mp_subscript, reinterpret_cast<void*>(GetItem)},

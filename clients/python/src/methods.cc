@@ -278,6 +278,11 @@ void AddMethod(py::object type, const char* name, F&& f, const Extra&... extra) 
 }  // namespace
 
 void DefineMethods(py::object type) {
+  // Each docstring starts with its signature in CPython's text-signature form, which help() and
+  // inspect.signature() read; pybind11's own ("get(self: handle, key: handle)") would hide it.
+  // No "$self": these are functions bound through instancemethod, not method descriptors.
+  py::options options;
+  options.disable_function_signatures();
   AddMethod(type, "_open", &Open, py::arg("name"), py::arg("create"), py::arg("buffer_size"),
             py::arg("mode"), py::arg("auto_unlink"), py::arg("lock_timeout"),
             py::arg("user_flags") = 0);
@@ -298,22 +303,33 @@ void DefineMethods(py::object type) {
     return StateOf(self.ptr())->created;
   });
   AddMethod(type, "get", &Get, py::arg("key"), py::arg("default") = py::none(),
-            "d.get(key, default=None): the value, or default when the key is missing.");
+            "get(self, key, default=None)\n--\n\n"
+            "The value of key, or default when the key is missing. Reads never wait for the "
+            "lock; Closed (a ValueError) after close().");
   AddMethod(type, "_items", [](py::handle self) { return Entries(self, Part::kItems); });
   AddMethod(type, "_keys", [](py::handle self) { return Entries(self, Part::kKeys); });
   AddMethod(type, "_values", [](py::handle self) { return Entries(self, Part::kValues); });
   AddMethod(type, "_update", &Update);
   AddMethod(type, "_pop", &Pop);
-  AddMethod(type, "popitem", &PopItem, "Removes and returns some (key, value); KeyError if empty.");
+  AddMethod(type, "popitem", &PopItem,
+            "popitem(self)\n--\n\n"
+            "Removes some key and returns (key, value), atomically across processes; KeyError "
+            "if the dict is empty. Waits for the lock as d[k] = v does.");
   AddMethod(type, "setdefault", &SetDefault, py::arg("key"), py::arg("default") = py::none(),
-            "The existing value, or stores and returns default (atomically).");
+            "setdefault(self, key, default=None)\n--\n\n"
+            "The value of key if present; otherwise stores default under key and returns it, "
+            "atomically across processes. Waits for the lock as d[k] = v does.");
   AddMethod(type, "increment", &Increment, py::arg("key"), py::arg("delta") = 1,
+            "increment(self, key, delta=1)\n--\n\n"
             "Adds delta to an int value (a missing key counts as 0), atomically across "
             "processes; returns the new value. WrongType (a TypeError) if the value is not an "
             "int, OutOfRange (an OverflowError) on int64 overflow.");
   AddMethod(type, "_compare_and_set", &CompareAndSet);
   AddMethod(type, "_compare_and_set_equal", &CompareAndSetEqual);
-  AddMethod(type, "clear", &Clear, "Removes every key as one revision; returns it.");
+  AddMethod(type, "clear", &Clear,
+            "clear(self)\n--\n\n"
+            "Removes every key as one revision and returns that revision. Waits for the lock as "
+            "d[k] = v does.");
   AddMethod(type, "_revision", [](py::handle self) {
     return CallOrThrow(self).h->store->revision();  // remote: an atomic load, no call
   });

@@ -120,8 +120,10 @@ void Connect(py::handle self, const std::string& address, const std::string& nam
   (void)address, (void)name, (void)mirror, (void)timeout, (void)token, (void)tls_ca, (void)tls_cert,
       (void)tls_key;
   PyErr_SetString(PyExc_ImportError,
-                  "shmdict.connect needs the bridge client: this shmdict was built without it "
-                  "(rebuild with -DSHMDICT_BUILD_BRIDGE=ON, which needs gRPC)");
+                  "shmdict.connect needs the bridge client: this shmdict was built without it. "
+                  "Install gRPC (Debian: apt install libgrpc++-dev protobuf-compiler-grpc) and "
+                  "reinstall (pip install --no-build-isolation clients/python), or build with "
+                  "CMake's -DSHMDICT_BUILD_BRIDGE=ON");
   throw py::error_already_set();
 #endif
 }

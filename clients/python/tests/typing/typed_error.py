@@ -1,0 +1,9 @@
+# Must NOT type-check (tests/test_typing.py): each line marked "error" misuses the stubs' types,
+# so a stub that degrades to Any makes the test fail.
+import shmdict
+
+d = shmdict.Dict()
+name: int = d.name  # error: name is a str
+n: str = d.increment("k")  # error: increment returns an int
+d.lock.acquire(timeout="soon")  # error: timeout is a float
+shmdict.connect("unix:/run/bridge.sock")  # error: connect needs the dict's name
