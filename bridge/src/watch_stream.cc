@@ -243,6 +243,9 @@ void WatchStream::TryJoinLocked() {
   pending_next_ = 0;
   watcher_.reset();
   lease_.reset();  // the handle goes back to the dict's pool
+  // Protobuf keeps a cleared message's allocations for reuse: a stream that caught up on its own
+  // with large messages would keep them for its life.
+  response_ = v1::WatchResponse();
 }
 
 bool WatchStream::LeaveWindowLocked() {
