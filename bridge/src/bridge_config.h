@@ -35,6 +35,9 @@ struct BridgeConfig {
   size_t max_message_bytes = size_t{64} << 20;
   // --watch-batch-bytes: how much a Watch message gathers under load (at most max_message_bytes).
   size_t watch_batch_bytes = size_t{1} << 20;
+  // --watch-window-bytes: the encoded changes a dict's Watch pump keeps for its streams; a stream
+  // further behind reads the log on its own until it caught up (docs/BRIDGE.md, "The pump").
+  size_t watch_window_bytes = size_t{16} << 20;
   // --progress-interval-ms: default idle time before a Watch progress message.
   uint32_t progress_interval_ms = 1000;
 

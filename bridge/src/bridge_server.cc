@@ -314,6 +314,7 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
   StreamLimits limits;
   limits.max_message_bytes = config.max_message_bytes;
   limits.batch_bytes = std::min(config.watch_batch_bytes, config.max_message_bytes);
+  limits.window_bytes = config.watch_window_bytes;
   limits.default_progress_interval = std::chrono::milliseconds(config.progress_interval_ms);
   state->waiting = std::make_unique<WaitingCalls>(config.max_waiting_calls);
   state->service = std::make_unique<DictService>(

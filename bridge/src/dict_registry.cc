@@ -1,8 +1,11 @@
 #include "dict_registry.h"
 
-#include <algorithm>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <utility>
+
+#include "log_text.h"
 
 namespace shmdict::bridge {
 
@@ -102,15 +105,53 @@ void DictRegistry::Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber
     subscriber->End(entry->retire_status);
     return;
   }
-  entry->subscribers.insert(subscriber);
+  if (entry->subscribers.insert(subscriber).second && subscriber->IsWatchStream()) {
+    ++entry->watch_streams;
+  }
   if (!entry->notifier.joinable()) {
     entry->notifier = std::thread([this, entry] { RunNotifier(entry); });
   }
 }
 
-void DictRegistry::Unsubscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber) {
+std::shared_ptr<WatchPump> DictRegistry::SubscribeWatch(const std::shared_ptr<DictEntry>& entry,
+                                                        Subscriber* subscriber,
+                                                        const WatchPump::Limits& limits) {
   std::lock_guard lock(entry->subscribers_mu);
-  entry->subscribers.erase(subscriber);
+  if (entry->retired.load()) {
+    subscriber->End(entry->retire_status);
+    return nullptr;
+  }
+  if (entry->subscribers.insert(subscriber).second) ++entry->watch_streams;
+  if (!entry->pump) {
+    // Its own handle, out of the pool for good (its watcher fails once the handle closes).
+    Result<SharedDict::Lease> handle = entry->handles.Acquire();
+    Result<std::shared_ptr<WatchPump>> pump =
+        handle.ok() ? WatchPump::Start(handle->Release(), limits)
+                    : Result<std::shared_ptr<WatchPump>>(handle.status());
+    if (pump.ok()) {
+      entry->pump = std::move(*pump);
+    } else {
+      spdlog::warn("watch pump not started dict={}: {} (streams read on their own)",
+                   LogText(entry->name), pump.status().ToString());
+    }
+  }
+  if (!entry->notifier.joinable()) {
+    entry->notifier = std::thread([this, entry] { RunNotifier(entry); });
+  }
+  return entry->pump;
+}
+
+Result<DictRegistry::Lease> DictRegistry::Reacquire(const std::shared_ptr<DictEntry>& entry) {
+  Result<SharedDict::Lease> handle = entry->handles.Acquire();
+  if (!handle.ok()) return handle.status();
+  return Lease(entry, std::move(*handle));
+}
+
+void DictRegistry::Unsubscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber) {
+  std::shared_ptr<WatchPump> stopped;  // released outside the lock: it closes a handle
+  std::lock_guard lock(entry->subscribers_mu);
+  if (entry->subscribers.erase(subscriber) == 0 || !subscriber->IsWatchStream()) return;
+  if (entry->watch_streams > 0 && --entry->watch_streams == 0) stopped = std::move(entry->pump);
 }
 
 void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
@@ -138,6 +179,14 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
         Retire(entry, Replaced(entry->name));
       }
     }
+    std::shared_ptr<WatchPump> pump;
+    {
+      std::lock_guard lock(entry->subscribers_mu);
+      if (entry->notifier_stop) return;
+      pump = entry->pump;
+    }
+    // Outside subscribers_mu: encoding a large batch must not hold up Subscribe and Unsubscribe.
+    if (pump) pump->Fill();
     std::lock_guard lock(entry->subscribers_mu);
     if (entry->notifier_stop) return;
     for (Subscriber* subscriber : entry->subscribers) subscriber->Pump();
@@ -158,6 +207,8 @@ void DictRegistry::Retire(const std::shared_ptr<DictEntry>& entry, const Status&
     std::lock_guard lock(entry->subscribers_mu);
     for (Subscriber* subscriber : entry->subscribers) subscriber->End(why);
     entry->subscribers.clear();
+    entry->watch_streams = 0;
+    entry->pump.reset();
     entry->notifier_stop = true;
   }
   if (on_serving_) on_serving_(entry->name, false);

@@ -6,10 +6,11 @@
 // a handle from the dict's SharedDict (shmdict/shared_dict.h) and returns it when done. Idle
 // handles are capped per dict (Limits::max_idle_handles_per_dict).
 //
-// Why one notifier thread per watched dict: every Watch stream reads the shared log with its own
-// Watcher at its own pace (no per-subscriber queue grows), but a stream that has caught up must be
-// woken when the dict changes. One thread per dict sleeps on the dict's futex and pokes the idle
-// streams, so reactors never block.
+// Why one notifier thread per watched dict: a stream that has caught up must be woken when the
+// dict changes. One thread per dict sleeps on the dict's futex, has the dict's WatchPump
+// (watch_pump.h) read and encode what changed, once for all of its Watch streams, and then pokes
+// the streams, so reactors never block. The pump belongs to the entry from the first Watch stream
+// of the dict to the last (SubscribeWatch, Unsubscribe).
 //
 // A dict unlinked and created again under the same name is noticed (Dict::incarnation): leases
 // then attach the new dict, and the streams of the old one end with ABORTED so their clients
@@ -36,6 +37,7 @@
 #include "metrics.h"
 #include "shmdict/dict.h"
 #include "shmdict/shared_dict.h"
+#include "watch_pump.h"
 
 namespace shmdict::bridge {
 
@@ -98,10 +100,21 @@ class DictRegistry {
   // Attaches (never creates) the dict. kNotFound if it does not exist, kInvalidArgument for a bad
   // name; the dict's open errors otherwise.
   Result<Lease> Acquire(std::string_view name);
+  // A handle of the dict of `entry` itself (not of whatever the name now holds): a Watch stream
+  // falling back to a watcher of its own. kFailedPrecondition once the entry retired.
+  Result<Lease> Reacquire(const std::shared_ptr<DictEntry>& entry);
 
   // Registers a stream for the fan-out of the lease's dict (starting its notifier thread).
   void Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber);
-  // After Unsubscribe returns, the fan-out never calls the subscriber again.
+  // Subscribe for a Watch stream: also returns the dict's pump, started with `limits` by the
+  // dict's first Watch stream (the limits of a running pump are not changed: a stream with other
+  // limits reads on its own). Null when the entry retired (the stream was ended) or the pump could
+  // not start (the streams then read on their own; logged).
+  std::shared_ptr<WatchPump> SubscribeWatch(const std::shared_ptr<DictEntry>& entry,
+                                            Subscriber* subscriber,
+                                            const WatchPump::Limits& limits);
+  // After Unsubscribe returns, the fan-out never calls the subscriber again. The last Watch
+  // stream's Unsubscribe stops the pump (streams still holding it keep its frames alive).
   void Unsubscribe(const std::shared_ptr<DictEntry>& entry, Subscriber* subscriber);
 
   // Every Watch stream from its creation to its end, subscribed to a dict or not (one still
@@ -169,6 +182,10 @@ struct DictEntry {
   // unsubscribed is never poked again.
   std::mutex subscribers_mu;
   std::set<Subscriber*> subscribers;
+  size_t watch_streams = 0;  // subscribers that are Watch streams (guarded by subscribers_mu)
+  // From the first Watch stream to the last (guarded by subscribers_mu; Fill runs outside it, on
+  // the notifier thread, with a reference of its own).
+  std::shared_ptr<WatchPump> pump;
   std::thread notifier;
 
   // Metrics (relaxed counters).

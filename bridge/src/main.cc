@@ -73,6 +73,10 @@ int main(int argc, char** argv) {
   app.add_option("--watch-batch-bytes", config.watch_batch_bytes,
                  "bytes of changes a Watch message gathers under load")
       ->check(CLI::Range(size_t{1} << 10, size_t{256} << 20));
+  app.add_option("--watch-window-bytes", config.watch_window_bytes,
+                 "encoded changes kept per watched dict for its streams; a stream further behind "
+                 "reads the log on its own until it caught up")
+      ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
   app.add_option("--progress-interval-ms", config.progress_interval_ms,
                  "default idle time before a Watch progress message")
       ->check(CLI::Range(50, 3600 * 1000));

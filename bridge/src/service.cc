@@ -745,7 +745,7 @@ grpc::Status DictService::Unlink(grpc::ServerContext* context, const v1::UnlinkR
   return call.Finish(grpc::Status::OK, 0);
 }
 
-grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* DictService::Watch(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* DictService::Watch(
     grpc::CallbackServerContext* context) {
   return new WatchStream(registry_, limits_, authorizer_, metrics_, *context, waiting_);
 }

@@ -54,8 +54,9 @@ struct ServiceLimits {
   bool allow_pickle = false;
 };
 
+// Watch is registered raw: its streams send the pump's encoded frames (watch_stream.h).
 class DictService final : public v1::Dict::WithCallbackMethod_Get<
-                              v1::Dict::WithCallbackMethod_Watch<v1::Dict::Service>> {
+                              v1::Dict::WithRawCallbackMethod_Watch<v1::Dict::Service>> {
  public:
   // `authorizer` is asked before every call touches a dict (it outlives the service).
   // `waiting` (not null; outlives the service and every call) admits the calls that wait for the
@@ -113,7 +114,7 @@ class DictService final : public v1::Dict::WithCallbackMethod_Get<
   grpc::Status Unlink(grpc::ServerContext* context, const v1::UnlinkRequest* request,
                       v1::UnlinkResponse* response) override;
 
-  grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* Watch(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
       grpc::CallbackServerContext* context) override;
 
  private:

@@ -261,7 +261,7 @@ TEST_F(WatchContractTest, UntrustedDictNamesAreLoggedEscapedAndBounded) {
 
 // A Watch-only server around WatchStream, for what BridgeServer does not expose: its own limits,
 // waiting-calls gate, registry and metrics.
-class WatchOnlyService : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Service> {
+class WatchOnlyService : public v1::Dict::WithRawCallbackMethod_Watch<v1::Dict::Service> {
  public:
   WatchOnlyService(DictRegistry* registry, const StreamLimits& limits, const Authorizer* authorizer,
                    Metrics* metrics, WaitingCalls* waiting)
@@ -270,7 +270,7 @@ class WatchOnlyService : public v1::Dict::WithCallbackMethod_Watch<v1::Dict::Ser
         authorizer_(authorizer),
         metrics_(metrics),
         waiting_(waiting) {}
-  grpc::ServerBidiReactor<v1::WatchRequest, v1::WatchResponse>* Watch(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
       grpc::CallbackServerContext* context) override {
     auto* stream = new WatchStream(registry_, limits_, authorizer_, metrics_, *context, waiting_);
     opened.fetch_add(1);

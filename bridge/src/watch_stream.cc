@@ -11,7 +11,7 @@
 namespace shmdict::bridge {
 
 namespace {
-// Bytes a change or entry adds to a message beyond its key and value (tags, lengths, revision).
+// Bytes an entry adds to a message beyond its key and value (tags, lengths).
 constexpr size_t kPerItemOverhead = 32;
 }  // namespace
 
@@ -62,11 +62,15 @@ WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the bridge is shutting down"));
     return;
   }
-  StartRead(&request_);
+  StartRead(&request_bytes_);
 }
 
 void WatchStream::OnReadDone(bool ok) {
   std::unique_lock lock(mu_);
+  // A message that does not parse counts as a failed read, as it does on a typed method.
+  if (ok) {
+    ok = grpc::SerializationTraits<v1::WatchRequest>::Deserialize(&request_bytes_, &request_).ok();
+  }
   // !ok: the client half-closed (it has nothing more to ask), the call ended, or a message did
   // not parse. A started stream keeps sending; one that never started has nothing to send.
   if (!ok) {
@@ -106,7 +110,7 @@ void WatchStream::OnReadDone(bool ok) {
   }
   if (finished_ || finish_after_write_) return;
   PumpLocked();
-  StartRead(&request_);
+  StartRead(&request_bytes_);
 }
 
 Status WatchStream::Start(const v1::WatchRequest::Start& start) {
@@ -137,12 +141,14 @@ Status WatchStream::Start(const v1::WatchRequest::Start& start) {
   // A start ahead of the dict waits for it: what was "sent" is only what the dict has committed,
   // so that no progress message claims a revision the dict has not reached.
   const uint64_t sent = std::min(after, std::max(current, dict.revision()));
+  const std::shared_ptr<DictEntry> entry = lease->entry();
   {
     std::lock_guard lock(mu_);
     dict_name_ = start.dict();
     watcher_ = std::move(*watcher);
-    entry_ = lease->entry();
-    dict_ = lease->Release();
+    entry_ = entry;
+    lease_.emplace(std::move(*lease));
+    start_after_ = after;
     watch_limits_.max_changes = start.max_changes_per_message() ? start.max_changes_per_message()
                                                                 : limits_.default_max_changes;
     watch_limits_.max_bytes = limits_.batch_bytes;
@@ -158,7 +164,17 @@ Status WatchStream::Start(const v1::WatchRequest::Start& start) {
   }
   spdlog::info("watch started dict={} peer={} after_revision={}", LogText(start.dict()), peer_,
                after);
-  registry_->Subscribe(lease->entry(), this);
+  // Until pump_ is set the stream reads on its own watcher; the first Pump after it joins the
+  // window if the stream is at a revision it covers.
+  const WatchPump::Limits pump_limits{limits_.max_message_bytes, limits_.batch_bytes,
+                                      limits_.default_max_changes, limits_.window_bytes};
+  std::shared_ptr<WatchPump> pump = registry_->SubscribeWatch(entry, this, pump_limits);
+  std::lock_guard lock(mu_);
+  // A pump started by a stream with other limits makes other messages: read on our own.
+  if (pump && pump->limits() == pump_limits &&
+      watch_limits_.max_changes >= pump_limits.max_changes) {
+    pump_ = std::move(pump);
+  }
   return Status::Ok();
 }
 
@@ -182,10 +198,10 @@ void WatchStream::PumpLocked() {
   if (write_in_flight_) return;
   if (!FillLocked()) return;
   published_sent_revision_.store(sent_revision_, std::memory_order_relaxed);
-  if (metrics_ != nullptr) metrics_->AddBytesSent(response_.ByteSizeLong());
+  if (metrics_ != nullptr) metrics_->AddBytesSent(out_.Length());
   write_in_flight_ = true;
   last_sent_ = std::chrono::steady_clock::now();
-  StartWrite(&response_);
+  StartWrite(&out_);
 }
 
 bool WatchStream::CredentialsValidLocked() {
@@ -201,9 +217,134 @@ bool WatchStream::CredentialsValidLocked() {
 }
 
 bool WatchStream::FillLocked() {
+  TryJoinLocked();
+  if (shared_) {
+    switch (FillSharedLocked()) {
+      case Shared::kReady:
+        return true;
+      case Shared::kIdle:
+        return false;
+      case Shared::kBehind:
+        if (!LeaveWindowLocked()) return false;
+        break;
+    }
+  }
+  return FillOwnLocked();
+}
+
+void WatchStream::TryJoinLocked() {
+  if (!pump_ || shared_ || in_snapshot_ || skip_ > 0) return;
+  // Only at a revision boundary the stream reached completely, with nothing read but unsent.
+  if (pending_next_ < pending_.changes.size() || sent_revision_ < start_after_) return;
+  if (!pump_->Join(sent_revision_, &cursor_)) return;
+  shared_ = true;
+  fragment_sent_ = 0;
+  pending_ = ChangeBatch();
+  pending_next_ = 0;
+  watcher_.reset();
+  lease_.reset();  // the handle goes back to the dict's pool
+  // Protobuf keeps a cleared message's allocations for reuse: a stream that caught up on its own
+  // with large messages would keep them for its life.
+  response_ = v1::WatchResponse();
+}
+
+bool WatchStream::LeaveWindowLocked() {
+  shared_ = false;
+  Result<DictRegistry::Lease> lease = registry_->Reacquire(entry_);
+  Result<std::unique_ptr<Watcher>> watcher = lease.ok()
+                                                 ? lease->dict().Watch(sent_revision_)
+                                                 : Result<std::unique_ptr<Watcher>>(lease.status());
+  if (!watcher.ok()) {
+    spdlog::warn("watch ended dict={} peer={} revision={}: {}", LogText(dict_name_), peer_,
+                 sent_revision_, watcher.status().ToString());
+    FinishLocked(wire::ToGrpc(watcher.status()));
+    return false;
+  }
+  lease_.emplace(std::move(*lease));
+  watcher_ = std::move(*watcher);
+  skip_ = fragment_sent_;
+  fragment_sent_ = 0;
+  spdlog::debug("watch fell behind the window dict={} peer={} revision={}", LogText(dict_name_),
+                peer_, sent_revision_);
+  return true;
+}
+
+WatchStream::Shared WatchStream::FillSharedLocked() {
+  for (;;) {
+    WatchFrame frame;
+    uint64_t head = 0;
+    switch (pump_->Next(&cursor_, &frame, &head)) {
+      case WatchPump::Take::kBehind:
+        return Shared::kBehind;
+      case WatchPump::Take::kNone:
+        if (!ProgressDueLocked()) return Shared::kIdle;
+        FillProgressLocked(head);
+        SerializeLocked();
+        return Shared::kReady;
+      case WatchPump::Take::kFrame:
+        break;
+    }
+    // Frames before the revision the stream joined at (or started after) carry nothing new.
+    if (frame.last_revision <= sent_revision_) {
+      if (!frame.more_fragments) sent_revision_ = std::max(sent_revision_, frame.complete);
+      continue;
+    }
+    // The window is gap-free: only a stream that joined inside a frame is past its start.
+    if (frame.after > sent_revision_) return Shared::kBehind;
+    size_t count = frame.changes;
+    if (frame.after < sent_revision_) {
+      // Joined inside this frame: its changes after sent_revision_, encoded for this stream once.
+      if (!grpc::SerializationTraits<v1::WatchResponse>::Deserialize(&frame.bytes, &response_)
+               .ok()) {
+        return Shared::kBehind;  // never expected (the pump encoded it): read on our own
+      }
+      auto* changes = response_.mutable_changes();
+      int sent = 0;
+      while (sent < changes->size() && changes->Get(sent).revision() <= sent_revision_) ++sent;
+      changes->DeleteSubrange(0, sent);
+      count = static_cast<size_t>(changes->size());
+      response_.set_revision(std::max(sent_revision_, frame.complete));
+      SerializeLocked();
+    } else {
+      out_ = std::move(frame.bytes);
+    }
+    if (!frame.more_fragments) {
+      fragment_sent_ = 0;
+    } else if (frame.starts_mid_revision && frame.changes == frame.last_revision_changes) {
+      fragment_sent_ += frame.last_revision_changes;  // another fragment of the same revision
+    } else {
+      fragment_sent_ = frame.last_revision_changes;
+    }
+    sent_revision_ = std::max(sent_revision_, frame.complete);
+    if (entry_) entry_->changes_sent.fetch_add(count, std::memory_order_relaxed);
+    return Shared::kReady;
+  }
+}
+
+bool WatchStream::ProgressDueLocked() const {
+  return progress_requested_ || std::chrono::steady_clock::now() - last_sent_ >= progress_interval_;
+}
+
+void WatchStream::FillProgressLocked(uint64_t revision) {
+  progress_requested_ = false;
+  response_.Clear();
+  response_.set_kind(v1::WatchResponse::KIND_PROGRESS);
+  sent_revision_ = std::max(sent_revision_, revision);
+  response_.set_revision(sent_revision_);
+}
+
+bool WatchStream::SerializeLocked() {
+  bool own_buffer = false;
+  out_.Clear();
+  grpc::SerializationTraits<v1::WatchResponse>::Serialize(response_, &out_, &own_buffer)
+      .IgnoreError();
+  return true;
+}
+
+bool WatchStream::FillOwnLocked() {
   if (pending_next_ < pending_.changes.size()) {
     FillChangesLocked();
-    return true;
+    return SerializeLocked();
   }
   Result<ChangeBatch> batch = watcher_->Next(watch_limits_, std::chrono::nanoseconds::zero());
   if (!batch.ok()) {
@@ -214,69 +355,35 @@ bool WatchStream::FillLocked() {
     return false;
   }
   if (batch->is_snapshot) {
+    skip_ = 0;  // the snapshot replaces the client's copy, the half-sent revision included
     FillSnapshotLocked(*batch);
-    return true;
+    return SerializeLocked();
   }
   if (!batch->changes.empty()) {
     pending_ = std::move(*batch);
     pending_next_ = 0;
+    // The changes of a revision the window already sent in part: the rest only.
+    for (; skip_ > 0 && pending_next_ + 1 < pending_.changes.size() &&
+           pending_.changes[pending_next_].revision == sent_revision_ + 1;
+         --skip_) {
+      ++pending_next_;
+    }
+    skip_ = 0;
     FillChangesLocked();
-    return true;
+    return SerializeLocked();
   }
-  if (progress_requested_ || std::chrono::steady_clock::now() - last_sent_ >= progress_interval_) {
-    progress_requested_ = false;
-    response_.Clear();
-    response_.set_kind(v1::WatchResponse::KIND_PROGRESS);
-    sent_revision_ = std::max(sent_revision_, watcher_->revision());
-    response_.set_revision(sent_revision_);
-    return true;
+  if (ProgressDueLocked()) {
+    FillProgressLocked(watcher_->revision());
+    return SerializeLocked();
   }
   return false;
 }
 
 void WatchStream::FillChangesLocked() {
-  response_.Clear();
-  response_.set_kind(v1::WatchResponse::KIND_CHANGES);
-  // The changes are moved into the message: each is sent once, and copies of every key and value
-  // were a third of the bridge's time at full fan-out.
-  std::vector<Change>& changes = pending_.changes;
-  size_t bytes = 0;
-  size_t i = pending_next_;
-  for (; i < changes.size(); ++i) {
-    Change& change = changes[i];
-    const size_t value_bytes = change.value.data().size();
-    const bool too_large =
-        change.op == ChangeOp::kSet &&
-        value_bytes + change.key.size() + kPerItemOverhead > limits_.max_message_bytes;
-    const size_t size = change.key.size() + kPerItemOverhead + (too_large ? 0 : value_bytes);
-    if (i > pending_next_ && bytes + size > limits_.max_message_bytes) break;
-    bytes += size;
-    v1::Change* out = response_.add_changes();
-    out->set_revision(change.revision);
-    out->set_op(wire::ToProto(change.op));
-    out->set_key(std::move(change.key));
-    if (change.op != ChangeOp::kSet) continue;
-    if (too_large) {
-      out->set_value_too_large(true);
-      out->set_value_size(value_bytes);
-      out->set_value_type(static_cast<uint32_t>(change.value.type()));
-    } else {
-      wire::ToProto(std::move(change.value), out->mutable_value());
-    }
-  }
-  if (entry_) entry_->changes_sent.fetch_add(i - pending_next_, std::memory_order_relaxed);
-  uint64_t complete = 0;
-  if (i == changes.size()) {
-    complete = pending_.revision;
-    pending_ = ChangeBatch();
-    pending_next_ = 0;
-  } else {
-    const bool fragment = changes[i].revision == changes[i - 1].revision;
-    response_.set_more_fragments(fragment);
-    complete = fragment ? changes[i].revision - 1 : changes[i - 1].revision;
-    pending_next_ = i;
-  }
-  sent_revision_ = std::max(sent_revision_, complete);
+  const EncodedChanges encoded =
+      EncodeChanges(&pending_, &pending_next_, limits_.max_message_bytes, &response_);
+  if (entry_) entry_->changes_sent.fetch_add(encoded.count, std::memory_order_relaxed);
+  sent_revision_ = std::max(sent_revision_, encoded.complete);
   response_.set_revision(sent_revision_);
 }
 
@@ -286,6 +393,7 @@ void WatchStream::FillSnapshotLocked(const ChangeBatch& batch) {
   response_.set_snapshot_begins(batch.snapshot_begins);
   response_.set_snapshot_ends(batch.snapshot_ends);
   response_.set_snapshot_revision(batch.snapshot_revision);
+  in_snapshot_ = !batch.snapshot_ends;
   for (const auto& [key, value] : batch.snapshot_items) {
     if (value.data().size() + key.size() + kPerItemOverhead > limits_.max_message_bytes) {
       v1::Change* marker = response_.add_snapshot_too_large();
@@ -311,6 +419,7 @@ void WatchStream::FillSnapshotLocked(const ChangeBatch& batch) {
 void WatchStream::OnWriteDone(bool ok) {
   std::lock_guard lock(mu_);
   write_in_flight_ = false;
+  out_.Clear();  // an idle stream holds no frame
   if (finish_after_write_) {
     finished_ = true;
     Finish(finish_status_);
@@ -357,6 +466,7 @@ void WatchStream::OnDone() {
   {
     std::lock_guard lock(mu_);
     slot_.Release();
+    pump_.reset();  // the last stream's reference stops the pump, if the registry dropped it
   }
   spdlog::debug("watch done dict={} peer={} revision={}", LogText(dict_name_), peer_,
                 sent_revision_);

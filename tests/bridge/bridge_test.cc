@@ -493,6 +493,71 @@ TEST_F(BridgeTest, ProgressComesAfterEveryChangeSentAndOnRequest) {
   stream->Finish().IgnoreError();
 }
 
+TEST_F(BridgeTest, ManyStreamsOfOneDictWhileALocalWriterCommitsAreGapFreeAndIdentical) {
+  // Issue 20's fan-out at a small scale: one pump encodes each batch once for all the streams.
+  auto stub = RawStub();
+  const uint64_t base = local_->published_revision();
+  struct Open {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>> stream;
+  };
+  std::vector<std::unique_ptr<Open>> streams;
+  for (int i = 0; i < 16; ++i) {
+    auto open = std::make_unique<Open>();
+    open->context.set_deadline(std::chrono::system_clock::now() + 60s);
+    open->stream = stub->Watch(&open->context);
+    v1::WatchRequest request;
+    request.mutable_start()->set_dict(name_);
+    request.mutable_start()->set_after_revision(base);
+    ASSERT_TRUE(open->stream->Write(request));
+    streams.push_back(std::move(open));
+  }
+  const int writes = Scaled(5000);
+  std::thread writer([&] {
+    for (int i = 0; i < writes; ++i) {
+      if (i % 10 == 0) {
+        ASSERT_OK(local_->Update(std::vector<std::pair<std::string, Value>>{{"a", Value::Int(i)},
+                                                                            {"b", Value::Int(i)}}));
+      } else {
+        ASSERT_OK(local_->Set("k" + std::to_string(i % 100), Value::Int(i)));
+      }
+    }
+  });
+  writer.join();
+  const uint64_t last = local_->published_revision();
+  std::vector<std::string> first;
+  for (auto& open : streams) {
+    std::vector<std::string> seen;  // "revision key value", in the order received
+    uint64_t complete = base;
+    v1::WatchResponse message;
+    while (complete < last && open->stream->Read(&message)) {
+      ASSERT_NE(message.kind(), v1::WatchResponse::KIND_SNAPSHOT) << "the log was never lapped";
+      ASSERT_GE(message.revision(), complete);
+      for (const auto& change : message.changes()) {
+        ASSERT_GT(change.revision(), complete);
+        seen.push_back(std::to_string(change.revision()) + " " + change.key() + " " +
+                       change.value().data());
+      }
+      complete = message.revision();
+    }
+    ASSERT_EQ(complete, last);
+    ASSERT_EQ(seen.size(), static_cast<size_t>(writes + (writes + 9) / 10));
+    if (first.empty()) {
+      first = seen;
+    } else {
+      EXPECT_EQ(seen, first);
+    }
+    open->context.TryCancel();
+    open->stream->Finish().IgnoreError();
+  }
+  // Every revision from base + 1 to last, each once (an atomic batch's two changes share one).
+  std::set<uint64_t> revisions;
+  for (const std::string& change : first) revisions.insert(std::stoull(change));
+  EXPECT_EQ(revisions.size(), last - base);
+  EXPECT_EQ(*revisions.begin(), base + 1);
+  EXPECT_EQ(*revisions.rbegin(), last);
+}
+
 TEST_F(BridgeTest, ABatchLargerThanAMessageComesInFragmentsAndAHugeValueAsAMarker) {
   BridgeProcess small({}, {"--max-message-bytes", "65536"});
   ASSERT_TRUE(small.Start());
