@@ -1,6 +1,7 @@
 # Must type-check with mypy --strict against the package's stubs (tests/test_typing.py): the
 # documented API, written as a typed program would use it.
 import asyncio
+import json
 from typing import Any, Optional
 
 import shmdict
@@ -37,6 +38,9 @@ def local() -> int:
 
 
 async def changes(d: shmdict.Dict) -> Optional[int]:
+    async for change in d.awatch(0, timeout=0.1):
+        key: Any = change.key
+        print(key)
     return await d.changed(timeout=0.1)
 
 
@@ -71,12 +75,32 @@ def ultra() -> None:
     counter: int = u.full_dump_counter
     print(counter, u.data["k"])
     try:
-        u.lock.acquire(block=False)
+        if u.lock.acquire(block=False):
+            u.lock.release()
     except UltraDict.Exceptions.CannotAcquireLock as e:
         print(e.blocking_pid)
+    # The drop-in is a dict, with UltraDict's methods and lock methods.
+    as_dict: dict[Any, Any] = u
+    merged: dict[Any, Any] = u | {"m": 1}
+    u |= {"n": 2}
+    present: bool = u.has_key("n")
+    u.append_update("n", 3)
+    u.append_update("m", None, delete=True)
+    u.apply_update()
+    holder: int = u.lock.get_remote_pid()
+    held: int = u.lock.has_lock
+    stolen: bool = u.lock.steal_from_dead(from_pid=holder)
+    u.lock.reset()
+    plain: Any = UltraDict.as_pure_dictionary(u)
+    UltraDict.log.set_level(UltraDict.log.WARNING)
+    print(json.dumps(as_dict), merged, present, held, stolen, plain, u.keys(), u.status()["name"])
+    fresh: UltraDict = UltraDict.fromkeys(["a", "b"], 0)
+    last: Optional[dict[Any, Any]] = fresh.close(unlink=True)
+    print(last)
     u.close(unlink=True)
 
 
 if __name__ == "__main__":
     local()
+    ultra()
     asyncio.run(changes(shmdict.Dict()))
