@@ -124,6 +124,8 @@ class _Log:
                                              logging.INFO, logging.DEBUG)
 
     class Levels:
+        """UltraDict.log.Levels: the level numbers by lower-case name."""
+
         critical, error, warning, info, debug = (logging.CRITICAL, logging.ERROR,
                                                  logging.WARNING, logging.INFO, logging.DEBUG)
 
@@ -137,6 +139,7 @@ class _Log:
         self.logger.setLevel(level + 1)
 
     def set_level(self, level):
+        """Drops messages below `level` (a logging level number)."""
         self.logger.setLevel(level)
 
 
@@ -151,12 +154,17 @@ class Exceptions:
     AlreadyClosed = _core.Closed
 
     class CannotAcquireLock(_core.LockHeld):
+        """The lock is held elsewhere (acquire(block=False)): blocking_pid names the holder,
+        timestamp is time.monotonic() when the attempt started."""
+
         def __init__(self, *args, blocking_pid=0, timestamp=None):
             super().__init__(*args)
             self.blocking_pid = blocking_pid
             self.timestamp = timestamp or time.monotonic()
 
     class CannotAcquireLockTimeout(CannotAcquireLock, TimeoutError):
+        """acquire(timeout=...) gave up: as CannotAcquireLock, plus time_passed (seconds)."""
+
         def __init__(self, *args, time_passed=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.time_passed = time_passed
@@ -252,6 +260,7 @@ class UltraLock(Lock):
 
     @property
     def pid(self):
+        """This process's pid (UltraDict's lock.pid)."""
         return os.getpid()
 
     def status(self):
