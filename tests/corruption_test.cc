@@ -253,15 +253,28 @@ TEST_F(CorruptionTest, WrongMagicIsRejectedWithAClearError) {
   ExpectRejected(kRejected);
 }
 
-TEST_F(CorruptionTest, OtherLayoutVersionIsFailedPrecondition) {
-  for (bool next_version : {true, false}) {
+// The segment of an older build (layout version 3 had no user_flags word), of a newer one and of
+// a far-off one: refused, each with the advice that fits which side must change.
+TEST_F(CorruptionTest, OtherLayoutVersionIsFailedPreconditionWithTheRightAdvice) {
+  ASSERT_NO_FATAL_FAILURE(CreateClosedDict());
+  ASSERT_GT(version_, 1u);
+  for (const uint32_t version : {version_ - 1, version_ + 1, 0x7FFFFFFFu}) {
+    if (!ShmEntriesWithPrefix(name_).empty()) {
+      ASSERT_OK(Dict::UnlinkByName(name_));
+    }
     ASSERT_NO_FATAL_FAILURE(CreateClosedDict());
-    const uint32_t version = next_version ? version_ + 1 : 0x7FFFFFFFu;
     SCOPED_TRACE("layout version " + std::to_string(version));
     File(ShmPath(name_)).Put<uint32_t>(kVersionOffset, version);
-    ExpectRejected({"FAILED_PRECONDITION"});
-    ASSERT_OK(Dict::UnlinkByName(name_));
+    const ProbeReport report = Probe();
+    for (const char* step : {"inspect", "open"}) {
+      ExpectClearError(report, step, {"FAILED_PRECONDITION"});
+      const std::string advice =
+          version < version_ ? "made by an older shmdict" : "upgrade shmdict";
+      EXPECT_NE(report.Outcome(step).find(advice), std::string::npos)
+          << step << ": " << report.Outcome(step);
+    }
   }
+  ASSERT_OK(Dict::UnlinkByName(name_));
 }
 
 TEST_F(CorruptionTest, SegmentTruncatedTo100BytesIsDataLoss) {

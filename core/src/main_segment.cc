@@ -53,10 +53,15 @@ Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writa
       initializing = version == 0;
       if (!initializing) {
         if (version != kLayoutVersion) {
+          // Which way the versions differ decides the advice: an older segment is read by the
+          // shmdict that made it (or recreated); a newer one needs this shmdict upgraded.
+          const std::string advice = version < kLayoutVersion
+                                         ? ": it was made by an older shmdict; use that one, or "
+                                           "unlink the dict and create it again"
+                                         : ": upgrade shmdict or unlink the dict";
           return Status(StatusCode::kFailedPrecondition,
                         who + " has layout version " + std::to_string(version) +
-                            ", this build reads " + std::to_string(kLayoutVersion) +
-                            ": upgrade shmdict or unlink the dict");
+                            ", this build reads " + std::to_string(kLayoutVersion) + advice);
         }
         const uint64_t capacity = h->identity.log_capacity;
         if (h->identity.magic != kMainMagic || h->identity.header_size != kHeaderSize ||
