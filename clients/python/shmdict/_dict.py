@@ -229,15 +229,19 @@ class _ChangeNotifier:
     the event loop's default executor: a thread of its own waits on the dict (the core's futex
     wait, no polling) while any waiter is pending, and hands each new revision to the waiters'
     loops with call_soon_threadsafe, which writes to the loop's self-pipe, a descriptor the loop
-    watches. N waiters, on any number of loops, cost this one thread and no executor thread; the
-    thread ends within _SLICE seconds of its last waiter leaving (a cancelled or timed-out
-    future counts as gone) and starts again with the next one."""
+    watches. N waiters, on any number of loops, cost this one thread and no executor thread. A
+    waiter is gone when its future is done (cancelled, timed out) or its loop closed. With none
+    left the thread stays for _IDLE seconds, so that awatch(), which waits again after each
+    change, does not start a thread per change; then it ends, and starts again with the next
+    waiter."""
 
     _SLICE = 0.25
+    _IDLE = 30.0
 
     def __init__(self, owner):
         self._owner = weakref.ref(owner)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # a waiter came, or stop()
         self._waiters = []  # (after, loop, future): resolved when a revision > after commits
         self._thread = None
         self._stopping = False
@@ -248,6 +252,7 @@ class _ChangeNotifier:
         have been held by that thread at the fork."""
         if self._pid != os.getpid():
             self._lock = threading.Lock()
+            self._arrived = threading.Condition(self._lock)
             self._pid, self._waiters, self._thread = os.getpid(), [], None
 
     def wait(self, after, loop):
@@ -257,6 +262,7 @@ class _ChangeNotifier:
             if self._stopping:
                 raise _core.Closed("the dict is closed")
             self._waiters.append((after, loop, future))
+            self._arrived.notify()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="shmdict-notifier")
@@ -268,10 +274,18 @@ class _ChangeNotifier:
         self._after_fork()
         with self._lock:
             self._stopping = True
+            self._arrived.notify_all()
             thread = self._thread
         self._fail(_core.Closed("the dict was closed while waiting for a change"))
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def _drop_gone(self):
+        """With the lock: drops the waiters nobody waits for any more. A future that is done was
+        cancelled (a task's cancel, wait_for's timeout); a closed loop runs nothing again, even
+        when it closed without cancelling its futures. Returns whether any waiter is left."""
+        self._waiters = [w for w in self._waiters if not w[2].done() and not w[1].is_closed()]
+        return bool(self._waiters)
 
     def _take(self, due):
         """Removes and returns the waiters for which due(after) holds."""
@@ -295,8 +309,11 @@ class _ChangeNotifier:
         seen = None  # the latest revision this thread saw
         while True:
             with self._lock:
-                # A future that is done was cancelled (a task's cancel, wait_for's timeout).
-                self._waiters = [w for w in self._waiters if not w[2].done()]
+                self._drop_gone()
+                if not self._waiters and not self._stopping:
+                    self._arrived.wait_for(lambda: self._stopping or self._drop_gone(),
+                                           self._IDLE)
+                    seen = None  # the dict may have moved on while nobody waited
                 if self._stopping or not self._waiters:
                     self._thread = None
                     return

@@ -91,7 +91,9 @@ int SetOrDeleteItem(PyObject* self, PyObject* key, PyObject* value) {
     return -1;
   }
   // A local cache would learn of this change from its watcher anyway; a remote mirror may not
-  // have it yet, and the old value must not be read back from the cache meanwhile.
+  // have it yet, and the old value must not be read back from the cache meanwhile: neither the
+  // entry nor one that a read of the key, decoding in another thread now, would keep (Forget
+  // changes the epoch).
   if (IsCacheableKey(key)) s->cache.Forget(key);
   return 0;
 }

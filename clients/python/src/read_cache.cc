@@ -163,7 +163,7 @@ PyObject* ReadCache::Keep(uint64_t epoch, PyObject* key, PyObject* decoded, size
   PyObject* copy = CopyTree(decoded);
   if (copy == nullptr) {
     PyErr_Clear();
-    Forget(key);
+    Remove(key);
     return decoded;
   }
   Py_DECREF(decoded);  // the cache holds it
@@ -184,7 +184,7 @@ bool ReadCache::Put(PyObject* key, PyObject* decoded, size_t encoded_bytes) {
   if (Classify(decoded, 0, &objects) == Shape::kOther) return false;
   const size_t cost = encoded_bytes + kEntryOverhead + (objects - 1) * kObjectOverhead;
   if (cost > max_bytes_ / 4) return false;
-  Forget(key);
+  Remove(key);
   if (PyDict_GET_SIZE(entries_) >= max_keys_ || bytes_ + cost > max_bytes_) DropEntries();
   PyObject* size = PyLong_FromSize_t(cost);
   if (size == nullptr || PyDict_SetItem(sizes_, key, size) != 0 ||
@@ -200,6 +200,12 @@ bool ReadCache::Put(PyObject* key, PyObject* decoded, size_t encoded_bytes) {
 }
 
 void ReadCache::Forget(PyObject* key) {
+  // Also when the key is not cached: a reader that read it before this write may be decoding.
+  ++epoch_;
+  Remove(key);
+}
+
+void ReadCache::Remove(PyObject* key) {
   PyObject* size = PyDict_GetItemWithError(sizes_, key);
   if (size == nullptr) {
     PyErr_Clear();
@@ -234,7 +240,7 @@ void ReadCache::SetLimits(Py_ssize_t max_keys, size_t max_bytes) {
 void ReadCache::ForgetEncoded(std::string_view encoded_key) {
   PyObject* key = CachedKeyOf(encoded_key);
   if (key == nullptr) return;
-  Forget(key);
+  Remove(key);  // the caller, SyncSlow, changed the epoch
   Py_DECREF(key);
 }
 
@@ -254,11 +260,11 @@ void ReadCache::Restart(State* s, ThreadHandle& h, uint64_t published) {
   DropEntries();
   watcher_.reset();
   revision_ = published;
-  if (watcher_failed_) return;
+  if (watcher_retry_in_ > 0 && --watcher_retry_in_ > 0) return;
   uint64_t from = published;
   watcher_ = s->backend->CacheWatcher(h, &from);
   if (watcher_ == nullptr) {
-    watcher_failed_ = true;
+    watcher_retry_in_ = kWatcherRetryMoves;
     return;
   }
   // Empty, the cache describes the revision the watcher starts after.

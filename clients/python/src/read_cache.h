@@ -9,8 +9,10 @@
 // drops every entry when it cannot know: the log no longer reaches back (the watcher would start
 // with a snapshot), more than kMaxCatchUpRevisions passed (replaying them would cost more than
 // decoding again), a clear, a fork, a RemoteDict (its mirror tells only that something changed),
-// a watcher that cannot be opened. A dict unlinked and created again under the same name is
-// another dict: this handle keeps reading the one it mapped, and so does its cache.
+// a watcher that cannot be opened (tried again every kWatcherRetryMoves moves, since what stopped
+// it, such as running out of descriptors or mappings, may pass). A dict unlinked and created again
+// under the same name is another dict: this handle keeps reading the one it mapped, and so does its
+// cache.
 //
 // Mutable values. A list or dict value is cached decoded and every read returns a new copy of its
 // lists and dicts (at every level; the leaves, which are immutable, are shared), so a caller that
@@ -54,6 +56,9 @@ inline constexpr Py_ssize_t kDefaultMaxKeys = 8192;
 inline constexpr size_t kDefaultMaxBytes = size_t{256} << 20;
 // A larger lag is caught up by starting over: the cache is emptied and a new watcher starts now.
 inline constexpr uint64_t kMaxCatchUpRevisions = 4096;
+// After a watcher failed to open, this many moves of the revision drop the whole cache before
+// opening one is tried again: each try costs a mapping, so not on every move.
+inline constexpr uint32_t kWatcherRetryMoves = 64;
 
 class ReadCache {
  public:
@@ -74,10 +79,11 @@ class ReadCache {
   // -1 with an exception, 0 or 1.
   int Contains(PyObject* key);
 
-  // Identifies the cache's contents: it changes whenever entries are dropped or the revision
-  // moves. A reader takes it before reading the core and passes it to Put, so that a value read
-  // before Python code ran (decoding does) is not cached after another thread moved the cache
-  // past a change of that key.
+  // Identifies the cache's contents: it changes whenever entries are dropped, the revision
+  // moves or this process writes a key (Forget). A reader takes it before reading the core and
+  // passes it to Keep, so that a value read before Python code ran (decoding does) is not cached
+  // after another thread moved the cache past a change of that key or wrote the key itself (a
+  // remote mirror may not have moved yet, and the write's own Forget found nothing to drop).
   uint64_t epoch() const { return epoch_; }
   // Keeps `decoded` (a reference the call takes over), read from the core after the cache had
   // `epoch`, when it is of a cacheable shape and within the bounds, and returns what the reader
@@ -85,7 +91,7 @@ class ReadCache {
   // not `shared`. Never raises: an error (out of memory) leaves `decoded` uncached and returns it.
   PyObject* Keep(uint64_t epoch, PyObject* key, PyObject* decoded, size_t encoded_bytes,
                  bool shared = false);
-  // Drops `key`'s entry (this process wrote it).
+  // Drops `key`'s entry and changes the epoch (this process wrote the key).
   void Forget(PyObject* key);
   // Drops every entry and the watcher (close, fork: the watcher belongs to the parent's handles).
   void Reset();
@@ -106,6 +112,8 @@ class ReadCache {
   bool Apply(const ChangeBatch& batch);
   // Adds the entry; false when it was not added.
   bool Put(PyObject* key, PyObject* decoded, size_t encoded_bytes);
+  // Drops `key`'s entry, if any, keeping the epoch.
+  void Remove(PyObject* key);
   void ForgetEncoded(std::string_view encoded_key);
   void DropEntries();
 
@@ -117,7 +125,9 @@ class ReadCache {
   Py_ssize_t max_keys_ = kDefaultMaxKeys;
   size_t max_bytes_ = kDefaultMaxBytes;
   std::unique_ptr<Watcher> watcher_;
-  bool watcher_failed_ = false;  // never try again: every move drops the cache
+  // Moves left before opening a watcher is tried again; 0 while none failed. Until then every
+  // move drops the cache.
+  uint32_t watcher_retry_in_ = 0;
 };
 
 }  // namespace shmdict::python

@@ -1,6 +1,7 @@
 #include "state.h"
 
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -37,10 +38,20 @@ class LocalBackend final : public Backend {
       if (primary_ == nullptr) primary_ = Attach();
       return primary_.get();
     }
+    const uint64_t thread_state = PyThreadState_GetID(PyThreadState_Get());
     auto it = others_.find(thread);
+    if (it != others_.end() && it->second->thread_state_id == thread_state) {
+      return it->second.get();
+    }
+    // A thread not seen before, or one that got an ended thread's identity (and takes over its
+    // handle, as a lock it holds cannot be given back otherwise).
+    if (it != others_.end()) it->second->thread_state_id = thread_state;
+    ReleaseEndedThreads(thread);
+    it = others_.find(thread);
     if (it != others_.end()) return it->second.get();
     std::unique_ptr<ThreadHandle> handle = Attach();
     if (handle == nullptr) return nullptr;
+    handle->thread_state_id = thread_state;
     return others_.emplace(thread, std::move(handle)).first->second.get();
   }
 
@@ -143,6 +154,33 @@ class LocalBackend final : public Backend {
   }
 
  private:
+  // Returns the leases of threads whose Python thread state is gone (the thread ended) to the
+  // pool, but for `keep`'s and those holding the lock. The GIL keeps thread states from being
+  // deleted meanwhile; one created by PyGILState_Ensure meanwhile is only prepended to the list.
+  void ReleaseEndedThreads(unsigned long keep) {
+    std::unordered_set<uint64_t> live;
+    for (PyThreadState* t = PyInterpreterState_ThreadHead(PyInterpreterState_Get()); t != nullptr;
+         t = PyThreadState_Next(t)) {
+      live.insert(PyThreadState_GetID(t));
+    }
+    std::vector<std::unique_ptr<ThreadHandle>> ended;
+    for (auto it = others_.begin(); it != others_.end();) {
+      const ThreadHandle& h = *it->second;
+      if (it->first != keep && h.lock_depth == 0 && !h.guard && !live.count(h.thread_state_id)) {
+        ended.push_back(std::move(it->second));
+        it = others_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (ended.empty()) return;
+    // A handle the pool does not keep is closed, which joins its snapshot builder: that may wait
+    // for the writer lock held by a thread of this process that needs the GIL (see Close()).
+    Py_BEGIN_ALLOW_THREADS;
+    ended.clear();
+    Py_END_ALLOW_THREADS;
+  }
+
   std::unique_ptr<ThreadHandle> Attach() {
     Result<SharedDict::Lease> lease = shared_.Acquire();
     if (!lease.ok()) {

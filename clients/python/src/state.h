@@ -7,7 +7,10 @@
 // handle is ever used by two threads, and the GIL guards the table of leases and the read cache.
 // A thread keeps its lease (rather than leasing per call) because `with d.lock:` holds the
 // writer lock through that thread's handle, which gives it threading.Lock's meaning: other
-// threads' writes wait for it like other processes' do.
+// threads' writes wait for it like other processes' do. The leases of threads that ended go back
+// to the pool when a thread not seen before uses the dict, so a program that starts threads for
+// good (an asyncio notifier, a thread pool replacing its workers) keeps as many handles as it
+// has live threads, plus the pool's idle ones; a dead thread's lease that holds the lock stays.
 //
 // Remote dicts (shmdict.connect, when built with the bridge). A RemoteDict is thread-safe, so all
 // threads share its one handle, and calls release the GIL: they may wait on the network. It
@@ -63,6 +66,7 @@ struct ThreadHandle {
   std::optional<SharedDict::Lease> lease;  // local only: owns *dict
   std::optional<LockGuard> guard;          // the user lock, taken by this thread
   int lock_depth = 0;                      // re-entrant acquisitions by this thread
+  uint64_t thread_state_id = 0;            // PyThreadState_GetID of the thread that uses it
 };
 
 // An owned Watcher with whatever keeps it working (a local watcher's own handle).

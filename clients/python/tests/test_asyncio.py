@@ -37,7 +37,33 @@ def notifier_threads():
     return [t for t in threading.enumerate() if t.name == "shmdict-notifier"]
 
 
-def test_idle_waiters_occupy_no_executor_thread(d, name):
+@pytest.fixture
+def notifier_starts(monkeypatch):
+    """The list of notifier threads started (one entry each) while the test runs."""
+    starts = []
+    run = shmdict._dict._ChangeNotifier._run
+
+    def counted(self):
+        starts.append(threading.current_thread())
+        return run(self)
+
+    monkeypatch.setattr(shmdict._dict._ChangeNotifier, "_run", counted)
+    return starts
+
+
+def idle_for(monkeypatch, seconds):
+    """How long a notifier without waiters keeps its thread."""
+    monkeypatch.setattr(shmdict._dict._ChangeNotifier, "_IDLE", seconds, raising=False)
+
+
+def mapped(name):
+    """The mappings of the dict's segment in this process: a handle each."""
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if f"/shmdict.{name}" in line)
+
+
+def test_idle_waiters_occupy_no_executor_thread(d, name, notifier_starts, monkeypatch):
+    idle_for(monkeypatch, 0)
     async def main():
         loop = asyncio.get_running_loop()
         executor = CountingExecutor()
@@ -58,7 +84,9 @@ def test_idle_waiters_occupy_no_executor_thread(d, name):
         return revision
 
     asyncio.run(main())
-    assert len(notifier_threads()) <= 1  # one per dict, and it ends once no waiter is left
+    assert len(notifier_starts) == 1  # one thread for the 50 waiters
+    notifier_starts[0].join(60)  # it ends once no waiter is left
+    assert not notifier_starts[0].is_alive()
 
 
 def test_changed_returns_at_once_for_a_past_revision_and_none_after_its_timeout(d):
@@ -72,7 +100,9 @@ def test_changed_returns_at_once_for_a_past_revision_and_none_after_its_timeout(
     asyncio.run(main())
 
 
-def test_a_cancelled_waiter_is_dropped_and_the_notifier_thread_ends(d):
+def test_a_cancelled_waiter_is_dropped_and_the_notifier_thread_ends(d, monkeypatch):
+    idle_for(monkeypatch, 0)
+
     async def main():
         task = asyncio.create_task(d.changed())
         await asyncio.sleep(0)
@@ -133,6 +163,84 @@ def test_awatch_yields_another_processs_changes_without_the_executor(d, name):
 
     seen = asyncio.run(main())
     assert seen == [("set", "a", [1]), ("delete", "a", None), ("clear", None, None)]
+
+
+def test_awatch_over_100_changes_starts_one_notifier_thread_and_no_handle(
+        d, name, notifier_starts, monkeypatch):
+    idle_for(monkeypatch, 3600)  # no pause of the test may end the thread
+    changes = 100
+
+    async def main():
+        seen = asyncio.Queue()
+
+        start = d.revision
+
+        async def consume():
+            async for change in d.awatch(start, timeout=None):
+                await seen.put(change.value)
+
+        task = asyncio.create_task(consume())
+        d["k"] = 0
+        assert await asyncio.wait_for(seen.get(), 60) == 0
+        handles = mapped(name)  # the notifier thread's included
+        for i in range(1, changes):
+            d["k"] = i  # after the consumer waits again: each change wakes the notifier
+            assert await asyncio.wait_for(seen.get(), 60) == i
+        task.cancel()
+        return handles
+
+    handles = asyncio.run(main())
+    assert len(notifier_starts) == 1
+    assert mapped(name) <= handles  # the stream, cancelled, closed its own
+    d.close()  # wakes the idle thread and waits for it
+    assert not notifier_starts[0].is_alive()
+
+
+def test_the_handles_of_ended_threads_are_released(d, name):
+    threads = 30
+    d["k"] = 1
+    assert d["k"] == 1
+    before = mapped(name)
+    for _ in range(3):
+        all_reading = threading.Barrier(threads + 1)
+
+        def read():
+            assert d["k"] == 1
+            all_reading.wait(60)
+
+        workers = [threading.Thread(target=read) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        all_reading.wait(60)
+        per_handle = (mapped(name) - before) // threads
+        assert per_handle >= 1
+        for w in workers:
+            w.join(60)
+    # A thread not seen before returns the ended threads' handles to the pool, which keeps at
+    # most 8 (shared_dict.h's kDefaultMaxIdleHandles), and uses one more (an ended thread's when
+    # it got that thread's identity).
+    late = threading.Thread(target=d.__getitem__, args=("k",))
+    late.start()
+    late.join(60)
+    assert mapped(name) <= before + 9 * per_handle
+
+
+def test_a_waiter_whose_loop_closed_without_cancelling_it_is_dropped(
+        d, notifier_starts, monkeypatch):
+    idle_for(monkeypatch, 0)
+    loop = asyncio.new_event_loop()
+
+    async def start_waiting():
+        task = asyncio.create_task(d.changed())
+        await asyncio.sleep(0)  # the waiter is registered
+        return task
+
+    task = loop.run_until_complete(start_waiting())
+    loop.close()  # the task stays pending: nothing will ever resolve or cancel it
+    assert len(notifier_starts) == 1
+    notifier_starts[0].join(60)
+    assert not notifier_starts[0].is_alive()
+    del task
 
 
 def test_awatch_stops_when_its_timeout_passes_without_a_change(d):

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -204,14 +205,72 @@ def test_keys_of_every_cacheable_kind_are_dropped_when_they_change(d, name):
     assert d[3] == "w3" and d[1] == "w4"  # 3.0 is the key 3, True the key 1
 
 
-def test_a_write_by_another_thread_is_seen(d):
-    import threading
-    d["t"] = [0]
-    assert d["t"] == [0]
-    t = threading.Thread(target=d.__setitem__, args=("t", [1]))
-    t.start()
-    t.join()
-    assert d["t"] == [1]
+class SwitchOnLoad:
+    """Pickled as a call of load_switching_threads: reading it runs Python code that lets the
+    thread named "decoder" stop mid-read until another thread wrote."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def __reduce__(self):
+        return (load_switching_threads, (self.payload,))
+
+
+decoding = threading.Event()
+written = threading.Event()
+
+
+def load_switching_threads(payload):
+    if threading.current_thread().name == "decoder":
+        decoding.set()
+        assert written.wait(60), "the writer never wrote"
+    return payload
+
+
+def read_while_another_thread_writes(reader, writer):
+    """`reader` reads "k" (a pickled "old") in a thread whose decoding waits for `writer` to set
+    "k" to "new"; returns what that thread read."""
+    decoding.clear()
+    written.clear()
+    got = []
+    decoder = threading.Thread(target=lambda: got.append(reader["k"]), name="decoder")
+    decoder.start()
+    try:
+        assert decoding.wait(60)
+        writer["k"] = "new"
+    finally:
+        written.set()
+        decoder.join(60)
+    return got
+
+
+def test_a_value_read_while_another_thread_writes_its_key_is_not_cached(d):
+    d["k"] = SwitchOnLoad("old")
+    d["warm"] = 1
+    assert d["warm"] == 1  # the cache follows the current revision
+    assert read_while_another_thread_writes(d, d) == ["old"]
+    # The value decoded before the write is not kept (the next read would drop it anyway here:
+    # the revision moved).
+    assert d._read_cache_info()["keys"] == 1  # "warm" only
+    assert d["k"] == "new"
+
+
+def test_a_mirror_reads_its_own_write_while_another_thread_decoded_the_old_value(bridge, name):
+    import time
+
+    with shmdict.Dict(name, create=True) as local, \
+            shmdict.connect(bridge.address, name, mirror=True) as remote:
+        local["k"] = SwitchOnLoad("old")
+        local["warm"] = 1
+        deadline = time.monotonic() + 30
+        while remote.get("warm") != 1:  # the mirror caught up; nothing of "k" is cached
+            assert time.monotonic() < deadline, "the mirror never saw the writes"
+            time.sleep(0.01)
+        assert remote._read_cache_info()["keys"] == 1
+        assert read_while_another_thread_writes(remote, remote) == ["old"]
+        # Kept, "old" would be read back until the mirror moves.
+        assert remote._read_cache_info()["keys"] == 1
+        assert remote["k"] == "new"
 
 
 def test_a_forked_child_reads_what_its_parent_wrote_after_caching(d):
