@@ -457,17 +457,21 @@ class UltraDict(dict):
         self._pid, self._mutex, self._stream = os.getpid(), threading.Lock(), None
 
     def _apply(self, batch):
+        # self._rev moves once, after the whole batch: a reader in another thread that sees it
+        # equal to the commit word reads the copy without the mutex, so it must never name a
+        # revision whose changes (update() is several) are only partly in the copy.
         is_snapshot, snapshot_revision, items, changes, stream_revision = batch
         data = self.data
+        applied = self._rev
         if is_snapshot:
             dict.clear(self)
             data.clear()
             for key, value in items:
                 _dict_setitem(self, key, value)
                 data[key] = value
-            self._rev = snapshot_revision
+            applied = snapshot_revision
             self.full_dump_counter += 1
-        applied = self._rev  # a revision may hold several changes (update() is one)
+        last = applied
         for revision, op, key, value in changes:
             if revision <= applied:
                 continue  # this handle's own write, already in the copy
@@ -480,10 +484,10 @@ class UltraDict(dict):
             else:
                 dict.clear(self)
                 data.clear()
-            self._rev = revision
+            last = revision
         # The stream delivered everything up to stream_revision: a revision without a change of
         # its own (none today) must not leave the copy behind the commit word for ever.
-        self._rev = max(self._rev, stream_revision)
+        self._rev = max(last, stream_revision)
         self._stream_rev = stream_revision
 
     def _wrote(self, before, pairs=(), deleted=()):
