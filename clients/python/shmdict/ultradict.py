@@ -453,7 +453,13 @@ class UltraDict(dict):
 
     def _after_fork(self):
         # A thread of the parent may have held the mutex at the fork, and the watch stream's
-        # handle belongs to the parent.
+        # handle belongs to the parent. A thread holding the mutex may have been in the middle of
+        # changing the copy (a listing half written, say): nothing in it can be trusted, so the
+        # child lists everything again from revision 0.
+        if self._mutex.locked():
+            dict.clear(self)
+            self.data.clear()
+            self._rev = 0
         self._pid, self._mutex, self._stream = os.getpid(), threading.Lock(), None
 
     def _apply(self, batch):

@@ -1,10 +1,13 @@
-"""The UltraDict drop-in's local copy stays exact where threads meet it: a revision is in the
-copy all or none."""
+"""The UltraDict drop-in's local copy stays exact where threads and forks meet it: a revision is
+in the copy all or none, and a child forked in the middle of a catch-up lists everything again."""
 
+import multiprocessing
 import threading
 
 from shmdict import ultradict
 from shmdict.ultradict import UltraDict
+
+import helpers
 
 KEYS = [f"k{j}" for j in range(40)]
 
@@ -73,3 +76,64 @@ def test_a_revision_is_in_the_copy_all_or_none_for_every_thread(name, monkeypatc
             checker[0].join()
         writer.close()
         reader.close()
+
+
+def _compare_with_a_fresh_handle(u, conn):
+    fresh = UltraDict(name=u.name, create=False, auto_unlink=False)
+    conn.send((u.copy(), dict(dict.items(u)), fresh.copy()))
+    fresh.close()
+
+
+def test_a_child_forked_in_the_middle_of_a_catch_up_lists_everything_again(name, monkeypatch):
+    owner = UltraDict(name=name, create=True)
+    owner.update({f"a{i}": i for i in range(20)})
+    u = UltraDict(name=name)
+    owner["y"] = 0
+    u.copy()  # u's watch stream has read up to here
+    # u's own writes go into its copy without the stream: they overwrite the log (1 MiB) the
+    # stream has not read, so its next batch is a listing of everything. A stream opened at u's
+    # revision after the full dump would read changes only.
+    for i in range(15):
+        u["big"] = str(i) * 100_000
+    u.dump()
+    u["s"] = 1
+    u["s"] = 2
+    owner["x"] = 1  # the change u has to catch up with
+
+    paused, resume = threading.Event(), threading.Event()
+    calls = []
+    real_setitem = ultradict._dict_setitem
+
+    def slow_setitem(d, key, value):
+        real_setitem(d, key, value)
+        if d is u and threading.current_thread() is catching_up:
+            calls.append(key)
+            if len(calls) == 3:  # the listing is half written into the copy
+                paused.set()
+                resume.wait(60)
+
+    monkeypatch.setattr(ultradict, "_dict_setitem", slow_setitem)
+    catching_up = threading.Thread(target=u.copy)
+    catching_up.start()
+    child = None
+    try:
+        assert paused.wait(60), "the catch-up did not list everything"
+        receive, send = multiprocessing.Pipe(duplex=False)
+        child = multiprocessing.get_context("fork").Process(
+            target=_compare_with_a_fresh_handle, args=(u, send))
+        child.start()
+        send.close()
+        assert receive.poll(60)
+        copy, storage, truth = receive.recv()
+        resume.set()
+        catching_up.join()
+        assert len(truth) == 24 and truth["x"] == 1
+        assert copy == truth and storage == truth
+        assert u.copy() == truth  # and the parent finished its own catch-up
+    finally:
+        resume.set()
+        catching_up.join()
+        killed = helpers.stop([child])
+        u.close()
+        owner.close()
+    assert killed == [] and child.exitcode == 0
