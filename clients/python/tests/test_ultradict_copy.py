@@ -1,9 +1,12 @@
-"""The UltraDict drop-in's local copy stays exact where threads and forks meet it: a revision is
-in the copy all or none, and a child forked in the middle of a catch-up lists everything again."""
+"""The UltraDict drop-in's local copy stays exact where threads, forks and a re-created name meet
+it: a revision is in the copy all or none, a child forked in the middle of a catch-up lists
+everything again, the commit word and the watch stream are the handle's own dict's, and a new
+handle starts from a listing."""
 
 import multiprocessing
 import threading
 
+import shmdict
 from shmdict import ultradict
 from shmdict.ultradict import UltraDict
 
@@ -137,3 +140,67 @@ def test_a_child_forked_in_the_middle_of_a_catch_up_lists_everything_again(name,
         u.close()
         owner.close()
     assert killed == [] and child.exitcode == 0
+
+
+def test_the_commit_word_is_the_handles_own_dict_when_the_name_is_created_again(
+        name, monkeypatch):
+    with shmdict.Dict(name, create=True, auto_unlink=False) as original:
+        original.update({"a": 1, "b": 2})
+    impostor = []
+    real_open = ultradict._Handle._open
+
+    def open_then_recreate(self, *args):
+        real_open(self, *args)
+        # Between the engine's open and the drop-in's mapping of the commit word by name: the
+        # name now means another, empty dict.
+        shmdict.unlink_by_name(name)
+        impostor.append(shmdict.Dict(name, create=True, auto_unlink=False))
+
+    monkeypatch.setattr(ultradict._Handle, "_open", open_then_recreate)
+    u = UltraDict(name=name, create=False, auto_unlink=False)
+    monkeypatch.undo()
+    try:
+        assert u.copy() == {"a": 1, "b": 2} and u["a"] == 1
+        impostor[0]["z"] = 0  # moves the other dict's word, never this one's
+        u["c"] = 3
+        assert u.copy() == {"a": 1, "b": 2, "c": 3} and "z" not in u
+        # A write the copy did not make itself (the engine handle under it: no other handle can
+        # find this dict any more) reaches it by a catch-up, never through a stream of the other.
+        u._h["d"] = 4
+        assert u["d"] == 4 and u.copy() == {"a": 1, "b": 2, "c": 3, "d": 4}
+    finally:
+        u.close()
+        impostor[0].close()
+        shmdict.unlink_by_name(name)
+
+
+_decodes = []
+
+
+def _decode_counted(value):
+    _decodes.append(value)
+    return Counted(value)
+
+
+class Counted(int):
+    """An int whose every decoding (unpickling) is counted."""
+
+    def __reduce__(self):
+        return (_decode_counted, (int(self),))
+
+
+def test_a_new_handle_starts_from_a_listing_not_a_replay_of_the_log(name):
+    owner = UltraDict(name=name, create=True)
+    for i in range(300):  # 300 revisions in the log, one key in the dict
+        owner["k"] = Counted(i)
+    _decodes.clear()
+    other = UltraDict(name=name)
+    try:
+        assert other.copy() == {"k": 299}
+        assert _decodes == [299]  # one value decoded, not the 300 the log holds
+        owner["k"] = Counted(300)
+        assert other["k"] == 300 and _decodes == [299, 300]  # and then only the change
+    finally:
+        other.close()
+        owner.close()
+
