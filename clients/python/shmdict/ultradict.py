@@ -10,7 +10,10 @@ hold this handle's decoded local copy of it, as UltraDict keeps one. Every acces
 UltraDict (`u[k]`, `in`, len, iteration, get, keys/values/items, repr, ==) first compares the
 dict's commit revision with the copy's (one load from shared memory) and, when they differ,
 applies only the keys changed since (through the engine's watch stream; everything is listed
-again when the log no longer reaches back), so an unchanged value is never decoded again. C
+again when the log no longer reaches back), so an unchanged value is never decoded again. A new
+handle starts from a listing, not a replay of the log; each revision enters the copy whole before
+another thread reads it without waiting; a child forked while a thread was changing the copy
+lists everything again. C
 code that reads the storage directly (json.dumps, attribute lookup in `obj.__dict__`) sees the
 copy as of the handle's last access; so does `u.data`, the fastest read. Writes go to the
 shared dict first, then into the copy.
@@ -317,13 +320,20 @@ _CLOSED = _ClosedWord()
 
 
 def _map_commit_word(handle):
-    """(words, mapping): a read-only view of the main segment's 8-byte words and the mmap behind
-    it, or (_AskEngine, None) when the segment is not one of this layout."""
+    """(words, mapping): a read-only view of the handle's own main segment's 8-byte words and the
+    mmap behind it, or (_AskEngine, None) when the segment now under the handle's name is not the
+    one the handle opened (unlinked and created again since) or not one of this layout."""
     try:
         fd = os.open(f"/dev/shm/shmdict.{handle.name}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return _AskEngine(handle), None
     try:
+        # The engine opened its segment by name before this: if the name was unlinked and
+        # created again in between, this file is another dict's and its word would never (or
+        # wrongly) move for this handle. The handle maps its segment, so that inode cannot be
+        # reused while it lives: equal inodes mean the same file.
+        if os.fstat(fd).st_ino != handle._incarnation():
+            return _AskEngine(handle), None
         m = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
     except (OSError, ValueError):
         return _AskEngine(handle), None
@@ -442,32 +452,90 @@ class UltraDict(dict):
             self._after_fork()
         with self._mutex:
             target = self._word[_COMMIT_REVISION_WORD]
+            if self._stream is None and self._rev == 0:
+                # A new handle (or a child that forked mid-change): a listing at one revision
+                # costs the dict's size, a replay from revision 0 the whole log's.
+                self._list_all()
+            if self._rev >= target:
+                return
             if self._stream is None or self._rev - self._stream_rev > _MAX_STREAM_LAG:
-                self._stream = _core.WatchStream(self._h, self._rev)
-                self._stream_rev = self._rev
+                self._stream = self._open_stream()
+                if self._stream is None:
+                    self._list_all()
+                    self.full_dump_counter += 1
+                    return
             while self._rev < target:
                 batch = self._stream.next(self._h, 4096, 1.0)
                 if batch is None:
                     break  # the commit is visible to the stream within a second, always
                 self._apply(batch)
 
+    def _open_stream(self):
+        """A watch stream from the copy's revision, or None when the name no longer means this
+        handle's dict (the stream attaches by name: unlinked, or unlinked and created again)."""
+        try:
+            stream = _core.WatchStream(self._h, self._rev)
+        except _core.NotFound:
+            return None
+        # Checked after the stream attached: an unlinked segment never gets its name back, so
+        # the name meaning this handle's segment now means it meant it then.
+        try:
+            own = os.stat(f"/dev/shm/shmdict.{self.name}").st_ino == self._h._incarnation()
+        except OSError:
+            own = False
+        if not own:
+            return None
+        self._stream_rev = self._rev
+        return stream
+
+    def _list_all(self):
+        """Rebuilds the copy from a listing through this handle (under the mutex)."""
+        # The revision is read first: the listing is of it or of a later one, and the catch-ups
+        # that follow replay the changes since it, which leave the copy what the dict is either
+        # way (each change sets, removes or clears outright). Until then the commit word is past
+        # the copy's revision, so no thread reads the copy without the mutex.
+        h = self._h
+        revision = h._revision()
+        items = list(h.items())
+        data = self.data
+        dict.clear(self)
+        data.clear()
+        for key, value in items:
+            _dict_setitem(self, key, value)
+            data[key] = value
+        self._rev = revision  # last: see _apply
+        if revision == 0 and self._stream is None:
+            # Empty since ever: a stream from here is as cheap as a listing, and the next catch-
+            # up must not take revision 0 for "never listed" and list again.
+            self._stream = self._open_stream()
+
     def _after_fork(self):
         # A thread of the parent may have held the mutex at the fork, and the watch stream's
-        # handle belongs to the parent.
+        # handle belongs to the parent. A thread holding the mutex may have been in the middle of
+        # changing the copy (a listing half written, say): nothing in it can be trusted, so the
+        # child lists everything again from revision 0.
+        if self._mutex.locked():
+            dict.clear(self)
+            self.data.clear()
+            self._rev = 0
         self._pid, self._mutex, self._stream = os.getpid(), threading.Lock(), None
 
     def _apply(self, batch):
+        # self._rev moves once, after the whole batch: a reader in another thread that sees it
+        # equal to the commit word reads the copy without the mutex, so it must never name a
+        # revision whose changes (update() is several) are only partly in the copy.
         is_snapshot, snapshot_revision, items, changes, stream_revision = batch
         data = self.data
+        applied = self._rev
         if is_snapshot:
             dict.clear(self)
             data.clear()
             for key, value in items:
                 _dict_setitem(self, key, value)
                 data[key] = value
-            self._rev = snapshot_revision
+            applied = snapshot_revision
             self.full_dump_counter += 1
-        applied = self._rev  # a revision may hold several changes (update() is one)
+        last = applied
         for revision, op, key, value in changes:
             if revision <= applied:
                 continue  # this handle's own write, already in the copy
@@ -480,10 +548,10 @@ class UltraDict(dict):
             else:
                 dict.clear(self)
                 data.clear()
-            self._rev = revision
+            last = revision
         # The stream delivered everything up to stream_revision: a revision without a change of
         # its own (none today) must not leave the copy behind the commit word for ever.
-        self._rev = max(self._rev, stream_revision)
+        self._rev = max(last, stream_revision)
         self._stream_rev = stream_revision
 
     def _wrote(self, before, pairs=(), deleted=()):
@@ -726,7 +794,8 @@ class UltraDict(dict):
         with self._mutex:
             self._rev = 0
             self._stream = None
-        self._catch_up()
+        self._catch_up()  # lists everything (see _catch_up)
+        self.full_dump_counter += 1
 
     # ---- status and lifetime
     def status(self):

@@ -294,6 +294,15 @@ void DefineMethods(py::object type) {
     if (h->dict == nullptr) throw py::type_error("a remote dict has no user flags");
     return h->dict->user_flags();
   });
+  // The main segment's inode this handle mapped (Dict::incarnation): the drop-in maps the
+  // commit word by name and must tell whether that name still means this handle's dict.
+  AddMethod(type, "_incarnation", [](py::handle self) {
+    State* s = Ready(self.ptr());
+    ThreadHandle* h = s == nullptr ? nullptr : s->backend->ForThread();
+    if (h == nullptr) throw py::error_already_set();
+    if (h->dict == nullptr) throw py::type_error("a remote dict has no incarnation");
+    return h->dict->incarnation();
+  });
   AddMethod(type, "_name", [](py::handle self) {
     if (Ready(self.ptr()) == nullptr) throw py::error_already_set();
     return StateOf(self.ptr())->name;
