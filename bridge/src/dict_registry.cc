@@ -186,7 +186,7 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
       pump = entry->pump;
     }
     // Outside subscribers_mu: encoding a large batch must not hold up Subscribe and Unsubscribe.
-    if (pump) pump->Fill();
+    if (pump) entry->pump_restarts.fetch_add(pump->Fill(), std::memory_order_relaxed);
     std::lock_guard lock(entry->subscribers_mu);
     if (entry->notifier_stop) return;
     for (Subscriber* subscriber : entry->subscribers) subscriber->Pump();
@@ -299,6 +299,9 @@ std::vector<DictStats> DictRegistry::Stats() {
     if (lease.ok()) dict.revision = lease->dict().published_revision();
     dict.writes = entry->writes.load(std::memory_order_relaxed);
     dict.changes_sent = entry->changes_sent.load(std::memory_order_relaxed);
+    dict.watch_joins = entry->watch_joins.load(std::memory_order_relaxed);
+    dict.watch_leaves = entry->watch_leaves.load(std::memory_order_relaxed);
+    dict.pump_restarts = entry->pump_restarts.load(std::memory_order_relaxed);
     {
       std::lock_guard lock(entry->subscribers_mu);
       for (Subscriber* subscriber : entry->subscribers) {

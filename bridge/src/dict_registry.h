@@ -191,7 +191,10 @@ struct DictEntry {
   // Metrics (relaxed counters).
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> changes_sent{0};
-  bool notifier_stop = false;  // guarded by subscribers_mu
+  std::atomic<uint64_t> watch_joins{0};    // a stream moved to the pump's window
+  std::atomic<uint64_t> watch_leaves{0};   // ... and back to a watcher of its own
+  std::atomic<uint64_t> pump_restarts{0};  // the log lapped the pump
+  bool notifier_stop = false;              // guarded by subscribers_mu
 };
 
 }  // namespace shmdict::bridge

@@ -97,7 +97,8 @@ class WatchPump {
   // the window restarts at the dict's revision and every cursor into the old one is behind.
   // A failing watcher (the handle closed, the log corrupted) stops the pump: every cursor is then
   // behind, and the streams read on their own (and meet the error themselves).
-  void Fill();
+  // Returns how many times the log lapped the pump during the call (the metrics' restarts).
+  uint64_t Fill();
 
   // A stream at revision `revision` (every revision up to it sent completely, nothing of a later
   // one) joins: true with *cursor set when the window (and the frames to come) hold every change
