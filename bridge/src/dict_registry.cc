@@ -203,14 +203,17 @@ void DictRegistry::Retire(const std::shared_ptr<DictEntry>& entry, const Status&
   }
   // Leases still out close their handles when they return them.
   entry->handles.Close().IgnoreError();
+  // Released outside subscribers_mu, as in Unsubscribe: the last reference closes its handle.
+  std::shared_ptr<WatchPump> stopped;
   {
     std::lock_guard lock(entry->subscribers_mu);
     for (Subscriber* subscriber : entry->subscribers) subscriber->End(why);
     entry->subscribers.clear();
     entry->watch_streams = 0;
-    entry->pump.reset();
+    stopped = std::move(entry->pump);
     entry->notifier_stop = true;
   }
+  stopped.reset();
   if (on_serving_) on_serving_(entry->name, false);
   // The notifier thread retires its own entry: it cannot join itself, so it detaches.
   if (entry->notifier.joinable()) {
