@@ -116,12 +116,16 @@ void DictRegistry::Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber
 std::shared_ptr<WatchPump> DictRegistry::SubscribeWatch(const std::shared_ptr<DictEntry>& entry,
                                                         Subscriber* subscriber,
                                                         const WatchPump::Limits& limits) {
+  // A failed pump is replaced, and released outside subscribers_mu (its last reference closes
+  // its handle); the streams still holding it read on their own.
+  std::shared_ptr<WatchPump> failed;
   std::lock_guard lock(entry->subscribers_mu);
   if (entry->retired.load()) {
     subscriber->End(entry->retire_status);
     return nullptr;
   }
   if (entry->subscribers.insert(subscriber).second) ++entry->watch_streams;
+  if (entry->pump && entry->pump->failed()) failed = std::move(entry->pump);
   if (!entry->pump) {
     // Its own handle, out of the pool for good (its watcher fails once the handle closes).
     Result<SharedDict::Lease> handle = entry->handles.Acquire();

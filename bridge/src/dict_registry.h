@@ -183,8 +183,8 @@ struct DictEntry {
   std::mutex subscribers_mu;
   std::set<Subscriber*> subscribers;
   size_t watch_streams = 0;  // subscribers that are Watch streams (guarded by subscribers_mu)
-  // From the first Watch stream to the last (guarded by subscribers_mu; Fill runs outside it, on
-  // the notifier thread, with a reference of its own).
+  // From the first Watch stream to the last, replaced by the next stream when it failed (guarded
+  // by subscribers_mu; Fill runs outside it, on the notifier thread, with a reference of its own).
   std::shared_ptr<WatchPump> pump;
   std::thread notifier;
 

@@ -204,6 +204,11 @@ void WatchPump::Restart(uint64_t head) {
   head_ = head;
 }
 
+bool WatchPump::failed() const {
+  std::lock_guard lock(mu_);
+  return failed_;
+}
+
 bool WatchPump::Join(uint64_t revision, uint64_t* cursor) const {
   std::lock_guard lock(mu_);
   if (failed_) return false;

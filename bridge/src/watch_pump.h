@@ -111,6 +111,10 @@ class WatchPump {
   // kBehind when the frame was dropped from the window (or the pump stopped or restarted).
   Take Next(uint64_t* cursor, WatchFrame* frame, uint64_t* head) const;
 
+  // Whether the pump stopped for good (its watcher failed): the registry starts a new one for the
+  // next stream, which may meet the dict again readable (a transient error) or fail the same way.
+  bool failed() const;
+
   // Frames whose bytes are still referenced by anyone (the window, a stream, gRPC), across all
   // pumps of the process: a test's proof that the shared buffers are released.
   static int64_t LiveFrames();
