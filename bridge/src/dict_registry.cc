@@ -116,12 +116,16 @@ void DictRegistry::Subscribe(const std::shared_ptr<DictEntry>& entry, Subscriber
 std::shared_ptr<WatchPump> DictRegistry::SubscribeWatch(const std::shared_ptr<DictEntry>& entry,
                                                         Subscriber* subscriber,
                                                         const WatchPump::Limits& limits) {
+  // A failed pump is replaced, and released outside subscribers_mu (its last reference closes
+  // its handle); the streams still holding it read on their own.
+  std::shared_ptr<WatchPump> failed;
   std::lock_guard lock(entry->subscribers_mu);
   if (entry->retired.load()) {
     subscriber->End(entry->retire_status);
     return nullptr;
   }
   if (entry->subscribers.insert(subscriber).second) ++entry->watch_streams;
+  if (entry->pump && entry->pump->failed()) failed = std::move(entry->pump);
   if (!entry->pump) {
     // Its own handle, out of the pool for good (its watcher fails once the handle closes).
     Result<SharedDict::Lease> handle = entry->handles.Acquire();
@@ -186,7 +190,7 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
       pump = entry->pump;
     }
     // Outside subscribers_mu: encoding a large batch must not hold up Subscribe and Unsubscribe.
-    if (pump) pump->Fill();
+    if (pump) entry->pump_restarts.fetch_add(pump->Fill(), std::memory_order_relaxed);
     std::lock_guard lock(entry->subscribers_mu);
     if (entry->notifier_stop) return;
     for (Subscriber* subscriber : entry->subscribers) subscriber->Pump();
@@ -203,14 +207,17 @@ void DictRegistry::Retire(const std::shared_ptr<DictEntry>& entry, const Status&
   }
   // Leases still out close their handles when they return them.
   entry->handles.Close().IgnoreError();
+  // Released outside subscribers_mu, as in Unsubscribe: the last reference closes its handle.
+  std::shared_ptr<WatchPump> stopped;
   {
     std::lock_guard lock(entry->subscribers_mu);
     for (Subscriber* subscriber : entry->subscribers) subscriber->End(why);
     entry->subscribers.clear();
     entry->watch_streams = 0;
-    entry->pump.reset();
+    stopped = std::move(entry->pump);
     entry->notifier_stop = true;
   }
+  stopped.reset();
   if (on_serving_) on_serving_(entry->name, false);
   // The notifier thread retires its own entry: it cannot join itself, so it detaches.
   if (entry->notifier.joinable()) {
@@ -299,6 +306,9 @@ std::vector<DictStats> DictRegistry::Stats() {
     if (lease.ok()) dict.revision = lease->dict().published_revision();
     dict.writes = entry->writes.load(std::memory_order_relaxed);
     dict.changes_sent = entry->changes_sent.load(std::memory_order_relaxed);
+    dict.watch_joins = entry->watch_joins.load(std::memory_order_relaxed);
+    dict.watch_leaves = entry->watch_leaves.load(std::memory_order_relaxed);
+    dict.pump_restarts = entry->pump_restarts.load(std::memory_order_relaxed);
     {
       std::lock_guard lock(entry->subscribers_mu);
       for (Subscriber* subscriber : entry->subscribers) {

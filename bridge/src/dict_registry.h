@@ -183,15 +183,18 @@ struct DictEntry {
   std::mutex subscribers_mu;
   std::set<Subscriber*> subscribers;
   size_t watch_streams = 0;  // subscribers that are Watch streams (guarded by subscribers_mu)
-  // From the first Watch stream to the last (guarded by subscribers_mu; Fill runs outside it, on
-  // the notifier thread, with a reference of its own).
+  // From the first Watch stream to the last, replaced by the next stream when it failed (guarded
+  // by subscribers_mu; Fill runs outside it, on the notifier thread, with a reference of its own).
   std::shared_ptr<WatchPump> pump;
   std::thread notifier;
 
   // Metrics (relaxed counters).
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> changes_sent{0};
-  bool notifier_stop = false;  // guarded by subscribers_mu
+  std::atomic<uint64_t> watch_joins{0};    // a stream moved to the pump's window
+  std::atomic<uint64_t> watch_leaves{0};   // ... and back to a watcher of its own
+  std::atomic<uint64_t> pump_restarts{0};  // the log lapped the pump
+  bool notifier_stop = false;              // guarded by subscribers_mu
 };
 
 }  // namespace shmdict::bridge

@@ -32,6 +32,12 @@ struct DictStats {
   uint64_t slowest_lag = 0;   // revision minus the lowest revision a subscriber was sent
   uint64_t writes = 0;        // successful write calls through this bridge
   uint64_t changes_sent = 0;  // changes sent to subscribers (a change sent to 3 counts 3)
+  // The pump's shared window (watch_pump.h): streams that joined it (at their start, or after
+  // catching up on their own), streams that fell behind it (or were in it when the pump restarted
+  // or stopped) and read on their own again, and the times the log lapped the pump.
+  uint64_t watch_joins = 0;
+  uint64_t watch_leaves = 0;
+  uint64_t pump_restarts = 0;
 };
 
 class Metrics {

@@ -110,8 +110,9 @@ WatchPump::~WatchPump() = default;
 
 int64_t WatchPump::LiveFrames() { return live_frames.load(std::memory_order_relaxed); }
 
-void WatchPump::Fill() {
-  if (stopped_) return;
+uint64_t WatchPump::Fill() {
+  if (stopped_) return 0;
+  uint64_t restarts = 0;
   std::vector<WatchFrame> frames;
   size_t bytes = 0;
   v1::WatchResponse message;
@@ -127,7 +128,7 @@ void WatchPump::Fill() {
       failed_ = true;
       frames_.clear();
       window_bytes_ = 0;
-      return;
+      return restarts;
     }
     if (batch->is_snapshot) {
       // Lapped by the log: the changes since encoded_revision_ are gone. The window restarts at
@@ -146,6 +147,7 @@ void WatchPump::Fill() {
       encoded_revision_ = now;
       last_was_fragment_ = false;
       Restart(now);
+      ++restarts;
       continue;
     }
     if (batch->changes.empty()) {
@@ -172,6 +174,7 @@ void WatchPump::Fill() {
     }
   }
   Append(std::move(frames), bytes, encoded_revision_);
+  return restarts;
 }
 
 void WatchPump::Append(std::vector<WatchFrame> frames, size_t bytes, uint64_t head) {
@@ -199,6 +202,11 @@ void WatchPump::Restart(uint64_t head) {
   next_seq_ += 1;
   first_seq_ = next_seq_;
   head_ = head;
+}
+
+bool WatchPump::failed() const {
+  std::lock_guard lock(mu_);
+  return failed_;
 }
 
 bool WatchPump::Join(uint64_t revision, uint64_t* cursor) const {

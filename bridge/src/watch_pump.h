@@ -97,7 +97,8 @@ class WatchPump {
   // the window restarts at the dict's revision and every cursor into the old one is behind.
   // A failing watcher (the handle closed, the log corrupted) stops the pump: every cursor is then
   // behind, and the streams read on their own (and meet the error themselves).
-  void Fill();
+  // Returns how many times the log lapped the pump during the call (the metrics' restarts).
+  uint64_t Fill();
 
   // A stream at revision `revision` (every revision up to it sent completely, nothing of a later
   // one) joins: true with *cursor set when the window (and the frames to come) hold every change
@@ -109,6 +110,10 @@ class WatchPump {
   // stream has every frame; *head then is the revision up to which the pump read the log.
   // kBehind when the frame was dropped from the window (or the pump stopped or restarted).
   Take Next(uint64_t* cursor, WatchFrame* frame, uint64_t* head) const;
+
+  // Whether the pump stopped for good (its watcher failed): the registry starts a new one for the
+  // next stream, which may meet the dict again readable (a transient error) or fail the same way.
+  bool failed() const;
 
   // Frames whose bytes are still referenced by anyone (the window, a stream, gRPC), across all
   // pumps of the process: a test's proof that the shared buffers are released.

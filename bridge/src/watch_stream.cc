@@ -238,6 +238,7 @@ void WatchStream::TryJoinLocked() {
   if (pending_next_ < pending_.changes.size() || sent_revision_ < start_after_) return;
   if (!pump_->Join(sent_revision_, &cursor_)) return;
   shared_ = true;
+  if (entry_) entry_->watch_joins.fetch_add(1, std::memory_order_relaxed);
   fragment_sent_ = 0;
   pending_ = ChangeBatch();
   pending_next_ = 0;
@@ -250,6 +251,7 @@ void WatchStream::TryJoinLocked() {
 
 bool WatchStream::LeaveWindowLocked() {
   shared_ = false;
+  if (entry_) entry_->watch_leaves.fetch_add(1, std::memory_order_relaxed);
   Result<DictRegistry::Lease> lease = registry_->Reacquire(entry_);
   Result<std::unique_ptr<Watcher>> watcher = lease.ok()
                                                  ? lease->dict().Watch(sent_revision_)
