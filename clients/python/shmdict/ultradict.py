@@ -578,8 +578,10 @@ class UltraDict(dict):
     # ---- reads: the local copy after a catch-up
     # The hot reads look into `data`, which holds what the storage holds (a plain dict's
     # subscript is cheaper than calling dict.__getitem__ on self), as UltraDict reads its data.
+    # The commit word's index is spelled as the literal 8 (_COMMIT_REVISION_WORD) on these paths:
+    # a constant costs less than a global per call, and these run once per access.
     def __getitem__(self, key):
-        if self._word[_COMMIT_REVISION_WORD] != self._rev:
+        if self._word[8] != self._rev:
             self._catch_up()
         try:
             return self.data[key]
@@ -588,12 +590,12 @@ class UltraDict(dict):
 
     def get(self, key, default=None):
         """d[key], or default when the key is missing."""
-        if self._word[_COMMIT_REVISION_WORD] != self._rev:
+        if self._word[8] != self._rev:
             self._catch_up()
         return self.data.get(key, default)
 
     def __contains__(self, key):
-        if self._word[_COMMIT_REVISION_WORD] != self._rev:
+        if self._word[8] != self._rev:
             self._catch_up()
         return key in self.data
 
@@ -672,16 +674,23 @@ class UltraDict(dict):
         if self._recurse and isinstance(value, dict) and not isinstance(value, UltraDict):
             self._assign_dict(key, value)
             return
-        before = self._word[_COMMIT_REVISION_WORD]
+        before = self._word[8]
         self._h[key] = value
         if type(value) in _MEASURED and len(value) > self._large // 4:
             self._count_large(value)
-        with self._mutex:  # _wrote() inlined: this is the hot path of every write
-            if self._rev == before and self._word[_COMMIT_REVISION_WORD] == before + 1:
+        # _wrote() inlined, with acquire/release instead of `with` (which binds and calls
+        # __enter__ and __exit__): this is the hot path of every write. Nothing between them can
+        # raise once the engine accepted the key (it hashed it), but try/finally costs nothing.
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            if self._rev == before and self._word[8] == before + 1:
                 _dict_setitem(self, key, value)
                 self.data[key] = value
                 self._rev = before + 1
                 return
+        finally:
+            mutex.release()
         self._catch_up()
 
     def _count_large(self, value):
