@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "bridge_config.h"
 #include "bridge_server.h"
@@ -22,6 +23,18 @@
 #include "shmdict/v1/dict.grpc.pb.h"
 
 namespace shmdict::bridge {
+
+// Polls `done` until it holds or 30 s pass: a regression fails the test instead of hanging it
+// until ctest's timeout (a deadline for what must happen, never a measured time).
+template <typename Fn>
+bool Eventually(Fn&& done) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 class InProcessBridge : public testing::DictTestBase {
  protected:
@@ -75,7 +88,7 @@ class InProcessBridgeWithDict : public InProcessBridge {
  protected:
   void SetUp() override {
     InProcessBridge::SetUp();
-    auto created = Dict::Open(CreateOptions(name_));
+    auto created = Dict::Open(DictOptions());
     ASSERT_TRUE(created.ok()) << created.status().ToString();
     dict_.emplace(std::move(*created));
   }
@@ -84,6 +97,10 @@ class InProcessBridgeWithDict : public InProcessBridge {
     dict_.reset();
     InProcessBridge::TearDown();
   }
+
+  // The options the fixture's dict is created with; a test suite that needs another log size
+  // overrides this.
+  virtual Options DictOptions() { return CreateOptions(name_); }
 
   std::optional<Dict> dict_;
 };

@@ -50,17 +50,6 @@ v1::Value Raw(ValueType type, std::string data) {
   return value;
 }
 
-// Polls `done` until it holds or 30 s pass (a condition with a deadline, not a sleep that hopes).
-template <typename Fn>
-bool Eventually(Fn&& done) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
-
 class ServiceTest : public InProcessBridgeWithDict {
  protected:
   grpc::Status SetRaw(const std::string& key, const v1::Value& value) {

@@ -27,18 +27,6 @@ namespace {
 
 using Stream = grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>;
 
-// Polls `done` until it holds or 30 s pass: a regression fails the test instead of hanging it
-// until ctest's timeout (a deadline for what must happen, never a measured time).
-template <typename Fn>
-bool Eventually(Fn&& done) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
 v1::WatchRequest StartRequest(const std::string& dict, uint64_t after) {
   v1::WatchRequest request;
   request.mutable_start()->set_dict(dict);

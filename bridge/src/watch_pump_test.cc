@@ -36,18 +36,6 @@ namespace {
 
 using Stream = grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>;
 
-// Polls `done` until it holds or 30 s pass (a deadline for what must happen, never a measured
-// time).
-template <typename Fn>
-bool Eventually(Fn&& done) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
 // A change as a client applies it.
 struct Seen {
   uint64_t revision;
@@ -56,22 +44,14 @@ struct Seen {
   bool operator==(const Seen&) const = default;
 };
 
-class WatchPumpTest : public InProcessBridge {
+class WatchPumpTest : public InProcessBridgeWithDict {
  protected:
-  void SetUp() override {
-    InProcessBridge::SetUp();
-    // A log that holds every revision a test writes: a stream that falls behind the window then
-    // reads on its own from the log, and a resync snapshot would mean the test wrote too much.
+  // A log that holds every revision a test writes: a stream that falls behind the window then
+  // reads on its own from the log, and a resync snapshot would mean the test wrote too much.
+  Options DictOptions() override {
     Options options = CreateOptions(name_);
     options.buffer_size = uint64_t{64} << 20;
-    auto created = Dict::Open(options);
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
-    dict_.emplace(std::move(*created));
-  }
-  void TearDown() override {
-    StopBridge();
-    dict_.reset();
-    InProcessBridge::TearDown();
+    return options;
   }
 
   struct OpenStream {
@@ -133,8 +113,6 @@ class WatchPumpTest : public InProcessBridge {
     open.after = complete;
     return seen;
   }
-
-  std::optional<Dict> dict_;
 
   // Commits the writes numbered `first` to `last` from a thread of its own (the bridge's pump
   // reads them meanwhile), every seventh an atomic batch of three keys; appends their changes to
