@@ -42,6 +42,19 @@ ABSENT = _Absent()
 _MISSING = object()  # pop()'s "no default given"
 
 
+def _update_pairs(other, kwargs) -> list:
+    """The (key, value) pairs of dict.update(other, **kwargs): other a mapping, an object with
+    keys(), or an iterable of pairs; kwargs last."""
+    if isinstance(other, Mapping):
+        pairs = list(other.items())
+    elif hasattr(other, "keys"):
+        pairs = [(k, other[k]) for k in other.keys()]
+    else:
+        pairs = [tuple(p) for p in other]
+    pairs.extend(kwargs.items())
+    return pairs
+
+
 def _is_native(value) -> bool:
     """True for the values stored under the core's own tags (codec.h), whose encoding is a
     function of the value: equal values have equal bytes."""
@@ -387,14 +400,7 @@ class _Mapping(_core.DictBase, MutableMapping):
         """Sets every item of other (a mapping, or (key, value) pairs) and of kwargs as one
         atomic revision: other processes see all of them or none. Waits for the lock as
         d[k] = v does."""
-        if isinstance(other, Mapping):
-            pairs = list(other.items())
-        elif hasattr(other, "keys"):
-            pairs = [(k, other[k]) for k in other.keys()]
-        else:
-            pairs = [tuple(p) for p in other]
-        pairs.extend(kwargs.items())
-        self._update(pairs)
+        self._update(_update_pairs(other, kwargs))
 
     def pop(self, key, default=_MISSING):
         """Removes key and returns its value, atomically across processes; default if the key

@@ -91,7 +91,7 @@ import types
 import weakref
 
 from . import _core
-from ._dict import Dict, Lock
+from ._dict import Dict, Lock, _update_pairs
 
 # The smallest change log the drop-in creates (see the module documentation on buffer_size).
 MIN_BUFFER_SIZE = 1 << 20
@@ -717,13 +717,7 @@ class UltraDict(dict):
     def update(self, other=(), /, **kwargs):
         """Sets every item as one atomic revision (a recurse dict's dict values are assigned
         one by one after it)."""
-        if isinstance(other, collections.abc.Mapping):
-            pairs = list(other.items())
-        elif hasattr(other, "keys"):
-            pairs = [(k, other[k]) for k in other.keys()]
-        else:
-            pairs = [tuple(p) for p in other]
-        pairs.extend(kwargs.items())
+        pairs = _update_pairs(other, kwargs)
         nested = []
         if self._recurse:
             nested = [(k, v) for k, v in pairs
