@@ -1,6 +1,8 @@
 """Process bodies for the multi-process tests: importable by name, so that `spawn`ed children
 (which re-import their target's module) find them."""
 
+import contextlib
+import multiprocessing
 import os
 import time
 
@@ -37,6 +39,21 @@ def hold_lock_forever(d, conn):
     conn.send(os.getpid())
     while True:  # until SIGKILLed by the test
         time.sleep(3600)
+
+
+@contextlib.contextmanager
+def lock_holder(d):
+    """A forked child that takes d's lock and holds it until the with block ends (then it is
+    SIGKILLed and reaped); yields its pid."""
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    holder = ctx.Process(target=hold_lock_forever, args=(d, child_end))
+    try:
+        holder.start()
+        assert parent_end.poll(60), "the holder did not take the lock"
+        yield parent_end.recv()
+    finally:
+        stop([holder], 30, kill=True)
 
 
 def wait_until_interrupted(d, conn):

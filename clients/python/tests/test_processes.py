@@ -67,20 +67,12 @@ def test_a_lock_holder_killed_with_sigkill_does_not_block_the_others(d):
 
 
 def test_lock_timeout_names_the_holder(d):
-    ctx = multiprocessing.get_context("fork")
-    parent_end, child_end = ctx.Pipe()
-    holder = ctx.Process(target=helpers.hold_lock_forever, args=(d, child_end))
-    try:
-        holder.start()
-        assert parent_end.poll(60)
-        pid = parent_end.recv()
+    with helpers.lock_holder(d) as pid:
         assert d.lock.acquire(timeout=0.05) is False
         with pytest.raises(TimeoutError) as e:
             with d.lock(timeout=0.05):
                 pass
         assert e.value.blocking_pid == pid and f"pid {pid}" in str(e.value)
-    finally:
-        helpers.stop([holder], 30, kill=True)
 
 
 def test_a_dict_used_before_fork_works_in_the_child(d):

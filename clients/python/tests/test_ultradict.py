@@ -84,13 +84,7 @@ def test_unlink_by_name(name):
 
 
 def test_lock_api(ultra):
-    ctx = multiprocessing.get_context("fork")
-    parent_end, child_end = ctx.Pipe()
-    holder = ctx.Process(target=helpers.hold_lock_forever, args=(ultra, child_end))
-    try:
-        holder.start()
-        assert parent_end.poll(60)
-        pid = parent_end.recv()
+    with helpers.lock_holder(ultra) as pid:
         with pytest.raises(UltraDict.Exceptions.CannotAcquireLock) as e:
             ultra.lock.acquire(block=False)
         assert e.value.blocking_pid == pid
@@ -98,8 +92,6 @@ def test_lock_api(ultra):
             with ultra.lock(timeout=0.05, steal_after_timeout=True):
                 pass
         assert e.value.blocking_pid == pid and e.value.time_passed >= 0.05
-    finally:
-        helpers.stop([holder], 30, kill=True)
     # The killed holder is recovered by the core: no stealing needed.
     with ultra.lock:
         assert ultra.lock.acquire() is True  # re-entrant, as UltraDict's
@@ -386,17 +378,9 @@ def test_lock_steal_reset_and_status(ultra):
     lock.acquire()
     lock.reset()  # every level this thread holds
     assert lock.has_lock == 0 and not lock.locked()
-    ctx = multiprocessing.get_context("fork")
-    parent_end, child_end = ctx.Pipe()
-    holder = ctx.Process(target=helpers.hold_lock_forever, args=(ultra, child_end))
-    try:
-        holder.start()
-        assert parent_end.poll(60)
-        pid = parent_end.recv()
+    with helpers.lock_holder(ultra) as pid:
         assert lock.steal(from_pid=pid) is False  # never from a live holder
         assert lock.steal_from_dead(from_pid=pid + 1) is False  # not the holder
-    finally:
-        helpers.stop([holder], 30, kill=True)
     assert lock.steal_from_dead(from_pid=pid, release=True) is True  # the holder died
     assert lock.has_lock == 0 and not lock.locked()
 
