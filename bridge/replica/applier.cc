@@ -1,0 +1,238 @@
+#include "applier.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
+#include <string_view>
+#include <unordered_map>
+
+namespace shmdict::replica {
+namespace {
+
+// WaitApplied maps an upstream revision to the local revision that applied it through this many
+// recent commits; an older one answers with the current local revision, which also holds it.
+constexpr size_t kRecentCommits = 4096;
+
+// How long one Next waits before the feed thread checks whether it should stop.
+constexpr auto kPollInterval = std::chrono::milliseconds(200);
+
+// The changes that turn `current` into `wanted`, as one batch: a replacement after a relist shows
+// local watchers only what really changed, never a clear followed by everything again.
+std::vector<Change> DiffContents(std::vector<std::pair<std::string, Value>> current,
+                                 std::vector<std::pair<std::string, Value>>& wanted) {
+  std::unordered_map<std::string_view, const Value*> wanted_by_key;
+  wanted_by_key.reserve(wanted.size());
+  for (const auto& [key, value] : wanted) wanted_by_key[key] = &value;
+  std::unordered_map<std::string_view, const Value*> current_by_key;
+  current_by_key.reserve(current.size());
+  std::vector<Change> changes;
+  for (const auto& [key, value] : current) {
+    current_by_key[key] = &value;
+    if (!wanted_by_key.contains(key)) {
+      Change erase;
+      erase.op = ChangeOp::kErase;
+      erase.key = key;
+      changes.push_back(std::move(erase));
+    }
+  }
+  for (auto& [key, value] : wanted) {
+    auto found = current_by_key.find(key);
+    if (found != current_by_key.end() && *found->second == value) continue;
+    Change set;
+    set.op = ChangeOp::kSet;
+    set.key = key;
+    set.value = std::move(value);
+    changes.push_back(std::move(set));
+  }
+  return changes;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Applier>> Applier::Start(Dict& dict, Upstream& upstream,
+                                                ApplierOptions options) {
+  ReplicaMarker marker;
+  marker.description = upstream.description();
+  ReplicaResumePoint resume;
+  auto feed = ReplicaFeed::Adopt(dict, marker, &resume);
+  if (!feed.ok()) return feed.status();
+  spdlog::info("replica of {}: resuming after upstream revision {} (local revision {})",
+               marker.description, resume.upstream_revision, resume.local_revision);
+  std::unique_ptr<Applier> applier(
+      new Applier(dict, upstream, options, std::move(*feed), resume.upstream_revision));
+  applier->thread_ = std::thread([raw = applier.get()] { raw->Run(); });
+  return applier;
+}
+
+Applier::Applier(Dict& dict, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
+                 uint64_t resume_revision)
+    : dict_(dict), upstream_(upstream), options_(options), feed_(std::move(feed)) {
+  applied_upstream_.store(resume_revision, std::memory_order_release);
+}
+
+Applier::~Applier() { Stop(); }
+
+void Applier::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_.store(true, std::memory_order_release);
+    if (stream_) stream_->Cancel();
+  }
+  changed_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  feed_.SetContact(false);
+}
+
+bool Applier::WaitReady(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  changed_.wait_until(lock, deadline, [&] {
+    return ready_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire);
+  });
+  return ready();
+}
+
+Result<uint64_t> Applier::WaitApplied(uint64_t upstream_revision,
+                                      std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  const bool applied = changed_.wait_until(lock, deadline, [&] {
+    return applied_upstream_.load(std::memory_order_acquire) >= upstream_revision ||
+           stopping_.load(std::memory_order_acquire);
+  });
+  if (applied_upstream_.load(std::memory_order_acquire) >= upstream_revision) {
+    auto first_at_or_after = std::lower_bound(recent_.begin(), recent_.end(), upstream_revision,
+                                              [](const std::pair<uint64_t, uint64_t>& entry,
+                                                 uint64_t wanted) { return entry.first < wanted; });
+    if (first_at_or_after != recent_.end()) return first_at_or_after->second;
+    lock.unlock();
+    return dict_.revision();
+  }
+  if (!applied) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  "committed upstream at revision " + std::to_string(upstream_revision) +
+                      ", not applied by this replica in time (upstream revision applied: " +
+                      std::to_string(applied_upstream_.load()) + ")");
+  }
+  return Status(StatusCode::kUnavailable, "the replica is stopping");
+}
+
+ApplierCounters Applier::counters() const {
+  std::lock_guard lock(mu_);
+  return counters_;
+}
+
+Status Applier::SetListen(std::string_view address) { return feed_.SetListen(address); }
+
+Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t upstream_revision) {
+  auto local = feed_.Apply(changes, upstream_revision);
+  if (!local.ok()) return local;
+  {
+    std::lock_guard lock(mu_);
+    applied_upstream_.store(upstream_revision, std::memory_order_release);
+    if (!changes.empty()) {
+      recent_.emplace_back(upstream_revision, *local);
+      if (recent_.size() > kRecentCommits) recent_.pop_front();
+    }
+    ++counters_.steps_applied;
+  }
+  changed_.notify_all();
+  return local;
+}
+
+Status Applier::ApplyStep(UpstreamStep& step) {
+  const uint64_t applied = applied_upstream_.load(std::memory_order_acquire);
+  switch (step.kind) {
+    case UpstreamStep::Kind::kReplace: {
+      auto current = dict_.Items();
+      if (!current.ok()) return current.status();
+      std::vector<Change> changes = DiffContents(std::move(*current), step.items);
+      // A replacement may go back in revision only when the upstream was re-created (a primary
+      // dict created again starts at revision 1): its history is a new one.
+      auto local = Commit(changes, std::max(step.revision, applied));
+      if (!local.ok()) return local.status();
+      {
+        std::lock_guard lock(mu_);
+        ++counters_.relists;
+      }
+      spdlog::info("replica of {}: listed the upstream at revision {}: {} entries, {} changed",
+                   upstream_.description(), step.revision, step.items.size(), changes.size());
+      return Status();
+    }
+    case UpstreamStep::Kind::kChanges: {
+      if (step.revision <= applied) return Status();  // already applied before a restart
+      auto local = Commit(step.changes, step.revision);
+      return local.ok() ? Status() : local.status();
+    }
+    case UpstreamStep::Kind::kProgress: {
+      if (step.revision <= applied) return Status();
+      auto local = Commit({}, step.revision);
+      return local.ok() ? Status() : local.status();
+    }
+  }
+  return Status();
+}
+
+void Applier::Sleep(std::chrono::milliseconds duration) {
+  std::unique_lock lock(mu_);
+  changed_.wait_for(lock, duration, [&] { return stopping_.load(std::memory_order_acquire); });
+}
+
+void Applier::Run() {
+  std::mt19937_64 random{std::random_device{}()};
+  std::chrono::milliseconds backoff = options_.initial_backoff;
+  bool first_attempt = true;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    if (!first_attempt) {
+      std::uniform_real_distribution<double> jitter(0.8, 1.2);
+      Sleep(std::chrono::milliseconds(static_cast<int64_t>(backoff.count() * jitter(random))));
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      if (stopping_.load(std::memory_order_acquire)) break;
+      std::lock_guard lock(mu_);
+      ++counters_.reconnects;
+    }
+    first_attempt = false;
+    auto stream = upstream_.Follow(applied_upstream_.load(std::memory_order_acquire),
+                                   [this](bool connected) { feed_.SetContact(connected); });
+    if (!stream.ok()) {
+      feed_.SetContact(false);
+      spdlog::warn("replica of {}: cannot follow the upstream: {}", upstream_.description(),
+                   stream.status().ToString());
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_.load(std::memory_order_acquire)) break;
+      stream_ = std::move(*stream);
+    }
+    Status ended;
+    while (!stopping_.load(std::memory_order_acquire)) {
+      auto steps = stream_->Next(kPollInterval);
+      if (!steps.ok()) {
+        ended = steps.status();
+        break;
+      }
+      for (UpstreamStep& step : *steps) {
+        ended = ApplyStep(step);
+        if (!ended.ok()) break;
+      }
+      if (!ended.ok()) break;
+      if (!steps->empty() || !ready_.load(std::memory_order_acquire)) {
+        backoff = options_.initial_backoff;  // a working stream resets the backoff
+        if (!ready_.exchange(true, std::memory_order_acq_rel)) {
+          changed_.notify_all();
+        }
+      }
+    }
+    {
+      std::lock_guard lock(mu_);
+      stream_.reset();
+    }
+    feed_.SetContact(false);
+    if (!stopping_.load(std::memory_order_acquire)) {
+      spdlog::warn("replica of {}: the upstream stream ended: {}; following again",
+                   upstream_.description(), ended.ToString());
+    }
+  }
+}
+
+}  // namespace shmdict::replica

@@ -1,0 +1,213 @@
+#include "bridge_upstream.h"
+
+#include <mutex>
+#include <vector>
+
+#include "shmdict/replica_feed.h"
+
+namespace shmdict::replica {
+namespace {
+
+class BridgeStream final : public UpstreamStream {
+ public:
+  BridgeStream(std::unique_ptr<RemoteDict> remote, std::unique_ptr<Watcher> watcher,
+               std::function<void(bool)> connected)
+      : remote_(std::move(remote)),
+        watcher_(std::move(watcher)),
+        connected_(std::move(connected)) {}
+
+  void Cancel() override { watcher_->Cancel(); }
+
+  Result<std::vector<UpstreamStep>> Next(std::chrono::milliseconds timeout) override {
+    auto batch = watcher_->Next(WatchLimits{}, timeout);
+    if (!batch.ok()) {
+      connected_(false);
+      return batch.status();
+    }
+    std::vector<UpstreamStep> steps;
+    if (batch->is_snapshot) {
+      // The primary's log no longer reaches back to our revision (or this is the first start):
+      // gather the snapshot's chunks and replace the contents at its revision, as one step.
+      if (batch->snapshot_begins) snapshot_.clear();
+      for (auto& item : batch->snapshot_items) snapshot_.push_back(std::move(item));
+      Status fetched = FetchTooLarge(batch->changes, &snapshot_);
+      if (!fetched.ok()) return fetched;
+      if (batch->snapshot_ends) {
+        UpstreamStep replace;
+        replace.kind = UpstreamStep::Kind::kReplace;
+        replace.revision = batch->snapshot_revision;
+        replace.items = std::move(snapshot_);
+        snapshot_.clear();
+        steps.push_back(std::move(replace));
+      }
+    } else {
+      for (Change& change : batch->changes) {
+        if (change.value_too_large) {
+          // Left out by the bridge's message limit: read it. The value may already be newer;
+          // the change that made it newer follows, so the end state is the same.
+          auto value = remote_->Get(change.key);
+          if (!value.ok()) return value.status();
+          if (!*value) {
+            change.op = ChangeOp::kErase;
+          } else {
+            change.value = std::move(**value);
+          }
+          change.value_too_large = false;
+        }
+        if (steps.empty() || steps.back().revision != change.revision) {
+          UpstreamStep step;
+          step.kind = UpstreamStep::Kind::kChanges;
+          step.revision = change.revision;
+          steps.push_back(std::move(step));
+        }
+        steps.back().changes.push_back(std::move(change));
+      }
+      if (batch->revision > (steps.empty() ? last_ : steps.back().revision)) {
+        UpstreamStep progress;
+        progress.kind = UpstreamStep::Kind::kProgress;
+        progress.revision = batch->revision;
+        steps.push_back(std::move(progress));
+      }
+      if (!steps.empty()) last_ = steps.back().revision;
+    }
+    connected_(true);
+    return steps;
+  }
+
+ private:
+  Status FetchTooLarge(const std::vector<Change>& too_large,
+                       std::vector<std::pair<std::string, Value>>* items) {
+    for (const Change& change : too_large) {
+      auto value = remote_->Get(change.key);
+      if (!value.ok()) return value.status();
+      if (*value) items->emplace_back(change.key, std::move(**value));
+    }
+    return Status();
+  }
+
+  std::unique_ptr<RemoteDict> remote_;
+  std::unique_ptr<Watcher> watcher_;
+  std::function<void(bool)> connected_;
+  std::vector<std::pair<std::string, Value>> snapshot_;
+  uint64_t last_ = 0;
+};
+
+// Writes through one RemoteDict taken from a pool for the call, so that its
+// last_commit_revision() is this call's (RemoteDict keeps one per object).
+class PooledWriter final : public Store {
+ public:
+  using Pool = std::pair<std::mutex, std::vector<std::unique_ptr<RemoteDict>>>;
+  PooledWriter(std::shared_ptr<Pool> pool, std::unique_ptr<RemoteDict> remote)
+      : pool_(std::move(pool)), remote_(std::move(remote)) {}
+  ~PooledWriter() override {
+    std::lock_guard lock(pool_->first);
+    if (pool_->second.size() < kMaxPooled) pool_->second.push_back(std::move(remote_));
+  }
+
+  const std::string& name() const override { return remote_->name(); }
+  Result<std::optional<Value>> Get(std::string_view key) override { return remote_->Get(key); }
+  Result<bool> Get(std::string_view key, Value* out) override { return remote_->Get(key, out); }
+  Result<bool> Contains(std::string_view key) override { return remote_->Contains(key); }
+  Result<uint64_t> Size() override { return remote_->Size(); }
+  Result<std::vector<std::pair<std::string, Value>>> Items() override { return remote_->Items(); }
+  Result<std::vector<std::string>> Keys() override { return remote_->Keys(); }
+  Result<uint64_t> Set(std::string_view key, const Value& value) override {
+    return remote_->Set(key, value);
+  }
+  Result<uint64_t> Update(const std::vector<std::pair<std::string, Value>>& items) override {
+    return remote_->Update(items);
+  }
+  Result<uint64_t> Apply(const std::vector<Change>& changes) override {
+    return remote_->Apply(changes);
+  }
+  Result<bool> Erase(std::string_view key) override { return remote_->Erase(key); }
+  Result<std::optional<Value>> Pop(std::string_view key) override { return remote_->Pop(key); }
+  Result<std::optional<std::pair<std::string, Value>>> PopItem() override {
+    return remote_->PopItem();
+  }
+  Result<Value> SetDefault(std::string_view key, const Value& default_value) override {
+    return remote_->SetDefault(key, default_value);
+  }
+  Result<uint64_t> Clear() override { return remote_->Clear(); }
+  Result<bool> CompareAndSet(std::string_view key, const std::optional<Value>& expected,
+                             const std::optional<Value>& desired) override {
+    return remote_->CompareAndSet(key, expected, desired);
+  }
+  Result<int64_t> Increment(std::string_view key, int64_t delta) override {
+    return remote_->Increment(key, delta);
+  }
+  uint64_t last_commit_revision() const override { return remote_->last_commit_revision(); }
+  uint64_t revision() override { return remote_->revision(); }
+  Result<uint64_t> WaitForChange(uint64_t after_revision,
+                                 std::chrono::nanoseconds timeout) override {
+    return remote_->WaitForChange(after_revision, timeout);
+  }
+  Result<std::unique_ptr<Watcher>> Watch(uint64_t after_revision) override {
+    return remote_->Watch(after_revision);
+  }
+
+ private:
+  static constexpr size_t kMaxPooled = 16;
+  std::shared_ptr<Pool> pool_;
+  std::unique_ptr<RemoteDict> remote_;
+};
+
+class BridgeUpstream final : public Upstream {
+ public:
+  BridgeUpstream(RemoteOptions options, std::string description)
+      : options_(std::move(options)), description_(std::move(description)) {
+    options_.mirror = false;
+  }
+
+  const std::string& description() const override { return description_; }
+
+  Result<std::unique_ptr<UpstreamStream>> Follow(uint64_t after_revision,
+                                                 std::function<void(bool)> connected) override {
+    auto remote = RemoteDict::Open(options_);
+    if (!remote.ok()) return remote.status();
+    // The watcher resumes after its own reconnects; after_revision 0 starts with a snapshot.
+    auto watcher = (*remote)->Watch(after_revision);
+    if (!watcher.ok()) return watcher.status();
+    connected(true);
+    return std::unique_ptr<UpstreamStream>(
+        new BridgeStream(std::move(*remote), std::move(*watcher), std::move(connected)));
+  }
+
+  Result<std::unique_ptr<Store>> Writer() override {
+    std::unique_ptr<RemoteDict> remote;
+    {
+      std::lock_guard lock(pool_->first);
+      if (!pool_->second.empty()) {
+        remote = std::move(pool_->second.back());
+        pool_->second.pop_back();
+      }
+    }
+    if (!remote) {
+      auto opened = RemoteDict::Open(options_);
+      if (!opened.ok()) return opened.status();
+      remote = std::move(*opened);
+    }
+    return std::unique_ptr<Store>(new PooledWriter(pool_, std::move(remote)));
+  }
+
+ private:
+  RemoteOptions options_;
+  std::string description_;
+  std::shared_ptr<PooledWriter::Pool> pool_ = std::make_shared<PooledWriter::Pool>();
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Upstream>> MakeBridgeUpstream(const RemoteOptions& options) {
+  if (options.address.empty() || options.dict.empty()) {
+    return Status(StatusCode::kInvalidArgument, "--bridge and --source are both needed");
+  }
+  std::string description = "bridge:" + EscapeUntrustedText(options.address, 300) +
+                            " dict=" + EscapeUntrustedText(options.dict, 250);
+  if (description.size() > ReplicaMarker::kMaxUpstreamBytes) {
+    return Status(StatusCode::kInvalidArgument, "--bridge and --source are too long");
+  }
+  return std::unique_ptr<Upstream>(new BridgeUpstream(options, std::move(description)));
+}
+
+}  // namespace shmdict::replica

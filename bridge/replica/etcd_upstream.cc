@@ -1,0 +1,915 @@
+#include "etcd_upstream.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "etcd_txn_plan.h"
+#include "key_range.h"
+#include "shmdict/v1/wire.h"
+#include "value_codec.h"
+
+namespace shmdict::replica {
+namespace {
+
+namespace pb = etcdserverpb;
+
+// A failed Increment or PopItem compare (another writer changed the key between the read and the
+// Txn) is retried this many times with a short jittered pause, then ABORTED.
+constexpr int kMaxConflictRetries = 100;
+
+// etcd's message for a stream or call refused by a member that lost its leader
+// (rpctypes.ErrNoLeader); with "hasleader" metadata a Watch is cancelled with it instead of
+// going silent.
+constexpr std::string_view kNoLeader = "no leader";
+
+Status FromGrpc(const grpc::Status& status, std::string_view what) {
+  if (status.ok()) return Status();
+  Status converted = wire::FromGrpc(status);
+  return Status(converted.code(), std::string(what) + ": " + converted.message());
+}
+
+bool MovesToNextEndpoint(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         status.error_message().find(kNoLeader) != std::string::npos;
+}
+
+Result<std::string> ReadFile(const std::string& path, std::string_view flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(StatusCode::kInvalidArgument, std::string(flag) + ": cannot read " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The connection to the cluster: channels, failover and the auth token.
+class EtcdClient {
+ public:
+  static Result<std::shared_ptr<EtcdClient>> Make(const EtcdOptions& options) {
+    if (options.endpoints.empty()) {
+      return Status(StatusCode::kInvalidArgument, "--etcd: no endpoint given");
+    }
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (!options.tls_ca.empty() || !options.tls_cert.empty() || !options.tls_key.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      if (!options.tls_ca.empty()) {
+        auto ca = ReadFile(options.tls_ca, "--etcd-ca");
+        if (!ca.ok()) return ca.status();
+        ssl.pem_root_certs = *ca;
+      }
+      if (options.tls_cert.empty() != options.tls_key.empty()) {
+        return Status(StatusCode::kInvalidArgument, "--etcd-cert and --etcd-key go together");
+      }
+      if (!options.tls_cert.empty()) {
+        auto cert = ReadFile(options.tls_cert, "--etcd-cert");
+        if (!cert.ok()) return cert.status();
+        auto key = ReadFile(options.tls_key, "--etcd-key");
+        if (!key.ok()) return key.status();
+        ssl.pem_cert_chain = *cert;
+        ssl.pem_private_key = *key;
+      }
+      credentials = grpc::SslCredentials(ssl);
+    }
+    auto client = std::shared_ptr<EtcdClient>(new EtcdClient(options));
+    for (const std::string& endpoint : options.endpoints) {
+      grpc::ChannelArguments arguments;
+      // etcd 3.4's server enforces a 5 s minimum ping interval and no pings without a call
+      // (embed/etcd.go): pinging more often gets the connection closed with "too_many_pings".
+      arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+      arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+      arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+      arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+      arguments.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
+      arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+      auto channel = grpc::CreateCustomChannel(endpoint, credentials, arguments);
+      client->kv_.push_back(pb::KV::NewStub(channel));
+      client->watch_.push_back(pb::Watch::NewStub(channel));
+      client->auth_.push_back(pb::Auth::NewStub(channel));
+    }
+    return client;
+  }
+
+  const EtcdOptions& options() const { return options_; }
+  size_t endpoint_count() const { return kv_.size(); }
+  size_t current() const { return current_.load(std::memory_order_relaxed); }
+  void MoveOnFrom(size_t failed) {
+    size_t expected = failed;
+    current_.compare_exchange_strong(expected, (failed + 1) % kv_.size());
+  }
+  pb::KV::Stub& kv(size_t i) { return *kv_[i]; }
+  pb::Watch::Stub& watch(size_t i) { return *watch_[i]; }
+
+  void Decorate(grpc::ClientContext& context, bool with_deadline) {
+    if (with_deadline) {
+      context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+    }
+    std::lock_guard lock(token_mu_);
+    if (!token_.empty()) context.AddMetadata("token", token_);
+  }
+
+  // Runs `call(stub, context)` on the current endpoint, then on each other one while the failure
+  // is one that another member may not have; authenticates first (and again when etcd says the
+  // token expired).
+  template <typename Call>
+  grpc::Status Run(Call&& call) {
+    grpc::Status last;
+    for (size_t attempt = 0; attempt < kv_.size(); ++attempt) {
+      const size_t endpoint = current();
+      Status auth = EnsureToken(endpoint, /*renew=*/false);
+      if (!auth.ok()) {
+        last = wire::ToGrpc(auth);
+        MoveOnFrom(endpoint);
+        continue;
+      }
+      grpc::ClientContext context;
+      Decorate(context, /*with_deadline=*/true);
+      last = call(kv(endpoint), context);
+      if (last.ok()) return last;
+      if (last.error_message().find("invalid auth token") != std::string::npos) {
+        if (EnsureToken(endpoint, /*renew=*/true).ok()) {
+          grpc::ClientContext retry;
+          Decorate(retry, true);
+          last = call(kv(endpoint), retry);
+          if (last.ok()) return last;
+        }
+      }
+      if (!MovesToNextEndpoint(last)) return last;
+      MoveOnFrom(endpoint);
+    }
+    return last;
+  }
+
+  Status EnsureToken(size_t endpoint, bool renew) {
+    if (options_.user.empty()) return Status();
+    {
+      std::lock_guard lock(token_mu_);
+      if (!token_.empty() && !renew) return Status();
+    }
+    pb::AuthenticateRequest request;
+    request.set_name(options_.user);
+    request.set_password(options_.password);
+    pb::AuthenticateResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+    grpc::Status status = auth_[endpoint]->Authenticate(&context, request, &response);
+    if (!status.ok()) return FromGrpc(status, "etcd Authenticate as --etcd-user");
+    std::lock_guard lock(token_mu_);
+    token_ = response.token();
+    return Status();
+  }
+
+ private:
+  explicit EtcdClient(const EtcdOptions& options) : options_(options) {}
+
+  const EtcdOptions options_;
+  std::vector<std::unique_ptr<pb::KV::Stub>> kv_;
+  std::vector<std::unique_ptr<pb::Watch::Stub>> watch_;
+  std::vector<std::unique_ptr<pb::Auth::Stub>> auth_;
+  std::atomic<size_t> current_{0};
+  std::mutex token_mu_;
+  std::string token_;
+};
+
+struct Listing {
+  uint64_t revision = 0;
+  std::vector<std::pair<std::string, Value>> items;
+  uint64_t skipped_keys = 0;
+};
+
+// The prefix's whole contents at one revision, page by page (etcd 3.4 serves a Range at an old
+// revision until it is compacted; then the list starts over at the newest one).
+Result<Listing> ListPrefix(EtcdClient& client) {
+  const EtcdOptions& options = client.options();
+  const std::string begin = RangeBegin(options.prefix);
+  const std::string end = PrefixRangeEnd(options.prefix);
+  for (int attempt = 0;; ++attempt) {
+    Listing listing;
+    std::string next = begin;
+    bool compacted = false;
+    while (true) {
+      pb::RangeRequest request;
+      request.set_key(next);
+      request.set_range_end(end);
+      request.set_limit(options.list_page_size);
+      if (listing.revision != 0) request.set_revision(static_cast<int64_t>(listing.revision));
+      pb::RangeResponse response;
+      grpc::Status status = client.Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+        return kv.Range(&context, request, &response);
+      });
+      if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE && attempt < 5) {
+        compacted = true;  // "required revision has been compacted": start over, newer
+        break;
+      }
+      if (!status.ok()) return FromGrpc(status, "etcd Range of the prefix");
+      if (listing.revision == 0) listing.revision = response.header().revision();
+      for (const auto& kv : response.kvs()) {
+        auto local_key = LocalKeyOf(kv.key(), options.prefix);
+        if (!local_key) {
+          ++listing.skipped_keys;
+          continue;
+        }
+        listing.items.emplace_back(std::move(*local_key),
+                                   DecodeEtcdValue(kv.value(), options.allow_pickle));
+      }
+      if (!response.more() || response.kvs().empty()) break;
+      next = response.kvs(response.kvs_size() - 1).key();
+      next.push_back('\0');
+    }
+    if (!compacted) return listing;
+  }
+}
+
+// One Watch call on one endpoint, read by its own thread into a queue so that Next can wait with
+// a timeout.
+class WatchCall {
+ public:
+  WatchCall(EtcdClient& client, size_t endpoint, int64_t start_revision) : endpoint_(endpoint) {
+    const EtcdOptions& options = client.options();
+    client.Decorate(context_, /*with_deadline=*/false);
+    // Without it a member cut off from its leader keeps the stream open and silent.
+    context_.AddMetadata("hasleader", "true");
+    stream_ = client.watch(endpoint).Watch(&context_);
+    pb::WatchRequest request;
+    auto* create = request.mutable_create_request();
+    create->set_key(RangeBegin(options.prefix));
+    create->set_range_end(PrefixRangeEnd(options.prefix));
+    create->set_start_revision(start_revision);
+    // Progress notifications are the only resume points on an idle prefix: event responses'
+    // header.revision is not one in 3.4 (syncWatchers sends the current revision even when it
+    // cut the events short), and WatchProgressRequest's answer can overtake events (etcd#15220),
+    // so it is never sent.
+    create->set_progress_notify(true);
+    if (!stream_->Write(request)) {
+      failed_ = true;
+    } else {
+      reader_ = std::thread([this] { ReadAll(); });
+    }
+  }
+  ~WatchCall() {
+    context_.TryCancel();
+    if (reader_.joinable()) reader_.join();
+    if (!reader_started()) stream_->Finish().ok();
+  }
+  size_t endpoint() const { return endpoint_; }
+  void Cancel() { context_.TryCancel(); }
+
+  // A response, the end of the stream (its status), or nothing within `timeout`.
+  struct Item {
+    std::optional<pb::WatchResponse> response;
+    grpc::Status end;
+  };
+  std::optional<Item> Pop(std::chrono::milliseconds timeout) {
+    if (failed_)
+      return Item{std::nullopt,
+                  grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot open a Watch stream")};
+    std::unique_lock lock(mu_);
+    if (!ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); })) return std::nullopt;
+    Item item = std::move(queue_.front());
+    queue_.pop_front();
+    return item;
+  }
+
+ private:
+  bool reader_started() const { return !failed_; }
+  void ReadAll() {
+    pb::WatchResponse response;
+    while (stream_->Read(&response)) {
+      std::lock_guard lock(mu_);
+      queue_.push_back(Item{std::move(response), grpc::Status()});
+      response = pb::WatchResponse();
+      ready_.notify_one();
+    }
+    grpc::Status end = stream_->Finish();
+    if (end.ok()) end = grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcd ended the Watch stream");
+    std::lock_guard lock(mu_);
+    queue_.push_back(Item{std::nullopt, end});
+    ready_.notify_one();
+  }
+
+  const size_t endpoint_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::WatchRequest, pb::WatchResponse>> stream_;
+  bool failed_ = false;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<Item> queue_;
+};
+
+class EtcdStream final : public UpstreamStream {
+ public:
+  EtcdStream(std::shared_ptr<EtcdClient> client, uint64_t after_revision,
+             std::function<void(bool)> connected)
+      : client_(std::move(client)),
+        after_(after_revision),
+        connected_(std::move(connected)),
+        need_list_(after_revision == 0) {}
+
+  void Cancel() override {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+    if (call_) call_->Cancel();
+  }
+
+  Result<std::vector<UpstreamStep>> Next(std::chrono::milliseconds timeout) override {
+    std::vector<UpstreamStep> steps;
+    if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
+    if (need_list_) {
+      auto listing = ListPrefix(*client_);
+      if (!listing.ok()) return listing.status();
+      connected_(true);
+      UpstreamStep replace;
+      replace.kind = UpstreamStep::Kind::kReplace;
+      replace.revision = listing->revision;
+      replace.items = std::move(listing->items);
+      steps.push_back(std::move(replace));
+      after_ = listing->revision;
+      need_list_ = false;
+      call_.reset();
+    }
+    if (!call_) {
+      std::lock_guard lock(mu_);
+      if (cancelled_) return Status(StatusCode::kCancelled, "the replica is stopping");
+      call_ = std::make_unique<WatchCall>(*client_, client_->current(),
+                                          static_cast<int64_t>(after_ + 1));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      // Once steps are gathered, take only what is already queued.
+      auto item = call_->Pop(steps.empty() ? std::max(remaining, std::chrono::milliseconds(0))
+                                           : std::chrono::milliseconds(0));
+      if (!item) return steps;
+      if (!item->response) {
+        const grpc::Status end = item->end;
+        if (MovesToNextEndpoint(end)) client_->MoveOnFrom(call_->endpoint());
+        call_.reset();
+        if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
+        if (!steps.empty()) return steps;  // the error comes again from the next Follow
+        return FromGrpc(end, "etcd Watch");
+      }
+      connected_(true);
+      pb::WatchResponse& response = *item->response;
+      if (response.canceled()) {
+        call_.reset();
+        if (response.compact_revision() > 0) {
+          // Compacted past our revision: the history we need is gone. List again.
+          spdlog::warn("replica: etcd compacted to revision {} past revision {}; listing again",
+                       response.compact_revision(), after_);
+          need_list_ = true;
+          return steps;
+        }
+        Status cancelled(StatusCode::kUnavailable,
+                         "etcd cancelled the Watch: " + response.cancel_reason());
+        if (response.cancel_reason().find(kNoLeader) != std::string::npos) {
+          client_->MoveOnFrom(client_->current());
+        }
+        if (!steps.empty()) return steps;
+        return cancelled;
+      }
+      if (response.created()) continue;
+      if (response.events_size() == 0) {
+        // A progress notification: every event up to header.revision has been sent.
+        const auto revision = static_cast<uint64_t>(response.header().revision());
+        if (revision > after_) {
+          UpstreamStep progress;
+          progress.kind = UpstreamStep::Kind::kProgress;
+          progress.revision = revision;
+          steps.push_back(std::move(progress));
+          after_ = revision;
+        }
+        continue;
+      }
+      AppendEvents(response, steps);
+    }
+  }
+
+ private:
+  bool IsCancelled() {
+    std::lock_guard lock(mu_);
+    return cancelled_;
+  }
+
+  // One step per revision: etcd never splits a revision across responses unless asked for
+  // fragments (it is not), and a DELETE's mod_revision is the deletion's.
+  void AppendEvents(pb::WatchResponse& response, std::vector<UpstreamStep>& steps) {
+    const EtcdOptions& options = client_->options();
+    for (auto& event : *response.mutable_events()) {
+      const auto revision = static_cast<uint64_t>(event.kv().mod_revision());
+      if (revision <= after_) continue;  // a duplicate after a resume
+      if (steps.empty() || steps.back().kind != UpstreamStep::Kind::kChanges ||
+          steps.back().revision != revision) {
+        UpstreamStep step;
+        step.kind = UpstreamStep::Kind::kChanges;
+        step.revision = revision;
+        steps.push_back(std::move(step));
+      }
+      auto local_key = LocalKeyOf(event.kv().key(), options.prefix);
+      if (!local_key) continue;  // the revision still counts: its step records it
+      Change change;
+      change.revision = revision;
+      change.key = std::move(*local_key);
+      if (event.type() == mvccpb::Event::DELETE) {
+        change.op = ChangeOp::kErase;
+      } else {
+        change.op = ChangeOp::kSet;
+        change.value = DecodeEtcdValue(event.kv().value(), options.allow_pickle);
+      }
+      steps.back().changes.push_back(std::move(change));
+    }
+    // after_ moves only past complete revisions: the last one of a response is complete too.
+    if (!steps.empty()) after_ = std::max(after_, steps.back().revision);
+  }
+
+  std::shared_ptr<EtcdClient> client_;
+  uint64_t after_;
+  std::function<void(bool)> connected_;
+  bool need_list_;
+  std::unique_ptr<WatchCall> call_;
+  std::mutex mu_;
+  bool cancelled_ = false;
+};
+
+// Writes to the prefix. Each returns the etcd revision it created in last_commit_revision()
+// (0 when it changed nothing).
+class EtcdWriter final : public Store {
+ public:
+  EtcdWriter(std::shared_ptr<EtcdClient> client, std::string name)
+      : client_(std::move(client)), name_(std::move(name)) {}
+
+  const std::string& name() const override { return name_; }
+
+  // Reads go to etcd directly (linearizable); the replica's service reads its local dict instead
+  // and uses only this object's writes.
+  Result<std::optional<Value>> Get(std::string_view key) override {
+    auto kv = Read(key);
+    if (!kv.ok()) return kv.status();
+    if (!*kv) return std::optional<Value>();
+    return std::optional<Value>(Decode((*kv)->value()));
+  }
+  Result<bool> Get(std::string_view key, Value* out) override {
+    auto value = Get(key);
+    if (!value.ok()) return value.status();
+    if (!*value) return false;
+    *out = std::move(**value);
+    return true;
+  }
+  Result<bool> Contains(std::string_view key) override {
+    auto kv = Read(key);
+    if (!kv.ok()) return kv.status();
+    return kv->has_value();
+  }
+  Result<uint64_t> Size() override {
+    auto listing = ListPrefix(*client_);
+    if (!listing.ok()) return listing.status();
+    return listing->items.size();
+  }
+  Result<std::vector<std::pair<std::string, Value>>> Items() override {
+    auto listing = ListPrefix(*client_);
+    if (!listing.ok()) return listing.status();
+    return std::move(listing->items);
+  }
+  Result<std::vector<std::string>> Keys() override {
+    auto items = Items();
+    if (!items.ok()) return items.status();
+    std::vector<std::string> keys;
+    for (auto& [key, value] : *items) keys.push_back(std::move(key));
+    return keys;
+  }
+
+  Result<uint64_t> Set(std::string_view key, const Value& value) override {
+    auto encoded = Encode(value);
+    if (!encoded.ok()) return encoded.status();
+    pb::PutRequest request;
+    request.set_key(EtcdKeyOf(key, prefix()));
+    request.set_value(std::move(*encoded));
+    pb::PutResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.Put(&context, request, &response);
+    });
+    if (!status.ok()) return FromGrpc(status, "etcd Put");
+    return Committed(response.header());
+  }
+
+  Result<uint64_t> Update(const std::vector<std::pair<std::string, Value>>& items) override {
+    std::vector<Change> changes;
+    changes.reserve(items.size());
+    for (const auto& [key, value] : items) {
+      Change change;
+      change.op = ChangeOp::kSet;
+      change.key = key;
+      change.value = value;
+      changes.push_back(std::move(change));
+    }
+    return Apply(changes);
+  }
+
+  Result<uint64_t> Apply(const std::vector<Change>& changes) override {
+    const bool clears = std::any_of(changes.begin(), changes.end(), [](const Change& change) {
+      return change.op == ChangeOp::kClear;
+    });
+    for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+      // A clear inside a batch deletes the keys present when the Txn runs: list them, and make
+      // the Txn conditional on nothing under the prefix having changed since.
+      std::vector<std::string> present;
+      int64_t listed_at = 0;
+      if (clears) {
+        auto listing = ListKeys();
+        if (!listing.ok()) return listing.status();
+        listed_at = listing->first;
+        present = std::move(listing->second);
+      }
+      auto txn = PlanBatchTxn(changes, present, prefix(), client_->options().max_txn_ops,
+                              client_->options().allow_pickle);
+      if (!txn.ok()) return txn.status();
+      if (clears) {
+        auto* compare = txn->add_compare();
+        compare->set_target(pb::Compare::MOD);
+        compare->set_result(pb::Compare::LESS);
+        compare->set_key(RangeBegin(prefix()));
+        compare->set_range_end(PrefixRangeEnd(prefix()));
+        compare->set_mod_revision(listed_at + 1);
+      }
+      auto response = Txn(*txn);
+      if (!response.ok()) return response.status();
+      if (response->succeeded()) {
+        return txn->success_size() == 0 ? Unchanged() : Committed(response->header());
+      }
+      Pause(attempt);
+    }
+    return Aborted("Batch with a clear");
+  }
+
+  Result<bool> Erase(std::string_view key) override {
+    pb::DeleteRangeRequest request;
+    request.set_key(EtcdKeyOf(key, prefix()));
+    pb::DeleteRangeResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.DeleteRange(&context, request, &response);
+    });
+    if (!status.ok()) return FromGrpc(status, "etcd DeleteRange");
+    if (response.deleted() == 0) {
+      Unchanged();
+      return false;
+    }
+    Committed(response.header());
+    return true;
+  }
+
+  Result<std::optional<Value>> Pop(std::string_view key) override {
+    // One DeleteRange with prev_kv: the value removed is the value returned, atomically.
+    pb::DeleteRangeRequest request;
+    request.set_key(EtcdKeyOf(key, prefix()));
+    request.set_prev_kv(true);
+    pb::DeleteRangeResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.DeleteRange(&context, request, &response);
+    });
+    if (!status.ok()) return FromGrpc(status, "etcd DeleteRange");
+    if (response.deleted() == 0 || response.prev_kvs_size() == 0) {
+      Unchanged();
+      return std::optional<Value>();
+    }
+    Committed(response.header());
+    return std::optional<Value>(Decode(response.prev_kvs(0).value()));
+  }
+
+  Result<std::optional<std::pair<std::string, Value>>> PopItem() override {
+    for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+      pb::RangeRequest range;
+      range.set_key(RangeBegin(prefix()));
+      range.set_range_end(PrefixRangeEnd(prefix()));
+      range.set_limit(16);  // a few: the key equal to the prefix is not an entry
+      pb::RangeResponse found;
+      grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+        return kv.Range(&context, range, &found);
+      });
+      if (!status.ok()) return FromGrpc(status, "etcd Range");
+      const mvccpb::KeyValue* victim = nullptr;
+      std::string local_key;
+      for (const auto& kv : found.kvs()) {
+        auto key = LocalKeyOf(kv.key(), prefix());
+        if (key) {
+          victim = &kv;
+          local_key = std::move(*key);
+          break;
+        }
+      }
+      if (victim == nullptr) {
+        Unchanged();
+        return std::optional<std::pair<std::string, Value>>();
+      }
+      pb::TxnRequest txn;
+      auto* compare = txn.add_compare();
+      compare->set_target(pb::Compare::MOD);
+      compare->set_result(pb::Compare::EQUAL);
+      compare->set_key(victim->key());
+      compare->set_mod_revision(victim->mod_revision());
+      auto* erase = txn.add_success()->mutable_request_delete_range();
+      erase->set_key(victim->key());
+      auto response = Txn(txn);
+      if (!response.ok()) return response.status();
+      if (response->succeeded()) {
+        Committed(response->header());
+        return std::optional<std::pair<std::string, Value>>(
+            std::pair<std::string, Value>(std::move(local_key), Decode(victim->value())));
+      }
+      Pause(attempt);
+    }
+    return Aborted("PopItem");
+  }
+
+  Result<Value> SetDefault(std::string_view key, const Value& default_value) override {
+    auto encoded = Encode(default_value);
+    if (!encoded.ok()) return encoded.status();
+    const std::string etcd_key = EtcdKeyOf(key, prefix());
+    pb::TxnRequest txn;
+    AbsentCompare(txn, etcd_key);
+    auto* put = txn.add_success()->mutable_request_put();
+    put->set_key(etcd_key);
+    put->set_value(std::move(*encoded));
+    txn.add_failure()->mutable_request_range()->set_key(etcd_key);
+    auto response = Txn(txn);
+    if (!response.ok()) return response.status();
+    if (response->succeeded()) {
+      Committed(response->header());
+      return default_value;
+    }
+    Unchanged();
+    const auto& kvs = response->responses(0).response_range().kvs();
+    if (kvs.empty()) return Aborted("SetDefault");  // deleted between the compare and the read
+    return Decode(kvs[0].value());
+  }
+
+  Result<uint64_t> Clear() override {
+    pb::DeleteRangeRequest request;
+    request.set_key(RangeBegin(prefix()));
+    request.set_range_end(PrefixRangeEnd(prefix()));
+    pb::DeleteRangeResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.DeleteRange(&context, request, &response);
+    });
+    if (!status.ok()) return FromGrpc(status, "etcd DeleteRange of the prefix");
+    return response.deleted() == 0 ? Unchanged() : Committed(response.header());
+  }
+
+  Result<bool> CompareAndSet(std::string_view key, const std::optional<Value>& expected,
+                             const std::optional<Value>& desired) override {
+    const std::string etcd_key = EtcdKeyOf(key, prefix());
+    std::optional<std::string> encoded;
+    if (desired) {
+      auto value = Encode(*desired);
+      if (!value.ok()) return value.status();
+      encoded = std::move(*value);
+    }
+    for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+      pb::TxnRequest txn;
+      if (!expected) {
+        AbsentCompare(txn, etcd_key);
+      } else {
+        // Compared by decoded value, then made conditional on the key's mod_revision: another
+        // client's bytes for the same value (a foreign writer) still compare equal.
+        auto current = Read(key);
+        if (!current.ok()) return current.status();
+        if (!*current || !(Decode((*current)->value()) == *expected)) {
+          Unchanged();
+          return false;
+        }
+        auto* compare = txn.add_compare();
+        compare->set_target(pb::Compare::MOD);
+        compare->set_result(pb::Compare::EQUAL);
+        compare->set_key(etcd_key);
+        compare->set_mod_revision((*current)->mod_revision());
+      }
+      if (encoded) {
+        auto* put = txn.add_success()->mutable_request_put();
+        put->set_key(etcd_key);
+        put->set_value(*encoded);
+      } else {
+        txn.add_success()->mutable_request_delete_range()->set_key(etcd_key);
+      }
+      auto response = Txn(txn);
+      if (!response.ok()) return response.status();
+      if (response->succeeded()) {
+        Committed(response->header());
+        return true;
+      }
+      if (!expected) {
+        Unchanged();
+        return false;  // the key exists
+      }
+      Pause(attempt);  // changed between the read and the Txn: compare again
+    }
+    return Aborted("CompareAndSet");
+  }
+
+  Result<int64_t> Increment(std::string_view key, int64_t delta) override {
+    const std::string etcd_key = EtcdKeyOf(key, prefix());
+    for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+      auto current = Read(key);
+      if (!current.ok()) return current.status();
+      int64_t value = 0;
+      pb::TxnRequest txn;
+      if (*current) {
+        auto number = Decode((*current)->value()).AsInt();
+        if (!number) {
+          return Status(StatusCode::kFailedPrecondition,
+                        "Increment: the value of " + QuoteForMessage(key) + " is not an int");
+        }
+        value = *number;
+        auto* compare = txn.add_compare();
+        compare->set_target(pb::Compare::MOD);
+        compare->set_result(pb::Compare::EQUAL);
+        compare->set_key(etcd_key);
+        compare->set_mod_revision((*current)->mod_revision());
+      } else {
+        AbsentCompare(txn, etcd_key);
+      }
+      int64_t sum = 0;
+      if (__builtin_add_overflow(value, delta, &sum)) {
+        return Status(StatusCode::kOutOfRange,
+                      "Increment of " + QuoteForMessage(key) + " overflows int64");
+      }
+      auto encoded = Encode(Value::Int(sum));
+      if (!encoded.ok()) return encoded.status();
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key(etcd_key);
+      put->set_value(std::move(*encoded));
+      auto response = Txn(txn);
+      if (!response.ok()) return response.status();
+      if (response->succeeded()) {
+        Committed(response->header());
+        return sum;
+      }
+      Pause(attempt);
+    }
+    return Aborted("Increment");
+  }
+
+  uint64_t last_commit_revision() const override { return last_revision_; }
+  uint64_t revision() override { return last_revision_; }
+  Result<uint64_t> WaitForChange(uint64_t, std::chrono::nanoseconds) override {
+    return Status(StatusCode::kUnimplemented,
+                  "the etcd writer only writes: wait on the replica's local dict");
+  }
+  Result<std::unique_ptr<Watcher>> Watch(uint64_t) override {
+    return Status(StatusCode::kUnimplemented,
+                  "the etcd writer only writes: watch the replica's local dict");
+  }
+
+ private:
+  const std::string& prefix() const { return client_->options().prefix; }
+
+  Result<std::string> Encode(const Value& value) {
+    return EncodeEtcdValue(value, client_->options().allow_pickle);
+  }
+  Value Decode(std::string_view bytes) {
+    return DecodeEtcdValue(bytes, client_->options().allow_pickle);
+  }
+
+  uint64_t Committed(const pb::ResponseHeader& header) {
+    last_revision_ = static_cast<uint64_t>(header.revision());
+    return last_revision_;
+  }
+  uint64_t Unchanged() {
+    last_revision_ = 0;
+    return 0;
+  }
+  Status Aborted(std::string_view what) {
+    return Status(StatusCode::kAborted, std::string(what) + ": other writers changed the key " +
+                                            std::to_string(kMaxConflictRetries) +
+                                            " times in a row; try again");
+  }
+  void Pause(int attempt) {
+    thread_local std::mt19937 random{std::random_device{}()};
+    std::uniform_int_distribution<int> micros(0, 200 * (1 + std::min(attempt, 20)));
+    std::this_thread::sleep_for(std::chrono::microseconds(micros(random)));
+  }
+
+  static void AbsentCompare(pb::TxnRequest& txn, const std::string& etcd_key) {
+    auto* compare = txn.add_compare();
+    compare->set_target(pb::Compare::CREATE);
+    compare->set_result(pb::Compare::EQUAL);
+    compare->set_key(etcd_key);
+    compare->set_create_revision(0);
+  }
+
+  Result<std::optional<mvccpb::KeyValue>> Read(std::string_view key) {
+    pb::RangeRequest request;
+    request.set_key(EtcdKeyOf(key, prefix()));
+    pb::RangeResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.Range(&context, request, &response);
+    });
+    if (!status.ok()) return FromGrpc(status, "etcd Range");
+    if (response.kvs_size() == 0) return std::optional<mvccpb::KeyValue>();
+    return std::optional<mvccpb::KeyValue>(response.kvs(0));
+  }
+
+  // The local keys under the prefix now, and the revision they were listed at.
+  Result<std::pair<int64_t, std::vector<std::string>>> ListKeys() {
+    std::pair<int64_t, std::vector<std::string>> listed;
+    std::string next = RangeBegin(prefix());
+    while (true) {
+      pb::RangeRequest request;
+      request.set_key(next);
+      request.set_range_end(PrefixRangeEnd(prefix()));
+      request.set_keys_only(true);
+      request.set_limit(client_->options().list_page_size);
+      if (listed.first != 0) request.set_revision(listed.first);
+      pb::RangeResponse response;
+      grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+        return kv.Range(&context, request, &response);
+      });
+      if (!status.ok()) return FromGrpc(status, "etcd Range of the prefix");
+      if (listed.first == 0) listed.first = response.header().revision();
+      for (const auto& kv : response.kvs()) {
+        auto key = LocalKeyOf(kv.key(), prefix());
+        if (key) listed.second.push_back(std::move(*key));
+      }
+      if (!response.more() || response.kvs().empty()) return listed;
+      next = response.kvs(response.kvs_size() - 1).key();
+      next.push_back('\0');
+    }
+  }
+
+  Result<pb::TxnResponse> Txn(const pb::TxnRequest& request) {
+    pb::TxnResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.Txn(&context, request, &response);
+    });
+    if (status.ok()) return response;
+    const std::string& message = status.error_message();
+    if (message.find("too many operations in txn request") != std::string::npos) {
+      return Status(StatusCode::kResourceExhausted,
+                    "etcd refused the Txn: more operations than its --max-txn-ops; set the "
+                    "replica's --etcd-max-txn-ops to the cluster's value");
+    }
+    if (message.find("request is too large") != std::string::npos) {
+      return Status(StatusCode::kResourceExhausted,
+                    "etcd refused the request as larger than its --max-request-bytes");
+    }
+    return FromGrpc(status, "etcd Txn");
+  }
+
+  std::shared_ptr<EtcdClient> client_;
+  std::string name_;
+  uint64_t last_revision_ = 0;
+};
+
+class EtcdUpstream final : public Upstream {
+ public:
+  EtcdUpstream(std::shared_ptr<EtcdClient> client, std::string description)
+      : client_(std::move(client)), description_(std::move(description)) {}
+
+  const std::string& description() const override { return description_; }
+
+  Result<std::unique_ptr<UpstreamStream>> Follow(uint64_t after_revision,
+                                                 std::function<void(bool)> connected) override {
+    return std::unique_ptr<UpstreamStream>(
+        new EtcdStream(client_, after_revision, std::move(connected)));
+  }
+
+  Result<std::unique_ptr<Store>> Writer() override {
+    return std::unique_ptr<Store>(new EtcdWriter(client_, description_));
+  }
+
+ private:
+  std::shared_ptr<EtcdClient> client_;
+  std::string description_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Upstream>> MakeEtcdUpstream(const EtcdOptions& options) {
+  auto client = EtcdClient::Make(options);
+  if (!client.ok()) return client.status();
+  std::string description = "etcd:";
+  for (size_t i = 0; i < options.endpoints.size(); ++i) {
+    if (i > 0) description += ',';
+    description += options.endpoints[i];
+  }
+  description += " prefix=" + EscapeUntrustedText(options.prefix, 200);
+  if (description.size() > ReplicaMarker::kMaxUpstreamBytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--etcd and --prefix describe an upstream longer than " +
+                      std::to_string(ReplicaMarker::kMaxUpstreamBytes) + " bytes");
+  }
+  return std::unique_ptr<Upstream>(new EtcdUpstream(std::move(*client), std::move(description)));
+}
+
+}  // namespace shmdict::replica
