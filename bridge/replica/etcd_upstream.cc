@@ -193,7 +193,7 @@ struct Listing {
 // revision until it is compacted; then the list starts over at the newest one).
 Result<Listing> ListPrefix(EtcdClient& client) {
   const EtcdOptions& options = client.options();
-  const std::string begin = RangeBegin(options.prefix);
+  const std::string begin = PrefixRangeKey(options.prefix);
   const std::string end = PrefixRangeEnd(options.prefix);
   for (int attempt = 0;; ++attempt) {
     Listing listing;
@@ -221,8 +221,8 @@ Result<Listing> ListPrefix(EtcdClient& client) {
           ++listing.skipped_keys;
           continue;
         }
-        listing.items.emplace_back(std::move(*local_key),
-                                   DecodeEtcdValue(kv.value(), options.allow_pickle));
+        listing.items.emplace_back(std::string(*local_key),
+                                   DecodeValue(kv.value(), options.allow_pickle));
       }
       if (!response.more() || response.kvs().empty()) break;
       next = response.kvs(response.kvs_size() - 1).key();
@@ -244,7 +244,7 @@ class WatchCall {
     stream_ = client.watch(endpoint).Watch(&context_);
     pb::WatchRequest request;
     auto* create = request.mutable_create_request();
-    create->set_key(RangeBegin(options.prefix));
+    create->set_key(PrefixRangeKey(options.prefix));
     create->set_range_end(PrefixRangeEnd(options.prefix));
     create->set_start_revision(start_revision);
     // Progress notifications are the only resume points on an idle prefix: event responses'
@@ -422,12 +422,12 @@ class EtcdStream final : public UpstreamStream {
       if (!local_key) continue;  // the revision still counts: its step records it
       Change change;
       change.revision = revision;
-      change.key = std::move(*local_key);
+      change.key = std::string(*local_key);
       if (event.type() == mvccpb::Event::DELETE) {
         change.op = ChangeOp::kErase;
       } else {
         change.op = ChangeOp::kSet;
-        change.value = DecodeEtcdValue(event.kv().value(), options.allow_pickle);
+        change.value = DecodeValue(event.kv().value(), options.allow_pickle);
       }
       steps.back().changes.push_back(std::move(change));
     }
@@ -519,31 +519,22 @@ class EtcdWriter final : public Store {
   }
 
   Result<uint64_t> Apply(const std::vector<Change>& changes) override {
-    const bool clears = std::any_of(changes.begin(), changes.end(), [](const Change& change) {
-      return change.op == ChangeOp::kClear;
-    });
+    TxnPlanOptions plan_options;
+    plan_options.prefix = prefix();
+    plan_options.max_txn_ops = client_->options().max_txn_ops;
+    plan_options.allow_pickle = client_->options().allow_pickle;
+    const bool clears = HasClear(changes);
     for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
-      // A clear inside a batch deletes the keys present when the Txn runs: list them, and make
-      // the Txn conditional on nothing under the prefix having changed since.
-      std::vector<std::string> present;
-      int64_t listed_at = 0;
+      // A clear inside a batch deletes the keys present when the Txn runs: list them; the plan
+      // makes the Txn conditional on nothing under the prefix having changed since.
+      ClearListing listing;
       if (clears) {
-        auto listing = ListKeys();
-        if (!listing.ok()) return listing.status();
-        listed_at = listing->first;
-        present = std::move(listing->second);
+        auto listed = ListKeys();
+        if (!listed.ok()) return listed.status();
+        listing = std::move(*listed);
       }
-      auto txn = PlanBatchTxn(changes, present, prefix(), client_->options().max_txn_ops,
-                              client_->options().allow_pickle);
+      auto txn = PlanBatchTxn(changes, clears ? &listing : nullptr, plan_options);
       if (!txn.ok()) return txn.status();
-      if (clears) {
-        auto* compare = txn->add_compare();
-        compare->set_target(pb::Compare::MOD);
-        compare->set_result(pb::Compare::LESS);
-        compare->set_key(RangeBegin(prefix()));
-        compare->set_range_end(PrefixRangeEnd(prefix()));
-        compare->set_mod_revision(listed_at + 1);
-      }
       auto response = Txn(*txn);
       if (!response.ok()) return response.status();
       if (response->succeeded()) {
@@ -591,7 +582,7 @@ class EtcdWriter final : public Store {
   Result<std::optional<std::pair<std::string, Value>>> PopItem() override {
     for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
       pb::RangeRequest range;
-      range.set_key(RangeBegin(prefix()));
+      range.set_key(PrefixRangeKey(prefix()));
       range.set_range_end(PrefixRangeEnd(prefix()));
       range.set_limit(16);  // a few: the key equal to the prefix is not an entry
       pb::RangeResponse found;
@@ -605,7 +596,7 @@ class EtcdWriter final : public Store {
         auto key = LocalKeyOf(kv.key(), prefix());
         if (key) {
           victim = &kv;
-          local_key = std::move(*key);
+          local_key = std::string(*key);
           break;
         }
       }
@@ -657,7 +648,7 @@ class EtcdWriter final : public Store {
 
   Result<uint64_t> Clear() override {
     pb::DeleteRangeRequest request;
-    request.set_key(RangeBegin(prefix()));
+    request.set_key(PrefixRangeKey(prefix()));
     request.set_range_end(PrefixRangeEnd(prefix()));
     pb::DeleteRangeResponse response;
     grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
@@ -775,10 +766,10 @@ class EtcdWriter final : public Store {
   const std::string& prefix() const { return client_->options().prefix; }
 
   Result<std::string> Encode(const Value& value) {
-    return EncodeEtcdValue(value, client_->options().allow_pickle);
+    return EncodeValue(value, client_->options().allow_pickle);
   }
   Value Decode(std::string_view bytes) {
-    return DecodeEtcdValue(bytes, client_->options().allow_pickle);
+    return DecodeValue(bytes, client_->options().allow_pickle);
   }
 
   uint64_t Committed(const pb::ResponseHeader& header) {
@@ -820,27 +811,25 @@ class EtcdWriter final : public Store {
     return std::optional<mvccpb::KeyValue>(response.kvs(0));
   }
 
-  // The local keys under the prefix now, and the revision they were listed at.
-  Result<std::pair<int64_t, std::vector<std::string>>> ListKeys() {
-    std::pair<int64_t, std::vector<std::string>> listed;
-    std::string next = RangeBegin(prefix());
+  // The etcd keys under the prefix now (skipped ones included: a clear removes them too), and
+  // the revision they were listed at.
+  Result<ClearListing> ListKeys() {
+    ClearListing listed;
+    std::string next = PrefixRangeKey(prefix());
     while (true) {
       pb::RangeRequest request;
       request.set_key(next);
       request.set_range_end(PrefixRangeEnd(prefix()));
       request.set_keys_only(true);
       request.set_limit(client_->options().list_page_size);
-      if (listed.first != 0) request.set_revision(listed.first);
+      if (listed.revision != 0) request.set_revision(listed.revision);
       pb::RangeResponse response;
       grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
         return kv.Range(&context, request, &response);
       });
       if (!status.ok()) return FromGrpc(status, "etcd Range of the prefix");
-      if (listed.first == 0) listed.first = response.header().revision();
-      for (const auto& kv : response.kvs()) {
-        auto key = LocalKeyOf(kv.key(), prefix());
-        if (key) listed.second.push_back(std::move(*key));
-      }
+      if (listed.revision == 0) listed.revision = response.header().revision();
+      for (const auto& kv : response.kvs()) listed.etcd_keys.push_back(kv.key());
       if (!response.more() || response.kvs().empty()) return listed;
       next = response.kvs(response.kvs_size() - 1).key();
       next.push_back('\0');
