@@ -17,6 +17,7 @@
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "etcd_txn_plan.h"
 #include "key_range.h"
+#include "shmdict/replica_feed.h"
 #include "shmdict/v1/wire.h"
 #include "value_codec.h"
 
