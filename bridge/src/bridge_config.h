@@ -21,6 +21,8 @@
 
 namespace shmdict::bridge {
 
+class WriteRouter;  // write_router.h
+
 struct BridgeConfig {
   // Served when neither --listen nor socket activation gives an address.
   static constexpr const char* kDefaultListen = "127.0.0.1:7377";
@@ -91,6 +93,9 @@ struct BridgeConfig {
   // Not a flag: the directory of the presence record (`shmdict ls`); empty: RegistryDir() of
   // presence.h ($SHMDICT_BRIDGE_REGISTRY_DIR, else /dev/shm/shmdict-bridges).
   std::string presence_dir;
+  // Not a flag: where write calls go (write_router.h); null: into the served dict itself, as a
+  // bridge does. Not owned: it must outlive the BridgeServer started with this config.
+  WriteRouter* write_router = nullptr;
 
   // --idle-exit: stop once nothing has been in flight this long; zero: never.
   std::chrono::seconds idle_exit{0};

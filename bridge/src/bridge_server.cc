@@ -325,7 +325,8 @@ Result<std::unique_ptr<BridgeServer>> BridgeServer::Start(BridgeConfig config) {
                     .max_wait = config.max_wait,
                     .max_create_bytes = config.max_create_bytes,
                     .allow_pickle = config.allow_pickle},
-      &state->metrics, CreationPolicy{.allowed = config.allow_create, .mode = config.create_mode});
+      &state->metrics, CreationPolicy{.allowed = config.allow_create, .mode = config.create_mode},
+      config.write_router);
 
   grpc::EnableDefaultHealthCheckService(true);
   // The probe server: plaintext, no token, no shmdict.v1.Dict: the health service (and server

@@ -4,7 +4,7 @@
 //
 // This file is the process around a BridgeServer (bridge_server.h): flags into a BridgeConfig,
 // --ensure, --exit-with-parent, the log, signals. Every flag is a field of BridgeConfig, which
-// holds its default; docs/BRIDGE.md describes them.
+// holds its default, bound by AddServingFlags (bridge_flags.h); docs/BRIDGE.md describes them.
 //
 // On start it prints "health listening on ADDR" and "metrics listening on ADDR" for those
 // servers, one "listening on ADDR" per address of the dict service (a port of 0 replaced by the
@@ -23,11 +23,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <limits>
 #include <string>
 #include <thread>
 
 #include "bridge_config.h"
+#include "bridge_flags.h"
 #include "bridge_server.h"
 #include "on_demand.h"
 #include "shmdict/dict.h"
@@ -54,91 +54,13 @@ int main(int argc, char** argv) {
   using shmdict::bridge::BridgeConfig;
   BridgeConfig config;
   CLI::App app{"shmdict-bridge: serve this host's shmdict dicts over gRPC"};
-  app.option_defaults()->always_capture_default();
   // The layout version must match the applications' (README, "Deploying": version skew); the wire
   // API's revision is the newest docs/API.md lists (kWireApiRevision: bump it with that list).
   app.set_version_flag("--version",
                        std::string("shmdict-bridge ") + SHMDICT_VERSION + ", layout version " +
                            std::to_string(shmdict::Dict::LayoutVersion()) +
                            ", wire API shmdict.v1 (revision " + kWireApiRevision + ")");
-  std::string create_mode = shmdict::bridge::FormatFileMode(config.create_mode);
-  std::string socket_mode = shmdict::bridge::FormatFileMode(config.socket_mode);
-  unsigned idle_exit_seconds = static_cast<unsigned>(config.idle_exit.count());
-  app.add_option("--listen", config.listen,
-                 std::string("HOST:PORT or unix:PATH (repeatable; default ") +
-                     BridgeConfig::kDefaultListen + ")");
-  app.add_option("--max-message-bytes", config.max_message_bytes,
-                 "largest message sent or accepted; larger values are announced, not sent")
-      ->check(CLI::Range(size_t{1} << 16, size_t{1} << 30));
-  app.add_option("--watch-batch-bytes", config.watch_batch_bytes,
-                 "bytes of changes a Watch message gathers under load")
-      ->check(CLI::Range(size_t{1} << 10, size_t{256} << 20));
-  app.add_option("--watch-window-bytes", config.watch_window_bytes,
-                 "encoded changes kept per watched dict for its streams; a stream further behind "
-                 "reads the log on its own until it caught up")
-      ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
-  app.add_option("--progress-interval-ms", config.progress_interval_ms,
-                 "default idle time before a Watch progress message")
-      ->check(CLI::Range(50, 3600 * 1000));
-  app.add_option("--dict", config.dicts,
-                 "serve only this dict and its nested children (repeatable; default: every dict "
-                 "this user can open)");
-  app.add_flag("--read-only", config.read_only, "refuse every write (PERMISSION_DENIED)");
-  app.add_option("--token-file", config.token_file,
-                 "lines \"TOKEN rw\" or \"TOKEN ro\": every call then needs metadata "
-                 "\"authorization: Bearer TOKEN\"; re-read on SIGHUP");
-  app.add_option("--max-value-bytes", config.max_value_bytes,
-                 "refuse larger keys and values (RESOURCE_EXHAUSTED); 0: no limit");
-  // Issue 19's limits on the work one call may cause (docs/BRIDGE.md, "Threat model").
-  unsigned max_wait_ms = static_cast<unsigned>(config.max_wait.count());
-  app.add_option("--max-batch-ops", config.max_batch_ops,
-                 "refuse a Batch of more mutations (RESOURCE_EXHAUSTED, nothing written)")
-      ->check(CLI::Range(size_t{1}, size_t{1} << 24));
-  app.add_option("--max-batch-bytes", config.max_batch_bytes,
-                 "refuse a Batch whose keys and values sum to more bytes (RESOURCE_EXHAUSTED)")
-      ->check(CLI::Range(size_t{1}, size_t{1} << 32));
-  app.add_option("--max-waiting-calls", config.max_waiting_calls,
-                 "Gets waiting for a min_revision and Watch streams at once, over every client; "
-                 "more are RESOURCE_EXHAUSTED")
-      // 0 would refuse every Watch and every waiting Get: a flag error, not a configuration.
-      ->check(CLI::Range(size_t{1}, std::numeric_limits<size_t>::max()));
-  app.add_option("--max-wait-ms", max_wait_ms,
-                 "the longest a Get waits for its min_revision when the client set no (or a later) "
-                 "deadline; then DEADLINE_EXCEEDED")
-      ->check(CLI::Range(1u, 24u * 3600 * 1000));
-  app.add_option("--max-create-bytes", config.max_create_bytes,
-                 "the largest log (buffer_size) a client may ask Create for (RESOURCE_EXHAUSTED)");
-  app.add_flag("--allow-pickle", config.allow_pickle,
-               "accept values tagged pickle (8): any writer can then run code in every Python "
-               "reader");
-  app.add_option("--max-idle-handles", config.max_idle_handles_per_dict,
-                 "Dict handles kept open per dict between calls (each a mapping and a file "
-                 "descriptor); 0: every call attaches");
-  app.add_option("--tls-cert", config.tls_cert, "PEM certificate chain: TCP listeners speak TLS");
-  app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert");
-  app.add_option("--tls-client-ca", config.tls_client_ca,
-                 "PEM CA: clients must present a certificate it signed (mTLS)");
-  app.add_option("--health-listen", config.health_listen,
-                 "HOST:PORT or unix:PATH of a plaintext server with the health service only, "
-                 "needing no token (for probes)");
-  app.add_flag("--allow-create", config.allow_create,
-               "let clients Create and Unlink dicts (with write access; refused otherwise)");
-  app.add_option("--create-mode", create_mode,
-                 "octal file mode of the dicts clients create (the default: the bridge's uid)");
-  app.add_option("--socket-mode", socket_mode,
-                 "octal file mode of the Unix listening sockets, set whatever the umask");
-  app.add_option("--metrics-listen", config.metrics_listen,
-                 "HOST:PORT: Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)");
-  app.add_flag(
-      "--ensure", config.ensure,
-      "start a detached bridge unless one already answers at the (first) --listen address");
-  app.add_option("--idle-exit", idle_exit_seconds,
-                 "exit once no call or Watch stream has been in flight for SECONDS (0: never)");
-  app.add_flag("--exit-with-parent", config.exit_with_parent,
-               "exit (as on SIGTERM) when the process that started the bridge dies");
-  app.add_option("--log-file", config.log_file, "append the log to FILE instead of stderr");
-  app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  shmdict::bridge::AddServingFlags(app, &config, shmdict::bridge::ServingFlagSet::kBridge);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -147,16 +69,6 @@ int main(int argc, char** argv) {
     const int code = app.exit(error);
     return code == 0 ? 0 : 2;
   }
-  config.idle_exit = std::chrono::seconds(idle_exit_seconds);
-  config.max_wait = std::chrono::milliseconds(max_wait_ms);
-  auto mode = shmdict::bridge::ParseFileMode(create_mode);
-  if (!mode.ok()) return Fail(mode.status().message());
-  config.create_mode = *mode;
-  auto socket_file_mode = shmdict::bridge::ParseFileMode(socket_mode);
-  if (!socket_file_mode.ok()) {
-    return Fail("--socket-mode '" + socket_mode + "' is not an octal file mode such as 0660");
-  }
-  config.socket_mode = *socket_file_mode;
 
   // Socket activation first: the fds are ours only if LISTEN_PID names this process.
   auto activated = shmdict::bridge::TakeActivationSockets();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -383,165 +384,189 @@ grpc::ServerUnaryReactor* DictService::Get(grpc::CallbackServerContext* context,
   return waiting;
 }
 
+// The routed Store is destroyed before the lease is returned, as the router's contract says.
+template <typename Check, typename Write>
+grpc::Status DictService::WithWrite(const char* method, grpc::ServerContext* context,
+                                    const std::string& dict,
+                                    const google::protobuf::MessageLite* response, Check&& check,
+                                    Write&& write) {
+  return WithDict(registry_, *authorizer_, metrics_, context, method, dict, Access::kWrite,
+                  response, [&](Dict& leased) -> CoreStatus {
+                    CoreStatus checked = check();
+                    if (!checked.ok()) return checked;
+                    if (router_ == nullptr) return write(static_cast<Store&>(leased));
+                    Result<std::unique_ptr<Store>> routed = router_->Route(leased);
+                    if (!routed.ok()) return routed.status();
+                    // A router that succeeds with no Store broke its contract (write_router.h).
+                    if (*routed == nullptr) std::abort();
+                    return write(**routed);
+                  });
+}
+
 grpc::Status DictService::Set(grpc::ServerContext* context, const v1::SetRequest* request,
                               v1::WriteResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "Set", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    CoreStatus key = CheckKey(request->key());
-                    if (!key.ok()) return key;
-                    Value value;
-                    CoreStatus decoded = DecodeValue(request->value(), &value, "value");
-                    if (!decoded.ok()) return decoded;
-                    CoreStatus checked = CheckValue(request->dict(), value, "value: ");
-                    if (!checked.ok()) return checked;
-                    CoreStatus sized = CheckKeyAndValue(request->key(), &value);
-                    if (!sized.ok()) return sized;
-                    Result<uint64_t> revision = dict.Set(request->key(), value);
-                    if (!revision.ok()) return revision.status();
-                    response->set_revision(*revision);
-                    return CoreStatus::Ok();
-                  });
+  Value value;
+  return WithWrite(
+      "Set", context, request->dict(), response,
+      [&]() -> CoreStatus {
+        CoreStatus key = CheckKey(request->key());
+        if (!key.ok()) return key;
+        CoreStatus decoded = DecodeValue(request->value(), &value, "value");
+        if (!decoded.ok()) return decoded;
+        CoreStatus checked = CheckValue(request->dict(), value, "value: ");
+        if (!checked.ok()) return checked;
+        return CheckKeyAndValue(request->key(), &value);
+      },
+      [&](Store& store) -> CoreStatus {
+        Result<uint64_t> revision = store.Set(request->key(), value);
+        if (!revision.ok()) return revision.status();
+        response->set_revision(*revision);
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
                                  v1::DeleteResponse* response) {
-  return WithDict(
-      registry_, *authorizer_, metrics_, context, "Delete", request->dict(), Access::kWrite,
-      response, [&](Dict& dict) -> CoreStatus {
-        CoreStatus key = CheckKey(request->key());
-        if (!key.ok()) return key;
-        Result<bool> existed = dict.Erase(request->key());
+  return WithWrite(
+      "Delete", context, request->dict(), response, [&] { return CheckKey(request->key()); },
+      [&](Store& store) -> CoreStatus {
+        Result<bool> existed = store.Erase(request->key());
         if (!existed.ok()) return existed.status();
         response->set_existed(*existed);
-        response->set_revision(*existed ? dict.last_commit_revision() : dict.revision());
+        response->set_revision(*existed ? store.last_commit_revision() : store.revision());
         return CoreStatus::Ok();
       });
 }
 
 grpc::Status DictService::Pop(grpc::ServerContext* context, const v1::PopRequest* request,
                               v1::PopResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "Pop", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    CoreStatus key = CheckKey(request->key());
-                    if (!key.ok()) return key;
-                    Result<std::optional<Value>> popped = dict.Pop(request->key());
-                    if (!popped.ok()) return popped.status();
-                    response->set_key(request->key());
-                    response->set_found(popped->has_value());
-                    if (popped->has_value()) {
-                      wire::ToProto(**popped, response->mutable_value());
-                      response->set_revision(dict.last_commit_revision());
-                    } else {
-                      response->set_revision(dict.revision());
-                    }
-                    return CoreStatus::Ok();
-                  });
+  return WithWrite(
+      "Pop", context, request->dict(), response, [&] { return CheckKey(request->key()); },
+      [&](Store& store) -> CoreStatus {
+        Result<std::optional<Value>> popped = store.Pop(request->key());
+        if (!popped.ok()) return popped.status();
+        response->set_key(request->key());
+        response->set_found(popped->has_value());
+        if (popped->has_value()) {
+          wire::ToProto(**popped, response->mutable_value());
+          response->set_revision(store.last_commit_revision());
+        } else {
+          response->set_revision(store.revision());
+        }
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::PopItem(grpc::ServerContext* context, const v1::PopItemRequest* request,
                                   v1::PopResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "PopItem", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    auto popped = dict.PopItem();
-                    if (!popped.ok()) return popped.status();
-                    response->set_found(popped->has_value());
-                    if (popped->has_value()) {
-                      response->set_key((*popped)->first);
-                      wire::ToProto((*popped)->second, response->mutable_value());
-                      response->set_revision(dict.last_commit_revision());
-                    } else {
-                      response->set_revision(dict.revision());
-                    }
-                    return CoreStatus::Ok();
-                  });
+  return WithWrite(
+      "PopItem", context, request->dict(), response, [] { return CoreStatus::Ok(); },
+      [&](Store& store) -> CoreStatus {
+        auto popped = store.PopItem();
+        if (!popped.ok()) return popped.status();
+        response->set_found(popped->has_value());
+        if (popped->has_value()) {
+          response->set_key((*popped)->first);
+          wire::ToProto((*popped)->second, response->mutable_value());
+          response->set_revision(store.last_commit_revision());
+        } else {
+          response->set_revision(store.revision());
+        }
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::SetDefault(grpc::ServerContext* context,
                                      const v1::SetDefaultRequest* request,
                                      v1::SetDefaultResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "SetDefault", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    CoreStatus key = CheckKey(request->key());
-                    if (!key.ok()) return key;
-                    Value fallback;
-                    CoreStatus decoded =
-                        DecodeValue(request->default_value(), &fallback, "default_value");
-                    if (!decoded.ok()) return decoded;
-                    CoreStatus checked = CheckValue(request->dict(), fallback, "default_value: ");
-                    if (!checked.ok()) return checked;
-                    CoreStatus sized = CheckKeyAndValue(request->key(), &fallback);
-                    if (!sized.ok()) return sized;
-                    Result<Value> value = dict.SetDefault(request->key(), fallback);
-                    if (!value.ok()) return value.status();
-                    wire::ToProto(*value, response->mutable_value());
-                    response->set_revision(std::max(dict.last_commit_revision(), dict.revision()));
-                    return CoreStatus::Ok();
-                  });
+  Value fallback;
+  return WithWrite(
+      "SetDefault", context, request->dict(), response,
+      [&]() -> CoreStatus {
+        CoreStatus key = CheckKey(request->key());
+        if (!key.ok()) return key;
+        CoreStatus decoded = DecodeValue(request->default_value(), &fallback, "default_value");
+        if (!decoded.ok()) return decoded;
+        CoreStatus checked = CheckValue(request->dict(), fallback, "default_value: ");
+        if (!checked.ok()) return checked;
+        return CheckKeyAndValue(request->key(), &fallback);
+      },
+      [&](Store& store) -> CoreStatus {
+        Result<Value> value = store.SetDefault(request->key(), fallback);
+        if (!value.ok()) return value.status();
+        wire::ToProto(*value, response->mutable_value());
+        response->set_revision(std::max(store.last_commit_revision(), store.revision()));
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::Clear(grpc::ServerContext* context, const v1::ClearRequest* request,
                                 v1::WriteResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "Clear", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    Result<uint64_t> revision = dict.Clear();
-                    if (!revision.ok()) return revision.status();
-                    response->set_revision(*revision);
-                    return CoreStatus::Ok();
-                  });
+  return WithWrite(
+      "Clear", context, request->dict(), response, [] { return CoreStatus::Ok(); },
+      [&](Store& store) -> CoreStatus {
+        Result<uint64_t> revision = store.Clear();
+        if (!revision.ok()) return revision.status();
+        response->set_revision(*revision);
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::Batch(grpc::ServerContext* context, const v1::BatchRequest* request,
                                 v1::WriteResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "Batch", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    // The caps first, from the sizes alone: an oversized batch costs no decoding.
-                    CoreStatus bounded = CheckBatchBounds(*request, service_limits_);
-                    if (!bounded.ok()) return bounded;
-                    // Decode everything before writing anything: a bad mutation changes nothing.
-                    std::vector<Change> changes(request->mutations_size());
-                    for (int i = 0; i < request->mutations_size(); ++i) {
-                      const v1::Mutation& mutation = request->mutations(i);
-                      Result<ChangeOp> op = wire::FromProto(mutation.op());
-                      if (!op.ok()) {
-                        return CoreStatus(op.status().code(), "mutation " + std::to_string(i) +
-                                                                  ": " + op.status().message());
-                      }
-                      changes[i].op = *op;
-                      changes[i].key = mutation.key();
-                      const std::string where = "mutation " + std::to_string(i) + ": ";
-                      if (*op != ChangeOp::kClear) {
-                        CoreStatus key = CheckKey(mutation.key(), where);
-                        if (!key.ok()) return key;
-                      }
-                      if (*op == ChangeOp::kSet) {
-                        CoreStatus decoded = DecodeValue(mutation.value(), &changes[i].value,
-                                                         "mutation " + std::to_string(i));
-                        if (decoded.ok())
-                          decoded = CheckValue(request->dict(), changes[i].value, where);
-                        if (!decoded.ok()) return decoded;
-                      }
-                      CoreStatus sized = CheckKeyAndValue(
-                          changes[i].key, *op == ChangeOp::kSet ? &changes[i].value : nullptr,
-                          "mutation " + std::to_string(i) + ": ");
-                      if (!sized.ok()) return sized;
-                    }
-                    Result<uint64_t> revision = dict.Apply(changes);
-                    if (!revision.ok()) return revision.status();
-                    response->set_revision(*revision);
-                    return CoreStatus::Ok();
-                  });
+  std::vector<Change> changes;
+  return WithWrite(
+      "Batch", context, request->dict(), response,
+      [&]() -> CoreStatus {
+        // The caps first, from the sizes alone: an oversized batch costs no decoding.
+        CoreStatus bounded = CheckBatchBounds(*request, service_limits_);
+        if (!bounded.ok()) return bounded;
+        // Decode everything before writing anything: a bad mutation changes nothing.
+        changes.resize(request->mutations_size());
+        for (int i = 0; i < request->mutations_size(); ++i) {
+          const v1::Mutation& mutation = request->mutations(i);
+          Result<ChangeOp> op = wire::FromProto(mutation.op());
+          if (!op.ok()) {
+            return CoreStatus(op.status().code(),
+                              "mutation " + std::to_string(i) + ": " + op.status().message());
+          }
+          changes[i].op = *op;
+          changes[i].key = mutation.key();
+          const std::string where = "mutation " + std::to_string(i) + ": ";
+          if (*op != ChangeOp::kClear) {
+            CoreStatus key = CheckKey(mutation.key(), where);
+            if (!key.ok()) return key;
+          }
+          if (*op == ChangeOp::kSet) {
+            CoreStatus decoded =
+                DecodeValue(mutation.value(), &changes[i].value, "mutation " + std::to_string(i));
+            if (decoded.ok()) decoded = CheckValue(request->dict(), changes[i].value, where);
+            if (!decoded.ok()) return decoded;
+          }
+          CoreStatus sized = CheckKeyAndValue(
+              changes[i].key, *op == ChangeOp::kSet ? &changes[i].value : nullptr, where);
+          if (!sized.ok()) return sized;
+        }
+        return CoreStatus::Ok();
+      },
+      [&](Store& store) -> CoreStatus {
+        Result<uint64_t> revision = store.Apply(changes);
+        if (!revision.ok()) return revision.status();
+        response->set_revision(*revision);
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
                                         const v1::CompareAndSetRequest* request,
                                         v1::CompareAndSetResponse* response) {
-  return WithDict(
-      registry_, *authorizer_, metrics_, context, "CompareAndSet", request->dict(), Access::kWrite,
-      response, [&](Dict& dict) -> CoreStatus {
+  std::optional<Value> expected;
+  std::optional<Value> desired;
+  return WithWrite(
+      "CompareAndSet", context, request->dict(), response,
+      [&]() -> CoreStatus {
         CoreStatus key = CheckKey(request->key());
         if (!key.ok()) return key;
-        std::optional<Value> expected;
-        std::optional<Value> desired;
         if (request->has_expected()) {
           CoreStatus decoded = DecodeValue(request->expected(), &expected.emplace(), "expected");
           if (decoded.ok()) decoded = CheckValue(request->dict(), *expected, "expected: ");
@@ -552,13 +577,13 @@ grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
           if (decoded.ok()) decoded = CheckValue(request->dict(), *desired, "desired: ");
           if (!decoded.ok()) return decoded;
         }
-        CoreStatus sized =
-            CheckKeyAndValue(request->key(), desired.has_value() ? &*desired : nullptr);
-        if (!sized.ok()) return sized;
-        Result<bool> swapped = dict.CompareAndSet(request->key(), expected, desired);
+        return CheckKeyAndValue(request->key(), desired.has_value() ? &*desired : nullptr);
+      },
+      [&](Store& store) -> CoreStatus {
+        Result<bool> swapped = store.CompareAndSet(request->key(), expected, desired);
         if (!swapped.ok()) return swapped.status();
         response->set_swapped(*swapped);
-        response->set_revision(*swapped ? dict.last_commit_revision() : dict.revision());
+        response->set_revision(*swapped ? store.last_commit_revision() : store.revision());
         return CoreStatus::Ok();
       });
 }
@@ -566,18 +591,20 @@ grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
 grpc::Status DictService::Increment(grpc::ServerContext* context,
                                     const v1::IncrementRequest* request,
                                     v1::IncrementResponse* response) {
-  return WithDict(registry_, *authorizer_, metrics_, context, "Increment", request->dict(),
-                  Access::kWrite, response, [&](Dict& dict) -> CoreStatus {
-                    CoreStatus key = CheckKey(request->key());
-                    if (!key.ok()) return key;
-                    CoreStatus sized = CheckKeyAndValue(request->key(), nullptr);
-                    if (!sized.ok()) return sized;
-                    Result<int64_t> value = dict.Increment(request->key(), request->delta());
-                    if (!value.ok()) return value.status();
-                    response->set_value(*value);
-                    response->set_revision(dict.last_commit_revision());
-                    return CoreStatus::Ok();
-                  });
+  return WithWrite(
+      "Increment", context, request->dict(), response,
+      [&]() -> CoreStatus {
+        CoreStatus key = CheckKey(request->key());
+        if (!key.ok()) return key;
+        return CheckKeyAndValue(request->key(), nullptr);
+      },
+      [&](Store& store) -> CoreStatus {
+        Result<int64_t> value = store.Increment(request->key(), request->delta());
+        if (!value.ok()) return value.status();
+        response->set_value(*value);
+        response->set_revision(store.last_commit_revision());
+        return CoreStatus::Ok();
+      });
 }
 
 grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListRequest* request,

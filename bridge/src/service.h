@@ -8,6 +8,9 @@
 // (ValidateEncoding), pickles only with --allow-pickle, nested references only to the dict's own
 // children. Every key a keyed call carries is 1 to 65,536 bytes (the proto's rule).
 //
+// Writes run against a Store: the leased dict, or the one BridgeConfig's WriteRouter gives for the
+// call (write_router.h: shmdict-replica sends writes upstream); reads always read the local dict.
+//
 // Every error is a canonical code with a message naming the dict (proto/shmdict/v1/dict.proto).
 // Untrusted text (names, keys) is logged only through LogText (log_text.h).
 // Thread-safety: called concurrently by gRPC; each call leases its own handle.
@@ -26,6 +29,7 @@
 #include "shmdict/local_catalog.h"
 #include "shmdict/v1/dict.grpc.pb.h"
 #include "watch_stream.h"
+#include "write_router.h"
 
 namespace shmdict::bridge {
 
@@ -63,16 +67,19 @@ class DictService final : public v1::Dict::WithCallbackMethod_Get<
   // dict: Gets with a min_revision ahead of it here, Watch streams (--max-waiting-calls).
   // `metrics` (may be null) records every call.
   // Create and Unlink are refused unless `creation` allows them (--allow-create).
+  // `router` (may be null; outlives the service) carries every write call once its checks passed
+  // (write_router.h); null: writes go into the leased local dict.
   DictService(DictRegistry* registry, StreamLimits stream_limits, const Authorizer* authorizer,
               WaitingCalls* waiting, ServiceLimits limits = {}, Metrics* metrics = nullptr,
-              CreationPolicy creation = {})
+              CreationPolicy creation = {}, WriteRouter* router = nullptr)
       : registry_(registry),
         limits_(stream_limits),
         authorizer_(authorizer),
         waiting_(waiting),
         service_limits_(limits),
         metrics_(metrics),
-        creation_(creation) {}
+        creation_(creation),
+        router_(router) {}
 
   // The gate shared by waiting Gets and Watch streams.
   WaitingCalls* waiting_calls() const { return waiting_; }
@@ -118,6 +125,13 @@ class DictService final : public v1::Dict::WithCallbackMethod_Get<
       grpc::CallbackServerContext* context) override;
 
  private:
+  // A write call to `dict`: authorized and leased (WithDict in service.cc), then check() -> Status
+  // (every check of the request: a refused request never reaches the router), then
+  // write(Store&) -> Status on the leased dict, or on the Store router_ gives for this call.
+  template <typename Check, typename Write>
+  grpc::Status WithWrite(const char* method, grpc::ServerContext* context, const std::string& dict,
+                         const google::protobuf::MessageLite* response, Check&& check,
+                         Write&& write);
   // Create and Unlink: a write to `dict` (token, --read-only, allow-list) on a bridge with
   // --allow-create; logs a refusal.
   grpc::Status CheckCreation(grpc::ServerContext* context, const char* method,
@@ -139,6 +153,7 @@ class DictService final : public v1::Dict::WithCallbackMethod_Get<
   const ServiceLimits service_limits_;
   Metrics* const metrics_;
   const CreationPolicy creation_;
+  WriteRouter* const router_;
   // Status and ListDicts: what `shmdict status` and `ls` show on this host. Stateless.
   LocalCatalog catalog_;
 };

@@ -13,7 +13,7 @@ import path from "node:path";
 import { parseAllDocuments } from "yaml";
 
 const overlay = process.argv[2];
-const overlays = ["base", "read-only-mirror", "native-sidecar", "podman"];
+const overlays = ["base", "read-only-mirror", "native-sidecar", "podman", "node-replica"];
 if (!overlays.includes(overlay)) {
   console.error(`usage: kubectl kustomize DIR | node check-rendered.mjs {${overlays.join("|")}}`);
   process.exit(2);
@@ -103,12 +103,15 @@ if (interfaces.size < 500) problem("check", `read only ${interfaces.size} type d
 
 // --- 3. The arrangement -----------------------------------------------------------------------
 const byKind = (kind) => objects.filter((o) => o.kind === kind);
-// podman kube play ignores Services and NetworkPolicies: its overlay leaves them out.
+// podman kube play ignores Services and NetworkPolicies: its overlay leaves them out. The node
+// replica is a DaemonSet of its own, apart from the sidecar arrangement.
 const kinds = objects.map((o) => o.kind).sort().join(",");
-const expectedKinds = overlay === "podman" ? "Deployment" : "Deployment,NetworkPolicy,Service";
+const expectedKinds = { podman: "Deployment", "node-replica": "DaemonSet" }[overlay] ??
+  "Deployment,NetworkPolicy,Service";
 if (kinds !== expectedKinds) problem("objects", `expected ${expectedKinds}, got ${kinds}`);
+const expectedName = overlay === "node-replica" ? "shmdict-replica" : "shmdict-example";
 for (const o of objects) {
-  if (o.metadata?.name !== "shmdict-example") problem(id(o), "expected the name shmdict-example");
+  if (o.metadata?.name !== expectedName) problem(id(o), `expected the name ${expectedName}`);
   if (o.metadata?.labels?.["app.kubernetes.io/part-of"] !== "shmdict") {
     problem(id(o), "missing label app.kubernetes.io/part-of=shmdict");
   }
@@ -116,7 +119,9 @@ for (const o of objects) {
 const [deployment] = byKind("Deployment");
 const [service] = byKind("Service");
 const [policy] = byKind("NetworkPolicy");
+const [daemonSet] = byKind("DaemonSet");
 if (deployment) checkPod(deployment, service, policy);
+if (daemonSet) checkNodeReplica(daemonSet);
 
 function subsetOf(selector, labels) {
   return Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v) &&
@@ -129,6 +134,110 @@ function flagValue(args, flag) {
 function bytes(quantity) {
   const m = String(quantity).match(/^(\d+)(Ki|Mi|Gi)?$/);
   return m ? Number(m[1]) * { undefined: 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2]] : NaN;
+}
+
+// The uid the image runs as (deploy/docker/Dockerfile's USER): the owner of every dict.
+function imageUser() {
+  const dockerfile = readFileSync(new URL("../../docker/Dockerfile", import.meta.url), "utf8");
+  return Number(dockerfile.match(/^USER (\d+):(\d+)$/m)?.[1]);
+}
+
+// Probes on the gRPC health server the container's --health-listen names.
+function checkHealthProbes(where, container) {
+  const health = flagValue(container.args, "--health-listen");
+  if (!health) {
+    problem(where, "needs --health-listen");
+    return;
+  }
+  const healthPort = Number(health.split(":").pop());
+  for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+    const p = container[probe];
+    if (!p) {
+      problem(where, `has no ${probe}`);
+    } else if (p.grpc ? p.grpc.port !== healthPort : !p.exec?.command?.join(" ").includes(`:${healthPort} health`)) {
+      problem(where, `${probe} does not ask the health server on port ${healthPort}`);
+    }
+  }
+}
+
+// The node replica (overlays/node-replica): one shmdict-replica per node, its dict in a
+// memory-backed hostPath directory that the node's pods mount at /dev/shm, writes through a Unix
+// socket in a second hostPath directory (never on the network).
+function checkNodeReplica(daemonSet) {
+  const where = id(daemonSet);
+  const template = daemonSet.spec.template;
+  const pod = template.spec;
+  if (!subsetOf(daemonSet.spec.selector?.matchLabels, template.metadata?.labels)) {
+    problem(where, "selector does not match the pod's labels");
+  }
+  if (pod.hostNetwork || pod.hostIPC || pod.hostPID) problem(where, "needs none of the host's namespaces");
+  const imageUid = imageUser();
+  const sc = pod.securityContext ?? {};
+  if (sc.runAsUser !== imageUid || sc.runAsGroup !== imageUid || sc.runAsNonRoot !== true) {
+    problem(where, `pod must run as the image's uid/gid ${imageUid}, non-root`);
+  }
+  const containers = pod.containers ?? [];
+  const inits = pod.initContainers ?? [];
+  if (containers.length !== 1 || containers[0].name !== "replica") {
+    problem(where, "expected exactly one container 'replica'");
+    return;
+  }
+  const replica = containers[0];
+  const at = `${where} replica`;
+  if ((replica.command ?? [])[0] !== "shmdict-replica") problem(at, "must run shmdict-replica");
+  if (replica.securityContext?.runAsUser !== undefined && replica.securityContext.runAsUser !== imageUid) {
+    problem(at, "runs as another uid than the one that owns the dict");
+  }
+  if (replica.securityContext?.allowPrivilegeEscalation !== false ||
+      replica.securityContext?.readOnlyRootFilesystem !== true ||
+      !(replica.securityContext?.capabilities?.drop ?? []).includes("ALL")) {
+    problem(at, "must drop every capability, on a read-only root, without privilege escalation");
+  }
+  // The issue's command line: --dict NAME with --etcd and --prefix, or --bridge and --source.
+  const args = replica.args ?? [];
+  if (!flagValue(args, "--dict")) problem(at, "needs --dict=NAME");
+  const etcd = flagValue(args, "--etcd") !== undefined;
+  const bridgeUpstream = flagValue(args, "--bridge") !== undefined;
+  if (etcd === bridgeUpstream) problem(at, "needs exactly one upstream: --etcd or --bridge");
+  if (etcd && !flagValue(args, "--prefix")) problem(at, "--etcd needs --prefix");
+  if (bridgeUpstream && !flagValue(args, "--source")) problem(at, "--bridge needs --source");
+
+  // /dev/shm: a hostPath directory (memory-backed: under /run, a tmpfs on systemd nodes).
+  const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
+  const mountOf = (c, mountPath) => (c.volumeMounts ?? []).find((m) => m.mountPath === mountPath);
+  const shm = volumes.get(mountOf(replica, "/dev/shm")?.name);
+  if (!shm?.hostPath?.path?.startsWith("/run/")) {
+    problem(at, "/dev/shm must be a hostPath directory under /run (tmpfs), shared with the node's pods");
+  } else if (shm.hostPath.path !== "/run/shmdict") {
+    problem(at, "the node's shmdict directory is /run/shmdict (README, daemonset.yaml)");
+  }
+  // Writes: a Unix socket in a hostPath directory the container mounts.
+  const listen = flagValue(args, "--listen");
+  const socketDir = listen?.startsWith("unix:") ? path.dirname(listen.slice(5)) : undefined;
+  const socketVolume = volumes.get(mountOf(replica, socketDir)?.name);
+  if (!socketVolume?.hostPath) {
+    problem(at, "--listen must be unix:PATH in a mounted hostPath directory (no network listener)");
+  } else if (socketVolume === shm) {
+    problem(at, "the socket must not live among the dicts");
+  }
+  for (const c of [...containers, ...inits]) {
+    for (const m of c.volumeMounts ?? []) {
+      if (!volumes.has(m.name)) problem(`${where} ${c.name}`, `mounts missing volume ${m.name}`);
+    }
+  }
+  // hostPath directories start root-owned: an init container hands each to the dict's uid.
+  for (const volume of [shm, socketVolume].filter(Boolean)) {
+    const owner = inits.find((c) => (c.volumeMounts ?? []).some((m) => m.name === volume.name));
+    const mountPath = (owner?.volumeMounts ?? []).find((m) => m.name === volume.name)?.mountPath;
+    const chown = (owner?.command ?? []).join(" ").match(new RegExp(`chown ${imageUid}:${imageUid}((?: [^ &;|]+)+)`));
+    if (!chown || !chown[1].split(" ").includes(mountPath)) {
+      problem(where, `no init container hands ${volume.hostPath.path} to uid ${imageUid}`);
+    }
+  }
+  checkHealthProbes(at, replica);
+  if (!(bytes(replica.resources?.limits?.memory) > 0)) {
+    problem(at, "needs a memory limit: the dict's tmpfs pages are charged to it");
+  }
 }
 
 function checkPod(deployment, service, policy) {
@@ -161,8 +270,7 @@ function checkPod(deployment, service, policy) {
   if (!app || !bridge) return;
 
   // The same uid as the image, in the pod and in every container that overrides it.
-  const dockerfile = readFileSync(new URL("../../docker/Dockerfile", import.meta.url), "utf8");
-  const imageUid = Number(dockerfile.match(/^USER (\d+):(\d+)$/m)?.[1]);
+  const imageUid = imageUser();
   const sc = pod.securityContext ?? {};
   if (sc.runAsUser !== imageUid || sc.runAsGroup !== imageUid || sc.fsGroup !== imageUid) {
     problem(where, `pod must run as the image's uid/gid/fsGroup ${imageUid}`);
@@ -198,16 +306,8 @@ function checkPod(deployment, service, policy) {
   // The bridge's own addresses, and the probes and Service pointing at them.
   const listen = flagValue(bridge.args, "--listen");
   const health = flagValue(bridge.args, "--health-listen");
-  if (!listen || !health) problem(`${where} bridge`, "needs --listen and --health-listen");
-  const healthPort = Number(health?.split(":").pop());
-  for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
-    const p = bridge[probe];
-    if (!p) {
-      problem(`${where} bridge`, `has no ${probe}`);
-    } else if (p.grpc ? p.grpc.port !== healthPort : !p.exec?.command?.join(" ").includes(`:${healthPort} health`)) {
-      problem(`${where} bridge`, `${probe} does not ask the health server on port ${healthPort}`);
-    }
-  }
+  if (!listen) problem(`${where} bridge`, "needs --listen");
+  checkHealthProbes(`${where} bridge`, bridge);
   const portNames = new Set((bridge.ports ?? []).map((p) => p.name));
   for (const p of service?.spec.ports ?? []) {
     if (!portNames.has(p.targetPort)) problem(id(service), `targetPort ${p.targetPort} is no bridge port`);
