@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -136,8 +137,6 @@ int main(int argc, char** argv) {
     const int code = app.exit(error);
     return code == 0 ? 0 : 2;
   }
-  Status finished = shmdict::bridge::FinishServingFlags(&config);
-  if (!finished.ok()) return Fail(finished.message());
   if (etcd_endpoints.empty() == bridge.address.empty()) {
     return Fail(
         "give either --etcd HOST:PORT[,...] --prefix PREFIX or --bridge ADDR --source DICT");
@@ -176,6 +175,10 @@ int main(int argc, char** argv) {
   if (!config.listen.empty()) {
     Status valid = shmdict::bridge::ValidateConfig(config);
     if (!valid.ok()) return Fail(valid.message());
+  }
+  if (config.exit_with_parent) {
+    const pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) return 0;
   }
   Status logging = shmdict::bridge::InstallProcessLogger(config);
   if (!logging.ok()) return Fail(logging.message());
