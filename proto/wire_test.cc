@@ -31,6 +31,11 @@ DictStatus FullStatus() {
   status.creator_alive = true;
   status.attached = true;
   status.mode = 0640;
+  status.replica_of = "etcd:http://127.0.0.1:2379 prefix=/app/";
+  status.replica_listen = "127.0.0.1:7400";
+  status.upstream_revision = 4242;
+  status.upstream_connected = true;
+  status.last_upstream_contact = 1765000000123;
   return status;
 }
 

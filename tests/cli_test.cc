@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "shmdict/dict.h"
 #include "shmdict/local_catalog.h"
+#include "shmdict/replica_feed.h"
 #include "shmdict/value.h"
 #include "worker_process.h"
 
@@ -658,11 +659,30 @@ TEST_F(CliTest, StatusPrintsEveryField) {
   const CliRun json = Run({"status", name_, "--json"});
   ASSERT_EQ(json.code(), 0) << json.Describe();
   const Json fields = Json::parse(json.out);
-  for (const char* field :
-       {"name", "layout_version", "revision", "entries", "log_capacity", "log_used",
-        "snapshot_generation", "snapshot_revision", "snapshots_built", "lock_held",
-        "lock_holder_pid", "lock_holder_pid_namespace", "lock_holder_in_this_pid_namespace",
-        "lock_recoveries", "creator_pid", "creator_alive", "attached", "segment_bytes", "mode"}) {
+  for (const char* field : {"name",
+                            "layout_version",
+                            "revision",
+                            "entries",
+                            "log_capacity",
+                            "log_used",
+                            "snapshot_generation",
+                            "snapshot_revision",
+                            "snapshots_built",
+                            "lock_held",
+                            "lock_holder_pid",
+                            "lock_holder_pid_namespace",
+                            "lock_holder_in_this_pid_namespace",
+                            "lock_recoveries",
+                            "creator_pid",
+                            "creator_alive",
+                            "attached",
+                            "segment_bytes",
+                            "mode",
+                            "replica_of",
+                            "replica_listen",
+                            "upstream_revision",
+                            "upstream_connected",
+                            "last_upstream_contact"}) {
     EXPECT_TRUE(fields.contains(field)) << field << " missing in " << json.out;
   }
   EXPECT_EQ(fields["name"], name_);
@@ -670,12 +690,48 @@ TEST_F(CliTest, StatusPrintsEveryField) {
   EXPECT_EQ(fields["revision"], Revision(name_));
   EXPECT_EQ(fields["mode"], "0600");
   EXPECT_EQ(fields["creator_alive"], false);
+  EXPECT_EQ(fields["replica_of"], "") << "not a replica";
+  EXPECT_EQ(fields["upstream_connected"], false);
 
   const CliRun plain = Run({"status", name_});
   ASSERT_EQ(plain.code(), 0) << plain.Describe();
   EXPECT_EQ(SplitLines(plain.out).size(), fields.size()) << plain.Describe();
   EXPECT_TRUE(Contains(plain.out, "name: " + name_ + "\n")) << plain.Describe();
   EXPECT_TRUE(Contains(plain.out, "entries: 2\n")) << plain.Describe();
+}
+
+// A replica dict (its feed lives in this process): status tells its upstream, and a write through
+// the CLI is refused naming the replica's --listen address, changing nothing.
+TEST_F(CliTest, StatusShowsAReplicasUpstreamAndSetIsRefusedNamingItsListenAddress) {
+  Create(name_);
+  Set("a", "1");
+  Result<Dict> dict = Dict::Open(AttachOptions(name_));
+  ASSERT_OK(dict);
+  Result<ReplicaFeed> feed = ReplicaFeed::Adopt(
+      *dict, ReplicaMarker{.description = "etcd:http://127.0.0.1:2379 prefix=/app/"}, nullptr);
+  ASSERT_OK(feed);
+  ASSERT_OK(feed->SetListen("127.0.0.1:7400"));
+  ASSERT_OK(feed->Apply({Change{.op = ChangeOp::kSet, .key = "b", .value = Value::Int(2)}}, 9));
+  feed->SetContact(true);
+
+  const CliRun json = Run({"status", name_, "--json"});
+  ASSERT_EQ(json.code(), 0) << json.Describe();
+  const Json fields = Json::parse(json.out);
+  EXPECT_EQ(fields["replica_of"], "etcd:http://127.0.0.1:2379 prefix=/app/");
+  EXPECT_EQ(fields["replica_listen"], "127.0.0.1:7400");
+  EXPECT_EQ(fields["upstream_revision"], 9);
+  EXPECT_EQ(fields["upstream_connected"], true);
+  EXPECT_GT(fields["last_upstream_contact"].get<uint64_t>(), 0u);
+
+  const uint64_t revision = Revision(name_);
+  const CliRun set = Run({"set", name_, "a", "5"});
+  EXPECT_EQ(set.code(), 2) << set.Describe();
+  EXPECT_TRUE(Contains(set.err, "is a replica of etcd:http://127.0.0.1:2379 prefix=/app/"))
+      << set.Describe();
+  EXPECT_TRUE(Contains(set.err, "write through 127.0.0.1:7400, the replica's --listen"))
+      << set.Describe();
+  EXPECT_EQ(Revision(name_), revision);
+  EXPECT_EQ(dict->Get("a")->value(), Value::Str("1"));
 }
 
 TEST_F(CliTest, LsShowsTheDictAndWhetherItIsAbandoned) {

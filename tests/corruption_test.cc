@@ -253,8 +253,8 @@ TEST_F(CorruptionTest, WrongMagicIsRejectedWithAClearError) {
   ExpectRejected(kRejected);
 }
 
-// The segment of an older build (layout version 3 had no user_flags word), of a newer one and of
-// a far-off one: refused, each with the advice that fits which side must change.
+// The segment of an older build (layout version 4 had no replica block), of a newer one and of a
+// far-off one: refused, each with the advice that fits which side must change.
 TEST_F(CorruptionTest, OtherLayoutVersionIsFailedPreconditionWithTheRightAdvice) {
   ASSERT_NO_FATAL_FAILURE(CreateClosedDict());
   ASSERT_GT(version_, 1u);
@@ -268,8 +268,9 @@ TEST_F(CorruptionTest, OtherLayoutVersionIsFailedPreconditionWithTheRightAdvice)
     const ProbeReport report = Probe();
     for (const char* step : {"inspect", "open"}) {
       ExpectClearError(report, step, {"FAILED_PRECONDITION"});
-      const std::string advice =
-          version < version_ ? "made by an older shmdict" : "upgrade shmdict";
+      const std::string advice = version < version_
+                                     ? "made by an older shmdict (layout 4: before replica dicts)"
+                                     : "upgrade shmdict";
       EXPECT_NE(report.Outcome(step).find(advice), std::string::npos)
           << step << ": " << report.Outcome(step);
     }

@@ -16,6 +16,10 @@
 // handle never holds the builder claim), so which process takes over a dead builder's claim is
 // deterministic.
 //
+// The replica feed's points (replica.*) are reached by a worker feeding the dict through
+// ReplicaFeed::Apply: after its kill, the next adoption must resume from exactly the upstream
+// revision of the last committed data, and the feed goes on from there.
+//
 // The workers link shmdict_core_crashpoints, the test-only engine with the points compiled in
 // (core/CMakeLists.txt); this process links the installed one, which has none.
 #include <signal.h>
@@ -30,6 +34,7 @@
 #include "crash_test_base.h"
 #include "gtest/gtest.h"
 #include "shmdict/dict.h"
+#include "shmdict/replica_feed.h"
 #include "worker_process.h"
 #include "workload.h"
 
@@ -60,6 +65,9 @@ struct Scenario {
   std::vector<int> nths = {1, 2, 5};
   // A point a writer is killed at first, leaving what this one needs (a dead builder's claim).
   std::optional<std::string_view> after_kill_at;
+  // Reached by a replica feed's commit (the worker's `replica` command), not by compaction:
+  // `builders` is then empty.
+  bool replica_feed = false;
 };
 
 const std::vector<Builder> kBoth = {Builder::kBackground, Builder::kInline};
@@ -93,6 +101,8 @@ const std::vector<Scenario>& Scenarios() {
        false,
        {1},
        "compactor.background.delta_built"},
+      {"replica.after_pending", {}, false, {1, 2, 5}, std::nullopt, /*replica_feed=*/true},
+      {"replica.after_commit", {}, false, {1, 2, 5}, std::nullopt, /*replica_feed=*/true},
   };
   return scenarios;
 }
@@ -169,6 +179,70 @@ class CrashPointTest : public CrashTestBase,
     ASSERT_NO_FATAL_FAILURE(ExpectOneStateForEveryone(dict));
   }
 
+  // A feed armed to die the nth time it reaches `point` (a step of its nth commit): the next
+  // adoption resumes from exactly the upstream revision of the last committed data (the worker
+  // commits upstream revision 10*b as local revision b, with "u" = 10*b in its data).
+  void ExpectFeedKilledThereResumesExactly(std::string_view point, int nth) {
+    Options options = CreateOptions(dict_name_);
+    options.lock_timeout = kLockTimeout;
+    Result<Dict> dict = Dict::Open(options);
+    ASSERT_OK(dict);
+    constexpr char kDescription[] = "etcd:http://127.0.0.1:1 prefix=/crash/";
+    auto feeder = SpawnWorker({"replica", dict_name_, kDescription, "100"},
+                              {"SHMDICT_CRASH_AT=" + std::string(point) + ":" + std::to_string(nth),
+                               "SHMDICT_CRASH_ANNOUNCE_FD=1"});
+    const Deadline deadline = DeadlineIn(kWorkerTimeout);
+    AckTracker tracker(*feeder);
+    std::string announced;
+    std::string line;
+    while (feeder->ReadLine(&line, deadline) == LineStatus::kLine) {
+      if (line.starts_with("crash-point ")) {
+        announced = line;
+      } else if (!tracker.Take(line) && line == "done") {
+        ADD_FAILURE() << "the feed committed 100 times without reaching " << point << " " << nth
+                      << " times";
+      }
+    }
+    const ExitInfo exit = feeder->Wait(deadline);
+    EXPECT_TRUE(exit.KilledBy(SIGKILL)) << feeder->description() << " " << exit.ToString();
+    ASSERT_EQ(announced, "crash-point " + std::string(point) + " " + std::to_string(nth))
+        << "the feed was not killed by its crash point";
+
+    // The nth commit is the one killed in: committed after its commit store, not before.
+    const uint64_t committed = point == "replica.after_commit" ? nth : nth - 1;
+    EXPECT_EQ(tracker.acked(), static_cast<int64_t>(nth) - 2) << "acknowledged before the kill";
+    {
+      ReplicaResumePoint resume;
+      Result<ReplicaFeed> feed =
+          ReplicaFeed::Adopt(*dict, ReplicaMarker{.description = kDescription}, &resume);
+      ASSERT_OK(feed) << "the dead feed's dict is taken over";
+      EXPECT_EQ(dict->revision(), committed);
+      EXPECT_EQ(resume.local_revision, committed);
+      EXPECT_EQ(resume.upstream_revision, 10 * committed)
+          << "resumed from another upstream revision than the last committed data's";
+      if (committed > 0) {
+        Value u;
+        ASSERT_TRUE(*dict->Get("u", &u));
+        EXPECT_EQ(u.AsInt(), std::optional<int64_t>(10 * committed));
+        EXPECT_THAT(feed->Apply({}, 10 * committed - 1), StatusIs(StatusCode::kFailedPrecondition));
+      }
+      EXPECT_EQ(dict->Size().value(), committed == 0 ? 0 : committed + 1);
+      // The feed goes on from there.
+      Result<uint64_t> next =
+          feed->Apply({Change{.op = ChangeOp::kSet,
+                              .key = "u",
+                              .value = Value::Int(static_cast<int64_t>(10 * (committed + 1)))}},
+                      10 * (committed + 1));
+      ASSERT_OK(next);
+      EXPECT_EQ(*next, committed + 1);
+      EXPECT_EQ(dict->GetStatus().upstream_revision, std::optional<uint64_t>(10 * (committed + 1)));
+      ASSERT_NO_FATAL_FAILURE(ExpectOneStateForEveryone(*dict));
+    }
+    ASSERT_OK(dict->Close());
+    EXPECT_EQ(ShmEntriesWithPrefix(dict_name_), std::vector<std::string>())
+        << "segments of the dict left after its creator closed (and unlinked) it";
+  }
+
   // The published chain loads whole (a forced reload checks its checksums) and a new handle sees
   // the same items as this one.
   void ExpectOneStateForEveryone(Dict& dict) {
@@ -199,6 +273,14 @@ TEST_P(CrashPointTest, WriterKilledThereLosesNothingAndCompactionGoesOn) {
   const Scenario* scenario = FindScenario(point);
   ASSERT_NE(scenario, nullptr) << "crash point " << point << " has no scenario in this test";
 
+  if (scenario->replica_feed) {
+    for (const int nth : scenario->nths) {
+      SCOPED_TRACE(std::string(point) + ":" + std::to_string(nth));
+      dict_name_ = NewDictName();
+      ASSERT_NO_FATAL_FAILURE(ExpectFeedKilledThereResumesExactly(point, nth));
+    }
+    return;
+  }
   int run = 0;
   for (const Builder builder : scenario->builders) {
     for (const int nth : scenario->nths) {

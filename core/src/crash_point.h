@@ -41,7 +41,7 @@
 namespace shmdict::internal {
 
 // Every crash point; what each one splits is said where it is placed.
-inline constexpr std::array<std::string_view, 18> kCrashPointNames = {
+inline constexpr std::array<std::string_view, 20> kCrashPointNames = {
     // snapshot.cc: building a segment.
     "snapshot.segment_recycled",     // a retired segment renamed to the new name, not rewritten
     "snapshot.delta_half_written",   // a delta's table half written
@@ -67,6 +67,9 @@ inline constexpr std::array<std::string_view, 18> kCrashPointNames = {
     // compactor.cc: the claim of a dead builder taken over (by a builder, or a writer waiting for
     // one), not yet used or given back.
     "compactor.claim_taken_over",
+    // replica_block.cc: a replica feed's commit (ReplicaFeed::Apply), between its three stores.
+    "replica.after_pending",  // (upstream, local) pending stored, commit_revision not yet
+    "replica.after_commit",   // committed, the applied pair not yet stored
 };
 
 consteval size_t CrashPointIndex(std::string_view name) {

@@ -315,48 +315,55 @@ Result<uint64_t> Dict::Update(const std::map<std::string, Value>& items) {
 }
 
 Result<uint64_t> Dict::Apply(const std::vector<Change>& changes) {
-  Impl& d = Live(impl_);
+  return Live(impl_).ApplyChanges(changes, nullptr);
+}
+
+Result<uint64_t> Dict::Impl::ApplyChanges(const std::vector<Change>& changes,
+                                          const internal::FeedCommit* feed) {
+  Impl& d = *this;
   // Whether a key is present at this point of the batch, for the keys the batch touched so far;
   // other keys are as the view has them, unless the batch cleared the dict.
   std::unordered_map<std::string_view, bool> touched;
-  return d.Write([&](std::vector<OpRef>& ops) {
-    touched.clear();
-    bool cleared = false;
-    for (const Change& c : changes) {
-      switch (c.op) {
-        case ChangeOp::kSet:
-          ops.push_back({ChangeOp::kSet, c.value.type(), c.key, c.value.data()});
-          touched[c.key] = true;
-          break;
-        case ChangeOp::kErase: {
-          bool present = false;
-          if (auto it = touched.find(c.key); it != touched.end()) {
-            present = it->second;
-          } else if (!cleared) {
-            ValueView v;
-            present = d.view.Find(c.key, &v);
+  return d.Write(
+      [&](std::vector<OpRef>& ops) {
+        touched.clear();
+        bool cleared = false;
+        for (const Change& c : changes) {
+          switch (c.op) {
+            case ChangeOp::kSet:
+              ops.push_back({ChangeOp::kSet, c.value.type(), c.key, c.value.data()});
+              touched[c.key] = true;
+              break;
+            case ChangeOp::kErase: {
+              bool present = false;
+              if (auto it = touched.find(c.key); it != touched.end()) {
+                present = it->second;
+              } else if (!cleared) {
+                ValueView v;
+                present = d.view.Find(c.key, &v);
+              }
+              if (!present) break;  // erasing a missing key changes nothing
+              ops.push_back({ChangeOp::kErase, ValueType::kBytes, c.key, {}});
+              touched[c.key] = false;
+              break;
+            }
+            case ChangeOp::kClear:
+              ops.push_back({ChangeOp::kClear, ValueType::kBytes, {}, {}});
+              // A fresh map, not clear(): clear() wipes every bucket the map ever grew, so a batch
+              // of many keys and many clears would cost keys * clears.
+              touched = {};
+              cleared = true;
+              break;
+            default:
+              return Status(StatusCode::kInvalidArgument,
+                            "dict " + QuoteForMessage(d.name) + ": change op " +
+                                std::to_string(static_cast<int>(c.op)) +
+                                " is not a set, erase or clear");
           }
-          if (!present) break;  // erasing a missing key changes nothing
-          ops.push_back({ChangeOp::kErase, ValueType::kBytes, c.key, {}});
-          touched[c.key] = false;
-          break;
         }
-        case ChangeOp::kClear:
-          ops.push_back({ChangeOp::kClear, ValueType::kBytes, {}, {}});
-          // A fresh map, not clear(): clear() wipes every bucket the map ever grew, so a batch
-          // of many keys and many clears would cost keys * clears.
-          touched = {};
-          cleared = true;
-          break;
-        default:
-          return Status(StatusCode::kInvalidArgument, "dict " + QuoteForMessage(d.name) +
-                                                          ": change op " +
-                                                          std::to_string(static_cast<int>(c.op)) +
-                                                          " is not a set, erase or clear");
-      }
-    }
-    return Status::Ok();
-  });
+        return Status::Ok();
+      },
+      feed);
 }
 
 Result<bool> Dict::Erase(std::string_view key) {
@@ -573,7 +580,7 @@ Result<uint64_t> Dict::Dump() {
 DictStatus Dict::GetStatus() {
   Impl& d = Live(impl_);
   d.CatchUp(false).IgnoreError();
-  DictStatus st = internal::StatusFromHeader(d.name, *d.header, d.map.size());
+  DictStatus st = internal::StatusFromHeader(d.name, *d.header, d.map.size(), d.fd.get());
   // The handle's own view is exact at its revision; the header's count may trail a dead writer.
   if (st.revision == d.view.revision) st.entries = d.view.Size();
   st.attached = true;

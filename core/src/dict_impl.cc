@@ -7,6 +7,7 @@
 
 #include "blob_segment.h"
 #include "change_notification.h"
+#include "replica_block.h"
 
 namespace shmdict {
 
@@ -111,8 +112,38 @@ void Dict::Impl::ForgetParentAfterFork() {
   inherited_through_fork = true;
 }
 
+Status Dict::Impl::CheckReplicaWrite(const internal::FeedCommit* feed) {
+  internal::ReplicaBlock& r = header->replica;
+  // One load under a lock already held: what every write pays for replicas.
+  const uint64_t owner = r.owner_token.load(std::memory_order_acquire);
+  if (feed == nullptr) {
+    if (owner == 0) return Status::Ok();
+    return internal::ReplicaRefusal(name, r);
+  }
+  if (owner != writer_lock.identity().token()) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "dict " + QuoteForMessage(name) +
+                      ": this replica feed no longer owns the dict (another shmdict-replica "
+                      "adopted it)");
+  }
+  internal::NormalizePairs(&r, view.revision);
+  const uint64_t held = internal::UpstreamOfCommitted(r, view.revision);
+  if (feed->upstream_revision < held) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "dict " + QuoteForMessage(name) + ": upstream revision " +
+                      std::to_string(feed->upstream_revision) +
+                      " is behind the one the replica already holds, " + std::to_string(held));
+  }
+  return Status::Ok();
+}
+
+void Dict::Impl::RecordFeedProgress(const internal::FeedCommit& feed) {
+  internal::RecordWithoutCommit(&header->replica, feed.upstream_revision, view.revision);
+}
+
 Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpRef>& ops,
-                                                           bool may_wait_for_builder) {
+                                                           bool may_wait_for_builder,
+                                                           const internal::FeedCommit* feed) {
   payload.clear();
   for (const OpRef& op : ops) {
     if (op.key.size() > kMaxKeyBytes) {
@@ -179,8 +210,11 @@ Result<Dict::Impl::CommitOutcome> Dict::Impl::CommitLocked(const std::vector<OpR
   for (const OpRef& op : ops) view.Apply(op, revision);
   view.revision = revision;
   view.position = new_tail;
+  // A feed's upstream revision goes around the commit point (replica_block.h, the resume rule).
+  if (feed != nullptr) internal::StorePending(&header->replica, feed->upstream_revision, revision);
   // THE commit point. seq_cst pairs with the waiters' flag (change_notification.h).
   header->commit.commit_revision.store(revision, std::memory_order_seq_cst);
+  if (feed != nullptr) internal::StoreApplied(&header->replica, feed->upstream_revision, revision);
   w.writer_tail.store(new_tail, std::memory_order_relaxed);
   // Release, after the commit point: readers check that it never exceeds it (CheckCommitPoint).
   w.writer_tail_revision.store(revision, std::memory_order_release);

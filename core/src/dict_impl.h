@@ -47,6 +47,14 @@ namespace shmdict {
 
 struct LockGuard::Holder {};
 
+namespace internal {
+// A commit by a replica's feed (ReplicaFeed::Apply), the one writer a replica dict accepts: the
+// upstream revision the commit records with its data (replica_block.h).
+struct FeedCommit {
+  uint64_t upstream_revision = 0;
+};
+}  // namespace internal
+
 class Dict::Impl : public LockGuard::Holder {
  public:
   Impl() = default;
@@ -64,6 +72,7 @@ class Dict::Impl : public LockGuard::Holder {
   // nothing with it but handle_closed.
   friend class shmdict::Dict;
   friend class shmdict::LockGuard;
+  friend class shmdict::ReplicaFeed;  // its Adopt and Apply (replica_feed.cc)
 
   // Binds the rooms to the mapped main segment (Open, after fd/map/header are set), then loads
   // the published snapshot and catches up.
@@ -87,9 +96,19 @@ class Dict::Impl : public LockGuard::Holder {
   // auto_unlink stays with the creating process.
   void ForgetParentAfterFork();
 
-  // Writing. Plan runs under the lock on the caught-up view and fills the ops to commit.
+  // Writing. Plan runs under the lock on the caught-up view and fills the ops to commit. `feed`:
+  // the write is a replica feed's commit; null: an ordinary write, refused on a replica dict.
   template <typename Plan>
-  Result<uint64_t> Write(Plan&& plan);
+  Result<uint64_t> Write(Plan&& plan, const internal::FeedCommit* feed = nullptr);
+  // Under the lock, before a plan runs: a replica dict refuses every write but its feed's
+  // (FAILED_PRECONDITION naming the upstream and where to write instead); a feed's write is
+  // checked against the upstream revision held (replica_block.h's step 0 is taken here).
+  Status CheckReplicaWrite(const internal::FeedCommit* feed);
+  // A feed's write that changed nothing: records its upstream revision at the current revision.
+  void RecordFeedProgress(const internal::FeedCommit& feed);
+  // Dict::Apply's plan (the feed's Apply is the same batch).
+  Result<uint64_t> ApplyChanges(const std::vector<Change>& changes,
+                                const internal::FeedCommit* feed);
   enum class CommitOutcome {
     kCommitted,
     // Nothing written: the ring is full and another snapshot builder is at work. The caller
@@ -98,7 +117,7 @@ class Dict::Impl : public LockGuard::Holder {
     kRingFullWhileBuilding,
   };
   Result<CommitOutcome> CommitLocked(const std::vector<internal::OpRef>& ops,
-                                     bool may_wait_for_builder);
+                                     bool may_wait_for_builder, const internal::FeedCommit* feed);
   // Fills retired_children with the nested children `ops` drop the last reference to.
   void CollectRetiredChildren(const std::vector<internal::OpRef>& ops);
   // Under the lock: builds and publishes a snapshot of the view now (Dump, a truly full ring).
@@ -131,7 +150,7 @@ class Dict::Impl : public LockGuard::Holder {
 };
 
 template <typename Plan>
-Result<uint64_t> Dict::Impl::Write(Plan&& plan) {
+Result<uint64_t> Dict::Impl::Write(Plan&& plan, const internal::FeedCommit* feed) {
   // A commit finding the ring full while another builder is at work steps out of the lock and
   // waits for that snapshot; the plan is then re-run, since other writers may have changed the
   // state meanwhile.
@@ -145,15 +164,20 @@ Result<uint64_t> Dict::Impl::Write(Plan&& plan) {
       } unlock{this};
       s = CatchUp(false);
       if (!s.ok()) return s;
+      s = CheckReplicaWrite(feed);
+      if (!s.ok()) return s;
       std::vector<internal::OpRef>& ops = ops_scratch;  // reused: no allocation per write
       ops.clear();
       s = plan(ops);
       if (!s.ok()) return s;
-      if (ops.empty()) return view.revision;
+      if (ops.empty()) {
+        if (feed != nullptr) RecordFeedProgress(*feed);
+        return view.revision;
+      }
       // Only the outermost lock can be released: inside a user Lock() the builder could not
       // publish.
       const bool may_wait_for_builder = writer_lock.depth() == 1 && attempt < 3;
-      auto outcome = CommitLocked(ops, may_wait_for_builder);
+      auto outcome = CommitLocked(ops, may_wait_for_builder, feed);
       if (!outcome.ok()) return outcome.status();
       if (*outcome == CommitOutcome::kCommitted) return view.revision;
     }

@@ -18,7 +18,10 @@
 //   192    | WriterBlock     write_lock (RobustLockWord), holder tokens,  |
 //          |                 writer_tail, snapshot position (lock-held)   |
 //   320    | CompactionBlock compaction_lock, snapshots_built, next gen   |
-//   448    | reserved up to 4096                                          |
+//   448    | ReplicaBlock    owner_token (0: not a replica), text seqlock,|
+//          |                 pending/applied (upstream, local) pairs,    |
+//          |                 identity, contact, upstream and listen text |
+//   1472   | reserved up to 4096                                          |
 //   4096   +--------------------------------------------------------------+
 //          | log ring: log_capacity bytes (power of two) of records,      |
 //          | addressed by monotonic 64-bit positions (pos & (cap-1))      |
@@ -50,7 +53,9 @@ namespace shmdict::internal {
 // WriterBlock gained snapshot_chain_base).
 // 4: IdentityBlock gained user_flags (bytes 40..43, reserved before): a version-3 build would
 // attach to a dict whose creator set them and silently ignore them.
-inline constexpr uint32_t kLayoutVersion = 4;
+// 5: the ReplicaBlock (bytes 448..1471, reserved before): a version-4 build would ignore the
+// replica marker and write to a replica dict behind its feed's back.
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint64_t kMainMagic = 0x3154434944484D53ull;      // "SMHDICT1" little-endian
 inline constexpr uint64_t kSnapshotMagic = 0x31504E5344484D53ull;  // "SMHDSNP1"
 inline constexpr uint64_t kBlobMagic = 0x31424C4244484D53ull;      // "SMHDBLB1"
@@ -171,19 +176,61 @@ struct alignas(64) CompactionBlock {
 };
 static_assert(sizeof(CompactionBlock) == 128, "layout changed: bump kLayoutVersion");
 
+// Marks a dict as a replica of a dict kept elsewhere and records, atomically with the data, the
+// upstream revision applied (replica_block.h has the protocol; shmdict/replica_feed.h the API).
+// Everything is written under the writer lock, by the feed that owns the dict (or by the Adopt
+// that makes it the owner); readers without the lock (status) use text_sequence for the texts.
+struct alignas(64) ReplicaBlock {
+  // 0: not a replica. Otherwise the writer-lock token (HolderIdentity) of the feeding handle: its
+  // liveness lock tells whether the feed lives. Stored last by Adopt.
+  std::atomic<uint64_t> owner_token;
+  // Seqlock over the texts and their lengths: odd while they are written.
+  std::atomic<uint64_t> text_sequence;
+  // (upstream revision, local revision) stored BEFORE a feed's commit store; local = the revision
+  // being committed.
+  std::atomic<uint64_t> pending_upstream;
+  std::atomic<uint64_t> pending_local;
+  // The same pair stored AFTER that commit.
+  std::atomic<uint64_t> applied_upstream;
+  std::atomic<uint64_t> applied_local;
+  std::atomic<uint64_t> upstream_identity;     // the feed's (an etcd cluster id); 0: none
+  std::atomic<uint64_t> last_contact_unix_ms;  // 0: never
+  std::atomic<uint32_t> upstream_connected;    // 1: the feed says it is connected now
+  std::atomic<uint32_t> upstream_bytes;        // of `upstream`
+  std::atomic<uint32_t> listen_bytes;          // of `listen`
+  std::atomic<uint32_t> owner_pid;             // diagnostics only (pid namespaces differ)
+  uint8_t reserved[48];
+  char upstream[640];  // the ReplicaMarker description, printable ASCII, not NUL-terminated
+  char listen[256];    // the replica's first --listen address as bound; empty: none
+};
+static_assert(sizeof(ReplicaBlock) == 1024, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, pending_upstream) == 16,
+              "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, applied_upstream) == 32,
+              "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, upstream_identity) == 48,
+              "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, upstream_connected) == 64,
+              "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, owner_pid) == 76, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, upstream) == 128, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(ReplicaBlock, listen) == 768, "layout changed: bump kLayoutVersion");
+
 struct MainHeader {
   IdentityBlock identity;
   CommitBlock commit;
   WaitBlock wait;
   WriterBlock writer;
   CompactionBlock compaction;
-  uint8_t reserved[kHeaderSize - 448];
+  ReplicaBlock replica;
+  uint8_t reserved[kHeaderSize - 1472];
 };
 static_assert(sizeof(MainHeader) == kHeaderSize, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(MainHeader, commit) == 64, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(MainHeader, wait) == 128, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(MainHeader, writer) == 192, "layout changed: bump kLayoutVersion");
 static_assert(offsetof(MainHeader, compaction) == 320, "layout changed: bump kLayoutVersion");
+static_assert(offsetof(MainHeader, replica) == 448, "layout changed: bump kLayoutVersion");
 
 // Every record starts here, at a position that is a multiple of kRecordAlign.
 struct RecordHeader {

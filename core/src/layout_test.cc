@@ -52,6 +52,22 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   h.compaction.compaction_lock.owner.store(0x0d0d0d0d0d0d0d0d);
   h.compaction.snapshots_built.store(0x0e0e0e0e0e0e0e0e);
   h.compaction.next_generation.store(0x0f0f0f0f0f0f0f0f);
+  h.replica.owner_token.store(0x2121212121212121);
+  h.replica.text_sequence.store(0x2222222222222222);
+  h.replica.pending_upstream.store(0x2323232323232323);
+  h.replica.pending_local.store(0x2424242424242424);
+  h.replica.applied_upstream.store(0x2525252525252525);
+  h.replica.applied_local.store(0x2626262626262626);
+  h.replica.upstream_identity.store(0x2727272727272727);
+  h.replica.last_contact_unix_ms.store(0x2828282828282828);
+  h.replica.upstream_connected.store(0x29292929);
+  h.replica.upstream_bytes.store(0x2a2a2a2a);
+  h.replica.listen_bytes.store(0x2b2b2b2b);
+  h.replica.owner_pid.store(0x2c2c2c2c);
+  h.replica.upstream[0] = 'u';
+  h.replica.upstream[639] = 'U';
+  h.replica.listen[0] = 'l';
+  h.replica.listen[255] = 'L';
 
   EXPECT_EQ(ReadAt<uint64_t>(&h, 0), 0x1111111111111111u);
   EXPECT_EQ(ReadAt<uint32_t>(&h, 8), 0x22222222u);
@@ -84,6 +100,22 @@ TEST(LayoutTest, MainHeaderFieldsSitAtTheDocumentedOffsets) {
   EXPECT_EQ(ReadAt<uint64_t>(&h, 320), 0x0d0d0d0d0d0d0d0du);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 376), 0x0e0e0e0e0e0e0e0eu);
   EXPECT_EQ(ReadAt<uint64_t>(&h, 384), 0x0f0f0f0f0f0f0f0fu);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 448), 0x2121212121212121u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 456), 0x2222222222222222u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 464), 0x2323232323232323u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 472), 0x2424242424242424u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 480), 0x2525252525252525u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 488), 0x2626262626262626u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 496), 0x2727272727272727u);
+  EXPECT_EQ(ReadAt<uint64_t>(&h, 504), 0x2828282828282828u);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 512), 0x29292929u);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 516), 0x2a2a2a2au);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 520), 0x2b2b2b2bu);
+  EXPECT_EQ(ReadAt<uint32_t>(&h, 524), 0x2c2c2c2cu);
+  EXPECT_EQ(ReadAt<char>(&h, 576), 'u');
+  EXPECT_EQ(ReadAt<char>(&h, 1215), 'U');
+  EXPECT_EQ(ReadAt<char>(&h, 1216), 'l');
+  EXPECT_EQ(ReadAt<char>(&h, 1471), 'L');
   EXPECT_EQ(reinterpret_cast<uint8_t*>(&h.writer.write_lock) - reinterpret_cast<uint8_t*>(&h), 192);
   EXPECT_EQ(
       reinterpret_cast<uint8_t*>(&h.compaction.compaction_lock) - reinterpret_cast<uint8_t*>(&h),
@@ -155,7 +187,7 @@ TEST(LayoutTest, RecordAndSnapshotFieldsSitAtTheDocumentedOffsets) {
   e.flags = kEntryErased;
   EXPECT_EQ(ReadAt<uint8_t>(&e, 9), 0x02u);
   EXPECT_EQ(ReadAt<uint32_t>(&e, 12), 0x0a0b0c0du);
-  EXPECT_EQ(kLayoutVersion, 4u) << "a layout change must update docs/LAYOUT.md and this test";
+  EXPECT_EQ(kLayoutVersion, 5u) << "a layout change must update docs/LAYOUT.md and this test";
 }
 
 }  // namespace

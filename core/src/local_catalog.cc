@@ -46,7 +46,7 @@ Result<DictStatus> LocalCatalog::Inspect(std::string_view name) {
   auto map = internal::MapExistingMainSegment(name, fd->get(), false);
   if (!map.ok()) return map.status();
   const auto* header = reinterpret_cast<const internal::MainHeader*>(map->data());
-  DictStatus status = internal::StatusFromHeader(name, *header, map->size());
+  DictStatus status = internal::StatusFromHeader(name, *header, map->size(), fd->get());
   // Nobody holds a shared flock <=> an exclusive one can be had. The probe is on our own open
   // file description, so our own handles (if any) count as attached too.
   if (flock(fd->get(), LOCK_EX | LOCK_NB) == 0) {

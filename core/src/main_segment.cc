@@ -10,6 +10,7 @@
 #include <chrono>
 #include <string>
 
+#include "replica_block.h"
 #include "robust_lock.h"
 #include "shmdict/dict_status.h"
 
@@ -34,6 +35,22 @@ uint64_t NowUnixNs() {
 
 // Maps and validates an existing main segment: a clear status for anything that is not a
 // complete shmdict segment of this layout version, never a crash.
+namespace {
+
+// What an older layout lacks that this build relies on (docs/LAYOUT.md's history), for the advice.
+std::string OlderLayoutLacks(uint32_t version) {
+  switch (version) {
+    case 3:
+      return " (layout 3: before user_flags)";
+    case 4:
+      return " (layout 4: before replica dicts)";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
 Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writable) {
   const std::string who = "dict " + QuoteForMessage(name);
   const auto deadline = std::chrono::steady_clock::now() + kInitializationWait;
@@ -56,8 +73,10 @@ Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writa
           // Which way the versions differ decides the advice: an older segment is read by the
           // shmdict that made it (or recreated); a newer one needs this shmdict upgraded.
           const std::string advice = version < kLayoutVersion
-                                         ? ": it was made by an older shmdict; use that one, or "
-                                           "unlink the dict and create it again"
+                                         ? ": it was made by an older shmdict" +
+                                               OlderLayoutLacks(version) +
+                                               "; use that one, or unlink the dict and create "
+                                               "it again"
                                          : ": upgrade shmdict or unlink the dict";
           return Status(StatusCode::kFailedPrecondition,
                         who + " has layout version " + std::to_string(version) +
@@ -104,7 +123,41 @@ Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode, uint3
   return Status::Ok();
 }
 
-DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes) {
+namespace {
+
+void FillReplicaStatus(const MainHeader& h, int segment_fd, DictStatus* st) {
+  const ReplicaBlock& r = h.replica;
+  const uint64_t owner = r.owner_token.load(std::memory_order_acquire);
+  st->replica_of.emplace();
+  st->replica_listen.emplace();
+  st->upstream_revision = 0;
+  st->upstream_connected = false;
+  st->last_upstream_contact = 0;
+  if (owner == 0) return;
+  ReplicaTexts texts = ReadTexts(r);
+  st->replica_of = std::move(texts.upstream);
+  st->replica_listen = std::move(texts.listen);
+  // Read without the lock: a feed committing meanwhile moves both pairs past the revision read
+  // first, so the revision is read again until it held still around the derivation.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const uint64_t committed = h.commit.commit_revision.load(std::memory_order_acquire);
+    const uint64_t upstream = UpstreamOfCommitted(r, committed);
+    if (h.commit.commit_revision.load(std::memory_order_acquire) == committed) {
+      st->upstream_revision = upstream;
+      break;
+    }
+  }
+  // The flag is the feed's word; the liveness lock of its handle is the kernel's (a SIGKILLed feed
+  // cannot clear the flag, but its liveness lock goes with its process).
+  st->upstream_connected = r.upstream_connected.load(std::memory_order_relaxed) != 0 &&
+                           HolderTokenIsAlive(segment_fd, owner);
+  st->last_upstream_contact = r.last_contact_unix_ms.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes,
+                            int segment_fd) {
   DictStatus st;
   st.name = std::string(name);
   st.layout_version = h.identity.layout_version.load(std::memory_order_acquire);
@@ -126,6 +179,7 @@ DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t
   st.creator_alive = ProcessAlive(h.identity.creator_pid);
   st.segment_bytes = segment_bytes;
   st.mode = static_cast<mode_t>(h.identity.mode);
+  FillReplicaStatus(h, segment_fd, &st);
   return st;
 }
 

@@ -29,8 +29,10 @@ namespace shmdict::internal {
 Result<Mapping> MapExistingMainSegment(std::string_view name, int fd, bool writable);
 // Writes a new header for a log of `capacity` bytes, the ready word last (creator only).
 Status InitializeMainHeader(MainHeader* h, uint64_t capacity, mode_t mode, uint32_t user_flags);
-// What the header says, for Inspect (no attach) and GetStatus (a handle) alike.
-DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes);
+// What the header says, for Inspect (no attach) and GetStatus (a handle) alike. `segment_fd` (any
+// descriptor of the segment, read-only will do) answers whether a replica's feed is alive.
+DictStatus StatusFromHeader(std::string_view name, const MainHeader& h, uint64_t segment_bytes,
+                            int segment_fd);
 
 }  // namespace shmdict::internal
 

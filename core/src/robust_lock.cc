@@ -201,9 +201,13 @@ void HolderIdentity::Release() {
 bool HolderIdentity::IsAlive(uint64_t token) const {
   if (token == token_) return true;  // our own lock never conflicts with itself
   // Asked through the handle's main descriptor, which holds no byte-range lock itself.
+  return HolderTokenIsAlive(segment_fd_, token);
+}
+
+bool HolderTokenIsAlive(int segment_fd, uint64_t token) {
   struct flock fl = LivenessRange(F_WRLCK, token);
   // A query that fails cannot prove a death: never take a lock over on doubt.
-  if (fcntl(segment_fd_, F_OFD_GETLK, &fl) != 0) return true;
+  if (fcntl(segment_fd, F_OFD_GETLK, &fl) != 0) return true;
   return fl.l_type != F_UNLCK;
 }
 

@@ -92,6 +92,11 @@ class HolderIdentity {
   ino_t segment_ino_ = 0;
 };
 
+// Whether `token` belongs to a live handle of any process, asked through `segment_fd` (any open
+// file description of the dict's main segment that holds no liveness lock itself, read-only is
+// enough). A query that fails counts as alive: a death is never assumed on doubt.
+bool HolderTokenIsAlive(int segment_fd, uint64_t token);
+
 // Initializes a lock word to "free" (creator only, before the segment is published).
 void InitRobustLock(RobustLockWord* lock);
 // Acquires for `me`. timeout < 0: wait forever; 0: try once. Never returns with the lock held

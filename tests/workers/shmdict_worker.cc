@@ -27,6 +27,10 @@
 //                                        and auto_unlink=false: "open CODE created=0|1 MSG"
 //   wait NAME AFTER_REV TIMEOUT_MS       "waiting", WaitForChange: "changed R" or "wait CODE MSG"
 //   set NAME KEY INT                     "acked REV"
+//   replica NAME DESCRIPTION COUNT       ReplicaFeed::Adopt, then COUNT feed commits: the b-th
+//                                        revision of the dict (b from 1) sets feed.<b-1> ->
+//                                        ValueFor(b-1) and "u" -> 10*b, as upstream revision
+//                                        10*b; "acked <i> <revision>" after each
 //   probe NAME [--pause] [--prefix=P]    every read/write entry point on a possibly corrupted
 //                                        dict: "step NAME CODE MSG" lines, then "end"
 //
@@ -58,6 +62,7 @@
 #include "../support/workload.h"
 #include "shmdict/dict.h"
 #include "shmdict/local_catalog.h"
+#include "shmdict/replica_feed.h"
 #include "shmdict/status.h"
 #include "shmdict/value.h"
 
@@ -192,6 +197,32 @@ int Write(const Args& args) {
     Say("acked " + std::to_string(i) + " " + std::to_string(*rev));
   }
   if (guard.owns_lock()) guard.Unlock();
+  Say("done");
+  return 0;
+}
+
+int Replica(const Args& args) {
+  Need(args, 3, "replica NAME DESCRIPTION COUNT");
+  Dict dict = Attach(args.positional[0], args);
+  ReplicaResumePoint point;
+  Result<ReplicaFeed> feed =
+      ReplicaFeed::Adopt(dict, ReplicaMarker{.description = args.positional[1]}, &point);
+  if (!feed.ok()) Fail("adopt", feed.status());
+  const int64_t count = static_cast<int64_t>(ToU64(args.positional[2]));
+  for (int64_t i = 0; i < count; ++i) {
+    const uint64_t b = point.local_revision + static_cast<uint64_t>(i) + 1;
+    const uint64_t upstream = 10 * b;
+    const int64_t index = static_cast<int64_t>(b - 1);
+    Result<uint64_t> rev = feed->Apply(
+        {Change{.op = ChangeOp::kSet, .key = KeyFor("feed", index), .value = ValueFor(index, 0)},
+         Change{.op = ChangeOp::kSet,
+                .key = "u",
+                .value = Value::Int(static_cast<int64_t>(upstream))}},
+        upstream);
+    if (!rev.ok()) Fail("feed apply", rev.status());
+    if (*rev != b) Fail("feed revision " + std::to_string(*rev) + ", not " + std::to_string(b));
+    Say("acked " + std::to_string(i) + " " + std::to_string(*rev));
+  }
   Say("done");
   return 0;
 }
@@ -648,7 +679,7 @@ int main(int argc, char** argv) {
       {"bigvalue", BigValue}, {"bigvalue-loop", BigValueLoop},
       {"nested", Nested},     {"open", OpenMode},
       {"wait", Wait},         {"set", SetOne},
-      {"probe", Probe},
+      {"probe", Probe},       {"replica", Replica},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) Fail(std::string("unknown command ") + argv[1]);

@@ -265,6 +265,9 @@ def test_status(d):
     st = d.status()
     assert st["name"] == d.name and st["entries"] == 1 and st["revision"] == d.revision
     assert st["creator_pid"] == os.getpid() and st["lock_holder_pid"] == 0
+    # Not a replica: the replica fields are there, empty.
+    assert st["replica_of"] == "" and st["replica_listen"] == ""
+    assert st["upstream_revision"] == 0 and st["upstream_connected"] is False
 
 
 class _UsesTheDictWhilePickled:

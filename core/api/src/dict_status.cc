@@ -92,16 +92,21 @@ constexpr std::array kFields = {
     Field<&S::attached>("attached", "attached", K::kFlag),
     Field<&S::segment_bytes>("segment_bytes", "segment_bytes", K::kCount),
     Field<&S::mode>("mode", "mode", K::kFileMode),
+    Field<&S::replica_of>("replica_of", "replica_of", K::kText),
+    Field<&S::replica_listen>("replica_listen", "replica_listen", K::kText),
+    Field<&S::upstream_revision>("upstream_revision", "upstream_revision", K::kCount),
+    Field<&S::upstream_connected>("upstream_connected", "upstream_connected", K::kFlag),
+    Field<&S::last_upstream_contact>("last_upstream_contact", "last_upstream_contact", K::kCount),
     // The transport's own fact, set by the client that asked the bridge.
     Field<&S::bridge>("bridge", "", K::kText),
 };
 
 // A member added to DictStatus needs a row above (or it is never rendered nor sent): this size
 // changes with it. x86-64 / aarch64 LP64 sizes; adjust with the row.
-static_assert(sizeof(void*) != 8 || sizeof(DictStatus) == 240,
+static_assert(sizeof(void*) != 8 || sizeof(DictStatus) == 360,
               "DictStatus changed: add its field to kFields (and to StatusResponse), then "
               "update this size");
-static_assert(kFields.size() == 20, "a row was added or removed: update the count");
+static_assert(kFields.size() == 25, "a row was added or removed: update the count");
 
 }  // namespace
 

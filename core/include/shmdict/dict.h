@@ -108,6 +108,7 @@ struct Options {
 };
 
 class Dict;
+class ReplicaFeed;
 
 // Holds the dict's cross-process writer lock: every write from any handle waits while it is held,
 // so a read-modify-write between Lock() and the guard's destruction is atomic. Writes through the
@@ -275,6 +276,7 @@ class Dict final : public Store {
 
  private:
   friend class LockGuard;
+  friend class ReplicaFeed;  // a replica's one writer (replica_feed.h) reaches the engine
   explicit Dict(std::unique_ptr<Impl> impl);
   // Get(key, out) without the Result: the read path itself, out of line.
   bool CopyValue(std::string_view key, Value* out);

@@ -13,15 +13,23 @@
 //   - its upstream's description, listen address, connection state and last contact, which
 //     Dict::GetStatus / `shmdict status` report (DictStatus::replica_of and the fields after it).
 //
+// Liveness: the feed writes through a Dict handle of its own, and the dict records that handle's
+// writer-lock token as its owner. The token's liveness lock (the one the writer lock uses to find
+// a dead holder: an open-file-description lock the kernel drops with the process, in any pid
+// namespace) tells whether the feed lives, so a SIGKILLed feed is never reported connected and
+// its dict is taken over by the next Adopt.
+//
 // Thread-safety: one ReplicaFeed is used by one thread at a time (the replica's feed thread);
-// SetContact may be called from any thread. Lifetime: holds its own reference to the dict's
-// shared state; the Dict passed to Adopt may be closed afterwards. Destroying the feed leaves
-// the dict a replica (writes stay refused) whose feed is gone: status reports
-// upstream_connected = false, and the next Adopt takes it over.
+// SetContact may be called from any thread meanwhile. Lifetime: holds its own handle of the dict;
+// the Dict passed to Adopt may be closed afterwards (if it created the dict with auto_unlink, the
+// dict is unlinked then, as always). Destroying the feed leaves the dict a replica (writes stay
+// refused) whose feed is gone: status reports upstream_connected = false, and the next Adopt
+// takes it over. A feed used in a child made by fork() is not the owner (its writes fail).
 #ifndef SHMDICT_REPLICA_FEED_H_
 #define SHMDICT_REPLICA_FEED_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,11 +63,15 @@ struct ReplicaResumePoint {
 
 class ReplicaFeed {
  public:
-  // Marks `dict` as a replica of `marker` and makes this feed its only writer.
+  // Marks `dict` (an open handle) as a replica of `marker` and makes this feed its only writer;
+  // fills *resume_point (may be null). Takes the writer lock once.
   // Errors: INVALID_ARGUMENT (description too long or not printable); ALREADY_EXISTS (another
-  // live feed, in any process, owns the dict: its pid in the message); the dict's own errors.
-  // A feed whose process died is taken over. A different description than the one recorded
-  // resets upstream_revision to 0 (the caller must list and replace).
+  // live feed, in any process, owns the dict: its pid in the message); ABORTED (the dict was
+  // unlinked and created again meanwhile: retry); the dict's own errors (DEADLINE_EXCEEDED for
+  // the writer lock, ...). Nothing changes on an error.
+  // A feed whose process died (or that was destroyed) is taken over. A different description
+  // than the one recorded resets upstream_revision and upstream_identity to 0 (the caller must
+  // list and replace). The listen address is cleared and upstream_connected set to false.
   static Result<ReplicaFeed> Adopt(Dict& dict, const ReplicaMarker& marker,
                                    ReplicaResumePoint* resume_point);
 
@@ -72,23 +84,33 @@ class ReplicaFeed {
   // is empty: then only the upstream revision is recorded). `upstream_revision` must be >= the
   // one recorded: FAILED_PRECONDITION otherwise, nothing changed. Values are validated as for
   // Dict::Apply (INVALID_ARGUMENT, nothing changed). Waits for the writer lock without a limit
-  // other than the dict's lock timeout (DEADLINE_EXCEEDED).
+  // other than the dict's lock timeout (DEADLINE_EXCEEDED). FAILED_PRECONDITION too when another
+  // Adopt took the dict over (this feed was judged dead): nothing changed. A feed killed at any
+  // instant of Apply leaves the dict at a local revision whose upstream revision the next Adopt
+  // returns exactly (docs/LAYOUT.md, "The resume rule").
   Result<uint64_t> Apply(const std::vector<Change>& changes, uint64_t upstream_revision);
 
   // The upstream revision applied (as Apply records it).
   uint64_t upstream_revision() const;
 
+  // Records the upstream's identity (an etcd cluster id, a primary's incarnation), which the
+  // next Adopt returns. Errors: FAILED_PRECONDITION (taken over); the writer lock's.
   Status SetUpstreamIdentity(uint64_t identity);
   // The first --listen address as bound ("127.0.0.1:7400", "unix:/run/r.sock"); empty: none.
-  // At most 255 bytes, printable ASCII (INVALID_ARGUMENT).
+  // Refused writes name it. At most 255 bytes, printable ASCII (INVALID_ARGUMENT);
+  // FAILED_PRECONDITION (taken over); the writer lock's errors.
   Status SetListen(std::string_view address);
   // Whether the upstream is connected now; also stamps the last contact time (now) when true.
+  // Two relaxed stores, no lock: call it on every message from the upstream.
   void SetContact(bool connected);
 
   class Impl;  // internal
 
  private:
   explicit ReplicaFeed(std::unique_ptr<Impl> impl);
+  // Runs `store` under the writer lock if this feed still owns the dict (FAILED_PRECONDITION
+  // otherwise, and the lock's errors).
+  Status UnderLockAsOwner(const std::function<void()>& store);
   std::unique_ptr<Impl> impl_;
 };
 

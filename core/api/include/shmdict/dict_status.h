@@ -5,7 +5,8 @@
 // may not know: the local catalog (LocalCatalog, Dict::GetStatus) fills all of them; a bridge of
 // shmdict.v1.2 or later fills all but `lock_holder_in_this_pid_namespace` (it is about the
 // caller's own pid namespace, which a remote caller does not share); an older bridge fills only
-// the plain ones. `bridge` is set only when the status came through a bridge.
+// the plain ones; the replica fields (replica_of and after) need a bridge of shmdict.v1.4.
+// `bridge` is set only when the status came through a bridge.
 //
 // Why a table: the list of fields was written by hand four times (the CLI's text and JSON, Python's
 // local and remote dicts) and drifted. Renderers iterate StatusFields() instead, and the wire
@@ -51,6 +52,18 @@ struct DictStatus {
   std::optional<bool> creator_alive;
   std::optional<bool> attached;  // some process (possibly the caller) has it open
   std::optional<mode_t> mode;    // the segments' file mode
+
+  // A replica dict (shmdict/replica_feed.h; written only by its shmdict-replica): the upstream it
+  // copies ("etcd:http://h1:2379 prefix=/app/", "bridge:ADDR dict=SRC"), empty when the dict is
+  // not a replica; the replica's --listen address (empty: none), where writes go; the upstream
+  // revision whose data the dict holds; whether its feed is alive and connected upstream now
+  // (false once the feed's process died); its last contact with the upstream (unix ms, 0: never).
+  // Since shmdict.v1.4 on the wire.
+  std::optional<std::string> replica_of;
+  std::optional<std::string> replica_listen;
+  std::optional<uint64_t> upstream_revision;
+  std::optional<bool> upstream_connected;
+  std::optional<uint64_t> last_upstream_contact;
 
   // The bridge this status came through ("unix:/run/shmdict.sock"); unset for the local catalog.
   std::optional<std::string> bridge;
