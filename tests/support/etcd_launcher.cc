@@ -383,8 +383,12 @@ ExitInfo EtcdCluster::Etcdctl(const std::vector<std::string>& args, std::string*
     if (!endpoints.empty()) endpoints += ",";
     endpoints += "127.0.0.1:" + std::to_string(members_[static_cast<size_t>(i)].client_port);
   }
+  if (options_.etcdctl.empty()) {
+    *output = "etcdctl not found in PATH (package etcd-client)";
+    return ExitInfo{};
+  }
   SpawnOptions spawn;
-  spawn.path = options_.etcdctl.empty() ? "etcdctl" : options_.etcdctl;
+  spawn.path = options_.etcdctl;
   spawn.argv = {"etcdctl", "--endpoints=" + endpoints};
   spawn.argv.insert(spawn.argv.end(), args.begin(), args.end());
   spawn.env = {"ETCDCTL_API=3"};

@@ -117,7 +117,8 @@ class EtcdCluster {
   grpc::Status Compact(int64_t revision, int member = -1) const;
 
   // Runs `etcdctl --endpoints=<running members> ARGS...` (ETCDCTL_API=3) and returns its exit;
-  // *output gets what it printed on stdout.
+  // *output gets what it printed on stdout. When it cannot start (no etcdctl): ExitInfo{} (not
+  // reaped) and *output says why.
   ExitInfo Etcdctl(const std::vector<std::string>& args, std::string* output) const;
 
  private:
