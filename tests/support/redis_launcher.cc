@@ -84,19 +84,7 @@ int FreeLoopbackPort(std::string* error) {
   return port;
 }
 
-std::string RedisLauncher::FindServer() {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "";
-  dirs += ":/usr/sbin:/usr/bin";
-  size_t begin = 0;
-  while (begin <= dirs.size()) {
-    const size_t end = std::min(dirs.find(':', begin), dirs.size());
-    const std::string candidate = dirs.substr(begin, end - begin) + "/redis-server";
-    if (end > begin && access(candidate.c_str(), X_OK) == 0) return candidate;
-    begin = end + 1;
-  }
-  return "";
-}
+std::string RedisLauncher::FindServer() { return FindProgram("redis-server"); }
 
 std::string RedisLauncher::Version(const std::string& program) {
   SpawnOptions spawn;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 
 extern char** environ;
 
@@ -98,6 +99,20 @@ constexpr const char* kTrampoline = nullptr;
 #endif
 
 }  // namespace
+
+std::string FindProgram(std::string_view name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "";
+  dirs += ":/usr/sbin:/usr/bin";
+  size_t begin = 0;
+  while (begin <= dirs.size()) {
+    const size_t end = std::min(dirs.find(':', begin), dirs.size());
+    const std::string candidate = dirs.substr(begin, end - begin) + "/" + std::string(name);
+    if (end > begin && access(candidate.c_str(), X_OK) == 0) return candidate;
+    begin = end + 1;
+  }
+  return "";
+}
 
 std::string ExitInfo::ToString() const {
   if (!reaped) return "not reaped";

@@ -135,6 +135,10 @@ class Subprocess {
 // one deadline; at the deadline each unfinished one is SIGKILLed and reaped (timed_out).
 std::vector<ExitInfo> WaitAll(const std::vector<Subprocess*>& processes, Deadline deadline);
 
+// The executable `name` on $PATH, else in /usr/sbin or /usr/bin (where Debian puts servers that a
+// user's PATH may lack); "" when there is none.
+std::string FindProgram(std::string_view name);
+
 // Reads whatever output and exits the processes have until `until` or until one of them changes
 // state (new output, exit). Lower-level than WaitAll; for callers that watch several at once.
 void Pump(const std::vector<Subprocess*>& processes, Deadline until);
