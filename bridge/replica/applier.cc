@@ -123,7 +123,8 @@ ApplierCounters Applier::counters() const {
 
 Status Applier::SetListen(std::string_view address) { return feed_.SetListen(address); }
 
-Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t upstream_revision) {
+Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t upstream_revision,
+                                 bool relist) {
   auto local = feed_.Apply(changes, upstream_revision);
   if (!local.ok()) return local;
   {
@@ -134,6 +135,7 @@ Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t up
       if (recent_.size() > kRecentCommits) recent_.pop_front();
     }
     ++counters_.steps_applied;
+    if (relist) ++counters_.relists;
   }
   changed_.notify_all();
   return local;
@@ -148,12 +150,8 @@ Status Applier::ApplyStep(UpstreamStep& step) {
       std::vector<Change> changes = DiffContents(std::move(*current), step.items);
       // A replacement may go back in revision only when the upstream was re-created (a primary
       // dict created again starts at revision 1): its history is a new one.
-      auto local = Commit(changes, std::max(step.revision, applied));
+      auto local = Commit(changes, std::max(step.revision, applied), /*relist=*/true);
       if (!local.ok()) return local.status();
-      {
-        std::lock_guard lock(mu_);
-        ++counters_.relists;
-      }
       spdlog::info("replica of {}: listed the upstream at revision {}: {} entries, {} changed",
                    upstream_.description(), step.revision, step.items.size(), changes.size());
       return Status();

@@ -75,7 +75,10 @@ class Applier {
   // Commits one step; returns an error only when the local dict refuses it (then the feed stops
   // following until the next Follow).
   Status ApplyStep(UpstreamStep& step);
-  Result<uint64_t> Commit(const std::vector<Change>& changes, uint64_t upstream_revision);
+  // `relist`: counted as one (under the same lock as the revision, so that a waiter that sees
+  // the revision sees the count).
+  Result<uint64_t> Commit(const std::vector<Change>& changes, uint64_t upstream_revision,
+                          bool relist = false);
   void Sleep(std::chrono::milliseconds duration);
 
   Dict& dict_;

@@ -85,7 +85,8 @@ class ScriptedUpstream final : public Upstream {
     Result<std::vector<UpstreamStep>> Next(std::chrono::milliseconds timeout) override {
       std::unique_lock lock(up_.mu_);
       std::vector<UpstreamStep> steps;
-      if (after_ == 0 || after_ < up_.compacted_) {
+      if (!listed_ && (after_ == 0 || after_ < up_.compacted_)) {
+        listed_ = true;
         UpstreamStep replace;
         replace.kind = UpstreamStep::Kind::kReplace;
         replace.revision = up_.revision_;
@@ -120,6 +121,7 @@ class ScriptedUpstream final : public Upstream {
     int breaks_;
     std::function<void(bool)> connected_;
     bool cancelled_ = false;
+    bool listed_ = false;
   };
 
   const std::string description_;
@@ -204,9 +206,13 @@ TEST_F(ApplierTest, ListsFirstThenAppliesEachUpstreamRevisionAsOneLocalRevision)
   EXPECT_EQ(ContentsOf(*dict_), upstream.contents());
   EXPECT_EQ(applier->upstream_revision(), r3);
 
-  ASSERT_OK_AND_ASSIGN(ChangeBatch batch, watcher->Next(WatchLimits{}, kPatience));
-  ASSERT_EQ(batch.changes.size(), 2u);  // revision r2: both changes together
-  EXPECT_EQ(batch.changes[0].revision, batch.changes[1].revision);
+  std::map<uint64_t, size_t> changes_per_revision;
+  while (changes_per_revision.size() < 2) {
+    ASSERT_OK_AND_ASSIGN(ChangeBatch batch, watcher->Next(WatchLimits{}, kPatience));
+    ASSERT_FALSE(batch.changes.empty());
+    for (const Change& change : batch.changes) ++changes_per_revision[change.revision];
+  }
+  EXPECT_EQ(changes_per_revision, (std::map<uint64_t, size_t>{{local2, 2}, {local3, 1}}));
 }
 
 TEST_F(ApplierTest, ResumesAfterItsRevisionWithoutListingAgain) {
@@ -254,6 +260,9 @@ TEST_F(ApplierTest, ARelistAfterCompactionIsOneBatchOfTheRealDifferences) {
 
 TEST_F(ApplierTest, AStreamThatBreaksIsFollowedAgainFromTheRevisionApplied) {
   ScriptedUpstream upstream("scripted:d");
+  // (Revision 0 means "nothing applied yet": a replica of an empty upstream lists it again on
+  // every reconnect until its first revision, which is harmless; this test starts after one.)
+  upstream.Commit({SetOf("first", 0)});
   ASSERT_OK_AND_ASSIGN(auto applier, Applier::Start(*dict_, upstream, FastRetry()));
   ASSERT_TRUE(applier->WaitReady(std::chrono::steady_clock::now() + kPatience));
   uint64_t last = 0;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <string>
@@ -273,8 +274,13 @@ TEST_F(ReplicaProcessTest, KillingTheConnectedMemberLosesAndRepeatsNothing) {
   constexpr int kWrites = 600;
   int64_t last = 0;
   for (int i = 0; i < kWrites; ++i) {
-    if (i == kWrites / 3) etcd_->Kill(0);
-    if (i == 2 * kWrites / 3) ASSERT_TRUE(etcd_->Restart(0, &error)) << error;
+    if (i == kWrites / 3) {
+      etcd_->Kill(0);
+      ASSERT_TRUE(etcd_->WaitUntilReady(&error)) << error;
+    }
+    if (i == 2 * kWrites / 3) {
+      ASSERT_TRUE(etcd_->Restart(0, &error)) << error;
+    }
     last = Put(prefix + "k" + std::to_string(i), std::to_string(i), 1 + i % 2);
   }
   AwaitUpstreamRevision(name, static_cast<uint64_t>(last));
