@@ -77,6 +77,15 @@ class ReplicaRouter final : public shmdict::bridge::WriteRouter {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Blocked before any thread exists (gRPC starts threads as soon as a channel is made): the
+  // signal thread below takes them with sigwait, and no other thread may die of them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   using shmdict::bridge::BridgeConfig;
   BridgeConfig config;
   config.listen.clear();
@@ -182,14 +191,6 @@ int main(int argc, char** argv) {
   }
   Status logging = shmdict::bridge::InstallProcessLogger(config);
   if (!logging.ok()) return Fail(logging.message());
-
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   shmdict::Options options;
   options.name = dict_name;

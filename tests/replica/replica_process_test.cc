@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bridge_launcher.h"
+#include "bridge_process.h"
 #include "dict_test_base.h"
 #include "etcd_launcher.h"
 #include "key_range.h"
@@ -154,15 +155,14 @@ class ReplicaProcessTest : public shmdict::testing::DictTestBase {
   }
 
   std::vector<std::string> EtcdArgs(const std::string& name, const std::string& prefix) {
-    return {"--dict", name, "--etcd", Joined(etcd_->client_endpoints()), "--prefix", prefix,
-            "--listen", "127.0.0.1:0"};
+    return {"--dict",   name,   "--etcd",   Joined(etcd_->client_endpoints()),
+            "--prefix", prefix, "--listen", "127.0.0.1:0"};
   }
 
   std::unique_ptr<EtcdCluster> etcd_;
 };
 
-class ReplicaMembersTest : public ReplicaProcessTest,
-                           public ::testing::WithParamInterface<int> {};
+class ReplicaMembersTest : public ReplicaProcessTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(ReplicaMembersTest, LocalStateEqualsTheEtcdPrefixWhoeverWrites) {
   ASSERT_NO_FATAL_FAILURE(StartEtcd(GetParam()));
@@ -195,9 +195,7 @@ TEST_P(ReplicaMembersTest, LocalStateEqualsTheEtcdPrefixWhoeverWrites) {
   options.mirror = false;
   ASSERT_OK_AND_ASSIGN(auto remote, RemoteDict::Open(options));
   ASSERT_OK_AND_ASSIGN(Dict local, Dict::Open(AttachOptions(name)));
-  auto read_your_write = [&](uint64_t revision) {
-    EXPECT_GE(local.revision(), revision);
-  };
+  auto read_your_write = [&](uint64_t revision) { EXPECT_GE(local.revision(), revision); };
   ASSERT_OK_AND_ASSIGN(uint64_t r, remote->Set("int", Value::Int(-7)));
   read_your_write(r);
   ASSERT_OK_AND_ASSIGN(auto got, local.Get("int"));
@@ -255,7 +253,8 @@ TEST_P(ReplicaMembersTest, LocalStateEqualsTheEtcdPrefixWhoeverWrites) {
   ExpectEqualToEtcd(name, prefix);
 
   replica->process->Signal(SIGTERM);
-  EXPECT_TRUE(replica->process->Wait(DeadlineIn(kPatience)).Succeeded());
+  ExitInfo stopped = replica->process->Wait(DeadlineIn(kPatience));
+  EXPECT_TRUE(stopped.Succeeded()) << stopped.ToString() << "\n" << replica->process->output();
 }
 
 INSTANTIATE_TEST_SUITE_P(Members, ReplicaMembersTest, ::testing::Values(1, 3),
@@ -363,7 +362,7 @@ TEST_F(ReplicaProcessTest, SurvivesTwentySigkillsDuringTenThousandWrites) {
           put->set_value(std::to_string(i));
         }
         txn.add_success()->mutable_request_delete_range()->set_key(prefix + "k" +
-                                                                    std::to_string(i % 97));
+                                                                   std::to_string(i % 97));
         etcdserverpb::TxnResponse response;
         if (!etcd_->Txn(txn, &response).ok()) failed = true;
       } else {
@@ -396,9 +395,13 @@ TEST_F(ReplicaProcessTest, TwoHostsShareOneEtcdPrefix) {
   const std::string name = NewDictName();
   const std::string prefix = "/t5/";
   // Each "host": its own mount namespace with its own empty /dev/shm.
-  const std::vector<std::string> host = {
-      "/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
-      "mount -t tmpfs none /dev/shm && exec \"$0\" \"$@\""};
+  const std::vector<std::string> host = {"/usr/bin/unshare",
+                                         "-m",
+                                         "--propagation",
+                                         "private",
+                                         "/bin/sh",
+                                         "-c",
+                                         "mount -t tmpfs none /dev/shm && exec \"$0\" \"$@\""};
   std::string error;
   auto a = StartReplica(EtcdArgs(name, prefix), &error, host);
   ASSERT_NE(a, nullptr) << error;
@@ -418,8 +421,13 @@ TEST_F(ReplicaProcessTest, TwoHostsShareOneEtcdPrefix) {
   std::string output;
   for (int attempt = 0; attempt < 200; ++attempt) {
     SpawnOptions get;
-    get.argv = {"/usr/bin/nsenter", "-t", std::to_string(b->process->pid()), "-m",
-                SHMDICT_CLI_PATH,   "get", name,
+    get.argv = {"/usr/bin/nsenter",
+                "-t",
+                std::to_string(b->process->pid()),
+                "-m",
+                SHMDICT_CLI_PATH,
+                "get",
+                name,
                 "greeting"};
     get.path = get.argv.front();
     get.pipe_stdout = true;
@@ -450,16 +458,16 @@ TEST_F(ReplicaProcessTest, FollowsABridgeKilledAndRestartedMidStream) {
   std::string error;
   auto bridge = BridgeLauncher::Start(bridge_options, &error);
   ASSERT_NE(bridge, nullptr) << error;
-  auto replica = StartReplica({"--dict", name, "--bridge", socket, "--source", primary_name,
-                               "--listen", "127.0.0.1:0"},
-                              &error);
+  auto replica = StartReplica(
+      {"--dict", name, "--bridge", socket, "--source", primary_name, "--listen", "127.0.0.1:0"},
+      &error);
   ASSERT_NE(replica, nullptr) << error;
 
   std::string big(2000, 'x');
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 300; ++i) {
-      ASSERT_OK(primary.Set("k" + std::to_string(i % 50), Value::Str(big + std::to_string(i)))
-                    .status());
+      ASSERT_OK(
+          primary.Set("k" + std::to_string(i % 50), Value::Str(big + std::to_string(i))).status());
     }
     if (round < 2) {
       bridge->Kill();
@@ -509,14 +517,9 @@ TEST_F(ReplicaProcessTest, LocalWritesAreRefusedNamingTheListenAddress) {
               StatusIs(StatusCode::kFailedPrecondition, HasSubstr(replica->listen)));
   EXPECT_THAT(local.Clear(), StatusIs(StatusCode::kFailedPrecondition));
 
-  SpawnOptions set;
-  set.argv = {SHMDICT_CLI_PATH, "set", name, "a", "2"};
-  set.path = set.argv.front();
-  set.pipe_stdout = true;
-  auto cli = Subprocess::Start(set, &error);
-  ASSERT_NE(cli, nullptr) << error;
-  ExitInfo exit = cli->Wait(DeadlineIn(kPatience));
-  EXPECT_TRUE(exit.exited && exit.exit_code != 0) << exit.ToString();
+  const shmdict::testing::CliRun refused = shmdict::testing::RunCli({"set", name, "a", "2"});
+  EXPECT_EQ(refused.code, 2) << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr(replica->listen));
 
   // A plain bridge on this host refuses too, passing the reason on.
   BridgeLaunchOptions bridge_options;
