@@ -60,7 +60,8 @@ namespace {
 void CopyOut(const char* from, uint32_t bytes, size_t capacity, std::string* to) {
   to->resize(std::min<size_t>(bytes, capacity));
   for (size_t i = 0; i < to->size(); ++i) {
-    (*to)[i] = std::atomic_ref<const char>(from[i]).load(std::memory_order_relaxed);
+    // atomic_ref<const T> is C++26: the load never writes, so the cast is only for the type.
+    (*to)[i] = std::atomic_ref<char>(const_cast<char&>(from[i])).load(std::memory_order_relaxed);
   }
 }
 

@@ -37,11 +37,14 @@
 // Errors (StatusCode): kInvalidArgument for a bad name or option; kNotFound when must-attach finds
 // no dict; kAlreadyExists when must-create finds one; kPermissionDenied when the segment mode
 // forbids access; kFailedPrecondition for a segment of another layout version, a value of the
-// wrong type for an operation, or a lock not held; kDataLoss for a truncated or corrupted segment;
-// kDeadlineExceeded when the writer lock or a wait timed out (the message names the holder: its
-// pid, or, for a holder in another pid namespace, that namespace and the holder's start time);
-// kUnavailable for a try-lock that found the lock held; kResourceExhausted when a key or value is
-// larger than the limits or shared memory is exhausted; kInternal for an unexpected OS error.
+// wrong type for an operation, a lock not held, or any write (every call that may commit,
+// OpenNested included) to a replica dict, which only its shmdict-replica writes
+// (shmdict/replica_feed.h: the message names the replica's --listen address, or its upstream);
+// kDataLoss for a truncated or corrupted segment; kDeadlineExceeded when the writer lock or a wait
+// timed out (the message names the holder: its pid, or, for a holder in another pid namespace, that
+// namespace and the holder's start time); kUnavailable for a try-lock that found the lock held;
+// kResourceExhausted when a key or value is larger than the limits or shared memory is exhausted;
+// kInternal for an unexpected OS error.
 #ifndef SHMDICT_DICT_H_
 #define SHMDICT_DICT_H_
 
