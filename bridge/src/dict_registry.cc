@@ -303,7 +303,18 @@ std::vector<DictStats> DictRegistry::Stats() {
     DictStats dict;
     dict.name = entry->name;
     Result<Lease> lease = Acquire(entry->name);
-    if (lease.ok()) dict.revision = lease->dict().published_revision();
+    if (lease.ok()) {
+      dict.revision = lease->dict().published_revision();
+      // Only a replica's status is read: GetStatus counts entries, more than a scrape should
+      // cost for every dict.
+      if (lease->dict().is_replica()) {
+        const DictStatus status = lease->dict().GetStatus();
+        dict.replica = true;
+        dict.upstream_revision = status.upstream_revision.value_or(0);
+        dict.upstream_connected = status.upstream_connected.value_or(false) ? 1 : 0;
+        dict.last_upstream_contact_ms = status.last_upstream_contact.value_or(0);
+      }
+    }
     dict.writes = entry->writes.load(std::memory_order_relaxed);
     dict.changes_sent = entry->changes_sent.load(std::memory_order_relaxed);
     dict.watch_joins = entry->watch_joins.load(std::memory_order_relaxed);

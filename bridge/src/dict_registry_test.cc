@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "dict_test_base.h"
+#include "metrics.h"
+#include "shmdict/replica_feed.h"
 
 namespace shmdict::bridge {
 namespace {
@@ -220,6 +222,39 @@ TEST_F(DictRegistryTest, SubscribersArePokedAndCountedUntilUnsubscribed) {
   EXPECT_EQ(stats[0].name, name_);
   EXPECT_EQ(stats[0].revision, creator_->published_revision());
   EXPECT_EQ(stats[0].subscribers, 0u);
+}
+
+// A replica dict's freshness reaches the metrics (docs/REPLICA.md); other dicts render no replica
+// family.
+TEST_F(DictRegistryTest, AReplicaDictsUpstreamRevisionAndContactAreInItsStatsAndMetrics) {
+  auto lease = registry_->Acquire(name_);
+  ASSERT_OK(lease);
+  Metrics metrics;
+  EXPECT_FALSE(registry_->Stats()[0].replica);
+  EXPECT_EQ(metrics.Render(registry_->Stats()).find("shmdict_dict_upstream"), std::string::npos);
+
+  ReplicaResumePoint resume;
+  auto feed =
+      ReplicaFeed::Adopt(*creator_, ReplicaMarker{"etcd:127.0.0.1:2379 prefix=/m/"}, &resume);
+  ASSERT_OK(feed);
+  Change set;
+  set.op = ChangeOp::kSet;
+  set.key = "k";
+  set.value = Value::Int(1);
+  ASSERT_OK(feed->Apply({set}, 42));
+  feed->SetContact(true);
+  const std::vector<DictStats> stats = registry_->Stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_TRUE(stats[0].replica);
+  EXPECT_EQ(stats[0].upstream_revision, 42u);
+  EXPECT_EQ(stats[0].upstream_connected, 1u);
+  EXPECT_GT(stats[0].last_upstream_contact_ms, 0u);
+  const std::string page = metrics.Render(stats);
+  EXPECT_NE(page.find("shmdict_dict_upstream_revision{dict=\"" + name_ + "\"} 42"),
+            std::string::npos)
+      << page;
+  EXPECT_NE(page.find("shmdict_dict_upstream_connected{dict=\"" + name_ + "\"} 1"),
+            std::string::npos);
 }
 
 // The notifier notices by itself (no call needed) that the name now holds another dict: the old

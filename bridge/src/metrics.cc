@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include <algorithm>
+
 #include <sstream>
 
 namespace shmdict::bridge {
@@ -145,6 +147,29 @@ std::string Metrics::Render(const std::vector<DictStats>& dicts) const {
     out << "# HELP " << family.name << ' ' << family.help << "\n# TYPE " << family.name << ' '
         << family.type << '\n';
     for (const DictStats& dict : dicts) {
+      out << family.name << "{dict=\"" << LabelValue(dict.name) << "\"} " << dict.*family.field
+          << '\n';
+    }
+  }
+  static const Family kReplicaFamilies[] = {
+      {"shmdict_dict_upstream_revision", "gauge",
+       "A replica dict's upstream revision applied (docs/REPLICA.md).",
+       &DictStats::upstream_revision},
+      {"shmdict_dict_upstream_connected", "gauge",
+       "1 while a replica dict's shmdict-replica hears its upstream, else 0.",
+       &DictStats::upstream_connected},
+      {"shmdict_dict_last_upstream_contact_ms", "gauge",
+       "When a replica dict last heard its upstream (Unix time, milliseconds; 0: never).",
+       &DictStats::last_upstream_contact_ms},
+  };
+  const bool any_replica =
+      std::any_of(dicts.begin(), dicts.end(), [](const DictStats& dict) { return dict.replica; });
+  for (const Family& family : kReplicaFamilies) {
+    if (!any_replica) break;
+    out << "# HELP " << family.name << ' ' << family.help << "\n# TYPE " << family.name << ' '
+        << family.type << '\n';
+    for (const DictStats& dict : dicts) {
+      if (!dict.replica) continue;
       out << family.name << "{dict=\"" << LabelValue(dict.name) << "\"} " << dict.*family.field
           << '\n';
     }

@@ -38,6 +38,11 @@ struct DictStats {
   uint64_t watch_joins = 0;
   uint64_t watch_leaves = 0;
   uint64_t pump_restarts = 0;
+  // A replica dict (docs/REPLICA.md): how fresh it is. Rendered only when `replica`.
+  bool replica = false;
+  uint64_t upstream_revision = 0;
+  uint64_t upstream_connected = 0;        // 1 while its shmdict-replica hears the upstream
+  uint64_t last_upstream_contact_ms = 0;  // unix milliseconds; 0: never
 };
 
 class Metrics {

@@ -235,6 +235,10 @@ bool Dict::created() const { return Live(impl_).created; }
 
 uint32_t Dict::user_flags() const { return Live(impl_).header->identity.user_flags; }
 
+bool Dict::is_replica() const {
+  return Live(impl_).header->replica.owner_token.load(std::memory_order_acquire) != 0;
+}
+
 uint64_t Dict::incarnation() const { return Live(impl_).incarnation; }
 
 Result<std::optional<Value>> Dict::Get(std::string_view key) {

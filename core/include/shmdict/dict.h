@@ -181,6 +181,9 @@ class Dict final : public Store {
   bool created() const;
   // The Options::user_flags its creator stored (0 for a dict created without them).
   uint32_t user_flags() const;
+  // Whether the dict is a replica of a dict kept elsewhere (replica_feed.h, docs/REPLICA.md):
+  // its writes through the core are refused; GetStatus() says of what. One load.
+  bool is_replica() const;
   // Identifies this creation of the dict's name: the main segment's inode, taken when the handle
   // opened it. A dict unlinked and created again under the same name has another one (while
   // anyone maps the old segment its inode cannot be reused), so a server holding a handle can
