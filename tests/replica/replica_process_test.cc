@@ -340,6 +340,9 @@ TEST_F(ReplicaProcessTest, RelistsAfterEtcdCompactedPastItsRevision) {
                      {"k0", ChangeOp::kSet}, {"k1", ChangeOp::kErase}, {"new", ChangeOp::kSet}}));
 }
 
+// 20 rounds of 500 upstream writes (every 10th a Txn of 5 puts and a delete); in each round the
+// replica is SIGKILLed at a random moment and started again at once, and once the round's writes
+// are done its state must equal etcd's.
 TEST_F(ReplicaProcessTest, SurvivesTwentySigkillsDuringTenThousandWrites) {
   ASSERT_NO_FATAL_FAILURE(StartEtcd(1));
   const std::string name = NewDictName();
@@ -349,44 +352,42 @@ TEST_F(ReplicaProcessTest, SurvivesTwentySigkillsDuringTenThousandWrites) {
   auto replica = StartReplica(EtcdArgs(name, prefix), &error);
   ASSERT_NE(replica, nullptr) << error;
 
-  const int writes = shmdict::testing::Scaled(10000);
-  std::atomic<int> written{0};
-  std::atomic<bool> failed{false};
-  std::thread writer([&] {
-    for (int i = 0; i < writes; ++i) {
-      if (i % 10 == 9) {
-        etcdserverpb::TxnRequest txn;
-        for (int j = 0; j < 5; ++j) {
-          auto* put = txn.add_success()->mutable_request_put();
-          put->set_key(prefix + "batch" + std::to_string(j));
-          put->set_value(std::to_string(i));
+  constexpr int kRounds = 20;
+  const int per_round = shmdict::testing::Scaled(500);
+  std::uniform_int_distribution<int> kill_after_ms(0, 400);
+  int written = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    std::atomic<bool> failed{false};
+    std::thread writer([&, first = written] {
+      for (int i = first; i < first + per_round; ++i) {
+        grpc::Status status;
+        if (i % 10 == 9) {
+          etcdserverpb::TxnRequest txn;
+          for (int j = 0; j < 5; ++j) {
+            auto* put = txn.add_success()->mutable_request_put();
+            put->set_key(prefix + "batch" + std::to_string(j));
+            put->set_value(std::to_string(i));
+          }
+          txn.add_success()->mutable_request_delete_range()->set_key(prefix + "k" +
+                                                                     std::to_string(i % 97));
+          etcdserverpb::TxnResponse response;
+          status = etcd_->Txn(txn, &response);
+        } else {
+          status = etcd_->Put(prefix + "k" + std::to_string(i % 97), std::to_string(i));
         }
-        txn.add_success()->mutable_request_delete_range()->set_key(prefix + "k" +
-                                                                   std::to_string(i % 97));
-        etcdserverpb::TxnResponse response;
-        if (!etcd_->Txn(txn, &response).ok()) failed = true;
-      } else {
-        if (!etcd_->Put(prefix + "k" + std::to_string(i % 97), std::to_string(i)).ok()) {
-          failed = true;
-        }
+        if (!status.ok()) failed = true;
       }
-      written.store(i + 1);
-    }
-  });
-  // Kills spread over the writes: uniform delays around the mean a 20-kill run needs.
-  std::uniform_int_distribution<int> delay_ms(0, 2 * 100);
-  int kills = 0;
-  while (written.load() < writes || kills < 20) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng_)));
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms(rng_)));
     replica->process->Kill();
-    ++kills;
     replica = StartReplica(EtcdArgs(name, prefix), &error);
+    writer.join();
     ASSERT_NE(replica, nullptr) << error;
+    ASSERT_FALSE(failed.load());
+    written += per_round;
+    SCOPED_TRACE("after kill " + std::to_string(round + 1));
+    ASSERT_NO_FATAL_FAILURE(ExpectEqualToEtcd(name, prefix));
   }
-  writer.join();
-  ASSERT_FALSE(failed.load());
-  ExpectEqualToEtcd(name, prefix);
-  EXPECT_GE(kills, 20);
 }
 
 TEST_F(ReplicaProcessTest, TwoHostsShareOneEtcdPrefix) {
