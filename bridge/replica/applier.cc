@@ -59,16 +59,16 @@ Result<std::unique_ptr<Applier>> Applier::Start(Dict& dict, Upstream& upstream,
   if (!feed.ok()) return feed.status();
   spdlog::info("replica of {}: resuming after upstream revision {} (local revision {})",
                marker.description, resume.upstream_revision, resume.local_revision);
-  std::unique_ptr<Applier> applier(
-      new Applier(dict, upstream, options, std::move(*feed), resume.upstream_revision));
+  std::unique_ptr<Applier> applier(new Applier(dict, upstream, options, std::move(*feed), resume));
   applier->thread_ = std::thread([raw = applier.get()] { raw->Run(); });
   return applier;
 }
 
 Applier::Applier(Dict& dict, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
-                 uint64_t resume_revision)
+                 const ReplicaResumePoint& resume)
     : dict_(dict), upstream_(upstream), options_(options), feed_(std::move(feed)) {
-  applied_upstream_.store(resume_revision, std::memory_order_release);
+  applied_upstream_.store(resume.upstream_revision, std::memory_order_release);
+  recorded_identity_ = resume.upstream_identity;
 }
 
 Applier::~Applier() { Stop(); }
@@ -87,9 +87,15 @@ void Applier::Stop() {
 bool Applier::WaitReady(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock lock(mu_);
   changed_.wait_until(lock, deadline, [&] {
-    return ready_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire);
+    return ready_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire) ||
+           fatal_.has_value();
   });
   return ready();
+}
+
+std::optional<Status> Applier::fatal() const {
+  std::lock_guard lock(mu_);
+  return fatal_;
 }
 
 Result<uint64_t> Applier::WaitApplied(uint64_t upstream_revision,
@@ -107,13 +113,15 @@ Result<uint64_t> Applier::WaitApplied(uint64_t upstream_revision,
     lock.unlock();
     return dict_.revision();
   }
-  if (!applied) {
+  if (!applied || stopping_.load(std::memory_order_acquire)) {
+    // Also when stopping: the upstream has the write, so the caller must not take this for a
+    // write that failed (an Increment retried would count twice).
     return Status(StatusCode::kDeadlineExceeded,
                   "committed upstream at revision " + std::to_string(upstream_revision) +
                       ", not applied by this replica in time (upstream revision applied: " +
                       std::to_string(applied_upstream_.load()) + ")");
   }
-  return Status(StatusCode::kUnavailable, "the replica is stopping");
+  return Status(StatusCode::kUnavailable, "the replica is stopping");  // not reached
 }
 
 ApplierCounters Applier::counters() const {
@@ -124,12 +132,14 @@ ApplierCounters Applier::counters() const {
 Status Applier::SetListen(std::string_view address) { return feed_.SetListen(address); }
 
 Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t upstream_revision,
-                                 bool relist) {
-  auto local = feed_.Apply(changes, upstream_revision);
+                                 bool relist, bool history_restarted) {
+  auto local = history_restarted ? feed_.ApplyRestartedHistory(changes, upstream_revision)
+                                 : feed_.Apply(changes, upstream_revision);
   if (!local.ok()) return local;
   {
     std::lock_guard lock(mu_);
     applied_upstream_.store(upstream_revision, std::memory_order_release);
+    if (history_restarted) recent_.clear();  // its revisions belong to the old history
     if (!changes.empty()) {
       recent_.emplace_back(upstream_revision, *local);
       if (recent_.size() > kRecentCommits) recent_.pop_front();
@@ -148,10 +158,17 @@ Status Applier::ApplyStep(UpstreamStep& step) {
       auto current = dict_.Items();
       if (!current.ok()) return current.status();
       std::vector<Change> changes = DiffContents(std::move(*current), step.items);
-      // A replacement may go back in revision only when the upstream was re-created (a primary
-      // dict created again starts at revision 1): its history is a new one.
-      auto local = Commit(changes, std::max(step.revision, applied), /*relist=*/true);
+      // Below what was applied only when the upstream's history started over (an etcd cluster
+      // or a primary dict created again): never clamped, or the new history's first revisions
+      // would be dropped as "already applied".
+      const bool restarted = history_restarted_ || step.revision < applied;
+      auto local = Commit(changes, step.revision, /*relist=*/true, restarted);
       if (!local.ok()) return local.status();
+      history_restarted_ = false;
+      if (step.identity != 0 && step.identity != recorded_identity_) {
+        Status recorded = feed_.SetUpstreamIdentity(step.identity);
+        if (recorded.ok()) recorded_identity_ = step.identity;
+      }
       spdlog::info("replica of {}: listed the upstream at revision {}: {} entries, {} changed",
                    upstream_.description(), step.revision, step.items.size(), changes.size());
       return Status();
@@ -175,12 +192,29 @@ void Applier::Sleep(std::chrono::milliseconds duration) {
   changed_.wait_for(lock, duration, [&] { return stopping_.load(std::memory_order_acquire); });
 }
 
+bool Applier::CheckIdentity() {
+  auto identity = upstream_.Identity();
+  if (!identity.ok()) {
+    spdlog::warn("replica of {}: cannot reach the upstream: {}", upstream_.description(),
+                 identity.status().ToString());
+    return false;
+  }
+  if (*identity != 0 && recorded_identity_ != 0 && *identity != recorded_identity_) {
+    spdlog::warn(
+        "replica of {}: the upstream is another one (identity {:x}, was {:x}): its "
+        "history started over; listing it again",
+        upstream_.description(), *identity, recorded_identity_);
+    history_restarted_ = true;
+  }
+  return true;
+}
+
 void Applier::Run() {
   std::mt19937_64 random{std::random_device{}()};
   std::chrono::milliseconds backoff = options_.initial_backoff;
-  bool first_attempt = true;
+  bool pause = false;
   while (!stopping_.load(std::memory_order_acquire)) {
-    if (!first_attempt) {
+    if (pause) {
       std::uniform_real_distribution<double> jitter(0.8, 1.2);
       Sleep(std::chrono::milliseconds(static_cast<int64_t>(backoff.count() * jitter(random))));
       backoff = std::min(backoff * 2, options_.max_backoff);
@@ -188,9 +222,16 @@ void Applier::Run() {
       std::lock_guard lock(mu_);
       ++counters_.reconnects;
     }
-    first_attempt = false;
-    auto stream = upstream_.Follow(applied_upstream_.load(std::memory_order_acquire),
-                                   [this](bool connected) { feed_.SetContact(connected); });
+    // Back off only after an attempt that got nowhere: a stream that delivered and then broke
+    // (a member killed) is followed again at once, from the next endpoint.
+    pause = true;
+    if (!CheckIdentity()) {
+      feed_.SetContact(false);
+      continue;
+    }
+    const uint64_t from =
+        history_restarted_ ? 0 : applied_upstream_.load(std::memory_order_acquire);
+    auto stream = upstream_.Follow(from, [this](bool connected) { feed_.SetContact(connected); });
     if (!stream.ok()) {
       feed_.SetContact(false);
       spdlog::warn("replica of {}: cannot follow the upstream: {}", upstream_.description(),
@@ -203,6 +244,7 @@ void Applier::Run() {
       stream_ = std::move(*stream);
     }
     Status ended;
+    bool delivered = false;
     while (!stopping_.load(std::memory_order_acquire)) {
       auto steps = stream_->Next(kPollInterval);
       if (!steps.ok()) {
@@ -214,9 +256,12 @@ void Applier::Run() {
         if (!ended.ok()) break;
       }
       if (!ended.ok()) break;
-      if (!steps->empty() || !ready_.load(std::memory_order_acquire)) {
+      if (!steps->empty()) {
+        delivered = true;
         backoff = options_.initial_backoff;  // a working stream resets the backoff
-        if (!ready_.exchange(true, std::memory_order_acq_rel)) {
+        if (!ready_.load(std::memory_order_acquire)) {
+          std::lock_guard lock(mu_);
+          ready_.store(true, std::memory_order_release);
           changed_.notify_all();
         }
       }
@@ -226,10 +271,22 @@ void Applier::Run() {
       stream_.reset();
     }
     feed_.SetContact(false);
-    if (!stopping_.load(std::memory_order_acquire)) {
-      spdlog::warn("replica of {}: the upstream stream ended: {}; following again",
-                   upstream_.description(), ended.ToString());
+    if (stopping_.load(std::memory_order_acquire)) break;
+    if (ended.code() == StatusCode::kFailedPrecondition &&
+        ended.message().find("no longer owns") != std::string::npos) {
+      spdlog::error("replica of {}: {}; stopping", upstream_.description(), ended.message());
+      std::lock_guard lock(mu_);
+      fatal_ = ended;
+      changed_.notify_all();
+      return;
     }
+    if (ended.code() == StatusCode::kOutOfRange) {
+      // The upstream says its revisions went back (a primary dict created again).
+      history_restarted_ = true;
+    }
+    if (delivered && ended.code() != StatusCode::kOutOfRange) pause = false;
+    spdlog::warn("replica of {}: the upstream stream ended: {}; following again",
+                 upstream_.description(), ended.ToString());
   }
 }
 

@@ -17,6 +17,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -52,7 +53,6 @@ class Applier {
   // Whether the first step from the upstream has been applied since Start (the local dict then
   // mirrors the upstream as of that moment).
   bool ready() const { return ready_.load(std::memory_order_acquire); }
-  // Waits until ready() or `deadline`; returns ready().
   bool WaitReady(std::chrono::steady_clock::time_point deadline);
 
   // Waits until upstream revision `upstream_revision` has been applied locally and returns the
@@ -63,6 +63,11 @@ class Applier {
                                std::chrono::steady_clock::time_point deadline);
 
   uint64_t upstream_revision() const { return applied_upstream_.load(std::memory_order_acquire); }
+
+  // Set when the feed stopped for good: another shmdict-replica took the dict over (this one was
+  // judged dead). The process should exit; its --listen writes could only time out.
+  std::optional<Status> fatal() const;
+  // Waits until ready(), fatal(), Stop() or `deadline`.
   ApplierCounters counters() const;
 
   // The feed, for SetListen (the process sets it once listening).
@@ -70,7 +75,7 @@ class Applier {
 
  private:
   Applier(Dict& dict, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
-          uint64_t resume_revision);
+          const ReplicaResumePoint& resume);
   void Run();
   // Commits one step; returns an error only when the local dict refuses it (then the feed stops
   // following until the next Follow).
@@ -78,7 +83,10 @@ class Applier {
   // `relist`: counted as one (under the same lock as the revision, so that a waiter that sees
   // the revision sees the count).
   Result<uint64_t> Commit(const std::vector<Change>& changes, uint64_t upstream_revision,
-                          bool relist = false);
+                          bool relist = false, bool history_restarted = false);
+  // Compares the upstream's identity with the one recorded before following it: another one
+  // means a new history (listed again from nothing). False when the upstream cannot be reached.
+  bool CheckIdentity();
   void Sleep(std::chrono::milliseconds duration);
 
   Dict& dict_;
@@ -89,12 +97,17 @@ class Applier {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> ready_{false};
   std::atomic<uint64_t> applied_upstream_{0};
+  uint64_t recorded_identity_ = 0;  // feed thread only
+  // The next Follow starts from nothing and its replacement may go back in revision: the
+  // upstream's history started over (feed thread only).
+  bool history_restarted_ = false;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;
   // (upstream revision, local revision) of recent commits, oldest first, for WaitApplied.
   std::deque<std::pair<uint64_t, uint64_t>> recent_;
   ApplierCounters counters_;
+  std::optional<Status> fatal_;
   std::unique_ptr<UpstreamStream> stream_;  // guarded by mu_ (Stop cancels it)
 
   std::thread thread_;

@@ -3,18 +3,39 @@
 #include <mutex>
 #include <vector>
 
+#include "shmdict/remote_catalog.h"
 #include "shmdict/replica_feed.h"
 
 namespace shmdict::replica {
 namespace {
 
+// A watcher stays silent while the primary is idle and while its bridge is unreachable alike
+// (RemoteWatcher reconnects by itself): after this long without a message, one Status call tells
+// which, for the dict's upstream_connected.
+constexpr auto kProbeAfterSilence = std::chrono::seconds(5);
+
+// What the primary's values may not carry into this host: a nested-dict reference names a dict of
+// the primary's host (here it would open an unrelated local dict of that name), and a pickle runs
+// code in every Python reader unless the operator allowed it (--allow-pickle, as on the bridge).
+// Both arrive as bytes, as the etcd upstream decodes them.
+void Sanitize(Value& value, bool allow_pickle) {
+  if (value.type() == ValueType::kNestedDict ||
+      (value.type() == ValueType::kPickle && !allow_pickle)) {
+    value = Value::Bytes(value.data());
+  }
+}
+
 class BridgeStream final : public UpstreamStream {
  public:
   BridgeStream(std::unique_ptr<RemoteDict> remote, std::unique_ptr<Watcher> watcher,
+               std::unique_ptr<RemoteCatalog> catalog, uint64_t after, bool allow_pickle,
                std::function<void(bool)> connected)
       : remote_(std::move(remote)),
         watcher_(std::move(watcher)),
-        connected_(std::move(connected)) {}
+        catalog_(std::move(catalog)),
+        connected_(std::move(connected)),
+        allow_pickle_(allow_pickle),
+        last_(after) {}
 
   void Cancel() override { watcher_->Cancel(); }
 
@@ -25,6 +46,14 @@ class BridgeStream final : public UpstreamStream {
       return batch.status();
     }
     std::vector<UpstreamStep> steps;
+    if (!batch->is_snapshot && batch->changes.empty() && batch->revision <= last_) {
+      Status probed = ProbeIfSilent();
+      if (!probed.ok()) return probed;
+      return steps;
+    }
+    last_contact_ = std::chrono::steady_clock::now();
+    for (auto& item : batch->snapshot_items) Sanitize(item.second, allow_pickle_);
+    for (Change& change : batch->changes) Sanitize(change.value, allow_pickle_);
     if (batch->is_snapshot) {
       // The primary's log no longer reaches back to our revision (or this is the first start):
       // gather the snapshot's chunks and replace the contents at its revision, as one step.
@@ -39,6 +68,7 @@ class BridgeStream final : public UpstreamStream {
         replace.items = std::move(snapshot_);
         snapshot_.clear();
         steps.push_back(std::move(replace));
+        last_ = batch->snapshot_revision;
       }
     } else {
       for (Change& change : batch->changes) {
@@ -51,6 +81,7 @@ class BridgeStream final : public UpstreamStream {
             change.op = ChangeOp::kErase;
           } else {
             change.value = std::move(**value);
+            Sanitize(change.value, allow_pickle_);
           }
           change.value_too_large = false;
         }
@@ -75,21 +106,48 @@ class BridgeStream final : public UpstreamStream {
   }
 
  private:
+  // See kProbeAfterSilence. A primary whose revision is below what was applied was unlinked and
+  // created again: OUT_OF_RANGE, and the applier lists it again as a new history.
+  Status ProbeIfSilent() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_contact_ < kProbeAfterSilence) return Status();
+    last_contact_ = now;
+    auto status = catalog_->Inspect(remote_->name());
+    if (!status.ok()) {
+      connected_(false);
+      return Status();  // the watcher keeps trying; so does the next probe
+    }
+    connected_(true);
+    if (status->revision < last_) {
+      return Status(StatusCode::kOutOfRange, "the primary dict is at revision " +
+                                                 std::to_string(status->revision) + ", below the " +
+                                                 std::to_string(last_) +
+                                                 " applied here: it was created again");
+    }
+    return Status();
+  }
+
   Status FetchTooLarge(const std::vector<Change>& too_large,
                        std::vector<std::pair<std::string, Value>>* items) {
     for (const Change& change : too_large) {
       auto value = remote_->Get(change.key);
       if (!value.ok()) return value.status();
-      if (*value) items->emplace_back(change.key, std::move(**value));
+      if (*value) {
+        Sanitize(**value, allow_pickle_);
+        items->emplace_back(change.key, std::move(**value));
+      }
     }
     return Status();
   }
 
   std::unique_ptr<RemoteDict> remote_;
   std::unique_ptr<Watcher> watcher_;
+  std::unique_ptr<RemoteCatalog> catalog_;
   std::function<void(bool)> connected_;
+  const bool allow_pickle_;
   std::vector<std::pair<std::string, Value>> snapshot_;
-  uint64_t last_ = 0;
+  uint64_t last_;
+  std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
 };
 
 // Writes through one RemoteDict taken from a pool for the call, so that its
@@ -154,12 +212,17 @@ class PooledWriter final : public Store {
 
 class BridgeUpstream final : public Upstream {
  public:
-  BridgeUpstream(RemoteOptions options, std::string description)
-      : options_(std::move(options)), description_(std::move(description)) {
+  BridgeUpstream(RemoteOptions options, std::string description, bool allow_pickle)
+      : options_(std::move(options)),
+        description_(std::move(description)),
+        allow_pickle_(allow_pickle) {
     options_.mirror = false;
   }
 
   const std::string& description() const override { return description_; }
+
+  // A primary dict created again is recognized by its revision going back (ProbeIfSilent).
+  Result<uint64_t> Identity() override { return uint64_t{0}; }
 
   Result<std::unique_ptr<UpstreamStream>> Follow(uint64_t after_revision,
                                                  std::function<void(bool)> connected) override {
@@ -168,9 +231,10 @@ class BridgeUpstream final : public Upstream {
     // The watcher resumes after its own reconnects; after_revision 0 starts with a snapshot.
     auto watcher = (*remote)->Watch(after_revision);
     if (!watcher.ok()) return watcher.status();
-    connected(true);
-    return std::unique_ptr<UpstreamStream>(
-        new BridgeStream(std::move(*remote), std::move(*watcher), std::move(connected)));
+    connected(true);  // Open answered: the primary exists and its bridge serves
+    return std::unique_ptr<UpstreamStream>(new BridgeStream(
+        std::move(*remote), std::move(*watcher), std::make_unique<RemoteCatalog>(options_),
+        after_revision, allow_pickle_, std::move(connected)));
   }
 
   Result<std::unique_ptr<Store>> Writer() override {
@@ -193,21 +257,26 @@ class BridgeUpstream final : public Upstream {
  private:
   RemoteOptions options_;
   std::string description_;
+  const bool allow_pickle_;
   std::shared_ptr<PooledWriter::Pool> pool_ = std::make_shared<PooledWriter::Pool>();
 };
 
 }  // namespace
 
-Result<std::unique_ptr<Upstream>> MakeBridgeUpstream(const RemoteOptions& options) {
+Result<std::unique_ptr<Upstream>> MakeBridgeUpstream(const RemoteOptions& options,
+                                                     bool allow_pickle) {
   if (options.address.empty() || options.dict.empty()) {
     return Status(StatusCode::kInvalidArgument, "--bridge and --source are both needed");
   }
-  std::string description = "bridge:" + EscapeUntrustedText(options.address, 300) +
-                            " dict=" + EscapeUntrustedText(options.dict, 250);
+  // Never cut (see etcd_upstream.cc): too long is refused below.
+  std::string description =
+      "bridge:" + EscapeUntrustedText(options.address, ReplicaMarker::kMaxUpstreamBytes) +
+      " dict=" + EscapeUntrustedText(options.dict, ReplicaMarker::kMaxUpstreamBytes);
   if (description.size() > ReplicaMarker::kMaxUpstreamBytes) {
     return Status(StatusCode::kInvalidArgument, "--bridge and --source are too long");
   }
-  return std::unique_ptr<Upstream>(new BridgeUpstream(options, std::move(description)));
+  return std::unique_ptr<Upstream>(
+      new BridgeUpstream(options, std::move(description), allow_pickle));
 }
 
 }  // namespace shmdict::replica

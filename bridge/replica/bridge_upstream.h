@@ -15,7 +15,9 @@ namespace shmdict::replica {
 
 // `options.address` and `options.dict` name the primary; `mirror` is ignored (the replica is the
 // mirror). Errors: kInvalidArgument (empty address or dict, an upstream description too long).
-Result<std::unique_ptr<Upstream>> MakeBridgeUpstream(const RemoteOptions& options);
+// The primary's nested-dict references, and its pickles unless `allow_pickle`, arrive as bytes.
+Result<std::unique_ptr<Upstream>> MakeBridgeUpstream(const RemoteOptions& options,
+                                                     bool allow_pickle);
 
 }  // namespace shmdict::replica
 

@@ -41,6 +41,14 @@ Status FromGrpc(const grpc::Status& status, std::string_view what) {
   return Status(converted.code(), std::string(what) + ": " + converted.message());
 }
 
+// Errors that prove a request reached no member that could apply it.
+bool NeverSent(const grpc::Status& status) {
+  const std::string& message = status.error_message();
+  return message.find(kNoLeader) != std::string::npos ||
+         message.find("failed to connect") != std::string::npos ||
+         message.find("Connection refused") != std::string::npos;
+}
+
 bool MovesToNextEndpoint(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
          status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
@@ -123,9 +131,13 @@ class EtcdClient {
 
   // Runs `call(stub, context)` on the current endpoint, then on each other one while the failure
   // is one that another member may not have; authenticates first (and again when etcd says the
-  // token expired).
+  // token expired). A request that is not `idempotent` (a DeleteRange or Txn whose answer depends
+  // on the state it met) moves on only when it provably never reached a member ("no leader",
+  // no connection): after a timeout or a dropped connection etcd may have applied it, and
+  // sending it again would answer wrongly (an Increment twice, a Pop finding nothing). Then it
+  // fails with UNAVAILABLE saying the outcome is unknown, as etcd's own client does.
   template <typename Call>
-  grpc::Status Run(Call&& call) {
+  grpc::Status Run(Call&& call, bool idempotent = true) {
     grpc::Status last;
     for (size_t attempt = 0; attempt < kv_.size(); ++attempt) {
       const size_t endpoint = current();
@@ -149,8 +161,19 @@ class EtcdClient {
       }
       if (!MovesToNextEndpoint(last)) return last;
       MoveOnFrom(endpoint);
+      if (!idempotent && !NeverSent(last)) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "etcd did not answer (" + last.error_message() +
+                                "): the write may or may not have been applied; read to check");
+      }
     }
     return last;
+  }
+
+  // Forgets the auth token, so that the next EnsureToken authenticates again.
+  void DropToken() {
+    std::lock_guard lock(token_mu_);
+    token_.clear();
   }
 
   Status EnsureToken(size_t endpoint, bool renew) {
@@ -186,25 +209,32 @@ class EtcdClient {
 
 struct Listing {
   uint64_t revision = 0;
+  uint64_t cluster_id = 0;
   std::vector<std::pair<std::string, Value>> items;
   uint64_t skipped_keys = 0;
 };
 
 // The prefix's whole contents at one revision, page by page (etcd 3.4 serves a Range at an old
-// revision until it is compacted; then the list starts over at the newest one).
-Result<Listing> ListPrefix(EtcdClient& client) {
+// revision until it is compacted; then the list starts over at the newest one). A page refused
+// as too large for a message or too slow for the deadline is asked again with half as many keys:
+// large values must not wedge the first list. Stops between pages once `*cancelled`.
+Result<Listing> ListPrefix(EtcdClient& client, const std::atomic<bool>* cancelled = nullptr) {
   const EtcdOptions& options = client.options();
   const std::string begin = PrefixRangeKey(options.prefix);
   const std::string end = PrefixRangeEnd(options.prefix);
+  int64_t page = options.list_page_size;
   for (int attempt = 0;; ++attempt) {
     Listing listing;
     std::string next = begin;
     bool compacted = false;
     while (true) {
+      if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
+        return Status(StatusCode::kCancelled, "the replica is stopping");
+      }
       pb::RangeRequest request;
       request.set_key(next);
       request.set_range_end(end);
-      request.set_limit(options.list_page_size);
+      request.set_limit(page);
       if (listing.revision != 0) request.set_revision(static_cast<int64_t>(listing.revision));
       pb::RangeResponse response;
       grpc::Status status = client.Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
@@ -214,8 +244,17 @@ Result<Listing> ListPrefix(EtcdClient& client) {
         compacted = true;  // "required revision has been compacted": start over, newer
         break;
       }
+      if ((status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+           status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) &&
+          page > 1) {
+        page = std::max<int64_t>(1, page / 2);
+        continue;
+      }
       if (!status.ok()) return FromGrpc(status, "etcd Range of the prefix");
-      if (listing.revision == 0) listing.revision = response.header().revision();
+      if (listing.revision == 0) {
+        listing.revision = response.header().revision();
+        listing.cluster_id = response.header().cluster_id();
+      }
       for (const auto& kv : response.kvs()) {
         auto local_key = LocalKeyOf(kv.key(), options.prefix);
         if (!local_key) {
@@ -229,20 +268,44 @@ Result<Listing> ListPrefix(EtcdClient& client) {
       next = response.kvs(response.kvs_size() - 1).key();
       next.push_back('\0');
     }
-    if (!compacted) return listing;
+    if (!compacted) {
+      if (listing.skipped_keys > 0) {
+        spdlog::warn(
+            "replica: {} etcd keys under the prefix have no local form (the prefix "
+            "itself, or longer than {} bytes after it) and are skipped",
+            listing.skipped_keys, kMaxKeyBytes);
+      }
+      return listing;
+    }
   }
 }
 
-// One Watch call on one endpoint, read by its own thread into a queue so that Next can wait with
-// a timeout.
+// One Watch call on one endpoint, read by its own thread into a bounded queue so that Next can
+// wait with a timeout. Two steps, so that the stream can be cancelled while it connects:
+// construct (no I/O), publish, then Start (which blocks until etcd took the request).
 class WatchCall {
  public:
-  WatchCall(EtcdClient& client, size_t endpoint, int64_t start_revision) : endpoint_(endpoint) {
-    const EtcdOptions& options = client.options();
+  // Responses queued before the reader stops reading: beyond, gRPC's flow control holds etcd back
+  // instead of this process's memory growing with what a slow feed has not applied yet.
+  static constexpr size_t kMaxQueued = 64;
+
+  WatchCall(EtcdClient& client, size_t endpoint) : client_(client), endpoint_(endpoint) {
     client.Decorate(context_, /*with_deadline=*/false);
     // Without it a member cut off from its leader keeps the stream open and silent.
     context_.AddMetadata("hasleader", "true");
-    stream_ = client.watch(endpoint).Watch(&context_);
+  }
+  ~WatchCall() {
+    Cancel();
+    if (reader_.joinable()) reader_.join();
+  }
+  WatchCall(const WatchCall&) = delete;
+  WatchCall& operator=(const WatchCall&) = delete;
+
+  // Sends the create request. An error is the stream's status (a refused token, an unreachable
+  // member).
+  grpc::Status Start(int64_t start_revision) {
+    const EtcdOptions& options = client_.options();
+    stream_ = client_.watch(endpoint_).Watch(&context_);
     pb::WatchRequest request;
     auto* create = request.mutable_create_request();
     create->set_key(PrefixRangeKey(options.prefix));
@@ -253,19 +316,25 @@ class WatchCall {
     // cut the events short), and WatchProgressRequest's answer can overtake events (etcd#15220),
     // so it is never sent.
     create->set_progress_notify(true);
+    // A catching-up watcher gets up to 1000 revisions in one response: fragments keep each
+    // message under the receive limit; Next joins them again.
+    create->set_fragment(true);
     if (!stream_->Write(request)) {
-      failed_ = true;
-    } else {
-      reader_ = std::thread([this] { ReadAll(); });
+      grpc::Status status = stream_->Finish();
+      return status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcd closed the Watch")
+                         : status;
     }
+    reader_ = std::thread([this] { ReadAll(); });
+    return grpc::Status();
   }
-  ~WatchCall() {
-    context_.TryCancel();
-    if (reader_.joinable()) reader_.join();
-    if (!reader_started()) stream_->Finish().ok();
-  }
+
   size_t endpoint() const { return endpoint_; }
-  void Cancel() { context_.TryCancel(); }
+  void Cancel() {
+    context_.TryCancel();
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+    space_.notify_all();
+  }
 
   // A response, the end of the stream (its status), or nothing within `timeout`.
   struct Item {
@@ -273,22 +342,20 @@ class WatchCall {
     grpc::Status end;
   };
   std::optional<Item> Pop(std::chrono::milliseconds timeout) {
-    if (failed_)
-      return Item{std::nullopt,
-                  grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot open a Watch stream")};
     std::unique_lock lock(mu_);
     if (!ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); })) return std::nullopt;
     Item item = std::move(queue_.front());
     queue_.pop_front();
+    space_.notify_one();
     return item;
   }
 
  private:
-  bool reader_started() const { return !failed_; }
   void ReadAll() {
     pb::WatchResponse response;
     while (stream_->Read(&response)) {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      space_.wait(lock, [&] { return queue_.size() < kMaxQueued || cancelled_; });
       queue_.push_back(Item{std::move(response), grpc::Status()});
       response = pb::WatchResponse();
       ready_.notify_one();
@@ -300,14 +367,16 @@ class WatchCall {
     ready_.notify_one();
   }
 
+  EtcdClient& client_;
   const size_t endpoint_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<pb::WatchRequest, pb::WatchResponse>> stream_;
-  bool failed_ = false;
   std::thread reader_;
   std::mutex mu_;
   std::condition_variable ready_;
+  std::condition_variable space_;
   std::deque<Item> queue_;
+  bool cancelled_ = false;
 };
 
 class EtcdStream final : public UpstreamStream {
@@ -318,10 +387,11 @@ class EtcdStream final : public UpstreamStream {
         after_(after_revision),
         connected_(std::move(connected)),
         need_list_(after_revision == 0) {}
+  ~EtcdStream() override { DropCall(); }
 
   void Cancel() override {
+    cancelled_.store(true, std::memory_order_release);
     std::lock_guard lock(mu_);
-    cancelled_ = true;
     if (call_) call_->Cancel();
   }
 
@@ -329,23 +399,25 @@ class EtcdStream final : public UpstreamStream {
     std::vector<UpstreamStep> steps;
     if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
     if (need_list_) {
-      auto listing = ListPrefix(*client_);
+      auto listing = ListPrefix(*client_, &cancelled_);
       if (!listing.ok()) return listing.status();
       connected_(true);
       UpstreamStep replace;
       replace.kind = UpstreamStep::Kind::kReplace;
       replace.revision = listing->revision;
+      replace.identity = listing->cluster_id;
       replace.items = std::move(listing->items);
       steps.push_back(std::move(replace));
       after_ = listing->revision;
       need_list_ = false;
-      call_.reset();
+      DropCall();
     }
     if (!call_) {
-      std::lock_guard lock(mu_);
-      if (cancelled_) return Status(StatusCode::kCancelled, "the replica is stopping");
-      call_ = std::make_unique<WatchCall>(*client_, client_->current(),
-                                          static_cast<int64_t>(after_ + 1));
+      Status opened = OpenCall();
+      if (!opened.ok()) {
+        if (!steps.empty()) return steps;  // the error comes again from the next Next
+        return opened;
+      }
     }
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
@@ -358,7 +430,7 @@ class EtcdStream final : public UpstreamStream {
       if (!item->response) {
         const grpc::Status end = item->end;
         if (MovesToNextEndpoint(end)) client_->MoveOnFrom(call_->endpoint());
-        call_.reset();
+        DropCall();
         if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
         if (!steps.empty()) return steps;  // the error comes again from the next Follow
         return FromGrpc(end, "etcd Watch");
@@ -366,7 +438,8 @@ class EtcdStream final : public UpstreamStream {
       connected_(true);
       pb::WatchResponse& response = *item->response;
       if (response.canceled()) {
-        call_.reset();
+        const std::string& reason = response.cancel_reason();
+        DropCall();
         if (response.compact_revision() > 0) {
           // Compacted past our revision: the history we need is gone. List again.
           spdlog::warn("replica: etcd compacted to revision {} past revision {}; listing again",
@@ -374,15 +447,39 @@ class EtcdStream final : public UpstreamStream {
           need_list_ = true;
           return steps;
         }
-        Status cancelled(StatusCode::kUnavailable,
-                         "etcd cancelled the Watch: " + response.cancel_reason());
-        if (response.cancel_reason().find(kNoLeader) != std::string::npos) {
+        if (reason.find("permission denied") != std::string::npos ||
+            reason.find("invalid auth token") != std::string::npos) {
+          client_->DropToken();  // authenticate again for the next watch
+        }
+        if (reason.find(kNoLeader) != std::string::npos) {
           client_->MoveOnFrom(client_->current());
         }
         if (!steps.empty()) return steps;
-        return cancelled;
+        return Status(StatusCode::kUnavailable,
+                      "etcd cancelled the Watch: " + EscapeUntrustedText(reason, 200));
       }
-      if (response.created()) continue;
+      if (response.created()) {
+        // etcd answered: a step that changes nothing, so that the feed counts as caught up.
+        UpstreamStep answered;
+        answered.kind = UpstreamStep::Kind::kProgress;
+        answered.revision = after_;
+        steps.push_back(std::move(answered));
+        continue;
+      }
+      if (response.fragment()) {
+        // Part of a large response: kept until its last fragment (fragment false) arrives.
+        for (auto& event : *response.mutable_events()) {
+          *fragments_.add_events() = std::move(event);
+        }
+        continue;
+      }
+      if (fragments_.events_size() > 0) {
+        for (auto& event : *response.mutable_events()) {
+          *fragments_.add_events() = std::move(event);
+        }
+        response.mutable_events()->Swap(fragments_.mutable_events());
+        fragments_.Clear();
+      }
       if (response.events_size() == 0) {
         // A progress notification: every event up to header.revision has been sent.
         const auto revision = static_cast<uint64_t>(response.header().revision());
@@ -400,13 +497,44 @@ class EtcdStream final : public UpstreamStream {
   }
 
  private:
-  bool IsCancelled() {
-    std::lock_guard lock(mu_);
-    return cancelled_;
+  bool IsCancelled() const { return cancelled_.load(std::memory_order_acquire); }
+
+  // The call is published under mu_ before it connects, so that Cancel reaches a stream that is
+  // still connecting; only this (the feed's) thread creates or drops it.
+  Status OpenCall() {
+    const size_t endpoint = client_->current();
+    Status auth = client_->EnsureToken(endpoint, /*renew=*/false);
+    if (!auth.ok()) {
+      client_->MoveOnFrom(endpoint);
+      return auth;
+    }
+    fragments_.Clear();
+    {
+      std::lock_guard lock(mu_);
+      if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
+      call_ = std::make_unique<WatchCall>(*client_, endpoint);
+    }
+    grpc::Status started = call_->Start(static_cast<int64_t>(after_ + 1));
+    if (!started.ok()) {
+      DropCall();
+      if (MovesToNextEndpoint(started)) client_->MoveOnFrom(endpoint);
+      if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
+      return FromGrpc(started, "etcd Watch");
+    }
+    return Status();
   }
 
-  // One step per revision: etcd never splits a revision across responses unless asked for
-  // fragments (it is not), and a DELETE's mod_revision is the deletion's.
+  void DropCall() {
+    std::unique_ptr<WatchCall> dropped;
+    {
+      std::lock_guard lock(mu_);
+      dropped = std::move(call_);
+    }
+    // Destroyed outside mu_: it joins its reader, which Cancel must be able to interrupt.
+  }
+
+  // One step per revision: etcd never splits a revision across responses (fragments are joined
+  // before this), and a DELETE's mod_revision is the deletion's.
   void AppendEvents(pb::WatchResponse& response, std::vector<UpstreamStep>& steps) {
     const EtcdOptions& options = client_->options();
     for (auto& event : *response.mutable_events()) {
@@ -440,13 +568,25 @@ class EtcdStream final : public UpstreamStream {
   uint64_t after_;
   std::function<void(bool)> connected_;
   bool need_list_;
-  std::unique_ptr<WatchCall> call_;
-  std::mutex mu_;
-  bool cancelled_ = false;
+  pb::WatchResponse fragments_;  // events of a fragmented response received so far
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;                    // guards call_ against Cancel
+  std::unique_ptr<WatchCall> call_;  // created and dropped only by the feed's thread
 };
 
 // Writes to the prefix. Each returns the etcd revision it created in last_commit_revision()
 // (0 when it changed nothing).
+// Whether a Txn that succeeded changed anything: etcd 3.4 answers a write Txn that changed
+// nothing (deletes of missing keys) with the current revision, which may belong to another part
+// of the keyspace and never reach this prefix's watch.
+bool TxnChangedSomething(const pb::TxnResponse& response) {
+  for (const pb::ResponseOp& op : response.responses()) {
+    if (op.has_response_put()) return true;
+    if (op.has_response_delete_range() && op.response_delete_range().deleted() > 0) return true;
+  }
+  return false;
+}
+
 class EtcdWriter final : public Store {
  public:
   EtcdWriter(std::shared_ptr<EtcdClient> client, std::string name)
@@ -530,7 +670,7 @@ class EtcdWriter final : public Store {
       // makes the Txn conditional on nothing under the prefix having changed since.
       ClearListing listing;
       if (clears) {
-        auto listed = ListKeys();
+        auto listed = ListKeys(client_->options().max_txn_ops + changes.size());
         if (!listed.ok()) return listed.status();
         listing = std::move(*listed);
       }
@@ -539,7 +679,7 @@ class EtcdWriter final : public Store {
       auto response = Txn(*txn);
       if (!response.ok()) return response.status();
       if (response->succeeded()) {
-        return txn->success_size() == 0 ? Unchanged() : Committed(response->header());
+        return TxnChangedSomething(*response) ? Committed(response->header()) : Unchanged();
       }
       Pause(attempt);
     }
@@ -552,7 +692,7 @@ class EtcdWriter final : public Store {
     pb::DeleteRangeResponse response;
     grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
       return kv.DeleteRange(&context, request, &response);
-    });
+    }), /*idempotent=*/false);
     if (!status.ok()) return FromGrpc(status, "etcd DeleteRange");
     if (response.deleted() == 0) {
       Unchanged();
@@ -570,7 +710,7 @@ class EtcdWriter final : public Store {
     pb::DeleteRangeResponse response;
     grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
       return kv.DeleteRange(&context, request, &response);
-    });
+    }), /*idempotent=*/false);
     if (!status.ok()) return FromGrpc(status, "etcd DeleteRange");
     if (response.deleted() == 0 || response.prev_kvs_size() == 0) {
       Unchanged();
@@ -582,26 +722,33 @@ class EtcdWriter final : public Store {
 
   Result<std::optional<std::pair<std::string, Value>>> PopItem() override {
     for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
-      pb::RangeRequest range;
-      range.set_key(PrefixRangeKey(prefix()));
-      range.set_range_end(PrefixRangeEnd(prefix()));
-      range.set_limit(16);  // a few: the key equal to the prefix is not an entry
-      pb::RangeResponse found;
-      grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
-        return kv.Range(&context, range, &found);
-      });
-      if (!status.ok()) return FromGrpc(status, "etcd Range");
-      const mvccpb::KeyValue* victim = nullptr;
+      // The first key with a local form: pages on past keys the replica skips.
+      std::optional<mvccpb::KeyValue> victim;
       std::string local_key;
-      for (const auto& kv : found.kvs()) {
-        auto key = LocalKeyOf(kv.key(), prefix());
-        if (key) {
-          victim = &kv;
-          local_key = std::string(*key);
-          break;
+      std::string next = PrefixRangeKey(prefix());
+      while (!victim) {
+        pb::RangeRequest range;
+        range.set_key(next);
+        range.set_range_end(PrefixRangeEnd(prefix()));
+        range.set_limit(16);
+        pb::RangeResponse found;
+        grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+          return kv.Range(&context, range, &found);
+        });
+        if (!status.ok()) return FromGrpc(status, "etcd Range");
+        for (const auto& kv : found.kvs()) {
+          auto key = LocalKeyOf(kv.key(), prefix());
+          if (key) {
+            victim = kv;
+            local_key = std::string(*key);
+            break;
+          }
         }
+        if (victim || !found.more() || found.kvs().empty()) break;
+        next = found.kvs(found.kvs_size() - 1).key();
+        next.push_back('\0');
       }
-      if (victim == nullptr) {
+      if (!victim) {
         Unchanged();
         return std::optional<std::pair<std::string, Value>>();
       }
@@ -641,9 +788,10 @@ class EtcdWriter final : public Store {
       Committed(response->header());
       return default_value;
     }
-    Unchanged();
     const auto& kvs = response->responses(0).response_range().kvs();
     if (kvs.empty()) return Aborted("SetDefault");  // deleted between the compare and the read
+    // The answer is the value at its mod_revision: the caller waits until this replica has it.
+    Answered(kvs[0].mod_revision());
     return Decode(kvs[0].value());
   }
 
@@ -654,7 +802,7 @@ class EtcdWriter final : public Store {
     pb::DeleteRangeResponse response;
     grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
       return kv.DeleteRange(&context, request, &response);
-    });
+    }), /*idempotent=*/false);
     if (!status.ok()) return FromGrpc(status, "etcd DeleteRange of the prefix");
     return response.deleted() == 0 ? Unchanged() : Committed(response.header());
   }
@@ -678,7 +826,11 @@ class EtcdWriter final : public Store {
         auto current = Read(key);
         if (!current.ok()) return current.status();
         if (!*current || !(Decode((*current)->value()) == *expected)) {
-          Unchanged();
+          if (*current) {
+            Answered((*current)->mod_revision());
+          } else {
+            Unchanged();
+          }
           return false;
         }
         auto* compare = txn.add_compare();
@@ -697,7 +849,11 @@ class EtcdWriter final : public Store {
       auto response = Txn(txn);
       if (!response.ok()) return response.status();
       if (response->succeeded()) {
-        Committed(response->header());
+        if (TxnChangedSomething(*response)) {
+          Committed(response->header());
+        } else {
+          Unchanged();  // absent expected and absent desired: nothing to do
+        }
         return true;
       }
       if (!expected) {
@@ -781,6 +937,9 @@ class EtcdWriter final : public Store {
     last_revision_ = 0;
     return 0;
   }
+  // An answer read at `mod_revision` without writing: that revision is in this prefix, so the
+  // replica applies it and the caller can wait for it (read-your-writes holds for reads too).
+  void Answered(int64_t mod_revision) { last_revision_ = static_cast<uint64_t>(mod_revision); }
   Status Aborted(std::string_view what) {
     return Status(StatusCode::kAborted, std::string(what) + ": other writers changed the key " +
                                             std::to_string(kMaxConflictRetries) +
@@ -814,7 +973,10 @@ class EtcdWriter final : public Store {
 
   // The etcd keys under the prefix now (skipped ones included: a clear removes them too), and
   // the revision they were listed at.
-  Result<ClearListing> ListKeys() {
+  // More than `max_keys` keys is RESOURCE_EXHAUSTED at once: a clear inside a batch deletes each
+  // key in the Txn, so a larger prefix could never fit --etcd-max-txn-ops, and one call must not
+  // make this process list a million keys to find that out.
+  Result<ClearListing> ListKeys(size_t max_keys) {
     ClearListing listed;
     std::string next = PrefixRangeKey(prefix());
     while (true) {
@@ -831,6 +993,13 @@ class EtcdWriter final : public Store {
       if (!status.ok()) return FromGrpc(status, "etcd Range of the prefix");
       if (listed.revision == 0) listed.revision = response.header().revision();
       for (const auto& kv : response.kvs()) listed.etcd_keys.push_back(kv.key());
+      if (listed.etcd_keys.size() > max_keys) {
+        return Status(StatusCode::kResourceExhausted,
+                      "a Batch with a clear deletes every key under the prefix in one etcd Txn: "
+                      "more than --etcd-max-txn-ops (" +
+                          std::to_string(client_->options().max_txn_ops) +
+                          ") operations; use Clear alone");
+      }
       if (!response.more() || response.kvs().empty()) return listed;
       next = response.kvs(response.kvs_size() - 1).key();
       next.push_back('\0');
@@ -841,7 +1010,7 @@ class EtcdWriter final : public Store {
     pb::TxnResponse response;
     grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
       return kv.Txn(&context, request, &response);
-    });
+    }), /*idempotent=*/false);
     if (status.ok()) return response;
     const std::string& message = status.error_message();
     if (message.find("too many operations in txn request") != std::string::npos) {
@@ -868,6 +1037,19 @@ class EtcdUpstream final : public Upstream {
 
   const std::string& description() const override { return description_; }
 
+  Result<uint64_t> Identity() override {
+    pb::RangeRequest request;
+    request.set_key(PrefixRangeKey(client_->options().prefix));
+    request.set_range_end(PrefixRangeEnd(client_->options().prefix));
+    request.set_count_only(true);
+    pb::RangeResponse response;
+    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+      return kv.Range(&context, request, &response);
+    });
+    if (!status.ok()) return FromGrpc(status, "etcd Range (the cluster's identity)");
+    return response.header().cluster_id();
+  }
+
   Result<std::unique_ptr<UpstreamStream>> Follow(uint64_t after_revision,
                                                  std::function<void(bool)> connected) override {
     return std::unique_ptr<UpstreamStream>(
@@ -893,7 +1075,9 @@ Result<std::unique_ptr<Upstream>> MakeEtcdUpstream(const EtcdOptions& options) {
     if (i > 0) description += ',';
     description += options.endpoints[i];
   }
-  description += " prefix=" + EscapeUntrustedText(options.prefix, 200);
+  // Never cut: two prefixes must not share a description (a replica adopted under another
+  // upstream's description would resume at that upstream's revision).
+  description += " prefix=" + EscapeUntrustedText(options.prefix, ReplicaMarker::kMaxUpstreamBytes);
   if (description.size() > ReplicaMarker::kMaxUpstreamBytes) {
     return Status(StatusCode::kInvalidArgument,
                   "--etcd and --prefix describe an upstream longer than " +

@@ -11,8 +11,10 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -177,7 +179,7 @@ int main(int argc, char** argv) {
       if (!token.ok()) return Fail(token.status().message());
       bridge.token = *token;
     }
-    auto made = shmdict::replica::MakeBridgeUpstream(bridge);
+    auto made = shmdict::replica::MakeBridgeUpstream(bridge, config.allow_pickle);
     if (!made.ok()) return Fail(made.status().message());
     upstream = std::move(*made);
   }
@@ -223,7 +225,26 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
+  // Stopping, in this order: a signal (or a fatal feed) ends serving; calls in flight get the
+  // grace period while the feed still runs (a write waiting to be applied here gets its answer);
+  // then the feed stops. A watchdog armed by the first signal ends the process whatever hangs.
   std::atomic<bool> stopping{false};
+  std::atomic<int> exit_code{0};
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  auto request_stop = [&](int code) {
+    if (stopping.exchange(true)) return;
+    exit_code.store(code);
+    std::thread([] {
+      std::this_thread::sleep_for(kShutdownGrace + std::chrono::seconds(2));
+      spdlog::warn("still stopping after {} s: exiting anyway", kShutdownGrace.count() + 2);
+      spdlog::default_logger()->flush();
+      _exit(1);
+    }).detach();
+    if (server) server->RequestStop();
+    std::lock_guard lock(stop_mu);
+    stop_cv.notify_all();
+  };
   std::thread signal_thread([&] {
     for (;;) {
       int number = 0;
@@ -232,33 +253,39 @@ int main(int argc, char** argv) {
         if (server) (void)server->ReloadTokens();
         continue;
       }
-      stopping.store(true);
-      if (server) server->RequestStop();
-      (*applier)->Stop();
-      return;
+      request_stop(0);  // later signals are taken here too, and ignored: the watchdog runs
     }
   });
-  // "ready" once the first upstream step is applied: the dict then mirrors the upstream. Until
-  // then (an unreachable upstream) it serves its last state, as it does later.
-  while (!stopping.load() && !(*applier)->WaitReady(std::chrono::steady_clock::now() +
-                                                    std::chrono::milliseconds(200))) {
-  }
-  if (!stopping.load()) {
-    std::printf("ready\n");
-    std::fflush(stdout);
+  signal_thread.detach();  // it lives until _exit
+  // "ready" once the upstream answered and what it sent is applied: the dict then mirrors it.
+  // Until then (an unreachable upstream) it serves its last state, as it does later.
+  bool announced = false;
+  while (!stopping.load()) {
+    const bool ready =
+        (*applier)->WaitReady(std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+    if (ready && !announced) {
+      std::printf("ready\n");
+      std::fflush(stdout);
+      announced = true;
+    }
+    if (auto fatal = (*applier)->fatal()) {
+      std::fprintf(stderr, "shmdict-replica: %s\n", fatal->message().c_str());
+      request_stop(1);
+    }
+    if (announced) {
+      std::unique_lock lock(stop_mu);
+      stop_cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping.load(); });
+    }
   }
   if (server) {
     server->Wait();
+    server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+    server.reset();
   }
-  signal_thread.join();
-  std::thread([] {
-    std::this_thread::sleep_for(kShutdownGrace + std::chrono::seconds(1));
-    _exit(0);
-  }).detach();
-  if (server) server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
-  server.reset();
+  (*applier)->Stop();
   applier->reset();
+  spdlog::info("stopped");
   spdlog::default_logger()->flush();
   std::fflush(stdout);
-  _exit(0);
+  _exit(exit_code.load());
 }

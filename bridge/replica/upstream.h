@@ -36,6 +36,8 @@ struct UpstreamStep {
   uint64_t revision = 0;
   std::vector<std::pair<std::string, Value>> items;  // kReplace
   std::vector<Change> changes;                       // kChanges
+  // kReplace: the upstream's identity at the listing (an etcd cluster id); 0: not known.
+  uint64_t identity = 0;
 };
 
 class UpstreamStream {
@@ -56,6 +58,10 @@ class Upstream {
   // Shown to users and recorded in the dict ("etcd:http://h:2379 prefix=/app/"): the replica's
   // identity of its source; a dict adopted with another description is listed again.
   virtual const std::string& description() const = 0;
+  // Who the upstream is now (an etcd cluster's id: a cluster created again has another, and its
+  // revisions start over); 0 when the upstream has no such identity. kUnavailable and the like
+  // when it cannot be reached.
+  virtual Result<uint64_t> Identity() = 0;
   // Follows the upstream after `after_revision`; 0, or a revision the upstream can no longer
   // resume from, starts with a kReplace step. `connected` is called with true once the stream
   // hears from the upstream and on every later message, false when it loses it.

@@ -128,7 +128,7 @@ Status Dict::Impl::CheckReplicaWrite(const internal::FeedCommit* feed) {
   }
   internal::NormalizePairs(&r, view.revision);
   const uint64_t held = internal::UpstreamOfCommitted(r, view.revision);
-  if (feed->upstream_revision < held) {
+  if (feed->upstream_revision < held && !feed->history_restarted) {
     return Status(StatusCode::kFailedPrecondition,
                   "dict " + QuoteForMessage(name) + ": upstream revision " +
                       std::to_string(feed->upstream_revision) +

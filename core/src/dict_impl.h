@@ -52,6 +52,9 @@ namespace internal {
 // upstream revision the commit records with its data (replica_block.h).
 struct FeedCommit {
   uint64_t upstream_revision = 0;
+  // The upstream's history started over (ReplicaFeed::ApplyRestartedHistory): the revision may go
+  // back.
+  bool history_restarted = false;
 };
 }  // namespace internal
 

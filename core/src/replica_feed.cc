@@ -151,6 +151,15 @@ Result<uint64_t> ReplicaFeed::Apply(const std::vector<Change>& changes,
   return applied;
 }
 
+Result<uint64_t> ReplicaFeed::ApplyRestartedHistory(const std::vector<Change>& changes,
+                                                    uint64_t upstream_revision) {
+  const internal::FeedCommit feed{.upstream_revision = upstream_revision,
+                                  .history_restarted = true};
+  auto applied = impl_->dict.impl_->ApplyChanges(changes, &feed);
+  if (applied.ok()) impl_->upstream = upstream_revision;
+  return applied;
+}
+
 uint64_t ReplicaFeed::upstream_revision() const { return impl_->upstream; }
 
 Status ReplicaFeed::UnderLockAsOwner(const std::function<void()>& store) {

@@ -127,6 +127,23 @@ TEST_F(ReplicaFeedTest, ApplyBehindTheRecordedUpstreamRevisionIsRefusedAndChange
   EXPECT_EQ(Status().upstream_revision, std::optional<uint64_t>(10));
 }
 
+TEST_F(ReplicaFeedTest, AReplacementAfterARestartedUpstreamHistoryMayGoBackInRevision) {
+  {
+    auto feed = Adopt();
+    ASSERT_OK(feed);
+    ASSERT_OK(feed->Apply({Set("a", 1)}, 10));
+    ASSERT_OK_AND_ASSIGN(uint64_t local, feed->ApplyRestartedHistory({Set("a", 2)}, 3));
+    EXPECT_EQ(local, 2u);
+    EXPECT_EQ(feed->upstream_revision(), 3u);
+    ASSERT_OK(feed->Apply({Set("a", 3)}, 4));  // the new history goes on from there
+  }
+  ReplicaResumePoint point;
+  auto feed = Adopt(kUpstream, &point);
+  ASSERT_OK(feed);
+  EXPECT_EQ(point.upstream_revision, 4u);
+  EXPECT_EQ(dict_->Get("a")->value().AsInt(), 3);
+}
+
 TEST_F(ReplicaFeedTest, ALiveOwnerIsNotDisplacedAndIsNamedByItsPid) {
   auto feed = Adopt();
   ASSERT_OK(feed);

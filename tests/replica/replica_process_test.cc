@@ -285,8 +285,6 @@ TEST_F(ReplicaProcessTest, KillingTheConnectedMemberLosesAndRepeatsNothing) {
   AwaitUpstreamRevision(name, static_cast<uint64_t>(last));
 
   std::vector<int> seen;
-  uint64_t previous_revision = local.revision() - 1;
-  (void)previous_revision;
   while (seen.size() < kWrites) {
     ASSERT_OK_AND_ASSIGN(ChangeBatch batch, watcher->Next(WatchLimits{}, kPatience));
     ASSERT_FALSE(batch.is_snapshot) << "the watcher fell back to a snapshot";
@@ -351,6 +349,9 @@ TEST_F(ReplicaProcessTest, SurvivesTwentySigkillsDuringTenThousandWrites) {
   std::string error;
   auto replica = StartReplica(EtcdArgs(name, prefix), &error);
   ASSERT_NE(replica, nullptr) << error;
+  // One watcher across every kill: each upstream revision must arrive once, whole, in order.
+  ASSERT_OK_AND_ASSIGN(Dict watched, Dict::Open(AttachOptions(name)));
+  ASSERT_OK_AND_ASSIGN(auto watcher, watched.Watch(watched.revision()));
 
   constexpr int kRounds = 20;
   const int per_round = shmdict::testing::Scaled(500);
@@ -388,6 +389,48 @@ TEST_F(ReplicaProcessTest, SurvivesTwentySigkillsDuringTenThousandWrites) {
     SCOPED_TRACE("after kill " + std::to_string(round + 1));
     ASSERT_NO_FATAL_FAILURE(ExpectEqualToEtcd(name, prefix));
   }
+
+  // Every write i is one local revision: a Put of k(i%97) = i, or (every 10th) the Txn's five
+  // batch puts of i and one delete, together. Values only grow per key: a duplicate or a lost
+  // revision would show as a repeat, a step back or a Txn split across revisions.
+  std::map<uint64_t, std::vector<Change>> by_revision;
+  const uint64_t last = watched.revision();
+  uint64_t delivered = 0;
+  while (delivered < last) {
+    ASSERT_OK_AND_ASSIGN(ChangeBatch batch, watcher->Next(WatchLimits{}, kPatience));
+    ASSERT_FALSE(batch.is_snapshot) << "the watcher fell back to a snapshot";
+    for (Change& change : batch.changes) by_revision[change.revision].push_back(change);
+    ASSERT_GT(batch.revision, delivered) << "no progress within the patience";
+    delivered = batch.revision;
+  }
+  std::map<std::string, int> latest;
+  int puts = 0;
+  int txns = 0;
+  for (const auto& [revision, changes] : by_revision) {
+    int sets = 0;
+    int erases = 0;
+    for (const Change& change : changes) {
+      if (change.op == ChangeOp::kErase) {
+        ++erases;
+        continue;
+      }
+      ++sets;
+      const int value = std::stoi(change.value.data());
+      auto previous = latest.find(change.key);
+      if (previous != latest.end()) {
+        EXPECT_GT(value, previous->second) << change.key << " at local revision " << revision;
+      }
+      latest[change.key] = value;
+    }
+    if (sets == 1 && erases == 0) {
+      ++puts;
+    } else {
+      EXPECT_EQ(sets, 5) << "local revision " << revision;
+      EXPECT_LE(erases, 1) << "local revision " << revision;
+      ++txns;
+    }
+  }
+  EXPECT_EQ(puts + txns, written) << "every upstream write is one local revision";
 }
 
 TEST_F(ReplicaProcessTest, TwoHostsShareOneEtcdPrefix) {
@@ -449,9 +492,8 @@ TEST_F(ReplicaProcessTest, FollowsABridgeKilledAndRestartedMidStream) {
   Options primary_options = CreateOptions(primary_name);
   primary_options.buffer_size = 64 << 10;  // its log wraps: resumes need snapshots
   ASSERT_OK_AND_ASSIGN(Dict primary, Dict::Open(primary_options));
-  char dir_pattern[] = "/tmp/shmdict-replica-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir_pattern), nullptr);
-  const std::string socket = std::string("unix:") + dir_pattern + "/bridge.sock";
+  const shmdict::testing::TempDir dir;  // removed whatever the test's outcome
+  const std::string socket = "unix:" + dir.path() + "/bridge.sock";
   BridgeLaunchOptions bridge_options;
   bridge_options.program = SHMDICT_BRIDGE_PATH;
   bridge_options.listen = {socket};
@@ -498,7 +540,6 @@ TEST_F(ReplicaProcessTest, FollowsABridgeKilledAndRestartedMidStream) {
 
   replica->process->Kill();
   bridge->Kill();
-  std::filesystem::remove_all(dir_pattern);
 }
 
 TEST_F(ReplicaProcessTest, LocalWritesAreRefusedNamingTheListenAddress) {

@@ -45,7 +45,7 @@ namespace shmdict {
 // kMaxUpstreamBytes bytes, printable ASCII.
 struct ReplicaMarker {
   static constexpr size_t kMaxUpstreamBytes = 639;
-  // "etcd:http://h1:2379,http://h2:2379 prefix=/app/" or "bridge:unix:/run/shmdict.sock
+  // "etcd:10.0.0.5:2379,10.0.0.6:2379 prefix=/app/" or "bridge:unix:/run/shmdict.sock
   // dict=orders"
   std::string description;
 };
@@ -89,6 +89,11 @@ class ReplicaFeed {
   // instant of Apply leaves the dict at a local revision whose upstream revision the next Adopt
   // returns exactly (docs/LAYOUT.md, "The resume rule").
   Result<uint64_t> Apply(const std::vector<Change>& changes, uint64_t upstream_revision);
+  // As Apply, for the replacement that follows a restarted upstream history (an etcd cluster
+  // created again, a primary dict unlinked and created again: its revisions start over), so
+  // `upstream_revision` may be below the one recorded. Only after listing the whole upstream.
+  Result<uint64_t> ApplyRestartedHistory(const std::vector<Change>& changes,
+                                         uint64_t upstream_revision);
 
   // The upstream revision applied (as Apply records it).
   uint64_t upstream_revision() const;
