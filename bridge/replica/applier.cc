@@ -21,6 +21,19 @@ constexpr auto kPollInterval = std::chrono::milliseconds(200);
 // local watchers only what really changed, never a clear followed by everything again.
 std::vector<Change> DiffContents(std::vector<std::pair<std::string, Value>> current,
                                  std::vector<std::pair<std::string, Value>>& wanted) {
+  if (current.empty()) {
+    // The first listing into an empty dict: everything is a set, no lookups needed.
+    std::vector<Change> sets;
+    sets.reserve(wanted.size());
+    for (auto& [key, value] : wanted) {
+      Change set;
+      set.op = ChangeOp::kSet;
+      set.key = std::move(key);
+      set.value = std::move(value);
+      sets.push_back(std::move(set));
+    }
+    return sets;
+  }
   std::unordered_map<std::string_view, const Value*> wanted_by_key;
   wanted_by_key.reserve(wanted.size());
   for (const auto& [key, value] : wanted) wanted_by_key[key] = &value;

@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "dict_test_base.h"
 
@@ -39,6 +40,20 @@ class ScriptedUpstream final : public Upstream {
     more_.notify_all();
     return revision_;
   }
+  // The upstream created again: another identity, revisions from 0, new contents.
+  void Recreate(std::vector<Change> changes) {
+    {
+      std::lock_guard lock(mu_);
+      ++identity_;
+      revision_ = 0;
+      compacted_ = 0;
+      contents_.clear();
+      history_.clear();
+      ++breaks_;
+      more_.notify_all();
+    }
+    Commit(std::move(changes));
+  }
   // Forgets the history up to now: a Follow from before it starts with a full listing.
   void Compact() {
     std::lock_guard lock(mu_);
@@ -58,6 +73,10 @@ class ScriptedUpstream final : public Upstream {
     return contents_;
   }
 
+  Result<uint64_t> Identity() override {
+    std::lock_guard lock(mu_);
+    return identity_;
+  }
   Result<std::unique_ptr<UpstreamStream>> Follow(uint64_t after,
                                                  std::function<void(bool)> connected) override {
     std::lock_guard lock(mu_);
@@ -90,6 +109,7 @@ class ScriptedUpstream final : public Upstream {
         UpstreamStep replace;
         replace.kind = UpstreamStep::Kind::kReplace;
         replace.revision = up_.revision_;
+        replace.identity = up_.identity_;
         for (const auto& [key, value] : up_.contents_) replace.items.emplace_back(key, value);
         after_ = up_.revision_;
         steps.push_back(std::move(replace));
@@ -131,6 +151,7 @@ class ScriptedUpstream final : public Upstream {
   uint64_t compacted_ = 0;
   int breaks_ = 0;
   int follows_ = 0;
+  uint64_t identity_ = 1;
   std::map<std::string, Value> contents_;
   std::deque<Entry> history_;
 };
@@ -167,6 +188,16 @@ ApplierOptions FastRetry() {
 }
 
 constexpr auto kPatience = std::chrono::seconds(30);
+
+template <typename Fn>
+bool Eventually(Fn&& done) {
+  const auto give_up = std::chrono::steady_clock::now() + kPatience;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 class ApplierTest : public shmdict::testing::DictTestBase {
  protected:
@@ -274,6 +305,21 @@ TEST_F(ApplierTest, AStreamThatBreaksIsFollowedAgainFromTheRevisionApplied) {
   EXPECT_EQ(ContentsOf(*dict_), upstream.contents());
   EXPECT_GE(upstream.follows(), 2);
   EXPECT_EQ(applier->counters().relists, 1u);  // only the first list
+}
+
+TEST_F(ApplierTest, AnUpstreamCreatedAgainIsListedAgainAsANewHistory) {
+  ScriptedUpstream upstream("scripted:h");
+  for (int i = 0; i < 10; ++i) upstream.Commit({SetOf("old" + std::to_string(i), i)});
+  ASSERT_OK_AND_ASSIGN(auto applier, Applier::Start(*dict_, upstream, FastRetry()));
+  AwaitApplied(*applier, 10);
+  upstream.Recreate({SetOf("new", 1)});  // revision 1 of another identity
+  const uint64_t r2 = upstream.Commit({SetOf("new", 2)});
+  ASSERT_TRUE(Eventually([&] { return ContentsOf(*dict_) == upstream.contents(); }))
+      << "the new history was not applied";
+  EXPECT_EQ(applier->upstream_revision(), r2);
+  const uint64_t r3 = upstream.Commit({SetOf("newer", 3)});
+  AwaitApplied(*applier, r3);
+  EXPECT_EQ(ContentsOf(*dict_), upstream.contents());
 }
 
 TEST_F(ApplierTest, WaitAppliedTimesOutNamingTheUpstreamRevision) {

@@ -47,10 +47,25 @@ class BridgeStream final : public UpstreamStream {
     }
     std::vector<UpstreamStep> steps;
     if (!batch->is_snapshot && batch->changes.empty() && batch->revision <= last_) {
+      if (!answered_) {
+        // Nothing comes for a primary with nothing after our revision (an empty one, or one we
+        // have whole): its status says so, and the feed counts as caught up.
+        auto status = catalog_->Inspect(remote_->name());
+        if (status.ok() && status->revision <= last_) {
+          answered_ = true;
+          UpstreamStep answered;
+          answered.kind = UpstreamStep::Kind::kProgress;
+          answered.revision = last_;
+          steps.push_back(std::move(answered));
+          connected_(true);
+          return steps;
+        }
+      }
       Status probed = ProbeIfSilent();
       if (!probed.ok()) return probed;
       return steps;
     }
+    answered_ = true;
     last_contact_ = std::chrono::steady_clock::now();
     for (auto& item : batch->snapshot_items) Sanitize(item.second, allow_pickle_);
     for (Change& change : batch->changes) Sanitize(change.value, allow_pickle_);
@@ -147,6 +162,7 @@ class BridgeStream final : public UpstreamStream {
   const bool allow_pickle_;
   std::vector<std::pair<std::string, Value>> snapshot_;
   uint64_t last_;
+  bool answered_ = false;  // the first step was delivered
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
 };
 

@@ -690,9 +690,11 @@ class EtcdWriter final : public Store {
     pb::DeleteRangeRequest request;
     request.set_key(EtcdKeyOf(key, prefix()));
     pb::DeleteRangeResponse response;
-    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
-      return kv.DeleteRange(&context, request, &response);
-    }), /*idempotent=*/false);
+    grpc::Status status = client_->Run(
+        [&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+          return kv.DeleteRange(&context, request, &response);
+        },
+        /*idempotent=*/false);
     if (!status.ok()) return FromGrpc(status, "etcd DeleteRange");
     if (response.deleted() == 0) {
       Unchanged();
@@ -708,9 +710,11 @@ class EtcdWriter final : public Store {
     request.set_key(EtcdKeyOf(key, prefix()));
     request.set_prev_kv(true);
     pb::DeleteRangeResponse response;
-    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
-      return kv.DeleteRange(&context, request, &response);
-    }), /*idempotent=*/false);
+    grpc::Status status = client_->Run(
+        [&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+          return kv.DeleteRange(&context, request, &response);
+        },
+        /*idempotent=*/false);
     if (!status.ok()) return FromGrpc(status, "etcd DeleteRange");
     if (response.deleted() == 0 || response.prev_kvs_size() == 0) {
       Unchanged();
@@ -800,9 +804,11 @@ class EtcdWriter final : public Store {
     request.set_key(PrefixRangeKey(prefix()));
     request.set_range_end(PrefixRangeEnd(prefix()));
     pb::DeleteRangeResponse response;
-    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
-      return kv.DeleteRange(&context, request, &response);
-    }), /*idempotent=*/false);
+    grpc::Status status = client_->Run(
+        [&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+          return kv.DeleteRange(&context, request, &response);
+        },
+        /*idempotent=*/false);
     if (!status.ok()) return FromGrpc(status, "etcd DeleteRange of the prefix");
     return response.deleted() == 0 ? Unchanged() : Committed(response.header());
   }
@@ -1008,9 +1014,11 @@ class EtcdWriter final : public Store {
 
   Result<pb::TxnResponse> Txn(const pb::TxnRequest& request) {
     pb::TxnResponse response;
-    grpc::Status status = client_->Run([&](pb::KV::Stub& kv, grpc::ClientContext& context) {
-      return kv.Txn(&context, request, &response);
-    }), /*idempotent=*/false);
+    grpc::Status status = client_->Run(
+        [&](pb::KV::Stub& kv, grpc::ClientContext& context) {
+          return kv.Txn(&context, request, &response);
+        },
+        /*idempotent=*/false);
     if (status.ok()) return response;
     const std::string& message = status.error_message();
     if (message.find("too many operations in txn request") != std::string::npos) {
