@@ -314,10 +314,12 @@ Visibility MeasureVisibility(Etcd& etcd, const Replica& replica, const std::stri
 
 struct Writes {
   Percentiles replica, put;
+  Percentiles hop;  // a Get through --listen: the extra hop alone (served locally, no etcd)
 };
 
 // Pairs of writes, interleaved so that both see the same machine: a Set through the replica's
-// --listen, then a direct Put of another key.
+// --listen, then a direct Put of another key. A Get of the key just set, through --listen, times
+// the hop to the replica alone (it is served from the replica's dict): a stage of the Set.
 Writes MeasureWrites(Etcd& etcd, const Replica& replica, const std::string& prefix,
                      const Config& c) {
   shmdict::RemoteOptions options;
@@ -327,7 +329,7 @@ Writes MeasureWrites(Etcd& etcd, const Replica& replica, const std::string& pref
   options.open_timeout = std::chrono::seconds(60);
   auto remote = Check(shmdict::RemoteDict::Open(options), "RemoteDict on the replica's --listen");
   shmdict::Dict dict = replica.Attach();
-  peers::Histogram replica_h, put_h;
+  peers::Histogram replica_h, put_h, hop_h;
   shmdict::Value value;
   for (uint64_t i = 0; i < c.samples; ++i) {
     value.assign(shmdict::ValueType::kString, ValueFor(i));
@@ -338,11 +340,15 @@ Writes MeasureWrites(Etcd& etcd, const Replica& replica, const std::string& pref
     if (dict.revision() < revision) Fail("a Set through --listen returned before it was applied");
     peers::SleepNs(c.pause_ns);
     begin = MonotonicNs();
+    if (!Check(remote->Get(key, &value), "RemoteDict::Get")) Fail("Get through --listen: missing");
+    hop_h.Add(static_cast<uint64_t>(MonotonicNs() - begin));
+    peers::SleepNs(c.pause_ns);
+    begin = MonotonicNs();
     CheckGrpc(etcd.cluster().Put(prefix + Key("p", i), ValueFor(i)), "etcd Put");
     put_h.Add(static_cast<uint64_t>(MonotonicNs() - begin));
     peers::SleepNs(c.pause_ns);
   }
-  return {Summarize(replica_h), Summarize(put_h)};
+  return {Summarize(replica_h), Summarize(put_h), Summarize(hop_h)};
 }
 
 // Best of three passes over all keys in a random order.
@@ -663,7 +669,9 @@ int Run(const Config& c) {
             {"etcd_fsync", true},
             {"reads_load_s", reads_load_s},
             {"reads_replica_ready_s", static_cast<double>(replica.ready_ns()) * 1e-9},
-            {"catchup_load_s", catchup.load_s}};
+            {"catchup_load_s", catchup.load_s},
+            {"listen_get_p50_ns", writes.hop.p50.value},
+            {"listen_get_p99_ns", writes.hop.p99.value}};
   const std::string md = Markdown(rows);
   std::printf("%s", md.c_str());
   const std::string notes =
@@ -671,7 +679,15 @@ int Run(const Config& c) {
       shmdict::bench::Format("%.1f s for the catch-up's keys ", catchup.load_s) + "(sequential " +
       std::to_string(kTxnOps) + "-op Txns, fsync on). The reads' replica was ready " +
       shmdict::bench::FormatNs(static_cast<double>(replica.ready_ns()), 0, "-") +
-      " after its spawn. Load average at the end: " + peers::LoadAverage() + ".\n";
+      " after its spawn. Load average at the end: " + peers::LoadAverage() + ".\n\n" +
+      "Stages of a Set through --listen: a Get through --listen (the hop to the replica alone, "
+      "served from its dict) took " +
+      shmdict::bench::FormatNs(writes.hop.p50.value, 0, "-") + " p50, " +
+      shmdict::bench::FormatNs(writes.hop.p99.value, 0, "-") +
+      " p99; then the replica's own etcd Put (the baseline); then the event's way back through "
+      "the replica's watch and its apply, which the visibility rows put " +
+      shmdict::bench::FormatNs(visible.replica.p50.value - visible.watch.p50.value, 0, "-") +
+      " after a raw watch's at p50.\n";
   std::printf("\n%s", notes.c_str());
   if (!c.out_dir.empty()) {
     std::filesystem::create_directories(c.out_dir);
