@@ -268,7 +268,7 @@ Visibility MeasureVisibility(Etcd& etcd, const Replica& replica, const std::stri
       for (const auto& event : response.events()) {
         const std::string& key = event.kv().key();
         if (key.rfind(lat_prefix, 0) != 0) continue;
-        if (std::stoll(key.substr(lat_prefix.size())) == current.load()) {
+        if (std::strtoll(key.c_str() + lat_prefix.size(), nullptr, 10) == current.load()) {
           watch_seen.store(now, std::memory_order_release);
         }
       }
@@ -286,7 +286,10 @@ Visibility MeasureVisibility(Etcd& etcd, const Replica& replica, const std::stri
       revision = *changed;
       const int64_t i = current.load();
       if (i < 0 || replica_seen.load() != 0) continue;
-      if (Check(dict.Get(Key("lat", static_cast<uint64_t>(i)), &out), "replica Get")) {
+      // Not Check: a throw on this thread would end the process without the cleanup. A failed
+      // Get leaves the sample unseen, and the main thread fails after its 10 s.
+      shmdict::Result<bool> found = dict.Get(Key("lat", static_cast<uint64_t>(i)), &out);
+      if (found.ok() && *found) {
         replica_seen.store(MonotonicNs(), std::memory_order_release);
       }
     }
@@ -403,13 +406,11 @@ Reads MeasureReads(const Replica& replica, const Config& c) {
       }
     };
   };
-  Reads r;
+  Reads r{Figure{0}, Figure{0}};
   // Alternated, twice each, best kept: neither gets the warmer caches or the quieter moment.
   for (int round = 0; round < 2; ++round) {
-    r.replica.value = std::max(std::isfinite(r.replica.value) ? r.replica.value : 0.0,
-                               BestRate(order, reader(dict, "replica Get")));
-    r.local.value = std::max(std::isfinite(r.local.value) ? r.local.value : 0.0,
-                             BestRate(order, reader(local, "local Get")));
+    r.replica.value = std::max(r.replica.value, BestRate(order, reader(dict, "replica Get")));
+    r.local.value = std::max(r.local.value, BestRate(order, reader(local, "local Get")));
   }
   local.Unlink().IgnoreError();
   return r;
