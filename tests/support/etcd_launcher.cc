@@ -91,8 +91,9 @@ std::unique_ptr<EtcdCluster> EtcdCluster::Start(int members, const EtcdClusterOp
                      "zap",
                      // A file, not a pipe: nobody drains a pipe between the test's calls, and a
                      // member whose peer is down keeps logging warnings.
-                     "--log-outputs", data + ".log", "--log-level", "warn", "--unsafe-no-fsync",
+                     "--log-outputs", data + ".log", "--log-level", "warn",
                      "--experimental-watch-progress-notify-interval", "500ms"};
+      if (!options.fsync) member.argv.push_back("--unsafe-no-fsync");
       member.argv.insert(member.argv.end(), options.extra_args.begin(), options.extra_args.end());
       if (!cluster->Spawn(i, error)) return nullptr;
     }

@@ -2,7 +2,8 @@
 // etcd-server 3.4). Its members listen on free 127.0.0.1 ports (never 2379/2380) and keep their
 // data in a fresh mkdtemp directory /tmp/shmdict-etcd-XXXXXX (not /dev/shm: the tests check that
 // they leave /dev/shm as they found it), which the destructor removes. Members run with
-// --unsafe-no-fsync (a test's data need not survive a power cut; SIGKILL loses nothing) and
+// --unsafe-no-fsync unless EtcdClusterOptions::fsync (a test's data need not survive a power cut;
+// SIGKILL loses nothing; benchmarks keep fsync to measure what production pays) and
 // --experimental-watch-progress-notify-interval 500ms (idle watchers hear progress quickly).
 // Like RedisLauncher, it reports failures as an error string and depends on neither GoogleTest
 // nor the benchmark harness. Requests go through shmdict::etcd_wire's stubs; etcdctl (about
@@ -51,6 +52,9 @@ struct EtcdClusterOptions {
   // The deadline of each request the helpers send.
   Clock::duration request_timeout = std::chrono::seconds(10);
   std::vector<std::string> extra_args;  // more etcd flags for every member, after ours
+  // false: --unsafe-no-fsync (the tests' speed); true: etcd's default, an fsync per commit, as a
+  // production cluster runs (the benchmarks).
+  bool fsync = false;
 };
 
 class EtcdCluster {
