@@ -29,12 +29,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 podman healthcheck run "$container" >/dev/null 2>&1 || fail "HEALTHCHECK does not pass"
-# The node-replica overlay runs shmdict-replica from this image: a tree that builds it must ship
-# it (the Dockerfile builds it only when the target exists).
-if [ -d bridge/replica ]; then
-  podman exec "$container" shmdict-replica --help >/dev/null 2>&1 \
-    || fail "the image has no working shmdict-replica (deploy/kubernetes/overlays/node-replica)"
-fi
+# The node-replica overlay runs shmdict-replica from this image.
+podman exec "$container" shmdict-replica --help >/dev/null 2>&1 \
+  || fail "the image has no working shmdict-replica (deploy/kubernetes/overlays/node-replica)"
 podman exec "$container" sh -c '
   set -e
   [ "$(id -u)" = 10001 ]
