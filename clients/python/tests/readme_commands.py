@@ -55,8 +55,11 @@ def newcomer_env(home):
     if os.environ.get("CMAKE_CXX_COMPILER_LAUNCHER") == "ccache":
         env.update({"CMAKE_CXX_COMPILER_LAUNCHER": "ccache", "CCACHE_BASEDIR": "/",
                     "CCACHE_NOHASHDIR": "1"})
-        if os.environ.get("CCACHE_DIR"):
-            env["CCACHE_DIR"] = os.environ["CCACHE_DIR"]
+        # The cache the test run uses (its HOME's configuration would be lost with HOME).
+        cache_dir = os.environ.get("CCACHE_DIR") or subprocess.run(
+            ["ccache", "-k", "cache_dir"], capture_output=True, text=True).stdout.strip()
+        if cache_dir:
+            env["CCACHE_DIR"] = cache_dir
     return env
 
 
