@@ -4,8 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -280,23 +278,26 @@ Result<Listing> ListPrefix(EtcdClient& client, const std::atomic<bool>* cancelle
   }
 }
 
-// One Watch call on one endpoint, read by its own thread into a bounded queue so that Next can
-// wait with a timeout. Two steps, so that the stream can be cancelled while it connects:
+// One Watch call on one endpoint, read by the feed's thread itself: a reader thread handing each
+// response over would add a thread hand-off to every change's way into shared memory (~30 us of
+// the replica's ~0.25 ms behind a raw watch, docs/bench/replica.md). gRPC's flow control bounds
+// what etcd sends ahead. Two steps, so that the stream can be cancelled while it connects:
 // construct (no I/O), publish, then Start (which blocks until etcd took the request).
 class WatchCall {
  public:
-  // Responses queued before the reader stops reading: beyond, gRPC's flow control holds etcd back
-  // instead of this process's memory growing with what a slow feed has not applied yet.
-  static constexpr size_t kMaxQueued = 64;
-
   WatchCall(EtcdClient& client, size_t endpoint) : client_(client), endpoint_(endpoint) {
     client.Decorate(context_, /*with_deadline=*/false);
     // Without it a member cut off from its leader keeps the stream open and silent.
     context_.AddMetadata("hasleader", "true");
   }
   ~WatchCall() {
-    Cancel();
-    if (reader_.joinable()) reader_.join();
+    if (!stream_ || finished_) return;
+    // gRPC wants a started stream finished: cancel, drain what is in flight, then Finish.
+    context_.TryCancel();
+    pb::WatchResponse ignored;
+    while (stream_->Read(&ignored)) {
+    }
+    stream_->Finish().ok();
   }
   WatchCall(const WatchCall&) = delete;
   WatchCall& operator=(const WatchCall&) = delete;
@@ -319,64 +320,29 @@ class WatchCall {
     // A catching-up watcher gets up to 1000 revisions in one response: fragments keep each
     // message under the receive limit; Next joins them again.
     create->set_fragment(true);
-    if (!stream_->Write(request)) {
-      grpc::Status status = stream_->Finish();
-      return status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcd closed the Watch")
-                         : status;
-    }
-    reader_ = std::thread([this] { ReadAll(); });
+    if (!stream_->Write(request)) return End();
     return grpc::Status();
   }
 
   size_t endpoint() const { return endpoint_; }
-  void Cancel() {
-    context_.TryCancel();
-    std::lock_guard lock(mu_);
-    cancelled_ = true;
-    space_.notify_all();
-  }
+  // Any thread: makes a blocked Read return false.
+  void Cancel() { context_.TryCancel(); }
 
-  // A response, the end of the stream (its status), or nothing within `timeout`.
-  struct Item {
-    std::optional<pb::WatchResponse> response;
-    grpc::Status end;
-  };
-  std::optional<Item> Pop(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    if (!ready_.wait_for(lock, timeout, [&] { return !queue_.empty(); })) return std::nullopt;
-    Item item = std::move(queue_.front());
-    queue_.pop_front();
-    space_.notify_one();
-    return item;
+  // The next response; false at the end of the stream (then End() says why).
+  bool Read(pb::WatchResponse* response) { return stream_->Read(response); }
+  grpc::Status End() {
+    finished_ = true;
+    grpc::Status status = stream_->Finish();
+    return status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcd ended the Watch stream")
+                       : status;
   }
 
  private:
-  void ReadAll() {
-    pb::WatchResponse response;
-    while (stream_->Read(&response)) {
-      std::unique_lock lock(mu_);
-      space_.wait(lock, [&] { return queue_.size() < kMaxQueued || cancelled_; });
-      queue_.push_back(Item{std::move(response), grpc::Status()});
-      response = pb::WatchResponse();
-      ready_.notify_one();
-    }
-    grpc::Status end = stream_->Finish();
-    if (end.ok()) end = grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcd ended the Watch stream");
-    std::lock_guard lock(mu_);
-    queue_.push_back(Item{std::nullopt, end});
-    ready_.notify_one();
-  }
-
   EtcdClient& client_;
   const size_t endpoint_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<pb::WatchRequest, pb::WatchResponse>> stream_;
-  std::thread reader_;
-  std::mutex mu_;
-  std::condition_variable ready_;
-  std::condition_variable space_;
-  std::deque<Item> queue_;
-  bool cancelled_ = false;
+  bool finished_ = false;
 };
 
 class EtcdStream final : public UpstreamStream {
@@ -419,24 +385,22 @@ class EtcdStream final : public UpstreamStream {
         return opened;
       }
     }
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Reads until a response gives steps (or the stream ends): each change reaches Apply on
+    // this thread as soon as it arrives. Waits past `timeout` while etcd is silent (progress
+    // notifications come every --experimental-watch-progress-notify-interval); Cancel ends it.
+    (void)timeout;
+    if (!steps.empty()) return steps;  // a listing: applied before the watch is read
     while (true) {
-      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      // Once steps are gathered, take only what is already queued.
-      auto item = call_->Pop(steps.empty() ? std::max(remaining, std::chrono::milliseconds(0))
-                                           : std::chrono::milliseconds(0));
-      if (!item) return steps;
-      if (!item->response) {
-        const grpc::Status end = item->end;
+      pb::WatchResponse received;
+      if (!call_->Read(&received)) {
+        const grpc::Status end = call_->End();
         if (MovesToNextEndpoint(end)) client_->MoveOnFrom(call_->endpoint());
         DropCall();
         if (IsCancelled()) return Status(StatusCode::kCancelled, "the replica is stopping");
-        if (!steps.empty()) return steps;  // the error comes again from the next Follow
         return FromGrpc(end, "etcd Watch");
       }
       connected_(true);
-      pb::WatchResponse& response = *item->response;
+      pb::WatchResponse& response = received;
       if (response.canceled()) {
         const std::string& reason = response.cancel_reason();
         DropCall();
@@ -464,7 +428,7 @@ class EtcdStream final : public UpstreamStream {
         answered.kind = UpstreamStep::Kind::kProgress;
         answered.revision = after_;
         steps.push_back(std::move(answered));
-        continue;
+        return steps;
       }
       if (response.fragment()) {
         // Part of a large response: kept until its last fragment (fragment false) arrives.
@@ -489,10 +453,12 @@ class EtcdStream final : public UpstreamStream {
           progress.revision = revision;
           steps.push_back(std::move(progress));
           after_ = revision;
+          return steps;
         }
         continue;
       }
       AppendEvents(response, steps);
+      if (!steps.empty()) return steps;  // else only revisions applied before a resume
     }
   }
 

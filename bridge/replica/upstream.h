@@ -44,7 +44,8 @@ class UpstreamStream {
  public:
   virtual ~UpstreamStream() = default;
   // The next steps, in upstream revision order, each revision once (an empty vector when
-  // `timeout` passed without any). Errors end the stream: kUnavailable or kDeadlineExceeded (the
+  // `timeout` passed without any; a stream that reads its upstream on the caller's thread, as
+  // etcd's does, may wait past `timeout` until a message arrives or Cancel is called). Errors end the stream: kUnavailable or kDeadlineExceeded (the
   // upstream went away: follow again, from another endpoint), kCancelled (Cancel was called),
   // others as the upstream gave them.
   virtual Result<std::vector<UpstreamStep>> Next(std::chrono::milliseconds timeout) = 0;
