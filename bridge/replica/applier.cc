@@ -72,15 +72,23 @@ Result<std::unique_ptr<Applier>> Applier::Start(Dict& dict, Upstream& upstream,
   if (!feed.ok()) return feed.status();
   spdlog::info("replica of {}: resuming after upstream revision {} (local revision {})",
                marker.description, resume.upstream_revision, resume.local_revision);
-  std::unique_ptr<Applier> applier(new Applier(dict, upstream, options, std::move(*feed), resume));
+  Options attach;
+  attach.name = dict.name();
+  attach.create_mode = CreateMode::kMustAttach;
+  attach.auto_unlink = false;
+  auto own_handle = Dict::Open(attach);
+  if (!own_handle.ok()) return own_handle.status();
+  std::unique_ptr<Applier> applier(
+      new Applier(std::move(*own_handle), upstream, options, std::move(*feed), resume));
   applier->thread_ = std::thread([raw = applier.get()] { raw->Run(); });
   return applier;
 }
 
-Applier::Applier(Dict& dict, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
+Applier::Applier(Dict own_handle, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
                  const ReplicaResumePoint& resume)
-    : dict_(dict), upstream_(upstream), options_(options), feed_(std::move(feed)) {
+    : dict_(std::move(own_handle)), upstream_(upstream), options_(options), feed_(std::move(feed)) {
   applied_upstream_.store(resume.upstream_revision, std::memory_order_release);
+  last_local_.store(resume.local_revision, std::memory_order_release);
   recorded_identity_ = resume.upstream_identity;
 }
 
@@ -123,8 +131,7 @@ Result<uint64_t> Applier::WaitApplied(uint64_t upstream_revision,
                                               [](const std::pair<uint64_t, uint64_t>& entry,
                                                  uint64_t wanted) { return entry.first < wanted; });
     if (first_at_or_after != recent_.end()) return first_at_or_after->second;
-    lock.unlock();
-    return dict_.revision();
+    return last_local_.load(std::memory_order_acquire);
   }
   if (!applied || stopping_.load(std::memory_order_acquire)) {
     // Also when stopping: the upstream has the write, so the caller must not take this for a
@@ -152,6 +159,7 @@ Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t up
   {
     std::lock_guard lock(mu_);
     applied_upstream_.store(upstream_revision, std::memory_order_release);
+    last_local_.store(*local, std::memory_order_release);
     if (history_restarted) recent_.clear();  // its revisions belong to the old history
     if (!changes.empty()) {
       recent_.emplace_back(upstream_revision, *local);

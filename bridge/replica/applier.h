@@ -6,7 +6,8 @@
 // follows again with backoff (0.8 s doubling to 30 s, +-20% jitter), from the next endpoint.
 //
 // Thread-safety: Start/Stop from the owner's thread; WaitApplied, counters and Ready from any
-// thread. Lifetime: the Upstream outlives the Applier.
+// thread. Lifetime: the Upstream outlives the Applier; the Dict passed to Start need not (the
+// applier attaches handles of its own).
 #ifndef SHMDICT_BRIDGE_REPLICA_APPLIER_H_
 #define SHMDICT_BRIDGE_REPLICA_APPLIER_H_
 
@@ -74,7 +75,7 @@ class Applier {
   Status SetListen(std::string_view address);
 
  private:
-  Applier(Dict& dict, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
+  Applier(Dict own_handle, Upstream& upstream, ApplierOptions options, ReplicaFeed feed,
           const ReplicaResumePoint& resume);
   void Run();
   // Commits one step; returns an error only when the local dict refuses it (then the feed stops
@@ -89,7 +90,10 @@ class Applier {
   bool CheckIdentity();
   void Sleep(std::chrono::milliseconds duration);
 
-  Dict& dict_;
+  // A handle of the feed thread's own (for listing the local contents before a replacement): a
+  // Dict handle is not shared between threads, and the caller's stays the caller's.
+  Dict dict_;
+  std::atomic<uint64_t> last_local_{0};  // the local revision of the latest commit
   Upstream& upstream_;
   const ApplierOptions options_;
   ReplicaFeed feed_;

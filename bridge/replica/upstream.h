@@ -45,9 +45,9 @@ class UpstreamStream {
   virtual ~UpstreamStream() = default;
   // The next steps, in upstream revision order, each revision once (an empty vector when
   // `timeout` passed without any; a stream that reads its upstream on the caller's thread, as
-  // etcd's does, may wait past `timeout` until a message arrives or Cancel is called). Errors end the stream: kUnavailable or kDeadlineExceeded (the
-  // upstream went away: follow again, from another endpoint), kCancelled (Cancel was called),
-  // others as the upstream gave them.
+  // etcd's does, may wait past `timeout` until a message arrives or Cancel is called). Errors end
+  // the stream: kUnavailable or kDeadlineExceeded (the upstream went away: follow again, from
+  // another endpoint), kCancelled (Cancel was called), others as the upstream gave them.
   virtual Result<std::vector<UpstreamStep>> Next(std::chrono::milliseconds timeout) = 0;
   // Makes a blocked or later Next return kCancelled. Any thread.
   virtual void Cancel() = 0;
