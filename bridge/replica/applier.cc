@@ -149,12 +149,17 @@ ApplierCounters Applier::counters() const {
   return counters_;
 }
 
-Status Applier::SetListen(std::string_view address) { return feed_.SetListen(address); }
+Status Applier::SetListen(std::string_view address) {
+  std::lock_guard lock(feed_mu_);
+  return feed_.SetListen(address);
+}
 
 Result<uint64_t> Applier::Commit(const std::vector<Change>& changes, uint64_t upstream_revision,
                                  bool relist, bool history_restarted) {
+  std::unique_lock feed_lock(feed_mu_);
   auto local = history_restarted ? feed_.ApplyRestartedHistory(changes, upstream_revision)
                                  : feed_.Apply(changes, upstream_revision);
+  feed_lock.unlock();
   if (!local.ok()) return local;
   {
     std::lock_guard lock(mu_);
@@ -187,6 +192,7 @@ Status Applier::ApplyStep(UpstreamStep& step) {
       if (!local.ok()) return local.status();
       history_restarted_ = false;
       if (step.identity != 0 && step.identity != recorded_identity_) {
+        std::lock_guard lock(feed_mu_);
         Status recorded = feed_.SetUpstreamIdentity(step.identity);
         if (recorded.ok()) recorded_identity_ = step.identity;
       }

@@ -96,6 +96,9 @@ class Applier {
   std::atomic<uint64_t> last_local_{0};  // the local revision of the latest commit
   Upstream& upstream_;
   const ApplierOptions options_;
+  // The feed is one thread's at a time (replica_feed.h): the feed thread commits while the owner
+  // sets the listen address. SetContact, safe from any thread, needs no lock.
+  std::mutex feed_mu_;
   ReplicaFeed feed_;
 
   std::atomic<bool> stopping_{false};
