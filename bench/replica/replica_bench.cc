@@ -295,6 +295,22 @@ Visibility MeasureVisibility(Etcd& etcd, const Replica& replica, const std::stri
     }
   });
 
+  // Stops and joins both threads however this function ends: a Fail below throws, and unwinding
+  // past a joinable std::thread ends the process with "terminate called without an active
+  // exception" instead of the failure's message.
+  auto finish = [&, done = false]() mutable {
+    if (done) return;
+    done = true;
+    stop.store(true);
+    follower.join();
+    watch_context.TryCancel();
+    watcher.join();
+  };
+  struct Finally {
+    decltype(finish)& run;
+    ~Finally() { run(); }
+  } join_on_exit{finish};
+
   peers::Histogram replica_h, watch_h;
   for (uint64_t i = 0; i < c.samples; ++i) {
     watch_seen.store(0);
@@ -307,10 +323,7 @@ Visibility MeasureVisibility(Etcd& etcd, const Replica& replica, const std::stri
     current.store(-1);
     peers::SleepNs(c.pause_ns);
   }
-  stop.store(true);
-  follower.join();
-  watch_context.TryCancel();
-  watcher.join();
+  finish();
   stream->Finish().ok();  // CANCELLED, as asked
   return {Summarize(replica_h), Summarize(watch_h)};
 }
