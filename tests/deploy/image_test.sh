@@ -3,18 +3,43 @@
 # documented uid, keeps its HEALTHCHECK, the health check passes against the bridge it starts by
 # default, and the CLI inside it works on a dict in the container's /dev/shm. The container runs
 # with --network none: nothing leaves it. Prints the image's size.
-# Usage: image_test.sh   (needs root, podman; makes the Debian base image if it is missing)
+# Usage: image_test.sh [--binaries BUILD_DIR]
+#   (needs root, podman; makes the Debian base image if it is missing)
+# --binaries: the image's programs are BUILD_DIR's (a build of this checkout on this Debian 12
+# host), stripped, instead of the Dockerfile's own Release build (the Dockerfile's `prebuilt`
+# source): CI has just built and tested them, and building them again inside the image was
+# minutes of its time. Everything after the binaries (the runtime stage, uid, HEALTHCHECK) is the
+# same Dockerfile either way.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+binaries=
+if [ "${1:-}" = --binaries ]; then
+  [ -n "${2:-}" ] || { echo "usage: $0 [--binaries BUILD_DIR]"; exit 2; }
+  binaries=$2
+elif [ $# -gt 0 ]; then
+  echo "usage: $0 [--binaries BUILD_DIR]"; exit 2
+fi
 image=localhost/shmdict:latest
 container=shmdict-image-test
+context=
 fail() { echo "FAIL: $*"; podman logs "$container" 2>&1 | sed 's/^/  container: /' || true; exit 1; }
-trap 'podman rm -f -t 0 "$container" >/dev/null 2>&1 || true' EXIT
+trap 'podman rm -f -t 0 "$container" >/dev/null 2>&1 || true; [ -z "$context" ] || rm -rf "$context"' EXIT
 
 bash deploy/docker/make-base-image.sh
-# The README's command (section "Deploying"), word for word.
-podman build --format docker --pull=never --network host -f deploy/docker/Dockerfile -t shmdict:latest . \
-  >/tmp/shmdict-image-build.log 2>&1 || { tail -30 /tmp/shmdict-image-build.log; fail "podman build"; }
+if [ -z "$binaries" ]; then
+  # The README's command (section "Deploying"), word for word.
+  podman build --format docker --pull=never --network host -f deploy/docker/Dockerfile -t shmdict:latest . \
+    >/tmp/shmdict-image-build.log 2>&1 || { tail -30 /tmp/shmdict-image-build.log; fail "podman build"; }
+else
+  context=$(mktemp -d)
+  for program in bridge/shmdict-bridge bridge/replica/shmdict-replica clients/cli/shmdict; do
+    [ -x "$binaries/$program" ] || fail "$binaries/$program is not built"
+    install -m 0755 -s "$binaries/$program" "$context/"
+  done
+  podman build --format docker --pull=never --network host -f deploy/docker/Dockerfile \
+    --build-arg SHMDICT_BINARIES=prebuilt -t shmdict:latest "$context" \
+    >/tmp/shmdict-image-build.log 2>&1 || { tail -30 /tmp/shmdict-image-build.log; fail "podman build"; }
+fi
 
 [ "$(podman image inspect "$image" --format '{{.Config.User}}')" = 10001:10001 ] \
   || fail "the image does not run as uid 10001 (README, deploy/kubernetes)"
