@@ -296,8 +296,9 @@ struct DictService::WriteCall {
 };
 
 // The threads that finish the writes a callback reaction must not wait for (service.h). A queue
-// and up to kMaxWriteThreads threads, each started when a write arrives and no thread is idle.
-// The queue holds one entry per write call in flight, which gRPC bounds (streams per connection).
+// and up to kMaxWriteThreads threads, one started whenever more writes wait than threads are idle.
+// The queue holds at most one small entry per write call in flight, where the synchronous pool
+// it replaces held a thread per call.
 class DictService::WriteExecutor {
  public:
   explicit WriteExecutor(DictService* service) : service_(service) {}
@@ -317,7 +318,8 @@ class DictService::WriteExecutor {
   std::unique_ptr<WriteCall> Post(std::unique_ptr<WriteCall> call) {
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(call));
-    if (idle_ == 0 && threads_.size() < kMaxWriteThreads) {
+    // Idle threads that were woken but have not taken their write yet still count as idle.
+    if (queue_.size() > idle_ && threads_.size() < kMaxWriteThreads) {
       try {
         threads_.emplace_back([this] { Work(); });
       } catch (const std::system_error& error) {
