@@ -821,6 +821,56 @@ TEST_F(WaitingGetTest, WaitingGetsHoldNoThreadEachAndACommitAnswersThem) {
   EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
 }
 
+// Writes that find the writer lock held wait on the service's write executor, not on gRPC's
+// callback threads: more of them than gRPC has threads leave reads answering, and all commit
+// once the lock is released.
+TEST_F(WaitingGetTest, WritesWaitingForTheWriterLockLeaveOtherCallsAnswering) {
+  constexpr int kWrites = 64;
+  struct SetCall {
+    grpc::ClientContext context;
+    v1::SetRequest request;
+    v1::WriteResponse response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<SetCall>> sets;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;  // guarded by mu
+  {
+    Result<LockGuard> held = dict_->Lock();
+    ASSERT_TRUE(held.ok()) << held.status().ToString();
+    for (int i = 0; i < kWrites; ++i) {
+      auto call = std::make_unique<SetCall>();
+      call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      call->request.set_dict(name_);
+      call->request.set_key("w" + std::to_string(i));
+      wire::ToProto(Value::Int(i), call->request.mutable_value());
+      SetCall* raw = call.get();
+      sets.push_back(std::move(call));
+      stub_->async()->Set(&raw->context, &raw->request, &raw->response,
+                          [&, raw](grpc::Status status) {
+                            std::lock_guard lock(mu);
+                            raw->status = std::move(status);
+                            ++done;
+                            cv.notify_all();
+                          });
+    }
+    // Answered while every write waits for the lock this thread holds.
+    EXPECT_TRUE(SyncGet(0).ok());
+    std::lock_guard lock(mu);
+    EXPECT_EQ(done, 0);
+  }
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done == kWrites; }));
+  for (int i = 0; i < kWrites; ++i) {
+    EXPECT_TRUE(sets[i]->status.ok()) << sets[i]->status.error_message();
+    auto value = dict_->Get("w" + std::to_string(i));
+    ASSERT_TRUE(value.ok());
+    ASSERT_TRUE(value->has_value());
+    EXPECT_EQ(**value, Value::Int(i));
+  }
+}
+
 TEST_F(WaitingGetTest, ACancelledWaitingGetFreesItsSlot) {
   Calls calls;
   Start(&calls, 1, dict_->revision() + 1000);

@@ -51,11 +51,13 @@ struct RemoteDict::Impl {
   std::condition_variable progress_cv;  // mirror_revision advanced, or the mirror stopped
   Status mirror_error;                  // guarded by progress_mu: why the mirror stopped
   bool mirror_stopped = false;          // guarded by progress_mu
-  std::unique_ptr<RemoteWatcher> feed;
-  std::thread mirror_thread;
-  // Mirror thread only: the snapshot being received.
+  // Feed's reader thread only: the snapshot being received.
   MirrorMap staging;
   KeySet staging_too_large;
+  // Last: its reader thread applies batches to the members above until it is joined.
+  std::unique_ptr<RemoteWatcher> feed;
+
+  ~Impl() { feed.reset(); }
 
   template <typename Request, typename Response, typename Call>
   Status Unary(Call call, const Request& request, Response* response) const {
@@ -91,18 +93,18 @@ struct RemoteDict::Impl {
     }
   }
 
-  void RunMirror() {
-    for (;;) {
-      Result<ChangeBatch> batch = feed->Next(WatchLimits{}, std::chrono::seconds(1));
-      if (!batch.ok()) {
-        std::lock_guard lock(progress_mu);
-        mirror_stopped = true;
-        if (batch.status().code() != StatusCode::kCancelled) mirror_error = batch.status();
-        progress_cv.notify_all();
-        return;
-      }
-      Apply(*batch);
+  // The feed's sink: applies each batch on the thread that read it from the stream (no queue and
+  // no second thread between the bridge's message and the map); the batch's keys and values are
+  // moved into the map.
+  void OnBatch(Result<ChangeBatch> batch) {
+    if (!batch.ok()) {
+      std::lock_guard lock(progress_mu);
+      mirror_stopped = true;
+      if (batch.status().code() != StatusCode::kCancelled) mirror_error = batch.status();
+      progress_cv.notify_all();
+      return;
     }
+    Apply(*batch);
   }
 
   void Apply(ChangeBatch& batch) {
@@ -176,10 +178,7 @@ struct RemoteDict::Impl {
 RemoteDict::RemoteDict(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 RemoteDict::~RemoteDict() {
-  if (impl_->feed) {
-    impl_->feed->Cancel();
-    impl_->mirror_thread.join();
-  }
+  if (impl_->feed) impl_->feed.reset();  // cancels and joins its reader, the mirror's writer
 }
 
 namespace {
@@ -307,9 +306,10 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
   impl->connection = connection;
   impl->seen_revision = status_response.revision();
   if (options.mirror) {
-    impl->feed = std::make_unique<RemoteWatcher>(connection, 0, 0);
     Impl* raw = impl.get();
-    impl->mirror_thread = std::thread([raw] { raw->RunMirror(); });
+    impl->feed = std::make_unique<RemoteWatcher>(
+        connection, 0, 0, false,
+        [raw](Result<ChangeBatch> batch) { raw->OnBatch(std::move(batch)); });
     const auto deadline = std::chrono::steady_clock::now() + options.open_timeout;
     std::unique_lock lock(impl->progress_mu);
     while (impl->mirror_revision.load() < status_response.revision()) {

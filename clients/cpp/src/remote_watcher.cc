@@ -42,10 +42,11 @@ void Connection::Prepare(grpc::ClientContext* context, std::chrono::milliseconds
 }
 
 RemoteWatcher::RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,
-                             uint32_t max_changes_per_message, bool from_current)
+                             uint32_t max_changes_per_message, bool from_current, Sink sink)
     : connection_(std::move(connection)),
       max_changes_per_message_(max_changes_per_message),
       from_current_(from_current),
+      sink_(std::move(sink)),
       resume_after_(after_revision),
       delivered_(after_revision) {
   reader_ = std::thread([this] { Run(); });
@@ -88,6 +89,15 @@ Result<ChangeBatch> RemoteWatcher::Next(const WatchLimits&, std::chrono::nanosec
 }
 
 bool RemoteWatcher::Deliver(Result<ChangeBatch> batch) {
+  if (sink_) {
+    {
+      std::lock_guard lock(mu_);
+      if (cancelled_) return false;
+      if (batch.ok()) delivered_ = std::max(delivered_, batch->revision);
+    }
+    sink_(std::move(batch));
+    return true;
+  }
   std::unique_lock lock(mu_);
   changed_.wait(lock, [&] { return cancelled_ || queue_.size() < kMaxQueuedBatches; });
   if (cancelled_) return false;

@@ -5,8 +5,14 @@
 // only a bounded number of batches wait for the caller (the stream's flow control holds the
 // rest), so a slow caller costs bounded memory here and is resynced by the bridge.
 //
-// Thread-safety: Next and revision from one thread at a time; Cancel from any thread.
-// Lifetime: owns its thread and stream; the destructor cancels and joins.
+// With a Sink, batches are not queued: the reader thread hands each one to the sink as soon as it
+// is complete, on the thread that read it from gRPC (RemoteDict's mirror: no hand-off between the
+// stream and the map); Next is then not to be called.
+//
+// Thread-safety: Next and revision from one thread at a time; Cancel from any thread. A Sink is
+// called from the reader thread only, one batch at a time.
+// Lifetime: owns its thread and stream; the destructor cancels and joins (after which the sink is
+// never called again).
 #ifndef SHMDICT_CLIENTS_CPP_REMOTE_WATCHER_H_
 #define SHMDICT_CLIENTS_CPP_REMOTE_WATCHER_H_
 
@@ -15,6 +21,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -47,8 +54,12 @@ std::shared_ptr<Connection> ConnectionOver(std::shared_ptr<grpc::Channel> channe
 
 class RemoteWatcher final : public Watcher {
  public:
+  // Takes every complete batch, in order; a not-OK one is the stream's terminal error (the last
+  // call). It owns the batch: moving its keys and values out copies nothing.
+  using Sink = std::function<void(Result<ChangeBatch> batch)>;
+
   RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,
-                uint32_t max_changes_per_message, bool from_current = false);
+                uint32_t max_changes_per_message, bool from_current = false, Sink sink = nullptr);
   ~RemoteWatcher() override;
 
   using Watcher::Next;
@@ -63,7 +74,8 @@ class RemoteWatcher final : public Watcher {
 
  private:
   void Run();
-  // Queues a complete batch; waits while the queue is full. False once cancelled.
+  // Queues a complete batch (waits while the queue is full), or hands it to sink_. False once
+  // cancelled.
   bool Deliver(Result<ChangeBatch> batch);
   // Sleeps for the backoff, or until cancelled. False once cancelled.
   bool Backoff(std::chrono::milliseconds wait);
@@ -71,6 +83,7 @@ class RemoteWatcher final : public Watcher {
   const std::shared_ptr<const Connection> connection_;
   const uint32_t max_changes_per_message_;
   const bool from_current_;
+  const Sink sink_;
   uint64_t resume_after_;  // reader thread only: the last complete revision received
   std::atomic<bool> connected_{false};
   std::atomic<bool> ever_connected_{false};
