@@ -297,8 +297,11 @@ struct DictService::WriteCall {
 
 // The threads that finish the writes a callback reaction must not wait for (service.h). A queue
 // and up to kMaxWriteThreads threads, one started whenever more writes wait than threads are idle.
-// The queue holds at most one small entry per write call in flight, where the synchronous pool
-// it replaces held a thread per call.
+// The queue holds one small entry per write call in flight, where the synchronous pool it
+// replaced held a thread per call; but each entry also holds its dict's lease (a handle: mapped
+// segments and descriptors) and its request until answered, so the queue is bounded too
+// (kMaxQueuedWrites): past it a write is refused at once with RESOURCE_EXHAUSTED instead of
+// piling up behind a writer lock held elsewhere.
 class DictService::WriteExecutor {
  public:
   explicit WriteExecutor(DictService* service) : service_(service) {}
@@ -313,10 +316,11 @@ class DictService::WriteExecutor {
     for (std::thread& thread : threads_) thread.join();
   }
 
-  // Queues `call` and returns null; returns it back when no thread runs and none can be started
-  // (the call is then the caller's to end).
+  // Queues `call` and returns null; returns it back when kMaxQueuedWrites writes already wait,
+  // or no thread runs and none can be started (the call is then the caller's to end).
   std::unique_ptr<WriteCall> Post(std::unique_ptr<WriteCall> call) {
     std::lock_guard lock(mu_);
+    if (queue_.size() >= kMaxQueuedWrites) return call;
     queue_.push_back(std::move(call));
     // Idle threads that were woken but have not taken their write yet still count as idle.
     if (queue_.size() > idle_ && threads_.size() < kMaxWriteThreads) {
@@ -537,9 +541,12 @@ grpc::ServerUnaryReactor* DictService::WithWrite(const char* method,
                     Store& store) mutable -> CoreStatus { return write(state, store); };
   std::unique_ptr<WriteCall> refused = executor_->Post(std::move(call));
   if (refused != nullptr) {
-    FinishWrite(*refused, CoreStatus(StatusCode::kResourceExhausted,
-                                     "the bridge cannot start a thread for a write that must "
-                                     "wait: retry"));
+    FinishWrite(*refused,
+                CoreStatus(StatusCode::kResourceExhausted,
+                           "too many writes wait for the writer lock on this bridge (at most " +
+                               std::to_string(kMaxQueuedWrites) +
+                               "), or it cannot start a "
+                               "thread for them: retry"));
   }
   return reactor;
 }

@@ -9,7 +9,8 @@
 // block, so a write that would wait (the writer lock held by another handle or process, for up to
 // the dict's lock_timeout; or any write carried by a WriteRouter, which may wait for a round trip
 // upstream) is handed to the service's write executor: at most kMaxWriteThreads threads, started
-// as they are needed, that finish the call from there. List, Create and Unlink (rare, and List
+// as they are needed, that finish the call from there, behind a queue of at most kMaxQueuedWrites
+// calls (RESOURCE_EXHAUSTED beyond it). List, Create and Unlink (rare, and List
 // streams the whole dict) stay on gRPC's synchronous thread pool.
 //
 // Every value a request carries is checked before anything is written: its encoding
@@ -84,6 +85,9 @@ class DictService final : public DictServiceBase {
   // WriteRouter, whose writes wait for upstream concurrently: beyond it they queue, their clients'
   // deadlines still running.
   static constexpr size_t kMaxWriteThreads = 16;
+  // Writes queued for those threads; one more is refused with RESOURCE_EXHAUSTED (each holds a
+  // dict handle and its request until it runs: service.cc).
+  static constexpr size_t kMaxQueuedWrites = 1024;
 
   // `authorizer` is asked before every call touches a dict (it outlives the service).
   // `waiting` (not null; outlives the service and every call) admits the calls that wait for the

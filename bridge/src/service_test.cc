@@ -871,6 +871,69 @@ TEST_F(WaitingGetTest, WritesWaitingForTheWriterLockLeaveOtherCallsAnswering) {
   }
 }
 
+// The write executor's queue is bounded: with the writer lock held here, the writes past
+// kMaxWriteThreads running and kMaxQueuedWrites queued are refused at once with
+// RESOURCE_EXHAUSTED, and every accepted one commits once the lock is released.
+TEST_F(WaitingGetTest, WritesPastTheExecutorsQueueAreRefusedNotPiledUp) {
+  constexpr size_t kOver = 50;
+  const size_t accepted = DictService::kMaxWriteThreads + DictService::kMaxQueuedWrites;
+  const size_t total = accepted + kOver;
+  struct SetCall {
+    grpc::ClientContext context;
+    v1::SetRequest request;
+    v1::WriteResponse response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<SetCall>> sets;
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t done = 0, refused = 0;  // guarded by mu
+  {
+    Result<LockGuard> held = dict_->Lock();
+    ASSERT_TRUE(held.ok()) << held.status().ToString();
+    for (size_t i = 0; i < total; ++i) {
+      auto call = std::make_unique<SetCall>();
+      call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      call->request.set_dict(name_);
+      call->request.set_key("q" + std::to_string(i));
+      wire::ToProto(Value::Int(static_cast<int64_t>(i)), call->request.mutable_value());
+      SetCall* raw = call.get();
+      sets.push_back(std::move(call));
+      stub_->async()->Set(&raw->context, &raw->request, &raw->response,
+                          [&, raw](grpc::Status status) {
+                            std::lock_guard lock(mu);
+                            if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+                              ++refused;
+                            }
+                            raw->status = std::move(status);
+                            ++done;
+                            cv.notify_all();
+                          });
+    }
+    std::unique_lock lock(mu);
+    // Only refusals can end while the lock is held.
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return refused >= kOver; }));
+    EXPECT_EQ(refused, kOver);
+    EXPECT_EQ(done, refused);
+  }
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(120), [&] { return done == total; }));
+  EXPECT_EQ(refused, kOver);
+  size_t committed = 0;
+  for (const auto& set : sets) {
+    auto stored = dict_->Get(set->request.key());
+    ASSERT_TRUE(stored.ok());
+    EXPECT_EQ(stored->has_value(), set->status.ok()) << set->request.key();
+    if (set->status.ok()) {
+      ++committed;
+    } else {
+      EXPECT_EQ(set->status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_THAT(set->status.error_message(), HasSubstr("writer lock"));
+    }
+  }
+  EXPECT_EQ(committed, accepted);
+}
+
 TEST_F(WaitingGetTest, ACancelledWaitingGetFreesItsSlot) {
   Calls calls;
   Start(&calls, 1, dict_->revision() + 1000);
