@@ -487,7 +487,16 @@ class Crowd {
  public:
   Crowd(const Bridge& bridge, const std::string& dict, uint64_t count, uint64_t channels) {
     for (uint64_t i = 0; i < channels; ++i) {
-      stubs_.push_back(shmdict::v1::Dict::NewStub(bridge.NewChannel(10'000 + static_cast<int>(i))));
+      grpc::ChannelArguments args;
+      args.SetInt("shmdict.bench.channel", 10'000 + static_cast<int>(i));  // a connection each
+      args.SetMaxReceiveMessageSize(-1);
+      // Without BDP probing each stream's receive window stays at HTTP/2's 64 KiB. With it, the
+      // windows of thousands of streams grew until gigabytes waited in this process for the
+      // callbacks, and the bridge's keepalive ping (10 s to answer) queued behind them: the
+      // bridge then reset the connection.
+      args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      stubs_.push_back(shmdict::v1::Dict::NewStub(
+          grpc::CreateCustomChannel(bridge.address(), grpc::InsecureChannelCredentials(), args)));
     }
     for (uint64_t i = 0; i < count; ++i) {
       streams_.push_back(std::make_unique<CrowdStream>(this, stubs_[i % channels].get(), dict));
@@ -1512,12 +1521,14 @@ int Run(const Config& c) {
   if (!c.out_dir.empty()) {
     std::filesystem::create_directories(c.out_dir);
     std::ofstream(c.out_dir + "/bridge.md")
-        << "# shmdict-bridge against Redis\n\n"
+        << "# shmdict-bridge against Redis and etcd\n\n"
         << "`shmdict_bridge_bench" << (c.quick ? " --quick" : "") << "`: " << c.changes
         << " fan-out changes, " << c.ops << " unary ops, " << c.batch_changes
         << " batched changes, " << c.samples << " propagation samples, " << c.keys
-        << " mirror keys; keys \"key-%08d\", " << kValueBytes << "-byte values; "
-        << meta["cpus"].get<unsigned>() << " CPUs; " << meta["redis"].get<std::string>()
+        << " mirror keys, " << c.streams << " Watch streams of one dict for " << c.stream_changes
+        << " changes, " << c.etcd_ops << " etcd ops; keys \"key-%08d\", " << kValueBytes
+        << "-byte values; " << meta["cpus"].get<unsigned>() << " CPUs; "
+        << meta["redis"].get<std::string>() << "; " << meta["etcd"].get<std::string>()
         << ". Ratio: shmdict's advantage (> 1: shmdict faster, for rates and latencies alike).\n\n"
         << md << "\n"
         << stages;
