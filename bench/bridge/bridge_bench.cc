@@ -125,14 +125,8 @@ struct Latencies {
   }
 };
 
-// A figure of the report: value in `unit`, or n/a with a reason.
-struct Figure {
-  double value = NAN;
-  std::string na;  // non-empty: why there is no figure
-  bool ok() const { return na.empty() && std::isfinite(value); }
-};
-
-Figure NotAvailable(std::string why) { return Figure{NAN, std::move(why)}; }
+using shmdict::bench::Figure;
+using shmdict::bench::NotAvailable;
 
 // ------------------------------------------------------------------------------ the servers
 
@@ -1155,14 +1149,10 @@ const std::vector<std::string>& RowIds() {
   return ids;
 }
 
-std::string FormatFigure(const Figure& f, const std::string& unit) {
-  if (!f.ok()) return f.na.empty() ? "n/a" : "n/a: " + f.na;
-  if (unit == "ns") return shmdict::bench::FormatNs(f.value, 0, "n/a");
-  if (unit == "KiB") return shmdict::bench::FormatKiB(f.value);
-  if (unit == "streams") return shmdict::bench::Format("%.0f", f.value) + " " + unit;
-  if (f.value >= 1e6) return shmdict::bench::Format("%.2f M", f.value / 1e6) + unit;
-  if (f.value >= 1e3) return shmdict::bench::Format("%.1f k", f.value / 1e3) + unit;
-  return shmdict::bench::Format("%.0f ", f.value) + unit;
+// The shared format, and a count of streams as a count.
+std::string FigureText(const Figure& f, const std::string& unit) {
+  if (unit == "streams" && f.ok()) return shmdict::bench::Format("%.0f", f.value) + " " + unit;
+  return shmdict::bench::FormatFigure(f, unit);
 }
 
 std::string Markdown(const std::vector<Row>& rows) {
@@ -1171,18 +1161,15 @@ std::string Markdown(const std::vector<Row>& rows) {
       "|---|---|---|---|---|---|\n";
   for (const Row& r : rows) {
     const double ratio = r.Ratio();
-    md += "| " + r.workload + " | " + FormatFigure(r.shmdict, r.unit) + " | " +
-          (r.peer_name.empty() ? "-" : r.peer_name + ": " + FormatFigure(r.peer, r.unit)) + " | " +
+    md += "| " + r.workload + " | " + FigureText(r.shmdict, r.unit) + " | " +
+          (r.peer_name.empty() ? "-" : r.peer_name + ": " + FigureText(r.peer, r.unit)) + " | " +
           (std::isfinite(ratio) ? shmdict::bench::Format("%.2f", ratio) : "-") + " | " +
           (r.target.empty() ? "-" : r.target) + " | " + r.Result() + " |\n";
   }
   return md;
 }
 
-json FigureJson(const Figure& f) {
-  if (!f.ok()) return json{{"value", nullptr}, {"na", f.na.empty() ? "n/a" : f.na}};
-  return json{{"value", f.value}};
-}
+using shmdict::bench::FigureJson;
 
 json ReportJson(const std::vector<Row>& rows, const json& meta) {
   json out{{"meta", meta}, {"rows", json::array()}};
@@ -1210,10 +1197,7 @@ std::vector<std::string> CheckJson(const std::string& path) {
   std::vector<std::string> problems;
   // Memory per idle stream may be 0 KiB (the bridge reused memory it had freed); nothing else.
   auto figure_ok = [](const json& f, bool zero_ok = false) {
-    if (f.contains("na")) return f["na"].is_string() && !f["na"].get<std::string>().empty();
-    if (!f.contains("value") || !f["value"].is_number()) return false;
-    const double value = f["value"].get<double>();
-    return zero_ok ? value >= 0 : value > 0;
+    return shmdict::bench::FigureJsonOk(f, zero_ok);
   };
   for (const std::string& id : RowIds()) {
     auto it = std::find_if(report["rows"].begin(), report["rows"].end(),
@@ -1501,9 +1485,9 @@ int Run(const Config& c) {
   std::printf("%s", md.c_str());
   const std::string stages =
       "Stages: the fan-out writer (local Dict Sets) ran at " +
-      FormatFigure(Figure{one.writer_rate}, "changes/s") + " with 1 subscriber, " +
-      FormatFigure(Figure{eight.writer_rate}, "changes/s") + " with 8, " +
-      FormatFigure(Figure{writer_alone}, "changes/s") + " alone; the slowest subscriber finished " +
+      FigureText(Figure{one.writer_rate}, "changes/s") + " with 1 subscriber, " +
+      FigureText(Figure{eight.writer_rate}, "changes/s") + " with 8, " +
+      FigureText(Figure{writer_alone}, "changes/s") + " alone; the slowest subscriber finished " +
       shmdict::bench::FormatNs(one.max_lag_ns, 0, "-") + " (1) and " +
       shmdict::bench::FormatNs(eight.max_lag_ns, 0, "-") +
       " (8) after the writer's last Set. A local Set on a dict nobody watches took " +
