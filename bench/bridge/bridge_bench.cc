@@ -1,20 +1,29 @@
-// shmdict_bridge_bench: what shmdict-bridge costs and delivers, against Redis over loopback, in
-// one run with the same keys ("key-%08d") and 100-byte values for every system:
+// shmdict_bridge_bench: what shmdict-bridge costs and delivers, against Redis over loopback (and
+// etcd 3.4 as a second peer), in one run with the same keys ("key-%08d") and 100-byte values for
+// every system:
 //   1. Watch fan-out: a local Dict writer commits N single-key Sets as fast as it can while 1,
 //      then 8 raw gRPC Watch streams (one thread each) follow; changes/s per subscriber.
-//   2. Unary Set and Get through the bridge (RemoteDict without a mirror, sequential) against
-//      unpipelined hiredis SET and GET: ops/s, p50/p99.
+//   2. Unary Set and Get through the bridge (RemoteDict without a mirror, sequential), over TCP
+//      and over a Unix socket, against unpipelined hiredis SET and GET: ops/s, p50/p99.
 //   3. Batched writes: Batch RPCs of 100 mutations against pipelined MSETs of 100 keys.
-//   4. Propagation: a local Dict Set until a mirroring RemoteDict's revision() reaches it, against
-//      a SET until its keyspace notification arrives on a psubscribed connection.
+//   4. Propagation: a local Dict Set until a mirroring RemoteDict's revision() reaches it (TCP and
+//      Unix), against a SET until its keyspace notification arrives on a psubscribed connection.
 //   5. Mirror reads: RemoteDict::Get(key, &out) against a std::unordered_map lookup and copy.
+//   6. A crowd: --streams Watch streams of one dict (callback API, a few connections) on a bridge
+//      of their own while a local writer commits --stream-changes Sets: every stream checked
+//      gap-free and equal to the writer's sequence (a failure fails the run), the bridge's peak
+//      RSS, and its memory per idle stream.
+//   7. etcd (1 member, fsync on): sequential Put and Range, a prefix watcher's rate with Txns of
+//      100 Puts, a Put until its watch event; n/a when etcd is not installed.
 //
 //   shmdict_bridge_bench [--quick] [--out DIR] [--json FILE] [--changes N] [--samples N] [--ops N]
-//   [--keys N] shmdict_bridge_bench --check-json FILE     (the smoke test's check of a report)
+//   [--keys N] [--streams N] [--stream-changes N] [--stream-channels N] [--etcd-ops N]
+//   [--etcd-changes N] [--etcd-samples N]
+//   shmdict_bridge_bench --check-json FILE     (the smoke test's check of a report)
 //
-// It starts its own shmdict-bridge (127.0.0.1:0) and redis-server (127.0.0.1, a free port, no
-// persistence) and kills both at the end, on failure too (bridge_launcher.h, redis_launcher.h). Its
-// dicts are named
+// It starts its own shmdict-bridges (127.0.0.1:0 and a Unix socket in /tmp), redis-server
+// (127.0.0.1, a free port, no persistence) and etcd (EtcdCluster, etcd_launcher.h) and kills them
+// at the end, on failure too (bridge_launcher.h, redis_launcher.h). Its dicts are named
 // "<RunPrefix()>..." and unlink themselves; a final sweep reports leftovers as a failure.
 //
 // Timing is reported, never asserted: the ratios compare systems measured in the same run.
@@ -24,16 +33,21 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cinttypes>
 #include <cmath>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -47,6 +61,10 @@
 
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
 #include <hiredis/hiredis.h>
+#endif
+#if SHMDICT_BRIDGE_BENCH_HAVE_ETCD
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "etcd_launcher.h"
 #endif
 
 namespace {
@@ -70,7 +88,13 @@ struct Config {
   uint64_t samples = 2'000;    // propagation samples
   uint64_t ops = 20'000;       // unary ops per kind
   uint64_t batch_changes = 200'000;
-  uint64_t keys = 100'000;  // mirror reads
+  uint64_t keys = 100'000;            // mirror reads
+  uint64_t streams = 2'000;           // Watch streams of one dict
+  uint64_t stream_changes = 100'000;  // Sets while they watch
+  uint64_t stream_channels = 8;       // connections they share
+  uint64_t etcd_ops = 2'000;          // etcd Puts and Ranges
+  uint64_t etcd_changes = 20'000;     // Puts of etcd's watch fan-out
+  uint64_t etcd_samples = 500;        // etcd propagation samples
   int64_t pause_ns = 300'000;
 };
 
@@ -101,32 +125,43 @@ struct Latencies {
   }
 };
 
-// A figure of the report: value in `unit`, or n/a with a reason.
-struct Figure {
-  double value = NAN;
-  std::string na;  // non-empty: why there is no figure
-  bool ok() const { return na.empty() && std::isfinite(value); }
-};
-
-Figure NotAvailable(std::string why) { return Figure{NAN, std::move(why)}; }
+using shmdict::bench::Figure;
+using shmdict::bench::NotAvailable;
 
 // ------------------------------------------------------------------------------ the servers
 
+// A shmdict-bridge on 127.0.0.1:0 and on a Unix socket in a fresh /tmp directory (removed on
+// destruction); `extra_args`: more flags.
 class Bridge {
  public:
-  Bridge() {
+  explicit Bridge(std::vector<std::string> extra_args = {}) {
+    char pattern[] = "/tmp/shmdict-bench-bridge-XXXXXX";
+    if (mkdtemp(pattern) == nullptr) Fail("mkdtemp: " + std::string(std::strerror(errno)));
+    dir_ = pattern;
+    unix_address_ = "unix:" + dir_ + "/bridge.sock";
     shmdict::internal::BridgeLaunchOptions options;
     options.program = SHMDICT_BRIDGE_PATH;
-    options.listen = {"127.0.0.1:0"};
+    options.listen = {"127.0.0.1:0", unix_address_};
+    options.extra_args = std::move(extra_args);
     options.ready_timeout = std::chrono::nanoseconds(kStartTimeoutNs);
     std::string error;
     launcher_ = shmdict::internal::BridgeLauncher::Start(options, &error);
-    if (launcher_ == nullptr) Fail(error);
+    if (launcher_ == nullptr) {
+      RemoveDir();
+      Fail(error);
+    }
   }
   // SIGTERM, not SIGKILL: a killed bridge would leave its record in the registry of live bridges
   // (/dev/shm/shmdict-bridges) until the next `shmdict ls`.
-  ~Bridge() { launcher_->Terminate(shmdict::internal::DeadlineIn(std::chrono::seconds(10))); }
+  ~Bridge() {
+    launcher_->Terminate(shmdict::internal::DeadlineIn(std::chrono::seconds(10)));
+    RemoveDir();
+  }
+  // The TCP address, "127.0.0.1:PORT".
   const std::string& address() const { return launcher_->address(); }
+  // "unix:/tmp/shmdict-bench-bridge-XXXXXX/bridge.sock".
+  const std::string& unix_address() const { return unix_address_; }
+  pid_t pid() const { return launcher_->process().pid(); }
 
   // A channel of its own (not shared with other channels to the same address), so that each
   // subscriber is a separate HTTP/2 connection, as separate clients would be.
@@ -138,8 +173,27 @@ class Bridge {
   }
 
  private:
+  void RemoveDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::string dir_;
+  std::string unix_address_;
   std::unique_ptr<shmdict::internal::BridgeLauncher> launcher_;
 };
+
+// A field of /proc/PID/status in KiB ("VmRSS", "VmHWM"); NAN if unreadable.
+double ProcStatusKiB(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, field.size() + 1, field + ":") == 0) {
+      return std::strtod(line.c_str() + field.size() + 1, nullptr);
+    }
+  }
+  return NAN;
+}
 
 // A log that holds `changes` changes of these sizes without reaching half full: no snapshot is
 // built during a measurement (subscribers that fall behind get changes, not a resync), and none
@@ -161,10 +215,11 @@ shmdict::Dict OpenDict(const std::string& tag, uint64_t buffer_size) {
   return std::move(*dict);
 }
 
-std::unique_ptr<shmdict::RemoteDict> OpenRemote(const Bridge& bridge, const shmdict::Dict& dict,
-                                                bool mirror) {
+// `address`: the bridge's TCP or Unix address.
+std::unique_ptr<shmdict::RemoteDict> OpenRemote(const std::string& address,
+                                                const shmdict::Dict& dict, bool mirror) {
   shmdict::RemoteOptions options;
-  options.address = bridge.address();
+  options.address = address;
   options.dict = dict.name();
   options.mirror = mirror;
   options.open_timeout = std::chrono::seconds(60);
@@ -367,6 +422,255 @@ double MeasureWriterAlone(const Config& c) {
   return static_cast<double>(c.changes) / (static_cast<double>(MonotonicNs() - begin) * 1e-9);
 }
 
+// ------------------------------------------------------------------- many streams of one dict
+
+// 64-bit FNV-1a over a change as a stream delivered it: streams that fold the same changes in the
+// same order end with the same value as the writer's fold of what it committed.
+uint64_t Fold(uint64_t hash, uint64_t revision, std::string_view key, std::string_view value) {
+  auto mix = [&hash](const void* data, size_t size) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < size; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ULL;
+  };
+  mix(&revision, sizeof revision);
+  mix(key.data(), key.size());
+  mix(value.data(), value.size());
+  return hash;
+}
+constexpr uint64_t kFoldSeed = 0xcbf29ce484222325ULL;
+
+class Crowd;
+
+// One Watch stream of a Crowd as a callback reactor (gRPC's threads run it; no thread of its
+// own): starts from the dict's current revision, checks every message for gaps, repeats and
+// resyncs, folds the changes, and cancels itself once its final revision is complete.
+class CrowdStream final
+    : public grpc::ClientBidiReactor<shmdict::v1::WatchRequest, shmdict::v1::WatchResponse> {
+ public:
+  CrowdStream(Crowd* crowd, shmdict::v1::Dict::Stub* stub, const std::string& dict);
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+  void Cancel() { context_.TryCancel(); }
+
+  // Read only after the Crowd saw every stream done.
+  uint64_t after() const { return after_; }
+  uint64_t complete() const { return complete_; }
+  uint64_t changes() const { return changes_; }
+  uint64_t fold() const { return fold_; }
+  bool snapshot_seen() const { return snapshot_seen_; }
+  const std::string& problem() const { return problem_; }
+
+ private:
+  void Problem(std::string what) {
+    if (problem_.empty()) problem_ = std::move(what);
+  }
+
+  Crowd* const crowd_;
+  grpc::ClientContext context_;
+  shmdict::v1::WatchRequest request_;
+  shmdict::v1::WatchResponse response_;
+  bool started_ = false;
+  uint64_t after_ = 0, complete_ = 0, last_ = 0, changes_ = 0, fold_ = kFoldSeed;
+  bool snapshot_seen_ = false;
+  std::string problem_;  // the first gap, repeat or error seen; empty: none
+};
+
+// `count` Watch streams of one dict over `channels` connections to the bridge, opened with gRPC's
+// callback API. Start, wait until every stream is started (its first message, a progress message
+// at the current revision, came), commit, then wait until every stream is done.
+class Crowd {
+ public:
+  Crowd(const Bridge& bridge, const std::string& dict, uint64_t count, uint64_t channels) {
+    for (uint64_t i = 0; i < channels; ++i) {
+      grpc::ChannelArguments args;
+      args.SetInt("shmdict.bench.channel", 10'000 + static_cast<int>(i));  // a connection each
+      args.SetMaxReceiveMessageSize(-1);
+      // Without BDP probing each stream's receive window stays at HTTP/2's 64 KiB. With it, the
+      // windows of thousands of streams grew until gigabytes waited in this process for the
+      // callbacks, and the bridge's keepalive ping (10 s to answer) queued behind them: the
+      // bridge then reset the connection.
+      args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      stubs_.push_back(shmdict::v1::Dict::NewStub(
+          grpc::CreateCustomChannel(bridge.address(), grpc::InsecureChannelCredentials(), args)));
+    }
+    for (uint64_t i = 0; i < count; ++i) {
+      streams_.push_back(std::make_unique<CrowdStream>(this, stubs_[i % channels].get(), dict));
+    }
+  }
+  // Cancels what still runs (a measurement that failed half-way) and waits for every stream's
+  // OnDone: gRPC uses a reactor until then. Streams still not done after a minute are leaked
+  // rather than freed under gRPC's feet.
+  ~Crowd() {
+    for (auto& s : streams_) s->Cancel();
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(60), [&] { return done_ == streams_.size(); })) {
+      for (auto& s : streams_) static_cast<void>(s.release());
+    }
+  }
+
+  void Await(const char* what, uint64_t Crowd::*counter, int64_t timeout_ns) {
+    std::unique_lock lock(mu_);
+    const bool reached = cv_.wait_for(lock, std::chrono::nanoseconds(timeout_ns),
+                                      [&] { return this->*counter == streams_.size(); });
+    if (!reached) {
+      Fail(shmdict::bench::Format("%.0f", static_cast<double>(this->*counter)) + " of " +
+           std::to_string(streams_.size()) + " Watch streams " + what + " in time");
+    }
+  }
+  void AwaitStarted() { Await("started", &Crowd::started_, 600 * int64_t{1'000'000'000}); }
+  void AwaitDone() { Await("ended", &Crowd::done_, 1800 * int64_t{1'000'000'000}); }
+
+  void set_final(uint64_t revision) { final_.store(revision, std::memory_order_release); }
+  uint64_t final_revision() const { return final_.load(std::memory_order_acquire); }
+  const std::vector<std::unique_ptr<CrowdStream>>& streams() const { return streams_; }
+
+  void Started() { Count(&Crowd::started_); }
+  void Done() { Count(&Crowd::done_); }
+
+ private:
+  void Count(uint64_t Crowd::*counter) {
+    std::lock_guard lock(mu_);
+    if (++(this->*counter) == streams_.size()) cv_.notify_all();
+  }
+
+  std::vector<std::unique_ptr<shmdict::v1::Dict::Stub>> stubs_;
+  std::vector<std::unique_ptr<CrowdStream>> streams_;
+  std::atomic<uint64_t> final_{UINT64_MAX};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t started_ = 0;  // guarded by mu_
+  uint64_t done_ = 0;     // guarded by mu_
+};
+
+CrowdStream::CrowdStream(Crowd* crowd, shmdict::v1::Dict::Stub* stub, const std::string& dict)
+    : crowd_(crowd) {
+  context_.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(40));
+  request_.mutable_start()->set_dict(dict);
+  request_.mutable_start()->set_from_current(true);
+  stub->async()->Watch(&context_, this);
+  StartWrite(&request_);
+  StartRead(&response_);
+  StartCall();
+}
+
+void CrowdStream::OnReadDone(bool ok) {
+  if (!ok) {  // the bridge ended the stream: OnDone says why
+    if (!started_) crowd_->Started();
+    return;
+  }
+  using shmdict::v1::WatchResponse;
+  if (!started_) {
+    started_ = true;
+    if (response_.kind() != WatchResponse::KIND_PROGRESS)
+      Problem("the first message is no progress");
+    after_ = complete_ = last_ = response_.revision();
+    crowd_->Started();
+  } else {
+    if (response_.kind() == WatchResponse::KIND_SNAPSHOT) {
+      snapshot_seen_ = true;
+      Problem("a resync snapshot at " + std::to_string(response_.snapshot_revision()));
+    }
+    if (response_.revision() < complete_) Problem("the revision field went back");
+    for (const shmdict::v1::Change& change : response_.changes()) {
+      if (change.revision() <= complete_ ||
+          (change.revision() != last_ && change.revision() != last_ + 1)) {
+        Problem("change at revision " + std::to_string(change.revision()) + " after " +
+                std::to_string(last_));
+      }
+      last_ = change.revision();
+      fold_ = Fold(fold_, change.revision(), change.key(), change.value().data());
+      ++changes_;
+    }
+    if (!response_.more_fragments()) complete_ = std::max(complete_, response_.revision());
+  }
+  if (complete_ >= crowd_->final_revision()) {
+    context_.TryCancel();  // done: OnDone follows with CANCELLED
+    return;
+  }
+  StartRead(&response_);
+}
+
+void CrowdStream::OnDone(const grpc::Status& status) {
+  if (complete_ < crowd_->final_revision()) {
+    Problem("the stream ended at revision " + std::to_string(complete_) + ": " +
+            status.error_message());
+  }
+  crowd_->Done();
+}
+
+struct ManyStreams {
+  uint64_t streams = 0;
+  Figure gap_free;      // streams that got every change, in order, as the writer committed them
+  Figure peak_rss_kib;  // the bridge's VmHWM
+  Figure idle_kib;      // (VmRSS with the idle streams - VmRSS before) / streams
+  double rss_before_kib = NAN, rss_idle_kib = NAN;
+  double seconds = NAN;  // from the first write until every stream was done
+  std::string first_problem;
+};
+
+// The crowd: `streams` Watch streams of one dict on a bridge of their own (its VmHWM is
+// this workload's alone) while a local writer commits `stream_changes` single-key Sets. One more
+// stream is opened first, so that the dict's handle and pump exist before the "before" reading.
+ManyStreams MeasureManyStreams(const Config& c) {
+  ManyStreams m;
+  m.streams = c.streams;
+  Bridge bridge({"--max-waiting-calls", std::to_string(c.streams + 64)});
+  shmdict::Dict dict = OpenDict("crowd", LogBytesFor(c.stream_changes));
+  std::vector<std::string> keys, values;
+  for (uint64_t i = 0; i < c.stream_changes; ++i) {
+    keys.push_back(Key(i));
+    values.push_back(ValueFor(i));
+  }
+  const uint64_t base = dict.revision();
+  const uint64_t final_revision = base + c.stream_changes;
+  {
+    Crowd first(bridge, dict.name(), 1, 1);
+    first.set_final(final_revision);
+    first.AwaitStarted();
+    peers::SleepNs(200'000'000);  // the bridge's allocations settle
+    m.rss_before_kib = ProcStatusKiB(bridge.pid(), "VmRSS");
+    Crowd crowd(bridge, dict.name(), c.streams, c.stream_channels);
+    crowd.set_final(final_revision);
+    crowd.AwaitStarted();
+    peers::SleepNs(200'000'000);
+    m.rss_idle_kib = ProcStatusKiB(bridge.pid(), "VmRSS");
+
+    uint64_t expected = kFoldSeed;
+    shmdict::Value value;
+    const int64_t begin = MonotonicNs();
+    for (uint64_t i = 0; i < c.stream_changes; ++i) {
+      value.assign(shmdict::ValueType::kBytes, values[i]);
+      const uint64_t revision = Check(dict.Set(keys[i], value), "crowd Set");
+      if (revision != base + i + 1) Fail("crowd Set: another writer committed to the dict");
+      expected = Fold(expected, revision, keys[i], values[i]);
+    }
+    crowd.AwaitDone();
+    first.AwaitDone();
+    m.seconds = static_cast<double>(MonotonicNs() - begin) * 1e-9;
+    uint64_t gap_free = 0;
+    for (const auto& s : crowd.streams()) {
+      std::string problem = s->problem();
+      if (problem.empty() && s->after() != base) {
+        problem =
+            "started at revision " + std::to_string(s->after()) + ", not " + std::to_string(base);
+      }
+      if (problem.empty() && (s->changes() != c.stream_changes || s->fold() != expected)) {
+        problem = std::to_string(s->changes()) + " changes that differ from the writer's";
+      }
+      if (problem.empty()) {
+        ++gap_free;
+      } else if (m.first_problem.empty()) {
+        m.first_problem = problem;
+      }
+    }
+    m.gap_free.value = static_cast<double>(gap_free);
+  }
+  m.peak_rss_kib.value = ProcStatusKiB(bridge.pid(), "VmHWM");
+  // Clamped at 0: with few streams the bridge may reuse memory it freed before the reading.
+  m.idle_kib.value =
+      std::max(0.0, (m.rss_idle_kib - m.rss_before_kib) / static_cast<double>(c.streams));
+  return m;
+}
+
 struct OpStats {
   Figure rate, p50, p99;
 };
@@ -394,9 +698,9 @@ struct Unary {
   OpStats set, get;
 };
 
-Unary MeasureBridgeUnary(const Bridge& bridge, const Config& c) {
+Unary MeasureBridgeUnary(const std::string& address, const Config& c) {
   shmdict::Dict dict = OpenDict("unary", LogBytesFor(c.ops));
-  auto remote = OpenRemote(bridge, dict, /*mirror=*/false);
+  auto remote = OpenRemote(address, dict, /*mirror=*/false);
   std::vector<std::string> keys, values;
   for (uint64_t i = 0; i < c.ops; ++i) {
     keys.push_back(Key(i));
@@ -455,9 +759,10 @@ Propagation Summarize(Latencies& from_call, Latencies& from_return) {
           Figure{from_return.Percentile(50)}, Figure{from_return.Percentile(99)}};
 }
 
-Propagation MeasureMirrorLatency(const Bridge& bridge, const Config& c) {
+// `baseline`: also time the same Sets on a dict nobody watches (set_alone_*).
+Propagation MeasureMirrorLatency(const std::string& address, const Config& c, bool baseline) {
   Latencies alone;
-  {
+  if (baseline) {
     shmdict::Dict quiet = OpenDict("unwatched", LogBytesFor(c.samples));
     shmdict::Value value;
     for (uint64_t i = 0; i < c.samples; ++i) {
@@ -469,7 +774,7 @@ Propagation MeasureMirrorLatency(const Bridge& bridge, const Config& c) {
     }
   }
   shmdict::Dict dict = OpenDict("mirror", LogBytesFor(c.samples));
-  auto remote = OpenRemote(bridge, dict, /*mirror=*/true);
+  auto remote = OpenRemote(address, dict, /*mirror=*/true);
   Latencies from_call, from_return;
   shmdict::Value value;
   for (uint64_t i = 0; i < c.samples; ++i) {
@@ -528,7 +833,7 @@ MirrorReads MeasureMirrorReads(const Bridge& bridge, const Config& c) {
       batch.clear();
     }
   }
-  auto remote = OpenRemote(bridge, dict, /*mirror=*/true);
+  auto remote = OpenRemote(bridge.address(), dict, /*mirror=*/true);
   if (remote->revision() < dict.revision()) Fail("the mirror opened behind the dict");
   const std::vector<uint32_t> order = shmdict::bench::MakeAccessOrder(c.keys).order;
   MirrorReads r;
@@ -638,6 +943,146 @@ Propagation MeasureRedisNotify(const Redis& redis, const Config& c) {
 }
 #endif  // SHMDICT_BRIDGE_BENCH_HAVE_REDIS
 
+// --------------------------------------------------------------------------------- etcd 3.4
+
+struct EtcdFigures {
+  OpStats put, range;
+  Figure fanout;           // changes/s to one watcher, a writer committing kBatchSize Puts per Txn
+  Figure propagation_p50;  // a Put until its watch event, from the call
+};
+
+EtcdFigures EtcdNotAvailable(const std::string& why) {
+  const Figure na = NotAvailable(why);
+  return {{na, na, na}, {na, na, na}, na, na};
+}
+
+#if SHMDICT_BRIDGE_BENCH_HAVE_ETCD
+void CheckGrpc(const grpc::Status& status, const std::string& what) {
+  if (!status.ok()) Fail(what + ": " + status.error_message());
+}
+
+// A raw etcd Watch stream on every key that starts with `prefix`, from now on.
+class EtcdWatch {
+ public:
+  EtcdWatch(const std::shared_ptr<grpc::Channel>& channel, const std::string& prefix)
+      : stub_(etcdserverpb::Watch::NewStub(channel)) {
+    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(30));
+    stream_ = stub_->Watch(&context_);
+    std::string end = prefix;
+    ++end.back();  // the range of a prefix ends where its last byte is one higher
+    etcdserverpb::WatchRequest request;
+    request.mutable_create_request()->set_key(prefix);
+    request.mutable_create_request()->set_range_end(end);
+    if (!stream_->Write(request)) Fail("etcd Watch: the stream closed");
+    etcdserverpb::WatchResponse created;
+    if (!stream_->Read(&created) || !created.created()) Fail("etcd Watch: not created");
+  }
+  ~EtcdWatch() {
+    context_.TryCancel();
+    stream_->Finish().ok();  // CANCELLED, as asked
+  }
+  // The next response with events; fails at the stream's end.
+  const etcdserverpb::WatchResponse& Next() {
+    do {
+      if (!stream_->Read(&response_)) Fail("etcd Watch ended: " + context_.debug_error_string());
+    } while (response_.events_size() == 0);
+    return response_;
+  }
+
+ private:
+  std::unique_ptr<etcdserverpb::Watch::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
+      stream_;
+  etcdserverpb::WatchResponse response_;
+};
+
+// A private 1-member etcd with fsync on (etcd's default, what a production member pays per
+// commit): sequential Put and (linearizable) Range, a watcher's rate, a Put's propagation.
+EtcdFigures MeasureEtcd(const Config& c) {
+  shmdict::internal::EtcdClusterOptions options;
+  options.fsync = true;
+  options.request_timeout = std::chrono::seconds(60);
+  std::string error;
+  auto cluster = shmdict::internal::EtcdCluster::Start(1, options, &error);
+  if (cluster == nullptr) Fail(error);
+  auto kv = etcdserverpb::KV::NewStub(cluster->Channel(0));
+  EtcdFigures e;
+  std::vector<std::string> keys, values;
+  for (uint64_t i = 0; i < std::max(c.etcd_ops, c.etcd_changes); ++i) {
+    keys.push_back(Key(i));
+    values.push_back(ValueFor(i));
+  }
+  etcdserverpb::PutRequest put;
+  etcdserverpb::PutResponse put_response;
+  e.put = TimeOps(c.etcd_ops, [&](uint64_t i) {
+    grpc::ClientContext context;
+    put.set_key("/unary/" + keys[i]);
+    put.set_value(values[i]);
+    CheckGrpc(kv->Put(&context, put, &put_response), "etcd Put");
+  });
+  etcdserverpb::RangeRequest range;
+  etcdserverpb::RangeResponse range_response;
+  e.range = TimeOps(c.etcd_ops, [&](uint64_t i) {
+    grpc::ClientContext context;
+    range.set_key("/unary/" + keys[i]);
+    CheckGrpc(kv->Range(&context, range, &range_response), "etcd Range");
+    if (range_response.kvs_size() != 1 || range_response.kvs(0).value() != values[i]) {
+      Fail("etcd Range " + keys[i] + ": wrong value");
+    }
+  });
+
+  {  // fan-out: the watcher on a thread of its own, the writer here
+    EtcdWatch watch(cluster->Channel(0), "/fan/");
+    std::atomic<int64_t> first_write_ns{0}, done_ns{0};
+    std::string failure;  // the watcher's; a throw on its thread would end the process
+    std::thread watcher([&] {
+      try {
+        uint64_t seen = 0;
+        while (seen < c.etcd_changes) seen += static_cast<uint64_t>(watch.Next().events_size());
+        done_ns.store(MonotonicNs());
+      } catch (const BenchError& e) {
+        failure = e.what();
+      }
+    });
+    first_write_ns.store(MonotonicNs());
+    for (uint64_t first = 0; first < c.etcd_changes; first += kBatchSize) {
+      etcdserverpb::TxnRequest txn;
+      for (uint64_t i = first; i < std::min(c.etcd_changes, first + kBatchSize); ++i) {
+        auto* request = txn.add_success()->mutable_request_put();
+        request->set_key("/fan/" + keys[i]);
+        request->set_value(values[i]);
+      }
+      etcdserverpb::TxnResponse response;
+      CheckGrpc(cluster->Txn(txn, &response), "etcd Txn");
+    }
+    watcher.join();
+    if (!failure.empty()) Fail(failure);
+    e.fanout.value = static_cast<double>(c.etcd_changes) /
+                     (static_cast<double>(done_ns.load() - first_write_ns.load()) * 1e-9);
+  }
+
+  EtcdWatch watch(cluster->Channel(0), "/lat/");
+  Latencies from_call;
+  for (uint64_t i = 0; i < c.etcd_samples; ++i) {
+    const std::string key = "/lat/" + Key(i);
+    grpc::ClientContext context;
+    put.set_key(key);
+    put.set_value(ValueFor(i));
+    const int64_t call = MonotonicNs();
+    CheckGrpc(kv->Put(&context, put, &put_response), "etcd Put");
+    const etcdserverpb::WatchResponse& events = watch.Next();
+    from_call.ns.push_back(MonotonicNs() - call);
+    if (events.events_size() != 1 || events.events(0).kv().key() != key) {
+      Fail("etcd Watch: unexpected event for " + key);
+    }
+    peers::SleepNs(c.pause_ns);
+  }
+  e.propagation_p50.value = from_call.Percentile(50);
+  return e;
+}
+#endif  // SHMDICT_BRIDGE_BENCH_HAVE_ETCD
+
 // ---------------------------------------------------------------------------------- report
 
 enum class Better { kHigher, kLower };
@@ -653,6 +1098,9 @@ struct Row {
   // The target, if any: on the shmdict figure (target_value) or on the ratio (target_ratio).
   std::string target;
   std::optional<double> target_value, target_ratio;
+  // A correctness check, not a timing target: PASS or FAIL on target_value (and a FAIL fails the
+  // run).
+  bool check = false;
 
   // shmdict's advantage: > 1 means shmdict is faster (higher rate or lower latency).
   double Ratio() const {
@@ -663,31 +1111,48 @@ struct Row {
     if (target.empty()) return "-";
     if (target_ratio)
       return std::isfinite(Ratio()) ? (Ratio() >= *target_ratio ? "PASS" : "MISS") : "n/a";
-    if (!shmdict.ok()) return "n/a";
+    if (!shmdict.ok()) return check ? "FAIL" : "n/a";
     const bool pass =
         better == Better::kHigher ? shmdict.value >= *target_value : shmdict.value <= *target_value;
-    return pass ? "PASS" : "MISS";
+    return pass ? "PASS" : (check ? "FAIL" : "MISS");
   }
 };
 
 // The ids every report has (the smoke test's check).
 const std::vector<std::string>& RowIds() {
-  static const std::vector<std::string> ids = {
-      "watch_fanout_1",       "watch_fanout_1_batched", "watch_fanout_8_min",
-      "watch_fanout_8_mean",  "unary_set_rate",         "unary_set_p50",
-      "unary_set_p99",        "unary_get_rate",         "unary_get_p50",
-      "unary_get_p99",        "batch_write_rate",       "propagation_call_p50",
-      "propagation_call_p99", "propagation_return_p50", "propagation_return_p99",
-      "mirror_read_rate"};
+  static const std::vector<std::string> ids = {"watch_fanout_1",
+                                               "watch_fanout_1_batched",
+                                               "watch_fanout_8_min",
+                                               "watch_fanout_8_mean",
+                                               "unary_set_rate",
+                                               "unary_set_p50",
+                                               "unary_set_p99",
+                                               "unary_get_rate",
+                                               "unary_get_p50",
+                                               "unary_get_p99",
+                                               "batch_write_rate",
+                                               "propagation_call_p50",
+                                               "propagation_call_p99",
+                                               "propagation_return_p50",
+                                               "propagation_return_p99",
+                                               "mirror_read_rate",
+                                               "unary_set_p50_unix",
+                                               "unary_get_p50_unix",
+                                               "propagation_call_p50_unix",
+                                               "watch_crowd_gap_free",
+                                               "watch_crowd_peak_rss",
+                                               "watch_crowd_idle_stream",
+                                               "etcd_put_p50",
+                                               "etcd_range_p50",
+                                               "etcd_watch_fanout",
+                                               "etcd_propagation_p50"};
   return ids;
 }
 
-std::string FormatFigure(const Figure& f, const std::string& unit) {
-  if (!f.ok()) return f.na.empty() ? "n/a" : "n/a: " + f.na;
-  if (unit == "ns") return shmdict::bench::FormatNs(f.value, 0, "n/a");
-  if (f.value >= 1e6) return shmdict::bench::Format("%.2f M", f.value / 1e6) + unit;
-  if (f.value >= 1e3) return shmdict::bench::Format("%.1f k", f.value / 1e3) + unit;
-  return shmdict::bench::Format("%.0f ", f.value) + unit;
+// The shared format, and a count of streams as a count.
+std::string FigureText(const Figure& f, const std::string& unit) {
+  if (unit == "streams" && f.ok()) return shmdict::bench::Format("%.0f", f.value) + " " + unit;
+  return shmdict::bench::FormatFigure(f, unit);
 }
 
 std::string Markdown(const std::vector<Row>& rows) {
@@ -696,18 +1161,15 @@ std::string Markdown(const std::vector<Row>& rows) {
       "|---|---|---|---|---|---|\n";
   for (const Row& r : rows) {
     const double ratio = r.Ratio();
-    md += "| " + r.workload + " | " + FormatFigure(r.shmdict, r.unit) + " | " +
-          (r.peer_name.empty() ? "-" : r.peer_name + ": " + FormatFigure(r.peer, r.unit)) + " | " +
+    md += "| " + r.workload + " | " + FigureText(r.shmdict, r.unit) + " | " +
+          (r.peer_name.empty() ? "-" : r.peer_name + ": " + FigureText(r.peer, r.unit)) + " | " +
           (std::isfinite(ratio) ? shmdict::bench::Format("%.2f", ratio) : "-") + " | " +
           (r.target.empty() ? "-" : r.target) + " | " + r.Result() + " |\n";
   }
   return md;
 }
 
-json FigureJson(const Figure& f) {
-  if (!f.ok()) return json{{"value", nullptr}, {"na", f.na.empty() ? "n/a" : f.na}};
-  return json{{"value", f.value}};
-}
+using shmdict::bench::FigureJson;
 
 json ReportJson(const std::vector<Row>& rows, const json& meta) {
   json out{{"meta", meta}, {"rows", json::array()}};
@@ -733,9 +1195,9 @@ std::vector<std::string> CheckJson(const std::string& path) {
   json report = json::parse(in, nullptr, false);
   if (report.is_discarded() || !report.contains("rows")) return {path + ": not a report"};
   std::vector<std::string> problems;
-  auto figure_ok = [](const json& f) {
-    if (f.contains("na")) return f["na"].is_string() && !f["na"].get<std::string>().empty();
-    return f.contains("value") && f["value"].is_number() && f["value"].get<double>() > 0;
+  // Memory per idle stream may be 0 KiB (the bridge reused memory it had freed); nothing else.
+  auto figure_ok = [](const json& f, bool zero_ok = false) {
+    return shmdict::bench::FigureJsonOk(f, zero_ok);
   };
   for (const std::string& id : RowIds()) {
     auto it = std::find_if(report["rows"].begin(), report["rows"].end(),
@@ -744,7 +1206,7 @@ std::vector<std::string> CheckJson(const std::string& path) {
       problems.push_back("row " + id + " missing");
       continue;
     }
-    if (!it->contains("shmdict") || !figure_ok((*it)["shmdict"]) ||
+    if (!it->contains("shmdict") || !figure_ok((*it)["shmdict"], it->value("unit", "") == "KiB") ||
         !(*it)["shmdict"].contains("value") || (*it)["shmdict"]["value"].is_null()) {
       problems.push_back("row " + id + ": no shmdict figure");
     }
@@ -764,9 +1226,13 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
       "reads) against Redis on loopback; writes bridge.md (and JSON with --json). "
       "`shmdict_bridge_bench --check-json FILE` checks a report instead.",
       "shmdict_bridge_bench"};
-  uint64_t changes = 0, samples = 0, ops = 0, keys = 0, batch_changes = 0;
+  uint64_t changes = 0, samples = 0, ops = 0, keys = 0, batch_changes = 0, streams = 0,
+           stream_changes = 0, stream_channels = 0, etcd_ops = 0, etcd_changes = 0,
+           etcd_samples = 0;
   bool changes_given = false, samples_given = false, ops_given = false, keys_given = false,
-       batch_given = false;
+       batch_given = false, streams_given = false, stream_changes_given = false,
+       stream_channels_given = false, etcd_ops_given = false, etcd_changes_given = false,
+       etcd_samples_given = false;
   app.add_flag("--quick", c->quick, "smoke run: small sizes (explicit flags win)");
   app.add_option("--out", c->out_dir, "where bridge.md goes (default: none)");
   app.add_option("--json", c->json_path,
@@ -780,6 +1246,18 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
   AddCountFlag(app, "--batch-changes", &batch_changes, &batch_given,
                "changes of the batched writes (default 200k)");
   AddCountFlag(app, "--keys", &keys, &keys_given, "keys of the mirror reads (default 100k)");
+  AddCountFlag(app, "--streams", &streams, &streams_given,
+               "Watch streams of one dict on a bridge of their own (default 2000)");
+  AddCountFlag(app, "--stream-changes", &stream_changes, &stream_changes_given,
+               "Sets a local writer commits while --streams watch (default 100k)");
+  AddCountFlag(app, "--stream-channels", &stream_channels, &stream_channels_given,
+               "connections the --streams share (default 8)");
+  AddCountFlag(app, "--etcd-ops", &etcd_ops, &etcd_ops_given,
+               "etcd Puts and Ranges (default 2000)");
+  AddCountFlag(app, "--etcd-changes", &etcd_changes, &etcd_changes_given,
+               "Puts of etcd's watch fan-out (default 20k)");
+  AddCountFlag(app, "--etcd-samples", &etcd_samples, &etcd_samples_given,
+               "etcd propagation samples (default 500)");
   if (auto exit_code = shmdict::bench::ParseCommandLine(app, argc, argv)) return exit_code;
   if (c->quick) {
     c->changes = 5'000;
@@ -788,12 +1266,24 @@ std::optional<int> ParseFlags(int argc, char** argv, Config* c) {
     c->batch_changes = 2'000;
     c->keys = 2'000;
     c->pause_ns = 100'000;
+    c->streams = 20;
+    c->stream_changes = 1'000;
+    c->stream_channels = 2;
+    c->etcd_ops = 50;
+    c->etcd_changes = 500;
+    c->etcd_samples = 20;
   }
   if (changes_given) c->changes = changes;
   if (samples_given) c->samples = samples;
   if (ops_given) c->ops = ops;
   if (batch_given) c->batch_changes = batch_changes;
   if (keys_given) c->keys = keys;
+  if (streams_given) c->streams = streams;
+  if (stream_changes_given) c->stream_changes = stream_changes;
+  if (stream_channels_given) c->stream_channels = stream_channels;
+  if (etcd_ops_given) c->etcd_ops = etcd_ops;
+  if (etcd_changes_given) c->etcd_changes = etcd_changes;
+  if (etcd_samples_given) c->etcd_samples = etcd_samples;
   if (c->keys > UINT32_MAX) {
     std::fprintf(stderr, "shmdict_bridge_bench: --keys is limited to 2^32 - 1\n");
     return 2;
@@ -817,6 +1307,14 @@ int Run(const Config& c) {
   redis_na = "not built: libhiredis-dev missing";
 #endif
 
+  std::string etcd_na;
+#if SHMDICT_BRIDGE_BENCH_HAVE_ETCD
+  if (shmdict::internal::FindProgram("etcd").empty())
+    etcd_na = "etcd not found (package etcd-server)";
+#else
+  etcd_na = "not built: the etcd wire stubs (shmdict_etcd_launcher) missing";
+#endif
+
   std::fprintf(stderr, "1/5 Watch fan-out (%" PRIu64 " changes)\n", c.changes);
   const Fanout one = MeasureFanout(bridge, c, 1, 1);
   const Fanout eight = MeasureFanout(bridge, c, 8, 8);
@@ -824,14 +1322,17 @@ int Run(const Config& c) {
   const double writer_alone = MeasureWriterAlone(c);
 
   std::fprintf(stderr, "2/5 unary Set/Get (%" PRIu64 " each)\n", c.ops);
-  const Unary bridge_unary = MeasureBridgeUnary(bridge, c);
+  const Unary bridge_unary = MeasureBridgeUnary(bridge.address(), c);
+  const Unary unix_unary = MeasureBridgeUnary(bridge.unix_address(), c);
   Unary redis_unary{{NotAvailable(redis_na), NotAvailable(redis_na), NotAvailable(redis_na)},
                     {NotAvailable(redis_na), NotAvailable(redis_na), NotAvailable(redis_na)}};
   std::fprintf(stderr, "3/5 batched writes (%" PRIu64 " changes)\n", c.batch_changes);
   const Figure bridge_batch = MeasureBridgeBatch(bridge, c);
   Figure redis_batch = NotAvailable(redis_na);
   std::fprintf(stderr, "4/5 propagation (%" PRIu64 " samples)\n", c.samples);
-  const Propagation mirror = MeasureMirrorLatency(bridge, c);
+  const Propagation mirror = MeasureMirrorLatency(bridge.address(), c, /*baseline=*/true);
+  const Propagation unix_mirror =
+      MeasureMirrorLatency(bridge.unix_address(), c, /*baseline=*/false);
   Propagation notify{NotAvailable(redis_na), NotAvailable(redis_na), NotAvailable(redis_na),
                      NotAvailable(redis_na)};
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
@@ -843,7 +1344,22 @@ int Run(const Config& c) {
 #endif
   std::fprintf(stderr, "5/5 mirror reads (%" PRIu64 " keys)\n", c.keys);
   const MirrorReads reads = MeasureMirrorReads(bridge, c);
+  std::fprintf(stderr, "6/7 %" PRIu64 " Watch streams of one dict (%" PRIu64 " changes)\n",
+               c.streams, c.stream_changes);
+  const ManyStreams crowd = MeasureManyStreams(c);
+  EtcdFigures etcd = EtcdNotAvailable(etcd_na);
+#if SHMDICT_BRIDGE_BENCH_HAVE_ETCD
+  if (etcd_na.empty()) {
+    std::fprintf(stderr,
+                 "7/7 etcd (%" PRIu64 " ops, %" PRIu64 " changes, %" PRIu64 " samples; fsync on)\n",
+                 c.etcd_ops, c.etcd_changes, c.etcd_samples);
+    etcd = MeasureEtcd(c);
+  }
+#endif
 
+  const std::string crowd_what = std::to_string(c.streams) +
+                                 " concurrent Watch streams of one dict, a local writer " +
+                                 "committing " + std::to_string(c.stream_changes) + " Sets";
   const std::string per_sub = " (changes/s per subscriber: N / time from the first write)";
   std::vector<Row> rows = {
       {"watch_fanout_1", "Watch fan-out, 1 subscriber" + per_sub, "changes/s", Better::kHigher,
@@ -861,6 +1377,9 @@ int Run(const Config& c) {
        bridge_unary.set.rate, "redis", redis_unary.set.rate, "ratio >= 1", std::nullopt, 1.0},
       {"unary_set_p50", "Unary Set latency p50", "ns", Better::kLower, bridge_unary.set.p50,
        "redis", redis_unary.set.p50, "", std::nullopt, std::nullopt},
+      {"unary_set_p50_unix", "Unary Set latency p50, the bridge on a Unix socket (Redis: TCP)",
+       "ns", Better::kLower, unix_unary.set.p50, "redis", redis_unary.set.p50, "", std::nullopt,
+       std::nullopt},
       {"unary_set_p99", "Unary Set latency p99", "ns", Better::kLower, bridge_unary.set.p99,
        "redis", redis_unary.set.p99, "", std::nullopt, std::nullopt},
       {"unary_get_rate", "Unary Get (bridge, no mirror) vs unpipelined GET", "ops/s",
@@ -868,6 +1387,9 @@ int Run(const Config& c) {
        std::nullopt},
       {"unary_get_p50", "Unary Get latency p50", "ns", Better::kLower, bridge_unary.get.p50,
        "redis", redis_unary.get.p50, "", std::nullopt, std::nullopt},
+      {"unary_get_p50_unix", "Unary Get latency p50, the bridge on a Unix socket (Redis: TCP)",
+       "ns", Better::kLower, unix_unary.get.p50, "redis", redis_unary.get.p50, "", std::nullopt,
+       std::nullopt},
       {"unary_get_p99", "Unary Get latency p99", "ns", Better::kLower, bridge_unary.get.p99,
        "redis", redis_unary.get.p99, "", std::nullopt, std::nullopt},
       {"batch_write_rate", "Batch RPC of 100 (sequential) vs pipelined MSET of 100 (16 in flight)",
@@ -876,6 +1398,9 @@ int Run(const Config& c) {
       {"propagation_call_p50",
        "Dict Set -> RemoteDict mirror vs SET -> keyspace notification, p50 (from the write call)",
        "ns", Better::kLower, mirror.from_call_p50, "redis", notify.from_call_p50, "<= 100 us",
+       100'000.0, std::nullopt},
+      {"propagation_call_p50_unix", "... p50 (from the write call), the mirror on a Unix socket",
+       "ns", Better::kLower, unix_mirror.from_call_p50, "redis", notify.from_call_p50, "<= 100 us",
        100'000.0, std::nullopt},
       {"propagation_call_p99", "... p99 (from the write call)", "ns", Better::kLower,
        mirror.from_call_p99, "redis", notify.from_call_p99, "", std::nullopt, std::nullopt},
@@ -888,63 +1413,120 @@ int Run(const Config& c) {
       {"mirror_read_rate", "RemoteDict::Get(key, &out) from the mirror vs unordered_map find+copy",
        "ops/s", Better::kHigher, reads.remote, "unordered_map", reads.map, "ratio >= 0.5",
        std::nullopt, 0.5},
+      {"watch_crowd_gap_free",
+       crowd_what + ": streams that got every change in the writer's order (no gap, repeat or "
+                    "resync)",
+       "streams", Better::kHigher, crowd.gap_free, "", Figure{}, "every stream",
+       static_cast<double>(c.streams), std::nullopt, /*check=*/true},
+      {"watch_crowd_peak_rss", "... the bridge's peak RSS (VmHWM; a bridge of its own)", "KiB",
+       Better::kLower, crowd.peak_rss_kib, "", Figure{}, "<= 512 MiB", 512.0 * 1024, std::nullopt},
+      {"watch_crowd_idle_stream",
+       "... memory per idle stream (bridge VmRSS with the streams open, before any write, minus "
+       "before; per stream)",
+       "KiB", Better::kLower, crowd.idle_kib, "", Figure{}, "<= 64 KiB", 64.0, std::nullopt},
+      {"etcd_put_p50", "Unary Set (bridge) vs etcd Put latency p50 (etcd fsync on)", "ns",
+       Better::kLower, bridge_unary.set.p50, "etcd", etcd.put.p50, "", std::nullopt, std::nullopt},
+      {"etcd_range_p50", "Unary Get (bridge) vs etcd Range (linearizable) latency p50", "ns",
+       Better::kLower, bridge_unary.get.p50, "etcd", etcd.range.p50, "", std::nullopt,
+       std::nullopt},
+      {"etcd_watch_fanout",
+       "Watch fan-out, 1 subscriber, 100 keys per revision: the bridge vs an etcd watcher on a "
+       "prefix (Txns of 100 Puts)",
+       "changes/s", Better::kHigher, one_batched.min, "etcd", etcd.fanout, "", std::nullopt,
+       std::nullopt},
+      {"etcd_propagation_p50",
+       "Dict Set -> RemoteDict mirror vs etcd Put -> watch event, p50 (from the write call)", "ns",
+       Better::kLower, mirror.from_call_p50, "etcd", etcd.propagation_p50, "", std::nullopt,
+       std::nullopt},
   };
 
-  json meta{{"changes", c.changes},
-            {"samples", c.samples},
-            {"unary_ops", c.ops},
-            {"batch_changes", c.batch_changes},
-            {"mirror_keys", c.keys},
-            {"value_bytes", kValueBytes},
-            {"batch_size", kBatchSize},
-            {"quick", c.quick},
-            {"cpus", std::thread::hardware_concurrency()},
-            {"bridge_address", bridge.address()},
-            {"fanout_writer_rate_1", one.writer_rate},
-            {"fanout_writer_rate_8", eight.writer_rate},
-            {"fanout_snapshot_seen", one.snapshot_seen || eight.snapshot_seen},
-            {"fanout_writer_alone_rate", writer_alone},
-            {"fanout_lag_after_writer_ns_1", one.max_lag_ns},
-            {"fanout_lag_after_writer_ns_8", eight.max_lag_ns},
-            {"mirror_set_unwatched_p50_ns", mirror.set_alone_p50},
-            {"mirror_set_unwatched_p99_ns", mirror.set_alone_p99},
-            {"redis", redis_na.empty() ? json("redis-server " +
+  json meta{
+      {"changes", c.changes},
+      {"samples", c.samples},
+      {"unary_ops", c.ops},
+      {"batch_changes", c.batch_changes},
+      {"mirror_keys", c.keys},
+      {"value_bytes", kValueBytes},
+      {"batch_size", kBatchSize},
+      {"quick", c.quick},
+      {"cpus", std::thread::hardware_concurrency()},
+      {"bridge_address", bridge.address()},
+      {"fanout_writer_rate_1", one.writer_rate},
+      {"fanout_writer_rate_8", eight.writer_rate},
+      {"fanout_snapshot_seen", one.snapshot_seen || eight.snapshot_seen},
+      {"fanout_writer_alone_rate", writer_alone},
+      {"fanout_lag_after_writer_ns_1", one.max_lag_ns},
+      {"fanout_lag_after_writer_ns_8", eight.max_lag_ns},
+      {"mirror_set_unwatched_p50_ns", mirror.set_alone_p50},
+      {"mirror_set_unwatched_p99_ns", mirror.set_alone_p99},
+      {"streams", c.streams},
+      {"stream_changes", c.stream_changes},
+      {"stream_channels", c.stream_channels},
+      {"crowd_rss_before_kib", crowd.rss_before_kib},
+      {"crowd_rss_idle_kib", crowd.rss_idle_kib},
+      {"crowd_seconds", crowd.seconds},
+      {"crowd_first_problem", crowd.first_problem},
+      {"etcd_ops", c.etcd_ops},
+      {"etcd_changes", c.etcd_changes},
+      {"etcd_samples", c.etcd_samples},
+      {"etcd", etcd_na.empty() ? json(peers::CommandOutput("etcd --version 2>/dev/null | head -1") +
+                                      ", 1 member, fsync on")
+                               : json("n/a: " + etcd_na)},
+      {"redis", redis_na.empty() ? json("redis-server " +
 #if SHMDICT_BRIDGE_BENCH_HAVE_REDIS
-                                              shmdict::internal::RedisLauncher::Version(
-                                                  shmdict::internal::RedisLauncher::FindServer())
+                                        shmdict::internal::RedisLauncher::Version(
+                                            shmdict::internal::RedisLauncher::FindServer())
 #else
-                                              std::string()
+                                        std::string()
 #endif
-                                                  )
-                                       : json("n/a: " + redis_na)}};
+                                            )
+                                 : json("n/a: " + redis_na)}};
   const std::string md = Markdown(rows);
   std::printf("%s", md.c_str());
   const std::string stages =
       "Stages: the fan-out writer (local Dict Sets) ran at " +
-      FormatFigure(Figure{one.writer_rate}, "changes/s") + " with 1 subscriber, " +
-      FormatFigure(Figure{eight.writer_rate}, "changes/s") + " with 8, " +
-      FormatFigure(Figure{writer_alone}, "changes/s") + " alone; the slowest subscriber finished " +
+      FigureText(Figure{one.writer_rate}, "changes/s") + " with 1 subscriber, " +
+      FigureText(Figure{eight.writer_rate}, "changes/s") + " with 8, " +
+      FigureText(Figure{writer_alone}, "changes/s") + " alone; the slowest subscriber finished " +
       shmdict::bench::FormatNs(one.max_lag_ns, 0, "-") + " (1) and " +
       shmdict::bench::FormatNs(eight.max_lag_ns, 0, "-") +
       " (8) after the writer's last Set. A local Set on a dict nobody watches took " +
       shmdict::bench::FormatNs(mirror.set_alone_p50, 0, "-") + " p50, " +
-      shmdict::bench::FormatNs(mirror.set_alone_p99, 0, "-") + " p99.\n";
+      shmdict::bench::FormatNs(mirror.set_alone_p99, 0, "-") + " p99.\n\n" + "The " +
+      std::to_string(c.streams) + " streams (gRPC's callback API, over " +
+      std::to_string(c.stream_channels) + " connections, one bridge of their own) were all done " +
+      shmdict::bench::Format("%.2f", crowd.seconds) + " s after the first write; the bridge's " +
+      "VmRSS was " + shmdict::bench::FormatKiB(crowd.rss_before_kib) + " with one stream open, " +
+      shmdict::bench::FormatKiB(crowd.rss_idle_kib) + " with all of them" +
+      (crowd.first_problem.empty() ? "" : "; first failed check: " + crowd.first_problem) +
+      ". etcd: " + meta["etcd"].get<std::string>() + " (Put and Range one at a time, " +
+      std::to_string(c.etcd_ops) + " each; the Unix-socket rows compare with Redis over TCP).\n";
   std::printf("\n%s", stages.c_str());
   if (!c.out_dir.empty()) {
     std::filesystem::create_directories(c.out_dir);
     std::ofstream(c.out_dir + "/bridge.md")
-        << "# shmdict-bridge against Redis\n\n"
+        << "# shmdict-bridge against Redis and etcd\n\n"
         << "`shmdict_bridge_bench" << (c.quick ? " --quick" : "") << "`: " << c.changes
         << " fan-out changes, " << c.ops << " unary ops, " << c.batch_changes
         << " batched changes, " << c.samples << " propagation samples, " << c.keys
-        << " mirror keys; keys \"key-%08d\", " << kValueBytes << "-byte values; "
-        << meta["cpus"].get<unsigned>() << " CPUs; " << meta["redis"].get<std::string>()
+        << " mirror keys, " << c.streams << " Watch streams of one dict for " << c.stream_changes
+        << " changes, " << c.etcd_ops << " etcd ops; keys \"key-%08d\", " << kValueBytes
+        << "-byte values; " << meta["cpus"].get<unsigned>() << " CPUs; "
+        << meta["redis"].get<std::string>() << "; " << meta["etcd"].get<std::string>()
         << ". Ratio: shmdict's advantage (> 1: shmdict faster, for rates and latencies alike).\n\n"
         << md << "\n"
         << stages;
   }
   if (!c.json_path.empty()) peers::WriteFile(c.json_path, ReportJson(rows, meta).dump(2) + "\n");
-  return 0;
+  int failed = 0;
+  for (const Row& r : rows) {
+    if (r.check && r.Result() != "PASS") {
+      std::fprintf(stderr, "shmdict_bridge_bench: FAILED CHECK %s: %s\n", r.id.c_str(),
+                   crowd.first_problem.c_str());
+      ++failed;
+    }
+  }
+  return failed == 0 ? 0 : 1;
 }
 
 }  // namespace

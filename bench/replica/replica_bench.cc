@@ -96,14 +96,10 @@ void CheckGrpc(const grpc::Status& status, const std::string& what) {
   if (!status.ok()) Fail(what + ": " + status.error_message());
 }
 
-// A figure of the report: value in `unit`, or n/a with a reason.
-struct Figure {
-  double value = NAN;
-  std::string na;  // non-empty: why there is no figure
-  bool ok() const { return na.empty() && std::isfinite(value); }
-};
-
-Figure NotAvailable(std::string why) { return Figure{NAN, std::move(why)}; }
+using shmdict::bench::Figure;
+using shmdict::bench::FigureJson;
+using shmdict::bench::FormatFigure;
+using shmdict::bench::NotAvailable;
 
 // ------------------------------------------------------------------------------ the servers
 
@@ -508,14 +504,6 @@ const std::vector<std::string>& RowIds() {
   return ids;
 }
 
-std::string FormatFigure(const Figure& f, const std::string& unit) {
-  if (!f.ok()) return f.na.empty() ? "n/a" : "n/a: " + f.na;
-  if (unit == "ns") return shmdict::bench::FormatNs(f.value, 0, "n/a");
-  if (f.value >= 1e6) return shmdict::bench::Format("%.2f M", f.value / 1e6) + unit;
-  if (f.value >= 1e3) return shmdict::bench::Format("%.1f k", f.value / 1e3) + unit;
-  return shmdict::bench::Format("%.0f ", f.value) + unit;
-}
-
 std::string Markdown(const std::vector<Row>& rows) {
   std::string md =
       "| workload | replica | baseline | ratio | target | result |\n"
@@ -528,11 +516,6 @@ std::string Markdown(const std::vector<Row>& rows) {
           (r.target.empty() ? "-" : r.target) + " | " + r.Result() + " |\n";
   }
   return md;
-}
-
-json FigureJson(const Figure& f) {
-  if (!f.ok()) return json{{"value", nullptr}, {"na", f.na.empty() ? "n/a" : f.na}};
-  return json{{"value", f.value}};
 }
 
 json ReportJson(const std::vector<Row>& rows, const json& meta) {
@@ -560,10 +543,7 @@ std::vector<std::string> CheckJson(const std::string& path) {
   json report = json::parse(in, nullptr, false);
   if (report.is_discarded() || !report.contains("rows")) return {path + ": not a report"};
   std::vector<std::string> problems;
-  auto figure_ok = [](const json& f) {
-    if (f.contains("na")) return f["na"].is_string() && !f["na"].get<std::string>().empty();
-    return f.contains("value") && f["value"].is_number() && f["value"].get<double>() > 0;
-  };
+  auto figure_ok = [](const json& f) { return shmdict::bench::FigureJsonOk(f); };
   for (const std::string& id : RowIds()) {
     auto it = std::find_if(report["rows"].begin(), report["rows"].end(),
                            [&](const json& row) { return row.value("id", "") == id; });

@@ -233,4 +233,25 @@ std::string FormatKiB(double kib) {
   return Format("%.1f MiB", kib / 1024);
 }
 
+std::string FormatFigure(const Figure& f, const std::string& unit) {
+  if (!f.ok()) return f.na.empty() ? "n/a" : "n/a: " + f.na;
+  if (unit == "ns") return FormatNs(f.value, 0, "n/a");
+  if (unit == "KiB") return FormatKiB(f.value);
+  if (f.value >= 1e6) return Format("%.2f M", f.value / 1e6) + unit;
+  if (f.value >= 1e3) return Format("%.1f k", f.value / 1e3) + unit;
+  return Format("%.0f ", f.value) + unit;
+}
+
+nlohmann::json FigureJson(const Figure& f) {
+  if (!f.ok()) return {{"value", nullptr}, {"na", f.na.empty() ? "n/a" : f.na}};
+  return {{"value", f.value}};
+}
+
+bool FigureJsonOk(const nlohmann::json& f, bool zero_ok) {
+  if (f.contains("na")) return f["na"].is_string() && !f["na"].get<std::string>().empty();
+  if (!f.contains("value") || !f["value"].is_number()) return false;
+  const double value = f["value"].get<double>();
+  return zero_ok ? value >= 0 : value > 0;
+}
+
 }  // namespace shmdict::bench

@@ -12,7 +12,9 @@
 
 #include <sys/types.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -116,6 +118,29 @@ std::string FormatNs(double ns, int ns_decimals, const char* nan_text);
 
 // "812 KiB" below 10 MiB, else "12.3 MiB"; "-" for NaN.
 std::string FormatKiB(double kib);
+
+// ---------------------------------------------------------------------------- report figures
+// The figures of the reports that compare a shmdict path with a peer (shmdict_bridge_bench,
+// shmdict_replica_bench): Markdown cells, JSON, and the smoke test's check of that JSON.
+
+// A value in its row's unit, or n/a with the reason.
+struct Figure {
+  double value = NAN;
+  std::string na;  // non-empty: why there is no figure
+  bool ok() const { return na.empty() && std::isfinite(value); }
+};
+
+inline Figure NotAvailable(std::string why) { return Figure{NAN, std::move(why)}; }
+
+// "n/a: <why>" (or "n/a"); unit "ns": FormatNs; "KiB": FormatKiB; any other unit is a rate:
+// "1.23 M<unit>", "45.6 k<unit>", "789 <unit>".
+std::string FormatFigure(const Figure& f, const std::string& unit);
+
+// {"value": v}, or {"value": null, "na": why} when there is no figure.
+nlohmann::json FigureJson(const Figure& f);
+
+// Whether `f` (a FigureJson) is a number > 0 (>= 0 with zero_ok) or an n/a with a reason.
+bool FigureJsonOk(const nlohmann::json& f, bool zero_ok = false);
 
 }  // namespace shmdict::bench
 

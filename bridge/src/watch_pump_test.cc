@@ -1,11 +1,11 @@
 // The pump's fan-out as clients see it (issue 20), against a BridgeServer in this process: many
 // streams of one dict while a local writer commits all receive the same gap-free changes, whether
 // they started before the writes, in the middle of them, or fell behind a tiny window; and the
-// shared buffers are released once the last stream is done. And the stream's moves between the
-// window and a watcher of its own, each forced with the notifier held by a test subscriber
-// (WatchWindowTest): joining inside a frame, leaving between fragments of one revision, and the
-// pump lapped by the log, checked by the exact changes and the registry's join/leave/restart
-// counters.
+// shared buffers are released once the last stream is done, however the streams end. And the
+// stream's moves between the window and a watcher of its own, each forced with the notifier held by
+// a test subscriber (WatchWindowTest): joining inside a frame, leaving between fragments of one
+// revision, and the pump lapped by the log, checked by the exact changes and the registry's
+// join/leave/restart counters.
 #include "watch_pump.h"
 
 #include <gtest/gtest.h>
@@ -229,6 +229,60 @@ TEST_F(WatchPumpTest, SharedBuffersAreReleasedWhenTheLastStreamIsDone) {
   streams[0].stream->Finish().IgnoreError();
   EXPECT_TRUE(Eventually([] { return WatchPump::LiveFrames() == 0; }))
       << WatchPump::LiveFrames() << " frames still alive after the last stream ended";
+}
+
+TEST_F(WatchPumpTest, SharedBuffersAreReleasedHoweverTheStreamsEnd) {
+  // Many streams of one dict, ended each way a stream ends: cancelled after reading everything,
+  // cancelled half-way, cancelled without reading at all (gRPC's flow control holds their writes,
+  // and the frames those writes hold), and cut off by the bridge stopping. A small window makes
+  // the streams that do not read fall out of it and read on their own.
+  ASSERT_TRUE(Eventually([] { return WatchPump::LiveFrames() == 0; }))
+      << WatchPump::LiveFrames() << " frames outlived their bridge";
+  config_.watch_window_bytes = 4096;
+  StartBridge();
+  const uint64_t base = dict_->revision();
+  std::vector<OpenStream> read_all, read_half, unread;
+  for (int i = 0; i < 12; ++i) {
+    read_all.push_back(Open(base, true));
+    read_half.push_back(Open(base, true));
+    unread.push_back(Open(base, true));
+  }
+  OpenStream last_one = Open(base, true);
+  std::vector<Seen> expected;
+  Commit(1, 2000, &expected);
+  const uint64_t last = expected.back().revision;
+  const uint64_t half = expected[expected.size() / 2].revision;
+  auto end = [](OpenStream& open) {
+    open.context->TryCancel();
+    open.stream->Finish().IgnoreError();
+  };
+  for (OpenStream& open : read_all) {
+    EXPECT_EQ(ReadThrough(open, last), expected);
+    end(open);
+  }
+  for (OpenStream& open : read_half) {
+    EXPECT_FALSE(ReadThrough(open, half).empty());
+    end(open);
+  }
+  for (OpenStream& open : unread) end(open);
+  EXPECT_EQ(ReadThrough(last_one, last), expected);
+  EXPECT_GT(WatchPump::LiveFrames(), 0) << "the window of the stream still open";
+  end(last_one);
+  EXPECT_TRUE(Eventually([] { return WatchPump::LiveFrames() == 0; }))
+      << WatchPump::LiveFrames() << " frames still alive after the last stream ended";
+
+  // A new crowd starts the pump again; the bridge stops under it.
+  const uint64_t again = dict_->revision();
+  std::vector<OpenStream> cut;
+  for (int i = 0; i < 8; ++i) cut.push_back(Open(again, true));
+  std::vector<Seen> more;
+  Commit(2001, 2500, &more);
+  EXPECT_EQ(ReadThrough(cut[0], more.back().revision), more);
+  EXPECT_GT(WatchPump::LiveFrames(), 0);
+  StopBridge();
+  EXPECT_TRUE(Eventually([] { return WatchPump::LiveFrames() == 0; }))
+      << WatchPump::LiveFrames() << " frames still alive after the bridge stopped";
+  for (OpenStream& open : cut) end(open);  // the client's side of the streams, unread
 }
 
 // A subscriber of the dict beside its streams that lets a test hold the registry's notifier inside
