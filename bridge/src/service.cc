@@ -4,17 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
-#include <deque>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -282,105 +277,6 @@ Status DecodeValue(const v1::Value& in, Value* out, std::string_view what) {
 
 }  // namespace
 
-// One write call between its handler and its answer, when the write executor finishes it.
-struct DictService::WriteCall {
-  const char* method;
-  grpc::CallbackServerContext* context;  // gRPC's until reactor->Finish
-  grpc::ServerUnaryReactor* reactor;
-  const std::string* dict;                        // the request's name
-  const google::protobuf::MessageLite* response;  // gRPC's until reactor->Finish
-  std::unique_ptr<Metrics::Call> metrics;
-  std::optional<DictRegistry::Lease> lease;
-  // write(State&, Store&) bound to what check() decoded.
-  std::function<CoreStatus(Store&)> write;
-};
-
-// The threads that finish the writes a callback reaction must not wait for (service.h). A queue
-// and up to kMaxWriteThreads threads, one started whenever more writes wait than threads are idle.
-// The queue holds one small entry per write call in flight, where the synchronous pool it
-// replaced held a thread per call; but each entry also holds its dict's lease (a handle: mapped
-// segments and descriptors) and its request until answered, so the queue is bounded too
-// (kMaxQueuedWrites): past it a write is refused at once with RESOURCE_EXHAUSTED instead of
-// piling up behind a writer lock held elsewhere.
-class DictService::WriteExecutor {
- public:
-  explicit WriteExecutor(DictService* service) : service_(service) {}
-
-  // Drains the queue: a write accepted before shutdown is answered, as the synchronous pool did.
-  ~WriteExecutor() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (std::thread& thread : threads_) thread.join();
-  }
-
-  // Queues `call` and returns null; returns it back when kMaxQueuedWrites writes already wait,
-  // or no thread runs and none can be started (the call is then the caller's to end).
-  std::unique_ptr<WriteCall> Post(std::unique_ptr<WriteCall> call) {
-    std::lock_guard lock(mu_);
-    if (queue_.size() >= kMaxQueuedWrites) return call;
-    queue_.push_back(std::move(call));
-    // Idle threads that were woken but have not taken their write yet still count as idle.
-    if (queue_.size() > idle_ && threads_.size() < kMaxWriteThreads) {
-      try {
-        threads_.emplace_back([this] { Work(); });
-      } catch (const std::system_error& error) {
-        spdlog::warn("write executor: cannot start a thread ({}); {} threads run", error.what(),
-                     threads_.size());
-        if (threads_.empty()) {
-          std::unique_ptr<WriteCall> refused = std::move(queue_.back());
-          queue_.pop_back();
-          return refused;
-        }
-      }
-    }
-    wake_.notify_one();
-    return nullptr;
-  }
-
- private:
-  void Work() {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      ++idle_;
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      --idle_;
-      if (queue_.empty()) return;  // stopping, and nothing is left
-      std::unique_ptr<WriteCall> call = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      service_->RunWrite(*call);
-      call.reset();
-      lock.lock();
-    }
-  }
-
-  DictService* const service_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<std::unique_ptr<WriteCall>> queue_;  // guarded by mu_
-  std::vector<std::thread> threads_;              // guarded by mu_ (joined by the destructor)
-  size_t idle_ = 0;                               // guarded by mu_
-  bool stopping_ = false;                         // guarded by mu_
-};
-
-DictService::DictService(DictRegistry* registry, StreamLimits stream_limits,
-                         const Authorizer* authorizer, WaitingCalls* waiting, ServiceLimits limits,
-                         Metrics* metrics, CreationPolicy creation, WriteRouter* router)
-    : registry_(registry),
-      limits_(stream_limits),
-      authorizer_(authorizer),
-      waiting_(waiting),
-      service_limits_(limits),
-      metrics_(metrics),
-      creation_(creation),
-      router_(router),
-      executor_(std::make_unique<WriteExecutor>(this)) {}
-
-DictService::~DictService() = default;
-
 CoreStatus DictService::CheckKeyAndValue(std::string_view key, const Value* value,
                                          const std::string& where) const {
   const size_t max_value_bytes = service_limits_.max_value_bytes;
@@ -488,118 +384,31 @@ grpc::ServerUnaryReactor* DictService::Get(grpc::CallbackServerContext* context,
   return waiting;
 }
 
-template <typename State, typename Check, typename Write>
-grpc::ServerUnaryReactor* DictService::WithWrite(const char* method,
-                                                 grpc::CallbackServerContext* context,
-                                                 const std::string& dict,
-                                                 const google::protobuf::MessageLite* response,
-                                                 Check&& check, Write&& write) {
-  grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
-  auto call = std::make_unique<WriteCall>();
-  call->method = method;
-  call->context = context;
-  call->reactor = reactor;
-  call->dict = &dict;
-  call->response = response;
-  call->metrics = std::make_unique<Metrics::Call>(metrics_, method);
-  grpc::Status allowed = authorizer_->Check(*context, dict, Access::kWrite);
-  if (!allowed.ok()) {
-    spdlog::info("{} refused dict={} peer={}: {}", method, LogText(dict), LogText(context->peer()),
-                 LoggedStatus(allowed.error_message()));
-    allowed = call->metrics->Finish(allowed, 0);
-    call.reset();
-    reactor->Finish(std::move(allowed));
-    return reactor;
-  }
-  Result<DictRegistry::Lease> lease = registry_->Acquire(dict);
-  if (!lease.ok()) {
-    FinishWrite(*call, lease.status());
-    return reactor;
-  }
-  call->lease.emplace(std::move(*lease));
-  State state{};
-  CoreStatus checked = check(state);
-  if (!checked.ok()) {
-    FinishWrite(*call, checked);
-    return reactor;
-  }
-  if (router_ == nullptr) {
-    // The common case answers here, with no hand-off: the writer lock is free, and the write is
-    // committed under it (recursive for this thread) before it is released.
-    Dict& leased = call->lease->dict();
-    Result<LockGuard> guard = leased.TryLock();
-    if (guard.ok()) {
-      CoreStatus written = write(state, static_cast<Store&>(leased));
-      guard->Unlock();
-      FinishWrite(*call, written);
-      return reactor;
-    }
-    // Held elsewhere (or any other outcome of the try, which the executor's write meets again
-    // and answers as a synchronous write did).
-  }
-  call->write = [state = std::move(state), write = std::forward<Write>(write)](
-                    Store& store) mutable -> CoreStatus { return write(state, store); };
-  std::unique_ptr<WriteCall> refused = executor_->Post(std::move(call));
-  if (refused != nullptr) {
-    FinishWrite(*refused,
-                CoreStatus(StatusCode::kResourceExhausted,
-                           "too many writes wait for the writer lock on this bridge (at most " +
-                               std::to_string(kMaxQueuedWrites) +
-                               "), or it cannot start a "
-                               "thread for them: retry"));
-  }
-  return reactor;
+// The routed Store is destroyed before the lease is returned, as the router's contract says.
+template <typename Check, typename Write>
+grpc::Status DictService::WithWrite(const char* method, grpc::ServerContext* context,
+                                    const std::string& dict,
+                                    const google::protobuf::MessageLite* response, Check&& check,
+                                    Write&& write) {
+  return WithDict(registry_, *authorizer_, metrics_, context, method, dict, Access::kWrite,
+                  response, [&](Dict& leased) -> CoreStatus {
+                    CoreStatus checked = check();
+                    if (!checked.ok()) return checked;
+                    if (router_ == nullptr) return write(static_cast<Store&>(leased));
+                    Result<std::unique_ptr<Store>> routed = router_->Route(leased);
+                    if (!routed.ok()) return routed.status();
+                    // A router that succeeds with no Store broke its contract (write_router.h).
+                    if (*routed == nullptr) std::abort();
+                    return write(**routed);
+                  });
 }
 
-void DictService::RunWrite(WriteCall& call) {
-  Dict& leased = call.lease->dict();
-  if (router_ == nullptr) {
-    FinishWrite(call, call.write(static_cast<Store&>(leased)));
-    return;
-  }
-  CoreStatus written = [&]() -> CoreStatus {
-    Result<std::unique_ptr<Store>> routed = router_->Route(leased);
-    if (!routed.ok()) return routed.status();
-    // A router that succeeds with no Store broke its contract (write_router.h).
-    if (*routed == nullptr) std::abort();
-    // The routed Store is destroyed here, before the lease is returned (the router's contract).
-    return call.write(**routed);
-  }();
-  FinishWrite(call, written);
-}
-
-void DictService::FinishWrite(WriteCall& call, const CoreStatus& status) {
-  grpc::Status answer;
-  if (status.ok()) {
-    call.lease->entry()->writes.fetch_add(1, std::memory_order_relaxed);
-    answer = call.metrics->Finish(grpc::Status::OK, call.response->ByteSizeLong());
-  } else {
-    spdlog::info("{} failed dict={} peer={}: {}", call.method, LogText(*call.dict),
-                 LogText(call.context->peer()), LoggedStatus(status.ToString()));
-    answer = call.metrics->Finish(Fail(status, *call.dict), 0);
-  }
-  // As the synchronous handler's return did: the handle goes back to the pool and the call stops
-  // counting as in flight before its answer can reach the client.
-  call.lease.reset();
-  call.metrics.reset();
-  call.reactor->Finish(std::move(answer));
-}
-
-namespace {
-// What a write call's check decodes for its write (WithWrite's State).
-struct NoState {};
-struct ExpectedAndDesired {
-  std::optional<Value> expected;
-  std::optional<Value> desired;
-};
-}  // namespace
-
-grpc::ServerUnaryReactor* DictService::Set(grpc::CallbackServerContext* context,
-                                           const v1::SetRequest* request,
-                                           v1::WriteResponse* response) {
-  return WithWrite<Value>(
+grpc::Status DictService::Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                              v1::WriteResponse* response) {
+  Value value;
+  return WithWrite(
       "Set", context, request->dict(), response,
-      [&](Value& value) -> CoreStatus {
+      [&]() -> CoreStatus {
         CoreStatus key = CheckKey(request->key());
         if (!key.ok()) return key;
         CoreStatus decoded = DecodeValue(request->value(), &value, "value");
@@ -608,7 +417,7 @@ grpc::ServerUnaryReactor* DictService::Set(grpc::CallbackServerContext* context,
         if (!checked.ok()) return checked;
         return CheckKeyAndValue(request->key(), &value);
       },
-      [request, response](Value& value, Store& store) -> CoreStatus {
+      [&](Store& store) -> CoreStatus {
         Result<uint64_t> revision = store.Set(request->key(), value);
         if (!revision.ok()) return revision.status();
         response->set_revision(*revision);
@@ -616,13 +425,11 @@ grpc::ServerUnaryReactor* DictService::Set(grpc::CallbackServerContext* context,
       });
 }
 
-grpc::ServerUnaryReactor* DictService::Delete(grpc::CallbackServerContext* context,
-                                              const v1::DeleteRequest* request,
-                                              v1::DeleteResponse* response) {
-  return WithWrite<NoState>(
-      "Delete", context, request->dict(), response,
-      [&](NoState&) { return CheckKey(request->key()); },
-      [request, response](NoState&, Store& store) -> CoreStatus {
+grpc::Status DictService::Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                                 v1::DeleteResponse* response) {
+  return WithWrite(
+      "Delete", context, request->dict(), response, [&] { return CheckKey(request->key()); },
+      [&](Store& store) -> CoreStatus {
         Result<bool> existed = store.Erase(request->key());
         if (!existed.ok()) return existed.status();
         response->set_existed(*existed);
@@ -631,12 +438,11 @@ grpc::ServerUnaryReactor* DictService::Delete(grpc::CallbackServerContext* conte
       });
 }
 
-grpc::ServerUnaryReactor* DictService::Pop(grpc::CallbackServerContext* context,
-                                           const v1::PopRequest* request,
-                                           v1::PopResponse* response) {
-  return WithWrite<NoState>(
-      "Pop", context, request->dict(), response, [&](NoState&) { return CheckKey(request->key()); },
-      [request, response](NoState&, Store& store) -> CoreStatus {
+grpc::Status DictService::Pop(grpc::ServerContext* context, const v1::PopRequest* request,
+                              v1::PopResponse* response) {
+  return WithWrite(
+      "Pop", context, request->dict(), response, [&] { return CheckKey(request->key()); },
+      [&](Store& store) -> CoreStatus {
         Result<std::optional<Value>> popped = store.Pop(request->key());
         if (!popped.ok()) return popped.status();
         response->set_key(request->key());
@@ -651,12 +457,11 @@ grpc::ServerUnaryReactor* DictService::Pop(grpc::CallbackServerContext* context,
       });
 }
 
-grpc::ServerUnaryReactor* DictService::PopItem(grpc::CallbackServerContext* context,
-                                               const v1::PopItemRequest* request,
-                                               v1::PopResponse* response) {
-  return WithWrite<NoState>(
-      "PopItem", context, request->dict(), response, [](NoState&) { return CoreStatus::Ok(); },
-      [response](NoState&, Store& store) -> CoreStatus {
+grpc::Status DictService::PopItem(grpc::ServerContext* context, const v1::PopItemRequest* request,
+                                  v1::PopResponse* response) {
+  return WithWrite(
+      "PopItem", context, request->dict(), response, [] { return CoreStatus::Ok(); },
+      [&](Store& store) -> CoreStatus {
         auto popped = store.PopItem();
         if (!popped.ok()) return popped.status();
         response->set_found(popped->has_value());
@@ -671,12 +476,13 @@ grpc::ServerUnaryReactor* DictService::PopItem(grpc::CallbackServerContext* cont
       });
 }
 
-grpc::ServerUnaryReactor* DictService::SetDefault(grpc::CallbackServerContext* context,
-                                                  const v1::SetDefaultRequest* request,
-                                                  v1::SetDefaultResponse* response) {
-  return WithWrite<Value>(
+grpc::Status DictService::SetDefault(grpc::ServerContext* context,
+                                     const v1::SetDefaultRequest* request,
+                                     v1::SetDefaultResponse* response) {
+  Value fallback;
+  return WithWrite(
       "SetDefault", context, request->dict(), response,
-      [&](Value& fallback) -> CoreStatus {
+      [&]() -> CoreStatus {
         CoreStatus key = CheckKey(request->key());
         if (!key.ok()) return key;
         CoreStatus decoded = DecodeValue(request->default_value(), &fallback, "default_value");
@@ -685,7 +491,7 @@ grpc::ServerUnaryReactor* DictService::SetDefault(grpc::CallbackServerContext* c
         if (!checked.ok()) return checked;
         return CheckKeyAndValue(request->key(), &fallback);
       },
-      [request, response](Value& fallback, Store& store) -> CoreStatus {
+      [&](Store& store) -> CoreStatus {
         Result<Value> value = store.SetDefault(request->key(), fallback);
         if (!value.ok()) return value.status();
         wire::ToProto(*value, response->mutable_value());
@@ -694,12 +500,11 @@ grpc::ServerUnaryReactor* DictService::SetDefault(grpc::CallbackServerContext* c
       });
 }
 
-grpc::ServerUnaryReactor* DictService::Clear(grpc::CallbackServerContext* context,
-                                             const v1::ClearRequest* request,
-                                             v1::WriteResponse* response) {
-  return WithWrite<NoState>(
-      "Clear", context, request->dict(), response, [](NoState&) { return CoreStatus::Ok(); },
-      [response](NoState&, Store& store) -> CoreStatus {
+grpc::Status DictService::Clear(grpc::ServerContext* context, const v1::ClearRequest* request,
+                                v1::WriteResponse* response) {
+  return WithWrite(
+      "Clear", context, request->dict(), response, [] { return CoreStatus::Ok(); },
+      [&](Store& store) -> CoreStatus {
         Result<uint64_t> revision = store.Clear();
         if (!revision.ok()) return revision.status();
         response->set_revision(*revision);
@@ -707,12 +512,12 @@ grpc::ServerUnaryReactor* DictService::Clear(grpc::CallbackServerContext* contex
       });
 }
 
-grpc::ServerUnaryReactor* DictService::Batch(grpc::CallbackServerContext* context,
-                                             const v1::BatchRequest* request,
-                                             v1::WriteResponse* response) {
-  return WithWrite<std::vector<Change>>(
+grpc::Status DictService::Batch(grpc::ServerContext* context, const v1::BatchRequest* request,
+                                v1::WriteResponse* response) {
+  std::vector<Change> changes;
+  return WithWrite(
       "Batch", context, request->dict(), response,
-      [&](std::vector<Change>& changes) -> CoreStatus {
+      [&]() -> CoreStatus {
         // The caps first, from the sizes alone: an oversized batch costs no decoding.
         CoreStatus bounded = CheckBatchBounds(*request, service_limits_);
         if (!bounded.ok()) return bounded;
@@ -744,7 +549,7 @@ grpc::ServerUnaryReactor* DictService::Batch(grpc::CallbackServerContext* contex
         }
         return CoreStatus::Ok();
       },
-      [response](std::vector<Change>& changes, Store& store) -> CoreStatus {
+      [&](Store& store) -> CoreStatus {
         Result<uint64_t> revision = store.Apply(changes);
         if (!revision.ok()) return revision.status();
         response->set_revision(*revision);
@@ -752,14 +557,14 @@ grpc::ServerUnaryReactor* DictService::Batch(grpc::CallbackServerContext* contex
       });
 }
 
-grpc::ServerUnaryReactor* DictService::CompareAndSet(grpc::CallbackServerContext* context,
-                                                     const v1::CompareAndSetRequest* request,
-                                                     v1::CompareAndSetResponse* response) {
-  return WithWrite<ExpectedAndDesired>(
+grpc::Status DictService::CompareAndSet(grpc::ServerContext* context,
+                                        const v1::CompareAndSetRequest* request,
+                                        v1::CompareAndSetResponse* response) {
+  std::optional<Value> expected;
+  std::optional<Value> desired;
+  return WithWrite(
       "CompareAndSet", context, request->dict(), response,
-      [&](ExpectedAndDesired& values) -> CoreStatus {
-        std::optional<Value>& expected = values.expected;
-        std::optional<Value>& desired = values.desired;
+      [&]() -> CoreStatus {
         CoreStatus key = CheckKey(request->key());
         if (!key.ok()) return key;
         if (request->has_expected()) {
@@ -774,8 +579,8 @@ grpc::ServerUnaryReactor* DictService::CompareAndSet(grpc::CallbackServerContext
         }
         return CheckKeyAndValue(request->key(), desired.has_value() ? &*desired : nullptr);
       },
-      [request, response](ExpectedAndDesired& values, Store& store) -> CoreStatus {
-        Result<bool> swapped = store.CompareAndSet(request->key(), values.expected, values.desired);
+      [&](Store& store) -> CoreStatus {
+        Result<bool> swapped = store.CompareAndSet(request->key(), expected, desired);
         if (!swapped.ok()) return swapped.status();
         response->set_swapped(*swapped);
         response->set_revision(*swapped ? store.last_commit_revision() : store.revision());
@@ -783,17 +588,17 @@ grpc::ServerUnaryReactor* DictService::CompareAndSet(grpc::CallbackServerContext
       });
 }
 
-grpc::ServerUnaryReactor* DictService::Increment(grpc::CallbackServerContext* context,
-                                                 const v1::IncrementRequest* request,
-                                                 v1::IncrementResponse* response) {
-  return WithWrite<NoState>(
+grpc::Status DictService::Increment(grpc::ServerContext* context,
+                                    const v1::IncrementRequest* request,
+                                    v1::IncrementResponse* response) {
+  return WithWrite(
       "Increment", context, request->dict(), response,
-      [&](NoState&) -> CoreStatus {
+      [&]() -> CoreStatus {
         CoreStatus key = CheckKey(request->key());
         if (!key.ok()) return key;
         return CheckKeyAndValue(request->key(), nullptr);
       },
-      [request, response](NoState&, Store& store) -> CoreStatus {
+      [&](Store& store) -> CoreStatus {
         Result<int64_t> value = store.Increment(request->key(), request->delta());
         if (!value.ok()) return value.status();
         response->set_value(*value);
@@ -855,46 +660,36 @@ grpc::Status DictService::List(grpc::ServerContext* context, const v1::ListReque
       });
 }
 
-grpc::ServerUnaryReactor* DictService::Status(grpc::CallbackServerContext* context,
-                                              const v1::StatusRequest* request,
-                                              v1::StatusResponse* response) {
-  grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
-  reactor->Finish([&] {
-    Metrics::Call call(metrics_, "Status");
-    grpc::Status allowed = authorizer_->Check(*context, request->dict(), Access::kRead);
-    if (!allowed.ok()) return call.Finish(allowed, 0);
-    Result<DictStatus> status = catalog_.Inspect(request->dict());
-    if (!status.ok()) {
-      spdlog::info("Status failed dict={} peer={}: {}", LogText(request->dict()),
-                   LogText(context->peer()), LoggedStatus(status.status().ToString()));
-      return call.Finish(Fail(status.status(), request->dict()), 0);
-    }
-    wire::ToProto(*status, response);
-    return call.Finish(grpc::Status::OK, response->ByteSizeLong());
-  }());
-  return reactor;
+grpc::Status DictService::Status(grpc::ServerContext* context, const v1::StatusRequest* request,
+                                 v1::StatusResponse* response) {
+  Metrics::Call call(metrics_, "Status");
+  grpc::Status allowed = authorizer_->Check(*context, request->dict(), Access::kRead);
+  if (!allowed.ok()) return call.Finish(allowed, 0);
+  Result<DictStatus> status = catalog_.Inspect(request->dict());
+  if (!status.ok()) {
+    spdlog::info("Status failed dict={} peer={}: {}", LogText(request->dict()),
+                 LogText(context->peer()), LoggedStatus(status.status().ToString()));
+    return call.Finish(Fail(status.status(), request->dict()), 0);
+  }
+  wire::ToProto(*status, response);
+  return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
-grpc::ServerUnaryReactor* DictService::ListDicts(grpc::CallbackServerContext* context,
-                                                 const v1::ListDictsRequest*,
-                                                 v1::ListDictsResponse* response) {
-  grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
-  reactor->Finish([&] {
-    Metrics::Call call(metrics_, "ListDicts");
-    grpc::Status allowed = authorizer_->Check(*context, "", Access::kRead);
-    if (!allowed.ok()) return call.Finish(allowed, 0);
-    Result<std::vector<std::string>> names = catalog_.ListNames();
-    if (!names.ok()) return call.Finish(wire::ToGrpc(names.status()), 0);
-    // Only what a call could open: on the allow-list, readable and writable by the bridge (a dict
-    // of another user, or of another layout version, would answer every call with an error).
-    for (const std::string& name : *names) {
-      if (authorizer_->DictAllowed(name) && Dict::MayAttach(name) && catalog_.Inspect(name).ok()) {
-        response->add_dicts(name);
-      }
+grpc::Status DictService::ListDicts(grpc::ServerContext* context, const v1::ListDictsRequest*,
+                                    v1::ListDictsResponse* response) {
+  Metrics::Call call(metrics_, "ListDicts");
+  grpc::Status allowed = authorizer_->Check(*context, "", Access::kRead);
+  if (!allowed.ok()) return call.Finish(allowed, 0);
+  Result<std::vector<std::string>> names = catalog_.ListNames();
+  if (!names.ok()) return call.Finish(wire::ToGrpc(names.status()), 0);
+  // Only what a call could open: on the allow-list, readable and writable by the bridge (a dict of
+  // another user, or of another layout version, would answer every call with an error).
+  for (const std::string& name : *names) {
+    if (authorizer_->DictAllowed(name) && Dict::MayAttach(name) && catalog_.Inspect(name).ok()) {
+      response->add_dicts(name);
     }
-    return call.Finish(grpc::Status::OK, response->ByteSizeLong());
-  }());
-  return reactor;
+  }
+  return call.Finish(grpc::Status::OK, response->ByteSizeLong());
 }
 
 grpc::Status DictService::CheckCreation(grpc::ServerContext* context, const char* method,

@@ -1,17 +1,8 @@
-// DictService: shmdict.v1.Dict over the registry's dicts. Every unary call but Create and Unlink
-// runs as a callback reaction, with no hand-off to another thread on its common path: a Get whose
-// min_revision the dict has not reached is parked as a subscriber of the dict's fan-out
-// (dict_registry.h) and holds no thread while it waits, so that a client cannot buy one thread per
-// call; Watch is watch_stream.h.
-//
-// A write runs on the callback thread that received it when it finds the dict's writer lock free
-// (Dict::TryLock): it commits under that guard and answers at once. A callback reaction must never
-// block, so a write that would wait (the writer lock held by another handle or process, for up to
-// the dict's lock_timeout; or any write carried by a WriteRouter, which may wait for a round trip
-// upstream) is handed to the service's write executor: at most kMaxWriteThreads threads, started
-// as they are needed, that finish the call from there, behind a queue of at most kMaxQueuedWrites
-// calls (RESOURCE_EXHAUSTED beyond it). List, Create and Unlink (rare, and List
-// streams the whole dict) stay on gRPC's synchronous thread pool.
+// DictService: shmdict.v1.Dict over the registry's dicts. Writes and List run on gRPC's
+// synchronous thread pool (they may wait for the writer lock, which a callback reaction must never
+// do). Get and Watch run as callback reactors: a Get whose min_revision the dict has not reached
+// is parked as a subscriber of the dict's fan-out (dict_registry.h) and holds no thread while it
+// waits, so that a client cannot buy one thread per call; Watch is watch_stream.h.
 //
 // Every value a request carries is checked before anything is written: its encoding
 // (ValidateEncoding), pickles only with --allow-pickle, nested references only to the dict's own
@@ -30,7 +21,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <memory>
 
 #include "authorizer.h"
 #include "call_limits.h"
@@ -68,27 +58,10 @@ struct ServiceLimits {
   bool allow_pickle = false;
 };
 
-// The unary methods that run as callback reactions (see the file comment). Watch is registered
-// raw: its streams send the pump's encoded frames (watch_stream.h).
-using DictServiceBase = v1::Dict::WithCallbackMethod_Get<v1::Dict::WithCallbackMethod_Set<
-    v1::Dict::WithCallbackMethod_Delete<v1::Dict::WithCallbackMethod_Pop<
-        v1::Dict::WithCallbackMethod_PopItem<v1::Dict::WithCallbackMethod_SetDefault<
-            v1::Dict::WithCallbackMethod_Clear<v1::Dict::WithCallbackMethod_Batch<
-                v1::Dict::WithCallbackMethod_CompareAndSet<v1::Dict::WithCallbackMethod_Increment<
-                    v1::Dict::WithCallbackMethod_Status<v1::Dict::WithCallbackMethod_ListDicts<
-                        v1::Dict::WithRawCallbackMethod_Watch<v1::Dict::Service>>>>>>>>>>>>>;
-
-class DictService final : public DictServiceBase {
+// Watch is registered raw: its streams send the pump's encoded frames (watch_stream.h).
+class DictService final : public v1::Dict::WithCallbackMethod_Get<
+                              v1::Dict::WithRawCallbackMethod_Watch<v1::Dict::Service>> {
  public:
-  // Threads of the write executor (see the file comment). Writes that wait for the same dict's
-  // writer lock take it one after another whatever their number; the bound matters for a
-  // WriteRouter, whose writes wait for upstream concurrently: beyond it they queue, their clients'
-  // deadlines still running.
-  static constexpr size_t kMaxWriteThreads = 16;
-  // Writes queued for those threads; one more is refused with RESOURCE_EXHAUSTED (each holds a
-  // dict handle and its request until it runs: service.cc).
-  static constexpr size_t kMaxQueuedWrites = 1024;
-
   // `authorizer` is asked before every call touches a dict (it outlives the service).
   // `waiting` (not null; outlives the service and every call) admits the calls that wait for the
   // dict: Gets with a min_revision ahead of it here, Watch streams (--max-waiting-calls).
@@ -98,10 +71,15 @@ class DictService final : public DictServiceBase {
   // (write_router.h); null: writes go into the leased local dict.
   DictService(DictRegistry* registry, StreamLimits stream_limits, const Authorizer* authorizer,
               WaitingCalls* waiting, ServiceLimits limits = {}, Metrics* metrics = nullptr,
-              CreationPolicy creation = {}, WriteRouter* router = nullptr);
-  // Runs the writes handed to the executor that are still queued, then joins its threads: destroy
-  // the service after the server that calls it has shut down.
-  ~DictService() override;
+              CreationPolicy creation = {}, WriteRouter* router = nullptr)
+      : registry_(registry),
+        limits_(stream_limits),
+        authorizer_(authorizer),
+        waiting_(waiting),
+        service_limits_(limits),
+        metrics_(metrics),
+        creation_(creation),
+        router_(router) {}
 
   // The gate shared by waiting Gets and Watch streams.
   WaitingCalls* waiting_calls() const { return waiting_; }
@@ -114,42 +92,30 @@ class DictService final : public DictServiceBase {
   // attached while it waits ends it with that error.
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
-  // The writes: inline or on the write executor (see the file comment); the same checks, codes and
-  // answers whichever runs them.
-  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* context, const v1::SetRequest* request,
-                                v1::WriteResponse* response) override;
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
-                                   const v1::DeleteRequest* request,
-                                   v1::DeleteResponse* response) override;
-  grpc::ServerUnaryReactor* Pop(grpc::CallbackServerContext* context, const v1::PopRequest* request,
-                                v1::PopResponse* response) override;
-  grpc::ServerUnaryReactor* PopItem(grpc::CallbackServerContext* context,
-                                    const v1::PopItemRequest* request,
-                                    v1::PopResponse* response) override;
-  grpc::ServerUnaryReactor* SetDefault(grpc::CallbackServerContext* context,
-                                       const v1::SetDefaultRequest* request,
-                                       v1::SetDefaultResponse* response) override;
-  grpc::ServerUnaryReactor* Clear(grpc::CallbackServerContext* context,
-                                  const v1::ClearRequest* request,
-                                  v1::WriteResponse* response) override;
-  grpc::ServerUnaryReactor* Batch(grpc::CallbackServerContext* context,
-                                  const v1::BatchRequest* request,
-                                  v1::WriteResponse* response) override;
-  grpc::ServerUnaryReactor* CompareAndSet(grpc::CallbackServerContext* context,
-                                          const v1::CompareAndSetRequest* request,
-                                          v1::CompareAndSetResponse* response) override;
-  grpc::ServerUnaryReactor* Increment(grpc::CallbackServerContext* context,
-                                      const v1::IncrementRequest* request,
-                                      v1::IncrementResponse* response) override;
+  grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                   v1::WriteResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override;
+  grpc::Status Pop(grpc::ServerContext* context, const v1::PopRequest* request,
+                   v1::PopResponse* response) override;
+  grpc::Status PopItem(grpc::ServerContext* context, const v1::PopItemRequest* request,
+                       v1::PopResponse* response) override;
+  grpc::Status SetDefault(grpc::ServerContext* context, const v1::SetDefaultRequest* request,
+                          v1::SetDefaultResponse* response) override;
+  grpc::Status Clear(grpc::ServerContext* context, const v1::ClearRequest* request,
+                     v1::WriteResponse* response) override;
+  grpc::Status Batch(grpc::ServerContext* context, const v1::BatchRequest* request,
+                     v1::WriteResponse* response) override;
+  grpc::Status CompareAndSet(grpc::ServerContext* context, const v1::CompareAndSetRequest* request,
+                             v1::CompareAndSetResponse* response) override;
+  grpc::Status Increment(grpc::ServerContext* context, const v1::IncrementRequest* request,
+                         v1::IncrementResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListRequest* request,
                     grpc::ServerWriter<v1::ListResponse>* writer) override;
-  // Status and ListDicts read segment headers and /dev/shm: short, they answer inline.
-  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
-                                   const v1::StatusRequest* request,
-                                   v1::StatusResponse* response) override;
-  grpc::ServerUnaryReactor* ListDicts(grpc::CallbackServerContext* context,
-                                      const v1::ListDictsRequest* request,
-                                      v1::ListDictsResponse* response) override;
+  grpc::Status Status(grpc::ServerContext* context, const v1::StatusRequest* request,
+                      v1::StatusResponse* response) override;
+  grpc::Status ListDicts(grpc::ServerContext* context, const v1::ListDictsRequest* request,
+                         v1::ListDictsResponse* response) override;
   grpc::Status Create(grpc::ServerContext* context, const v1::CreateRequest* request,
                       v1::CreateResponse* response) override;
   grpc::Status Unlink(grpc::ServerContext* context, const v1::UnlinkRequest* request,
@@ -159,25 +125,13 @@ class DictService final : public DictServiceBase {
       grpc::CallbackServerContext* context) override;
 
  private:
-  struct WriteCall;
-  class WriteExecutor;
-
-  // A write call to `dict`: authorized and leased, then check(State&) -> Status (every check of
-  // the request, run inline: a refused request never reaches the router or the executor), then
-  // write(State&, Store&) -> Status on the leased dict, or on the Store router_ gives for this
-  // call. `write` may run on the executor after the handler returned: it must capture nothing
-  // by reference but `this` and what gRPC keeps until Finish (request, response), and State
-  // carries what check() decoded.
-  template <typename State, typename Check, typename Write>
-  grpc::ServerUnaryReactor* WithWrite(const char* method, grpc::CallbackServerContext* context,
-                                      const std::string& dict,
-                                      const google::protobuf::MessageLite* response, Check&& check,
-                                      Write&& write);
-  // The write executor's half of WithWrite: routes and writes, then finishes the call.
-  void RunWrite(WriteCall& call);
-  // Records, logs and answers a write call whose outcome is `status`, then ends it: the call's
-  // lease and metrics record are released before gRPC may send the answer.
-  void FinishWrite(WriteCall& call, const shmdict::Status& status);
+  // A write call to `dict`: authorized and leased (WithDict in service.cc), then check() -> Status
+  // (every check of the request: a refused request never reaches the router), then
+  // write(Store&) -> Status on the leased dict, or on the Store router_ gives for this call.
+  template <typename Check, typename Write>
+  grpc::Status WithWrite(const char* method, grpc::ServerContext* context, const std::string& dict,
+                         const google::protobuf::MessageLite* response, Check&& check,
+                         Write&& write);
   // Create and Unlink: a write to `dict` (token, --read-only, allow-list) on a bridge with
   // --allow-create; logs a refusal.
   grpc::Status CheckCreation(grpc::ServerContext* context, const char* method,
@@ -202,8 +156,6 @@ class DictService final : public DictServiceBase {
   WriteRouter* const router_;
   // Status and ListDicts: what `shmdict status` and `ls` show on this host. Stateless.
   LocalCatalog catalog_;
-  // Starts its threads as writes that must wait arrive (see the file comment).
-  const std::unique_ptr<WriteExecutor> executor_;
 };
 
 }  // namespace shmdict::bridge

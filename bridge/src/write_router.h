@@ -10,10 +10,9 @@
 // check of the request (key sizes, value encodings, pickles, nested references, --max-value-bytes,
 // Batch caps). A request refused by those never reaches the router.
 //
-// Thread-safety: Route is called concurrently, from the service's write executor (service.h: never
-// from a gRPC callback thread), and may block there (a round trip upstream, a wait for the local
-// apply); implementations must be thread-safe. The Store it returns is used by that one call's
-// thread only.
+// Thread-safety: Route is called concurrently, from gRPC's synchronous thread pool (one thread
+// per write call), and may block there (a round trip upstream, a wait for the local apply);
+// implementations must be thread-safe. The Store it returns is used by that one call's thread only.
 //
 // Lifetime: the router is not owned by the bridge; it must outlive the BridgeServer (and its
 // DictService) it was given to. The returned Store is destroyed when the call ends, before the
