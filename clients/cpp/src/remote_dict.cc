@@ -177,9 +177,8 @@ struct RemoteDict::Impl {
 
 RemoteDict::RemoteDict(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-RemoteDict::~RemoteDict() {
-  if (impl_->feed) impl_->feed.reset();  // cancels and joins its reader, the mirror's writer
-}
+// ~Impl cancels and joins the mirror's feed first (its reader thread writes the mirror).
+RemoteDict::~RemoteDict() = default;
 
 namespace {
 
