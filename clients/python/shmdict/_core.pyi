@@ -1,6 +1,6 @@
 # Type stubs for the extension module shmdict._core (clients/python/src). Use shmdict, not this
-# module: only what the public package exposes is typed here.
-from typing import Any
+# module: only what the public package exposes, and LAYOUT_VERSION below, is typed here.
+from typing import Any, Final
 
 class Error(Exception):
     code: str
@@ -37,6 +37,10 @@ class LockBase:
     def __enter__(self) -> Any: ...
     def __exit__(self, __exc_type: object, __exc_value: object,
                  __traceback: object) -> None: ...
+
+# The shared-memory layout version this build creates and attaches (shmdict::Dict::LayoutVersion,
+# docs/LAYOUT.md): shmdict.ultradict reads a segment's words directly only at this version.
+LAYOUT_VERSION: Final[int]
 
 def unlink_by_name(name: str) -> None: ...
 def inspect(name: str) -> dict[str, Any]: ...

@@ -105,9 +105,12 @@ RECURSE_FLAG = 1
 # The main segment's identity and commit words (docs/LAYOUT.md, "Main segment"), read directly so
 # that the check "did anything change since the local copy?" costs one load, not a call into the
 # engine (which would also catch the engine's own handle up). Used only when the segment has
-# exactly this layout; otherwise the engine is asked.
+# exactly the engine's layout version, otherwise the engine is asked. The version is the engine's
+# own (a number kept here went stale at the bump to 5 and sent every UltraDict to the engine);
+# the offsets below are that version's, and test_ultradict checks the word against the engine's
+# revision, so a bump that moves them fails there instead of reading another field.
 _MAIN_MAGIC = 0x3154434944484D53
-_LAYOUT_VERSION = 4
+_LAYOUT_VERSION = _core.LAYOUT_VERSION
 _COMMIT_REVISION_WORD = 64 // 8  # commit_revision at byte 64, as 8-byte words
 # A watch stream that trails the local copy by more than this many revisions (this handle's own
 # writes, applied directly) is replaced by one from the copy's revision instead of read through.

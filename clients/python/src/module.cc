@@ -55,6 +55,11 @@ void DefineModule(py::module_& m) {
   DefineMethods(type);
   DefineWatchStream(m);
 
+  // What shmdict.ultradict checks before it reads a dict's commit word from its own mapping: a
+  // number of its own would silently send every UltraDict to the slower engine call once the
+  // layout is bumped (as it did from version 4 to 5).
+  m.attr("LAYOUT_VERSION") = Dict::LayoutVersion();
+
   m.def("unlink_by_name", [](const std::string& name) {
     Status st = Dict::UnlinkByName(name);
     if (!st.ok()) ThrowStatus(st);

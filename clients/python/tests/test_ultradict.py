@@ -10,6 +10,7 @@ import pickle
 import pytest
 
 from conftest import segments
+from shmdict import _core, ultradict
 from shmdict.ultradict import UltraDict
 
 import helpers
@@ -438,6 +439,55 @@ def test_a_child_forked_while_a_thread_updates_the_copy_does_not_hang(ultra):
     finally:
         assert helpers.stop([child], 60) == [], "the child hung on the parent's mutex"
     assert child.exitcode == 0 and ultra["child9"] == 9
+
+
+def test_the_changed_check_is_one_load_from_the_dicts_own_mapping(ultra):
+    # Every access asks "did the dict change since the local copy?": from the mapped commit word
+    # when the segment has the engine's layout, not through a call into the engine (which a
+    # layout number of the drop-in's own, left behind by a layout bump, silently caused).
+    other = UltraDict(name=ultra.name)
+    try:
+        for handle in (ultra, other):
+            assert isinstance(handle._word, memoryview), \
+                f"{type(handle._word).__name__}: the check calls into the engine"
+        # The word is the commit revision itself (the offsets are the layout version's): it
+        # moves with every write, by any handle, to the revision the engine reports.
+        word = ultradict._COMMIT_REVISION_WORD
+        start = ultra._h._revision()
+        for i in range(1, 6):
+            other[i] = i
+            assert ultra._word[word] == other._word[word] == ultra._h._revision() == start + i
+        assert len(ultra) == 5 and ultra[5] == 5
+    finally:
+        other.close()
+
+
+def write_by_name(name, count):
+    """A writer in another process, attached by name with its own (unpatched) layout check."""
+    ultra = UltraDict(name=name, create=False)
+    for i in range(count):
+        ultra[f"child{i}"] = i
+    ultra.close()
+
+
+def test_a_segment_of_another_layout_asks_the_engine_and_sees_other_writers(name, monkeypatch):
+    monkeypatch.setattr(ultradict, "_LAYOUT_VERSION", _core.LAYOUT_VERSION + 1)
+    ultra = UltraDict(name=name, create=True)
+    try:
+        assert isinstance(ultra._word, ultradict._AskEngine)
+        ultra["before"] = 1
+        assert len(ultra) == 1  # the copy is current before the other process writes
+        child = multiprocessing.get_context("spawn").Process(target=write_by_name,
+                                                             args=(name, 10))
+        try:
+            child.start()
+        finally:
+            assert helpers.stop([child]) == []
+        assert child.exitcode == 0
+        assert len(ultra) == 11 and ultra["child9"] == 9 and "child0" in ultra
+        assert ultra.get("child5") == 5 and ultra.data["child5"] == 5
+    finally:
+        ultra.close()
 
 
 def test_a_subclass_missing_hook_answers_missing_keys(name):
