@@ -271,7 +271,9 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
     }
     // Otherwise still mapped somewhere: try the next one.
   }
-  auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true);
+  // Every byte is about to be written: mapping the pages in one call beats a trapped fault per
+  // page (see RecycleHeldSegment).
+  auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true, /*populate=*/true);
   if (!created.ok()) return created.status();
   flock(created->first.get(), LOCK_EX);  // nobody else knows the name yet: cannot block
   return created;
