@@ -110,7 +110,7 @@ class SnapshotView : public std::enable_shared_from_this<SnapshotView> {
   // new keys up to half the base, the base grows 1.5x per fold (about three copies per key), paid
   // for by delta builds that copy at most half the base at memcpy speed. Measured on the 2-vCPU
   // VM (1M keys, 1,000 per Update, two runs each, a loaded machine): the builder's CPU was
-  // 1.7-1.9 s at 1/8, 1.2-1.6 s at 1/4, 1.2-1.4 s at 1/2, 1.3-1.7 s at 1/1.
+  // 1.7-1.9 s at 1/8, 1.2-1.6 s at 1/4, 1.2-1.4 s at 1/2, 1.25-1.75 s at 1/1.
   // Lookups still probe at most two tables (delta, then base).
   static constexpr uint64_t kDeltaFraction = 8;
   static constexpr uint64_t kGrowingDeltaFraction = 2;
