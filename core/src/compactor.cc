@@ -36,7 +36,8 @@ constexpr auto kGiveBackQuiet = std::chrono::seconds(1);
 // With background compaction, a build starts once the log holds this fraction of its capacity
 // since the published snapshot, pause or not — when the chain's base is at least this many logs
 // big. Snapshots are layered (snapshot.h): a build then costs O(changes since the base), and a
-// fold into a new base comes once per eighth of the base changed, so building early is cheap and
+// fold into a new base comes once an eighth of the base is overwritten or erased (or, while the
+// dict grows, once half of it is added: SnapshotView::KeepsDelta), so building early is cheap and
 // an attacher right after a burst replays about this fraction of the log. A smaller dict would
 // fold into a new base (O(dict)) almost every build: it keeps the half-log trigger. (Inline
 // builds, under the writer lock, always wait for half the log.)

@@ -180,6 +180,63 @@ TEST_F(CompactorTest, BuildsReuseTheirOwnRetiredSnapshotsButNeverOneStillMapped)
   EXPECT_LT(inodes.size(), 12u) << "no build reused a retired snapshot's segment";
 }
 
+// An import through the public API, with background builds from a small log: the builder keeps
+// deltas of new keys past an eighth of their base (SnapshotView::KeepsDelta), and a second
+// handle reads the writer's dict at every revision it sees — the keys written so far with their
+// values, none of the keys still to come — as does a fresh attacher at the end.
+TEST_F(CompactorTest, AnImportWithBackgroundBuildsReadsLikeAMapAtEveryRevision) {
+  Options options = Opts();
+  options.buffer_size = 64 * 1024;
+  options.background_compaction = true;
+  auto writer = Dict::Open(options);
+  ASSERT_OK(writer);
+  Options attach = options;
+  attach.create_mode = CreateMode::kMustAttach;
+  auto reader = Dict::Open(attach);
+  ASSERT_OK(reader);
+  auto key = [](int i) { return "key:" + std::to_string(i); };
+  auto value = [](int i) { return "value-" + std::to_string(i * 7919) + std::string(16, 'v'); };
+  constexpr int kKeys = 20000;
+  constexpr int kBatch = 100;
+  bool saw_delta_past_an_eighth = false;
+  for (int first = 0; first < kKeys; first += kBatch) {
+    std::vector<std::pair<std::string, Value>> items;
+    for (int i = first; i < first + kBatch; ++i) items.emplace_back(key(i), Value::Str(value(i)));
+    ASSERT_OK(writer->Update(items));
+    const int written = first + kBatch;
+    for (int i : {first, written - 1, first / 2, first / 3}) {
+      auto got = reader->Get(key(i));
+      ASSERT_OK(got);
+      ASSERT_TRUE(got->has_value()) << key(i) << " after " << written << " keys";
+      ASSERT_EQ((*got)->data(), value(i)) << key(i);
+    }
+    auto ahead = reader->Get(key(written));
+    ASSERT_OK(ahead);
+    ASSERT_FALSE(ahead->has_value()) << key(written) << " before it was written";
+    ASSERT_THAT(reader->Size(), testing::IsOkAndHolds(static_cast<uint64_t>(written)));
+    // The published chain, when it can still be mapped (a newer publication may retire it).
+    const auto generation = writer->GetStatus().snapshot_generation;
+    if (!generation.has_value() || *generation == 0) continue;
+    auto snap = SnapshotView::Open(name_, *generation);
+    if (!snap.ok()) continue;
+    if (const SnapshotView* base = (*snap)->base(); base != nullptr) {
+      EXPECT_LE((*snap)->live_bytes() * SnapshotView::kGrowingDeltaFraction, base->live_bytes());
+      saw_delta_past_an_eighth |=
+          (*snap)->live_bytes() * SnapshotView::kDeltaFraction > base->live_bytes();
+    }
+  }
+  EXPECT_TRUE(saw_delta_past_an_eighth) << "no delta of new keys outgrew the old 1/8 bound";
+  auto attacher = Dict::Open(attach);
+  ASSERT_OK(attacher);
+  ASSERT_THAT(attacher->Size(), testing::IsOkAndHolds(static_cast<uint64_t>(kKeys)));
+  for (int i = 0; i < kKeys; ++i) {
+    auto got = attacher->Get(key(i));
+    ASSERT_OK(got);
+    ASSERT_TRUE(got->has_value()) << key(i);
+    ASSERT_EQ((*got)->data(), value(i)) << key(i);
+  }
+}
+
 }  // namespace
 }  // namespace shmdict::internal
 

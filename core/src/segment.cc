@@ -137,7 +137,7 @@ Status Reserve(int fd, size_t bytes, std::string_view segment) {
 }  // namespace
 
 Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t bytes, mode_t mode,
-                                             bool replace_existing) {
+                                             bool replace_existing, bool populate) {
   auto fd = OpenSegment(segment, O_RDWR | O_CREAT | O_EXCL, mode);
   if (!fd.ok() && fd.status().code() == StatusCode::kAlreadyExists && replace_existing) {
     UnlinkSegmentQuietly(segment);
@@ -154,7 +154,7 @@ Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t by
     UnlinkSegmentQuietly(segment);
     return reserved;
   }
-  auto map = MapSegment(fd->get(), bytes, true);
+  auto map = MapSegment(fd->get(), bytes, true, populate);
   if (!map.ok()) {
     UnlinkSegmentQuietly(segment);
     return map.status();
@@ -231,9 +231,19 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
     map = std::move(*fresh);
   }
 #else
+  const size_t kept = map.size();
   if (Status resized = map.Resize(bytes); !resized.ok()) {
     UnlinkSegmentQuietly(to);
     return resized;
+  }
+  if (bytes > kept) {
+    // The grown tail is not in our page tables: faulting it in page by page while the build
+    // writes it cost a fifth of the builder's time in a 1M-key import (on a VM, where each fault
+    // traps). One call maps it all, like MAP_POPULATE for a fresh mapping. Best effort: a kernel
+    // without MADV_POPULATE_WRITE (before 5.14) leaves the pages to fault in as before.
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t from = kept / page * page;
+    madvise(map.data() + from, bytes - from, MADV_POPULATE_WRITE);
   }
 #endif
   return held;

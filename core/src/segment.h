@@ -83,8 +83,9 @@ Result<Mapping> MapSegment(int fd, size_t bytes, bool writable, bool populate = 
 // replaced if replace_existing (leftovers of a writer that died mid-way).
 // Creates `segment` with `bytes` of memory reserved up front (fallocate), so that a full /dev/shm
 // is this RESOURCE_EXHAUSTED error instead of a SIGBUS on the first write to the mapping.
+// `populate`: map every page now (MapSegment), for a segment about to be written in full.
 Result<std::pair<Fd, Mapping>> CreateSegment(std::string_view segment, size_t bytes, mode_t mode,
-                                             bool replace_existing);
+                                             bool replace_existing, bool populate = false);
 // Takes over the existing segment `from` under the new name `to`, resized to `bytes` and mapped
 // writable with its pages already present: page faults on fresh tmpfs pages cost about 1 ms per
 // MiB on the machines we measured, several times the copy itself, so reusing a retired

@@ -121,6 +121,20 @@ const ValueView kErasedMarker{ValueType::kBytes, {}};
 
 }  // namespace
 
+bool SnapshotView::KeepsDelta(uint64_t delta_entries, uint64_t delta_live_bytes,
+                              uint64_t total_entries, const SnapshotView& base) {
+  // Every entry of the delta either adds a key to the dict or hides one of the base's (a newer
+  // value, an erased marker): entries = added + hidden_values + markers, and total = base +
+  // added - markers, so entries + base - total = hidden_values + 2 * markers. Counted so, a
+  // marker weighs twice: it removes a key as well as hiding an entry.
+  const uint64_t base_entries = base.own_entry_count();
+  const uint64_t hidden = delta_entries + base_entries > total_entries
+                              ? delta_entries + base_entries - total_entries
+                              : 0;
+  return hidden * kDeltaFraction <= base_entries &&
+         delta_live_bytes * kGrowingDeltaFraction <= base.live_bytes();
+}
+
 SnapshotView::DeltaPlan SnapshotView::PlanDelta(const SnapshotView* base,
                                                 const SnapshotDelta& delta) {
   DeltaPlan plan;
@@ -187,14 +201,14 @@ Result<std::shared_ptr<const SnapshotView>> SnapshotView::Build(
       },
       nullptr};
   DeltaPlan plan = PlanDelta(own, layered);
-  if (plan.live_bytes * kDeltaFraction <= chain_base->live_bytes()) {
-    // The dict's count moves by what each change does to the previous snapshot's dict.
-    uint64_t total = previous->entry_count();
-    delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
-      ValueView old;
-      const bool existed = previous->Find(key, hash, &old);
-      total = total + (value != nullptr) - existed;
-    });
+  // The dict's count moves by what each change does to the previous snapshot's dict.
+  uint64_t total = previous->entry_count();
+  delta.visit([&](std::string_view key, uint64_t hash, const ValueView* value) {
+    ValueView old;
+    const bool existed = previous->Find(key, hash, &old);
+    total = total + (value != nullptr) - existed;
+  });
+  if (KeepsDelta(plan.count, plan.live_bytes, total, *chain_base)) {
     h.base_generation = chain_base->generation();
     h.total_entry_count = total;
     plan.chain_base = previous->base_ ? previous->base_ : chain_base->shared_from_this();
@@ -271,7 +285,9 @@ Result<std::pair<Fd, Mapping>> AcquireSnapshotSegment(std::string_view dict,
     }
     // Otherwise still mapped somewhere: try the next one.
   }
-  auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true);
+  // Every byte is about to be written: mapping the pages in one call beats a trapped fault per
+  // page (see RecycleHeldSegment).
+  auto created = CreateSegment(segment, total, mode, /*replace_existing=*/true, /*populate=*/true);
   if (!created.ok()) return created.status();
   flock(created->first.get(), LOCK_EX);  // nobody else knows the name yet: cannot block
   return created;

@@ -211,6 +211,110 @@ TEST_F(SnapshotBuildTest, ABigDeltaIsFoldedIntoANewBase) {
   EXPECT_EQ(previous->own_entry_count(), model.size()) << "a base holds no erased markers";
 }
 
+// The entries of `snap`'s own table that hide one of its base's, counted as KeepsDelta does.
+uint64_t HiddenBaseEntries(const SnapshotView& snap) {
+  return snap.own_entry_count() + snap.base()->own_entry_count() - snap.entry_count();
+}
+
+// An import's shape: every build adds new keys (and overwrites a few). Its deltas grow past the
+// eighth of the base that bounds hidden entries (no base entry is hidden by a new key), up to
+// half the base's bytes, and then fold into a base 1.5x as big; every generation reads exactly
+// as a map of the same changes, mapped afresh and verified too.
+TEST_F(SnapshotBuildTest, AGrowingDictKeepsItsDeltaUpToHalfTheBaseAndReadsLikeAMap) {
+  Model model;
+  Delta first;
+  for (int i = 0; i < 1000; ++i) first["k" + std::to_string(i)] = std::string(20, 'a');
+  auto built = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first));
+  ASSERT_OK(built);
+  for (const auto& [key, value] : first) model[key] = *value;
+  std::shared_ptr<const SnapshotView> previous = *built;
+  int next_key = 1000;
+  bool saw_delta_past_an_eighth = false;
+  int folds = 0;
+  for (uint64_t generation = 2; generation <= 40; ++generation) {
+    Delta delta;
+    for (int i = 0; i < 60; ++i) delta["k" + std::to_string(next_key++)] = std::string(20, 'b');
+    delta["k" + std::to_string(generation)] = std::string(20, 'c');  // an overwrite
+    for (const auto& [key, value] : delta) model[key] = *value;
+    built =
+        SnapshotView::Build(dict_, generation, generation, 0, 0600, previous.get(), DeltaOf(delta));
+    ASSERT_OK(built);
+    const SnapshotView& snap = **built;
+    if (snap.base_generation() != 0) {
+      const SnapshotView& base = *snap.base();
+      EXPECT_LE(snap.live_bytes() * SnapshotView::kGrowingDeltaFraction, base.live_bytes());
+      EXPECT_LE(HiddenBaseEntries(snap) * SnapshotView::kDeltaFraction, base.own_entry_count());
+      saw_delta_past_an_eighth |=
+          snap.live_bytes() * SnapshotView::kDeltaFraction > base.live_bytes();
+    } else {
+      ++folds;
+      EXPECT_EQ(snap.own_entry_count(), model.size()) << "a base holds the whole dict";
+    }
+    ExpectHolds(snap, model, "k-none");
+    auto reopened = SnapshotView::Open(dict_, generation);
+    ASSERT_OK(reopened);
+    EXPECT_OK((*reopened)->VerifyContents(dict_));
+    ExpectHolds(**reopened, model, "k-none");
+    if (previous->generation() != snap.base_generation()) {
+      UnlinkSegmentQuietly(SnapshotSegment(dict_, previous->generation()));
+    }
+    previous = *built;
+  }
+  EXPECT_TRUE(saw_delta_past_an_eighth) << "new keys were held to the old 1/8 bound";
+  // 1000 keys plus 61 per build: deltas up to half the base fold about every 9, 13, ... builds.
+  EXPECT_GE(folds, 2);
+  EXPECT_LE(folds, 5) << "folds as often as under the 1/8 bound";
+}
+
+// Overwrites and erasures of the base's keys: the delta hides base entries, and is folded before
+// they pass an eighth of the base (an erasure's marker counts twice), long before half its bytes.
+TEST_F(SnapshotBuildTest, ADeltaHidingBaseEntriesIsFoldedAtAnEighthOfTheBase) {
+  Model model;
+  Delta first;
+  for (int i = 0; i < 800; ++i) first["k" + std::to_string(i)] = std::string(20, 'a');
+  auto built = SnapshotView::Build(dict_, 1, 1, 0, 0600, nullptr, DeltaOf(first));
+  ASSERT_OK(built);
+  for (const auto& [key, value] : first) model[key] = *value;
+  std::shared_ptr<const SnapshotView> previous = *built;
+  uint64_t hidden_before_fold = 0;
+  bool folded = false;
+  for (uint64_t generation = 2; generation < 40 && !folded; ++generation) {
+    Delta delta;
+    for (int i = 0; i < 20; ++i) {
+      const std::string key = "k" + std::to_string((generation * 20 + i) % 800);
+      if (i % 4 == 0) {
+        delta[key] = std::nullopt;
+      } else {
+        delta[key] = std::string(20, 'a' + generation % 26);
+      }
+    }
+    for (const auto& [key, value] : delta) {
+      if (value) {
+        model[key] = *value;
+      } else {
+        model.erase(key);
+      }
+    }
+    built =
+        SnapshotView::Build(dict_, generation, generation, 0, 0600, previous.get(), DeltaOf(delta));
+    ASSERT_OK(built);
+    const SnapshotView& snap = **built;
+    ExpectHolds(snap, model, "k-none");
+    if (snap.base_generation() == 0) {
+      folded = true;
+    } else {
+      hidden_before_fold = HiddenBaseEntries(snap);
+      EXPECT_LE(hidden_before_fold * SnapshotView::kDeltaFraction, snap.base()->own_entry_count());
+    }
+    previous = *built;
+  }
+  ASSERT_TRUE(folded);
+  // 20 changes per build, 5 of them erasures: 25 hidden per build, 100 the most a delta over 800
+  // keys may hide.
+  EXPECT_GE(hidden_before_fold, 75u);
+  EXPECT_LE(hidden_before_fold, 100u);
+}
+
 // Opening a delta maps its base; a base that is gone while the delta keeps its name is data
 // loss, not the NOT_FOUND that makes a reader retry; a retired delta is NOT_FOUND.
 TEST_F(SnapshotBuildTest, ADeltaWhoseBaseIsMissingIsDataLossUnlessTheDeltaWasRetired) {
