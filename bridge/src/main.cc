@@ -40,7 +40,7 @@ int Fail(const std::string& message) {
 }
 
 // The newest revision of the wire API docs/API.md lists ("Compatibility policy"), for --version.
-constexpr const char* kWireApiRevision = "1.3";
+constexpr const char* kWireApiRevision = "1.5";
 
 // The whole stop, from the signal to the exit. Shutdown gets all but the last second of it for
 // writes in flight; the watchdog ends the process at its end whatever is still running (a write
