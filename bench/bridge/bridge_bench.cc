@@ -302,6 +302,34 @@ struct Fanout {
   bool snapshot_seen = false;
 };
 
+// The messages of a stream, each parsed on an arena that is reset before the next one, as a
+// client that keeps no message would read them: a change's strings and value cost a pointer bump
+// instead of a malloc and a free each. Reusing one message object alone does not avoid those:
+// protobuf's Clear deletes a message's submessages (every Change's Value) when it is not on an
+// arena. Perf showed malloc, free and ArenaStringPtr::Destroy at a third of the fan-out
+// subscribers' samples before.
+template <typename Message>
+class ArenaMessages {
+ public:
+  ArenaMessages() : block_(kBlockBytes), arena_(Options(&block_)) {}
+  // An empty message for the next Read; the one returned before is gone.
+  Message* Next() {
+    arena_.Reset();  // keeps the first block: no allocation for a message that fits it
+    return google::protobuf::Arena::CreateMessage<Message>(&arena_);
+  }
+
+ private:
+  static constexpr size_t kBlockBytes = size_t{4} << 20;  // a full message of 4,096 changes
+  static google::protobuf::ArenaOptions Options(std::vector<char>* block) {
+    google::protobuf::ArenaOptions options;
+    options.initial_block = block->data();
+    options.initial_block_size = block->size();
+    return options;
+  }
+  std::vector<char> block_;
+  google::protobuf::Arena arena_;
+};
+
 // One raw Watch stream from the dict's current revision: counts changes until it has `final`.
 class Subscriber {
  public:
@@ -322,8 +350,10 @@ class Subscriber {
 
   void Start(uint64_t final_revision, const std::atomic<int64_t>* first_write_ns) {
     thread_ = std::thread([this, final_revision, first_write_ns] {
-      shmdict::v1::WatchResponse message;
-      while (stream_->Read(&message)) {
+      ArenaMessages<shmdict::v1::WatchResponse> messages;
+      for (;;) {
+        shmdict::v1::WatchResponse& message = *messages.Next();
+        if (!stream_->Read(&message)) break;
         if (message.kind() == shmdict::v1::WatchResponse::KIND_CHANGES) {
           changes_ += static_cast<uint64_t>(message.changes_size());
         } else if (message.kind() == shmdict::v1::WatchResponse::KIND_SNAPSHOT) {
@@ -988,11 +1018,15 @@ class EtcdWatch {
     stream_->Finish().ok();  // CANCELLED, as asked
   }
   // The next response with events; fails at the stream's end.
+  // Valid until the next call.
   const etcdserverpb::WatchResponse& Next() {
+    // On an arena, as the shmdict subscribers read theirs.
+    etcdserverpb::WatchResponse* response = nullptr;
     do {
-      if (!stream_->Read(&response_)) Fail("etcd Watch ended: " + context_.debug_error_string());
-    } while (response_.events_size() == 0);
-    return response_;
+      response = responses_.Next();
+      if (!stream_->Read(response)) Fail("etcd Watch ended: " + context_.debug_error_string());
+    } while (response->events_size() == 0);
+    return *response;
   }
 
  private:
@@ -1000,7 +1034,7 @@ class EtcdWatch {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
       stream_;
-  etcdserverpb::WatchResponse response_;
+  ArenaMessages<etcdserverpb::WatchResponse> responses_;
 };
 
 // A private 1-member etcd with fsync on (etcd's default, what a production member pays per

@@ -13,6 +13,7 @@
 // end at once with UNAVAILABLE, writes in progress get the rest of a 5 s grace period, and the
 // process exits 0 within it even if a write is stuck (a watchdog ends it). Exit status 2 with one
 // stderr line when a flag is wrong or the server cannot start.
+#include <absl/synchronization/mutex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -40,7 +41,7 @@ int Fail(const std::string& message) {
 }
 
 // The newest revision of the wire API docs/API.md lists ("Compatibility policy"), for --version.
-constexpr const char* kWireApiRevision = "1.3";
+constexpr const char* kWireApiRevision = "1.5";
 
 // The whole stop, from the signal to the exit. Shutdown gets all but the last second of it for
 // writes in flight; the watchdog ends the process at its end whatever is still running (a write
@@ -51,6 +52,12 @@ constexpr auto kShutdownGrace = std::chrono::seconds(4);
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's abseil (which gRPC locks its mutexes with) is built with Mutex deadlock detection on:
+  // every acquisition records lock order in a global graph, 2-3 % of the bridge's CPU in perf
+  // (GraphCycles::GetId). It diagnoses lock-order inversions inside gRPC, not in shmdict (whose
+  // locks are std::mutex); a release build of abseil has it off. Set in the process's main, before
+  // gRPC's first lock; the client library leaves it alone (it is its host process's setting).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   using shmdict::bridge::BridgeConfig;
   BridgeConfig config;
   CLI::App app{"shmdict-bridge: serve this host's shmdict dicts over gRPC"};

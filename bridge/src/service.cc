@@ -62,7 +62,13 @@ grpc::Status WithDict(DictRegistry* registry, const Authorizer& authorizer, Metr
   Result<DictRegistry::Lease> lease = registry->Acquire(name);
   Status status = lease.ok() ? fn(lease->dict()) : lease.status();
   if (status.ok()) {
-    if (access == Access::kWrite) lease->entry()->writes.fetch_add(1, std::memory_order_relaxed);
+    if (access == Access::kWrite) {
+      lease->entry()->writes.fetch_add(1, std::memory_order_relaxed);
+      // The revision a write returns counts in this incarnation of the dict only: a mirror that
+      // still holds the one before must not count as holding the write (wire.h).
+      context->AddTrailingMetadata(std::string(wire::kIncarnationMetadata),
+                                   std::to_string(lease->entry()->incarnation));
+    }
     return call.Finish(grpc::Status::OK, response != nullptr ? response->ByteSizeLong() : 0);
   }
   spdlog::info("{} failed dict={} peer={}: {}", method, LogText(name), LogText(context->peer()),

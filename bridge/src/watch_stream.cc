@@ -17,13 +17,14 @@ constexpr size_t kPerItemOverhead = 32;
 
 WatchStream::WatchStream(DictRegistry* registry, const StreamLimits& limits,
                          const Authorizer* authorizer, Metrics* metrics,
-                         const grpc::CallbackServerContext& context, WaitingCalls* waiting)
+                         grpc::CallbackServerContext& context, WaitingCalls* waiting)
     : registry_(registry),
       limits_(limits),
       authorizer_(authorizer),
       metrics_(metrics),
       call_(metrics, "Watch"),
-      peer_(LogText(context.peer())) {
+      peer_(LogText(context.peer())),
+      context_(&context) {
   // gRPC hands this reactor to its other threads through synchronization ThreadSanitizer cannot
   // see (libgrpc is uninstrumented), so the notifier's first Pump looked like a race with this
   // constructor's writes (the vtable pointers). Releasing mu_ here, which Start() acquires before
@@ -144,6 +145,13 @@ Status WatchStream::Start(const v1::WatchRequest::Start& start) {
   const std::shared_ptr<DictEntry> entry = lease->entry();
   {
     std::lock_guard lock(mu_);
+    // Goes out with the first message (nothing was written yet: PumpLocked waits for started_),
+    // so that a client can tell this dict from one that had its name before (wire.h). Not once
+    // the stream finished (a shutdown meanwhile): gRPC may be sending the metadata already.
+    if (!finished_ && !finish_after_write_) {
+      context_->AddInitialMetadata(std::string(wire::kIncarnationMetadata),
+                                   std::to_string(entry->incarnation));
+    }
     dict_name_ = start.dict();
     watcher_ = std::move(*watcher);
     entry_ = entry;

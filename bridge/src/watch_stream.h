@@ -80,7 +80,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // `waiting` (may be null: no cap) is the bridge's gate on waiting calls: the stream holds a
   // slot of it for its life, and finishes at once with RESOURCE_EXHAUSTED when none is free.
   WatchStream(DictRegistry* registry, const StreamLimits& limits, const Authorizer* authorizer,
-              Metrics* metrics, const grpc::CallbackServerContext& context,
+              Metrics* metrics, grpc::CallbackServerContext& context,
               WaitingCalls* waiting = nullptr);
 
   void Pump() override;
@@ -127,7 +127,8 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   Metrics* const metrics_;
   Metrics::Call call_;
   const std::string peer_;
-  WaitingCalls::Slot slot_;  // set in the constructor, released in OnDone
+  grpc::CallbackServerContext* const context_;  // gRPC's, alive until OnDone
+  WaitingCalls::Slot slot_;                     // set in the constructor, released in OnDone
 
   std::mutex mu_;
   // The token the stream opened with (empty without a token file), and the authorizer's

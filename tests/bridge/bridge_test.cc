@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <set>
@@ -460,6 +461,95 @@ TEST_F(BridgeTest, ADictDeletedAndCreatedAgainIsServedAnew) {
   ASSERT_OK(old_value);
   EXPECT_FALSE(old_value->has_value());
   EXPECT_EQ(*(*remote)->Get("new"), std::optional<Value>(Value::Int(2)));
+}
+
+// The keys a mirror holds, sorted.
+std::vector<std::string> SortedKeys(RemoteDict& remote) {
+  auto keys = remote.Keys();
+  EXPECT_OK(keys);
+  if (!keys.ok()) return {};
+  std::sort(keys->begin(), keys->end());
+  return *keys;
+}
+
+TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictIsDeletedAndCreatedAgain) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  // More revisions than the new dict will reach: a mirror that kept the old dict's revision would
+  // count as holding every write to the new one.
+  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  ASSERT_EQ(r.revision(), 10u);
+  const uint64_t before = r.revision();
+
+  local_.reset();  // the creator's handle unlinks it
+  auto again = Dict::Open(CreateOptions(name_));
+  ASSERT_OK(again);
+  local_.emplace(std::move(*again));
+
+  // The first write makes the bridge notice the new dict and end the mirror's stream.
+  std::vector<std::string> written;
+  for (int i = 0; i < 3; ++i) {
+    const std::string key = "new-" + std::to_string(i);
+    auto set = r.Set(key, Value::Int(100 + i));
+    ASSERT_OK(set);
+    EXPECT_EQ(*set, static_cast<uint64_t>(i + 1));
+    EXPECT_EQ(r.last_commit_revision(), *set);
+    written.push_back(key);
+    // The write returned once the mirror held it, and the mirror holds the new dict only.
+    EXPECT_EQ(*r.Get(key), std::optional<Value>(Value::Int(100 + i)));
+    EXPECT_EQ(r.revision(), *set);
+    EXPECT_EQ(SortedKeys(r), written);
+  }
+  EXPECT_FALSE(*r.Contains("old-0"));
+
+  // A local write to the new dict reaches the mirror at the new dict's revision.
+  ASSERT_OK(local_->Set("new-local", Value::Str("here")));
+  auto changed = r.WaitForChange(3, 10s);
+  ASSERT_OK(changed);
+  EXPECT_EQ(*changed, local_->published_revision());
+  EXPECT_LT(*changed, before);
+  written.push_back("new-local");  // sorts last
+  EXPECT_EQ(SortedKeys(r), written);
+  EXPECT_TRUE(r.mirror_connected());
+}
+
+TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictWasReplacedWhileTheBridgeWasDown) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  const uint64_t old_revision = r.revision();
+  ASSERT_EQ(old_revision, 10u);
+
+  bridge_.Kill();
+  local_.reset();
+  auto again = Dict::Open(CreateOptions(name_));
+  ASSERT_OK(again);
+  local_.emplace(std::move(*again));
+  const std::vector<std::pair<std::string, Value>> items = {{"new-a", Value::Int(1)},
+                                                            {"new-b", Value::Int(2)}};
+  ASSERT_OK(local_->Update(items));
+  ASSERT_OK(local_->Set("new-c", Value::Int(3)));
+  ASSERT_TRUE(bridge_.Start());
+
+  // The mirror resumes after revision 10, which the new dict has not reached: the bridge names
+  // the new dict's incarnation, and the mirror watches it from its start instead.
+  auto changed = r.WaitForChange(old_revision, 30s);
+  ASSERT_OK(changed);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (r.revision() < local_->published_revision() &&
+         std::chrono::steady_clock::now() < deadline) {
+    r.WaitForChange(r.revision(), 1s).status().IgnoreError();
+  }
+  EXPECT_EQ(r.revision(), local_->published_revision());
+  EXPECT_EQ(SortedKeys(r), (std::vector<std::string>{"new-a", "new-b", "new-c"}));
+
+  // And a write through it is read back from the mirror.
+  auto set = r.Set("new-d", Value::Int(4));
+  ASSERT_OK(set);
+  EXPECT_EQ(*set, 3u);
+  EXPECT_EQ(*r.Get("new-d"), std::optional<Value>(Value::Int(4)));
 }
 
 TEST_F(BridgeTest, ProgressComesAfterEveryChangeSentAndOnRequest) {

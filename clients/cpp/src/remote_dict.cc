@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "remote_watcher.h"
 #include "shmdict/v1/wire.h"
@@ -34,23 +35,35 @@ struct StringHash {
 using MirrorMap = std::unordered_map<std::string, Value, StringHash, std::equal_to<>>;
 using KeySet = std::unordered_set<std::string, StringHash, std::equal_to<>>;
 
+// How many incarnations of the dict a mirror remembers having held: a write that committed to
+// one of them is not waited for (the mirror has moved on to a newer dict).
+constexpr size_t kRememberedIncarnations = 8;
+
 }  // namespace
 
 struct RemoteDict::Impl {
   std::shared_ptr<Connection> connection;
   std::atomic<uint64_t> last_commit{0};
   std::atomic<uint64_t> seen_revision{0};  // without a mirror: the newest revision observed
+  // The incarnation of the dict the latest commit went to (0: the bridge did not say): a commit
+  // to another one starts last_commit over, as the new dict's revisions do.
+  std::atomic<uint64_t> commit_incarnation{0};
 
   // ---- The mirror (options.mirror).
   std::shared_mutex map_mu;
   MirrorMap map;          // guarded by map_mu
   KeySet too_large_keys;  // guarded by map_mu: present, but only the bridge can return them
-  std::atomic<uint64_t> mirror_revision{0};
+  std::atomic<uint64_t> mirror_revision{0};  // written under progress_mu
   std::atomic<uint64_t> resyncs{0};
   std::mutex progress_mu;
-  std::condition_variable progress_cv;  // mirror_revision advanced, or the mirror stopped
+  std::condition_variable progress_cv;  // mirror_revision advanced or started over, or stopped
   Status mirror_error;                  // guarded by progress_mu: why the mirror stopped
   bool mirror_stopped = false;          // guarded by progress_mu
+  // Guarded by progress_mu: the incarnation of the dict the mirror holds (0: the bridge did not
+  // say), the ones it held before (newest last), and how often it started over.
+  uint64_t mirror_incarnation = 0;
+  std::vector<uint64_t> past_incarnations;
+  uint64_t replacements = 0;
   // Feed's reader thread only: the snapshot being received.
   MirrorMap staging;
   KeySet staging_too_large;
@@ -59,27 +72,41 @@ struct RemoteDict::Impl {
 
   ~Impl() { feed.reset(); }
 
+  // `incarnation`, when given: the incarnation of the dict the call reached (0: not named).
   template <typename Request, typename Response, typename Call>
-  Status Unary(Call call, const Request& request, Response* response) const {
+  Status Unary(Call call, const Request& request, Response* response,
+               uint64_t* incarnation = nullptr) const {
     grpc::ClientContext context;
     connection->Prepare(&context, connection->options.call_timeout);
     grpc::Status status = (connection->stub.get()->*call)(&context, request, response);
-    return status.ok() ? Status::Ok() : connection->Describe(status);
+    if (!status.ok()) return connection->Describe(status);
+    if (incarnation != nullptr) {
+      *incarnation = client::IncarnationIn(context.GetServerTrailingMetadata());
+    }
+    return Status::Ok();
   }
 
-  // A committed write: remembered, and with a mirror, returned once the mirror holds it (unless
-  // the stream went down: a committed write is never reported as failed). A stream that has not
-  // received its first message yet is not down: Open returns before that for a dict at revision
-  // 0, and a write right after it must still be read back from the mirror.
-  uint64_t Committed(uint64_t revision) {
-    uint64_t known = last_commit.load();
-    while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+  // A write committed at `revision` of the dict with `incarnation` (0: the bridge did not say):
+  // remembered, and with a mirror, returned once the mirror holds it (unless the stream went
+  // down: a committed write is never reported as failed). A stream that has not received its
+  // first message yet is not down: Open returns before that for a dict at revision 0, and a write
+  // right after it must still be read back from the mirror.
+  uint64_t Committed(uint64_t revision, uint64_t incarnation) {
+    const uint64_t before = incarnation != 0 ? commit_incarnation.exchange(incarnation) : 0;
+    if (before != 0 && before != incarnation) {
+      // The dict was replaced: its revisions started over.
+      last_commit.store(revision);
+      seen_revision.store(revision);
+    } else {
+      uint64_t known = last_commit.load();
+      while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+      }
+      Observe(revision);
     }
-    Observe(revision);
     if (!feed) return revision;
     const auto deadline = std::chrono::steady_clock::now() + connection->options.call_timeout;
     std::unique_lock lock(progress_mu);
-    while (mirror_revision.load() < revision && !mirror_stopped &&
+    while (!MirrorHoldsLocked(revision, incarnation) && !mirror_stopped &&
            (feed->connected() || !feed->ever_connected()) &&
            std::chrono::steady_clock::now() < deadline) {
       progress_cv.wait_for(lock, std::chrono::milliseconds(20));
@@ -87,10 +114,49 @@ struct RemoteDict::Impl {
     return revision;
   }
 
+  // Whether waiting for the mirror to hold `revision` of `incarnation` is over: it holds it, or
+  // it holds a newer dict than the one the write went to (which it will never hold again). With
+  // an incarnation unknown on either side, the revision alone decides (a bridge that names none:
+  // ABORTED still starts the mirror over).
+  bool MirrorHoldsLocked(uint64_t revision, uint64_t incarnation) {
+    if (incarnation == 0 || mirror_incarnation == 0 || incarnation == mirror_incarnation) {
+      return mirror_revision.load() >= revision;
+    }
+    return std::find(past_incarnations.begin(), past_incarnations.end(), incarnation) !=
+           past_incarnations.end();
+  }
+
   void Observe(uint64_t revision) {
     uint64_t known = seen_revision.load();
     while (known < revision && !seen_revision.compare_exchange_weak(known, revision)) {
     }
+  }
+
+  // The feed's OnDict: the batches after this come from the dict with `incarnation`. When it
+  // replaced the one the mirror held, the mirror is emptied and its revision starts over at 0:
+  // the new dict's own revisions (or a snapshot of it) follow, so every state a reader sees
+  // from here is one the new dict had.
+  void OnDict(uint64_t incarnation, bool replaced) {
+    if (replaced) {
+      staging = MirrorMap();
+      staging_too_large = KeySet();
+      std::unique_lock lock(map_mu);
+      map.clear();
+      too_large_keys.clear();
+    }
+    std::lock_guard lock(progress_mu);
+    if (replaced) {
+      mirror_revision.store(0);
+      ++replacements;
+    }
+    if (mirror_incarnation != 0 && mirror_incarnation != incarnation) {
+      past_incarnations.push_back(mirror_incarnation);
+      if (past_incarnations.size() > kRememberedIncarnations) {
+        past_incarnations.erase(past_incarnations.begin());
+      }
+    }
+    mirror_incarnation = incarnation;
+    progress_cv.notify_all();
   }
 
   // The feed's sink: applies each batch on the thread that read it from the stream (no queue and
@@ -308,7 +374,8 @@ Result<std::unique_ptr<RemoteDict>> RemoteDict::Open(const RemoteOptions& option
     Impl* raw = impl.get();
     impl->feed = std::make_unique<RemoteWatcher>(
         connection, 0, 0, false,
-        [raw](Result<ChangeBatch> batch) { raw->OnBatch(std::move(batch)); });
+        [raw](Result<ChangeBatch> batch) { raw->OnBatch(std::move(batch)); },
+        [raw](uint64_t incarnation, bool replaced) { raw->OnDict(incarnation, replaced); });
     const auto deadline = std::chrono::steady_clock::now() + options.open_timeout;
     std::unique_lock lock(impl->progress_mu);
     while (impl->mirror_revision.load() < status_response.revision()) {
@@ -458,9 +525,10 @@ Result<uint64_t> RemoteDict::Set(std::string_view key, const Value& value) {
   request.set_key(key.data(), key.size());
   wire::ToProto(value, request.mutable_value());
   v1::WriteResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response, &incarnation);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision());
+  return impl_->Committed(response.revision(), incarnation);
 }
 
 Result<uint64_t> RemoteDict::Update(const std::vector<std::pair<std::string, Value>>& items) {
@@ -482,9 +550,10 @@ Result<uint64_t> RemoteDict::Apply(const std::vector<Change>& changes) {
     if (change.op == ChangeOp::kSet) wire::ToProto(change.value, mutation->mutable_value());
   }
   v1::WriteResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response, &incarnation);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision());
+  return impl_->Committed(response.revision(), incarnation);
 }
 
 Result<bool> RemoteDict::Erase(std::string_view key) {
@@ -492,9 +561,10 @@ Result<bool> RemoteDict::Erase(std::string_view key) {
   request.set_dict(name());
   request.set_key(key.data(), key.size());
   v1::DeleteResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response, &incarnation);
   if (!status.ok()) return status;
-  if (response.existed()) impl_->Committed(response.revision());
+  if (response.existed()) impl_->Committed(response.revision(), incarnation);
   impl_->Observe(response.revision());
   return response.existed();
 }
@@ -504,13 +574,14 @@ Result<std::optional<Value>> RemoteDict::Pop(std::string_view key) {
   request.set_dict(name());
   request.set_key(key.data(), key.size());
   v1::PopResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response, &incarnation);
   if (!status.ok()) return status;
   impl_->Observe(response.revision());
   if (!response.found()) return std::optional<Value>();
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
-  impl_->Committed(response.revision());
+  impl_->Committed(response.revision(), incarnation);
   return std::optional<Value>(std::move(value));
 }
 
@@ -518,14 +589,15 @@ Result<std::optional<std::pair<std::string, Value>>> RemoteDict::PopItem() {
   v1::PopItemRequest request;
   request.set_dict(name());
   v1::PopResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response, &incarnation);
   if (!status.ok()) return status;
   impl_->Observe(response.revision());
   using Item = std::pair<std::string, Value>;
   if (!response.found()) return std::optional<Item>();
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
-  impl_->Committed(response.revision());
+  impl_->Committed(response.revision(), incarnation);
   return std::optional<Item>(Item(response.key(), std::move(value)));
 }
 
@@ -535,9 +607,10 @@ Result<Value> RemoteDict::SetDefault(std::string_view key, const Value& default_
   request.set_key(key.data(), key.size());
   wire::ToProto(default_value, request.mutable_default_value());
   v1::SetDefaultResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response, &incarnation);
   if (!status.ok()) return status;
-  impl_->Committed(response.revision());
+  impl_->Committed(response.revision(), incarnation);
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
   return value;
@@ -547,9 +620,10 @@ Result<uint64_t> RemoteDict::Clear() {
   v1::ClearRequest request;
   request.set_dict(name());
   v1::WriteResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response, &incarnation);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision());
+  return impl_->Committed(response.revision(), incarnation);
 }
 
 Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional<Value>& expected,
@@ -560,10 +634,11 @@ Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional
   if (expected) wire::ToProto(*expected, request.mutable_expected());
   if (desired) wire::ToProto(*desired, request.mutable_desired());
   v1::CompareAndSetResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response, &incarnation);
   if (!status.ok()) return status;
   impl_->Observe(response.revision());
-  if (response.swapped()) impl_->Committed(response.revision());
+  if (response.swapped()) impl_->Committed(response.revision(), incarnation);
   return response.swapped();
 }
 
@@ -573,9 +648,10 @@ Result<int64_t> RemoteDict::Increment(std::string_view key, int64_t delta) {
   request.set_key(key.data(), key.size());
   request.set_delta(delta);
   v1::IncrementResponse response;
-  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response);
+  uint64_t incarnation = 0;
+  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response, &incarnation);
   if (!status.ok()) return status;
-  impl_->Committed(response.revision());
+  impl_->Committed(response.revision(), incarnation);
   return response.value();
 }
 
@@ -591,7 +667,9 @@ Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   if (d.feed) {
     std::unique_lock lock(d.progress_mu);
-    while (d.mirror_revision.load() <= after_revision) {
+    // A dict replaced meanwhile is a change, whatever its revision (it started over).
+    const uint64_t replacements = d.replacements;
+    while (d.mirror_revision.load() <= after_revision && d.replacements == replacements) {
       if (d.mirror_stopped && !d.mirror_error.ok()) return d.mirror_error;
       if (std::chrono::steady_clock::now() >= deadline) {
         return Status(StatusCode::kDeadlineExceeded,

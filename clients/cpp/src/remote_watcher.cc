@@ -1,6 +1,7 @@
 #include "remote_watcher.h"
 
 #include <algorithm>
+#include <charconv>
 #include <random>
 
 #include "shmdict/v1/wire.h"
@@ -41,12 +42,24 @@ void Connection::Prepare(grpc::ClientContext* context, std::chrono::milliseconds
   if (!options.token.empty()) context->AddMetadata("authorization", "Bearer " + options.token);
 }
 
+uint64_t IncarnationIn(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  auto it = metadata.find(
+      grpc::string_ref(wire::kIncarnationMetadata.data(), wire::kIncarnationMetadata.size()));
+  if (it == metadata.end()) return 0;
+  uint64_t incarnation = 0;
+  const char* end = it->second.data() + it->second.size();
+  auto [parsed_end, error] = std::from_chars(it->second.data(), end, incarnation);
+  return error == std::errc() && parsed_end == end ? incarnation : 0;
+}
+
 RemoteWatcher::RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,
-                             uint32_t max_changes_per_message, bool from_current, Sink sink)
+                             uint32_t max_changes_per_message, bool from_current, Sink sink,
+                             OnDict on_dict)
     : connection_(std::move(connection)),
       max_changes_per_message_(max_changes_per_message),
       from_current_(from_current),
       sink_(std::move(sink)),
+      on_dict_(std::move(on_dict)),
       resume_after_(after_revision),
       delivered_(after_revision) {
   reader_ = std::thread([this] { Run(); });
@@ -106,6 +119,22 @@ bool RemoteWatcher::Deliver(Result<ChangeBatch> batch) {
   return true;
 }
 
+bool RemoteWatcher::StartOn(uint64_t incarnation) {
+  const bool other_dict = incarnation != 0 && incarnation_ != 0 && incarnation != incarnation_;
+  // Resumed after a revision of the dict before: what this stream sends would continue the new
+  // dict's revisions from there, as if they were the old one's.
+  if (other_dict && !replaced_ && resume_after_ != 0) return false;
+  const bool replaced = replaced_ || other_dict;
+  if (on_dict_ && (replaced || incarnation != incarnation_)) on_dict_(incarnation, replaced);
+  if (replaced && sink_) {
+    std::lock_guard lock(mu_);
+    delivered_ = 0;
+  }
+  if (incarnation != 0 || replaced) incarnation_ = incarnation;
+  replaced_ = false;
+  return true;
+}
+
 bool RemoteWatcher::Backoff(std::chrono::milliseconds wait) {
   std::unique_lock lock(mu_);
   return !changed_.wait_for(lock, wait, [&] { return cancelled_; });
@@ -137,7 +166,17 @@ void RemoteWatcher::Run() {
     ChangeBatch assembling;  // the changes of a revision arriving in fragments
     v1::WatchResponse message;
     bool cancelled = false;
+    bool first_message = true;
+    bool resubscribe = false;  // the dict was replaced while away: watch the new one from 0
     while (!cancelled && stream->Read(&message)) {
+      if (first_message) {
+        first_message = false;
+        // The initial metadata came with the first message.
+        if (!StartOn(IncarnationIn(context.GetServerInitialMetadata()))) {
+          resubscribe = true;
+          break;
+        }
+      }
       connected_.store(true, std::memory_order_release);
       ever_connected_.store(true, std::memory_order_release);
       first_connection = false;
@@ -207,13 +246,21 @@ void RemoteWatcher::Run() {
           break;  // a kind from a newer bridge: skip it, keep the stream
       }
     }
-    if (cancelled) context.TryCancel();
+    if (cancelled || resubscribe) context.TryCancel();
     grpc::Status status = stream->Finish();
-    connected_.store(false, std::memory_order_release);
+    // The dict was deleted and created again: its revisions started over; watch the new one
+    // from revision 0 (a snapshot of it, or its whole log) at once. Still "connected" meanwhile,
+    // so that a write's wait for the mirror (RemoteDict) waits for the new dict's stream instead
+    // of giving up on a stream that is down.
+    resubscribe = resubscribe || status.error_code() == grpc::StatusCode::ABORTED;
+    if (!resubscribe) connected_.store(false, std::memory_order_release);
     {
       std::lock_guard lock(mu_);
       live_context_ = nullptr;
-      if (cancelled_) return;
+      if (cancelled_) {
+        connected_.store(false, std::memory_order_release);
+        return;
+      }
     }
     if (IsTerminal(status.error_code())) {
       Deliver(connection_->Describe(status));
@@ -221,10 +268,9 @@ void RemoteWatcher::Run() {
       ended_ = true;
       return;
     }
-    if (status.error_code() == grpc::StatusCode::ABORTED) {
-      // The dict was deleted and created again: its revisions started over. Resync from a
-      // snapshot of the new one.
+    if (resubscribe) {
       resume_after_ = 0;
+      replaced_ = true;
       continue;
     }
     std::uniform_real_distribution<double> jitter(0.8, 1.2);

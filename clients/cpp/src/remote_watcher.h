@@ -9,6 +9,12 @@
 // is complete, on the thread that read it from gRPC (RemoteDict's mirror: no hand-off between the
 // stream and the map); Next is then not to be called.
 //
+// A dict deleted and created again under its name starts its revisions over. The watcher notices
+// it from a stream ending with ABORTED, or from a bridge naming another incarnation
+// (wire::kIncarnationMetadata) than the stream before it when it resumes (the dict was replaced
+// while the bridge was unreachable); either way it watches the new dict from revision 0, and a
+// sink's owner is told first (OnDict) so that it can drop its copy.
+//
 // Thread-safety: Next and revision from one thread at a time; Cancel from any thread. A Sink is
 // called from the reader thread only, one batch at a time.
 // Lifetime: owns its thread and stream; the destructor cancels and joins (after which the sink is
@@ -22,6 +28,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -52,14 +59,25 @@ Result<std::shared_ptr<grpc::Channel>> OpenChannel(const RemoteOptions& options)
 std::shared_ptr<Connection> ConnectionOver(std::shared_ptr<grpc::Channel> channel,
                                            const RemoteOptions& options);
 
+// The dict incarnation a bridge named in `metadata` (wire::kIncarnationMetadata); 0 when it named
+// none (an older bridge) or the value does not parse.
+uint64_t IncarnationIn(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
+
 class RemoteWatcher final : public Watcher {
  public:
   // Takes every complete batch, in order; a not-OK one is the stream's terminal error (the last
   // call). It owns the batch: moving its keys and values out copies nothing.
   using Sink = std::function<void(Result<ChangeBatch> batch)>;
+  // Called with a Sink, on the reader thread, before the first batch of a stream whose dict is
+  // not the one the batches before came from, or whose incarnation the bridge names for the
+  // first time. `replaced`: the dict was deleted and created again since the batches before, so
+  // drop what they built; the batches after start over from the new dict's first revision (or a
+  // snapshot of it). `incarnation`: the new dict's (0: the bridge did not say).
+  using OnDict = std::function<void(uint64_t incarnation, bool replaced)>;
 
   RemoteWatcher(std::shared_ptr<const Connection> connection, uint64_t after_revision,
-                uint32_t max_changes_per_message, bool from_current = false, Sink sink = nullptr);
+                uint32_t max_changes_per_message, bool from_current = false, Sink sink = nullptr,
+                OnDict on_dict = nullptr);
   ~RemoteWatcher() override;
 
   using Watcher::Next;
@@ -77,6 +95,10 @@ class RemoteWatcher final : public Watcher {
   // Queues a complete batch (waits while the queue is full), or hands it to sink_. False once
   // cancelled.
   bool Deliver(Result<ChangeBatch> batch);
+  // At the first message of a stream from the dict with `incarnation` (0: not named): tells
+  // on_dict_ when the dict is another than before. False when the stream must start over from
+  // revision 0 instead (it resumed after a revision of the dict before).
+  bool StartOn(uint64_t incarnation);
   // Sleeps for the backoff, or until cancelled. False once cancelled.
   bool Backoff(std::chrono::milliseconds wait);
 
@@ -84,7 +106,12 @@ class RemoteWatcher final : public Watcher {
   const uint32_t max_changes_per_message_;
   const bool from_current_;
   const Sink sink_;
+  const OnDict on_dict_;
   uint64_t resume_after_;  // reader thread only: the last complete revision received
+  // Reader thread only: the incarnation of the dict the batches so far came from (0: unknown),
+  // and whether the stream ended because that dict was replaced.
+  uint64_t incarnation_ = 0;
+  bool replaced_ = false;
   std::atomic<bool> connected_{false};
   std::atomic<bool> ever_connected_{false};
 

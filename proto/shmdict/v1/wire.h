@@ -20,6 +20,13 @@
 
 namespace shmdict::wire {
 
+// Metadata a bridge sends with each successful write (trailing) and each Watch stream (initial):
+// the incarnation (Dict::incarnation) of the dict it reached, in decimal. A dict unlinked and
+// created again under its name has another incarnation and starts its revisions over, so a
+// revision means something only together with it. A bridge older than this header sends none; a
+// client then learns of a replaced dict only from a Watch ending with ABORTED.
+inline constexpr std::string_view kIncarnationMetadata = "shmdict-incarnation";
+
 // shmdict's StatusCode numbers are gRPC's canonical codes, so the mapping keeps the code and
 // the message.
 grpc::Status ToGrpc(const Status& status);

@@ -20,6 +20,18 @@
 // Without a mirror (RemoteOptions::mirror = false, for dicts too big to copy): every read is a call
 // to the bridge that asks for at least this object's latest commit (read-your-writes).
 //
+// A dict deleted and created again under its name (on its host, or through RemoteCatalog) is a new
+// dict whose revisions start over at 1. The mirror notices it (its stream ends with ABORTED, or a
+// bridge reached after a restart names another incarnation of the dict) and starts over: it is
+// emptied, revision() drops back to 0 and then follows the new dict's revisions, and it fills from
+// the new dict's snapshot or log. Keys of the old dict never outlive that in the mirror; reads in
+// between see the new dict at some revision of its own (empty at first). A write to the new dict
+// returns once the mirror holds it, as always; one that raced the replacement and committed to
+// the old dict returns once the mirror has moved on. last_commit_revision() follows this object's
+// commits to the new dict. (Bridges older than this client name no incarnation: the mirror then
+// starts over on ABORTED only, and a write returns as soon as the mirror's revision, old or new,
+// reaches the write's.)
+//
 // Thread-safety: thread-safe; every method may be called concurrently. Watchers it returns are
 // thread-compatible (Cancel() from any thread). Lifetime: destroying it stops the mirror; watchers
 // outliving it keep their own streams.
@@ -106,12 +118,15 @@ class RemoteDict final : public Store {
   Result<bool> CompareAndSet(std::string_view key, const std::optional<Value>& expected,
                              const std::optional<Value>& desired) override;
   Result<int64_t> Increment(std::string_view key, int64_t delta) override;
-  // This object's latest commit, from any thread (0 if none).
+  // This object's latest commit, from any thread (0 if none); after the dict was replaced, its
+  // latest commit to the new dict.
   uint64_t last_commit_revision() const override;
 
-  // With a mirror: the revision the mirror holds. Without: the latest revision this object saw
-  // (its commits and reads).
+  // With a mirror: the revision the mirror holds (back to 0 when the dict was replaced, see
+  // above). Without: the latest revision this object saw (its commits and reads).
   uint64_t revision() override;
+  // As Store's; with a mirror, it also returns (the mirror's revision, perhaps not above
+  // after_revision) when the dict was replaced while it waited.
   Result<uint64_t> WaitForChange(uint64_t after_revision,
                                  std::chrono::nanoseconds timeout) override;
   Result<std::unique_ptr<Watcher>> Watch(uint64_t after_revision) override;
