@@ -230,11 +230,7 @@ bool Compactor::PublishLocked(const std::shared_ptr<const SnapshotView>& snap) {
 // and then cannot find its base knows the delta was retired and retries (SnapshotView::Open).
 // A cleanup running late cannot hit a newer chain's base: generations are published in
 // increasing order, so that base lies above this publication.
-bool Compactor::StillNamed() const {
-  struct stat st {};
-  return stat(SegmentPath(name_).c_str(), &st) == 0 &&
-         static_cast<uint64_t>(st.st_ino) == incarnation_;
-}
+bool Compactor::StillNamed() const { return SegmentHasInode(name_, incarnation_); }
 
 void Compactor::AfterPublish(const SnapshotView& snap, const char* how) const {
   if (!StillNamed()) {

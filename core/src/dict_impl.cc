@@ -303,7 +303,10 @@ void Dict::Impl::Close() {
   map = internal::Mapping();
   header = nullptr;
   fd = internal::Fd();  // also drops the shared flock that marks the dict as attached
-  if (created && options.auto_unlink && !inherited_through_fork) {
+  // Only while the name still means this dict: unlinked meanwhile and created again, it is
+  // another dict's now.
+  if (created && options.auto_unlink && !inherited_through_fork &&
+      internal::SegmentHasInode(name, incarnation)) {
     Dict::UnlinkByName(name).IgnoreError();
   }
 }

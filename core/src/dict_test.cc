@@ -354,6 +354,28 @@ TEST_F(DictTest, BackgroundSnapshotsKeepALaggingReaderCorrect) {
   EXPECT_EQ((*reader.Get("k699"))->AsInt(), 29399);
 }
 
+// A creator's auto-unlink at Close unlinks its dict, not a dict created again under its name after
+// it was unlinked (that unlinked the new dict's segments under its users).
+TEST_F(DictTest, ACreatorClosingAfterItsDictWasReplacedLeavesTheNewDictAlone) {
+  Options options = Opts();
+  options.auto_unlink = true;
+  Dict old_dict = OpenOrDie(options);
+  ASSERT_OK(old_dict.Set("old", Value::Int(1)));
+  ASSERT_OK(old_dict.Unlink());
+  options.auto_unlink = false;
+  Dict new_dict = OpenOrDie(options);
+  ASSERT_OK(new_dict.Set("new", Value::Int(2)));
+  ASSERT_OK(new_dict.Dump());
+  const std::vector<std::string> segments = testing::ShmEntriesWithPrefix(name_);
+  ASSERT_OK(old_dict.Close());
+  EXPECT_EQ(testing::ShmEntriesWithPrefix(name_), segments);
+  Options attach = Opts();
+  attach.create_mode = CreateMode::kMustAttach;
+  Dict fresh = OpenOrDie(attach);
+  EXPECT_EQ((*fresh.Get("new"))->AsInt(), 2);
+  EXPECT_OK(fresh.Refresh(/*force=*/true));
+}
+
 TEST_F(DictTest, ValueFarLargerThanTheLogRoundTrips) {
   Dict a = OpenOrDie(Opts(64 * 1024));
   std::string big(100 * 64 * 1024, 'x');

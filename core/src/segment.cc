@@ -236,6 +236,7 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
     UnlinkSegmentQuietly(to);
     return resized;
   }
+#ifdef MADV_POPULATE_WRITE  // glibc 2.35 and later name it
   if (bytes > kept) {
     // The grown tail is not in our page tables: faulting it in page by page while the build
     // writes it cost a fifth of the builder's time in a 1M-key import (on a VM, where each fault
@@ -246,7 +247,13 @@ Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
     madvise(map.data() + from, bytes - from, MADV_POPULATE_WRITE);
   }
 #endif
+#endif
   return held;
+}
+
+bool SegmentHasInode(std::string_view segment, uint64_t inode) {
+  struct stat st {};
+  return stat(SegmentPath(segment).c_str(), &st) == 0 && static_cast<uint64_t>(st.st_ino) == inode;
 }
 
 Result<uint64_t> SegmentSize(int fd) {

@@ -105,6 +105,9 @@ Result<std::pair<Fd, Mapping>> RecycleSegment(std::string_view from, std::string
 Result<std::pair<Fd, Mapping>> RecycleHeldSegment(std::pair<Fd, Mapping> held,
                                                   std::string_view from, std::string_view to,
                                                   size_t bytes);
+// Whether `segment` still names the file with inode `inode` (a dict's name still means that
+// dict: not unlinked, not created again).
+bool SegmentHasInode(std::string_view segment, uint64_t inode);
 // Current size of the file behind fd.
 Result<uint64_t> SegmentSize(int fd);
 // Unlinks; ENOENT is OK (someone else did it).
