@@ -85,7 +85,9 @@ const std::vector<Scenario>& Scenarios() {
       // (SnapshotView::KeepsDelta): a base 1.5x the last, and the writer's own inline builds take
       // some of those folds when the builder lags, so a 5th background fold may lie past the
       // kWriteLimit.
-      {"compactor.background.base_built", kBackgroundOnly, false, {1, 2, 3}},
+      // A growing dict folds rarely (a delta may add half its base): under ThreadSanitizer a
+      // writer wrote its 12,000 values before a 3rd background fold.
+      {"compactor.background.base_built", kBackgroundOnly, false, {1, 2}},
       {"compactor.inline.delta_built", kInlineOnly},
       {"compactor.inline.base_built", kInlineOnly},
       {"compactor.publish.log_position_stored", kBoth},
