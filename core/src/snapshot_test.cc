@@ -35,6 +35,32 @@ SnapshotDelta DeltaOf(const Delta& delta) {
           [&delta](std::string_view key, uint64_t) { return delta.count(std::string(key)) != 0; }};
 }
 
+// What `delta` does to the dict `model`.
+void ApplyTo(const Delta& delta, Model* model) {
+  for (const auto& [key, value] : delta) {
+    if (value) {
+      (*model)[key] = *value;
+    } else {
+      model->erase(key);
+    }
+  }
+}
+
+// Build `generation`'s changes to a dict of 800 keys "k<i>": 20 consecutive keys (wrapping),
+// every `erase_every`th erased, the others overwritten with a value of the generation.
+Delta ChurnOf800Keys(uint64_t generation, int erase_every) {
+  Delta delta;
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "k" + std::to_string((generation * 20 + i) % 800);
+    if (i % erase_every == 0) {
+      delta[key] = std::nullopt;
+    } else {
+      delta[key] = std::string(20, 'a' + generation % 26);
+    }
+  }
+  return delta;
+}
+
 void ExpectHolds(const SnapshotView& snap, const Model& model, const std::string& absent_key) {
   ASSERT_EQ(snap.entry_count(), model.size());
   for (const auto& [key, value] : model) {
@@ -89,13 +115,7 @@ TEST_F(SnapshotBuildTest, ChainsOfPatchedAndRewrittenSnapshotsMatchAMap) {
         delta[key] = std::string(rng() % 3 == 0 ? 8 + rng() % 40 : 12, 'a' + rng() % 26);
       }
     }
-    for (const auto& [key, value] : delta) {
-      if (value) {
-        model[key] = *value;
-      } else {
-        model.erase(key);
-      }
-    }
+    ApplyTo(delta, &model);
     auto built =
         SnapshotView::Build(dict_, generation, generation, 0, 0600, base.get(), DeltaOf(delta));
     ASSERT_OK(built);
@@ -184,22 +204,8 @@ TEST_F(SnapshotBuildTest, ABigDeltaIsFoldedIntoANewBase) {
   std::shared_ptr<const SnapshotView> previous = *snap;
   bool folded = false;
   for (uint64_t generation = 2; generation < 40 && !folded; ++generation) {
-    Delta delta;
-    for (int i = 0; i < 20; ++i) {
-      const std::string key = "k" + std::to_string((generation * 20 + i) % 800);
-      if (i % 3 == 0) {
-        delta[key] = std::nullopt;
-      } else {
-        delta[key] = std::string(20, 'a' + generation % 26);
-      }
-    }
-    for (const auto& [key, value] : delta) {
-      if (value) {
-        model[key] = *value;
-      } else {
-        model.erase(key);
-      }
-    }
+    const Delta delta = ChurnOf800Keys(generation, 3);
+    ApplyTo(delta, &model);
     auto built =
         SnapshotView::Build(dict_, generation, generation, 0, 0600, previous.get(), DeltaOf(delta));
     ASSERT_OK(built);
@@ -279,22 +285,8 @@ TEST_F(SnapshotBuildTest, ADeltaHidingBaseEntriesIsFoldedAtAnEighthOfTheBase) {
   uint64_t hidden_before_fold = 0;
   bool folded = false;
   for (uint64_t generation = 2; generation < 40 && !folded; ++generation) {
-    Delta delta;
-    for (int i = 0; i < 20; ++i) {
-      const std::string key = "k" + std::to_string((generation * 20 + i) % 800);
-      if (i % 4 == 0) {
-        delta[key] = std::nullopt;
-      } else {
-        delta[key] = std::string(20, 'a' + generation % 26);
-      }
-    }
-    for (const auto& [key, value] : delta) {
-      if (value) {
-        model[key] = *value;
-      } else {
-        model.erase(key);
-      }
-    }
+    const Delta delta = ChurnOf800Keys(generation, 4);
+    ApplyTo(delta, &model);
     built =
         SnapshotView::Build(dict_, generation, generation, 0, 0600, previous.get(), DeltaOf(delta));
     ASSERT_OK(built);
