@@ -162,8 +162,11 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
   // The notifier's own handle, out of the pool for good: WaitForChange sleeps on it between
   // ticks, and a leased handle would be one fewer for the calls.
   std::unique_ptr<Dict> dict;
+  Status no_handle;
   if (Result<SharedDict::Lease> lease = entry->handles.Acquire(); lease.ok()) {
     dict = lease->Release();
+  } else {
+    no_handle = lease.status();
   }
   uint64_t seen = dict ? dict->published_revision() : 0;
   auto next_check = std::chrono::steady_clock::now();
@@ -178,9 +181,18 @@ void DictRegistry::RunNotifier(std::shared_ptr<DictEntry> entry) {
     if (now >= next_check) {
       next_check = now + limits_.tick * 4;
       Result<uint64_t> incarnation = Dict::IncarnationOf(entry->name);
-      if (!dict || !incarnation.ok() || *incarnation != entry->incarnation) {
+      if (!incarnation.ok() || *incarnation != entry->incarnation) {
         Forget(entry);
         Retire(entry, Replaced(entry->name));
+      } else if (!dict) {
+        // The same dict, but this bridge could not open a handle of it (EMFILE, ENOMEM, a damaged
+        // segment): UNAVAILABLE, on which clients resume where they were. ABORTED would tell them
+        // the dict was replaced, and they would start over from revision 0 (or end their
+        // watchers) for a dict that never changed.
+        Forget(entry);
+        Retire(entry, Status(StatusCode::kUnavailable,
+                             "dict '" + entry->name + "': the bridge could not open a handle (" +
+                                 no_handle.ToString() + "): try again"));
       }
     }
     std::shared_ptr<WatchPump> pump;

@@ -905,6 +905,43 @@ TEST_F(WaitingGetAttachTest, AWaitingGetWhoseHandleCannotBeAttachedEndsWithTheEr
   EXPECT_TRUE(Eventually([&] { return waiting_.in_use() == 0; }));
 }
 
+// A notifier that cannot open its own handle of a dict that is still the same incarnation
+// (EMFILE, or here a snapshot segment unlinked under it) retires the entry with UNAVAILABLE, on
+// which clients resume: it used to say ABORTED, "deleted or replaced", and a RemoteDict then
+// emptied its mirror and ended its watchers for a dict that never changed.
+TEST_F(WaitingGetAttachTest, ANotifierWithoutAHandleOfAnUnchangedDictEndsStreamsUnavailable) {
+  ASSERT_OK(dict_->Set("k", Value::Str("before")));
+  Result<DictRegistry::Lease> held = registry_->Acquire(name_);  // the pool's first handle
+  ASSERT_OK(held);
+  Result<uint64_t> generation = dict_->Dump();
+  ASSERT_OK(generation);
+  const std::string snapshot = "/shmdict." + name_ + "@s" + std::to_string(*generation);
+  ASSERT_EQ(shm_unlink(snapshot.c_str()), 0) << snapshot;
+  // The notifier starts with the first subscriber, and its own handle must be attached.
+  class EndProbe final : public Subscriber {
+   public:
+    void Pump() override {}
+    void End(const Status& why) override {
+      std::lock_guard lock(mu);
+      ended = why;
+    }
+    uint64_t SentRevision() const override { return std::numeric_limits<uint64_t>::max(); }
+    bool IsWatchStream() const override { return false; }
+    std::mutex mu;
+    std::optional<Status> ended;
+  } probe;
+  registry_->Subscribe(held->entry(), &probe);
+  const bool ended = Eventually([&] {
+    std::lock_guard lock(probe.mu);
+    return probe.ended.has_value();
+  });
+  if (!ended) registry_->Unsubscribe(held->entry(), &probe);
+  ASSERT_TRUE(ended) << "the notifier never retired the entry";
+  std::lock_guard lock(probe.mu);
+  EXPECT_EQ(probe.ended->code(), StatusCode::kUnavailable) << probe.ended->ToString();
+  EXPECT_THAT(probe.ended->message(), HasSubstr("could not open a handle"));
+}
+
 // Credentials are live for parked Gets too: a token reload ends those whose token is gone with
 // UNAUTHENTICATED instead of answering them at the next commit; a Get needs read access only.
 class WaitingGetTokenTest : public WaitingGetTest {
