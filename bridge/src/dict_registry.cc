@@ -147,6 +147,12 @@ std::shared_ptr<WatchPump> DictRegistry::SubscribeWatch(const std::shared_ptr<Di
 
 Result<DictRegistry::Lease> DictRegistry::Reacquire(const std::shared_ptr<DictEntry>& entry) {
   Result<SharedDict::Lease> handle = entry->handles.Acquire();
+  // A retired entry's pool is closed (FAILED_PRECONDITION): a stream that reacquires while the
+  // registry retires it ends with the reason it retired instead (UNAVAILABLE at shutdown, on
+  // which clients resume; ABORTED for a replaced dict), as Retire's End would have told it. CI
+  // saw a watcher end with FAILED_PRECONDITION at a bridge's SIGTERM. retire_status is written
+  // once, before `retired` (Retire), so it is read safely once `retired` is seen.
+  if (!handle.ok() && entry->retired.load()) return entry->retire_status;
   if (!handle.ok()) return handle.status();
   return Lease(entry, std::move(*handle));
 }

@@ -174,7 +174,9 @@ struct DictEntry {
   const uint64_t incarnation;
   // Set once, together, under subscribers_mu; `retired` may also be read without it.
   std::atomic<bool> retired{false};
-  Status retire_status;  // why it retired (guarded by subscribers_mu): what a late Subscribe gets
+  // Why it retired, written once under subscribers_mu before `retired` is set: what a late
+  // Subscribe gets, readable without the lock once `retired` is seen (Reacquire).
+  Status retire_status;
   // Thread-safe; closed when the entry retires (leases still out close their handle on return).
   SharedDict handles;
 
