@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
 #include <random>
 
 #include "shmdict/v1/wire.h"
@@ -43,12 +44,20 @@ void Connection::Prepare(grpc::ClientContext* context, std::chrono::milliseconds
 }
 
 uint64_t IncarnationIn(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
-  auto it = metadata.find(
+  // Untrusted bytes from a socket: exactly one value, all decimal digits, that fits in 64 bits;
+  // anything else is "unknown". A partial parse ("12abc", "12\0...") would name a dict that no
+  // bridge named; two values could name two.
+  auto [first, last] = metadata.equal_range(
       grpc::string_ref(wire::kIncarnationMetadata.data(), wire::kIncarnationMetadata.size()));
-  if (it == metadata.end()) return 0;
+  if (first == last || std::next(first) != last) return 0;
+  const grpc::string_ref value = first->second;
+  const char* begin = value.data();
+  const char* end = begin + value.size();
+  // from_chars itself takes no sign or whitespace for an unsigned type; a digit first rules out
+  // the empty value too.
+  if (begin == end || *begin < '0' || *begin > '9') return 0;
   uint64_t incarnation = 0;
-  const char* end = it->second.data() + it->second.size();
-  auto [parsed_end, error] = std::from_chars(it->second.data(), end, incarnation);
+  auto [parsed_end, error] = std::from_chars(begin, end, incarnation);
   return error == std::errc() && parsed_end == end ? incarnation : 0;
 }
 
@@ -135,6 +144,21 @@ bool RemoteWatcher::StartOn(uint64_t incarnation) {
   return true;
 }
 
+Status RemoteWatcher::Replaced(uint64_t new_incarnation) const {
+  const std::string old_one = incarnation_ != 0 ? std::to_string(incarnation_) : "unknown";
+  if (new_incarnation != 0) {
+    return Status(StatusCode::kAborted,
+                  connection_->description +
+                      ": the dict was deleted and created again while the bridge was unreachable "
+                      "(incarnation " +
+                      old_one + " -> " + std::to_string(new_incarnation) +
+                      "): watch it again from revision 0");
+  }
+  return Status(StatusCode::kAborted, connection_->description +
+                                          ": the dict was deleted or replaced (incarnation " +
+                                          old_one + "): watch it again from revision 0");
+}
+
 bool RemoteWatcher::Backoff(std::chrono::milliseconds wait) {
   std::unique_lock lock(mu_);
   return !changed_.wait_for(lock, wait, [&] { return cancelled_; });
@@ -168,12 +192,15 @@ void RemoteWatcher::Run() {
     bool cancelled = false;
     bool first_message = true;
     bool resubscribe = false;  // the dict was replaced while away: watch the new one from 0
+    uint64_t replaced_by = 0;  // with resubscribe: the new dict's incarnation
     while (!cancelled && stream->Read(&message)) {
       if (first_message) {
         first_message = false;
         // The initial metadata came with the first message.
-        if (!StartOn(IncarnationIn(context.GetServerInitialMetadata()))) {
+        const uint64_t named = IncarnationIn(context.GetServerInitialMetadata());
+        if (!StartOn(named)) {
           resubscribe = true;
+          replaced_by = named;
           break;
         }
       }
@@ -264,6 +291,15 @@ void RemoteWatcher::Run() {
     }
     if (IsTerminal(status.error_code())) {
       Deliver(connection_->Describe(status));
+      std::lock_guard lock(mu_);
+      ended_ = true;
+      return;
+    }
+    if (resubscribe && !sink_) {
+      // A caller's watcher: the revisions it was given belong to a dict that is gone, so it ends
+      // here rather than go on with another dict's revisions as if they followed them.
+      Deliver(Replaced(replaced_by));
+      connected_.store(false, std::memory_order_release);
       std::lock_guard lock(mu_);
       ended_ = true;
       return;
