@@ -59,6 +59,14 @@ class BridgeTest : public DictTestBase {
     return context;
   }
 
+  // Deletes the dict (its creator's handle, local_, unlinks it) and creates it again, empty.
+  void ReplaceDict() {
+    local_.reset();
+    auto again = Dict::Open(CreateOptions(name_));
+    ASSERT_OK(again);
+    local_.emplace(std::move(*again));
+  }
+
   std::optional<Dict> local_;
   BridgeProcess bridge_;
 };
@@ -550,6 +558,155 @@ TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictWasReplacedWhileTheBridgeWasDown)
   ASSERT_OK(set);
   EXPECT_EQ(*set, 3u);
   EXPECT_EQ(*r.Get("new-d"), std::optional<Value>(Value::Int(4)));
+}
+
+TEST_F(BridgeTest, AGetWithoutMirrorDoesNotWaitForARevisionOfTheDictThatWasReplaced) {
+  RemoteOptions options = Remote(/*mirror=*/false);
+  // The Get waits this long for the old dict's revision before it asks which dict the name holds.
+  options.call_timeout = 2s;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  ASSERT_EQ(r.last_commit_revision(), 10u);
+
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  ASSERT_OK(local_->Set("new", Value::Int(1)));  // the new dict stops at revision 1 of 10
+
+  // Read before any write of this object reached the new dict.
+  auto got = r.Get("new");
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(1)));
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  auto old = r.Get("old-0");
+  ASSERT_OK(old);
+  EXPECT_FALSE(old->has_value());
+
+  auto set = r.Set("mine", Value::Int(2));
+  ASSERT_OK(set);
+  EXPECT_EQ(*set, 2u);
+  EXPECT_EQ(r.last_commit_revision(), 2u);
+  EXPECT_EQ(*r.Get("mine"), std::optional<Value>(Value::Int(2)));
+}
+
+TEST_F(BridgeTest, AMirrorsLastCommitStartsOverWithTheNewDictBeforeAnyWriteToIt) {
+  // A mirror reads values too large for the bridge's messages with a Get at min_revision =
+  // last_commit_revision(): after a replacement it must not name the old dict's revision.
+  BridgeProcess small({}, {"--max-message-bytes", "65536"});
+  ASSERT_TRUE(small.Start());
+  RemoteOptions options = Remote();
+  options.address = small.address();
+  options.call_timeout = 2s;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  ASSERT_EQ(r.last_commit_revision(), 10u);
+
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  const Value large = Value::Str(std::string(size_t{256} << 10, 'v'));
+  ASSERT_OK(local_->Set("large", large));
+  // The mirror starts over (a change, whatever the revision) and then reaches the new dict's 1.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!(r.revision() == 1 && *r.Contains("large")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    r.WaitForChange(r.revision(), 1s).status().IgnoreError();
+  }
+  ASSERT_EQ(r.revision(), 1u);
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  auto got = r.Get("large");  // too large for the mirror: from the bridge
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(large));
+}
+
+TEST_F(BridgeTest, ARemoteWatcherEndsWithAbortedWhenItsDictIsDeletedAndCreatedAgain) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 3; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  auto watcher = r.Watch(0);
+  ASSERT_OK(watcher);
+  std::set<std::string> keys;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while ((*watcher)->revision() < 3 && std::chrono::steady_clock::now() < deadline) {
+    auto batch = (*watcher)->Next(WatchLimits{}, 1s);
+    ASSERT_OK(batch);
+    for (const auto& [key, value] : batch->snapshot_items) keys.insert(key);
+    for (const Change& change : batch->changes) keys.insert(change.key);
+  }
+  ASSERT_EQ((*watcher)->revision(), 3u);
+  EXPECT_EQ(keys, (std::set<std::string>{"old-0", "old-1", "old-2"}));
+
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  ASSERT_OK(local_->Set("new", Value::Int(1)));
+  ASSERT_OK(r.Set("new-remote", Value::Int(2)));  // the bridge certainly serves the new dict now
+
+  // Told once it has everything of the old dict; never a change of the new one.
+  Result<ChangeBatch> batch = ChangeBatch();
+  while (batch.ok() && std::chrono::steady_clock::now() < deadline + 30s) {
+    batch = (*watcher)->Next(WatchLimits{}, 1s);
+    if (batch.ok()) {
+      EXPECT_TRUE(batch->changes.empty() && !batch->is_snapshot)
+          << "a change of the new dict reached the old dict's watcher, at revision "
+          << batch->revision;
+    }
+  }
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), StatusCode::kAborted) << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find("deleted or replaced (incarnation "), std::string::npos)
+      << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find(name_), std::string::npos) << batch.status().ToString();
+  EXPECT_EQ((*watcher)->revision(), 3u);
+  auto again = (*watcher)->Next(WatchLimits{}, 1s);
+  EXPECT_EQ(again.status().code(), StatusCode::kAborted) << again.status().ToString();
+
+  // Watching again from 0 follows the new dict.
+  auto fresh = r.Watch(0);
+  ASSERT_OK(fresh);
+  keys.clear();
+  while ((*fresh)->revision() < 2 && std::chrono::steady_clock::now() < deadline + 60s) {
+    auto next = (*fresh)->Next(WatchLimits{}, 1s);
+    ASSERT_OK(next);
+    for (const auto& [key, value] : next->snapshot_items) keys.insert(key);
+    for (const Change& change : next->changes) keys.insert(change.key);
+  }
+  EXPECT_EQ(keys, (std::set<std::string>{"new", "new-remote"}));
+}
+
+TEST_F(BridgeTest, ARemoteWatcherEndsWithAbortedWhenItsDictWasReplacedWhileTheBridgeWasDown) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 5; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  auto watcher = r.Watch(0);
+  ASSERT_OK(watcher);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while ((*watcher)->revision() < 5 && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_OK((*watcher)->Next(WatchLimits{}, 1s));
+  }
+  ASSERT_EQ((*watcher)->revision(), 5u);
+
+  bridge_.Kill();
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  for (int i = 0; i < 2; ++i) ASSERT_OK(local_->Set("new-" + std::to_string(i), Value::Int(i)));
+  ASSERT_TRUE(bridge_.Start());
+
+  // It resumes after revision 5, which the new dict has not reached: the bridge names another
+  // incarnation than before.
+  Result<ChangeBatch> batch = ChangeBatch();
+  while (batch.ok() && std::chrono::steady_clock::now() < deadline) {
+    batch = (*watcher)->Next(WatchLimits{}, 1s);
+    if (batch.ok()) {
+      EXPECT_TRUE(batch->changes.empty() && !batch->is_snapshot);
+    }
+  }
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), StatusCode::kAborted) << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find("while the bridge was unreachable (incarnation "),
+            std::string::npos)
+      << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find(" -> "), std::string::npos) << batch.status().ToString();
+  EXPECT_EQ((*watcher)->revision(), 5u);
 }
 
 TEST_F(BridgeTest, ProgressComesAfterEveryChangeSentAndOnRequest) {

@@ -45,9 +45,14 @@ struct RemoteDict::Impl {
   std::shared_ptr<Connection> connection;
   std::atomic<uint64_t> last_commit{0};
   std::atomic<uint64_t> seen_revision{0};  // without a mirror: the newest revision observed
-  // The incarnation of the dict the latest commit went to (0: the bridge did not say): a commit
-  // to another one starts last_commit over, as the new dict's revisions do.
-  std::atomic<uint64_t> commit_incarnation{0};
+  // Guarded by commit_mu, as are changes of last_commit and seen_revision that start them over:
+  // the incarnation of the dict this object's commits go to as far as it knows (the newest one a
+  // write or the mirror's stream named; 0: none named), and the ones it knew before (newest
+  // last). A commit to another dict, or news that the dict was replaced, starts last_commit over
+  // with the new dict's revisions; a late answer of a write to a retired one changes nothing.
+  std::mutex commit_mu;
+  uint64_t commit_incarnation = 0;
+  std::vector<uint64_t> retired_incarnations;
 
   // ---- The mirror (options.mirror).
   std::shared_mutex map_mu;
@@ -55,6 +60,9 @@ struct RemoteDict::Impl {
   KeySet too_large_keys;  // guarded by map_mu: present, but only the bridge can return them
   std::atomic<uint64_t> mirror_revision{0};  // written under progress_mu
   std::atomic<uint64_t> resyncs{0};
+  // Moves (release) after every change of map or too_large_keys, from the feed's thread only:
+  // mirror_generation().
+  std::atomic<uint64_t> generation{0};
   std::mutex progress_mu;
   std::condition_variable progress_cv;  // mirror_revision advanced or started over, or stopped
   Status mirror_error;                  // guarded by progress_mu: why the mirror stopped
@@ -92,16 +100,22 @@ struct RemoteDict::Impl {
   // first message yet is not down: Open returns before that for a dict at revision 0, and a write
   // right after it must still be read back from the mirror.
   uint64_t Committed(uint64_t revision, uint64_t incarnation) {
-    const uint64_t before = incarnation != 0 ? commit_incarnation.exchange(incarnation) : 0;
-    if (before != 0 && before != incarnation) {
-      // The dict was replaced: its revisions started over.
-      last_commit.store(revision);
-      seen_revision.store(revision);
-    } else {
-      uint64_t known = last_commit.load();
-      while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+    {
+      std::lock_guard lock(commit_mu);
+      if (incarnation != 0 && std::find(retired_incarnations.begin(), retired_incarnations.end(),
+                                        incarnation) != retired_incarnations.end()) {
+        // A write that raced the replacement: its revision counts in a dict that is gone.
+      } else if (incarnation != 0 && commit_incarnation != 0 && incarnation != commit_incarnation) {
+        StartCommitsOverLocked(incarnation);
+        last_commit.store(revision);
+        seen_revision.store(revision);
+      } else {
+        if (incarnation != 0) commit_incarnation = incarnation;
+        uint64_t known = last_commit.load();
+        while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+        }
+        Observe(revision);
       }
-      Observe(revision);
     }
     if (!feed) return revision;
     const auto deadline = std::chrono::steady_clock::now() + connection->options.call_timeout;
@@ -126,6 +140,27 @@ struct RemoteDict::Impl {
            past_incarnations.end();
   }
 
+  // The dict this object's commits went to is gone; `incarnation` is the one now under its name
+  // (0: not known). Unless a commit already named it, last_commit and seen_revision start over:
+  // a read's min_revision from the old dict could wait for a revision the new one never reaches.
+  void LearnReplaced(uint64_t incarnation) {
+    std::lock_guard lock(commit_mu);
+    if (incarnation != 0 && incarnation == commit_incarnation) return;
+    StartCommitsOverLocked(incarnation);
+    last_commit.store(0);
+    seen_revision.store(0);
+  }
+
+  void StartCommitsOverLocked(uint64_t incarnation) {
+    if (commit_incarnation != 0) {
+      retired_incarnations.push_back(commit_incarnation);
+      if (retired_incarnations.size() > kRememberedIncarnations) {
+        retired_incarnations.erase(retired_incarnations.begin());
+      }
+    }
+    commit_incarnation = incarnation;
+  }
+
   void Observe(uint64_t revision) {
     uint64_t known = seen_revision.load();
     while (known < revision && !seen_revision.compare_exchange_weak(known, revision)) {
@@ -138,11 +173,21 @@ struct RemoteDict::Impl {
   // from here is one the new dict had.
   void OnDict(uint64_t incarnation, bool replaced) {
     if (replaced) {
+      LearnReplaced(incarnation);
+    } else if (incarnation != 0) {
+      // Named for the first time: the dict the commits so far went to, unless a commit named one.
+      std::lock_guard lock(commit_mu);
+      if (commit_incarnation == 0) commit_incarnation = incarnation;
+    }
+    if (replaced) {
       staging = MirrorMap();
       staging_too_large = KeySet();
-      std::unique_lock lock(map_mu);
-      map.clear();
-      too_large_keys.clear();
+      {
+        std::unique_lock lock(map_mu);
+        map.clear();
+        too_large_keys.clear();
+      }
+      generation.fetch_add(1, std::memory_order_release);
     }
     std::lock_guard lock(progress_mu);
     if (replaced) {
@@ -189,6 +234,7 @@ struct RemoteDict::Impl {
         map.swap(staging);
         too_large_keys.swap(staging_too_large);
       }
+      generation.fetch_add(1, std::memory_order_release);
       staging = MirrorMap();
       staging_too_large = KeySet();
       resyncs.fetch_add(1);
@@ -215,6 +261,8 @@ struct RemoteDict::Impl {
             break;
         }
       }
+      lock.unlock();
+      generation.fetch_add(1, std::memory_order_release);
     }
     if (batch.revision > mirror_revision.load()) {
       std::lock_guard lock(progress_mu);
@@ -224,12 +272,58 @@ struct RemoteDict::Impl {
   }
 
   // Without a mirror, or for a value too large for the mirror: ask the bridge, at least at this
-  // object's latest commit.
+  // object's latest commit. A Get that timed out waiting for it may have waited for a dict that
+  // was replaced since (the bridge names no incarnation in a read's answer): when the dict now
+  // under the name is another one than the commit went to, the commits start over and the Get
+  // is asked once more.
   Result<bool> GetFromBridge(std::string_view key, Value* out) {
+    const uint64_t min_revision = last_commit.load();
+    Result<bool> found = GetFromBridgeAt(key, min_revision, out);
+    if (found.ok() || found.status().code() != StatusCode::kDeadlineExceeded || min_revision == 0) {
+      return found;
+    }
+    uint64_t known = 0;
+    {
+      std::lock_guard lock(commit_mu);
+      known = commit_incarnation;
+    }
+    Result<std::pair<uint64_t, uint64_t>> now = CurrentIncarnation();
+    if (!now.ok() || known == 0 || now->first == 0 || now->first == known) return found;
+    LearnReplaced(now->first);
+    Observe(now->second);
+    return GetFromBridgeAt(key, last_commit.load(), out);
+  }
+
+  // The incarnation of the dict now under the name (0: the bridge names none) and its revision:
+  // the first message of a Watch stream started at the current revision, a progress message the
+  // bridge sends at once, comes with the initial metadata. The stream's error otherwise.
+  Result<std::pair<uint64_t, uint64_t>> CurrentIncarnation() const {
+    grpc::ClientContext context;
+    connection->Prepare(&context, connection->options.call_timeout);
+    auto stream = connection->stub->Watch(&context);
+    v1::WatchRequest request;
+    request.mutable_start()->set_dict(connection->options.dict);
+    request.mutable_start()->set_from_current(true);
+    v1::WatchResponse message;
+    if (stream->Write(request) && stream->Read(&message)) {
+      const uint64_t incarnation = client::IncarnationIn(context.GetServerInitialMetadata());
+      context.TryCancel();
+      stream->Finish();
+      return std::make_pair(incarnation, message.revision());
+    }
+    grpc::Status status = stream->Finish();
+    if (status.ok()) {
+      return Status(StatusCode::kUnavailable,
+                    connection->description + ": the Watch stream ended before its first message");
+    }
+    return connection->Describe(status);
+  }
+
+  Result<bool> GetFromBridgeAt(std::string_view key, uint64_t min_revision, Value* out) {
     v1::GetRequest request;
     request.set_dict(connection->options.dict);
     request.set_key(key.data(), key.size());
-    request.set_min_revision(last_commit.load());
+    request.set_min_revision(min_revision);
     v1::GetResponse response;
     Status status = Unary(&v1::Dict::Stub::Get, request, &response);
     if (!status.ok()) return status;
@@ -689,6 +783,15 @@ Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
                         std::to_string(after_revision) + " within the timeout");
     }
     Result<ChangeBatch> batch = watcher.Next(WatchLimits{}, left);
+    if (!batch.ok() && batch.status().code() == StatusCode::kAborted) {
+      // The dict was replaced while it waited: a change whatever the new dict's revision, as with
+      // a mirror. kNotFound when it was deleted and not created again.
+      Result<std::pair<uint64_t, uint64_t>> now = d.CurrentIncarnation();
+      if (!now.ok()) return now.status();
+      d.LearnReplaced(now->first);
+      d.Observe(now->second);
+      return now->second;
+    }
     if (!batch.ok()) return batch.status();
     if (batch->revision > after_revision) {
       d.Observe(batch->revision);
@@ -705,5 +808,9 @@ Result<std::unique_ptr<Watcher>> RemoteDict::Watch(uint64_t after_revision) {
 bool RemoteDict::mirror_connected() const { return impl_->feed && impl_->feed->connected(); }
 
 uint64_t RemoteDict::mirror_resyncs() const { return impl_->resyncs.load(); }
+
+uint64_t RemoteDict::mirror_generation() const {
+  return impl_->generation.load(std::memory_order_acquire);
+}
 
 }  // namespace shmdict
