@@ -132,8 +132,11 @@ class RemoteDict final : public Store {
   // With a mirror: the revision the mirror holds (back to 0 when the dict was replaced, see
   // above). Without: the latest revision this object saw (its commits and reads).
   uint64_t revision() override;
-  // As Store's; with a mirror, it also returns (the mirror's revision, perhaps not above
-  // after_revision) when the dict was replaced while it waited.
+  // As Store's; it also returns when the dict was replaced while it waited, with the mirror's
+  // revision or, without a mirror, the new dict's (either perhaps not above after_revision);
+  // without a mirror, kNotFound when the dict was deleted and not created again. (Without a
+  // mirror a replacement is noticed only once its stream watched the old dict: one that started
+  // after the replacement waits for after_revision of the new dict.)
   Result<uint64_t> WaitForChange(uint64_t after_revision,
                                  std::chrono::nanoseconds timeout) override;
   // A watcher with a stream of its own, resumed across bridge restarts without gap or duplicate.
