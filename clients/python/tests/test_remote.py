@@ -119,6 +119,8 @@ def test_a_dict_deleted_and_created_again_under_a_connected_remote_is_read_and_w
             assert r["a"] == "old-a"  # a mirror's read cache keeps it, at revision 3
             r["c"] = "old-c2"
             r["c"] = "old-c3"  # revision 5, no read since: the cache still says 3
+            changes = r.watch(4, timeout=60)
+            assert next(changes).revision == 5  # its stream watches the old dict
             old.unlink()
             old.close()
             with shmdict.Dict(name, create=True) as new:
@@ -135,6 +137,12 @@ def test_a_dict_deleted_and_created_again_under_a_connected_remote_is_read_and_w
                 assert new["d"] == "new-d"
                 assert r["d"] == "new-d"
                 assert sorted(r.keys()) == ["a", "b", "d", "x"]
+                # A watch of the old dict ends with what it sent, never a change of the new one.
+                with pytest.raises(shmdict.Error) as ended:
+                    for change in changes:
+                        assert change.value.startswith("old-"), change
+                assert ended.value.code == "ABORTED", ended.value
+                assert "deleted or replaced" in str(ended.value)
     finally:
         old.close()
 
