@@ -9,6 +9,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <sstream>
 #include <string>
@@ -39,6 +40,13 @@ using KeySet = std::unordered_set<std::string, StringHash, std::equal_to<>>;
 // one of them is not waited for (the mirror has moved on to a newer dict).
 constexpr size_t kRememberedIncarnations = 8;
 
+// What a call's answer is checked against: RemoteDict::Impl::start_overs when it left, and the
+// incarnation of the dict a write reached (0: not named).
+struct Stamp {
+  uint64_t epoch = 0;
+  uint64_t incarnation = 0;
+};
+
 }  // namespace
 
 struct RemoteDict::Impl {
@@ -53,6 +61,15 @@ struct RemoteDict::Impl {
   std::mutex commit_mu;
   uint64_t commit_incarnation = 0;
   std::vector<uint64_t> retired_incarnations;
+  // Written under commit_mu: how often commit_incarnation changed (a start-over, or the first
+  // one named). An answer stamped with an older count was asked before the handle moved to
+  // another dict: one naming another dict than the handle's, or a read's revision, is stale.
+  std::atomic<uint64_t> start_overs{0};
+  // One check of the dict under the name at a time (a Get that timed out): the others wait for
+  // it and use its answer rather than open a stream each. checks (written under check_mu)
+  // counts the checks that ended.
+  std::mutex check_mu;
+  std::atomic<uint64_t> checks{0};
 
   // ---- The mirror (options.mirror).
   std::shared_mutex map_mu;
@@ -80,43 +97,52 @@ struct RemoteDict::Impl {
 
   ~Impl() { feed.reset(); }
 
-  // `incarnation`, when given: the incarnation of the dict the call reached (0: not named).
+  // `stamp`, when given: start_overs when the call left, and the incarnation of the dict it
+  // reached (0: not named).
   template <typename Request, typename Response, typename Call>
   Status Unary(Call call, const Request& request, Response* response,
-               uint64_t* incarnation = nullptr) const {
+               Stamp* stamp = nullptr) const {
+    if (stamp != nullptr) stamp->epoch = start_overs.load();
     grpc::ClientContext context;
     connection->Prepare(&context, connection->options.call_timeout);
     grpc::Status status = (connection->stub.get()->*call)(&context, request, response);
     if (!status.ok()) return connection->Describe(status);
-    if (incarnation != nullptr) {
-      *incarnation = client::IncarnationIn(context.GetServerTrailingMetadata());
-    }
+    if (stamp != nullptr)
+      stamp->incarnation = client::IncarnationIn(context.GetServerTrailingMetadata());
     return Status::Ok();
   }
 
-  // A write committed at `revision` of the dict with `incarnation` (0: the bridge did not say):
-  // remembered, and with a mirror, returned once the mirror holds it (unless the stream went
-  // down: a committed write is never reported as failed). A stream that has not received its
-  // first message yet is not down: Open returns before that for a dict at revision 0, and a write
-  // right after it must still be read back from the mirror.
-  uint64_t Committed(uint64_t revision, uint64_t incarnation) {
+  // A write answered at `revision` of the dict stamp.incarnation (0: the bridge did not say),
+  // `committed` when it changed the dict: remembered, and with a mirror, returned once the mirror
+  // holds it (unless the stream went down: a committed write is never reported as failed). A
+  // stream that has not received its first message yet is not down: Open returns before that for
+  // a dict at revision 0, and a write right after it must still be read back from the mirror.
+  uint64_t Committed(uint64_t revision, const Stamp& stamp, bool committed = true) {
+    const uint64_t incarnation = stamp.incarnation;
     {
       std::lock_guard lock(commit_mu);
-      if (incarnation != 0 && std::find(retired_incarnations.begin(), retired_incarnations.end(),
-                                        incarnation) != retired_incarnations.end()) {
+      const bool current = incarnation != 0 && incarnation == commit_incarnation;
+      if (incarnation != 0 && IsRetiredLocked(incarnation)) {
         // A write that raced the replacement: its revision counts in a dict that is gone.
-      } else if (incarnation != 0 && commit_incarnation != 0 && incarnation != commit_incarnation) {
+      } else if (!current && stamp.epoch != start_overs.load()) {
+        // The handle moved to another dict after this call left: the dict it names is an older
+        // one (or one the handle will learn of again), so its revision must not move the
+        // handle's back.
+      } else if (!current && incarnation != 0 && commit_incarnation != 0) {
         StartCommitsOverLocked(incarnation);
-        last_commit.store(revision);
+        last_commit.store(committed ? revision : 0);
         seen_revision.store(revision);
       } else {
-        if (incarnation != 0) commit_incarnation = incarnation;
-        uint64_t known = last_commit.load();
-        while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+        if (incarnation != 0 && commit_incarnation == 0) StartCommitsOverLocked(incarnation);
+        if (committed) {
+          uint64_t known = last_commit.load();
+          while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+          }
         }
         Observe(revision);
       }
     }
+    if (!committed) return revision;
     if (!feed) return revision;
     const auto deadline = std::chrono::steady_clock::now() + connection->options.call_timeout;
     std::unique_lock lock(progress_mu);
@@ -141,24 +167,45 @@ struct RemoteDict::Impl {
   }
 
   // The dict this object's commits went to is gone; `incarnation` is the one now under its name
-  // (0: not known). Unless a commit already named it, last_commit and seen_revision start over:
-  // a read's min_revision from the old dict could wait for a revision the new one never reaches.
-  void LearnReplaced(uint64_t incarnation) {
+  // (0: not known), as found by a question asked when start_overs was `epoch` (nullopt: the
+  // mirror's stream, which tells in order). Unless the handle already moved to it, or moved
+  // since the question was asked (the answer may name a dict older than the one it moved to),
+  // last_commit and seen_revision start over: a read's min_revision from the old dict could wait
+  // for a revision the new one never reaches.
+  void LearnReplaced(uint64_t incarnation, std::optional<uint64_t> epoch = std::nullopt) {
     std::lock_guard lock(commit_mu);
     if (incarnation != 0 && incarnation == commit_incarnation) return;
+    if (epoch && *epoch != start_overs.load()) return;
     StartCommitsOverLocked(incarnation);
     last_commit.store(0);
     seen_revision.store(0);
   }
 
+  bool IsRetiredLocked(uint64_t incarnation) const {
+    return std::find(retired_incarnations.begin(), retired_incarnations.end(), incarnation) !=
+           retired_incarnations.end();
+  }
+
+  // The handle's commits go to `incarnation` from now on: the one before is retired, and
+  // `incarnation` is not (inodes can be reused, and a dict the handle retired on stale news may
+  // be the current one after all).
   void StartCommitsOverLocked(uint64_t incarnation) {
-    if (commit_incarnation != 0) {
+    if (commit_incarnation != 0 && commit_incarnation != incarnation) {
       retired_incarnations.push_back(commit_incarnation);
       if (retired_incarnations.size() > kRememberedIncarnations) {
         retired_incarnations.erase(retired_incarnations.begin());
       }
     }
+    std::erase(retired_incarnations, incarnation);
     commit_incarnation = incarnation;
+    start_overs.fetch_add(1);
+  }
+
+  // A revision a read answered, asked when start_overs was `epoch`: ignored when the handle moved
+  // to another dict since (it may be the old dict's).
+  void ObserveRead(uint64_t revision, uint64_t epoch) {
+    std::lock_guard lock(commit_mu);
+    if (epoch == start_overs.load()) Observe(revision);
   }
 
   void Observe(uint64_t revision) {
@@ -177,7 +224,7 @@ struct RemoteDict::Impl {
     } else if (incarnation != 0) {
       // Named for the first time: the dict the commits so far went to, unless a commit named one.
       std::lock_guard lock(commit_mu);
-      if (commit_incarnation == 0) commit_incarnation = incarnation;
+      if (commit_incarnation == 0) StartCommitsOverLocked(incarnation);
     }
     if (replaced) {
       staging = MirrorMap();
@@ -277,29 +324,52 @@ struct RemoteDict::Impl {
   // under the name is another one than the commit went to, the commits start over and the Get
   // is asked once more.
   Result<bool> GetFromBridge(std::string_view key, Value* out) {
-    const uint64_t min_revision = last_commit.load();
-    Result<bool> found = GetFromBridgeAt(key, min_revision, out);
-    if (found.ok() || found.status().code() != StatusCode::kDeadlineExceeded || min_revision == 0) {
-      return found;
-    }
+    uint64_t min_revision = 0;
+    uint64_t epoch = 0;
     uint64_t known = 0;
     {
+      // Together: a min_revision of one dict is never checked against another's incarnation.
       std::lock_guard lock(commit_mu);
+      min_revision = last_commit.load();
+      epoch = start_overs.load();
       known = commit_incarnation;
     }
-    Result<std::pair<uint64_t, uint64_t>> now = CurrentIncarnation();
-    if (!now.ok() || known == 0 || now->first == 0 || now->first == known) return found;
-    LearnReplaced(now->first);
-    Observe(now->second);
-    return GetFromBridgeAt(key, last_commit.load(), out);
+    Result<bool> found = GetFromBridgeAt(key, min_revision, epoch, out);
+    if (found.ok() || found.status().code() != StatusCode::kDeadlineExceeded || min_revision == 0 ||
+        known == 0) {
+      return found;
+    }
+    if (start_overs.load() == epoch) {
+      const uint64_t checks_before = checks.load();
+      std::lock_guard check(check_mu);
+      // Another Get's check that ended after this one timed out answered already: its news (if
+      // any) moved start_overs.
+      if (checks.load() == checks_before && start_overs.load() == epoch) {
+        Result<std::pair<uint64_t, uint64_t>> now =
+            CurrentIncarnation(connection->options.call_timeout);
+        checks.fetch_add(1);
+        if (!now.ok() || now->first == 0 || now->first == known) return found;
+        LearnReplaced(now->first, epoch);
+        ObserveRead(now->second, start_overs.load());
+      }
+    }
+    if (start_overs.load() == epoch) return found;  // the same dict: it is just slow
+    uint64_t retry_epoch = 0;
+    {
+      std::lock_guard lock(commit_mu);
+      min_revision = last_commit.load();
+      retry_epoch = start_overs.load();
+    }
+    return GetFromBridgeAt(key, min_revision, retry_epoch, out);
   }
 
   // The incarnation of the dict now under the name (0: the bridge names none) and its revision:
   // the first message of a Watch stream started at the current revision, a progress message the
   // bridge sends at once, comes with the initial metadata. The stream's error otherwise.
-  Result<std::pair<uint64_t, uint64_t>> CurrentIncarnation() const {
+  Result<std::pair<uint64_t, uint64_t>> CurrentIncarnation(
+      std::chrono::milliseconds timeout) const {
     grpc::ClientContext context;
-    connection->Prepare(&context, connection->options.call_timeout);
+    connection->Prepare(&context, timeout);
     auto stream = connection->stub->Watch(&context);
     v1::WatchRequest request;
     request.mutable_start()->set_dict(connection->options.dict);
@@ -319,7 +389,8 @@ struct RemoteDict::Impl {
     return connection->Describe(status);
   }
 
-  Result<bool> GetFromBridgeAt(std::string_view key, uint64_t min_revision, Value* out) {
+  Result<bool> GetFromBridgeAt(std::string_view key, uint64_t min_revision, uint64_t epoch,
+                               Value* out) {
     v1::GetRequest request;
     request.set_dict(connection->options.dict);
     request.set_key(key.data(), key.size());
@@ -327,7 +398,7 @@ struct RemoteDict::Impl {
     v1::GetResponse response;
     Status status = Unary(&v1::Dict::Stub::Get, request, &response);
     if (!status.ok()) return status;
-    Observe(response.revision());
+    ObserveRead(response.revision(), epoch);
     if (!response.found()) return false;
     status = wire::FromProto(response.value(), out);
     if (!status.ok()) return status;
@@ -545,6 +616,7 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
     }
     return items;
   }
+  const uint64_t epoch = d.start_overs.load();
   grpc::ClientContext context;
   d.connection->Prepare(&context, d.connection->options.call_timeout);
   v1::ListRequest request;
@@ -561,7 +633,7 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
       if (!decoded.ok()) return decoded;
     }
     for (v1::Change& marker : *response.mutable_too_large()) large.push_back(std::move(marker));
-    if (response.last()) d.Observe(response.revision());
+    if (response.last()) d.ObserveRead(response.revision(), epoch);
   }
   grpc::Status status = reader->Finish();
   if (!status.ok()) return d.connection->Describe(status);
@@ -607,9 +679,10 @@ Result<uint64_t> RemoteDict::Size() {
   v1::StatusRequest request;
   request.set_dict(d.connection->options.dict);
   v1::StatusResponse response;
-  Status status = d.Unary(&v1::Dict::Stub::Status, request, &response);
+  Stamp stamp;
+  Status status = d.Unary(&v1::Dict::Stub::Status, request, &response, &stamp);
   if (!status.ok()) return status;
-  d.Observe(response.revision());
+  d.ObserveRead(response.revision(), stamp.epoch);
   return response.entries();
 }
 
@@ -619,10 +692,10 @@ Result<uint64_t> RemoteDict::Set(std::string_view key, const Value& value) {
   request.set_key(key.data(), key.size());
   wire::ToProto(value, request.mutable_value());
   v1::WriteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response, &stamp);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision(), incarnation);
+  return impl_->Committed(response.revision(), stamp);
 }
 
 Result<uint64_t> RemoteDict::Update(const std::vector<std::pair<std::string, Value>>& items) {
@@ -644,10 +717,10 @@ Result<uint64_t> RemoteDict::Apply(const std::vector<Change>& changes) {
     if (change.op == ChangeOp::kSet) wire::ToProto(change.value, mutation->mutable_value());
   }
   v1::WriteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response, &stamp);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision(), incarnation);
+  return impl_->Committed(response.revision(), stamp);
 }
 
 Result<bool> RemoteDict::Erase(std::string_view key) {
@@ -655,11 +728,10 @@ Result<bool> RemoteDict::Erase(std::string_view key) {
   request.set_dict(name());
   request.set_key(key.data(), key.size());
   v1::DeleteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response, &stamp);
   if (!status.ok()) return status;
-  if (response.existed()) impl_->Committed(response.revision(), incarnation);
-  impl_->Observe(response.revision());
+  impl_->Committed(response.revision(), stamp, response.existed());
   return response.existed();
 }
 
@@ -668,14 +740,13 @@ Result<std::optional<Value>> RemoteDict::Pop(std::string_view key) {
   request.set_dict(name());
   request.set_key(key.data(), key.size());
   v1::PopResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Observe(response.revision());
+  impl_->Committed(response.revision(), stamp, response.found());
   if (!response.found()) return std::optional<Value>();
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
-  impl_->Committed(response.revision(), incarnation);
   return std::optional<Value>(std::move(value));
 }
 
@@ -683,15 +754,14 @@ Result<std::optional<std::pair<std::string, Value>>> RemoteDict::PopItem() {
   v1::PopItemRequest request;
   request.set_dict(name());
   v1::PopResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Observe(response.revision());
+  impl_->Committed(response.revision(), stamp, response.found());
   using Item = std::pair<std::string, Value>;
   if (!response.found()) return std::optional<Item>();
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
-  impl_->Committed(response.revision(), incarnation);
   return std::optional<Item>(Item(response.key(), std::move(value)));
 }
 
@@ -701,10 +771,10 @@ Result<Value> RemoteDict::SetDefault(std::string_view key, const Value& default_
   request.set_key(key.data(), key.size());
   wire::ToProto(default_value, request.mutable_default_value());
   v1::SetDefaultResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Committed(response.revision(), incarnation);
+  impl_->Committed(response.revision(), stamp);
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
   return value;
@@ -714,10 +784,10 @@ Result<uint64_t> RemoteDict::Clear() {
   v1::ClearRequest request;
   request.set_dict(name());
   v1::WriteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response, &stamp);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision(), incarnation);
+  return impl_->Committed(response.revision(), stamp);
 }
 
 Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional<Value>& expected,
@@ -728,11 +798,10 @@ Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional
   if (expected) wire::ToProto(*expected, request.mutable_expected());
   if (desired) wire::ToProto(*desired, request.mutable_desired());
   v1::CompareAndSetResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Observe(response.revision());
-  if (response.swapped()) impl_->Committed(response.revision(), incarnation);
+  impl_->Committed(response.revision(), stamp, response.swapped());
   return response.swapped();
 }
 
@@ -742,10 +811,10 @@ Result<int64_t> RemoteDict::Increment(std::string_view key, int64_t delta) {
   request.set_key(key.data(), key.size());
   request.set_delta(delta);
   v1::IncrementResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Committed(response.revision(), incarnation);
+  impl_->Committed(response.revision(), stamp);
   return response.value();
 }
 
@@ -774,6 +843,7 @@ Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
     }
     return d.mirror_revision.load();
   }
+  const uint64_t epoch = d.start_overs.load();
   RemoteWatcher watcher(d.connection, after_revision, 1);
   for (;;) {
     const auto left = deadline - std::chrono::steady_clock::now();
@@ -785,16 +855,26 @@ Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
     Result<ChangeBatch> batch = watcher.Next(WatchLimits{}, left);
     if (!batch.ok() && batch.status().code() == StatusCode::kAborted) {
       // The dict was replaced while it waited: a change whatever the new dict's revision, as with
-      // a mirror. kNotFound when it was deleted and not created again.
-      Result<std::pair<uint64_t, uint64_t>> now = d.CurrentIncarnation();
-      if (!now.ok()) return now.status();
-      d.LearnReplaced(now->first);
-      d.Observe(now->second);
+      // a mirror. kNotFound when it was deleted and not created again. The question takes no
+      // longer than the caller has left (nor than a call may); when it fails otherwise, the
+      // change still happened, at a revision of the new dict this object does not know yet (0).
+      const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      const auto ask_for =
+          std::clamp(remaining, std::chrono::milliseconds(1), d.connection->options.call_timeout);
+      Result<std::pair<uint64_t, uint64_t>> now = d.CurrentIncarnation(ask_for);
+      if (!now.ok() && now.status().code() == StatusCode::kNotFound) return now.status();
+      if (!now.ok()) {
+        d.LearnReplaced(0, epoch);
+        return d.seen_revision.load();
+      }
+      d.LearnReplaced(now->first, epoch);
+      d.ObserveRead(now->second, d.start_overs.load());
       return now->second;
     }
     if (!batch.ok()) return batch.status();
     if (batch->revision > after_revision) {
-      d.Observe(batch->revision);
+      d.ObserveRead(batch->revision, epoch);
       return batch->revision;
     }
   }
