@@ -12,11 +12,15 @@
 // A dict deleted and created again under its name starts its revisions over. The watcher notices
 // it from a stream ending with ABORTED, or from a bridge naming another incarnation
 // (wire::kIncarnationMetadata) than the stream before it when it resumes (the dict was replaced
-// while the bridge was unreachable). With a Sink it then watches the new dict from revision 0,
+// while the bridge was unreachable). With a Sink it then watches the new dict from revision 0
+// (a few tries when the name holds no dict yet: unlinking and creating again is not atomic),
 // and the sink's owner is told first (OnDict) so that it can drop its copy. Without one (a
-// caller's watcher, RemoteDict::Watch) it ends: Next returns kAborted naming the incarnations,
-// then and on every later call, and revision() stays at the last revision of the old dict it
-// delivered; the caller watches again from 0 if it wants the new dict.
+// caller's watcher, RemoteDict::Watch) it first resumes once after an ABORTED that named no new
+// dict (the bridge ends streams so too when it fails to open its own handle), and ends when the
+// bridge names another dict than before (even from revision 0) or aborts again: Next returns
+// kAborted naming the incarnations, then and on every later call, and revision() stays at the
+// last revision of the old dict it delivered; the caller watches again from 0 if it wants the
+// new dict.
 //
 // Thread-safety: Next and revision from one thread at a time; Cancel from any thread. A Sink is
 // called from the reader thread only, one batch at a time.
