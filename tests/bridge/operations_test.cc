@@ -167,8 +167,12 @@ TEST_F(OperationsTest, WaitForChangeWithoutMirrorReturnsWhenTheDictIsReplacedWhi
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << response->body;
     std::this_thread::sleep_for(20ms);  // polling the condition, with the deadline above
   }
+  // Unlinking and creating again is not atomic: the bridge, stopped meanwhile, must not look in
+  // between (it would find no dict, which is another test's case).
+  ASSERT_EQ(kill(bridge.process()->pid(), SIGSTOP), 0);
   dict_.reset();  // its creator: unlinks it
   auto again = Dict::Open(CreateOptions(name_));
+  ASSERT_EQ(kill(bridge.process()->pid(), SIGCONT), 0);
   ASSERT_OK(again);
   dict_.emplace(std::move(*again));
   ASSERT_OK(dict_->Set("new", Value::Int(1)));

@@ -6,6 +6,7 @@ checks that nothing is left in /dev/shm)."""
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -121,9 +122,16 @@ def test_a_dict_deleted_and_created_again_under_a_connected_remote_is_read_and_w
             r["c"] = "old-c3"  # revision 5, no read since: the cache still says 3
             changes = r.watch(4, timeout=60)
             assert next(changes).revision == 5  # its stream watches the old dict
-            old.unlink()
-            old.close()
-            with shmdict.Dict(name, create=True) as new:
+            # Unlinking and creating again is not atomic: the bridge, stopped meanwhile, must not
+            # look in between (it would find no dict at all).
+            os.kill(bridge.process.pid, signal.SIGSTOP)
+            try:
+                old.unlink()
+                old.close()
+                new = shmdict.Dict(name, create=True)
+            finally:
+                os.kill(bridge.process.pid, signal.SIGCONT)
+            with new:
                 for key in ("a", "b", "x"):
                     new[key] = "new-" + key  # revisions 1 to 3 of the new dict
                 if mirror:
