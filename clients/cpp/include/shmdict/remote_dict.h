@@ -34,7 +34,13 @@
 // else tells: a Get whose min_revision the new dict has not reached fails on its deadline (the
 // bridge's --max-wait-ms or call_timeout), and then asks which dict the name holds; when another
 // one than its commits went to, the commits start over and the Get is asked again at once (so it
-// takes up to that deadline longer). Watchers from Watch() end instead: see Watch. (Bridges older
+// takes up to call_timeout plus that deadline longer; one such question at a time per object,
+// Gets that timed out meanwhile use its answer). An answer to a call that left before this object
+// moved to another dict never moves it back (nor revision()); a write that raced the replacement
+// may then not count in last_commit_revision(). A mirror whose resubscription after a
+// replacement finds no dict (deleting and creating again is not atomic) tries again 5 times, at
+// initial_backoff, before NOT_FOUND stops it. Watchers from Watch() end instead: see Watch.
+// (Bridges older
 // than this client name no incarnation: the mirror then starts over on ABORTED only, a write
 // returns as soon as the mirror's revision, old or new, reaches the write's, and a Get without
 // mirror is not asked again.)
@@ -132,21 +138,26 @@ class RemoteDict final : public Store {
   // With a mirror: the revision the mirror holds (back to 0 when the dict was replaced, see
   // above). Without: the latest revision this object saw (its commits and reads).
   uint64_t revision() override;
-  // As Store's; it also returns when the dict was replaced while it waited, with the mirror's
-  // revision or, without a mirror, the new dict's (either perhaps not above after_revision);
-  // without a mirror, kNotFound when the dict was deleted and not created again. (Without a
+  // As Store's; unlike a local dict's, it also returns when the dict was replaced while it
+  // waited, with the mirror's revision or, without a mirror, the new dict's (either perhaps not
+  // above after_revision; 0 when asking the bridge for it failed otherwise than kNotFound, within
+  // the time left); without a mirror, kNotFound when the dict was deleted and not created
+  // again. (Without a
   // mirror a replacement is noticed only once its stream watched the old dict: one that started
   // after the replacement waits for after_revision of the new dict.)
   Result<uint64_t> WaitForChange(uint64_t after_revision,
                                  std::chrono::nanoseconds timeout) override;
   // A watcher with a stream of its own, resumed across bridge restarts without gap or duplicate.
-  // When the dict is deleted (and perhaps created again) it ends, once it delivered every change
-  // of the old dict the bridge sent: Next returns kAborted ("... was deleted or replaced
-  // (incarnation N) ..." or, noticed on resuming after a bridge restart, "... (incarnation N ->
-  // M) ..."), then and on every later call, and revision() stays at the old dict's. Its revisions
-  // never jump back to another dict's: watch again from revision 0 to follow the new dict (a
-  // local Dict's watcher, by contrast, keeps reading the dict it mapped, which nobody writes any
-  // more once unlinked). kNotFound from Next when the dict was gone when the stream (re)started.
+  // When the dict is deleted and created again it ends, once it delivered every change of the
+  // old dict the bridge sent: Next returns kAborted ("... was deleted or replaced (incarnation
+  // N -> M) ...", or "(incarnation N)" when no bridge named the new one), then and on every later
+  // call, and revision() stays at the old dict's; also when it was given no revision yet. A
+  // stream that ends with ABORTED is resumed once to ask which dict the name holds (the bridge
+  // also ends streams so when it failed to open its own handle: the same dict then goes on).
+  // Its revisions never jump back to another dict's: watch again from revision 0 to follow the
+  // new dict (a local Dict's watcher, by contrast, keeps reading the dict it mapped, which nobody
+  // writes any more once unlinked). kNotFound from Next when the dict was gone when the stream
+  // (re)started, as for a dict deleted and not created again.
   Result<std::unique_ptr<Watcher>> Watch(uint64_t after_revision) override;
 
   // Whether the mirror's stream is connected now (false without a mirror).
