@@ -69,6 +69,13 @@ TEST(IncarnationInTest, AnythingButDigitsIsUnknownNeverAPartialParse) {
   }
 }
 
+// 0 is what "unknown" is, so a bridge naming incarnation 0 names none: a handle must not take
+// it for a dict of its own (nor for another one than a dict it knows).
+TEST(IncarnationInTest, ZeroReadsAsUnknown) {
+  EXPECT_EQ(Parse("0"), 0u);
+  EXPECT_EQ(Parse("000"), 0u);
+}
+
 TEST(IncarnationInTest, AValueBeyondUint64IsUnknown) {
   EXPECT_EQ(Parse("18446744073709551616"), 0u);  // UINT64_MAX + 1
   EXPECT_EQ(Parse("99999999999999999999999999999999"), 0u);
