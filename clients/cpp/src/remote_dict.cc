@@ -60,6 +60,9 @@ struct RemoteDict::Impl {
   // with the new dict's revisions; a late answer of a write to a retired one changes nothing.
   std::mutex commit_mu;
   uint64_t commit_incarnation = 0;
+  // Not past_incarnations: the mirror's list moves with its stream under progress_mu, this one
+  // with what the commits learned (a write or a question can be ahead of the stream), and a
+  // dict is taken off it again when the handle moves back to it.
   std::vector<uint64_t> retired_incarnations;
   // Written under commit_mu: how often commit_incarnation changed (a start-over, or the first
   // one named). An answer stamped with an older count was asked before the handle moved to
