@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -22,6 +24,7 @@
 #include "shmdict/local_catalog.h"
 #include "shmdict/remote_dict.h"
 #include "shmdict/v1/dict.grpc.pb.h"
+#include "shmdict/v1/wire.h"
 #include "worker_process.h"
 
 namespace shmdict::testing {
@@ -526,6 +529,105 @@ TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictIsDeletedAndCreatedAgain) {
   written.push_back("new-local");  // sorts last
   EXPECT_EQ(SortedKeys(r), written);
   EXPECT_TRUE(r.mirror_connected());
+}
+
+// A bridge that answers Set and Delete as told, naming the incarnation it is told, and holds
+// the call for key "slow" until released: the order of the answers is the test's, not timing's.
+class ScriptedBridge final : public v1::Dict::Service {
+ public:
+  struct Answer {
+    uint64_t revision;
+    uint64_t incarnation;
+  };
+  void Script(const std::string& key, Answer answer) {
+    std::lock_guard lock(mu_);
+    answers_[key] = answer;
+  }
+  void WaitUntilSlowArrived() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return slow_arrived_; });
+  }
+  void ReleaseSlow() {
+    std::lock_guard lock(mu_);
+    slow_released_ = true;
+    cv_.notify_all();
+  }
+
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                   v1::WriteResponse* response) override {
+    response->set_revision(Reply(context, request->key()));
+    return grpc::Status::OK;
+  }
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override {
+    response->set_revision(Reply(context, request->key()));
+    response->set_existed(false);
+    return grpc::Status::OK;
+  }
+
+ private:
+  uint64_t Reply(grpc::ServerContext* context, const std::string& key) {
+    std::unique_lock lock(mu_);
+    if (key == "slow") {
+      slow_arrived_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return slow_released_; });
+    }
+    const auto& answer = answers_.at(key);
+    context->AddTrailingMetadata(std::string(wire::kIncarnationMetadata),
+                                 std::to_string(answer.incarnation));
+    return answer.revision;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, ScriptedBridge::Answer> answers_;
+  bool slow_arrived_ = false;
+  bool slow_released_ = false;
+};
+
+// A write's answer from the old dict (incarnation 7, revision 100) that arrives after another
+// write reached the new dict (8) neither moves the handle back to the old dict's revisions nor
+// makes it drop its later writes to the new one; a late Delete answer from the old dict does not
+// push revision() up either.
+TEST(ScriptedBridgeTest, ALateAnswerFromTheOldDictNeverMovesTheHandleBack) {
+  for (bool erase : {false, true}) {
+    SCOPED_TRACE(erase ? "late Delete" : "late Set");
+    ScriptedBridge service;
+    service.Script("slow", {100, 7});
+    service.Script("new-1", {1, 8});
+    service.Script("new-2", {2, 8});
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    ASSERT_NE(server, nullptr);
+    auto remote = RemoteDict::Open(RemoteOptions{
+        .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+    ASSERT_OK(remote);
+    RemoteDict& r = **remote;
+
+    auto late = std::async(std::launch::async, [&] {
+      return erase ? r.Erase("slow").status() : r.Set("slow", Value::Int(0)).status();
+    });
+    service.WaitUntilSlowArrived();
+    ASSERT_OK(r.Set("new-1", Value::Int(1)));
+    EXPECT_EQ(r.last_commit_revision(), 1u);
+    service.ReleaseSlow();
+    ASSERT_OK(late.get());
+    EXPECT_EQ(r.last_commit_revision(), 1u);
+    EXPECT_EQ(r.revision(), 1u);
+    ASSERT_OK(r.Set("new-2", Value::Int(2)));
+    EXPECT_EQ(r.last_commit_revision(), 2u);
+    EXPECT_EQ(r.revision(), 2u);
+    remote->reset();
+    server->Shutdown();
+  }
 }
 
 // Deleting a dict and creating it again leaves a moment with no dict under the name; a mirror
