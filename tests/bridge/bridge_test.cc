@@ -562,6 +562,56 @@ class ScriptedBridge final : public v1::Dict::Service {
     response->set_revision(Reply(context, request->key()));
     return grpc::Status::OK;
   }
+  // A Get with a min_revision is held until ReleaseParked, then times out as the bridge's
+  // --max-wait-ms does; one without finds the key at revision 0 of the new dict.
+  grpc::Status Get(grpc::ServerContext*, const v1::GetRequest* request,
+                   v1::GetResponse* response) override {
+    std::unique_lock lock(mu_);
+    if (request->min_revision() != 0) {
+      ++parked_;
+      cv_.notify_all();
+      const uint64_t turn = parked_;
+      cv_.wait(lock, [&] { return released_ >= turn; });
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "min_revision not reached");
+    }
+    response->set_found(true);
+    wire::ToProto(Value::Int(5), response->mutable_value());
+    return grpc::Status::OK;
+  }
+  // "Which dict is this": the new one (incarnation 8), at revision 0.
+  grpc::Status Watch(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::WatchResponse, v1::WatchRequest>* stream) override {
+    {
+      std::lock_guard lock(mu_);
+      ++watches_;
+    }
+    v1::WatchRequest request;
+    if (!stream->Read(&request)) return grpc::Status::OK;
+    context->AddInitialMetadata(std::string(wire::kIncarnationMetadata), "8");
+    v1::WatchResponse message;
+    message.set_kind(v1::WatchResponse::KIND_PROGRESS);
+    message.set_revision(0);
+    stream->Write(message);
+    while (stream->Read(&request)) {
+    }
+    return grpc::Status::OK;
+  }
+  void WaitUntilParked(uint64_t count) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return parked_ >= count; });
+  }
+  // Lets the parked Gets time out, the first one first, when it was parked first.
+  void ReleaseParked(uint64_t count) {
+    std::lock_guard lock(mu_);
+    released_ = count;
+    cv_.notify_all();
+  }
+  int watches() {
+    std::lock_guard lock(mu_);
+    return watches_;
+  }
+
   grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
                       v1::DeleteResponse* response) override {
     response->set_revision(Reply(context, request->key()));
@@ -588,6 +638,9 @@ class ScriptedBridge final : public v1::Dict::Service {
   std::map<std::string, ScriptedBridge::Answer> answers_;
   bool slow_arrived_ = false;
   bool slow_released_ = false;
+  uint64_t parked_ = 0;
+  uint64_t released_ = 0;
+  int watches_ = 0;
 };
 
 // A write's answer from the old dict (incarnation 7, revision 100) that arrives after another
@@ -628,6 +681,43 @@ TEST(ScriptedBridgeTest, ALateAnswerFromTheOldDictNeverMovesTheHandleBack) {
     remote->reset();
     server->Shutdown();
   }
+}
+
+// Two Gets wait for revision 10 of the old dict (7); the first to time out asks which dict the
+// name holds (8), starts the commits over and reads again. The second, timing out after that,
+// reads again at once, without asking (it used to ask, hear 8 again and fail).
+TEST(ScriptedBridgeTest, GetsThatTimedOutOnTheOldDictReadTheNewOneAskingOnce) {
+  ScriptedBridge service;
+  service.Script("old", {10, 7});
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto remote = RemoteDict::Open(
+      RemoteOptions{.address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  ASSERT_OK(r.Set("old", Value::Int(0)));
+  ASSERT_EQ(r.last_commit_revision(), 10u);
+
+  auto first = std::async(std::launch::async, [&] { return r.Get("k"); });
+  service.WaitUntilParked(1);
+  auto second = std::async(std::launch::async, [&] { return r.Get("k"); });
+  service.WaitUntilParked(2);
+  service.ReleaseParked(1);
+  Result<std::optional<Value>> got = first.get();
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(5)));
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  service.ReleaseParked(2);
+  got = second.get();
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(5)));
+  EXPECT_EQ(service.watches(), 1);
+  remote->reset();
+  server->Shutdown();
 }
 
 // Deleting a dict and creating it again leaves a moment with no dict under the name; a mirror
