@@ -720,6 +720,57 @@ TEST(ScriptedBridgeTest, GetsThatTimedOutOnTheOldDictReadTheNewOneAskingOnce) {
   server->Shutdown();
 }
 
+// A bridge whose first Watch stream ends with ABORTED although the dict (7) was not replaced, as
+// the bridge does when it fails to open its own handle; the next stream serves the same dict.
+class AbortOnceBridge final : public v1::Dict::Service {
+ public:
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status Watch(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::WatchResponse, v1::WatchRequest>* stream) override {
+    const int call = ++watches_;
+    v1::WatchRequest request;
+    if (!stream->Read(&request)) return grpc::Status::OK;
+    context->AddInitialMetadata(std::string(wire::kIncarnationMetadata), "7");
+    v1::WatchResponse message;
+    message.set_kind(v1::WatchResponse::KIND_PROGRESS);
+    message.set_revision(call == 1 ? 0 : 1);
+    stream->Write(message);
+    if (call == 1) {
+      return grpc::Status(grpc::StatusCode::ABORTED, "dict 'd' was deleted or replaced");
+    }
+    while (stream->Read(&request)) {
+    }
+    return grpc::Status::OK;
+  }
+  std::atomic<int> watches_{0};
+};
+
+TEST(ScriptedBridgeTest, AWatcherGoesOnAfterAnAbortedThatTheSameDictFollows) {
+  AbortOnceBridge service;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto remote = RemoteDict::Open(
+      RemoteOptions{.address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+  ASSERT_OK(remote);
+  auto watcher = (*remote)->Watch(0);
+  ASSERT_OK(watcher);
+  Result<ChangeBatch> batch = (*watcher)->Next(WatchLimits{}, 30s);
+  ASSERT_OK(batch);
+  EXPECT_EQ(batch->revision, 1u);
+  EXPECT_EQ(service.watches_.load(), 2);
+  watcher->reset();
+  remote->reset();
+  server->Shutdown();
+}
+
 // Deleting a dict and creating it again leaves a moment with no dict under the name; a mirror
 // whose resubscription lands in it finds none (NOT_FOUND), and must not stop for good for that.
 TEST_F(BridgeTest, AMirrorWaitsForADictDeletedAndSoonCreatedAgain) {
