@@ -720,10 +720,13 @@ TEST(ScriptedBridgeTest, GetsThatTimedOutOnTheOldDictReadTheNewOneAskingOnce) {
   server->Shutdown();
 }
 
-// A bridge whose first Watch stream ends with ABORTED although the dict (7) was not replaced, as
-// the bridge does when it fails to open its own handle; the next stream serves the same dict.
+// A bridge whose first Watch stream ends with `first_end` (ABORTED although the dict, 7, was not
+// replaced, as the bridge does when it fails to open its own handle); the next stream serves
+// `then_incarnation`.
 class AbortOnceBridge final : public v1::Dict::Service {
  public:
+  AbortOnceBridge(grpc::StatusCode first_end, std::string then_incarnation)
+      : first_end_(first_end), then_incarnation_(std::move(then_incarnation)) {}
   grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
                       v1::StatusResponse*) override {
     return grpc::Status::OK;
@@ -734,23 +737,26 @@ class AbortOnceBridge final : public v1::Dict::Service {
     const int call = ++watches_;
     v1::WatchRequest request;
     if (!stream->Read(&request)) return grpc::Status::OK;
-    context->AddInitialMetadata(std::string(wire::kIncarnationMetadata), "7");
+    context->AddInitialMetadata(std::string(wire::kIncarnationMetadata),
+                                call == 1 ? "7" : then_incarnation_);
     v1::WatchResponse message;
     message.set_kind(v1::WatchResponse::KIND_PROGRESS);
     message.set_revision(call == 1 ? 0 : 1);
     stream->Write(message);
-    if (call == 1) {
-      return grpc::Status(grpc::StatusCode::ABORTED, "dict 'd' was deleted or replaced");
-    }
+    if (call == 1) return grpc::Status(first_end_, "dict 'd' was deleted or replaced");
     while (stream->Read(&request)) {
     }
     return grpc::Status::OK;
   }
   std::atomic<int> watches_{0};
+
+ private:
+  const grpc::StatusCode first_end_;
+  const std::string then_incarnation_;
 };
 
 TEST(ScriptedBridgeTest, AWatcherGoesOnAfterAnAbortedThatTheSameDictFollows) {
-  AbortOnceBridge service;
+  AbortOnceBridge service(grpc::StatusCode::ABORTED, "7");
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -766,6 +772,33 @@ TEST(ScriptedBridgeTest, AWatcherGoesOnAfterAnAbortedThatTheSameDictFollows) {
   ASSERT_OK(batch);
   EXPECT_EQ(batch->revision, 1u);
   EXPECT_EQ(service.watches_.load(), 2);
+  watcher->reset();
+  remote->reset();
+  server->Shutdown();
+}
+
+// A caller's watcher that was given no revision yet still ends when the stream it resumes on
+// (the first one ended: a bridge restart) names another dict: it was watching the old one.
+TEST(ScriptedBridgeTest, AWatcherFromRevisionZeroEndsWhenItResumesOnAnotherDict) {
+  AbortOnceBridge service(grpc::StatusCode::UNAVAILABLE, "8");
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  RemoteOptions options{
+      .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false};
+  options.initial_backoff = 10ms;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  auto watcher = (*remote)->Watch(0);
+  ASSERT_OK(watcher);
+  Result<ChangeBatch> batch = (*watcher)->Next(WatchLimits{}, 30s);
+  ASSERT_FALSE(batch.ok()) << "a revision of another dict: " << batch->revision;
+  EXPECT_EQ(batch.status().code(), StatusCode::kAborted) << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find("(incarnation 7 -> 8)"), std::string::npos)
+      << batch.status().ToString();
   watcher->reset();
   remote->reset();
   server->Shutdown();
