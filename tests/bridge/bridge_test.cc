@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -22,6 +24,7 @@
 #include "shmdict/local_catalog.h"
 #include "shmdict/remote_dict.h"
 #include "shmdict/v1/dict.grpc.pb.h"
+#include "shmdict/v1/wire.h"
 #include "worker_process.h"
 
 namespace shmdict::testing {
@@ -57,6 +60,23 @@ class BridgeTest : public DictTestBase {
     auto context = std::make_unique<grpc::ClientContext>();
     context->set_deadline(std::chrono::system_clock::now() + 10s);
     return context;
+  }
+
+  // Deletes the dict (its creator's handle, local_, unlinks it) and creates it again, empty.
+  // Not atomic: the bridge (when running) is stopped meanwhile, so that it never looks in between
+  // and finds no dict (AMirrorWaitsForADictDeletedAndSoonCreatedAgain is that case).
+  void ReplaceDict() {
+    const bool pause = bridge_.running();
+    if (pause) {
+      ASSERT_EQ(kill(bridge_.process()->pid(), SIGSTOP), 0);
+    }
+    local_.reset();
+    auto again = Dict::Open(CreateOptions(name_));
+    if (pause) {
+      ASSERT_EQ(kill(bridge_.process()->pid(), SIGCONT), 0);
+    }
+    ASSERT_OK(again);
+    local_.emplace(std::move(*again));
   }
 
   std::optional<Dict> local_;
@@ -482,10 +502,7 @@ TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictIsDeletedAndCreatedAgain) {
   ASSERT_EQ(r.revision(), 10u);
   const uint64_t before = r.revision();
 
-  local_.reset();  // the creator's handle unlinks it
-  auto again = Dict::Open(CreateOptions(name_));
-  ASSERT_OK(again);
-  local_.emplace(std::move(*again));
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
 
   // The first write makes the bridge notice the new dict and end the mirror's stream.
   std::vector<std::string> written;
@@ -511,6 +528,312 @@ TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictIsDeletedAndCreatedAgain) {
   EXPECT_LT(*changed, before);
   written.push_back("new-local");  // sorts last
   EXPECT_EQ(SortedKeys(r), written);
+  EXPECT_TRUE(r.mirror_connected());
+}
+
+// A bridge that answers Set and Delete as told, naming the incarnation it is told, and holds
+// the call for key "slow" until released: the order of the answers is the test's, not timing's.
+class ScriptedBridge final : public v1::Dict::Service {
+ public:
+  struct Answer {
+    uint64_t revision;
+    uint64_t incarnation;
+  };
+  void Script(const std::string& key, Answer answer) {
+    std::lock_guard lock(mu_);
+    answers_[key] = answer;
+  }
+  void WaitUntilSlowArrived() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return slow_arrived_; });
+  }
+  void ReleaseSlow() {
+    std::lock_guard lock(mu_);
+    slow_released_ = true;
+    cv_.notify_all();
+  }
+
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status Set(grpc::ServerContext* context, const v1::SetRequest* request,
+                   v1::WriteResponse* response) override {
+    response->set_revision(Reply(context, request->key()));
+    return grpc::Status::OK;
+  }
+  // A Get with a min_revision is held until ReleaseParked, then times out as the bridge's
+  // --max-wait-ms does; one without finds the key at revision 0 of the new dict.
+  grpc::Status Get(grpc::ServerContext*, const v1::GetRequest* request,
+                   v1::GetResponse* response) override {
+    std::unique_lock lock(mu_);
+    if (request->min_revision() != 0) {
+      ++parked_;
+      cv_.notify_all();
+      const uint64_t turn = parked_;
+      cv_.wait(lock, [&] { return released_ >= turn; });
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "min_revision not reached");
+    }
+    response->set_found(true);
+    wire::ToProto(Value::Int(5), response->mutable_value());
+    return grpc::Status::OK;
+  }
+  // "Which dict is this": the new one (incarnation 8), at revision 0.
+  grpc::Status Watch(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::WatchResponse, v1::WatchRequest>* stream) override {
+    {
+      std::lock_guard lock(mu_);
+      ++watches_;
+    }
+    v1::WatchRequest request;
+    if (!stream->Read(&request)) return grpc::Status::OK;
+    context->AddInitialMetadata(std::string(wire::kIncarnationMetadata), "8");
+    v1::WatchResponse message;
+    message.set_kind(v1::WatchResponse::KIND_PROGRESS);
+    message.set_revision(0);
+    stream->Write(message);
+    while (stream->Read(&request)) {
+    }
+    return grpc::Status::OK;
+  }
+  void WaitUntilParked(uint64_t count) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return parked_ >= count; });
+  }
+  // Lets the parked Gets time out, the first one first, when it was parked first.
+  void ReleaseParked(uint64_t count) {
+    std::lock_guard lock(mu_);
+    released_ = count;
+    cv_.notify_all();
+  }
+  int watches() {
+    std::lock_guard lock(mu_);
+    return watches_;
+  }
+
+  grpc::Status Delete(grpc::ServerContext* context, const v1::DeleteRequest* request,
+                      v1::DeleteResponse* response) override {
+    response->set_revision(Reply(context, request->key()));
+    response->set_existed(false);
+    return grpc::Status::OK;
+  }
+
+ private:
+  uint64_t Reply(grpc::ServerContext* context, const std::string& key) {
+    std::unique_lock lock(mu_);
+    if (key == "slow") {
+      slow_arrived_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return slow_released_; });
+    }
+    const auto& answer = answers_.at(key);
+    context->AddTrailingMetadata(std::string(wire::kIncarnationMetadata),
+                                 std::to_string(answer.incarnation));
+    return answer.revision;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, ScriptedBridge::Answer> answers_;
+  bool slow_arrived_ = false;
+  bool slow_released_ = false;
+  uint64_t parked_ = 0;
+  uint64_t released_ = 0;
+  int watches_ = 0;
+};
+
+// A write's answer from the old dict (incarnation 7, revision 100) that arrives after another
+// write reached the new dict (8) neither moves the handle back to the old dict's revisions nor
+// makes it drop its later writes to the new one; a late Delete answer from the old dict does not
+// push revision() up either.
+TEST(ScriptedBridgeTest, ALateAnswerFromTheOldDictNeverMovesTheHandleBack) {
+  for (bool erase : {false, true}) {
+    SCOPED_TRACE(erase ? "late Delete" : "late Set");
+    ScriptedBridge service;
+    service.Script("slow", {100, 7});
+    service.Script("new-1", {1, 8});
+    service.Script("new-2", {2, 8});
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    ASSERT_NE(server, nullptr);
+    auto remote = RemoteDict::Open(RemoteOptions{
+        .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+    ASSERT_OK(remote);
+    RemoteDict& r = **remote;
+
+    auto late = std::async(std::launch::async, [&] {
+      return erase ? r.Erase("slow").status() : r.Set("slow", Value::Int(0)).status();
+    });
+    service.WaitUntilSlowArrived();
+    ASSERT_OK(r.Set("new-1", Value::Int(1)));
+    EXPECT_EQ(r.last_commit_revision(), 1u);
+    service.ReleaseSlow();
+    ASSERT_OK(late.get());
+    EXPECT_EQ(r.last_commit_revision(), 1u);
+    EXPECT_EQ(r.revision(), 1u);
+    ASSERT_OK(r.Set("new-2", Value::Int(2)));
+    EXPECT_EQ(r.last_commit_revision(), 2u);
+    EXPECT_EQ(r.revision(), 2u);
+    remote->reset();
+    server->Shutdown();
+  }
+}
+
+// Two Gets wait for revision 10 of the old dict (7); the first to time out asks which dict the
+// name holds (8), starts the commits over and reads again. The second, timing out after that,
+// reads again at once, without asking (it used to ask, hear 8 again and fail).
+TEST(ScriptedBridgeTest, GetsThatTimedOutOnTheOldDictReadTheNewOneAskingOnce) {
+  ScriptedBridge service;
+  service.Script("old", {10, 7});
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto remote = RemoteDict::Open(
+      RemoteOptions{.address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  ASSERT_OK(r.Set("old", Value::Int(0)));
+  ASSERT_EQ(r.last_commit_revision(), 10u);
+
+  auto first = std::async(std::launch::async, [&] { return r.Get("k"); });
+  service.WaitUntilParked(1);
+  auto second = std::async(std::launch::async, [&] { return r.Get("k"); });
+  service.WaitUntilParked(2);
+  service.ReleaseParked(1);
+  Result<std::optional<Value>> got = first.get();
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(5)));
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  service.ReleaseParked(2);
+  got = second.get();
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(5)));
+  EXPECT_EQ(service.watches(), 1);
+  remote->reset();
+  server->Shutdown();
+}
+
+// A bridge whose first Watch stream ends with `first_end` (ABORTED although the dict, 7, was not
+// replaced, as the bridge does when it fails to open its own handle); the next stream serves
+// `then_incarnation`.
+class AbortOnceBridge final : public v1::Dict::Service {
+ public:
+  AbortOnceBridge(grpc::StatusCode first_end, std::string then_incarnation)
+      : first_end_(first_end), then_incarnation_(std::move(then_incarnation)) {}
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status Watch(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::WatchResponse, v1::WatchRequest>* stream) override {
+    const int call = ++watches_;
+    v1::WatchRequest request;
+    if (!stream->Read(&request)) return grpc::Status::OK;
+    context->AddInitialMetadata(std::string(wire::kIncarnationMetadata),
+                                call == 1 ? "7" : then_incarnation_);
+    v1::WatchResponse message;
+    message.set_kind(v1::WatchResponse::KIND_PROGRESS);
+    message.set_revision(call == 1 ? 0 : 1);
+    stream->Write(message);
+    if (call == 1) return grpc::Status(first_end_, "dict 'd' was deleted or replaced");
+    while (stream->Read(&request)) {
+    }
+    return grpc::Status::OK;
+  }
+  std::atomic<int> watches_{0};
+
+ private:
+  const grpc::StatusCode first_end_;
+  const std::string then_incarnation_;
+};
+
+TEST(ScriptedBridgeTest, AWatcherGoesOnAfterAnAbortedThatTheSameDictFollows) {
+  AbortOnceBridge service(grpc::StatusCode::ABORTED, "7");
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto remote = RemoteDict::Open(
+      RemoteOptions{.address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+  ASSERT_OK(remote);
+  auto watcher = (*remote)->Watch(0);
+  ASSERT_OK(watcher);
+  Result<ChangeBatch> batch = (*watcher)->Next(WatchLimits{}, 30s);
+  ASSERT_OK(batch);
+  EXPECT_EQ(batch->revision, 1u);
+  EXPECT_EQ(service.watches_.load(), 2);
+  watcher->reset();
+  remote->reset();
+  server->Shutdown();
+}
+
+// A caller's watcher that was given no revision yet still ends when the stream it resumes on
+// (the first one ended: a bridge restart) names another dict: it was watching the old one.
+TEST(ScriptedBridgeTest, AWatcherFromRevisionZeroEndsWhenItResumesOnAnotherDict) {
+  AbortOnceBridge service(grpc::StatusCode::UNAVAILABLE, "8");
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  RemoteOptions options{
+      .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false};
+  options.initial_backoff = 10ms;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  auto watcher = (*remote)->Watch(0);
+  ASSERT_OK(watcher);
+  Result<ChangeBatch> batch = (*watcher)->Next(WatchLimits{}, 30s);
+  ASSERT_FALSE(batch.ok()) << "a revision of another dict: " << batch->revision;
+  EXPECT_EQ(batch.status().code(), StatusCode::kAborted) << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find("(incarnation 7 -> 8)"), std::string::npos)
+      << batch.status().ToString();
+  watcher->reset();
+  remote->reset();
+  server->Shutdown();
+}
+
+// Deleting a dict and creating it again leaves a moment with no dict under the name; a mirror
+// whose resubscription lands in it finds none (NOT_FOUND), and must not stop for good for that.
+TEST_F(BridgeTest, AMirrorWaitsForADictDeletedAndSoonCreatedAgain) {
+  RemoteOptions options = Remote();
+  options.initial_backoff = 2s;  // the tries at NOT_FOUND last this long each: room to re-create
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  ASSERT_OK(r.Set("old", Value::Int(1)));
+
+  local_.reset();  // unlinks it; nothing under the name until created again below
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  // Disconnected: its stream ended (ABORTED) and the resubscription found no dict.
+  while (r.mirror_connected()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the mirror never noticed";
+    std::this_thread::sleep_for(10ms);  // polling the condition, with the deadline above
+  }
+  auto again = Dict::Open(CreateOptions(name_));
+  ASSERT_OK(again);
+  local_.emplace(std::move(*again));
+  ASSERT_OK(local_->Set("new", Value::Int(2)));
+
+  Result<std::optional<Value>> got = std::optional<Value>();
+  while (!(got = r.Get("new")).ok() || !got->has_value()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline + 30s)
+        << "the mirror stopped: " << got.status().ToString();
+    std::this_thread::sleep_for(10ms);  // polling the condition, with the deadline above
+  }
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(2)));
+  EXPECT_FALSE(*r.Contains("old"));
   EXPECT_TRUE(r.mirror_connected());
 }
 
@@ -550,6 +873,154 @@ TEST_F(BridgeTest, AMirrorStartsOverWhenItsDictWasReplacedWhileTheBridgeWasDown)
   ASSERT_OK(set);
   EXPECT_EQ(*set, 3u);
   EXPECT_EQ(*r.Get("new-d"), std::optional<Value>(Value::Int(4)));
+}
+
+TEST_F(BridgeTest, AGetWithoutMirrorDoesNotWaitForARevisionOfTheDictThatWasReplaced) {
+  RemoteOptions options = Remote(/*mirror=*/false);
+  // The Get waits this long for the old dict's revision before it asks which dict the name holds.
+  options.call_timeout = 2s;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  ASSERT_EQ(r.last_commit_revision(), 10u);
+
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  ASSERT_OK(local_->Set("new", Value::Int(1)));  // the new dict stops at revision 1 of 10
+
+  // Read before any write of this object reached the new dict.
+  auto got = r.Get("new");
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(Value::Int(1)));
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  auto old = r.Get("old-0");
+  ASSERT_OK(old);
+  EXPECT_FALSE(old->has_value());
+
+  auto set = r.Set("mine", Value::Int(2));
+  ASSERT_OK(set);
+  EXPECT_EQ(*set, 2u);
+  EXPECT_EQ(r.last_commit_revision(), 2u);
+  EXPECT_EQ(*r.Get("mine"), std::optional<Value>(Value::Int(2)));
+}
+
+TEST_F(BridgeTest, AMirrorsLastCommitStartsOverWithTheNewDictBeforeAnyWriteToIt) {
+  // A mirror reads values too large for the bridge's messages with a Get at min_revision =
+  // last_commit_revision(): after a replacement it must not name the old dict's revision.
+  BridgeProcess small({}, {"--max-message-bytes", "65536"});
+  ASSERT_TRUE(small.Start());
+  RemoteOptions options = Remote();
+  options.address = small.address();
+  options.call_timeout = 2s;
+  auto remote = RemoteDict::Open(options);
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  ASSERT_EQ(r.last_commit_revision(), 10u);
+
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  const Value large = Value::Str(std::string(size_t{256} << 10, 'v'));
+  ASSERT_OK(local_->Set("large", large));
+  // The mirror starts over (a change, whatever the revision) and then reaches the new dict's 1.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!(r.revision() == 1 && *r.Contains("large")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    r.WaitForChange(r.revision(), 1s).status().IgnoreError();
+  }
+  ASSERT_EQ(r.revision(), 1u);
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  auto got = r.Get("large");  // too large for the mirror: from the bridge
+  ASSERT_OK(got);
+  EXPECT_EQ(*got, std::optional<Value>(large));
+}
+
+TEST_F(BridgeTest, ARemoteWatcherEndsWithAbortedWhenItsDictIsDeletedAndCreatedAgain) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 3; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  auto watcher = r.Watch(0);
+  ASSERT_OK(watcher);
+  std::set<std::string> keys;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while ((*watcher)->revision() < 3 && std::chrono::steady_clock::now() < deadline) {
+    auto batch = (*watcher)->Next(WatchLimits{}, 1s);
+    ASSERT_OK(batch);
+    for (const auto& [key, value] : batch->snapshot_items) keys.insert(key);
+    for (const Change& change : batch->changes) keys.insert(change.key);
+  }
+  ASSERT_EQ((*watcher)->revision(), 3u);
+  EXPECT_EQ(keys, (std::set<std::string>{"old-0", "old-1", "old-2"}));
+
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  ASSERT_OK(local_->Set("new", Value::Int(1)));
+  ASSERT_OK(r.Set("new-remote", Value::Int(2)));  // the bridge certainly serves the new dict now
+
+  // Told once it has everything of the old dict; never a change of the new one.
+  Result<ChangeBatch> batch = ChangeBatch();
+  while (batch.ok() && std::chrono::steady_clock::now() < deadline + 30s) {
+    batch = (*watcher)->Next(WatchLimits{}, 1s);
+    if (batch.ok()) {
+      EXPECT_TRUE(batch->changes.empty() && !batch->is_snapshot)
+          << "a change of the new dict reached the old dict's watcher, at revision "
+          << batch->revision;
+    }
+  }
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), StatusCode::kAborted) << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find("deleted or replaced (incarnation "), std::string::npos)
+      << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find(name_), std::string::npos) << batch.status().ToString();
+  EXPECT_EQ((*watcher)->revision(), 3u);
+  auto again = (*watcher)->Next(WatchLimits{}, 1s);
+  EXPECT_EQ(again.status().code(), StatusCode::kAborted) << again.status().ToString();
+
+  // Watching again from 0 follows the new dict.
+  auto fresh = r.Watch(0);
+  ASSERT_OK(fresh);
+  keys.clear();
+  while ((*fresh)->revision() < 2 && std::chrono::steady_clock::now() < deadline + 60s) {
+    auto next = (*fresh)->Next(WatchLimits{}, 1s);
+    ASSERT_OK(next);
+    for (const auto& [key, value] : next->snapshot_items) keys.insert(key);
+    for (const Change& change : next->changes) keys.insert(change.key);
+  }
+  EXPECT_EQ(keys, (std::set<std::string>{"new", "new-remote"}));
+}
+
+TEST_F(BridgeTest, ARemoteWatcherEndsWithAbortedWhenItsDictWasReplacedWhileTheBridgeWasDown) {
+  auto remote = RemoteDict::Open(Remote());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 5; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  auto watcher = r.Watch(0);
+  ASSERT_OK(watcher);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while ((*watcher)->revision() < 5 && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_OK((*watcher)->Next(WatchLimits{}, 1s));
+  }
+  ASSERT_EQ((*watcher)->revision(), 5u);
+
+  bridge_.Kill();
+  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  for (int i = 0; i < 2; ++i) ASSERT_OK(local_->Set("new-" + std::to_string(i), Value::Int(i)));
+  ASSERT_TRUE(bridge_.Start());
+
+  // It resumes after revision 5, which the new dict has not reached: the bridge names another
+  // incarnation than before.
+  Result<ChangeBatch> batch = ChangeBatch();
+  while (batch.ok() && std::chrono::steady_clock::now() < deadline) {
+    batch = (*watcher)->Next(WatchLimits{}, 1s);
+    if (batch.ok()) {
+      EXPECT_TRUE(batch->changes.empty() && !batch->is_snapshot);
+    }
+  }
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), StatusCode::kAborted) << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find("deleted or replaced (incarnation "), std::string::npos)
+      << batch.status().ToString();
+  EXPECT_NE(batch.status().message().find(" -> "), std::string::npos) << batch.status().ToString();
+  EXPECT_EQ((*watcher)->revision(), 5u);
 }
 
 TEST_F(BridgeTest, ProgressComesAfterEveryChangeSentAndOnRequest) {

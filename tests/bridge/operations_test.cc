@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <map>
 #include <optional>
 #include <regex>
@@ -77,15 +78,20 @@ std::map<std::string, double> ParsePrometheus(const std::string& text) {
   return samples;
 }
 
-TEST_F(OperationsTest, MetricsScrapeParsesAsPrometheusTextAndCountsCallsWritesAndSubscribers) {
-  BridgeProcess bridge({}, {"--metrics-listen", "127.0.0.1:0"});
-  ASSERT_TRUE(bridge.Start());
-  std::string metrics_address;
+// The HOST:PORT a bridge started with --metrics-listen serves /metrics on ("" if it did not say).
+std::string MetricsAddress(BridgeProcess& bridge) {
   std::smatch match;
   const std::string& output = bridge.process()->output();  // what it printed up to "ready"
   if (std::regex_search(output, match, std::regex("metrics listening on ([^\n]+)"))) {
-    metrics_address = match[1];
+    return match[1];
   }
+  return "";
+}
+
+TEST_F(OperationsTest, MetricsScrapeParsesAsPrometheusTextAndCountsCallsWritesAndSubscribers) {
+  BridgeProcess bridge({}, {"--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(bridge.Start());
+  const std::string metrics_address = MetricsAddress(bridge);
   ASSERT_FALSE(metrics_address.empty()) << bridge.process()->output();
 
   auto remote = Connect(bridge.address());
@@ -130,6 +136,55 @@ TEST_F(OperationsTest, MetricsScrapeParsesAsPrometheusTextAndCountsCallsWritesAn
   EXPECT_GE(sample("shmdict_dict_slowest_subscriber_lag" + dict), 0);
   EXPECT_GE(sample("shmdict_dict_changes_sent_total" + dict), 0);
   EXPECT_EQ(http.Get("/elsewhere")->status, 404);
+}
+
+// WaitForChange without a mirror watches with a stream of its own: the dict deleted and created
+// again while it waits is a change (as with a mirror), whatever the new dict's revision, and the
+// handle's commits start over with the new dict.
+TEST_F(OperationsTest, WaitForChangeWithoutMirrorReturnsWhenTheDictIsReplacedWhileItWaits) {
+  BridgeProcess bridge({}, {"--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(bridge.Start());
+  const std::string metrics_address = MetricsAddress(bridge);
+  ASSERT_FALSE(metrics_address.empty()) << bridge.process()->output();
+  auto remote = Connect(bridge.address());
+  ASSERT_OK(remote);
+  RemoteDict& r = **remote;
+  for (int i = 0; i < 5; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+  auto waited = std::async(std::launch::async, [&r] { return r.WaitForChange(5, 30s); });
+
+  // Replaced only once its stream watches the old dict (the bridge counts it as a subscriber): a
+  // stream that started on the new dict could not tell it from the old one.
+  const size_t colon = metrics_address.rfind(':');
+  httplib::Client http(metrics_address.substr(0, colon),
+                       std::stoi(metrics_address.substr(colon + 1)));
+  http.set_read_timeout(30, 0);
+  const std::string subscribed = "shmdict_dict_subscribers{dict=\"" + name_ + "\"} 1\n";
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    auto response = http.Get("/metrics");
+    ASSERT_TRUE(response) << httplib::to_string(response.error());
+    if (response->body.find(subscribed) != std::string::npos) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << response->body;
+    std::this_thread::sleep_for(20ms);  // polling the condition, with the deadline above
+  }
+  // Unlinking and creating again is not atomic: the bridge, stopped meanwhile, must not look in
+  // between (it would find no dict, which is another test's case).
+  ASSERT_EQ(kill(bridge.process()->pid(), SIGSTOP), 0);
+  dict_.reset();  // its creator: unlinks it
+  auto again = Dict::Open(CreateOptions(name_));
+  ASSERT_EQ(kill(bridge.process()->pid(), SIGCONT), 0);
+  ASSERT_OK(again);
+  dict_.emplace(std::move(*again));
+  ASSERT_OK(dict_->Set("new", Value::Int(1)));
+
+  Result<uint64_t> changed = waited.get();
+  ASSERT_OK(changed);
+  EXPECT_LE(*changed, 1u);  // the new dict's revision when the bridge noticed
+  EXPECT_EQ(r.last_commit_revision(), 0u);
+  EXPECT_EQ(*r.Get("new"), std::optional<Value>(Value::Int(1)));
+  auto old = r.Get("old-0");
+  ASSERT_OK(old);
+  EXPECT_FALSE(old->has_value());
 }
 
 TEST_F(OperationsTest, IdleExitWaitsForOpenStreamsThenExitsCleanly) {

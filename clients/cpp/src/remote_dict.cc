@@ -9,6 +9,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <sstream>
 #include <string>
@@ -39,15 +40,39 @@ using KeySet = std::unordered_set<std::string, StringHash, std::equal_to<>>;
 // one of them is not waited for (the mirror has moved on to a newer dict).
 constexpr size_t kRememberedIncarnations = 8;
 
+// What a call's answer is checked against: RemoteDict::Impl::start_overs when it left, and the
+// incarnation of the dict a write reached (0: not named).
+struct Stamp {
+  uint64_t epoch = 0;
+  uint64_t incarnation = 0;
+};
+
 }  // namespace
 
 struct RemoteDict::Impl {
   std::shared_ptr<Connection> connection;
   std::atomic<uint64_t> last_commit{0};
   std::atomic<uint64_t> seen_revision{0};  // without a mirror: the newest revision observed
-  // The incarnation of the dict the latest commit went to (0: the bridge did not say): a commit
-  // to another one starts last_commit over, as the new dict's revisions do.
-  std::atomic<uint64_t> commit_incarnation{0};
+  // Guarded by commit_mu, as are changes of last_commit and seen_revision that start them over:
+  // the incarnation of the dict this object's commits go to as far as it knows (the newest one a
+  // write or the mirror's stream named; 0: none named), and the ones it knew before (newest
+  // last). A commit to another dict, or news that the dict was replaced, starts last_commit over
+  // with the new dict's revisions; a late answer of a write to a retired one changes nothing.
+  std::mutex commit_mu;
+  uint64_t commit_incarnation = 0;
+  // Not past_incarnations: the mirror's list moves with its stream under progress_mu, this one
+  // with what the commits learned (a write or a question can be ahead of the stream), and a
+  // dict is taken off it again when the handle moves back to it.
+  std::vector<uint64_t> retired_incarnations;
+  // Written under commit_mu: how often commit_incarnation changed (a start-over, or the first
+  // one named). An answer stamped with an older count was asked before the handle moved to
+  // another dict: one naming another dict than the handle's, or a read's revision, is stale.
+  std::atomic<uint64_t> start_overs{0};
+  // One check of the dict under the name at a time (a Get that timed out): the others wait for
+  // it and use its answer rather than open a stream each. checks (written under check_mu)
+  // counts the checks that ended.
+  std::mutex check_mu;
+  std::atomic<uint64_t> checks{0};
 
   // ---- The mirror (options.mirror).
   std::shared_mutex map_mu;
@@ -55,6 +80,9 @@ struct RemoteDict::Impl {
   KeySet too_large_keys;  // guarded by map_mu: present, but only the bridge can return them
   std::atomic<uint64_t> mirror_revision{0};  // written under progress_mu
   std::atomic<uint64_t> resyncs{0};
+  // Moves (release) after every change of map or too_large_keys, from the feed's thread only:
+  // mirror_generation().
+  std::atomic<uint64_t> generation{0};
   std::mutex progress_mu;
   std::condition_variable progress_cv;  // mirror_revision advanced or started over, or stopped
   Status mirror_error;                  // guarded by progress_mu: why the mirror stopped
@@ -72,37 +100,52 @@ struct RemoteDict::Impl {
 
   ~Impl() { feed.reset(); }
 
-  // `incarnation`, when given: the incarnation of the dict the call reached (0: not named).
+  // `stamp`, when given: start_overs when the call left, and the incarnation of the dict it
+  // reached (0: not named).
   template <typename Request, typename Response, typename Call>
   Status Unary(Call call, const Request& request, Response* response,
-               uint64_t* incarnation = nullptr) const {
+               Stamp* stamp = nullptr) const {
+    if (stamp != nullptr) stamp->epoch = start_overs.load();
     grpc::ClientContext context;
     connection->Prepare(&context, connection->options.call_timeout);
     grpc::Status status = (connection->stub.get()->*call)(&context, request, response);
     if (!status.ok()) return connection->Describe(status);
-    if (incarnation != nullptr) {
-      *incarnation = client::IncarnationIn(context.GetServerTrailingMetadata());
-    }
+    if (stamp != nullptr)
+      stamp->incarnation = client::IncarnationIn(context.GetServerTrailingMetadata());
     return Status::Ok();
   }
 
-  // A write committed at `revision` of the dict with `incarnation` (0: the bridge did not say):
-  // remembered, and with a mirror, returned once the mirror holds it (unless the stream went
-  // down: a committed write is never reported as failed). A stream that has not received its
-  // first message yet is not down: Open returns before that for a dict at revision 0, and a write
-  // right after it must still be read back from the mirror.
-  uint64_t Committed(uint64_t revision, uint64_t incarnation) {
-    const uint64_t before = incarnation != 0 ? commit_incarnation.exchange(incarnation) : 0;
-    if (before != 0 && before != incarnation) {
-      // The dict was replaced: its revisions started over.
-      last_commit.store(revision);
-      seen_revision.store(revision);
-    } else {
-      uint64_t known = last_commit.load();
-      while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+  // A write answered at `revision` of the dict stamp.incarnation (0: the bridge did not say),
+  // `committed` when it changed the dict: remembered, and with a mirror, returned once the mirror
+  // holds it (unless the stream went down: a committed write is never reported as failed). A
+  // stream that has not received its first message yet is not down: Open returns before that for
+  // a dict at revision 0, and a write right after it must still be read back from the mirror.
+  uint64_t Committed(uint64_t revision, const Stamp& stamp, bool committed = true) {
+    const uint64_t incarnation = stamp.incarnation;
+    {
+      std::lock_guard lock(commit_mu);
+      const bool current = incarnation != 0 && incarnation == commit_incarnation;
+      if (incarnation != 0 && IsRetiredLocked(incarnation)) {
+        // A write that raced the replacement: its revision counts in a dict that is gone.
+      } else if (!current && stamp.epoch != start_overs.load()) {
+        // The handle moved to another dict after this call left: the dict it names is an older
+        // one (or one the handle will learn of again), so its revision must not move the
+        // handle's back.
+      } else if (!current && incarnation != 0 && commit_incarnation != 0) {
+        StartCommitsOverLocked(incarnation);
+        last_commit.store(committed ? revision : 0);
+        seen_revision.store(revision);
+      } else {
+        if (incarnation != 0 && commit_incarnation == 0) StartCommitsOverLocked(incarnation);
+        if (committed) {
+          uint64_t known = last_commit.load();
+          while (known < revision && !last_commit.compare_exchange_weak(known, revision)) {
+          }
+        }
+        Observe(revision);
       }
-      Observe(revision);
     }
+    if (!committed) return revision;
     if (!feed) return revision;
     const auto deadline = std::chrono::steady_clock::now() + connection->options.call_timeout;
     std::unique_lock lock(progress_mu);
@@ -126,6 +169,48 @@ struct RemoteDict::Impl {
            past_incarnations.end();
   }
 
+  // The dict this object's commits went to is gone; `incarnation` is the one now under its name
+  // (0: not known), as found by a question asked when start_overs was `epoch` (nullopt: the
+  // mirror's stream, which tells in order). Unless the handle already moved to it, or moved
+  // since the question was asked (the answer may name a dict older than the one it moved to),
+  // last_commit and seen_revision start over: a read's min_revision from the old dict could wait
+  // for a revision the new one never reaches.
+  void LearnReplaced(uint64_t incarnation, std::optional<uint64_t> epoch = std::nullopt) {
+    std::lock_guard lock(commit_mu);
+    if (incarnation != 0 && incarnation == commit_incarnation) return;
+    if (epoch && *epoch != start_overs.load()) return;
+    StartCommitsOverLocked(incarnation);
+    last_commit.store(0);
+    seen_revision.store(0);
+  }
+
+  bool IsRetiredLocked(uint64_t incarnation) const {
+    return std::find(retired_incarnations.begin(), retired_incarnations.end(), incarnation) !=
+           retired_incarnations.end();
+  }
+
+  // The handle's commits go to `incarnation` from now on: the one before is retired, and
+  // `incarnation` is not (inodes can be reused, and a dict the handle retired on stale news may
+  // be the current one after all).
+  void StartCommitsOverLocked(uint64_t incarnation) {
+    if (commit_incarnation != 0 && commit_incarnation != incarnation) {
+      retired_incarnations.push_back(commit_incarnation);
+      if (retired_incarnations.size() > kRememberedIncarnations) {
+        retired_incarnations.erase(retired_incarnations.begin());
+      }
+    }
+    std::erase(retired_incarnations, incarnation);
+    commit_incarnation = incarnation;
+    start_overs.fetch_add(1);
+  }
+
+  // A revision a read answered, asked when start_overs was `epoch`: ignored when the handle moved
+  // to another dict since (it may be the old dict's).
+  void ObserveRead(uint64_t revision, uint64_t epoch) {
+    std::lock_guard lock(commit_mu);
+    if (epoch == start_overs.load()) Observe(revision);
+  }
+
   void Observe(uint64_t revision) {
     uint64_t known = seen_revision.load();
     while (known < revision && !seen_revision.compare_exchange_weak(known, revision)) {
@@ -138,11 +223,21 @@ struct RemoteDict::Impl {
   // from here is one the new dict had.
   void OnDict(uint64_t incarnation, bool replaced) {
     if (replaced) {
+      LearnReplaced(incarnation);
+    } else if (incarnation != 0) {
+      // Named for the first time: the dict the commits so far went to, unless a commit named one.
+      std::lock_guard lock(commit_mu);
+      if (commit_incarnation == 0) StartCommitsOverLocked(incarnation);
+    }
+    if (replaced) {
       staging = MirrorMap();
       staging_too_large = KeySet();
-      std::unique_lock lock(map_mu);
-      map.clear();
-      too_large_keys.clear();
+      {
+        std::unique_lock lock(map_mu);
+        map.clear();
+        too_large_keys.clear();
+      }
+      generation.fetch_add(1, std::memory_order_release);
     }
     std::lock_guard lock(progress_mu);
     if (replaced) {
@@ -189,6 +284,7 @@ struct RemoteDict::Impl {
         map.swap(staging);
         too_large_keys.swap(staging_too_large);
       }
+      generation.fetch_add(1, std::memory_order_release);
       staging = MirrorMap();
       staging_too_large = KeySet();
       resyncs.fetch_add(1);
@@ -215,6 +311,8 @@ struct RemoteDict::Impl {
             break;
         }
       }
+      lock.unlock();
+      generation.fetch_add(1, std::memory_order_release);
     }
     if (batch.revision > mirror_revision.load()) {
       std::lock_guard lock(progress_mu);
@@ -224,16 +322,86 @@ struct RemoteDict::Impl {
   }
 
   // Without a mirror, or for a value too large for the mirror: ask the bridge, at least at this
-  // object's latest commit.
+  // object's latest commit. A Get that timed out waiting for it may have waited for a dict that
+  // was replaced since (the bridge names no incarnation in a read's answer): when the dict now
+  // under the name is another one than the commit went to, the commits start over and the Get
+  // is asked once more.
   Result<bool> GetFromBridge(std::string_view key, Value* out) {
+    uint64_t min_revision = 0;
+    uint64_t epoch = 0;
+    uint64_t known = 0;
+    {
+      // Together: a min_revision of one dict is never checked against another's incarnation.
+      std::lock_guard lock(commit_mu);
+      min_revision = last_commit.load();
+      epoch = start_overs.load();
+      known = commit_incarnation;
+    }
+    Result<bool> found = GetFromBridgeAt(key, min_revision, epoch, out);
+    if (found.ok() || found.status().code() != StatusCode::kDeadlineExceeded || min_revision == 0 ||
+        known == 0) {
+      return found;
+    }
+    if (start_overs.load() == epoch) {
+      const uint64_t checks_before = checks.load();
+      std::lock_guard check(check_mu);
+      // Another Get's check that ended after this one timed out answered already: its news (if
+      // any) moved start_overs.
+      if (checks.load() == checks_before && start_overs.load() == epoch) {
+        Result<std::pair<uint64_t, uint64_t>> now =
+            CurrentIncarnation(connection->options.call_timeout);
+        checks.fetch_add(1);
+        if (!now.ok() || now->first == 0 || now->first == known) return found;
+        LearnReplaced(now->first, epoch);
+        ObserveRead(now->second, start_overs.load());
+      }
+    }
+    if (start_overs.load() == epoch) return found;  // the same dict: it is just slow
+    uint64_t retry_epoch = 0;
+    {
+      std::lock_guard lock(commit_mu);
+      min_revision = last_commit.load();
+      retry_epoch = start_overs.load();
+    }
+    return GetFromBridgeAt(key, min_revision, retry_epoch, out);
+  }
+
+  // The incarnation of the dict now under the name (0: the bridge names none) and its revision:
+  // the first message of a Watch stream started at the current revision, a progress message the
+  // bridge sends at once, comes with the initial metadata. The stream's error otherwise.
+  Result<std::pair<uint64_t, uint64_t>> CurrentIncarnation(
+      std::chrono::milliseconds timeout) const {
+    grpc::ClientContext context;
+    connection->Prepare(&context, timeout);
+    auto stream = connection->stub->Watch(&context);
+    v1::WatchRequest request;
+    request.mutable_start()->set_dict(connection->options.dict);
+    request.mutable_start()->set_from_current(true);
+    v1::WatchResponse message;
+    if (stream->Write(request) && stream->Read(&message)) {
+      const uint64_t incarnation = client::IncarnationIn(context.GetServerInitialMetadata());
+      context.TryCancel();
+      stream->Finish();
+      return std::make_pair(incarnation, message.revision());
+    }
+    grpc::Status status = stream->Finish();
+    if (status.ok()) {
+      return Status(StatusCode::kUnavailable,
+                    connection->description + ": the Watch stream ended before its first message");
+    }
+    return connection->Describe(status);
+  }
+
+  Result<bool> GetFromBridgeAt(std::string_view key, uint64_t min_revision, uint64_t epoch,
+                               Value* out) {
     v1::GetRequest request;
     request.set_dict(connection->options.dict);
     request.set_key(key.data(), key.size());
-    request.set_min_revision(last_commit.load());
+    request.set_min_revision(min_revision);
     v1::GetResponse response;
     Status status = Unary(&v1::Dict::Stub::Get, request, &response);
     if (!status.ok()) return status;
-    Observe(response.revision());
+    ObserveRead(response.revision(), epoch);
     if (!response.found()) return false;
     status = wire::FromProto(response.value(), out);
     if (!status.ok()) return status;
@@ -451,6 +619,7 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
     }
     return items;
   }
+  const uint64_t epoch = d.start_overs.load();
   grpc::ClientContext context;
   d.connection->Prepare(&context, d.connection->options.call_timeout);
   v1::ListRequest request;
@@ -467,7 +636,7 @@ Result<std::vector<std::pair<std::string, Value>>> RemoteDict::Items() {
       if (!decoded.ok()) return decoded;
     }
     for (v1::Change& marker : *response.mutable_too_large()) large.push_back(std::move(marker));
-    if (response.last()) d.Observe(response.revision());
+    if (response.last()) d.ObserveRead(response.revision(), epoch);
   }
   grpc::Status status = reader->Finish();
   if (!status.ok()) return d.connection->Describe(status);
@@ -513,9 +682,10 @@ Result<uint64_t> RemoteDict::Size() {
   v1::StatusRequest request;
   request.set_dict(d.connection->options.dict);
   v1::StatusResponse response;
-  Status status = d.Unary(&v1::Dict::Stub::Status, request, &response);
+  Stamp stamp;
+  Status status = d.Unary(&v1::Dict::Stub::Status, request, &response, &stamp);
   if (!status.ok()) return status;
-  d.Observe(response.revision());
+  d.ObserveRead(response.revision(), stamp.epoch);
   return response.entries();
 }
 
@@ -525,10 +695,10 @@ Result<uint64_t> RemoteDict::Set(std::string_view key, const Value& value) {
   request.set_key(key.data(), key.size());
   wire::ToProto(value, request.mutable_value());
   v1::WriteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Set, request, &response, &stamp);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision(), incarnation);
+  return impl_->Committed(response.revision(), stamp);
 }
 
 Result<uint64_t> RemoteDict::Update(const std::vector<std::pair<std::string, Value>>& items) {
@@ -550,10 +720,10 @@ Result<uint64_t> RemoteDict::Apply(const std::vector<Change>& changes) {
     if (change.op == ChangeOp::kSet) wire::ToProto(change.value, mutation->mutable_value());
   }
   v1::WriteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Batch, request, &response, &stamp);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision(), incarnation);
+  return impl_->Committed(response.revision(), stamp);
 }
 
 Result<bool> RemoteDict::Erase(std::string_view key) {
@@ -561,11 +731,10 @@ Result<bool> RemoteDict::Erase(std::string_view key) {
   request.set_dict(name());
   request.set_key(key.data(), key.size());
   v1::DeleteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Delete, request, &response, &stamp);
   if (!status.ok()) return status;
-  if (response.existed()) impl_->Committed(response.revision(), incarnation);
-  impl_->Observe(response.revision());
+  impl_->Committed(response.revision(), stamp, response.existed());
   return response.existed();
 }
 
@@ -574,14 +743,13 @@ Result<std::optional<Value>> RemoteDict::Pop(std::string_view key) {
   request.set_dict(name());
   request.set_key(key.data(), key.size());
   v1::PopResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Pop, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Observe(response.revision());
+  impl_->Committed(response.revision(), stamp, response.found());
   if (!response.found()) return std::optional<Value>();
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
-  impl_->Committed(response.revision(), incarnation);
   return std::optional<Value>(std::move(value));
 }
 
@@ -589,15 +757,14 @@ Result<std::optional<std::pair<std::string, Value>>> RemoteDict::PopItem() {
   v1::PopItemRequest request;
   request.set_dict(name());
   v1::PopResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::PopItem, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Observe(response.revision());
+  impl_->Committed(response.revision(), stamp, response.found());
   using Item = std::pair<std::string, Value>;
   if (!response.found()) return std::optional<Item>();
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
-  impl_->Committed(response.revision(), incarnation);
   return std::optional<Item>(Item(response.key(), std::move(value)));
 }
 
@@ -607,10 +774,10 @@ Result<Value> RemoteDict::SetDefault(std::string_view key, const Value& default_
   request.set_key(key.data(), key.size());
   wire::ToProto(default_value, request.mutable_default_value());
   v1::SetDefaultResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::SetDefault, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Committed(response.revision(), incarnation);
+  impl_->Committed(response.revision(), stamp);
   Value value;
   wire::FromProto(response.value(), &value).IgnoreError();
   return value;
@@ -620,10 +787,10 @@ Result<uint64_t> RemoteDict::Clear() {
   v1::ClearRequest request;
   request.set_dict(name());
   v1::WriteResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Clear, request, &response, &stamp);
   if (!status.ok()) return status;
-  return impl_->Committed(response.revision(), incarnation);
+  return impl_->Committed(response.revision(), stamp);
 }
 
 Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional<Value>& expected,
@@ -634,11 +801,10 @@ Result<bool> RemoteDict::CompareAndSet(std::string_view key, const std::optional
   if (expected) wire::ToProto(*expected, request.mutable_expected());
   if (desired) wire::ToProto(*desired, request.mutable_desired());
   v1::CompareAndSetResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::CompareAndSet, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Observe(response.revision());
-  if (response.swapped()) impl_->Committed(response.revision(), incarnation);
+  impl_->Committed(response.revision(), stamp, response.swapped());
   return response.swapped();
 }
 
@@ -648,10 +814,10 @@ Result<int64_t> RemoteDict::Increment(std::string_view key, int64_t delta) {
   request.set_key(key.data(), key.size());
   request.set_delta(delta);
   v1::IncrementResponse response;
-  uint64_t incarnation = 0;
-  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response, &incarnation);
+  Stamp stamp;
+  Status status = impl_->Unary(&v1::Dict::Stub::Increment, request, &response, &stamp);
   if (!status.ok()) return status;
-  impl_->Committed(response.revision(), incarnation);
+  impl_->Committed(response.revision(), stamp);
   return response.value();
 }
 
@@ -680,6 +846,7 @@ Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
     }
     return d.mirror_revision.load();
   }
+  const uint64_t epoch = d.start_overs.load();
   RemoteWatcher watcher(d.connection, after_revision, 1);
   for (;;) {
     const auto left = deadline - std::chrono::steady_clock::now();
@@ -689,9 +856,28 @@ Result<uint64_t> RemoteDict::WaitForChange(uint64_t after_revision,
                         std::to_string(after_revision) + " within the timeout");
     }
     Result<ChangeBatch> batch = watcher.Next(WatchLimits{}, left);
+    if (!batch.ok() && batch.status().code() == StatusCode::kAborted) {
+      // The dict was replaced while it waited: a change whatever the new dict's revision, as with
+      // a mirror. kNotFound when it was deleted and not created again. The question takes no
+      // longer than the caller has left (nor than a call may); when it fails otherwise, the
+      // change still happened, at a revision of the new dict this object does not know yet (0).
+      const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      const auto ask_for =
+          std::clamp(remaining, std::chrono::milliseconds(1), d.connection->options.call_timeout);
+      Result<std::pair<uint64_t, uint64_t>> now = d.CurrentIncarnation(ask_for);
+      if (!now.ok() && now.status().code() == StatusCode::kNotFound) return now.status();
+      if (!now.ok()) {
+        d.LearnReplaced(0, epoch);
+        return d.seen_revision.load();
+      }
+      d.LearnReplaced(now->first, epoch);
+      d.ObserveRead(now->second, d.start_overs.load());
+      return now->second;
+    }
     if (!batch.ok()) return batch.status();
     if (batch->revision > after_revision) {
-      d.Observe(batch->revision);
+      d.ObserveRead(batch->revision, epoch);
       return batch->revision;
     }
   }
@@ -705,5 +891,9 @@ Result<std::unique_ptr<Watcher>> RemoteDict::Watch(uint64_t after_revision) {
 bool RemoteDict::mirror_connected() const { return impl_->feed && impl_->feed->connected(); }
 
 uint64_t RemoteDict::mirror_resyncs() const { return impl_->resyncs.load(); }
+
+uint64_t RemoteDict::mirror_generation() const {
+  return impl_->generation.load(std::memory_order_acquire);
+}
 
 }  // namespace shmdict

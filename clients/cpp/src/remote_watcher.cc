@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
 #include <random>
 
 #include "shmdict/v1/wire.h"
@@ -12,6 +13,8 @@ namespace {
 // Batches waiting for the caller; beyond this the reader stops reading and gRPC's flow control
 // holds the bridge back (which then resyncs this stream from a snapshot if the log laps it).
 constexpr size_t kMaxQueuedBatches = 8;
+// See missing_after_replacement in Run: with the initial backoff between them.
+constexpr int kMissingAfterReplacementTries = 5;
 
 bool IsTerminal(grpc::StatusCode code) {
   switch (code) {
@@ -43,12 +46,20 @@ void Connection::Prepare(grpc::ClientContext* context, std::chrono::milliseconds
 }
 
 uint64_t IncarnationIn(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
-  auto it = metadata.find(
+  // Untrusted bytes from a socket: exactly one value, all decimal digits, that fits in 64 bits;
+  // anything else is "unknown". A partial parse ("12abc", "12\0...") would name a dict that no
+  // bridge named; two values could name two.
+  auto [first, last] = metadata.equal_range(
       grpc::string_ref(wire::kIncarnationMetadata.data(), wire::kIncarnationMetadata.size()));
-  if (it == metadata.end()) return 0;
+  if (first == last || std::next(first) != last) return 0;
+  const grpc::string_ref value = first->second;
+  const char* begin = value.data();
+  const char* end = begin + value.size();
+  // from_chars itself takes no sign or whitespace for an unsigned type; a digit first rules out
+  // the empty value too.
+  if (begin == end || *begin < '0' || *begin > '9') return 0;
   uint64_t incarnation = 0;
-  const char* end = it->second.data() + it->second.size();
-  auto [parsed_end, error] = std::from_chars(it->second.data(), end, incarnation);
+  auto [parsed_end, error] = std::from_chars(begin, end, incarnation);
   return error == std::errc() && parsed_end == end ? incarnation : 0;
 }
 
@@ -123,7 +134,9 @@ bool RemoteWatcher::StartOn(uint64_t incarnation) {
   const bool other_dict = incarnation != 0 && incarnation_ != 0 && incarnation != incarnation_;
   // Resumed after a revision of the dict before: what this stream sends would continue the new
   // dict's revisions from there, as if they were the old one's.
-  if (other_dict && !replaced_ && resume_after_ != 0) return false;
+  // A caller's watcher (no sink) ends on another dict even from revision 0: it was given the old
+  // dict's revisions (or asked to start "from now" on it).
+  if (other_dict && !replaced_ && (resume_after_ != 0 || !sink_)) return false;
   const bool replaced = replaced_ || other_dict;
   if (on_dict_ && (replaced || incarnation != incarnation_)) on_dict_(incarnation, replaced);
   if (replaced && sink_) {
@@ -133,6 +146,15 @@ bool RemoteWatcher::StartOn(uint64_t incarnation) {
   if (incarnation != 0 || replaced) incarnation_ = incarnation;
   replaced_ = false;
   return true;
+}
+
+Status RemoteWatcher::Replaced(uint64_t new_incarnation) const {
+  const std::string old_one = incarnation_ != 0 ? std::to_string(incarnation_) : "unknown";
+  const std::string which =
+      new_incarnation != 0 ? old_one + " -> " + std::to_string(new_incarnation) : old_one;
+  return Status(StatusCode::kAborted, connection_->description +
+                                          ": the dict was deleted or replaced (incarnation " +
+                                          which + "): watch it again from revision 0");
 }
 
 bool RemoteWatcher::Backoff(std::chrono::milliseconds wait) {
@@ -145,6 +167,13 @@ void RemoteWatcher::Run() {
   std::mt19937_64 random(std::random_device{}());
   std::chrono::milliseconds backoff = options.initial_backoff;
   bool first_connection = true;
+  // A caller's watcher whose stream ended with ABORTED naming no new dict: the bridge also ends
+  // streams so when it merely failed to open its own handle of the dict, so the watcher resumes
+  // once and lets the incarnation the bridge names decide (the same dict: it goes on).
+  bool confirming_abort = false;
+  // Resubscriptions after a replacement that found no dict: unlinking and creating the dict again
+  // is not atomic, and the bridge can look in between; a few tries before NOT_FOUND is final.
+  int missing_after_replacement = 0;
   for (;;) {
     grpc::ClientContext context;
     {
@@ -168,14 +197,19 @@ void RemoteWatcher::Run() {
     bool cancelled = false;
     bool first_message = true;
     bool resubscribe = false;  // the dict was replaced while away: watch the new one from 0
+    uint64_t replaced_by = 0;  // with resubscribe: the new dict's incarnation
     while (!cancelled && stream->Read(&message)) {
       if (first_message) {
         first_message = false;
         // The initial metadata came with the first message.
-        if (!StartOn(IncarnationIn(context.GetServerInitialMetadata()))) {
+        const uint64_t named = IncarnationIn(context.GetServerInitialMetadata());
+        if (!StartOn(named)) {
           resubscribe = true;
+          replaced_by = named;
           break;
         }
+        confirming_abort = false;
+        missing_after_replacement = 0;
       }
       connected_.store(true, std::memory_order_release);
       ever_connected_.store(true, std::memory_order_release);
@@ -262,8 +296,27 @@ void RemoteWatcher::Run() {
         return;
       }
     }
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND && replaced_ && sink_ &&
+        missing_after_replacement < kMissingAfterReplacementTries) {
+      ++missing_after_replacement;
+      if (!Backoff(options.initial_backoff)) return;
+      continue;
+    }
     if (IsTerminal(status.error_code())) {
       Deliver(connection_->Describe(status));
+      std::lock_guard lock(mu_);
+      ended_ = true;
+      return;
+    }
+    if (resubscribe && !sink_ && replaced_by == 0 && incarnation_ != 0 && !confirming_abort) {
+      confirming_abort = true;
+      continue;
+    }
+    if (resubscribe && !sink_) {
+      // A caller's watcher: the revisions it was given belong to a dict that is gone, so it ends
+      // here rather than go on with another dict's revisions as if they followed them.
+      Deliver(Replaced(replaced_by));
+      connected_.store(false, std::memory_order_release);
       std::lock_guard lock(mu_);
       ended_ = true;
       return;

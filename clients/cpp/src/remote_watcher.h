@@ -12,8 +12,15 @@
 // A dict deleted and created again under its name starts its revisions over. The watcher notices
 // it from a stream ending with ABORTED, or from a bridge naming another incarnation
 // (wire::kIncarnationMetadata) than the stream before it when it resumes (the dict was replaced
-// while the bridge was unreachable); either way it watches the new dict from revision 0, and a
-// sink's owner is told first (OnDict) so that it can drop its copy.
+// while the bridge was unreachable). With a Sink it then watches the new dict from revision 0
+// (a few tries when the name holds no dict yet: unlinking and creating again is not atomic),
+// and the sink's owner is told first (OnDict) so that it can drop its copy. Without one (a
+// caller's watcher, RemoteDict::Watch) it first resumes once after an ABORTED that named no new
+// dict (the bridge ends streams so too when it fails to open its own handle), and ends when the
+// bridge names another dict than before (even from revision 0) or aborts again: Next returns
+// kAborted naming the incarnations, then and on every later call, and revision() stays at the
+// last revision of the old dict it delivered; the caller watches again from 0 if it wants the
+// new dict.
 //
 // Thread-safety: Next and revision from one thread at a time; Cancel from any thread. A Sink is
 // called from the reader thread only, one batch at a time.
@@ -59,8 +66,11 @@ Result<std::shared_ptr<grpc::Channel>> OpenChannel(const RemoteOptions& options)
 std::shared_ptr<Connection> ConnectionOver(std::shared_ptr<grpc::Channel> channel,
                                            const RemoteOptions& options);
 
-// The dict incarnation a bridge named in `metadata` (wire::kIncarnationMetadata); 0 when it named
-// none (an older bridge) or the value does not parse.
+// The dict incarnation a bridge named in `metadata` (wire::kIncarnationMetadata): its value when
+// the key has exactly one, made of decimal digits only (leading zeros allowed) and at most
+// UINT64_MAX. 0 ("unknown", as from an older bridge that names none) for anything else: no key,
+// two values, an empty value, a sign, whitespace, any other byte (a NUL included), an overflow.
+// Never a partial parse.
 uint64_t IncarnationIn(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
 
 class RemoteWatcher final : public Watcher {
@@ -99,6 +109,9 @@ class RemoteWatcher final : public Watcher {
   // on_dict_ when the dict is another than before. False when the stream must start over from
   // revision 0 instead (it resumed after a revision of the dict before).
   bool StartOn(uint64_t incarnation);
+  // The terminal status of a watcher without a Sink whose dict was replaced: kAborted naming the
+  // incarnation it watched and, when a resumed stream named it, `new_incarnation`.
+  Status Replaced(uint64_t new_incarnation) const;
   // Sleeps for the backoff, or until cancelled. False once cancelled.
   bool Backoff(std::chrono::milliseconds wait);
 

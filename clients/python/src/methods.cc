@@ -381,6 +381,8 @@ void DefineMethods(py::object type) {
     py::dict info;
     info["keys"] = s->cache.size();
     info["bytes"] = s->cache.bytes();
+    // What the cache was filled at: a local dict's revision, but for a remote dict's mirror
+    // RemoteDict::mirror_generation() (revisions start over when the dict is replaced).
     info["revision"] = s->cache.revision();
     info["max_keys"] = s->cache.max_keys();
     info["max_bytes"] = s->cache.max_bytes();

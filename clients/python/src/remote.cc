@@ -54,11 +54,14 @@ class RemoteBackend final : public Backend {
   }
 
   bool calls_may_block() const override { return true; }
-  std::optional<uint64_t> CacheRevision(ThreadHandle& h) override {
-    if (endpoint_.mirror) return h.store->revision();
+  // Not the mirror's revision: that one starts over when the dict is deleted and created again,
+  // and a cache filled at revision R of the old dict would pass for the new dict at R. The
+  // mirror's generation never repeats.
+  std::optional<uint64_t> CacheRevision(ThreadHandle&) override {
+    if (endpoint_.mirror) return remote_->mirror_generation();
     return std::nullopt;
   }
-  // A mirror tells only that its revision moved: every move empties the cache.
+  // A mirror tells only that its contents moved: every move empties the cache.
   std::unique_ptr<Watcher> CacheWatcher(ThreadHandle&, uint64_t*) override { return nullptr; }
   ErrorContext error_context(bool type_check) const override {
     return ErrorContext{.type_check = type_check, .remote = true};

@@ -98,7 +98,9 @@ class Backend {
   // Calls may wait on the network: release the GIL around each.
   virtual bool calls_may_block() const = 0;
   // The revision the read cache follows (after `h` caught up): a local dict's published revision
-  // (one atomic load), a mirror's revision; nullopt when reads each ask the bridge (no cache).
+  // (one atomic load), a mirror's generation (RemoteDict::mirror_generation: its revision starts
+  // over when the dict is replaced, the generation never repeats); nullopt when reads each ask the
+  // bridge (no cache). The cache compares it for equality; it orders it only with a CacheWatcher.
   virtual std::optional<uint64_t> CacheRevision(ThreadHandle& h) = 0;
   // A watcher for the read cache, on `h`'s dict, starting after *from (set to the handle's
   // revision after catching up); nullptr when the backend cannot tell which keys changed (remote).

@@ -6,6 +6,7 @@ checks that nothing is left in /dev/shm)."""
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -104,6 +105,54 @@ def test_watch_from_zero_starts_with_a_flagged_snapshot_when_the_dict_has_one(br
             first = next(r.watch(1, timeout=30))
             assert first.snapshot and first.op == "snapshot"
             assert first.value == local.copy() and first.revision == local.revision
+
+
+@pytest.mark.parametrize("mirror", [True, False], ids=["mirror", "no_mirror"])
+def test_a_dict_deleted_and_created_again_under_a_connected_remote_is_read_and_written_anew(
+        bridge, name, mirror):
+    old = shmdict.Dict(name, create=True)
+    try:
+        # timeout: how long a read without mirror waits for the old dict's revision before it
+        # asks which dict the name holds.
+        with shmdict.connect(bridge.address, name, mirror=mirror, timeout=3) as r:
+            for key in ("a", "b", "c"):
+                r[key] = "old-" + key  # revisions 1 to 3 of the old dict
+            assert r["a"] == "old-a"  # a mirror's read cache keeps it, at revision 3
+            r["c"] = "old-c2"
+            r["c"] = "old-c3"  # revision 5, no read since: the cache still says 3
+            changes = r.watch(4, timeout=60)
+            assert next(changes).revision == 5  # its stream watches the old dict
+            # Unlinking and creating again is not atomic: the bridge, stopped meanwhile, must not
+            # look in between (it would find no dict at all).
+            os.kill(bridge.process.pid, signal.SIGSTOP)
+            try:
+                old.unlink()
+                old.close()
+                new = shmdict.Dict(name, create=True)
+            finally:
+                os.kill(bridge.process.pid, signal.SIGCONT)
+            with new:
+                for key in ("a", "b", "x"):
+                    new[key] = "new-" + key  # revisions 1 to 3 of the new dict
+                if mirror:
+                    # The mirror started over and holds the new dict at the revision the cache
+                    # was filled at (read without touching the cache: no read in between).
+                    eventually(lambda: r.revision == 3)
+                assert r["a"] == "new-a"
+                assert "c" not in r
+                assert r.get("x") == "new-x"
+                r["d"] = "new-d"
+                assert new["d"] == "new-d"
+                assert r["d"] == "new-d"
+                assert sorted(r.keys()) == ["a", "b", "d", "x"]
+                # A watch of the old dict ends with what it sent, never a change of the new one.
+                with pytest.raises(shmdict.Error) as ended:
+                    for change in changes:
+                        assert change.value.startswith("old-"), change
+                assert ended.value.code == "ABORTED", ended.value
+                assert "deleted or replaced" in str(ended.value)
+    finally:
+        old.close()
 
 
 def test_unknown_dict_is_file_not_found(bridge, name):

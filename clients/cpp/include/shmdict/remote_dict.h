@@ -27,10 +27,23 @@
 // the new dict's snapshot or log. Keys of the old dict never outlive that in the mirror; reads in
 // between see the new dict at some revision of its own (empty at first). A write to the new dict
 // returns once the mirror holds it, as always; one that raced the replacement and committed to
-// the old dict returns once the mirror has moved on. last_commit_revision() follows this object's
-// commits to the new dict. (Bridges older than this client name no incarnation: the mirror then
-// starts over on ABORTED only, and a write returns as soon as the mirror's revision, old or new,
-// reaches the write's.)
+// the old dict returns once the mirror has moved on. last_commit_revision() starts over too, as
+// soon as this object learns of the replacement (its mirror starts over, a write reaches the new
+// dict, or a WaitForChange without mirror sees it), and then follows its commits to the new dict,
+// so a read from the bridge never waits for a revision of the old dict. Without a mirror nothing
+// else tells: a Get whose min_revision the new dict has not reached fails on its deadline (the
+// bridge's --max-wait-ms or call_timeout), and then asks which dict the name holds; when another
+// one than its commits went to, the commits start over and the Get is asked again at once (so it
+// takes up to call_timeout plus that deadline longer; one such question at a time per object,
+// Gets that timed out meanwhile use its answer). An answer to a call that left before this object
+// moved to another dict never moves it back (nor revision()); a write that raced the replacement
+// may then not count in last_commit_revision(). A mirror whose resubscription after a
+// replacement finds no dict (deleting and creating again is not atomic) tries again 5 times, at
+// initial_backoff, before NOT_FOUND stops it. Watchers from Watch() end instead: see Watch.
+// (Bridges older
+// than this client name no incarnation: the mirror then starts over on ABORTED only, a write
+// returns as soon as the mirror's revision, old or new, reaches the write's, and a Get without
+// mirror is not asked again.)
 //
 // Thread-safety: thread-safe; every method may be called concurrently. Watchers it returns are
 // thread-compatible (Cancel() from any thread). Lifetime: destroying it stops the mirror; watchers
@@ -125,16 +138,38 @@ class RemoteDict final : public Store {
   // With a mirror: the revision the mirror holds (back to 0 when the dict was replaced, see
   // above). Without: the latest revision this object saw (its commits and reads).
   uint64_t revision() override;
-  // As Store's; with a mirror, it also returns (the mirror's revision, perhaps not above
-  // after_revision) when the dict was replaced while it waited.
+  // As Store's; unlike a local dict's, it also returns when the dict was replaced while it
+  // waited, with the mirror's revision or, without a mirror, the new dict's (either perhaps not
+  // above after_revision; 0 when asking the bridge for it failed otherwise than kNotFound, within
+  // the time left); without a mirror, kNotFound when the dict was deleted and not created
+  // again. (Without a
+  // mirror a replacement is noticed only once its stream watched the old dict: one that started
+  // after the replacement waits for after_revision of the new dict.)
   Result<uint64_t> WaitForChange(uint64_t after_revision,
                                  std::chrono::nanoseconds timeout) override;
+  // A watcher with a stream of its own, resumed across bridge restarts without gap or duplicate.
+  // When the dict is deleted and created again it ends, once it delivered every change of the
+  // old dict the bridge sent: Next returns kAborted ("... was deleted or replaced (incarnation
+  // N -> M) ...", or "(incarnation N)" when no bridge named the new one), then and on every later
+  // call, and revision() stays at the old dict's; also when it was given no revision yet. A
+  // stream that ends with ABORTED is resumed once to ask which dict the name holds (the bridge
+  // also ends streams so when it failed to open its own handle: the same dict then goes on).
+  // Its revisions never jump back to another dict's: watch again from revision 0 to follow the
+  // new dict (a local Dict's watcher, by contrast, keeps reading the dict it mapped, which nobody
+  // writes any more once unlinked). kNotFound from Next when the dict was gone when the stream
+  // (re)started, as for a dict deleted and not created again.
   Result<std::unique_ptr<Watcher>> Watch(uint64_t after_revision) override;
 
   // Whether the mirror's stream is connected now (false without a mirror).
   bool mirror_connected() const;
   // Times the mirror was replaced by a resync snapshot (the first copy counts).
   uint64_t mirror_resyncs() const;
+  // Counts the changes of the mirror's contents: every batch applied, snapshot swapped in, and
+  // start over of a replaced dict (0 without a mirror). Unlike revision(), it never goes back or
+  // repeats, so it identifies what the mirror held for a cache of values read from it (Python's
+  // read cache); it moves after the contents changed, so a value read after loading it is at
+  // least that new. One atomic load.
+  uint64_t mirror_generation() const;
 
   struct Impl;
 
