@@ -78,6 +78,12 @@ class BridgeTest : public DictTestBase {
     ASSERT_OK(again);
     local_.emplace(std::move(*again));
   }
+  // Ten writes through `r`, then ReplaceDict: r's last commit (10) is a revision of the old dict.
+  void CommitTenThenReplaceDict(RemoteDict& r) {
+    for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
+    ASSERT_EQ(r.last_commit_revision(), 10u);
+    ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  }
 
   std::optional<Dict> local_;
   BridgeProcess bridge_;
@@ -643,6 +649,23 @@ class ScriptedBridge final : public v1::Dict::Service {
   int watches_ = 0;
 };
 
+// A scripted bridge served on a loopback port, and the options of a RemoteDict without mirror
+// that reaches it (the server stops with the object).
+struct LoopbackServer {
+  explicit LoopbackServer(grpc::Service* service) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service);
+    server = builder.BuildAndStart();
+  }
+  RemoteOptions Options() const {
+    return RemoteOptions{
+        .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false};
+  }
+  int port = 0;
+  std::unique_ptr<grpc::Server> server;
+};
+
 // A write's answer from the old dict (incarnation 7, revision 100) that arrives after another
 // write reached the new dict (8) neither moves the handle back to the old dict's revisions nor
 // makes it drop its later writes to the new one; a late Delete answer from the old dict does not
@@ -654,14 +677,9 @@ TEST(ScriptedBridgeTest, ALateAnswerFromTheOldDictNeverMovesTheHandleBack) {
     service.Script("slow", {100, 7});
     service.Script("new-1", {1, 8});
     service.Script("new-2", {2, 8});
-    int port = 0;
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&service);
-    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-    ASSERT_NE(server, nullptr);
-    auto remote = RemoteDict::Open(RemoteOptions{
-        .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+    LoopbackServer server(&service);
+    ASSERT_NE(server.server, nullptr);
+    auto remote = RemoteDict::Open(server.Options());
     ASSERT_OK(remote);
     RemoteDict& r = **remote;
 
@@ -679,7 +697,7 @@ TEST(ScriptedBridgeTest, ALateAnswerFromTheOldDictNeverMovesTheHandleBack) {
     EXPECT_EQ(r.last_commit_revision(), 2u);
     EXPECT_EQ(r.revision(), 2u);
     remote->reset();
-    server->Shutdown();
+    server.server->Shutdown();
   }
 }
 
@@ -689,14 +707,9 @@ TEST(ScriptedBridgeTest, ALateAnswerFromTheOldDictNeverMovesTheHandleBack) {
 TEST(ScriptedBridgeTest, GetsThatTimedOutOnTheOldDictReadTheNewOneAskingOnce) {
   ScriptedBridge service;
   service.Script("old", {10, 7});
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
-  auto remote = RemoteDict::Open(
-      RemoteOptions{.address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+  LoopbackServer server(&service);
+  ASSERT_NE(server.server, nullptr);
+  auto remote = RemoteDict::Open(server.Options());
   ASSERT_OK(remote);
   RemoteDict& r = **remote;
   ASSERT_OK(r.Set("old", Value::Int(0)));
@@ -717,7 +730,7 @@ TEST(ScriptedBridgeTest, GetsThatTimedOutOnTheOldDictReadTheNewOneAskingOnce) {
   EXPECT_EQ(*got, std::optional<Value>(Value::Int(5)));
   EXPECT_EQ(service.watches(), 1);
   remote->reset();
-  server->Shutdown();
+  server.server->Shutdown();
 }
 
 // A bridge whose first Watch stream ends with `first_end` (ABORTED although the dict, 7, was not
@@ -757,14 +770,9 @@ class AbortOnceBridge final : public v1::Dict::Service {
 
 TEST(ScriptedBridgeTest, AWatcherGoesOnAfterAnAbortedThatTheSameDictFollows) {
   AbortOnceBridge service(grpc::StatusCode::ABORTED, "7");
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
-  auto remote = RemoteDict::Open(
-      RemoteOptions{.address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false});
+  LoopbackServer server(&service);
+  ASSERT_NE(server.server, nullptr);
+  auto remote = RemoteDict::Open(server.Options());
   ASSERT_OK(remote);
   auto watcher = (*remote)->Watch(0);
   ASSERT_OK(watcher);
@@ -774,21 +782,16 @@ TEST(ScriptedBridgeTest, AWatcherGoesOnAfterAnAbortedThatTheSameDictFollows) {
   EXPECT_EQ(service.watches_.load(), 2);
   watcher->reset();
   remote->reset();
-  server->Shutdown();
+  server.server->Shutdown();
 }
 
 // A caller's watcher that was given no revision yet still ends when the stream it resumes on
 // (the first one ended: a bridge restart) names another dict: it was watching the old one.
 TEST(ScriptedBridgeTest, AWatcherFromRevisionZeroEndsWhenItResumesOnAnotherDict) {
   AbortOnceBridge service(grpc::StatusCode::UNAVAILABLE, "8");
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
-  RemoteOptions options{
-      .address = "127.0.0.1:" + std::to_string(port), .dict = "d", .mirror = false};
+  LoopbackServer server(&service);
+  ASSERT_NE(server.server, nullptr);
+  RemoteOptions options = server.Options();
   options.initial_backoff = 10ms;
   auto remote = RemoteDict::Open(options);
   ASSERT_OK(remote);
@@ -801,7 +804,7 @@ TEST(ScriptedBridgeTest, AWatcherFromRevisionZeroEndsWhenItResumesOnAnotherDict)
       << batch.status().ToString();
   watcher->reset();
   remote->reset();
-  server->Shutdown();
+  server.server->Shutdown();
 }
 
 // Deleting a dict and creating it again leaves a moment with no dict under the name; a mirror
@@ -882,10 +885,7 @@ TEST_F(BridgeTest, AGetWithoutMirrorDoesNotWaitForARevisionOfTheDictThatWasRepla
   auto remote = RemoteDict::Open(options);
   ASSERT_OK(remote);
   RemoteDict& r = **remote;
-  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
-  ASSERT_EQ(r.last_commit_revision(), 10u);
-
-  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  ASSERT_NO_FATAL_FAILURE(CommitTenThenReplaceDict(r));
   ASSERT_OK(local_->Set("new", Value::Int(1)));  // the new dict stops at revision 1 of 10
 
   // Read before any write of this object reached the new dict.
@@ -915,10 +915,7 @@ TEST_F(BridgeTest, AMirrorsLastCommitStartsOverWithTheNewDictBeforeAnyWriteToIt)
   auto remote = RemoteDict::Open(options);
   ASSERT_OK(remote);
   RemoteDict& r = **remote;
-  for (int i = 0; i < 10; ++i) ASSERT_OK(r.Set("old-" + std::to_string(i), Value::Int(i)));
-  ASSERT_EQ(r.last_commit_revision(), 10u);
-
-  ASSERT_NO_FATAL_FAILURE(ReplaceDict());
+  ASSERT_NO_FATAL_FAILURE(CommitTenThenReplaceDict(r));
   const Value large = Value::Str(std::string(size_t{256} << 10, 'v'));
   ASSERT_OK(local_->Set("large", large));
   // The mirror starts over (a change, whatever the revision) and then reaches the new dict's 1.
